@@ -1,0 +1,77 @@
+"""`alexbench export`: TorchScript, ONNX and torch.export artifacts plus a manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from alexbench import report
+from alexbench.checkpoint import Normalization, load_model
+from alexbench.cli import options as opt
+from alexbench.cli.common import console, handle_errors, parse_enum_list
+from alexbench.exporters import DEFAULT_OPSET, OnnxExporter, ensure_artifacts
+from alexbench.runtimes import ArtifactFormat
+
+
+@handle_errors
+def export_cmd(
+    out: Path = typer.Option(
+        Path("exports"), "--out", "-o", help="Output directory.", file_okay=False
+    ),
+    formats: str = typer.Option(
+        "torchscript,onnx,pt2", "--format", "-f", help="Comma list of torchscript, onnx, pt2."
+    ),
+    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset version."),
+    onnx_exporter: OnnxExporter = typer.Option(
+        OnnxExporter.DYNAMO,
+        "--onnx-exporter",
+        help="dynamo (default) or the legacy TorchScript one.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Export even when fresh artifacts exist."),
+    checkpoint: Path | None = opt.CHECKPOINT,
+    weights: Path | None = opt.WEIGHTS,
+    seed: int | None = opt.SEED,
+    num_classes: int | None = opt.NUM_CLASSES,
+    image_size: int | None = opt.IMAGE_SIZE,
+    normalize: Normalization | None = opt.NORMALIZE,
+) -> None:
+    """Export AlexNet to TorchScript (.pt), ONNX (.onnx) and a torch.export program (.pt2).
+
+    Unchanged inputs reuse the existing files (sha256 check). Examples:
+
+      alexbench export
+
+      alexbench export --weights alexnet-owt-7be5be79.pth --out exports/imagenet
+
+      alexbench export --checkpoint runs/cifar/best.pt --format onnx --opset 17
+    """
+    fmts = parse_enum_list(formats, ArtifactFormat, "--format")
+    loaded = load_model(
+        checkpoint=checkpoint,
+        weights=weights,
+        seed=0 if seed is None else seed,
+        num_classes=num_classes,
+        image_size=image_size,
+        normalization=normalize,
+    )
+    console.print(
+        f"Model: AlexNet, {loaded.meta.num_classes} classes, "
+        f"{loaded.meta.image_size}x{loaded.meta.image_size} input, {loaded.source.describe()}"
+    )
+    with console.status("exporting...") as status:
+        _, outcomes = ensure_artifacts(
+            loaded,
+            out,
+            fmts,
+            opset=opset,
+            onnx_exporter=onnx_exporter,
+            force=force,
+            on_export=lambda f: status.update(f"exporting {f.value}..."),
+        )
+    report.render_export(console, str(out), outcomes)
+    console.print(f"Manifest: {out / 'manifest.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)

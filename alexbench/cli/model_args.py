@@ -1,0 +1,56 @@
+"""Turn the shared model/artifact options into a ModelBundle (the CLI's glue to exporters)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from rich.console import Console
+
+from alexbench.checkpoint import Normalization
+from alexbench.exporters import model_for_artifacts, prepare_bundle, recorded_onnx_settings
+from alexbench.runtimes import ArtifactFormat, Backend, ModelBundle, get_runtime
+
+
+def bundle_for(
+    console: Console,
+    artifacts: Path,
+    backends: Iterable[Backend],
+    *,
+    checkpoint: Path | None,
+    weights: Path | None,
+    seed: int | None,
+    num_classes: int | None,
+    image_size: int | None,
+    normalize: Normalization | None,
+) -> ModelBundle:
+    loaded = model_for_artifacts(
+        artifacts,
+        checkpoint=checkpoint,
+        weights=weights,
+        seed=seed,
+        num_classes=num_classes,
+        image_size=image_size,
+        normalization=normalize,
+    )
+    needed: list[ArtifactFormat] = []
+    for b in backends:
+        fmt = get_runtime(b).artifact
+        if fmt is not None and fmt not in needed:
+            needed.append(fmt)
+    opset, exporter = recorded_onnx_settings(artifacts)
+    with console.status("checking artifacts...") as status:
+        bundle = prepare_bundle(
+            loaded,
+            artifacts,
+            needed,
+            opset=opset,
+            onnx_exporter=exporter,
+            on_export=lambda f: status.update(f"exporting {f.value} (missing or stale)..."),
+        )
+    meta = loaded.meta
+    console.print(
+        f"Model: AlexNet, {meta.num_classes} classes, {meta.image_size}x{meta.image_size}, "
+        f"{loaded.source.describe()}; artifacts: {artifacts}"
+    )
+    return bundle

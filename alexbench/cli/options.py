@@ -1,0 +1,32 @@
+"""Options shared by several commands, defined once so that they read the same everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+CHECKPOINT = typer.Option(
+    None, "--checkpoint", help="An alexbench checkpoint (carries its own metadata).", dir_okay=False
+)
+WEIGHTS = typer.Option(
+    None, "--weights", help="A plain torchvision AlexNet state dict (e.g. ImageNet weights).",
+    dir_okay=False,
+)  # fmt: skip
+SEED = typer.Option(None, "--seed", help="Seed of the random-init default model [default: 0].")
+NUM_CLASSES = typer.Option(
+    None, "--num-classes", help="Output classes [default: 1000, or from the weights].", min=1
+)
+IMAGE_SIZE = typer.Option(
+    None, "--image-size", help="Input height/width in pixels, >= 64 [default: 224].", min=1
+)
+NORMALIZE = typer.Option(
+    None, "--normalize", help="Input normalisation for --weights [default: imagenet]."
+)
+ARTIFACTS = typer.Option(
+    Path("exports"), "--artifacts", help="Directory with exported artifacts (exported if stale).",
+    file_okay=False,
+)  # fmt: skip
+THREADS = typer.Option(
+    None, "--threads", help="Intra-op threads for torch and ONNX Runtime [default: library's]."
+)

@@ -1,0 +1,107 @@
+"""`alexbench verify`: parity of every runtime x device x precision against eager fp32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from alexbench import report
+from alexbench.checkpoint import Normalization
+from alexbench.cli import options as opt
+from alexbench.cli.common import console, handle_errors, parse_enum_list, split_list
+from alexbench.cli.model_args import bundle_for
+from alexbench.devices import Device, available_devices, require
+from alexbench.environment import capture
+from alexbench.errors import InputError
+from alexbench.fileio import write_json
+from alexbench.inputs import image_inputs, random_inputs
+from alexbench.precision import Precision
+from alexbench.runtimes import SessionOptions, parse_backend
+from alexbench.verify import run_verify
+
+DEFAULT_BACKENDS = "eager,torchscript,pt2,onnxruntime"
+
+
+@handle_errors
+def verify_cmd(
+    backend: str = typer.Option(
+        DEFAULT_BACKENDS,
+        "--backend",
+        "-b",
+        help="Comma list: eager, torchscript, pt2 (export), onnxruntime, compile.",
+    ),  # fmt: skip
+    device: str | None = typer.Option(
+        None, "--device", "-d", help="Comma list of cpu, cuda [default: every available device]."
+    ),
+    precision: str = typer.Option(
+        "fp32", "--precision", "-p", help="Comma list of fp32, tf32, fp16, bf16, int8."
+    ),
+    batch: int = typer.Option(
+        8, "--batch", help="Samples compared; also the largest dynamic-batch size checked.", min=1
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="ImageFolder directory: compare on real images instead of noise."
+    ),
+    report_path: Path | None = typer.Option(
+        None, "--report", help="JSON report path [default: ARTIFACTS/verify-report.json]."
+    ),
+    threads: int | None = opt.THREADS,
+    artifacts: Path = opt.ARTIFACTS,
+    checkpoint: Path | None = opt.CHECKPOINT,
+    weights: Path | None = opt.WEIGHTS,
+    seed: int | None = opt.SEED,
+    num_classes: int | None = opt.NUM_CLASSES,
+    image_size: int | None = opt.IMAGE_SIZE,
+    normalize: Normalization | None = opt.NORMALIZE,
+) -> None:
+    """Prove the exported artifacts compute what PyTorch computes. Exits 1 if any cell fails.
+
+    Exports first when artifacts are missing or stale. Examples:
+
+      alexbench verify
+
+      alexbench verify --data ../shared/data/cifar10/train --batch 32
+
+      alexbench verify --backend eager,onnxruntime --precision fp32,bf16 --device cpu
+    """
+    backends = [parse_backend(b) for b in split_list(backend, "--backend")]
+    devices = parse_enum_list(device, Device, "--device") if device else available_devices()
+    for d in devices:
+        require(d)
+    precisions = parse_enum_list(precision, Precision, "--precision")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    bundle = bundle_for(
+        console, artifacts, backends,
+        checkpoint=checkpoint, weights=weights, seed=seed,
+        num_classes=num_classes, image_size=image_size, normalize=normalize,
+    )  # fmt: skip
+    meta = bundle.loaded.meta
+    inputs = (
+        image_inputs(data, batch, meta, seed or 0)
+        if data is not None
+        else random_inputs(batch, meta.image_size, seed or 0)
+    )
+    with console.status("verifying...") as status:
+        result = run_verify(
+            bundle, backends, devices, precisions, inputs, SessionOptions(threads=threads),
+            on_cell=lambda b, d, p: status.update(f"verifying {b.value} on {d.value} at {p.value}"),
+        )  # fmt: skip
+    report.render_verify(console, result, precisions)
+    out = report_path or artifacts / "verify-report.json"
+    payload = result.to_dict() | {
+        "schema": "alexbench-verify/1",
+        "model": {"source": bundle.loaded.source.to_dict(), "meta": vars(meta)},
+        "artifacts": {f.value: str(p) for f, p in bundle.artifacts.items()},
+        "environment": capture(),
+    }
+    write_json(out, payload)
+    verdict = "[bold green]PASS[/]" if result.passed else "[bold red]FAIL[/]"
+    console.print(f"{verdict}: report written to {out}")
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("verify")(verify_cmd)

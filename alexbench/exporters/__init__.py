@@ -1,0 +1,225 @@
+"""Exporters (one module per format), and the export pipeline that reuses fresh artifacts.
+
+`prepare_bundle` is what verify/bench/evaluate call: it exports whatever is missing or stale
+(weights, image size, opset, exporter or torch version changed, or a file's hash no longer
+matches) and returns the paths. Nothing is ever half-written: each file is written to a temporary
+name and renamed, and the manifest is written last.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import ModuleType
+
+from alexbench.checkpoint import (
+    LoadedModel,
+    ModelMeta,
+    Normalization,
+    SourceKind,
+    file_sha256,
+    load_model,
+)
+from alexbench.errors import AlexbenchError, ExportError, InputError
+from alexbench.exporters import onnx as onnx_exporter
+from alexbench.exporters import pt2 as pt2_exporter
+from alexbench.exporters import torchscript as torchscript_exporter
+from alexbench.exporters.base import (
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportRequest,
+    OnnxExporter,
+)
+from alexbench.exporters.manifest import ArtifactRecord, Manifest, config_key, stack_versions
+from alexbench.fileio import atomic_path
+from alexbench.model import state_dict_sha256
+from alexbench.runtimes.base import ArtifactFormat, ModelBundle
+
+EXPORTERS: dict[ArtifactFormat, ModuleType] = {
+    ArtifactFormat.TORCHSCRIPT: torchscript_exporter,
+    ArtifactFormat.ONNX: onnx_exporter,
+    ArtifactFormat.PT2: pt2_exporter,
+}
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "EXPORTERS",
+    "ExportOutcome",
+    "OnnxExporter",
+    "ensure_artifacts",
+    "model_for_artifacts",
+    "prepare_bundle",
+    "recorded_onnx_settings",
+]
+
+ExportOutcome = tuple[ArtifactFormat, ArtifactRecord, bool]  # (format, record, reused)
+
+
+def _artifact_config(
+    fmt: ArtifactFormat, weights_sha: str, meta: ModelMeta, opset: int, exporter: OnnxExporter
+) -> dict:
+    cfg = {
+        "format": fmt.value,
+        "weights_sha256": weights_sha,
+        "image_size": meta.image_size,
+        "num_classes": meta.num_classes,
+        "torch": stack_versions()["torch"],
+    }
+    if fmt is ArtifactFormat.ONNX:
+        cfg |= {"opset": opset, "onnx_exporter": exporter.value}
+    return cfg
+
+
+def _is_fresh(record: ArtifactRecord | None, directory: Path, key: str) -> bool:
+    if record is None or record.config_key != key:
+        return False
+    path = directory / record.path
+    return (
+        path.is_file()
+        and path.stat().st_size == record.size_bytes
+        and (file_sha256(path) == record.sha256)
+    )
+
+
+def ensure_artifacts(
+    loaded: LoadedModel,
+    out_dir: Path,
+    formats: Iterable[ArtifactFormat] = tuple(ArtifactFormat),
+    *,
+    opset: int = DEFAULT_OPSET,
+    onnx_exporter: OnnxExporter = OnnxExporter.DYNAMO,
+    force: bool = False,
+    on_export: Callable[[ArtifactFormat], None] | None = None,
+) -> tuple[Manifest, list[ExportOutcome]]:
+    """Export each requested format unless a fresh copy is already in `out_dir`."""
+    if opset < 7 or opset > 25:
+        raise InputError(f"--opset {opset} is outside the supported range 7..25")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a directory")
+    weights_sha = state_dict_sha256(loaded.model)
+    meta = loaded.meta
+    old = Manifest.load(out_dir) if out_dir.is_dir() else None
+    manifest = Manifest(
+        source=loaded.source.to_dict() | {"weights_sha256": weights_sha},
+        model={k: v for k, v in vars(meta).items()},
+    )
+    # Keep records of formats not requested this time if they still belong to these weights.
+    if old is not None and old.source.get("weights_sha256") == weights_sha:
+        manifest.artifacts.update(old.artifacts)
+    request = ExportRequest(loaded.model, meta.image_size, meta.num_classes, opset, onnx_exporter)
+    outcomes: list[ExportOutcome] = []
+    for fmt in formats:
+        key = config_key(_artifact_config(fmt, weights_sha, meta, opset, onnx_exporter))
+        record = manifest.artifacts.get(fmt.value)
+        if not force and _is_fresh(record, out_dir, key):
+            outcomes.append((fmt, record, True))  # type: ignore[arg-type]
+            continue
+        if on_export:
+            on_export(fmt)
+        module = EXPORTERS[fmt]
+        target = out_dir / f"alexnet{module.suffix}"
+        start = time.perf_counter()
+        try:
+            with atomic_path(target) as tmp:
+                fields = module.export(request, tmp)
+        except AlexbenchError:
+            raise
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ExportError(f"{fmt.value} export failed: {first}") from e
+        seconds = time.perf_counter() - start
+        n, s = meta.num_classes, meta.image_size
+        record = ArtifactRecord(
+            format=fmt.value,
+            path=target.name,
+            sha256=file_sha256(target),
+            size_bytes=target.stat().st_size,
+            input_name=INPUT_NAME,
+            input_shape=["batch", 3, s, s],
+            output_name=OUTPUT_NAME,
+            output_shape=["batch", n],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            exporter=fields["exporter"],
+            opset=fields.get("opset"),
+            export_seconds=round(seconds, 3),
+            config_key=key,
+        )
+        manifest.artifacts[fmt.value] = record
+        outcomes.append((fmt, record, False))
+    manifest.save(out_dir)
+    return manifest, outcomes
+
+
+def prepare_bundle(
+    loaded: LoadedModel,
+    out_dir: Path,
+    formats: Iterable[ArtifactFormat],
+    **kwargs: object,
+) -> ModelBundle:
+    """Export what is missing or stale and return the model plus its artifact paths."""
+    formats = list(dict.fromkeys(formats))
+    if not formats:
+        return ModelBundle(loaded, {})
+    manifest, outcomes = ensure_artifacts(loaded, Path(out_dir), formats, **kwargs)  # type: ignore[arg-type]
+    return ModelBundle(loaded, {fmt: Path(out_dir) / rec.path for fmt, rec, _ in outcomes})
+
+
+def model_for_artifacts(
+    artifacts_dir: Path,
+    *,
+    checkpoint: Path | None = None,
+    weights: Path | None = None,
+    seed: int | None = None,
+    num_classes: int | None = None,
+    image_size: int | None = None,
+    normalization: Normalization | None = None,
+) -> LoadedModel:
+    """The model verify/bench should use: the one named on the command line, else the one the
+    existing manifest was exported from, else the default seeded model."""
+    explicit = any(v is not None for v in (checkpoint, weights, seed, num_classes, image_size))
+    manifest = None if explicit else Manifest.load(Path(artifacts_dir))
+    if manifest is None:
+        return load_model(
+            checkpoint=checkpoint,
+            weights=weights,
+            seed=0 if seed is None else seed,
+            num_classes=num_classes,
+            image_size=image_size,
+            normalization=normalization,
+        )
+    src, model = manifest.source, manifest.model
+    kind = SourceKind(src["kind"])
+    if kind is SourceKind.SEEDED:
+        return load_model(
+            seed=src.get("seed") or 0,
+            num_classes=model["num_classes"],
+            image_size=model["image_size"],
+        )
+    path = Path(src["path"])
+    if not path.is_file():
+        raise InputError(
+            f"the artifacts in {artifacts_dir} were exported from {path}, which no longer exists "
+            "(pass --checkpoint/--weights, or re-export)"
+        )
+    loaded = load_model(
+        checkpoint=path if kind is SourceKind.CHECKPOINT else None,
+        weights=path if kind is SourceKind.WEIGHTS else None,
+        image_size=model["image_size"],
+    )
+    if kind is SourceKind.WEIGHTS:
+        loaded.meta.mean, loaded.meta.std = tuple(model["mean"]), tuple(model["std"])
+    return loaded
+
+
+def recorded_onnx_settings(artifacts_dir: Path) -> tuple[int, OnnxExporter]:
+    """The opset and exporter the existing ONNX artifact was made with, so that a later verify
+    or bench does not treat a deliberate `--opset 17` export as stale."""
+    manifest = Manifest.load(Path(artifacts_dir)) if Path(artifacts_dir).is_dir() else None
+    record = manifest.artifacts.get(ArtifactFormat.ONNX.value) if manifest else None
+    if record is None or record.opset is None:
+        return DEFAULT_OPSET, OnnxExporter.DYNAMO
+    legacy = OnnxExporter.LEGACY.value in record.exporter
+    return record.opset, OnnxExporter.LEGACY if legacy else OnnxExporter.DYNAMO

@@ -1,0 +1,49 @@
+"""What every exporter shares: the export request and the one exporter signature."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from alexbench.model import AlexNet
+
+DEFAULT_OPSET = 18
+# The example batch used for tracing. It must be >= 2: torch.export specialises a dimension
+# whose example size is 0 or 1 to a constant, which would silently drop the dynamic batch.
+EXAMPLE_BATCH = 2
+MAX_DYNAMIC_BATCH = 1 << 16
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+class OnnxExporter(str, Enum):
+    DYNAMO = "dynamo"  # torch.onnx.export(dynamo=True): torch.export + onnxscript
+    LEGACY = "legacy"  # the TorchScript-based exporter, for older stacks
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    model: AlexNet
+    image_size: int
+    num_classes: int
+    opset: int = DEFAULT_OPSET
+    onnx_exporter: OnnxExporter = OnnxExporter.DYNAMO
+
+    def example_input(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        return torch.randn(EXAMPLE_BATCH, 3, self.image_size, self.image_size, generator=g)
+
+    def batch_dim(self) -> Any:
+        return torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)
+
+
+class Exporter(Protocol):
+    """Write one artifact to `path` (a temporary name; the caller renames it) and return
+    format-specific manifest fields."""
+
+    suffix: str
+
+    def __call__(self, request: ExportRequest, path: Path) -> dict[str, Any]: ...

@@ -1,0 +1,22 @@
+"""torch.export program (.pt2): the artifact that keeps working as TorchScript is deprecated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alexbench.exporters.base import ExportRequest
+
+suffix = ".pt2"
+
+
+def export(request: ExportRequest, path: Path) -> dict[str, Any]:
+    program = torch.export.export(
+        request.model.eval(),
+        (request.example_input(),),
+        dynamic_shapes={"x": {0: request.batch_dim()}},
+    )
+    torch.export.save(program, str(path))
+    return {"exporter": "torch.export.export"}

@@ -1,0 +1,85 @@
+"""AlexNet (the one-weird-trick variant torchvision ships) and how to build it.
+
+The module tree mirrors torchvision.models.alexnet exactly, so their state dicts are
+interchangeable: `features.{0,3,6,8,10}` are the convs, `classifier.{1,4,6}` the linears.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import nn
+
+DEFAULT_NUM_CLASSES = 1000
+DEFAULT_IMAGE_SIZE = 224
+MIN_IMAGE_SIZE = 64  # below this the third max-pool sees a feature map smaller than its kernel
+IN_CHANNELS = 3
+
+
+class AlexNet(nn.Module):
+    def __init__(self, num_classes: int = DEFAULT_NUM_CLASSES, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(IN_CHANNELS, 64, kernel_size=11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+        # Adaptive pooling makes any input >= 64 px end in a 256x6x6 = 9216 feature vector.
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout),
+            nn.Linear(256 * 6 * 6, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, num_classes)
+        x = self.features(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
+
+
+def build_alexnet(*, num_classes: int = DEFAULT_NUM_CLASSES, seed: int | None = 0) -> AlexNet:
+    """A fresh AlexNet in eval mode; seeded so that 'the default model' is the same everywhere."""
+    if seed is None:
+        model = AlexNet(num_classes)
+    else:
+        # fork_rng keeps the caller's global RNG stream untouched by model construction.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AlexNet(num_classes)
+    return model.eval()
+
+
+def expected_shapes(num_classes: int) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes a state dict must have for an AlexNet with `num_classes` outputs."""
+    return {k: tuple(v.shape) for k, v in AlexNet(num_classes).state_dict().items()}
+
+
+def num_classes_of(state_dict: dict[str, torch.Tensor]) -> int:
+    return int(state_dict["classifier.6.weight"].shape[0])
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """Content hash of the weights (keys, dtypes, shapes, bytes): identifies a model for caching."""
+    h = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

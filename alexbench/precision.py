@@ -1,0 +1,61 @@
+"""Precisions and the one table of what each means: dtypes and parity tolerances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    TF32 = "tf32"  # fp32 storage, TF32 tensor-core matmuls (CUDA only)
+    FP16 = "fp16"
+    BF16 = "bf16"
+    INT8 = "int8"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Parity tolerance against the fp32 eager reference.
+
+    An output element passes when |out - ref| <= atol + rtol * max|ref|: the relative part is
+    scaled by the reference's largest logit, so the same row works for random-init weights
+    (logits ~1e-2) and trained weights (logits ~10).
+    """
+
+    atol: float
+    rtol: float
+    min_cosine: float
+    # Fraction of samples whose top-1 may differ from the reference even when the reference's
+    # top-1 margin is wider than the tolerance (0 for float formats, a little for int8).
+    max_top1_mismatch: float = 0.0
+
+    def threshold(self, ref_scale: float) -> float:
+        return self.atol + self.rtol * ref_scale
+
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    precision: Precision
+    dtype: torch.dtype  # dtype of weights/activations when the model is cast
+    tolerance: Tolerance
+    cuda_only: bool = False
+
+
+# Tolerances were set from measured errors (see README "Parity"): fp32 runtimes differ from
+# eager by ~1e-6 relative; fp16 ~1e-3; bf16 ~1e-2; int8 ~5e-2.
+PRECISIONS: dict[Precision, PrecisionSpec] = {
+    Precision.FP32: PrecisionSpec(Precision.FP32, torch.float32, Tolerance(1e-5, 1e-4, 0.99999)),
+    Precision.TF32: PrecisionSpec(
+        Precision.TF32, torch.float32, Tolerance(1e-4, 1e-2, 0.9999), cuda_only=True
+    ),
+    Precision.FP16: PrecisionSpec(Precision.FP16, torch.float16, Tolerance(1e-4, 2e-2, 0.999)),
+    Precision.BF16: PrecisionSpec(Precision.BF16, torch.bfloat16, Tolerance(1e-3, 8e-2, 0.99)),
+    Precision.INT8: PrecisionSpec(Precision.INT8, torch.int8, Tolerance(1e-3, 0.25, 0.95, 0.1)),
+}
+
+
+def spec(precision: Precision) -> PrecisionSpec:
+    return PRECISIONS[precision]

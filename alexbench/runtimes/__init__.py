@@ -1,0 +1,72 @@
+"""Runtime registry: backend name -> Runtime, imported lazily so that a missing optional
+library (say, onnxruntime) only disables its own backend."""
+
+from __future__ import annotations
+
+import importlib
+
+from alexbench.devices import Device, is_available
+from alexbench.errors import InputError, UnsupportedError
+from alexbench.precision import Precision
+from alexbench.runtimes.base import (
+    BACKEND_ALIASES,
+    ArtifactFormat,
+    Backend,
+    ModelBundle,
+    Runtime,
+    Session,
+    SessionOptions,
+)
+
+_MODULES: dict[Backend, str] = {
+    Backend.EAGER: "alexbench.runtimes.eager:EagerRuntime",
+    Backend.TORCHSCRIPT: "alexbench.runtimes.torchscript:TorchScriptRuntime",
+    Backend.PT2: "alexbench.runtimes.pt2:ExportProgramRuntime",
+    Backend.ONNXRUNTIME: "alexbench.runtimes.onnxruntime:OnnxRuntime",
+    Backend.COMPILE: "alexbench.runtimes.compile:CompileRuntime",
+}
+
+__all__ = [
+    "ArtifactFormat",
+    "Backend",
+    "ModelBundle",
+    "Runtime",
+    "Session",
+    "SessionOptions",
+    "get_runtime",
+    "parse_backend",
+    "unsupported_reason",
+]
+
+
+def parse_backend(name: str) -> Backend:
+    key = name.strip().lower()
+    if key in BACKEND_ALIASES:
+        return BACKEND_ALIASES[key]
+    try:
+        return Backend(key)
+    except ValueError:
+        choices = ", ".join(b.value for b in Backend)
+        raise InputError(f"unknown backend '{name}' (choose from {choices})") from None
+
+
+def get_runtime(backend: Backend) -> Runtime:
+    module_name, cls_name = _MODULES[backend].split(":")
+    return getattr(importlib.import_module(module_name), cls_name)()
+
+
+def unsupported_reason(runtime: Runtime, device: Device, precision: Precision) -> str | None:
+    """Why this cell cannot run here (library missing, no such device, pair unsupported)."""
+    return (
+        runtime.available()
+        or (None if is_available(device) else f"{device.value} is not available on this machine")
+        or runtime.supports(device, precision)
+    )
+
+
+def check_supported(runtime: Runtime, device: Device, precision: Precision) -> None:
+    reason = unsupported_reason(runtime, device, precision)
+    if reason:
+        raise UnsupportedError(
+            f"{runtime.backend.value} on {device.value} at {precision.value}: {reason}"
+        )

@@ -1,0 +1,110 @@
+"""The one Runtime interface every backend implements.
+
+A Runtime says which (device, precision) pairs it supports and loads a Session; a Session
+prepares inputs (untimed: device copy, dtype/layout conversion) and runs one forward pass
+(timed). Benchmarks and parity checks only ever talk to this interface.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from alexbench.checkpoint import LoadedModel
+from alexbench.devices import Device
+from alexbench.precision import Precision
+
+
+class Backend(str, Enum):
+    EAGER = "eager"
+    TORCHSCRIPT = "torchscript"
+    PT2 = "pt2"  # a torch.export program; "export" is accepted as an alias on the command line
+    ONNXRUNTIME = "onnxruntime"
+    COMPILE = "compile"
+
+
+BACKEND_ALIASES = {"export": Backend.PT2, "ort": Backend.ONNXRUNTIME, "ts": Backend.TORCHSCRIPT}
+
+
+class ArtifactFormat(str, Enum):
+    TORCHSCRIPT = "torchscript"
+    ONNX = "onnx"
+    PT2 = "pt2"
+
+
+@dataclass
+class ModelBundle:
+    """Everything a runtime may load from: the eager model and the exported artifacts."""
+
+    loaded: LoadedModel
+    artifacts: dict[ArtifactFormat, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """Settings applied explicitly (never left to library defaults) and recorded with results."""
+
+    threads: int | None = None  # intra-op threads; None = the library's choice (recorded)
+    cudnn_benchmark: bool = False
+    cuda_graphs: bool = False
+    # CUDA only: time host->device copy, compute and device->host copy together (end to end)
+    # instead of compute on device-resident inputs.
+    include_transfers: bool = False
+
+
+class Session(abc.ABC):
+    """One loaded model on one device at one precision."""
+
+    device: Device
+    precision: Precision
+
+    @abc.abstractmethod
+    def prepare(self, batch: np.ndarray) -> Any:
+        """Untimed: turn an fp32 NCHW numpy batch into this session's input (device, dtype)."""
+
+    @abc.abstractmethod
+    def run(self, inputs: Any) -> Any:
+        """Timed: one forward pass. Outputs exist when this returns (CUDA: enqueued on the
+        current stream; the timer records events around the call)."""
+
+    @abc.abstractmethod
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        """Untimed: outputs as an fp32 numpy array of shape (N, num_classes)."""
+
+    def info(self) -> dict[str, Any]:
+        """What the session actually uses (providers, threads, flags), for the results file."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release device memory early (sessions are also released when garbage collected)."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.to_numpy(self.run(self.prepare(batch)))
+
+
+class Runtime(abc.ABC):
+    backend: ClassVar[Backend]
+    artifact: ClassVar[ArtifactFormat | None] = None  # which exported file it needs, if any
+
+    @abc.abstractmethod
+    def supports(self, device: Device, precision: Precision) -> str | None:
+        """None when supported, else the reason it is not (shown as 'unsupported: <reason>')."""
+
+    @abc.abstractmethod
+    def load(
+        self,
+        bundle: ModelBundle,
+        device: Device,
+        precision: Precision,
+        options: SessionOptions | None = None,
+    ) -> Session:
+        """Create a session. Call only for a supported pair (see `check_supported`)."""
+
+    def available(self) -> str | None:
+        """None when the runtime's library is importable here, else why not."""
+        return None

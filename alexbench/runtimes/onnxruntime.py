@@ -1,0 +1,128 @@
+"""ONNX Runtime: the `.onnx` artifact on the CPU provider, or the CUDA provider with IO binding."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+
+from alexbench.devices import Device
+from alexbench.errors import DeviceUnavailableError, ExportError
+from alexbench.precision import Precision
+from alexbench.runtimes.base import (
+    ArtifactFormat,
+    Backend,
+    ModelBundle,
+    Runtime,
+    Session,
+    SessionOptions,
+)
+
+CPU_EP = "CPUExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def _ort() -> Any:
+    import onnxruntime
+
+    return onnxruntime
+
+
+class OnnxRuntimeSession(Session):
+    def __init__(self, sess: Any, device: Device, precision: Precision, opts: SessionOptions):
+        self.sess = sess
+        self.device = device
+        self.precision = precision
+        self._opts = opts
+        # Device-resident CUDA inputs go through IO binding so that no host copy is timed.
+        self._bound = device is Device.CUDA and not opts.include_transfers
+
+    def prepare(self, batch: np.ndarray) -> Any:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if not self._bound:
+            return x
+        ort = _ort()
+        value = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+        binding = self.sess.io_binding()
+        binding.bind_ortvalue_input(INPUT_NAME, value)
+        binding.bind_output(OUTPUT_NAME, "cuda", 0)
+        return (binding, value)  # keep the OrtValue alive as long as the binding
+
+    def run(self, inputs: Any) -> Any:
+        if self._bound:
+            binding = inputs[0]
+            # Synchronous: returns after the CUDA stream has finished (bound outputs synchronised).
+            self.sess.run_with_iobinding(binding)
+            return binding
+        return self.sess.run([OUTPUT_NAME], {INPUT_NAME: inputs})[0]
+
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        if self._bound:
+            return np.asarray(outputs.copy_outputs_to_cpu()[0], dtype=np.float32)
+        return np.asarray(outputs, dtype=np.float32)
+
+    def info(self) -> dict[str, Any]:
+        so = self.sess.get_session_options()
+        return {
+            "providers": self.sess.get_providers(),
+            "intra_op_num_threads": so.intra_op_num_threads,  # 0 = ORT's default (one per core)
+            "graph_optimization_level": str(so.graph_optimization_level).split(".")[-1],
+            "io_binding": self._bound,
+        }
+
+    def close(self) -> None:
+        self.sess = None
+
+
+class OnnxRuntime(Runtime):
+    backend = Backend.ONNXRUNTIME
+    artifact = ArtifactFormat.ONNX
+
+    def available(self) -> str | None:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "onnxruntime is not installed"
+        return None
+
+    def supports(self, device: Device, precision: Precision) -> str | None:
+        if precision is not Precision.FP32:
+            return f"only the fp32 ONNX model is exported; no {precision.value} variant yet"
+        if device is Device.CUDA and CUDA_EP not in _ort().get_available_providers():
+            return "this onnxruntime build has no CUDA provider (install onnxruntime-gpu)"
+        return None
+
+    def load(
+        self,
+        bundle: ModelBundle,
+        device: Device,
+        precision: Precision,
+        options: SessionOptions | None = None,
+    ) -> Session:
+        opts = options or SessionOptions()
+        path = bundle.artifacts.get(ArtifactFormat.ONNX)
+        if path is None:
+            raise ExportError("no ONNX artifact in the bundle (run `alexbench export`)")
+        ort = _ort()
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = opts.threads or 0
+        so.log_severity_level = 3  # errors only; the CPU fallback is detected below, not logged
+        if device is Device.CUDA:
+            if hasattr(ort, "preload_dlls"):
+                # Finds the CUDA/cuDNN libraries shipped in the torch (nvidia-*) wheels.
+                ort.preload_dlls()
+            search = "EXHAUSTIVE" if opts.cudnn_benchmark else "HEURISTIC"
+            providers: list[Any] = [
+                (CUDA_EP, {"device_id": 0, "cudnn_conv_algo_search": search}),
+                CPU_EP,
+            ]
+        else:
+            providers = [CPU_EP]
+        sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        if device is Device.CUDA and CUDA_EP not in sess.get_providers():
+            raise DeviceUnavailableError(
+                f"onnxruntime fell back to {sess.get_providers()} instead of CUDA "
+                "(are the CUDA 13 / cuDNN 9 libraries loadable?)"
+            )
+        return OnnxRuntimeSession(sess, device, precision, opts)

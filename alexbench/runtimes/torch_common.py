@@ -1,0 +1,79 @@
+"""What the PyTorch-based runtimes share: flags set explicitly, dtype casting, a module session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from alexbench.devices import Device, torch_device
+from alexbench.precision import Precision, spec
+from alexbench.runtimes.base import Session, SessionOptions
+
+# Float precisions a torch module can be cast to; int8 needs a quantised artifact instead.
+TORCH_CAST_PRECISIONS = {Precision.FP32, Precision.TF32, Precision.FP16, Precision.BF16}
+
+
+def cast_support(device: Device, precision: Precision) -> str | None:
+    if precision is Precision.INT8:
+        return "int8 needs a quantised model; PyTorch modules are not quantised here"
+    if precision is Precision.TF32 and device is not Device.CUDA:
+        return "tf32 is a CUDA tensor-core mode"
+    return None
+
+
+def apply_torch_settings(device: Device, precision: Precision, options: SessionOptions) -> dict:
+    """Set every global flag that changes speed or numerics, so no runtime inherits defaults.
+
+    Returns the settings as applied, for the results file.
+    """
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    tf32 = precision is Precision.TF32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = options.cudnn_benchmark
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "allow_tf32": tf32,
+        "cudnn_benchmark": options.cudnn_benchmark,
+    }
+
+
+class TorchModuleSession(Session):
+    """Runs any callable torch module (eager, scripted, exported, compiled)."""
+
+    def __init__(
+        self,
+        module: Any,
+        device: Device,
+        precision: Precision,
+        settings: dict[str, Any],
+        cast_inputs: bool = True,
+    ) -> None:
+        self.module = module
+        self.device = device
+        self.precision = precision
+        self._torch_device = torch_device(device)
+        self._dtype = spec(precision).dtype if cast_inputs else torch.float32
+        self._settings = settings
+
+    def prepare(self, batch: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        return t.to(self._torch_device, dtype=self._dtype)
+
+    def run(self, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.module(inputs)
+
+    def to_numpy(self, outputs: torch.Tensor) -> np.ndarray:
+        return outputs.detach().float().cpu().numpy()
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._settings, dtype=str(self._dtype).removeprefix("torch."))
+
+    def close(self) -> None:
+        self.module = None
+        if self.device is Device.CUDA:
+            torch.cuda.empty_cache()

@@ -1,0 +1,167 @@
+"""The parity suite: every runtime x device x precision against the fp32 eager CPU reference,
+plus the dynamic-batch check (batch 1, 2, an odd size and the largest requested)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from alexbench.devices import Device
+from alexbench.inputs import InputSet
+from alexbench.parity import ParityResult, compare
+from alexbench.precision import PRECISIONS, Precision
+from alexbench.runtimes import Backend, ModelBundle, SessionOptions, get_runtime
+from alexbench.runtimes import unsupported_reason as runtime_unsupported_reason
+
+
+class Status(str, Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    ERROR = "ERROR"
+    UNSUPPORTED = "unsupported"
+
+
+@dataclass
+class BatchCheck:
+    batch: int
+    shape_ok: bool
+    parity: ParityResult
+
+    @property
+    def passed(self) -> bool:
+        return self.shape_ok and self.parity.passed
+
+
+@dataclass
+class Cell:
+    backend: Backend
+    device: Device
+    precision: Precision
+    status: Status
+    parity: ParityResult | None = None
+    batches: list[BatchCheck] = field(default_factory=list)
+    load_seconds: float | None = None
+    message: str = ""
+    session_info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend.value,
+            "device": self.device.value,
+            "precision": self.precision.value,
+            "status": self.status.value,
+            "parity": self.parity.to_dict() if self.parity else None,
+            "dynamic_batch": [
+                {"batch": b.batch, "shape_ok": b.shape_ok, "passed": b.passed, **b.parity.to_dict()}
+                for b in self.batches
+            ],
+            "load_seconds": self.load_seconds,
+            "message": self.message,
+            "session": self.session_info,
+        }
+
+
+def dynamic_batch_sizes(largest: int) -> list[int]:
+    """1, 2, an odd size, and the largest: each exercises a different path in the kernels."""
+    odd = 3 if largest > 3 else None
+    if largest > 5 and largest % 2 == 0:
+        odd = largest - 1
+    return sorted({1, 2, largest} | ({odd} if odd else set()))
+
+
+def reference_logits(bundle: ModelBundle, inputs: InputSet) -> np.ndarray:
+    session = get_runtime(Backend.EAGER).load(bundle, Device.CPU, Precision.FP32)
+    return session(inputs.batch)
+
+
+def run_cell(
+    bundle: ModelBundle,
+    backend: Backend,
+    device: Device,
+    precision: Precision,
+    inputs: InputSet,
+    reference: np.ndarray,
+    options: SessionOptions | None = None,
+) -> Cell:
+    runtime = get_runtime(backend)
+    reason = runtime_unsupported_reason(runtime, device, precision)
+    if reason:
+        return Cell(backend, device, precision, Status.UNSUPPORTED, message=reason)
+    cell = Cell(backend, device, precision, Status.ERROR)
+    try:
+        start = time.perf_counter()
+        session = runtime.load(bundle, device, precision, options)
+        cell.load_seconds = round(time.perf_counter() - start, 3)
+        cell.session_info = session.info()
+        out = session(inputs.batch)
+        cell.parity = compare(reference, out, precision)
+        for b in dynamic_batch_sizes(len(inputs.batch)):
+            sub = session(inputs.batch[:b])
+            shape_ok = sub.shape == (b, reference.shape[1])
+            cell.batches.append(BatchCheck(b, shape_ok, compare(reference[:b], sub, precision)))
+        session.close()
+    except Exception as e:  # one broken cell must not hide the others
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        cell.message = f"{type(e).__name__}: {first}"
+        return cell
+    bad = [b.batch for b in cell.batches if not b.passed]
+    if cell.parity.passed and not bad:
+        cell.status = Status.PASS
+    else:
+        cell.status = Status.FAIL
+        parts = [cell.parity.reason] if cell.parity.reason else []
+        if bad:
+            parts.append(f"dynamic batch failed at {bad}")
+        cell.message = "; ".join(parts)
+    return cell
+
+
+@dataclass
+class VerifyReport:
+    cells: list[Cell]
+    inputs: InputSet
+    bundle: ModelBundle
+
+    @property
+    def passed(self) -> bool:
+        ran = [c for c in self.cells if c.status is not Status.UNSUPPORTED]
+        return bool(ran) and all(c.status is Status.PASS for c in ran)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "inputs": {
+                "kind": self.inputs.kind,
+                "description": self.inputs.description,
+                "shape": list(self.inputs.batch.shape),
+            },
+            "tolerances": {p.value: asdict(s.tolerance) for p, s in PRECISIONS.items()},
+            "cells": [c.to_dict() for c in self.cells],
+        }
+
+
+def run_verify(
+    bundle: ModelBundle,
+    backends: Sequence[Backend],
+    devices: Sequence[Device],
+    precisions: Sequence[Precision],
+    inputs: InputSet,
+    options: SessionOptions | None = None,
+    on_cell: Callable[[Backend, Device, Precision], None] | None = None,
+) -> VerifyReport:
+    reference = reference_logits(bundle, inputs)
+    cells = []
+    for device in devices:
+        for backend in backends:
+            for precision in precisions:
+                if on_cell:
+                    on_cell(backend, device, precision)
+                cells.append(
+                    run_cell(bundle, backend, device, precision, inputs, reference, options)
+                )
+    return VerifyReport(cells, inputs, bundle)
