@@ -11,7 +11,7 @@ import os
 import pickle
 import zipfile
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ CHECKPOINT_FORMAT = "alexbench-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-class Normalization(str, Enum):
+class Normalization(StrEnum):
     IMAGENET = "imagenet"
     CIFAR10 = "cifar10"
     NONE = "none"
@@ -65,7 +65,7 @@ class ModelMeta:
         return meta
 
 
-class SourceKind(str, Enum):
+class SourceKind(StrEnum):
     SEEDED = "seeded"
     CHECKPOINT = "checkpoint"
     WEIGHTS = "weights"
@@ -190,16 +190,16 @@ def load_model(
             raise CheckpointError(f"{path}: metadata num_classes disagrees with the weights")
         if num_classes is not None and num_classes != meta.num_classes:
             raise CheckpointError(
-                f"{path}: checkpoint has {meta.num_classes} classes, but {num_classes} were asked for"
+                f"{path}: checkpoint has {meta.num_classes} classes, "
+                f"but {num_classes} were asked for"
             )
         if image_size is not None:
             meta.image_size = image_size
         kind = SourceKind.CHECKPOINT
     else:
         if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-            obj = obj.get(
-                "state_dict"
-            )  # a project checkpoint passed as --weights: take its weights
+            # A project checkpoint passed as --weights: take its weights, ignore its metadata.
+            obj = obj.get("state_dict")
         sd = _validate_state_dict(path, obj)
         n = num_classes_of(sd)
         if num_classes is not None and num_classes != n:

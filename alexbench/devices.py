@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import torch
 
 from alexbench.errors import DeviceUnavailableError
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     CPU = "cpu"
     CUDA = "cuda"
 

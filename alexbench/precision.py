@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import torch
 
 
-class Precision(str, Enum):
+class Precision(StrEnum):
     FP32 = "fp32"
     TF32 = "tf32"  # fp32 storage, TF32 tensor-core matmuls (CUDA only)
     FP16 = "fp16"

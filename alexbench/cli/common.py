@@ -52,7 +52,8 @@ def handle_errors(fn: F) -> F:
                 raise
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             err_console.print(
-                f"error: unexpected {type(e).__name__}: {first} (rerun with --debug for the traceback)",
+                f"error: unexpected {type(e).__name__}: {first} "
+                "(rerun with --debug for the traceback)",
                 markup=False,
             )
             raise typer.Exit(3) from None

@@ -30,7 +30,7 @@ def verify_cmd(
         "--backend",
         "-b",
         help="Comma list: eager, torchscript, pt2 (export), onnxruntime, compile.",
-    ),  # fmt: skip
+    ),
     device: str | None = typer.Option(
         None, "--device", "-d", help="Comma list of cpu, cuda [default: every available device]."
     ),

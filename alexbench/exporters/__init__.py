@@ -163,7 +163,7 @@ def prepare_bundle(
     formats = list(dict.fromkeys(formats))
     if not formats:
         return ModelBundle(loaded, {})
-    manifest, outcomes = ensure_artifacts(loaded, Path(out_dir), formats, **kwargs)  # type: ignore[arg-type]
+    _manifest, outcomes = ensure_artifacts(loaded, Path(out_dir), formats, **kwargs)  # type: ignore[arg-type]
     return ModelBundle(loaded, {fmt: Path(out_dir) / rec.path for fmt, rec, _ in outcomes})
 
 

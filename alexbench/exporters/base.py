@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +19,7 @@ MAX_DYNAMIC_BATCH = 1 << 16
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-class OnnxExporter(str, Enum):
+class OnnxExporter(StrEnum):
     DYNAMO = "dynamo"  # torch.onnx.export(dynamo=True): torch.export + onnxscript
     LEGACY = "legacy"  # the TorchScript-based exporter, for older stacks
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,7 +20,7 @@ from alexbench.devices import Device
 from alexbench.precision import Precision
 
 
-class Backend(str, Enum):
+class Backend(StrEnum):
     EAGER = "eager"
     TORCHSCRIPT = "torchscript"
     PT2 = "pt2"  # a torch.export program; "export" is accepted as an alias on the command line
@@ -31,7 +31,7 @@ class Backend(str, Enum):
 BACKEND_ALIASES = {"export": Backend.PT2, "ort": Backend.ONNXRUNTIME, "ts": Backend.TORCHSCRIPT}
 
 
-class ArtifactFormat(str, Enum):
+class ArtifactFormat(StrEnum):
     TORCHSCRIPT = "torchscript"
     ONNX = "onnx"
     PT2 = "pt2"
