@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -112,13 +113,23 @@ def safe_load(path: str | os.PathLike[str]) -> Any:
     if not p.is_file():
         raise CheckpointError(f"{p}: no such file")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # pickle-protocol chatter
+            return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
-        raise CheckpointError(
-            f"{p}: refused to load: it holds objects other than tensors and plain data "
-            f"(weights_only=True): {first}"
-        ) from e
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        bad_global = next(
+            (ln for ln in lines if "unsupported global" in ln.lower()), None
+        )  # torch words it "Unsupported global: GLOBAL x" or "...load unsupported GLOBAL x ..."
+        if bad_global:
+            raise CheckpointError(
+                f"{p}: refused to load: {bad_global.rstrip('.')} (weights_only=True allows "
+                "only tensors and plain data; a checkpoint must never run code)"
+            ) from e
+        detail = next(
+            (ln for ln in lines if ln.startswith("Unsupported")), lines[-1] if lines else ""
+        )
+        raise CheckpointError(f"{p}: not a readable PyTorch file ({detail})") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{p}: not a readable PyTorch file ({msg})") from e

@@ -57,10 +57,11 @@ def render_export(console: Console, directory: str, outcomes: Sequence[tuple]) -
     table = Table(title=f"Artifacts in {directory}", title_justify="left")
     for col in ("format", "file", "size", "sha256", "exporter", "status"):
         table.add_column(col)
-    for fmt, rec, reused in outcomes:
-        status = Text("reused (hash match)", "cyan") if reused else Text("exported", "green")
-        if not reused:
-            status.append(f" in {rec.export_seconds:.1f}s")
+    for fmt, rec, state in outcomes:
+        if state == "exported":
+            status = Text(f"exported in {rec.export_seconds:.1f}s", "green")
+        else:
+            status = Text("reused (sha256 match)", "cyan")
         table.add_row(
             fmt.value, rec.path, fmt_bytes(rec.size_bytes), rec.sha256[:12], rec.exporter, status
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from alexbench.checkpoint import Normalization
+from alexbench.cli.common import err_console
 from alexbench.exporters import model_for_artifacts, prepare_bundle, recorded_onnx_settings
 from alexbench.runtimes import ArtifactFormat, Backend, ModelBundle, get_runtime
 
@@ -47,6 +48,10 @@ def bundle_for(
             opset=opset,
             onnx_exporter=exporter,
             on_export=lambda f: status.update(f"exporting {f.value} (missing or stale)..."),
+            on_modified=lambda f, p: err_console.print(
+                f"warning: {p} differs from the sha256 in its manifest; using it as it is",
+                markup=False,
+            ),
         )
     meta = loaded.meta
     console.print(

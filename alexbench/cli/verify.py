@@ -13,7 +13,7 @@ from alexbench.cli.common import console, handle_errors, parse_enum_list, split_
 from alexbench.cli.model_args import bundle_for
 from alexbench.devices import Device, available_devices, require
 from alexbench.environment import capture
-from alexbench.errors import InputError
+from alexbench.errors import DataError, InputError
 from alexbench.fileio import write_json
 from alexbench.inputs import image_inputs, random_inputs
 from alexbench.precision import Precision
@@ -72,6 +72,8 @@ def verify_cmd(
     precisions = parse_enum_list(precision, Precision, "--precision")
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be at least 1, got {threads}")
+    if data is not None and not data.is_dir():  # fail before any export work
+        raise DataError(f"--data {data}: no such directory")
     bundle = bundle_for(
         console, artifacts, backends,
         checkpoint=checkpoint, weights=weights, seed=seed,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
 
@@ -46,6 +47,7 @@ EXPORTERS: dict[ArtifactFormat, ModuleType] = {
 __all__ = [
     "DEFAULT_OPSET",
     "EXPORTERS",
+    "ArtifactStatus",
     "ExportOutcome",
     "OnnxExporter",
     "ensure_artifacts",
@@ -54,7 +56,7 @@ __all__ = [
     "recorded_onnx_settings",
 ]
 
-ExportOutcome = tuple[ArtifactFormat, ArtifactRecord, bool]  # (format, record, reused)
+ExportOutcome = tuple[ArtifactFormat, ArtifactRecord, "ArtifactStatus"]
 
 
 def _artifact_config(
@@ -72,15 +74,21 @@ def _artifact_config(
     return cfg
 
 
-def _is_fresh(record: ArtifactRecord | None, directory: Path, key: str) -> bool:
+class ArtifactStatus(StrEnum):
+    EXPORTED = "exported"
+    REUSED = "reused"  # config and sha256 match the manifest
+    MODIFIED = "modified"  # config matches but the file's bytes changed since export
+
+
+def _file_state(record: ArtifactRecord | None, directory: Path, key: str) -> ArtifactStatus | None:
+    """REUSED or MODIFIED for an artifact made from the same inputs; None when it must be made."""
     if record is None or record.config_key != key:
-        return False
+        return None
     path = directory / record.path
-    return (
-        path.is_file()
-        and path.stat().st_size == record.size_bytes
-        and (file_sha256(path) == record.sha256)
-    )
+    if not path.is_file():
+        return None
+    same = path.stat().st_size == record.size_bytes and file_sha256(path) == record.sha256
+    return ArtifactStatus.REUSED if same else ArtifactStatus.MODIFIED
 
 
 def ensure_artifacts(
@@ -91,9 +99,15 @@ def ensure_artifacts(
     opset: int = DEFAULT_OPSET,
     onnx_exporter: OnnxExporter = OnnxExporter.DYNAMO,
     force: bool = False,
+    keep_modified: bool = False,
     on_export: Callable[[ArtifactFormat], None] | None = None,
 ) -> tuple[Manifest, list[ExportOutcome]]:
-    """Export each requested format unless a fresh copy is already in `out_dir`."""
+    """Export each requested format unless a fresh copy is already in `out_dir`.
+
+    A file made from the same inputs whose bytes changed since export is re-exported by
+    `export`, but kept as it is when `keep_modified` (verify/bench): those must test the file a
+    user actually has, or a corrupted artifact would be silently repaired instead of caught.
+    """
     if opset < 7 or opset > 25:
         raise InputError(f"--opset {opset} is outside the supported range 7..25")
     out_dir = Path(out_dir)
@@ -114,8 +128,9 @@ def ensure_artifacts(
     for fmt in formats:
         key = config_key(_artifact_config(fmt, weights_sha, meta, opset, onnx_exporter))
         record = manifest.artifacts.get(fmt.value)
-        if not force and _is_fresh(record, out_dir, key):
-            outcomes.append((fmt, record, True))  # type: ignore[arg-type]
+        state = None if force else _file_state(record, out_dir, key)
+        if state is ArtifactStatus.REUSED or (state is ArtifactStatus.MODIFIED and keep_modified):
+            outcomes.append((fmt, record, state))  # type: ignore[arg-type]
             continue
         if on_export:
             on_export(fmt)
@@ -148,7 +163,7 @@ def ensure_artifacts(
             config_key=key,
         )
         manifest.artifacts[fmt.value] = record
-        outcomes.append((fmt, record, False))
+        outcomes.append((fmt, record, ArtifactStatus.EXPORTED))
     manifest.save(out_dir)
     return manifest, outcomes
 
@@ -157,14 +172,29 @@ def prepare_bundle(
     loaded: LoadedModel,
     out_dir: Path,
     formats: Iterable[ArtifactFormat],
+    on_modified: Callable[[ArtifactFormat, Path], None] | None = None,
     **kwargs: object,
 ) -> ModelBundle:
-    """Export what is missing or stale and return the model plus its artifact paths."""
+    """Export what is missing or stale and return the model plus its artifact paths.
+
+    Artifacts whose bytes differ from the manifest are used as they are (and reported through
+    `on_modified`): verifying the file on disk is the point.
+    """
     formats = list(dict.fromkeys(formats))
     if not formats:
         return ModelBundle(loaded, {})
-    _manifest, outcomes = ensure_artifacts(loaded, Path(out_dir), formats, **kwargs)  # type: ignore[arg-type]
-    return ModelBundle(loaded, {fmt: Path(out_dir) / rec.path for fmt, rec, _ in outcomes})
+    _, outcomes = ensure_artifacts(
+        loaded,
+        Path(out_dir),
+        formats,
+        keep_modified=True,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    paths = {fmt: Path(out_dir) / rec.path for fmt, rec, _ in outcomes}
+    for fmt, _, state in outcomes:
+        if state is ArtifactStatus.MODIFIED and on_modified:
+            on_modified(fmt, paths[fmt])
+    return ModelBundle(loaded, paths)
 
 
 def model_for_artifacts(

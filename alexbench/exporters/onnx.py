@@ -66,7 +66,16 @@ def validate(path: Path, request: ExportRequest) -> None:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"{path.name}: ONNX checker failed: {str(e).splitlines()[0]}") from e
-    graph = onnx.load(str(path), load_external_data=False).graph
+    model = onnx.load(str(path), load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset != request.opset:
+        # The dynamo exporter builds opset 18+ and down-converts on request; when that fails it
+        # keeps the original opset with only a warning. Refuse rather than mislabel the artifact.
+        raise ExportError(
+            f"asked for opset {request.opset}, but the {request.onnx_exporter.value} exporter "
+            f"produced opset {opset} (for opsets below 18 use --onnx-exporter legacy)"
+        )
+    graph = model.graph
     inputs = [i for i in graph.input if i.name not in {x.name for x in graph.initializer}]
     if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in graph.output] != [OUTPUT_NAME]:
         raise ExportError(f"{path.name}: unexpected graph inputs/outputs")

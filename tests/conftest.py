@@ -1,0 +1,77 @@
+"""Shared fixtures: a small exported model (10 classes, 64 px) built once per session, the
+`cuda` marker skipped automatically without a GPU, and torch's RNG restored after every test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from alexbench.checkpoint import LoadedModel, load_model
+from alexbench.exporters import ensure_artifacts
+from alexbench.runtimes import ArtifactFormat, ModelBundle
+
+SMALL_CLASSES = 10
+SMALL_SIZE = 64
+SHARED_TARBALL = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train-jpg.tar.gz"
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _rng_guard():
+    """Restore torch's global RNG after each test, so that test order cannot change results."""
+    state = torch.get_rng_state()
+    yield
+    torch.set_rng_state(state)
+
+
+@pytest.fixture(scope="session")
+def small_model() -> LoadedModel:
+    return load_model(seed=0, num_classes=SMALL_CLASSES, image_size=SMALL_SIZE)
+
+
+@pytest.fixture(scope="session")
+def small_artifacts(tmp_path_factory: pytest.TempPathFactory, small_model: LoadedModel) -> Path:
+    out = tmp_path_factory.mktemp("exports")
+    ensure_artifacts(small_model, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_bundle(small_model: LoadedModel, small_artifacts: Path) -> ModelBundle:
+    names = {ArtifactFormat.TORCHSCRIPT: "alexnet.pt", ArtifactFormat.ONNX: "alexnet.onnx"}
+    names[ArtifactFormat.PT2] = "alexnet.pt2"
+    return ModelBundle(small_model, {f: small_artifacts / n for f, n in names.items()})
+
+
+@pytest.fixture
+def small_batch() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((5, 3, SMALL_SIZE, SMALL_SIZE), dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def cifar_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few real CIFAR-10 JPEGs (3 per class) extracted from the shared tarball."""
+    import tarfile
+
+    if not SHARED_TARBALL.is_file():
+        pytest.skip(f"shared data not found at {SHARED_TARBALL}")
+    out = tmp_path_factory.mktemp("cifar")
+    wanted = {f"{i:04d}.jpg" for i in range(3)}
+    with tarfile.open(SHARED_TARBALL) as tar:
+        members = [m for m in tar if m.isfile() and m.name.rsplit("/", 1)[-1] in wanted]
+        tar.extractall(out, members=members, filter="data")
+    return out / "train"

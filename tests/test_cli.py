@@ -1,0 +1,150 @@
+"""CLI through typer's CliRunner: exit codes, one-line errors, tables, reports."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from alexbench.cli import app
+
+from .conftest import SMALL_CLASSES, SMALL_SIZE
+
+runner = CliRunner()
+SMALL = ["--num-classes", str(SMALL_CLASSES), "--image-size", str(SMALL_SIZE)]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, code=2):
+    assert result.exit_code == code, result.output
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert "Traceback" not in result.output
+    return err
+
+
+@pytest.fixture(scope="module")
+def artifacts_copy(small_artifacts, tmp_path_factory):
+    """A private copy of the session's exports, so that tests here may corrupt it."""
+    dst = tmp_path_factory.mktemp("cli") / "exports"
+    shutil.copytree(small_artifacts, dst)
+    return dst
+
+
+def test_verify_passes_prints_table_and_writes_report(artifacts_copy):
+    r = invoke("verify", "--artifacts", artifacts_copy, "--batch", 4)
+    assert r.exit_code == 0, r.output
+    for name in ("eager", "torchscript", "pt2", "onnxruntime", "PASS", "Tolerances"):
+        assert name in r.stdout
+    report = json.loads((artifacts_copy / "verify-report.json").read_text())
+    assert report["passed"] is True and report["schema"] == "alexbench-verify/1"
+    cells = {(c["backend"], c["device"], c["precision"]): c for c in report["cells"]}
+    assert cells[("onnxruntime", "cpu", "fp32")]["status"] == "PASS"
+    assert [b["batch"] for b in cells[("pt2", "cpu", "fp32")]["dynamic_batch"]] == [1, 2, 3, 4]
+    assert report["model"]["meta"]["num_classes"] == SMALL_CLASSES  # taken from the manifest
+
+
+def test_unsupported_cells_are_listed_with_reasons(artifacts_copy, tmp_path):
+    out = tmp_path / "r.json"
+    r = invoke(
+        "verify", "--artifacts", artifacts_copy, "--batch", 2, "--precision", "fp32,bf16,int8",
+        "--backend", "eager,torchscript,onnxruntime", "--report", out,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    cells = {(c["backend"], c["precision"]): c for c in json.loads(out.read_text())["cells"]}
+    assert cells[("eager", "bf16")]["status"] == "PASS"
+    assert cells[("torchscript", "bf16")]["status"] == "unsupported"
+    assert "fp32 constants" in cells[("torchscript", "bf16")]["message"]
+    assert "unsupported" in r.stdout
+
+
+def test_corrupted_onnx_weights_make_verify_exit_1(artifacts_copy, tmp_path):
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(artifacts_copy, corrupt)
+    model = onnx.load(str(corrupt / "alexnet.onnx"))
+    init = max(model.graph.initializer, key=lambda t: len(t.dims) == 4 and np.prod(t.dims))
+    w = numpy_helper.to_array(init).copy()
+    w *= 1.05  # a plausible-looking file with altered weights, not a truncated one
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    onnx.save(model, str(corrupt / "alexnet.onnx"))
+    r = invoke("verify", "--artifacts", corrupt, "--batch", 4, "--backend", "eager,onnxruntime")
+    assert r.exit_code == 1, r.output
+    assert "FAIL" in r.stdout and "differs from the sha256" in r.stderr
+    report = json.loads((corrupt / "verify-report.json").read_text())
+    assert report["passed"] is False
+
+
+def test_export_then_reuse(tmp_path):
+    out = tmp_path / "e"
+    r = invoke("export", "--out", out, "--format", "onnx", *SMALL)
+    assert r.exit_code == 0, r.output
+    assert "exported" in r.stdout and (out / "alexnet.onnx").is_file()
+    r = invoke("export", "--out", out, "--format", "onnx", *SMALL)
+    assert r.exit_code == 0 and "reused" in r.stdout
+
+
+def test_verify_on_real_images(artifacts_copy, cifar_subset):
+    r = invoke("verify", "--artifacts", artifacts_copy, "--batch", 6, "--data", cifar_subset,
+               "--backend", "eager,onnxruntime")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "images from" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["verify", "--batch", "0"], "--batch"),
+        (["verify", "--backend", "tensorrt"], "unknown backend 'tensorrt'"),
+        (["verify", "--precision", "fp8"], "unknown value 'fp8'"),
+        (["verify", "--device", "tpu"], "unknown value 'tpu'"),
+        (["verify", "--threads", "0"], "--threads must be at least 1"),
+        (["export", "--image-size", "32"], "below the minimum of 64"),
+        (["export", "--checkpoint", "missing.pt"], "missing.pt: no such file"),
+        (["export", "--format", "tflite"], "unknown value 'tflite'"),
+        (["verify", "--data", "/nonexistent/dir"], "no such directory"),
+    ],
+)
+def test_bad_inputs_give_one_line_errors(args, message, tmp_path):
+    r = invoke(*args, "--artifacts" if args[0] == "verify" else "--out", tmp_path / "x")
+    if r.exit_code == 2 and not r.stderr.startswith("error: "):
+        assert message in r.output  # typer's own usage error (e.g. --batch min=1)
+        return
+    err = one_line_error(r)
+    assert message in err
+    assert not list((tmp_path / "x").glob("*.onnx")) if (tmp_path / "x").exists() else True
+
+
+def test_corrupt_weights_file_is_one_line_error(tmp_path):
+    bad = tmp_path / "w.pth"
+    bad.write_bytes(b"garbage" * 100)
+    err = one_line_error(invoke("export", "--weights", bad, "--out", tmp_path / "o"))
+    assert "w.pth: not a readable PyTorch file" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_request_without_gpu_is_one_line_error(tmp_path):
+    err = one_line_error(invoke("verify", "--device", "cuda", "--artifacts", tmp_path))
+    assert "cuda is not available" in err
+
+
+def test_info_and_help():
+    r = invoke("info", "--json")
+    assert r.exit_code == 0
+    info = json.loads(r.stdout)
+    assert info["versions"]["torch"] == torch.__version__ and "cpu" in info["devices"]
+    for cmd in ("export", "verify", "info"):
+        r = invoke(cmd, "--help")
+        assert r.exit_code == 0 and "Example" in r.stdout
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = runner.invoke(app, ["--debug", "export", "--checkpoint", str(tmp_path / "nope.pt")])
+    assert r.exit_code != 0 and r.exception is not None  # re-raised for the traceback

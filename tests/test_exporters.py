@@ -1,0 +1,130 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from alexbench.errors import ExportError, InputError
+from alexbench.exporters import EXPORTERS, ArtifactStatus, OnnxExporter, ensure_artifacts
+from alexbench.exporters.manifest import MANIFEST_NAME
+from alexbench.runtimes import ArtifactFormat
+
+from .conftest import SMALL_CLASSES, SMALL_SIZE
+
+
+def test_manifest_records_every_artifact(small_artifacts):
+    m = json.loads((small_artifacts / MANIFEST_NAME).read_text())
+    assert set(m["artifacts"]) == {"torchscript", "onnx", "pt2"}
+    onnx_rec = m["artifacts"]["onnx"]
+    assert onnx_rec["opset"] == 18 and "dynamo" in onnx_rec["exporter"]
+    assert onnx_rec["input_shape"] == ["batch", 3, SMALL_SIZE, SMALL_SIZE]
+    assert onnx_rec["output_shape"] == ["batch", SMALL_CLASSES]
+    assert len(onnx_rec["sha256"]) == 64 and onnx_rec["size_bytes"] > 100e6
+    assert m["source"]["kind"] == "seeded" and len(m["source"]["weights_sha256"]) == 64
+    assert m["versions"]["torch"] and m["versions"]["onnxruntime"]
+
+
+def test_onnx_is_one_file_with_dynamic_batch_and_named_io(small_artifacts):
+    path = small_artifacts / "alexnet.onnx"
+    model = onnx.load(str(path))
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer), (
+        "weights must be inside the .onnx file"
+    )
+    assert [o.domain or "ai.onnx" for o in model.opset_import if o.version == 18]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input"]
+    assert [o.name for o in sess.get_outputs()] == ["logits"]
+    for batch in (1, 3, 64):
+        x = np.zeros((batch, 3, SMALL_SIZE, SMALL_SIZE), np.float32)
+        assert sess.run(None, {"input": x})[0].shape == (batch, SMALL_CLASSES)
+
+
+def test_torchscript_loads_in_a_process_that_never_imported_alexbench(small_artifacts):
+    code = (
+        "import sys, torch\n"
+        f"m = torch.jit.load({str(small_artifacts / 'alexnet.pt')!r})\n"
+        f"y = m(torch.zeros(3, 3, {SMALL_SIZE}, {SMALL_SIZE}))\n"
+        "assert 'alexbench' not in sys.modules\n"
+        "print(tuple(y.shape))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith(f"(3, {SMALL_CLASSES})")
+
+
+def test_unchanged_inputs_reuse_and_changed_settings_reexport(small_model, tmp_path):
+    out = tmp_path / "e"
+    _, first = ensure_artifacts(small_model, out, [ArtifactFormat.ONNX])
+    assert [s for _, _, s in first] == [ArtifactStatus.EXPORTED]
+    mtime = (out / "alexnet.onnx").stat().st_mtime_ns
+    _, again = ensure_artifacts(small_model, out, [ArtifactFormat.ONNX])
+    assert [s for _, _, s in again] == [ArtifactStatus.REUSED]
+    assert (out / "alexnet.onnx").stat().st_mtime_ns == mtime
+    # A different opset is a different artifact: exported again.
+    _, other = ensure_artifacts(small_model, out, [ArtifactFormat.ONNX], opset=20)
+    assert [s for _, _, s in other] == [ArtifactStatus.EXPORTED] and other[0][1].opset == 20
+    assert onnx.load(str(out / "alexnet.onnx")).opset_import[0].version == 20
+    # A modified file is repaired by export, but kept as it is when asked (verify/bench).
+    with open(out / "alexnet.onnx", "r+b") as f:
+        f.seek(-100, 2)
+        f.write(b"\x01" * 8)
+    kw = {"opset": 20}
+    _, kept = ensure_artifacts(small_model, out, [ArtifactFormat.ONNX], keep_modified=True, **kw)
+    assert [s for _, _, s in kept] == [ArtifactStatus.MODIFIED]
+    _, fixed = ensure_artifacts(small_model, out, [ArtifactFormat.ONNX], **kw)
+    assert [s for _, _, s in fixed] == [ArtifactStatus.EXPORTED]
+
+
+def test_failed_export_leaves_nothing_half_written(small_model, tmp_path, monkeypatch):
+    def broken(request, path):
+        path.write_bytes(b"partial")
+        raise RuntimeError("exporter crashed halfway")
+
+    monkeypatch.setattr(EXPORTERS[ArtifactFormat.ONNX], "export", broken)
+    with pytest.raises(ExportError, match="onnx export failed: exporter crashed halfway"):
+        ensure_artifacts(small_model, tmp_path, [ArtifactFormat.ONNX])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_opset_the_exporter_cannot_produce_is_refused(small_model, tmp_path):
+    with pytest.raises(ExportError, match="asked for opset 17, but the dynamo exporter produced"):
+        ensure_artifacts(small_model, tmp_path, [ArtifactFormat.ONNX], opset=17)
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_bad_opset_and_out_path_are_input_errors(small_model, tmp_path):
+    with pytest.raises(InputError, match="--opset 3"):
+        ensure_artifacts(small_model, tmp_path, [ArtifactFormat.ONNX], opset=3)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="not a directory"):
+        ensure_artifacts(small_model, tmp_path / "file", [ArtifactFormat.ONNX])
+
+
+def test_legacy_onnx_exporter_at_224(tmp_path):
+    from alexbench.checkpoint import load_model
+
+    loaded = load_model(num_classes=SMALL_CLASSES)  # 224 px: the legacy exporter needs a 6x6 map
+    _, out = ensure_artifacts(
+        loaded, tmp_path, [ArtifactFormat.ONNX], opset=17, onnx_exporter=OnnxExporter.LEGACY
+    )
+    assert "legacy" in out[0][1].exporter
+    sess = ort.InferenceSession(str(tmp_path / "alexnet.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((3, 3, 224, 224), dtype=np.float32)
+    import torch
+
+    with torch.no_grad():
+        ref = loaded.model(torch.from_numpy(x)).numpy()
+    assert np.abs(sess.run(None, {"input": x})[0] - ref).max() < 1e-4
+
+
+def test_legacy_exporter_limit_is_a_one_line_error(small_model, tmp_path):
+    with pytest.raises(ExportError, match="onnx export failed: .*adaptive_avg_pool2d"):
+        ensure_artifacts(
+            small_model, tmp_path, [ArtifactFormat.ONNX], onnx_exporter=OnnxExporter.LEGACY
+        )
+    assert not list(tmp_path.glob("*.onnx"))

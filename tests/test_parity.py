@@ -1,0 +1,44 @@
+import numpy as np
+
+from alexbench.parity import compare
+from alexbench.precision import Precision, spec
+
+
+def test_identical_outputs_pass_with_zero_error():
+    ref = np.random.default_rng(0).standard_normal((4, 10)).astype(np.float32)
+    r = compare(ref, ref.copy())
+    assert r.passed and r.max_abs_err == 0 and r.top1_agreement == 1.0
+    assert abs(r.min_cosine - 1.0) < 1e-12
+
+
+def test_errors_beyond_tolerance_fail_and_are_measured_exactly():
+    ref = np.array([[1.0, 2.0, 4.0], [0.0, -1.0, 3.0]])
+    out = ref.copy()
+    out[1, 0] += 0.01  # reference value 0: the relative floor (1% of max|ref| = 0.04) applies
+    r = compare(ref, out)
+    assert not r.passed and "max abs err" in r.reason
+    assert np.isclose(r.max_abs_err, 0.01)
+    assert np.isclose(r.max_rel_err, 0.01 / 0.04)
+    t = spec(Precision.FP32).tolerance
+    assert np.isclose(r.threshold, t.atol + t.rtol * 4.0)
+
+
+def test_near_ties_are_forgiven_but_clear_flips_count():
+    ref = np.array([[1.0, 1.0 + 1e-7, 0.0], [0.0, 5.0, 0.0]])
+    out = np.array([[1.0 + 2e-7, 1.0, 0.0], [0.0, 5.0, 0.0]])  # sample 0 flips on a near tie
+    r = compare(ref, out)
+    assert r.top1_agreement == 0.5 and r.near_ties == 1 and r.top1_mismatches == 0
+    assert r.passed
+    clear = np.array([[0.0, 1.0, 0.0], [5.0, 0.0, 0.0]])
+    flipped = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 5.0]])
+    r = compare(clear, flipped)
+    assert r.top1_mismatches == 2 and not r.passed
+
+
+def test_shape_mismatch_and_nan_fail():
+    ref = np.ones((2, 3))
+    assert not compare(ref, np.ones((2, 4))).passed
+    bad = ref.copy()
+    bad[0, 0] = np.nan
+    r = compare(ref, bad)
+    assert not r.passed and "non-finite" in r.reason

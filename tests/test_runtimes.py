@@ -1,0 +1,90 @@
+"""Contract tests over the runtime registry: every runtime x supported precision on CPU."""
+
+import pytest
+
+from alexbench.devices import Device
+from alexbench.errors import InputError, UnsupportedError
+from alexbench.parity import compare
+from alexbench.precision import Precision
+from alexbench.runtimes import (
+    Backend,
+    check_supported,
+    get_runtime,
+    parse_backend,
+    unsupported_reason,
+)
+
+from .conftest import SMALL_CLASSES
+
+FAST_BACKENDS = [b for b in Backend if b is not Backend.COMPILE]
+
+
+@pytest.fixture(scope="module")
+def reference(small_bundle, request):
+    session = get_runtime(Backend.EAGER).load(small_bundle, Device.CPU, Precision.FP32)
+    return session
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_every_runtime_matches_eager_at_fp32_on_cpu(backend, small_bundle, small_batch, reference):
+    session = get_runtime(backend).load(small_bundle, Device.CPU, Precision.FP32)
+    out = session(small_batch)
+    assert out.shape == (len(small_batch), SMALL_CLASSES)
+    result = compare(reference(small_batch), out, Precision.FP32)
+    assert result.passed, result.reason
+    for b in (1, 2, 3):  # dynamic batch
+        assert session(small_batch[:b]).shape == (b, SMALL_CLASSES)
+
+
+@pytest.mark.parametrize("backend", [Backend.EAGER, Backend.PT2])
+def test_bf16_runs_within_bf16_tolerance(backend, small_bundle, small_batch, reference):
+    session = get_runtime(backend).load(small_bundle, Device.CPU, Precision.BF16)
+    result = compare(reference(small_batch), session(small_batch), Precision.BF16)
+    assert result.passed, result.reason
+    assert result.max_abs_err > 0  # it really ran in bf16
+
+
+def test_compile_runtime_matches_eager(small_bundle, small_batch, reference):
+    session = get_runtime(Backend.COMPILE).load(small_bundle, Device.CPU, Precision.FP32)
+    assert compare(reference(small_batch), session(small_batch)).passed
+
+
+def test_unsupported_pairs_give_reasons_not_tracebacks():
+    ts, ort = get_runtime(Backend.TORCHSCRIPT), get_runtime(Backend.ONNXRUNTIME)
+    assert "fp32 constants" in unsupported_reason(ts, Device.CPU, Precision.BF16)
+    assert "int8" in unsupported_reason(get_runtime(Backend.EAGER), Device.CPU, Precision.INT8)
+    assert unsupported_reason(ort, Device.CPU, Precision.FP32) is None
+    assert "CUDA" in unsupported_reason(get_runtime(Backend.EAGER), Device.CPU, Precision.TF32)
+    with pytest.raises(UnsupportedError, match="torchscript on cpu at bf16"):
+        check_supported(ts, Device.CPU, Precision.BF16)
+
+
+def test_backend_names_and_aliases():
+    assert parse_backend("export") is Backend.PT2
+    assert parse_backend("ONNXRuntime") is Backend.ONNXRUNTIME
+    with pytest.raises(InputError, match="unknown backend 'tensorrt'"):
+        parse_backend("tensorrt")
+
+
+def test_onnxruntime_session_reports_providers(small_bundle):
+    session = get_runtime(Backend.ONNXRUNTIME).load(small_bundle, Device.CPU, Precision.FP32)
+    info = session.info()
+    assert info["providers"] == ["CPUExecutionProvider"]
+    assert info["graph_optimization_level"] == "ORT_ENABLE_ALL"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("precision", [Precision.FP32, Precision.TF32, Precision.FP16])
+def test_cuda_runtimes_match_cpu_reference(
+    backend, precision, small_bundle, small_batch, reference
+):
+    runtime = get_runtime(backend)
+    reason = unsupported_reason(runtime, Device.CUDA, precision)
+    if reason:
+        pytest.skip(reason)
+    session = runtime.load(small_bundle, Device.CUDA, precision)
+    result = compare(reference(small_batch), session(small_batch), precision)
+    assert result.passed, result.reason
+    if backend is Backend.ONNXRUNTIME:
+        assert session.info()["providers"][0] == "CUDAExecutionProvider"
