@@ -30,7 +30,9 @@ def _image_files(folder: Path) -> list[str]:
 def find_samples(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     """Class names (sorted folder names, as ImageFolder assigns them) and (path, label) pairs."""
     try:
-        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        classes = sorted(
+            d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+        )
     except OSError as e:
         raise DataError(f"{root}: cannot list directory ({e.strerror or e})") from e
     if not classes:

@@ -120,3 +120,148 @@ def render_verify(console: Console, report: VerifyReport, precisions: Sequence) 
         )
     console.print(table)
     render_tolerances(console, precisions)
+
+
+# ---------------------------------------------------------------- bench results (from dicts)
+# Rendering works on the results file's dicts, so `alexbench report` re-renders any saved run.
+
+CellDict = dict[str, Any]
+
+
+def _speedup_base(cells: Sequence[CellDict]) -> dict[tuple[str, int], float]:
+    """Eager fp32 throughput per (device, batch): the row every speed-up is relative to."""
+    return {
+        (c["device"], c["batch"]): c["stats"]["throughput"]
+        for c in cells
+        if c["backend"] == "eager" and c["precision"] == "fp32" and c["status"] == "ok"
+    }
+
+
+def _fastest(cells: Sequence[CellDict]) -> dict[tuple[str, int], float]:
+    best: dict[tuple[str, int], float] = {}
+    for c in cells:
+        if c["status"] == "ok":
+            key = (c["device"], c["batch"])
+            best[key] = max(best.get(key, 0.0), c["stats"]["throughput"])
+    return best
+
+
+def render_bench(console: Console, cells: Sequence[CellDict], title: str = "") -> None:
+    base, best = _speedup_base(cells), _fastest(cells)
+    for device in dict.fromkeys(c["device"] for c in cells):
+        rows = [c for c in cells if c["device"] == device and c["status"] != "skipped"]
+        rows.sort(key=lambda c: (c["batch"], c["backend"], c["precision"]))
+        table = Table(title=f"{title} — {device}".strip(" —"), title_justify="left")
+        for col in (
+            "backend",
+            "prec",
+            "batch",
+            "p50 ms [95% CI]",
+            "p90 ms",
+            "p99 ms",
+            "images/s",
+            "vs eager",
+            "% ceiling",
+            "peak mem",
+            "cold start",
+            "parity",
+        ):
+            left = col in ("backend", "prec")
+            table.add_column(col, justify="left" if left else "right")
+        for c in rows:
+            table.add_row(*_bench_row(c, base, best))
+        console.print(table)
+        skipped = [c for c in cells if c["device"] == device and c["status"] == "skipped"]
+        reasons: dict[str, list[str]] = {}
+        for c in skipped:
+            reasons.setdefault(c["reason"], []).append(f"{c['backend']}/{c['precision']}")
+        for reason, names in reasons.items():
+            console.print(f"  skipped {', '.join(dict.fromkeys(names))}: {reason}", style="dim")
+    console.print(
+        "  images/s = batch / median latency; ~ marks a median whose 95% CI is wider than 5%; "
+        "struck-through speeds failed parity and must not be quoted.",
+        style="dim",
+    )
+
+
+def _bench_row(c: CellDict, base: dict, best: dict) -> list[Any]:
+    head = [c["backend"], c["precision"], str(c["batch"])]
+    if c["status"] == "error":
+        return [*head, Text(f"error: {c['reason']}", "red"), *[""] * 8]
+    s = c["stats"]
+    ok = c["status"] == "ok"
+    style = "" if ok else "dim strike"
+    ci = f"{s['p50_ms']:.2f} [{s['p50_ci_low_ms']:.2f}, {s['p50_ci_high_ms']:.2f}]"
+    if s["unstable"]:
+        ci = "~" + ci
+    tput = Text(f"{s['throughput']:,.1f}", style)
+    key = (c["device"], c["batch"])
+    if ok and best.get(key) == s["throughput"]:
+        tput.stylize("bold green")
+    ref = base.get(key)
+    speed = f"{s['throughput'] / ref:.2f}x" if ref and ok else "-"
+    roof = c.get("roofline")
+    pct = f"{roof['pct_of_ceiling']:.0f}% {roof['bound'][:3]}" if roof and ok else "-"
+    mem = c.get("memory") or {}
+    peak = mem.get("cuda_max_allocated_bytes") or mem.get("rss_peak_bytes")
+    cold = c.get("cold_start") or {}
+    cold_s = f"{cold.get('session_create_s') or 0:.2f}s+{cold.get('first_inference_ms') or 0:.0f}ms"
+    parity = Text("ok", "green") if ok else Text("FAIL", "bold red")
+    return [
+        *head,
+        Text(ci, style),
+        Text(f"{s['p90_ms']:.2f}", style),
+        Text(f"{s['p99_ms']:.2f}", style),
+        tput,
+        speed,
+        pct,
+        fmt_bytes(peak),
+        cold_s,
+        parity,
+    ]
+
+
+def render_compare(
+    console: Console, a: Sequence[CellDict], b: Sequence[CellDict], names: tuple[str, str]
+) -> None:
+    """Throughput ratio B/A per matching cell; 'noise' when the medians' 95% CIs overlap."""
+    index = {(c["backend"], c["device"], c["precision"], c["batch"]): c for c in a}
+    table = Table(title=f"compare: B={names[1]} vs A={names[0]}", title_justify="left")
+    for col in (
+        "backend",
+        "device",
+        "prec",
+        "batch",
+        "A p50 ms",
+        "B p50 ms",
+        "B/A images/s",
+        "verdict",
+    ):
+        left = col in ("backend", "device", "prec")
+        table.add_column(col, justify="left" if left else "right")
+    matched = 0
+    for cb in b:
+        key = (cb["backend"], cb["device"], cb["precision"], cb["batch"])
+        ca = index.get(key)
+        if not ca or ca["status"] != "ok" or cb["status"] != "ok":
+            continue
+        matched += 1
+        sa, sb = ca["stats"], cb["stats"]
+        ratio = sb["throughput"] / sa["throughput"]
+        overlap = (
+            sa["p50_ci_low_ms"] <= sb["p50_ci_high_ms"]
+            and sb["p50_ci_low_ms"] <= sa["p50_ci_high_ms"]
+        )
+        if overlap:
+            verdict = Text("within noise", "dim")
+        elif ratio > 1:
+            verdict = Text("faster", "green")
+        else:
+            verdict = Text("slower", "red")
+        table.add_row(
+            *key[:3], str(key[3]), f"{sa['p50_ms']:.2f}", f"{sb['p50_ms']:.2f}", f"{ratio:.3f}x",
+            verdict,
+        )  # fmt: skip
+    console.print(table)
+    if not matched:
+        console.print("no cells in common (both ok) between the two runs", style="yellow")

@@ -35,9 +35,9 @@ def _root(
 
 def _register() -> None:
     # Imported here so each command module can import `app`-free helpers without cycles.
-    from alexbench.cli import export, info, verify
+    from alexbench.cli import bench, export, info, report, verify
 
-    for module in (info, export, verify):
+    for module in (info, export, verify, bench, report):
         module.register(app)
 
 

@@ -62,6 +62,9 @@ class Session(abc.ABC):
 
     device: Device
     precision: Precision
+    # True when `run` returns only after the device finished (timed on the host, not with CUDA
+    # events on torch's stream, which this runtime does not use).
+    host_synchronous: bool = False
 
     @abc.abstractmethod
     def prepare(self, batch: np.ndarray) -> Any:

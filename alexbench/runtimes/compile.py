@@ -34,4 +34,4 @@ class CompileRuntime(Runtime):
         mode = "max-autotune-no-cudagraphs" if device is Device.CUDA else None
         compiled = torch.compile(module, dynamic=False, mode=mode)
         settings["compile_mode"] = mode or "default"
-        return TorchModuleSession(compiled, device, precision, settings)
+        return TorchModuleSession(compiled, device, precision, settings, opts)

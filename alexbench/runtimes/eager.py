@@ -23,8 +23,9 @@ class EagerRuntime(Runtime):
         precision: Precision,
         options: SessionOptions | None = None,
     ) -> Session:
-        settings = apply_torch_settings(device, precision, options or SessionOptions())
+        opts = options or SessionOptions()
+        settings = apply_torch_settings(device, precision, opts)
         # A copy: casting to fp16/bf16 or moving to CUDA must not change the caller's model.
         module = copy.deepcopy(bundle.loaded.model).eval()
         module = module.to(torch_device(device), dtype=spec(precision).dtype)
-        return TorchModuleSession(module, device, precision, settings)
+        return TorchModuleSession(module, device, precision, settings, opts)

@@ -38,6 +38,8 @@ class OnnxRuntimeSession(Session):
         self._opts = opts
         # Device-resident CUDA inputs go through IO binding so that no host copy is timed.
         self._bound = device is Device.CUDA and not opts.include_transfers
+        # ORT runs on its own CUDA stream and returns after it is done: time it on the host.
+        self.host_synchronous = True
 
     def prepare(self, batch: np.ndarray) -> Any:
         x = np.ascontiguousarray(batch, dtype=np.float32)

@@ -32,7 +32,8 @@ class ExportProgramRuntime(Runtime):
         precision: Precision,
         options: SessionOptions | None = None,
     ) -> Session:
-        settings = apply_torch_settings(device, precision, options or SessionOptions())
+        opts = options or SessionOptions()
+        settings = apply_torch_settings(device, precision, opts)
         path = bundle.artifacts.get(ArtifactFormat.PT2)
         if path is None:
             raise ExportError("no torch.export artifact in the bundle (run `alexbench export`)")
@@ -40,4 +41,4 @@ class ExportProgramRuntime(Runtime):
         # The program's graph has no dtype- or device-specific constants for AlexNet, so its
         # unlifted module can be moved and cast like an nn.Module.
         module = program.module().to(torch_device(device), dtype=spec(precision).dtype)
-        return TorchModuleSession(module, device, precision, settings)
+        return TorchModuleSession(module, device, precision, settings, opts)

@@ -36,7 +36,8 @@ class TorchScriptRuntime(Runtime):
         precision: Precision,
         options: SessionOptions | None = None,
     ) -> Session:
-        settings = apply_torch_settings(device, precision, options or SessionOptions())
+        opts = options or SessionOptions()
+        settings = apply_torch_settings(device, precision, opts)
         path = bundle.artifacts.get(ArtifactFormat.TORCHSCRIPT)
         if path is None:
             raise ExportError("no TorchScript artifact in the bundle (run `alexbench export`)")
@@ -44,4 +45,4 @@ class TorchScriptRuntime(Runtime):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
             module = torch.jit.load(str(path), map_location=device.value)
-        return TorchModuleSession(module, device, precision, settings)
+        return TorchModuleSession(module, device, precision, settings, opts)

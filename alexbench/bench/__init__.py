@@ -1,0 +1,1 @@
+"""Benchmarking: the timing loop, statistics, the roofline model and the sweep over cells."""

@@ -1,0 +1,209 @@
+"""`alexbench bench` (the sweep) and `alexbench ceilings` (the machine's roofline limits)."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from alexbench import report
+from alexbench.bench.roofline import load_or_measure, model_work
+from alexbench.bench.sweep import BenchSpec, CellResult, CellStatus, count_cells, run_sweep
+from alexbench.bench.timer import RunLength
+from alexbench.checkpoint import Normalization
+from alexbench.cli import options as opt
+from alexbench.cli.common import (
+    console,
+    err_console,
+    handle_errors,
+    parse_enum_list,
+    parse_int_list,
+    split_list,
+)
+from alexbench.cli.model_args import bundle_for
+from alexbench.devices import Device, available_devices, require
+from alexbench.environment import capture
+from alexbench.errors import InputError
+from alexbench.precision import Precision
+from alexbench.results import RESULTS_SCHEMA, ceilings_dict, now, write_results
+from alexbench.runtimes import SessionOptions, parse_backend
+
+DEFAULT_BACKENDS = "eager,torchscript,pt2,onnxruntime"
+
+
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise InputError(f"--results-dir {directory}: not writable ({e.strerror or e})") from None
+
+
+@handle_errors
+def bench_cmd(
+    backend: str = typer.Option(
+        DEFAULT_BACKENDS,
+        "--backend",
+        "-b",
+        help="Comma list: eager, torchscript, pt2 (export), onnxruntime, compile.",
+    ),
+    device: str | None = typer.Option(
+        None, "--device", "-d", help="Comma list of cpu, cuda [default: every available device]."
+    ),
+    batch: str = typer.Option("1,16", "--batch", help="Batch sizes, e.g. 1,8,64,256."),
+    precision: str = typer.Option(
+        "fp32,bf16", "--precision", "-p", help="Comma list of fp32, tf32, fp16, bf16, int8."
+    ),
+    threads: int | None = opt.THREADS,
+    warmup: int = typer.Option(3, "--warmup", help="Untimed iterations per cell.", min=0),
+    min_time: float = typer.Option(
+        1.0, "--min-time", help="Seconds of timed work per cell (and --min-iters).", min=0.0
+    ),
+    min_iters: int = typer.Option(10, "--min-iters", help="Timed iterations per cell, at least."),
+    max_iters: int = typer.Option(10_000, "--max-iters", help="Timed iterations, at most."),
+    include_transfers: bool = typer.Option(
+        False, "--include-transfers", help="CUDA: time host->device, compute and device->host."
+    ),
+    cuda_graphs: bool = typer.Option(
+        False, "--cuda-graphs", help="CUDA: replay torch runtimes as CUDA graphs."
+    ),
+    cudnn_benchmark: bool = typer.Option(
+        True, "--cudnn-benchmark/--no-cudnn-benchmark", help="CUDA: autotune convolutions."
+    ),
+    results_dir: Path = typer.Option(
+        Path("results"), "--results-dir", help="Where the JSON and CSV go.", file_okay=False
+    ),
+    artifacts: Path = opt.ARTIFACTS,
+    checkpoint: Path | None = opt.CHECKPOINT,
+    weights: Path | None = opt.WEIGHTS,
+    seed: int | None = opt.SEED,
+    num_classes: int | None = opt.NUM_CLASSES,
+    image_size: int | None = opt.IMAGE_SIZE,
+    normalize: Normalization | None = opt.NORMALIZE,
+) -> None:
+    """Benchmark throughput and latency of every backend x device x precision x batch.
+
+    Every cell is parity-checked against fp32 eager first. Examples:
+
+      alexbench bench
+
+      alexbench bench --device cuda --batch 1,64,256 --precision fp32,tf32,fp16
+
+      alexbench bench --device cpu --batch 1,64 --backend eager,onnxruntime,torchscript,compile
+    """
+    backends = [parse_backend(b) for b in split_list(backend, "--backend")]
+    devices = parse_enum_list(device, Device, "--device") if device else available_devices()
+    for d in devices:
+        require(d)
+    batches = parse_int_list(batch, "--batch", minimum=1)
+    precisions = parse_enum_list(precision, Precision, "--precision")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    if min_iters < 1 or max_iters < min_iters:
+        raise InputError("--min-iters must be >= 1 and <= --max-iters")
+    _check_writable(results_dir)
+    bundle = bundle_for(
+        console, artifacts, backends,
+        checkpoint=checkpoint, weights=weights, seed=seed,
+        num_classes=num_classes, image_size=image_size, normalize=normalize,
+    )  # fmt: skip
+    options = SessionOptions(
+        threads=threads,
+        cudnn_benchmark=cudnn_benchmark,
+        cuda_graphs=cuda_graphs,
+        include_transfers=include_transfers,
+    )
+    spec = BenchSpec(
+        backends, devices, precisions, batches,
+        RunLength(warmup, min_time, min_iters, max_iters), options, seed or 0,
+    )  # fmt: skip
+    with console.status("measuring the machine's ceilings (cached per machine)..."):
+        ceilings = {d: load_or_measure(d) for d in devices}
+    created = now()
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("starting", total=count_cells(spec))
+
+        def on_cell(result: CellResult | None, label: str) -> None:
+            if result is None:
+                progress.update(task, description=label)
+            else:
+                progress.advance(task)
+
+        cells = run_sweep(bundle, spec, ceilings, on_cell)
+    meta = bundle.loaded.meta
+    flops, params = model_work(meta.num_classes, meta.image_size)
+    payload = {
+        "schema": RESULTS_SCHEMA,
+        "created": created.isoformat(timespec="seconds"),
+        "environment": capture(),
+        "model": {
+            "source": bundle.loaded.source.to_dict(),
+            "meta": vars(meta),
+            "flops_per_image": flops,
+            "parameters": params,
+            "artifacts": _artifact_hashes(artifacts),
+        },
+        "settings": {
+            "backends": [b.value for b in backends],
+            "devices": [d.value for d in devices],
+            "precisions": [p.value for p in precisions],
+            "batches": batches,
+            "run_length": asdict(spec.run_length),
+            "options": asdict(options),
+            "seed": spec.seed,
+            "timing": "CPU: perf_counter_ns per call; CUDA: CUDA events on the current stream "
+            "(torch) or host clock around synchronous ONNX Runtime IO-binding runs",
+        },
+        "ceilings": ceilings_dict(ceilings),
+        "cells": [c.to_dict() for c in cells],
+    }
+    json_path, csv_path = write_results(results_dir, payload)
+    report.render_bench(console, payload["cells"], "alexbench bench")
+    console.print(f"Results: {json_path} and {csv_path}")
+    failed = [c for c in cells if c.status is CellStatus.PARITY_FAILED]
+    errors = [c for c in cells if c.status is CellStatus.ERROR]
+    if errors:
+        err_console.print(f"warning: {len(errors)} cell(s) failed to run (see the table)")
+    if failed:
+        err_console.print(f"error: {len(failed)} cell(s) failed parity; their speed is not valid")
+        raise typer.Exit(1)
+
+
+def _artifact_hashes(directory: Path) -> dict[str, str]:
+    from alexbench.exporters.manifest import Manifest
+
+    manifest = Manifest.load(directory)
+    return {k: v.sha256 for k, v in manifest.artifacts.items()} if manifest else {}
+
+
+@handle_errors
+def ceilings_cmd(
+    device: str | None = typer.Option(
+        None, "--device", "-d", help="Comma list of cpu, cuda [default: every available device]."
+    ),
+    force: bool = typer.Option(False, "--force", help="Measure again even if cached."),
+) -> None:
+    """Measure (and cache) this machine's GEMM throughput per dtype and memory bandwidth.
+
+    bench uses them for the roofline columns. Example: alexbench ceilings --force
+    """
+    devices = parse_enum_list(device, Device, "--device") if device else available_devices()
+    for d in devices:
+        require(d)
+        with console.status(f"measuring {d.value} ceilings..."):
+            c = load_or_measure(d, force=force, quick=False)
+        gemm = ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in c.gemm_gflops.items())
+        console.print(f"{d.value} ({c.machine}, {c.threads} threads): {gemm}; "
+                      f"bandwidth {c.bandwidth_gbs:,.1f} GB/s  [dim]{c.method}[/]")  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_cmd)
+    app.command("ceilings")(ceilings_cmd)

@@ -1,0 +1,68 @@
+"""`alexbench report` (re-render a saved run) and `alexbench compare` (two runs side by side)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from alexbench import report
+from alexbench.cli.common import console, handle_errors
+from alexbench.errors import InputError
+from alexbench.results import load_results
+
+
+def _latest(directory: Path) -> Path:
+    files = sorted(directory.glob("*.json"))
+    if not files:
+        raise InputError(f"{directory}: no results files (run `alexbench bench` first)")
+    return files[-1]
+
+
+@handle_errors
+def report_cmd(
+    results: Path | None = typer.Argument(
+        None, help="A results JSON file [default: the newest in ./results]."
+    ),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Also write a PNG: throughput and p50 latency vs batch."
+    ),
+) -> None:
+    """Show a saved benchmark run as tables (and optionally a plot).
+
+    Examples: alexbench report;  alexbench report results/20261125-203255_vm_cpu.json --plot p.png
+    """
+    path = results if results is not None else _latest(Path("results"))
+    data = load_results(path)
+    env = data["environment"]
+    gpu = (env.get("gpu") or {}).get("name")
+    console.print(
+        f"{path}: {data['created']}, host {env.get('host')}, cpu {env['cpu']['model']}"
+        + (f", gpu {gpu}" if gpu else "")
+        + f", torch {env['versions'].get('torch')}"
+        + f", onnxruntime {env['versions'].get('onnxruntime')}"
+    )
+    report.render_bench(console, data["cells"], path.name)
+    if plot is not None:
+        from alexbench.plots import plot_bench
+
+        plot_bench(data["cells"], plot)
+        console.print(f"Plot: {plot}")
+
+
+@handle_errors
+def compare_cmd(
+    baseline: Path = typer.Argument(..., help="Results JSON A (the baseline)."),
+    candidate: Path = typer.Argument(..., help="Results JSON B."),
+) -> None:
+    """Compare two benchmark runs cell by cell: B/A throughput and whether it is beyond noise.
+
+    Example: alexbench compare results/a.json results/b.json
+    """
+    a, b = load_results(baseline), load_results(candidate)
+    report.render_compare(console, a["cells"], b["cells"], (baseline.name, candidate.name))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report_cmd)
+    app.command("compare")(compare_cmd)

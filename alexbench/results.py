@@ -1,0 +1,125 @@
+"""Versioned benchmark results: one JSON (everything, raw latencies included) and one CSV (a row
+per cell) per run, written atomically under a name with date, host and device."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import socket
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alexbench.errors import InputError
+from alexbench.fileio import write_json, write_text
+
+RESULTS_SCHEMA = "alexbench-results/1"
+
+_NUM = {"type": ["number", "null"]}
+_CELL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["backend", "device", "precision", "batch", "status", "reason", "stats",
+                 "latencies_ns", "timing_method", "cold_start", "memory", "parity", "roofline"],
+    "properties": {
+        "backend": {"enum": ["eager", "torchscript", "pt2", "onnxruntime", "compile"]},
+        "device": {"enum": ["cpu", "cuda"]},
+        "precision": {"enum": ["fp32", "tf32", "fp16", "bf16", "int8"]},
+        "batch": {"type": "integer", "minimum": 1},
+        "status": {"enum": ["ok", "parity_failed", "skipped", "error"]},
+        "reason": {"type": "string"},
+        "latencies_ns": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "timing_method": {"type": "string"},
+        "stats": {
+            "type": ["object", "null"],
+            "required": ["iterations", "p50_ms", "p90_ms", "p99_ms", "throughput",
+                         "p50_ci_low_ms", "p50_ci_high_ms", "unstable"],
+            "properties": {"iterations": {"type": "integer"}, "p50_ms": _NUM, "throughput": _NUM},
+        },
+        "cold_start": {
+            "type": "object",
+            "properties": {"session_create_s": _NUM, "first_inference_ms": _NUM},
+        },
+        "memory": {"type": "object"},
+        "parity": {"type": ["object", "null"]},
+        "roofline": {"type": ["object", "null"]},
+    },
+}  # fmt: skip
+RESULTS_JSON_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["schema", "created", "environment", "model", "settings", "ceilings", "cells"],
+    "properties": {
+        "schema": {"const": RESULTS_SCHEMA},
+        "created": {"type": "string"},
+        "environment": {"type": "object", "required": ["versions", "cpu"]},
+        "model": {"type": "object", "required": ["source", "meta", "artifacts"]},
+        "settings": {"type": "object", "required": ["backends", "devices", "batches"]},
+        "ceilings": {"type": "object"},
+        "cells": {"type": "array", "items": _CELL_SCHEMA},
+    },
+}
+
+CSV_COLUMNS = [
+    "backend", "device", "precision", "batch", "status", "iterations", "p50_ms", "p90_ms",
+    "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "p50_ci_low_ms", "p50_ci_high_ms",
+    "throughput", "wall_throughput", "unstable", "session_create_s", "first_inference_ms",
+    "rss_peak_bytes", "cuda_max_allocated_bytes", "max_abs_err", "parity_passed", "gflops",
+    "weight_gbs", "pct_of_ceiling", "bound", "reason",
+]  # fmt: skip
+
+
+def results_stem(created: datetime, devices: list[str]) -> str:
+    host = re.sub(r"[^A-Za-z0-9.-]+", "-", socket.gethostname())[:40] or "host"
+    return f"{created.strftime('%Y%m%d-%H%M%S')}_{host}_{'+'.join(devices)}"
+
+
+def csv_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for c in cells:
+        s, p, r = c.get("stats") or {}, c.get("parity") or {}, c.get("roofline") or {}
+        cold, mem = c.get("cold_start") or {}, c.get("memory") or {}
+        row = {k: c.get(k) for k in ("backend", "device", "precision", "batch", "status")}
+        row |= {k: s.get(k) for k in CSV_COLUMNS if k in s}
+        row |= {k: cold.get(k) for k in ("session_create_s", "first_inference_ms")}
+        row |= {k: mem.get(k) for k in ("rss_peak_bytes", "cuda_max_allocated_bytes")}
+        row |= {"max_abs_err": p.get("max_abs_err"), "parity_passed": p.get("passed")}
+        row |= {k: r.get(k) for k in ("gflops", "weight_gbs", "pct_of_ceiling", "bound")}
+        row["reason"] = c.get("reason", "")
+        rows.append(row)
+    return rows
+
+
+def write_results(results_dir: Path, payload: dict[str, Any]) -> tuple[Path, Path]:
+    created = datetime.fromisoformat(payload["created"])
+    stem = results_stem(created, payload["settings"]["devices"])
+    json_path, csv_path = results_dir / f"{stem}.json", results_dir / f"{stem}.csv"
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(csv_rows(payload["cells"]))
+    write_json(json_path, payload)
+    write_text(csv_path, buf.getvalue())
+    return json_path, csv_path
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable results file ({e})") from None
+    if not isinstance(data, dict) or data.get("schema") != RESULTS_SCHEMA:
+        raise InputError(f"{path}: not an alexbench results file (schema {RESULTS_SCHEMA})")
+    return data
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def ceilings_dict(ceilings: dict[Any, Any]) -> dict[str, Any]:
+    return {getattr(k, "value", k): (asdict(v) if v else None) for k, v in ceilings.items()}
