@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from alexbench.bench.memory import read_peaks, reset_peaks
-from alexbench.bench.roofline import Ceilings, RooflinePoint, model_work, roofline_point
+from alexbench.bench.roofline import Ceilings, RooflinePoint, model_layers, roofline_point
 from alexbench.bench.stats import LatencyStats, compute_stats
 from alexbench.bench.timer import RunLength, time_session
 from alexbench.devices import Device
@@ -123,7 +123,7 @@ def run_sweep(
     eager = get_runtime(Backend.EAGER).load(bundle, Device.CPU, Precision.FP32)
     reference = eager(parity_x)
     del eager
-    flops, params = model_work(meta.num_classes, meta.image_size)
+    layers = model_layers(meta.num_classes, meta.image_size)
 
     results: list[CellResult] = []
 
@@ -163,7 +163,7 @@ def run_sweep(
                         ceil = ceilings.get(device)
                         if cell.stats is not None:
                             cell.roofline = roofline_point(
-                                flops, params, batch, precision, cell.stats.p50_ms / 1e3, ceil
+                                layers, batch, precision, cell.stats.p50_ms / 1e3, ceil
                             )
                     except Exception as e:  # OOM or a runtime failure: record it, go on
                         cell.status, cell.reason = CellStatus.ERROR, _error_reason(e)

@@ -10,7 +10,7 @@ or memoisation of a single input flatters the result.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +42,16 @@ def _uses_events(session: Session) -> bool:
     return session.device is Device.CUDA and not getattr(session, "host_synchronous", False)
 
 
-def time_session(session: Session, prepared: Sequence[Any], run_length: RunLength) -> Timing:
-    """Time `session.run` over `prepared` inputs (rotated) and return raw latencies."""
+def time_session(
+    session: Session,
+    prepared: Sequence[Any],
+    run_length: RunLength,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> Timing:
+    """Time `session.run` over `prepared` inputs (rotated) and return raw latencies.
+
+    `clock` is injectable so that tests can drive the loop with known latencies.
+    """
     if not prepared:
         raise ValueError("need at least one prepared input")
     k = len(prepared)
@@ -52,7 +60,6 @@ def time_session(session: Session, prepared: Sequence[Any], run_length: RunLengt
     if _uses_events(session):
         return _time_cuda_events(session, prepared, run_length)
     latencies: list[int] = []
-    clock = time.perf_counter_ns
     min_ns = int(run_length.min_seconds * 1e9)
     run = session.run
     start = clock()

@@ -1,0 +1,123 @@
+"""`alexbench bench`, `report` and `compare` end to end on the small model (short runs)."""
+
+import json
+import shutil
+
+import jsonschema
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from alexbench.cli import app
+from alexbench.results import CSV_COLUMNS, RESULTS_JSON_SCHEMA
+
+runner = CliRunner()
+FAST = ["--min-time", "0.05", "--min-iters", "3", "--warmup", "1"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def bench_run(small_artifacts, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    r = invoke(
+        "bench", "--artifacts", small_artifacts, "--results-dir", results, "--batch", "1,3",
+        "--backend", "eager,onnxruntime,torchscript", "--precision", "fp32,bf16", *FAST,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return r, results
+
+
+def test_results_json_validates_and_csv_opens_in_pandas(bench_run):
+    r, results = bench_run
+    (json_path,) = results.glob("*.json")
+    (csv_path,) = results.glob("*.csv")
+    assert json_path.stem == csv_path.stem and "_cpu" in json_path.stem
+    data = json.loads(json_path.read_text())
+    jsonschema.validate(data, RESULTS_JSON_SCHEMA)
+    df = pd.read_csv(csv_path)
+    assert list(df.columns) == CSV_COLUMNS
+    assert len(df) == 3 * 2 * 2  # every cell listed, skipped ones included
+    ok = df[df.status == "ok"]
+    assert set(ok.backend) == {"eager", "onnxruntime", "torchscript"}
+    skipped = df[df.status == "skipped"]
+    assert set(zip(skipped.backend, skipped.precision, strict=True)) == {
+        ("torchscript", "bf16"), ("onnxruntime", "bf16"),
+    }  # fmt: skip
+    # Every printed statistic traces back to the raw latencies stored in the JSON.
+    for cell in data["cells"]:
+        if cell["status"] != "ok":
+            continue
+        lat = np.array(cell["latencies_ns"]) / 1e6
+        assert cell["stats"]["p50_ms"] == pytest.approx(np.median(lat))
+        assert cell["stats"]["throughput"] == pytest.approx(cell["batch"] / np.median(lat) * 1e3)
+        assert cell["parity"]["passed"] and cell["cold_start"]["first_inference_ms"] > 0
+        assert cell["memory"]["rss_peak_bytes"] > 0 and cell["roofline"]["gflops"] > 0
+    assert data["environment"]["cpu"]["model"] and data["model"]["artifacts"]["onnx"]
+    assert "images/s" in r.stdout and "skipped" in r.stdout
+
+
+def test_report_and_compare_render_saved_runs(bench_run):
+    _, results = bench_run
+    (path,) = results.glob("*.json")
+    r = invoke("report", path)
+    assert r.exit_code == 0 and "onnxruntime" in r.stdout
+    r = invoke("compare", path, path)
+    assert r.exit_code == 0 and "1.000x" in r.stdout and "within noise" in r.stdout
+
+
+def test_parity_failure_is_reported_and_exits_1(small_artifacts, tmp_path):
+    corrupt = tmp_path / "exports"
+    shutil.copytree(small_artifacts, corrupt)
+    model = onnx.load(str(corrupt / "alexnet.onnx"))
+    init = next(t for t in model.graph.initializer if len(t.dims) == 4)
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.1, init.name))
+    onnx.save(model, str(corrupt / "alexnet.onnx"))
+    r = invoke(
+        "bench", "--artifacts", corrupt, "--results-dir", tmp_path / "res",
+        "--backend", "onnxruntime", "--batch", "2", "--precision", "fp32", *FAST,
+    )  # fmt: skip
+    assert r.exit_code == 1
+    assert "failed parity" in r.stderr and "FAIL" in r.stdout
+    (json_path,) = (tmp_path / "res").glob("*.json")
+    (cell,) = json.loads(json_path.read_text())["cells"]
+    assert cell["status"] == "parity_failed"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch", "0"], "--batch: 0 is below the minimum of 1"),
+        (["--batch", "-4"], "--batch: -4 is below the minimum of 1"),
+        (["--batch", "1,x"], "'x' is not an integer"),
+        (["--backend", "tensorflow"], "unknown backend 'tensorflow'"),
+        (["--precision", "fp64"], "unknown value 'fp64'"),
+        (["--threads", "0"], "--threads must be at least 1"),
+    ],
+)
+def test_bad_inputs_are_one_line_errors(args, message, tmp_path):
+    r = invoke("bench", "--results-dir", tmp_path, "--artifacts", tmp_path / "e", *args)
+    assert r.exit_code == 2
+    assert r.stderr.strip() == f"error: {r.stderr.strip()[7:]}" and message in r.stderr
+    assert "\n" not in r.stderr.strip() and not (tmp_path / "e").exists()
+
+
+def test_unwritable_results_dir(tmp_path):
+    (tmp_path / "file").write_text("")
+    r = invoke("bench", "--results-dir", tmp_path / "file" / "sub", "--artifacts", tmp_path / "e")
+    assert r.exit_code == 2 and "not writable" in r.stderr and "\n" not in r.stderr.strip()
+
+
+@pytest.mark.cuda
+def test_cuda_bench_cell(small_artifacts, tmp_path):
+    r = invoke("bench", "--device", "cuda", "--artifacts", small_artifacts, "--results-dir",
+               tmp_path, "--batch", "2", "--backend", "eager,torchscript,pt2", *FAST)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    (path,) = tmp_path.glob("*.json")
+    cells = json.loads(path.read_text())["cells"]
+    assert all(c["timing_method"] == "cuda_events" for c in cells if c["status"] == "ok")

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from alexbench.bench.stats import compute_stats, median_ci_ranks
+from alexbench.bench.timer import RunLength, time_session
+from alexbench.devices import Device
+from alexbench.runtimes.base import Session
+
+
+class ScriptedSession(Session):
+    """A fake runtime whose every call takes a known number of nanoseconds on a fake clock."""
+
+    device = Device.CPU
+
+    def __init__(self, durations_ns):
+        self.durations = list(durations_ns)
+        self.now = 0
+        self.calls = []
+
+    def clock(self):
+        return self.now
+
+    def prepare(self, batch):
+        return batch
+
+    def run(self, inputs):
+        self.calls.append(inputs)
+        self.now += self.durations[(len(self.calls) - 1) % len(self.durations)]
+        return inputs
+
+    def to_numpy(self, outputs):
+        return np.asarray(outputs)
+
+
+def test_every_statistic_exactly_from_known_latencies():
+    ms = np.arange(1, 11)  # 1..10 ms
+    s = compute_stats(ms * 1_000_000, batch=8, wall_ns=int(0.1e9))
+    assert s.iterations == 10 and s.batch == 8
+    assert s.min_ms == 1.0 and s.max_ms == 10.0
+    assert s.mean_ms == 5.5
+    assert s.std_ms == pytest.approx(np.sqrt(sum((x - 5.5) ** 2 for x in ms) / 9))
+    assert s.p50_ms == 5.5  # linear interpolation between 5 and 6
+    assert s.p90_ms == pytest.approx(9.1)
+    assert s.p95_ms == pytest.approx(9.55)
+    assert s.p99_ms == pytest.approx(9.91)
+    assert (s.p50_ci_low_ms, s.p50_ci_high_ms) == (2.0, 9.0)  # order statistics 2 and 9 of 10
+    assert s.throughput == pytest.approx(8 / 0.0055)
+    assert s.wall_throughput == pytest.approx(8 * 10 / 0.1)
+    assert s.unstable  # the CI spans 2..9 ms: far wider than 5% of the median
+
+
+def test_tight_distribution_is_stable():
+    lat = np.full(200, 4_000_000) + np.arange(200)  # 4 ms +- 0.2 us
+    s = compute_stats(lat, batch=1, wall_ns=int(0.8e9))
+    assert not s.unstable and s.throughput == pytest.approx(250, rel=1e-4)
+
+
+@pytest.mark.parametrize(("n", "ranks"), [(10, (1, 8)), (20, (5, 14)), (100, (39, 60))])
+def test_median_ci_ranks_match_published_tables(n, ranks):
+    assert median_ci_ranks(n) == ranks  # 0-based; tables list (2, 9), (6, 15), (40, 61)
+
+
+def test_timer_records_known_latencies_rotates_inputs_and_obeys_run_length():
+    durations = [3_000_000, 5_000_000, 4_000_000]
+    session = ScriptedSession(durations)
+    prepared = ["a", "b", "c"]
+    rl = RunLength(warmup=2, min_seconds=0.05, min_iters=5, max_iters=1000)
+    timing = time_session(session, prepared, rl, clock=session.clock)
+    # warm-up consumed durations[0], durations[1]; timing starts at durations[2]
+    expected = [durations[(i + 2) % 3] for i in range(len(timing.latencies_ns))]
+    assert timing.latencies_ns.tolist() == expected
+    assert sum(expected) >= 50_000_000 and sum(expected[:-1]) < 50_000_000  # stop at min time
+    assert timing.wall_ns == sum(expected)
+    assert session.calls[:5] == ["a", "b", "a", "b", "c"]  # warm-up 2, then rotation from 0
+    stats = compute_stats(timing.latencies_ns, 1, timing.wall_ns)
+    assert stats.p50_ms == float(np.median(np.array(expected) / 1e6))
+
+
+def test_min_iters_wins_over_min_time_and_max_iters_caps():
+    session = ScriptedSession([10_000_000])
+    t = time_session(session, [0], RunLength(0, 0.0, 7, 100), clock=session.clock)
+    assert len(t.latencies_ns) == 7
+    session = ScriptedSession([1])
+    t = time_session(session, [0], RunLength(0, 10.0, 1, 50), clock=session.clock)
+    assert len(t.latencies_ns) == 50
