@@ -104,8 +104,29 @@ def ort_providers() -> list[str]:
         return []
 
 
+def load_average() -> float | None:
+    """1-minute load average: a benchmark on a busy machine measures the other work too."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def busy_warning() -> str | None:
+    load, cores = (
+        load_average(),
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    )
+    if load is not None and cores and load > 0.5 * cores:
+        return (
+            f"the machine is busy (load average {load:.2f} on {cores} cores): timings will be noisy"
+        )
+    return None
+
+
 def capture() -> dict[str, Any]:
     return {
+        "load_average_1m": load_average(),
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "versions": stack_versions(),

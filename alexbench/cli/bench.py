@@ -25,7 +25,7 @@ from alexbench.cli.common import (
 )
 from alexbench.cli.model_args import bundle_for
 from alexbench.devices import Device, available_devices, require
-from alexbench.environment import capture
+from alexbench.environment import busy_warning, capture
 from alexbench.errors import InputError
 from alexbench.precision import Precision
 from alexbench.results import RESULTS_SCHEMA, ceilings_dict, now, write_results
@@ -121,6 +121,9 @@ def bench_cmd(
         backends, devices, precisions, batches,
         RunLength(warmup, min_time, min_iters, max_iters), options, seed or 0,
     )  # fmt: skip
+    busy = busy_warning()
+    if busy:
+        err_console.print(f"warning: {busy}")
     with console.status("measuring the machine's ceilings (cached per machine)..."):
         ceilings = {d: load_or_measure(d) for d in devices}
     created = now()
