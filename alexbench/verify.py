@@ -15,8 +15,7 @@ from alexbench.devices import Device
 from alexbench.inputs import InputSet
 from alexbench.parity import ParityResult, compare
 from alexbench.precision import PRECISIONS, Precision
-from alexbench.runtimes import Backend, ModelBundle, SessionOptions, get_runtime
-from alexbench.runtimes import unsupported_reason as runtime_unsupported_reason
+from alexbench.runtimes import Backend, ModelBundle, SessionOptions, cell_unavailable, get_runtime
 
 
 class Status(StrEnum):
@@ -89,7 +88,7 @@ def run_cell(
     options: SessionOptions | None = None,
 ) -> Cell:
     runtime = get_runtime(backend)
-    reason = runtime_unsupported_reason(runtime, device, precision)
+    reason = cell_unavailable(runtime, bundle, device, precision)
     if reason:
         return Cell(backend, device, precision, Status.UNSUPPORTED, message=reason)
     cell = Cell(backend, device, precision, Status.ERROR)

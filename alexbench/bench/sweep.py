@@ -23,8 +23,7 @@ from alexbench.bench.timer import RunLength, time_session
 from alexbench.devices import Device
 from alexbench.parity import ParityResult, compare
 from alexbench.precision import Precision
-from alexbench.runtimes import Backend, ModelBundle, SessionOptions, get_runtime
-from alexbench.runtimes import unsupported_reason as runtime_unsupported_reason
+from alexbench.runtimes import Backend, ModelBundle, SessionOptions, cell_unavailable, get_runtime
 
 PARITY_SAMPLES = 4  # rows of each cell's first output compared with the reference
 ROTATING_INPUTS = 3  # distinct pre-made batches cycled through while timing
@@ -136,7 +135,7 @@ def run_sweep(
         for backend in spec.backends:
             runtime = get_runtime(backend)
             for precision in spec.precisions:
-                reason = runtime_unsupported_reason(runtime, device, precision)
+                reason = cell_unavailable(runtime, bundle, device, precision)
                 if reason:
                     for b in spec.batches:
                         emit(CellResult(backend, device, precision, b, CellStatus.SKIPPED, reason))

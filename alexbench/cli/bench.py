@@ -78,6 +78,8 @@ def bench_cmd(
         Path("results"), "--results-dir", help="Where the JSON and CSV go.", file_okay=False
     ),
     artifacts: Path = opt.ARTIFACTS,
+    calib_data: Path | None = opt.CALIB_DATA,
+    calib_samples: int = opt.CALIB_SAMPLES,
     checkpoint: Path | None = opt.CHECKPOINT,
     weights: Path | None = opt.WEIGHTS,
     seed: int | None = opt.SEED,
@@ -110,6 +112,8 @@ def bench_cmd(
         console, artifacts, backends,
         checkpoint=checkpoint, weights=weights, seed=seed,
         num_classes=num_classes, image_size=image_size, normalize=normalize,
+        precisions=precisions, devices=devices,
+        calib_data=calib_data, calib_samples=calib_samples,
     )  # fmt: skip
     options = SessionOptions(
         threads=threads,

@@ -11,6 +11,7 @@ from alexbench.checkpoint import Normalization, load_model
 from alexbench.cli import options as opt
 from alexbench.cli.common import console, handle_errors, parse_enum_list
 from alexbench.exporters import DEFAULT_OPSET, OnnxExporter, ensure_artifacts
+from alexbench.inputs import image_inputs
 from alexbench.runtimes import ArtifactFormat
 
 
@@ -20,8 +21,14 @@ def export_cmd(
         Path("exports"), "--out", "-o", help="Output directory.", file_okay=False
     ),
     formats: str = typer.Option(
-        "torchscript,onnx,pt2", "--format", "-f", help="Comma list of torchscript, onnx, pt2."
+        "torchscript,onnx,pt2",
+        "--format",
+        "-f",
+        help="Comma list of torchscript, onnx, pt2, onnx-fp16, onnx-int8 (needs --calib-data; "
+        "added automatically when --calib-data is given).",
     ),
+    calib_data: Path | None = opt.CALIB_DATA,
+    calib_samples: int = opt.CALIB_SAMPLES,
     opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset version."),
     onnx_exporter: OnnxExporter = typer.Option(
         OnnxExporter.DYNAMO,
@@ -44,7 +51,9 @@ def export_cmd(
 
       alexbench export --weights alexnet-owt-7be5be79.pth --out exports/imagenet
 
-      alexbench export --checkpoint runs/cifar/best.pt --format onnx --opset 17
+      alexbench export --checkpoint runs/cifar/best.pt --format onnx --opset 20
+
+      alexbench export --calib-data ../shared/data/cifar10/train   (adds an int8 ONNX model)
     """
     fmts = parse_enum_list(formats, ArtifactFormat, "--format")
     loaded = load_model(
@@ -55,6 +64,11 @@ def export_cmd(
         image_size=image_size,
         normalization=normalize,
     )
+    calibration = None
+    if calib_data is not None:
+        calibration = image_inputs(calib_data, calib_samples, loaded.meta, seed=0)
+        if ArtifactFormat.ONNX_INT8 not in fmts:
+            fmts.append(ArtifactFormat.ONNX_INT8)
     console.print(
         f"Model: AlexNet, {loaded.meta.num_classes} classes, "
         f"{loaded.meta.image_size}x{loaded.meta.image_size} input, {loaded.source.describe()}"
@@ -67,6 +81,7 @@ def export_cmd(
             opset=opset,
             onnx_exporter=onnx_exporter,
             force=force,
+            calibration=calibration,
             on_export=lambda f: status.update(f"exporting {f.value}..."),
         )
     report.render_export(console, str(out), outcomes)

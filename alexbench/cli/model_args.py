@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from rich.console import Console
 
 from alexbench.checkpoint import Normalization
 from alexbench.cli.common import err_console
+from alexbench.devices import Device
 from alexbench.exporters import model_for_artifacts, prepare_bundle, recorded_onnx_settings
-from alexbench.runtimes import ArtifactFormat, Backend, ModelBundle, get_runtime
+from alexbench.inputs import image_inputs
+from alexbench.precision import Precision
+from alexbench.runtimes import ArtifactFormat, Backend, ModelBundle, get_runtime, unsupported_reason
+
+DEFAULT_CALIB_SAMPLES = 64
 
 
 def bundle_for(
@@ -24,7 +29,13 @@ def bundle_for(
     num_classes: int | None,
     image_size: int | None,
     normalize: Normalization | None,
+    precisions: Sequence[Precision] = (Precision.FP32,),
+    devices: Sequence[Device] = (Device.CPU,),
+    calib_data: Path | None = None,
+    calib_samples: int = DEFAULT_CALIB_SAMPLES,
 ) -> ModelBundle:
+    """The model the command should use, with every artifact its cells need (exported when
+    missing or stale; int8 calibrated on `calib_data`)."""
     loaded = model_for_artifacts(
         artifacts,
         checkpoint=checkpoint,
@@ -36,9 +47,15 @@ def bundle_for(
     )
     needed: list[ArtifactFormat] = []
     for b in backends:
-        fmt = get_runtime(b).artifact
-        if fmt is not None and fmt not in needed:
-            needed.append(fmt)
+        runtime = get_runtime(b)
+        for p in precisions:
+            fmt = runtime.artifact_for(p)
+            usable = any(unsupported_reason(runtime, d, p) is None for d in devices)
+            if fmt is not None and usable and fmt not in needed:
+                needed.append(fmt)
+    calibration = None
+    if calib_data is not None and ArtifactFormat.ONNX_INT8 in needed:
+        calibration = image_inputs(calib_data, calib_samples, loaded.meta, seed=0)
     opset, exporter = recorded_onnx_settings(artifacts)
     with console.status("checking artifacts...") as status:
         bundle = prepare_bundle(
@@ -47,6 +64,7 @@ def bundle_for(
             needed,
             opset=opset,
             onnx_exporter=exporter,
+            calibration=calibration,
             on_export=lambda f: status.update(f"exporting {f.value} (missing or stale)..."),
             on_modified=lambda f, p: err_console.print(
                 f"warning: {p} differs from the sha256 in its manifest; using it as it is",

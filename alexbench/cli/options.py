@@ -30,3 +30,7 @@ ARTIFACTS = typer.Option(
 THREADS = typer.Option(
     None, "--threads", help="Intra-op threads for torch and ONNX Runtime [default: library's]."
 )
+CALIB_DATA = typer.Option(
+    None, "--calib-data", help="Image folder for int8 calibration (real images).", file_okay=False
+)
+CALIB_SAMPLES = typer.Option(64, "--calib-samples", help="Images used for int8 calibration.", min=1)

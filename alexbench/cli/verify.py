@@ -48,6 +48,8 @@ def verify_cmd(
     ),
     threads: int | None = opt.THREADS,
     artifacts: Path = opt.ARTIFACTS,
+    calib_data: Path | None = opt.CALIB_DATA,
+    calib_samples: int = opt.CALIB_SAMPLES,
     checkpoint: Path | None = opt.CHECKPOINT,
     weights: Path | None = opt.WEIGHTS,
     seed: int | None = opt.SEED,
@@ -78,6 +80,8 @@ def verify_cmd(
         console, artifacts, backends,
         checkpoint=checkpoint, weights=weights, seed=seed,
         num_classes=num_classes, image_size=image_size, normalize=normalize,
+        precisions=precisions, devices=devices,
+        calib_data=calib_data, calib_samples=calib_samples,
     )  # fmt: skip
     meta = bundle.loaded.meta
     inputs = (

@@ -8,6 +8,7 @@ name and renamed, and the manifest is written last.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable
 from enum import StrEnum
@@ -23,7 +24,8 @@ from alexbench.checkpoint import (
     load_model,
 )
 from alexbench.errors import AlexbenchError, ExportError, InputError
-from alexbench.exporters import onnx as onnx_exporter
+from alexbench.exporters import onnx as onnx_exporter_module
+from alexbench.exporters import onnx_fp16, onnx_int8
 from alexbench.exporters import pt2 as pt2_exporter
 from alexbench.exporters import torchscript as torchscript_exporter
 from alexbench.exporters.base import (
@@ -35,14 +37,19 @@ from alexbench.exporters.base import (
 )
 from alexbench.exporters.manifest import ArtifactRecord, Manifest, config_key, stack_versions
 from alexbench.fileio import atomic_path
+from alexbench.inputs import InputSet
 from alexbench.model import state_dict_sha256
 from alexbench.runtimes.base import ArtifactFormat, ModelBundle
 
 EXPORTERS: dict[ArtifactFormat, ModuleType] = {
     ArtifactFormat.TORCHSCRIPT: torchscript_exporter,
-    ArtifactFormat.ONNX: onnx_exporter,
+    ArtifactFormat.ONNX: onnx_exporter_module,
     ArtifactFormat.PT2: pt2_exporter,
+    ArtifactFormat.ONNX_FP16: onnx_fp16,
+    ArtifactFormat.ONNX_INT8: onnx_int8,
 }
+# Variants derived from the fp32 ONNX file: it is exported (or reused) before them.
+ONNX_VARIANTS = (ArtifactFormat.ONNX_FP16, ArtifactFormat.ONNX_INT8)
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -60,7 +67,12 @@ ExportOutcome = tuple[ArtifactFormat, ArtifactRecord, "ArtifactStatus"]
 
 
 def _artifact_config(
-    fmt: ArtifactFormat, weights_sha: str, meta: ModelMeta, opset: int, exporter: OnnxExporter
+    fmt: ArtifactFormat,
+    weights_sha: str,
+    meta: ModelMeta,
+    opset: int,
+    exporter: OnnxExporter,
+    calibration_sha: str | None = None,
 ) -> dict:
     cfg = {
         "format": fmt.value,
@@ -69,8 +81,12 @@ def _artifact_config(
         "num_classes": meta.num_classes,
         "torch": stack_versions()["torch"],
     }
-    if fmt is ArtifactFormat.ONNX:
+    if fmt is ArtifactFormat.ONNX or fmt in ONNX_VARIANTS:
         cfg |= {"opset": opset, "onnx_exporter": exporter.value}
+    if fmt is ArtifactFormat.ONNX_FP16:
+        cfg["onnxruntime"] = stack_versions()["onnxruntime"]
+    if fmt is ArtifactFormat.ONNX_INT8:
+        cfg |= {"onnxruntime": stack_versions()["onnxruntime"], "calibration": calibration_sha}
     return cfg
 
 
@@ -100,6 +116,7 @@ def ensure_artifacts(
     onnx_exporter: OnnxExporter = OnnxExporter.DYNAMO,
     force: bool = False,
     keep_modified: bool = False,
+    calibration: InputSet | None = None,
     on_export: Callable[[ArtifactFormat], None] | None = None,
 ) -> tuple[Manifest, list[ExportOutcome]]:
     """Export each requested format unless a fresh copy is already in `out_dir`.
@@ -123,10 +140,27 @@ def ensure_artifacts(
     # Keep records of formats not requested this time if they still belong to these weights.
     if old is not None and old.source.get("weights_sha256") == weights_sha:
         manifest.artifacts.update(old.artifacts)
-    request = ExportRequest(loaded.model, meta.image_size, meta.num_classes, opset, onnx_exporter)
+    formats = list(dict.fromkeys(formats))
+    if any(f in ONNX_VARIANTS for f in formats) and ArtifactFormat.ONNX not in formats:
+        formats.insert(0, ArtifactFormat.ONNX)
+    formats.sort(key=lambda f: f in ONNX_VARIANTS)  # the fp32 ONNX file before its variants
+    calib_sha = None
+    if calibration is not None:
+        calib_sha = hashlib.sha256(calibration.batch.tobytes()).hexdigest()
+    request = ExportRequest(
+        loaded.model,
+        meta.image_size,
+        meta.num_classes,
+        opset,
+        onnx_exporter,
+        calibration=calibration.batch if calibration is not None else None,
+        calibration_desc=calibration.description if calibration is not None else "",
+        onnx_path=out_dir / f"alexnet{onnx_exporter_module.suffix}",
+    )
     outcomes: list[ExportOutcome] = []
     for fmt in formats:
-        key = config_key(_artifact_config(fmt, weights_sha, meta, opset, onnx_exporter))
+        cfg = _artifact_config(fmt, weights_sha, meta, opset, onnx_exporter, calib_sha)
+        key = config_key(cfg)
         record = manifest.artifacts.get(fmt.value)
         state = None if force else _file_state(record, out_dir, key)
         if state is ArtifactStatus.REUSED or (state is ArtifactStatus.MODIFIED and keep_modified):
@@ -161,6 +195,7 @@ def ensure_artifacts(
             opset=fields.get("opset"),
             export_seconds=round(seconds, 3),
             config_key=key,
+            calibration=fields.get("calibration", ""),
         )
         manifest.artifacts[fmt.value] = record
         outcomes.append((fmt, record, ArtifactStatus.EXPORTED))
@@ -181,8 +216,12 @@ def prepare_bundle(
     `on_modified`): verifying the file on disk is the point.
     """
     formats = list(dict.fromkeys(formats))
+    missing: dict[ArtifactFormat, str] = {}
+    if ArtifactFormat.ONNX_INT8 in formats and kwargs.get("calibration") is None:
+        formats.remove(ArtifactFormat.ONNX_INT8)
+        missing[ArtifactFormat.ONNX_INT8] = onnx_int8.NEEDS_CALIBRATION
     if not formats:
-        return ModelBundle(loaded, {})
+        return ModelBundle(loaded, {}, missing)
     _, outcomes = ensure_artifacts(
         loaded,
         Path(out_dir),
@@ -194,7 +233,7 @@ def prepare_bundle(
     for fmt, _, state in outcomes:
         if state is ArtifactStatus.MODIFIED and on_modified:
             on_modified(fmt, paths[fmt])
-    return ModelBundle(loaded, paths)
+    return ModelBundle(loaded, paths, missing)
 
 
 def model_for_artifacts(

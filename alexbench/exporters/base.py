@@ -7,6 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from alexbench.model import AlexNet
@@ -31,6 +32,10 @@ class ExportRequest:
     num_classes: int
     opset: int = DEFAULT_OPSET
     onnx_exporter: OnnxExporter = OnnxExporter.DYNAMO
+    # Real, normalised images (N, 3, H, W) for int8 calibration, and where they came from.
+    calibration: np.ndarray | None = None
+    calibration_desc: str = ""
+    onnx_path: Path | None = None  # the fp32 ONNX file the fp16/int8 variants derive from
 
     def example_input(self) -> torch.Tensor:
         g = torch.Generator().manual_seed(0)

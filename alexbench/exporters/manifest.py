@@ -59,6 +59,7 @@ class ArtifactRecord:
     opset: int | None
     export_seconds: float
     config_key: str
+    calibration: str = ""  # int8 only: the images the quantisation ranges were measured on
     exported_at: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
     )

@@ -33,6 +33,7 @@ __all__ = [
     "Runtime",
     "Session",
     "SessionOptions",
+    "cell_unavailable",
     "get_runtime",
     "parse_backend",
     "unsupported_reason",
@@ -62,6 +63,19 @@ def unsupported_reason(runtime: Runtime, device: Device, precision: Precision) -
         or (None if is_available(device) else f"{device.value} is not available on this machine")
         or runtime.supports(device, precision)
     )
+
+
+def cell_unavailable(
+    runtime: Runtime, bundle: ModelBundle, device: Device, precision: Precision
+) -> str | None:
+    """`unsupported_reason`, or why this bundle lacks the artifact the cell needs."""
+    reason = unsupported_reason(runtime, device, precision)
+    if reason:
+        return reason
+    fmt = runtime.artifact_for(precision)
+    if fmt is not None and fmt not in bundle.artifacts:
+        return bundle.missing.get(fmt, f"no {fmt.value} artifact")
+    return None
 
 
 def check_supported(runtime: Runtime, device: Device, precision: Precision) -> None:

@@ -35,6 +35,8 @@ class ArtifactFormat(StrEnum):
     TORCHSCRIPT = "torchscript"
     ONNX = "onnx"
     PT2 = "pt2"
+    ONNX_FP16 = "onnx-fp16"  # derived from the fp32 ONNX model (fp16 weights and compute)
+    ONNX_INT8 = "onnx-int8"  # derived: static QDQ quantisation calibrated on real images
 
 
 @dataclass
@@ -43,6 +45,8 @@ class ModelBundle:
 
     loaded: LoadedModel
     artifacts: dict[ArtifactFormat, Path] = field(default_factory=dict)
+    # Artifacts that could not be made here, with the reason (e.g. int8 without calibration data)
+    missing: dict[ArtifactFormat, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,10 @@ class Session(abc.ABC):
 class Runtime(abc.ABC):
     backend: ClassVar[Backend]
     artifact: ClassVar[ArtifactFormat | None] = None  # which exported file it needs, if any
+
+    def artifact_for(self, precision: Precision) -> ArtifactFormat | None:
+        """The exported file this runtime loads at `precision` (None: the eager model)."""
+        return self.artifact
 
     @abc.abstractmethod
     def supports(self, device: Device, precision: Precision) -> str | None:

@@ -22,6 +22,14 @@ from alexbench.runtimes.base import (
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+# Which ONNX file serves each precision. Every variant keeps fp32 inputs and outputs, so sessions
+# are fed identically.
+VARIANTS = {
+    Precision.FP32: ArtifactFormat.ONNX,
+    Precision.TF32: ArtifactFormat.ONNX,  # the fp32 model with the CUDA provider's use_tf32
+    Precision.FP16: ArtifactFormat.ONNX_FP16,
+    Precision.INT8: ArtifactFormat.ONNX_INT8,
+}
 
 
 def _ort() -> Any:
@@ -87,9 +95,18 @@ class OnnxRuntime(Runtime):
             return "onnxruntime is not installed"
         return None
 
+    def artifact_for(self, precision: Precision) -> ArtifactFormat | None:
+        return VARIANTS.get(precision)
+
     def supports(self, device: Device, precision: Precision) -> str | None:
-        if precision is not Precision.FP32:
-            return f"only the fp32 ONNX model is exported; no {precision.value} variant yet"
+        if precision is Precision.BF16:
+            return "no bf16 ONNX variant (ORT's bf16 kernel coverage is partial)"
+        if precision is Precision.TF32 and device is not Device.CUDA:
+            return "tf32 is a CUDA tensor-core mode"
+        if precision is Precision.FP16 and device is Device.CPU:
+            return "the CPU provider has no fp16 convolution kernels (fp16 runs on CUDA)"
+        if precision is Precision.INT8 and device is Device.CUDA:
+            return "int8 QDQ models need the TensorRT provider on GPUs; int8 runs on CPU"
         if device is Device.CUDA and CUDA_EP not in _ort().get_available_providers():
             return "this onnxruntime build has no CUDA provider (install onnxruntime-gpu)"
         return None
@@ -102,9 +119,11 @@ class OnnxRuntime(Runtime):
         options: SessionOptions | None = None,
     ) -> Session:
         opts = options or SessionOptions()
-        path = bundle.artifacts.get(ArtifactFormat.ONNX)
+        fmt = VARIANTS[precision]
+        path = bundle.artifacts.get(fmt)
         if path is None:
-            raise ExportError("no ONNX artifact in the bundle (run `alexbench export`)")
+            why = bundle.missing.get(fmt, "run `alexbench export`")
+            raise ExportError(f"no {fmt.value} artifact: {why}")
         ort = _ort()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -116,7 +135,16 @@ class OnnxRuntime(Runtime):
                 ort.preload_dlls()
             search = "EXHAUSTIVE" if opts.cudnn_benchmark else "HEURISTIC"
             providers: list[Any] = [
-                (CUDA_EP, {"device_id": 0, "cudnn_conv_algo_search": search}),
+                (
+                    CUDA_EP,
+                    {
+                        "device_id": 0,
+                        "cudnn_conv_algo_search": search,
+                        # Explicit: ORT enables TF32 by default, which would make "fp32" differ
+                        # from torch's fp32 (where we disable it).
+                        "use_tf32": "1" if precision is Precision.TF32 else "0",
+                    },
+                ),
                 CPU_EP,
             ]
         else:

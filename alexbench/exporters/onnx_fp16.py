@@ -1,0 +1,29 @@
+"""fp16 ONNX variant: the fp32 model's weights and compute converted to float16, with fp32
+inputs and outputs kept (casts at the edges) so that every variant is fed the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from alexbench.errors import ExportError
+from alexbench.exporters.base import ExportRequest
+
+suffix = ".fp16.onnx"
+
+
+def export(request: ExportRequest, path: Path) -> dict[str, Any]:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    if request.onnx_path is None:
+        raise ExportError("the fp16 variant needs the fp32 ONNX model first")
+    model = onnx.load(str(request.onnx_path))
+    converted = convert_float_to_float16(model, keep_io_types=True)
+    onnx.save(converted, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    return {
+        "exporter": "onnxruntime.transformers.float16 (keep_io_types)",
+        "opset": request.opset,
+    }
