@@ -1,26 +1,21 @@
 """Datasets for training and evaluation: CIFAR-10, an ImageFolder tree, or a synthetic set.
 
-Small datasets are decoded once into a uint8 tensor (N, 3, h, w); every batch is then augmented,
-resized and normalised with batched tensor ops on the training device (`BatchTransform`).
-Per-image PIL transforms in worker processes would cost more than AlexNet's own step at 64 px
-on a 2-core machine. Folders too big to hold decoded stream through a DataLoader whose workers
-only decode and resize; augmentation stays batched, so both paths yield the same pixels.
+Small datasets are decoded once into a uint8 tensor (N, 3, h, w) (`MemorySplit`); every batch is
+then augmented, resized and normalised with batched tensor ops on the training device (see
+batches.py). Per-image PIL transforms in worker processes would cost more than AlexNet's own
+step at 64 px on a 2-core machine. Folders too big to hold decoded are streamed (`StreamSplit`)
+through a DataLoader whose workers only decode and resize.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from alexbench.checkpoint import NORMALIZATION_STATS, Normalization
 from alexbench.data_files import decode_image, find_samples, resolution_for
@@ -31,30 +26,22 @@ DEFAULT_CACHE_LIMIT_BYTES = 2 * 1024**3  # decoded CIFAR-10 is 150 MB; ImageNet-
 SYNTHETIC_RESOLUTION = 32
 
 
-class DatasetKind(str, Enum):
+class DatasetKind(StrEnum):
     CIFAR10 = "cifar10"
     IMAGEFOLDER = "imagefolder"
     SYNTHETIC = "synthetic"
 
 
-class Split(str, Enum):
+class Split(StrEnum):
     TRAIN = "train"
     VAL = "val"  # DIR/val, else DIR/test (CIFAR-10: the test batch), else a held-out part of train
 
 
-class NormalizeChoice(str, Enum):
+class NormalizeChoice(StrEnum):
     DATASET = "dataset"  # CIFAR-10's table, or measured from the decoded training images
     IMAGENET = "imagenet"
     CIFAR10 = "cifar10"
     NONE = "none"
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    pad_fraction: float = 0.125  # random crop with padding: 4 px at 32 px, as CIFAR recipes use
-    flip: bool = True
-    rotation_deg: float = 5.0
-    jitter: float = 0.1  # brightness, contrast and saturation factors drawn from 1 ± jitter
 
 
 @dataclass(frozen=True)
@@ -299,184 +286,3 @@ def _decode_all(samples: list[tuple[str, int]], resolution: int, skipped: list[s
     if n == 0:
         raise DataError(f"none of the {len(samples)} images could be read")
     return MemorySplit(images[:n].clone() if n < len(samples) else images, labels[:n])
-
-
-# -- batches -----------------------------------------------------------------------------------
-
-
-def derive_seed(*parts: int) -> int:
-    """An independent 63-bit seed per (seed, epoch, rank, stream): resuming at an epoch boundary
-    reproduces every random stream without carrying generator state across epochs."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
-
-
-class _FileDataset(torch.utils.data.Dataset):
-    def __init__(self, split: StreamSplit) -> None:
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
-        path, label = self.split.samples[i]
-        img = decode_image(path, self.split.resolution)
-        return None if img is None else (img, label)
-
-
-def _collate(items: list[Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
-    ok = [it for it in items if it is not None]
-    if not ok:
-        return torch.empty(0, 3, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), 0
-    images = torch.stack([im for im, _ in ok])
-    return images, torch.tensor([y for _, y in ok], dtype=torch.int64), len(items) - len(ok)
-
-
-def default_workers(device: torch.device) -> int:
-    cpus = os.cpu_count() or 1
-    # On CPU, decode workers steal cores from the training step itself; keep them few.
-    return min(8, cpus) if device.type == "cuda" else max(1, min(4, cpus // 2))
-
-
-class BatchLoader:
-    """Yields (uint8 images, int64 labels) on `device`, one epoch at a time, rank-sharded."""
-
-    def __init__(
-        self,
-        split: SplitData,
-        batch_size: int,
-        *,
-        device: torch.device,
-        shuffle: bool,
-        drop_last: bool,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        workers: int | None = None,
-    ) -> None:
-        self.split, self.batch_size, self.device = split, batch_size, device
-        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
-        self.rank, self.world_size = rank, world_size
-        self.workers = default_workers(device) if workers is None else workers
-        self.skipped = 0  # unreadable images met while streaming, summed over epochs
-        if isinstance(split, MemorySplit) and device.type == "cuda":
-            # The decoded cache is small enough to live on the GPU: batches never cross PCIe.
-            self.split = MemorySplit(split.images.to(device), split.labels.to(device))
-
-    def _per_rank(self) -> int:
-        n = len(self.split)
-        return n // self.world_size if self.drop_last else math.ceil(n / self.world_size)
-
-    def __len__(self) -> int:
-        n = self._per_rank()
-        # Drop a partial last batch only when a full one exists, so tiny sets still train.
-        return max(1, n // self.batch_size) if self.drop_last else math.ceil(n / self.batch_size)
-
-    def indices(self, epoch: int) -> torch.Tensor:
-        n = len(self.split)
-        if self.shuffle:  # the same permutation on every rank, then sharded
-            g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, 0))
-            order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
-        if self.drop_last:
-            order = order[: self._per_rank() * self.world_size]
-        order = order[self.rank :: self.world_size]
-        return order[: len(self) * self.batch_size] if self.drop_last else order
-
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self.indices(epoch)
-        if isinstance(self.split, MemorySplit):
-            idx = order.to(self.split.images.device)
-            for start in range(0, idx.numel(), self.batch_size):
-                i = idx[start : start + self.batch_size]
-                yield (
-                    self.split.images.index_select(0, i).to(self.device, non_blocking=True),
-                    self.split.labels.index_select(0, i).to(self.device, non_blocking=True),
-                )
-            return
-        loader = DataLoader(
-            _FileDataset(self.split),
-            batch_size=self.batch_size,
-            sampler=order.tolist(),
-            num_workers=self.workers,
-            pin_memory=self.device.type == "cuda",
-            collate_fn=_collate,
-        )
-        for images, labels, skipped in loader:
-            self.skipped += skipped
-            if labels.numel():
-                yield (
-                    images.to(self.device, non_blocking=True),
-                    labels.to(self.device, non_blocking=True),
-                )
-
-
-class BatchTransform:
-    """uint8 (B, 3, h, w) -> normalised float (B, 3, S, S): augmentation (training only),
-    resize and normalisation as batched tensor ops on the batch's device."""
-
-    _LUMA = (0.299, 0.587, 0.114)
-
-    def __init__(
-        self,
-        image_size: int,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        augment: AugmentConfig | None = None,
-        channels_last: bool = False,
-    ) -> None:
-        self.size, self.augment, self.channels_last = image_size, augment, channels_last
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-
-    def __call__(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        x = images.float().div_(255.0)
-        if self.augment is not None:
-            # Augment at the stored resolution (CIFAR: 32 px, 4x fewer pixels than 64 px), then
-            # resize once: the geometric and colour ops cost a fraction of the model's step.
-            x = self._augment(x, self.augment, generator)
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = F.interpolate(
-                x,
-                size=(self.size, self.size),
-                mode="bilinear",
-                align_corners=False,
-                antialias=x.shape[-1] > self.size,
-            )
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def _augment(
-        self, x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator | None
-    ) -> torch.Tensor:
-        b, dev = x.shape[0], x.device
-
-        def uniform(*shape: int) -> torch.Tensor:  # in [-1, 1)
-            return torch.rand(*shape, generator=g, device=dev) * 2 - 1
-
-        # One affine grid does crop-with-padding (a translation with zero fill), flip and
-        # rotation; grid_sample then reads each pixel once.
-        angle = uniform(b) * math.radians(cfg.rotation_deg)
-        flip = torch.where(uniform(b) < 0, -1.0, 1.0) if cfg.flip else torch.ones(b, device=dev)
-        shift = uniform(b, 2) * 2 * cfg.pad_fraction  # normalised coordinates span 2 per image
-        cos, sin = angle.cos(), angle.sin()
-        theta = torch.stack(
-            [
-                torch.stack([cos * flip, -sin, shift[:, 0]], dim=1),
-                torch.stack([sin * flip, cos, shift[:, 1]], dim=1),
-            ],
-            dim=1,
-        )
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        if cfg.jitter > 0:
-            luma = torch.tensor(self._LUMA, device=dev).view(1, 3, 1, 1)
-            x = x * (1 + cfg.jitter * uniform(b, 1, 1, 1))  # brightness
-            gray = (x * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)
-            x = (x - gray) * (1 + cfg.jitter * uniform(b, 1, 1, 1)) + gray  # contrast
-            gray = (x * luma).sum(1, keepdim=True)
-            x = (x - gray) * (1 + cfg.jitter * uniform(b, 1, 1, 1)) + gray  # saturation
-            x = x.clamp_(0.0, 1.0)
-        return x

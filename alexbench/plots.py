@@ -13,10 +13,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: CI, ssh sessions and DDP workers have no display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from alexbench.fileio import atomic_path  # noqa: E402
+from alexbench.fileio import atomic_path
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -70,4 +70,35 @@ def plot_confusion_matrix(
                         j, i, str(counts[i, j]), ha="center", va="center", color=colour, fontsize=8
                     )
     ax.set(xlabel="predicted", ylabel="true", title=title)
+    return _save(fig, path)
+
+
+def plot_bench(cells: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Throughput (images/s) and median latency vs batch, one line per device/backend/precision.
+
+    Only cells that passed parity are drawn: the speed of a wrong answer is not plotted.
+    """
+    series: dict[str, list[tuple[int, float, float]]] = {}
+    for c in cells:
+        if c.get("status") != "ok" or not c.get("stats"):
+            continue
+        label = f"{c['device']}/{c['backend']}/{c['precision']}"
+        series.setdefault(label, []).append(
+            (c["batch"], c["stats"]["throughput"], c["stats"]["p50_ms"])
+        )
+    fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, points in sorted(series.items()):
+        points.sort()
+        batches = [p[0] for p in points]
+        ax_t.plot(batches, [p[1] for p in points], marker="o", label=label)
+        ax_l.plot(batches, [p[2] for p in points], marker="o", label=label)
+    for ax, ylabel in ((ax_t, "images/s (batch / median latency)"), (ax_l, "p50 latency (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    ax_l.set_yscale("log")
+    ax_t.legend(fontsize=7)
+    fig.suptitle("alexbench: throughput and latency (cells that passed parity)")
+    fig.tight_layout()
     return _save(fig, path)

@@ -1,11 +1,13 @@
-"""Training: `fit` runs epochs of `train_one_epoch` + `evaluate_split`, writes checkpoints and the
-history. DDP-aware: under torchrun every process trains on its shard; only rank 0 writes."""
+"""Training: `fit` runs epochs of `train_one_epoch` + `evaluate_split` and writes checkpoints
+and the history. DDP-aware: under torchrun each process trains on its shard; rank 0 writes.
+
+Every random stream (shuffle, augmentation, dropout) is drawn from a seed derived from
+(seed, epoch, rank), so a run resumed at an epoch boundary repeats the uninterrupted one exactly.
+"""
 
 from __future__ import annotations
 
 import math
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -16,36 +18,29 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from alexbench import __version__
-from alexbench.checkpoint import CHECKPOINT_FORMAT, ModelMeta, safe_load, save_checkpoint
-from alexbench.data import (
-    AugmentConfig,
-    BatchLoader,
-    BatchTransform,
-    DataSpec,
-    LoadedData,
-    Split,
-    derive_seed,
-    load_data,
-)
+from alexbench.batches import AugmentConfig, BatchLoader, BatchTransform, derive_seed
+from alexbench.checkpoint import ModelMeta
+from alexbench.data import DataSpec, LoadedData, Split, load_data
 from alexbench.devices import Device, require
-from alexbench.errors import AlexbenchError, CheckpointError, InputError
-from alexbench.model import build_alexnet, state_dict_sha256
+from alexbench.errors import AlexbenchError, CheckpointError
+from alexbench.model import build_alexnet
 from alexbench.precision import Precision
-from alexbench.train_setup import (
+from alexbench.train_io import BEST, LAST, EpochState, load_resume, save_epoch, write_history
+from alexbench.train_parts import (
     DistContext,
     OptimizerKind,
     ScheduleKind,
+    all_reduce,
     autocast,
+    check_precision,
     init_distributed,
     make_optimizer,
     make_scheduler,
+    replica_hashes,
     tf32,
-    write_history,
 )
 
-# Streams drawn per (seed, epoch, rank): independent, and re-creatable on resume.
-_DROPOUT_STREAM, _AUGMENT_STREAM = 1, 2
+_DROPOUT_STREAM, _AUGMENT_STREAM = 1, 2  # the shuffle uses stream 0 (batches.py)
 
 
 class TrainingInterrupted(AlexbenchError):
@@ -85,11 +80,14 @@ class TrainConfig:
                 d[f.name] = v.to_dict() if isinstance(v, DataSpec) else getattr(v, "value", v)
         return d
 
-    def resumed_with(self, recipe: dict[str, Any]) -> TrainConfig:
-        """The stored recipe, with this config's device, output and data location."""
+    def resumed_with(self, recipe: dict[str, Any], data_dir: Path | None = None) -> TrainConfig:
+        """The stored recipe, with this config's device, output and workers; the data stays
+        where the recipe says unless `data_dir` moves it."""
         kw = {k: v for k, v in recipe.items() if k in {f.name for f in fields(self)}}
-        data = dict(kw.pop("data"), data_dir=str(self.data.data_dir), download=self.data.download)
+        data = dict(kw.pop("data"), download=self.data.download)
         data["cache_limit_bytes"] = self.data.cache_limit_bytes
+        if data_dir is not None:
+            data["data_dir"] = str(data_dir)
         kw.update(
             data=DataSpec.from_dict(data),
             optimizer=OptimizerKind(kw["optimizer"]),
@@ -130,11 +128,14 @@ class TrainResult:
     best: Path
     records: list[EpochRecord]
     replica_sha256: list[str]  # final weights' hash on every rank (all equal, or fit raises)
+    rank: int = 0  # under DDP, only rank 0 should report
 
 
 @dataclass
-class _Step:
-    model: nn.Module
+class TrainStep:
+    """What one optimisation step needs."""
+
+    model: nn.Module  # DDP-wrapped under torchrun
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
@@ -143,28 +144,19 @@ class _Step:
     device: torch.device
 
 
-def check_precision(precision: Precision, device: Device) -> None:
-    if precision in (Precision.INT8, Precision.TF32) and device is Device.CPU:
-        raise InputError(f"--precision {precision.value} cannot train on cpu (use fp32 or bf16)")
-    if precision is Precision.INT8:
-        raise InputError("--precision int8 is for exported models, not training")
-    if precision is Precision.FP16 and device is Device.CPU:
-        raise InputError("--precision fp16 training needs CUDA (GradScaler); use bf16 on cpu")
-
-
 def train_one_epoch(
-    s: _Step,
+    s: TrainStep,
     loader: BatchLoader,
     transform: BatchTransform,
     epoch: int,
     steps: int,
     reporter: TrainReporter,
 ) -> tuple[float, float, int, float, float]:
-    """One pass over (at most `steps` batches of) the shard: loss, top-1, images, seconds, data s."""
+    """At most `steps` batches of this rank's shard -> loss, top-1, images, seconds, data secs."""
     s.model.train()
-    gen = torch.Generator(s.device).manual_seed(
-        derive_seed(s.config.seed, epoch, _rank(), _AUGMENT_STREAM)
-    )
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    gen = torch.Generator(s.device)
+    gen.manual_seed(derive_seed(s.config.seed, epoch, rank, _AUGMENT_STREAM))
     loss_sum = torch.zeros((), dtype=torch.float64, device=s.device)
     correct = torch.zeros((), dtype=torch.int64, device=s.device)
     seen, data_time, start = 0, 0.0, time.perf_counter()
@@ -175,8 +167,8 @@ def train_one_epoch(
         batch = next(batches, None)
         if batch is None:
             break
-        images, labels = batch
-        x = transform(images, gen)
+        x = transform(batch[0], gen)
+        labels = batch[1]
         data_time += time.perf_counter() - t0
         with autocast(s.config.precision, s.device):
             logits = s.model(x)
@@ -193,12 +185,12 @@ def train_one_epoch(
         correct += (logits.detach().argmax(1) == labels).sum()
         seen += labels.numel()
         if (step + 1) % update_every == 0 or step + 1 == steps:
-            elapsed = time.perf_counter() - start
-            reporter.on_step(step + 1, steps, float(loss), seen / max(elapsed, 1e-9))
+            rate = seen / max(time.perf_counter() - start, 1e-9)
+            reporter.on_step(step + 1, steps, float(loss.detach()), rate)
     elapsed = time.perf_counter() - start
-    totals = _all_reduce([loss_sum.item(), correct.item(), seen], s.device)
-    loss_avg, top1 = totals[0] / max(totals[2], 1), totals[1] / max(totals[2], 1)
-    return loss_avg, top1, int(totals[2]), elapsed, data_time
+    total_loss, total_correct, total = all_reduce([loss_sum.item(), correct.item(), seen], s.device)
+    n = max(total, 1)
+    return total_loss / n, total_correct / n, int(total), elapsed, data_time
 
 
 def evaluate_split(
@@ -215,60 +207,26 @@ def evaluate_split(
     with torch.inference_mode(), autocast(precision, device):
         for images, labels in loader.epoch(0):
             logits = model(transform(images)).float()
-            k = min(5, logits.shape[1])
-            top = logits.topk(k, dim=1).indices
-            hit = top == labels[:, None]
-            totals += torch.stack(
-                [
-                    criterion(logits, labels).double() * labels.numel(),
-                    hit[:, 0].sum().double(),
-                    hit.any(1).sum().double(),
-                    torch.tensor(labels.numel(), dtype=torch.float64, device=device),
-                ]
-            )
-    loss, c1, c5, n = _all_reduce(totals.tolist(), device)
+            hit = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
+            n = torch.tensor(labels.numel(), dtype=torch.float64, device=device)
+            loss = criterion(logits, labels).double() * n
+            totals += torch.stack([loss, hit[:, 0].sum(), hit.any(1).sum(), n])
+    loss, c1, c5, n = all_reduce(totals.tolist(), device)
     return loss / max(n, 1), c1 / max(n, 1), c5 / max(n, 1)
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _all_reduce(values: list[float], device: torch.device) -> list[float]:
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def _versions() -> dict[str, str]:
-    import torchvision
-
-    return {
-        "alexbench": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def _load_resume(path: Path) -> dict[str, Any]:
-    ckpt = safe_load(path)
-    if not (isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT):
-        raise CheckpointError(f"{path}: not an alexbench checkpoint")
-    if "train_state" not in ckpt or "train_config" not in ckpt:
-        raise CheckpointError(f"{path}: holds no training state (resume from a last.pt)")
-    return ckpt
-
-
 def fit(
-    config: TrainConfig, *, resume: Path | None = None, reporter: TrainReporter | None = None
+    config: TrainConfig,
+    *,
+    resume: Path | None = None,
+    resume_data_dir: Path | None = None,
+    reporter: TrainReporter | None = None,
 ) -> TrainResult:
-    """Train (or continue training) and return where the checkpoints are."""
-    ckpt = _load_resume(resume) if resume is not None else None
+    """Train, or continue from the last.pt `resume` (its stored recipe wins; only the device,
+    output, workers and, with `resume_data_dir`, the data location come from `config`)."""
+    ckpt = load_resume(resume) if resume is not None else None
     if ckpt is not None:
-        config = config.resumed_with(ckpt["train_config"])
+        config = config.resumed_with(ckpt["train_config"], resume_data_dir)
     check_precision(config.precision, config.device)
     require(config.device)
     ctx = init_distributed(config.device)
@@ -282,65 +240,74 @@ def fit(
             dist.destroy_process_group()
 
 
-def _fit(
-    config: TrainConfig, ckpt: dict[str, Any] | None, ctx: DistContext, reporter: TrainReporter
-) -> TrainResult:
-    device = ctx.device
-    data: LoadedData = load_data(config.data)
+def _build(
+    config: TrainConfig, data: LoadedData, ctx: DistContext, ckpt: dict[str, Any] | None
+) -> tuple[nn.Module, TrainStep, BatchLoader, BatchLoader, int]:
     model = build_alexnet(num_classes=data.num_classes, seed=config.seed)
     if ckpt is not None:
         if ckpt["meta"].get("num_classes") != data.num_classes:
             raise CheckpointError(
-                f"checkpoint has {ckpt['meta'].get('num_classes')} classes, "
+                f"the checkpoint has {ckpt['meta'].get('num_classes')} classes, "
                 f"the dataset {data.num_classes}"
             )
         model.load_state_dict(ckpt["state_dict"])
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=fmt)
+    model = model.to(ctx.device, memory_format=fmt)
     net: nn.Module = model
     if ctx.enabled:
-        net = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    kw = dict(device=device, rank=ctx.rank, world_size=ctx.world_size, workers=config.workers)
-    train_loader = BatchLoader(
-        data.splits[Split.TRAIN],
-        config.batch_size,
-        shuffle=True,
-        drop_last=True,
-        seed=config.seed,
-        **kw,
-    )
-    val_loader = BatchLoader(
-        data.splits[Split.VAL], config.batch_size * 2, shuffle=False, drop_last=False, **kw
-    )
-    steps = min(len(train_loader), config.steps_per_epoch or len(train_loader))
-    augment = AugmentConfig() if config.data.augment else None
-    size, cl = config.data.image_size, config.channels_last
-    train_tf = BatchTransform(size, data.mean, data.std, augment, cl)
-    val_tf = BatchTransform(size, data.mean, data.std, None, cl)
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)
+    kw: dict[str, Any] = dict(device=ctx.device, rank=ctx.rank, world_size=ctx.world_size)
+    kw["workers"] = config.workers
+    train_split, val_split = data.splits[Split.TRAIN], data.splits[Split.VAL]
+    bs = config.batch_size
+    train = BatchLoader(train_split, bs, shuffle=True, drop_last=True, seed=config.seed, **kw)
+    val = BatchLoader(val_split, bs * 2, shuffle=False, drop_last=False, **kw)
+    steps = min(len(train), config.steps_per_epoch or len(train))
     optimizer = make_optimizer(config, model.parameters())
-    s = _Step(
+    s = TrainStep(
         net,
         optimizer,
         make_scheduler(config, optimizer, steps),
-        torch.amp.GradScaler(device.type, enabled=config.precision is Precision.FP16),
+        torch.amp.GradScaler(ctx.device.type, enabled=config.precision is Precision.FP16),
         nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
         config,
-        device,
+        ctx.device,
     )
-    records: list[EpochRecord] = []
-    best_top1, start_epoch = -math.inf, 0
     if ckpt is not None:
         state = ckpt["train_state"]
         s.optimizer.load_state_dict(state["optimizer"])
         s.scheduler.load_state_dict(state["scheduler"])
         s.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
-        records = [EpochRecord(**r) for r in ckpt.get("history", [])]
-        best_top1, start_epoch = float(ckpt.get("best_top1", -math.inf)), int(ckpt["epoch"])
-    out = config.out
-    last, best = out / "last.pt", out / "best.pt"
+    return model, s, train, val, steps
+
+
+def _train_state(s: TrainStep) -> dict[str, Any]:
+    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if s.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "optimizer": s.optimizer.state_dict(),
+        "scheduler": s.scheduler.state_dict(),
+        "scaler": s.scaler.state_dict(),
+        "rng": rng,
+    }
+
+
+def _fit(
+    config: TrainConfig, ckpt: dict[str, Any] | None, ctx: DistContext, reporter: TrainReporter
+) -> TrainResult:
+    data = load_data(config.data)
+    model, s, train_loader, val_loader, steps = _build(config, data, ctx, ckpt)
+    size, cl = config.data.image_size, config.channels_last
+    augment = AugmentConfig() if config.data.augment else None
+    train_tf = BatchTransform(size, data.mean, data.std, augment, cl)
+    val_tf = BatchTransform(size, data.mean, data.std, None, cl)
+    records = [EpochRecord(**r) for r in (ckpt or {}).get("history", [])]
+    best_top1 = float((ckpt or {}).get("best_top1", -math.inf))
+    start_epoch = int((ckpt or {}).get("epoch", 0))
+    out, meta = config.out, ModelMeta(data.num_classes, size, data.class_names, data.mean, data.std)
     reporter.on_start(
         {
             "data": data.description,
@@ -350,12 +317,12 @@ def _fit(
             "val_images": len(data.splits[Split.VAL]),
             "steps_per_epoch": steps,
             "world_size": ctx.world_size,
-            "device": str(device),
+            "device": str(ctx.device),
             "start_epoch": start_epoch,
             "out": str(out),
         }
     )
-    meta = ModelMeta(data.num_classes, size, list(data.class_names), data.mean, data.std)
+    saved = start_epoch  # the epoch that last.pt holds, for the interrupt message
     try:
         for epoch in range(start_epoch, config.epochs):
             # Dropout draws from the global generator: reseed it per (seed, epoch, rank).
@@ -365,93 +332,35 @@ def _fit(
             loss, top1, seen, secs, data_s = train_one_epoch(
                 s, train_loader, train_tf, epoch, steps, reporter
             )
-            val_loss, val1, val5 = evaluate_split(
-                model, val_loader, val_tf, s.criterion, config.precision, device
+            v_loss, v1, v5 = evaluate_split(
+                model, val_loader, val_tf, s.criterion, config.precision, ctx.device
             )
-            rec = EpochRecord(
-                epoch + 1,
-                loss,
-                top1,
-                val_loss,
-                val1,
-                val5,
-                s.scheduler.get_last_lr()[0],
-                time.perf_counter() - t0,
-                seen / max(secs, 1e-9),
-                data_s / max(secs, 1e-9),
-                best=val1 > best_top1,
-            )
-            best_top1 = max(best_top1, val1)
+            lr = s.scheduler.get_last_lr()[0]
+            rate, share = seen / max(secs, 1e-9), data_s / max(secs, 1e-9)
+            wall = time.perf_counter() - t0
+            rec = EpochRecord(epoch + 1, loss, top1, v_loss, v1, v5, lr, wall, rate, share)
+            rec.best, best_top1 = v1 > best_top1, max(best_top1, v1)
             records.append(rec)
             if ctx.is_main:
-                _save(s, model, meta, config, data, records, best_top1, last, best, ctx)
+                history = [asdict(r) for r in records]
+                state = EpochState(
+                    config.recipe(), config.data.to_dict(), data.description, history,
+                    best_top1, ctx.world_size, _train_state(s),
+                )  # fmt: skip
+                save_epoch(out, model, meta, state)
+                saved = epoch + 1
             reporter.on_epoch_end(rec)
     except KeyboardInterrupt:
-        done = records[-1].epoch if records else 0
-        where = f"{last} (epoch {done})" if last.exists() else "none written yet"
+        last = out / LAST
+        if not saved:
+            raise TrainingInterrupted("interrupted before the first checkpoint") from None
         raise TrainingInterrupted(
-            f"interrupted; last complete checkpoint: {where}"
-            + (f"; continue with --resume {last}" if last.exists() else "")
+            f"interrupted; last complete checkpoint: {last} (epoch {saved}); "
+            f"continue with --resume {last}"
         ) from None
-    hashes = _replica_hashes(model, ctx)
+    hashes = replica_hashes(model, ctx)
     if len(set(hashes)) > 1:
         raise AlexbenchError(f"DDP replicas diverged: weight hashes differ across ranks {hashes}")
     if ctx.is_main:
         write_history(out, config.recipe(), data.description, [asdict(r) for r in records], hashes)
-    return TrainResult(out, last, best, records, hashes)
-
-
-def _replica_hashes(model: nn.Module, ctx: DistContext) -> list[str]:
-    mine = state_dict_sha256(model)
-    if not ctx.enabled:
-        return [mine]
-    gathered: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(gathered, mine)
-    return [str(h) for h in gathered]
-
-
-def _save(
-    s: _Step,
-    model: nn.Module,
-    meta: ModelMeta,
-    config: TrainConfig,
-    data: LoadedData,
-    records: list[EpochRecord],
-    best_top1: float,
-    last: Path,
-    best: Path,
-    ctx: DistContext,
-) -> None:
-    rec = records[-1]
-    history = [asdict(r) for r in records]
-    meta.provenance = {
-        "epoch": rec.epoch,
-        "metrics": asdict(rec),
-        "seed": config.seed,
-        "dataset": data.description,
-        "data": config.data.to_dict(),
-        "train": config.recipe(),
-        "world_size": ctx.world_size,
-        "versions": _versions(),
-        "host": platform.node() or os.environ.get("HOSTNAME", ""),
-    }
-    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and s.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    state = {
-        "optimizer": s.optimizer.state_dict(),
-        "scheduler": s.scheduler.state_dict(),
-        "scaler": s.scaler.state_dict(),
-        "rng": rng,
-    }
-    common = {
-        "epoch": rec.epoch,
-        "metrics": asdict(rec),
-        "history": history,
-        "best_top1": best_top1,
-    }
-    extra = dict(common, train_config=config.recipe(), train_state=state)
-    save_checkpoint(last, model, meta, extra)
-    if rec.best:  # weights and meta only: best.pt is for evaluation and export, not resuming
-        save_checkpoint(best, model, meta, common)
-    write_history(config.out, config.recipe(), data.description, history, None)
+    return TrainResult(out, out / LAST, out / BEST, records, hashes, ctx.rank)

@@ -75,3 +75,12 @@ def cifar_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         members = [m for m in tar if m.isfile() and m.name.rsplit("/", 1)[-1] in wanted]
         tar.extractall(out, members=members, filter="data")
     return out / "train"
+
+
+@pytest.fixture(autouse=True)
+def _reset_cli_state():
+    """`--debug` sets a process-wide flag; keep it from leaking into later CLI tests."""
+    from alexbench.cli.common import state
+
+    yield
+    state.debug = False

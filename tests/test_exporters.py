@@ -128,3 +128,30 @@ def test_legacy_exporter_limit_is_a_one_line_error(small_model, tmp_path):
             small_model, tmp_path, [ArtifactFormat.ONNX], onnx_exporter=OnnxExporter.LEGACY
         )
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_int8_and_fp16_variants(small_model, tmp_path, cifar_subset):
+    from alexbench.devices import Device
+    from alexbench.exporters import prepare_bundle
+    from alexbench.inputs import image_inputs
+    from alexbench.parity import compare
+    from alexbench.precision import Precision
+    from alexbench.runtimes import Backend, cell_unavailable, get_runtime
+
+    calib = image_inputs(cifar_subset, 16, small_model.meta)
+    fmts = [ArtifactFormat.ONNX_INT8, ArtifactFormat.ONNX_FP16]
+    bundle = prepare_bundle(small_model, tmp_path, fmts, calibration=calib)
+    assert set(bundle.artifacts) >= {*fmts}
+    onnx.checker.check_model(str(bundle.artifacts[ArtifactFormat.ONNX_FP16]), full_check=True)
+    q = onnx.load(str(bundle.artifacts[ArtifactFormat.ONNX_INT8]))
+    assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
+    ort_rt = get_runtime(Backend.ONNXRUNTIME)
+    session = ort_rt.load(bundle, Device.CPU, Precision.INT8)
+    x = image_inputs(cifar_subset, 8, small_model.meta, seed=3).batch
+    ref = get_runtime(Backend.EAGER).load(bundle, Device.CPU, Precision.FP32)(x)
+    result = compare(ref, session(x), Precision.INT8)
+    assert result.passed and result.max_abs_err > 0, result
+    # Without calibration images the int8 cell is unavailable with the reason, not an error.
+    plain = prepare_bundle(small_model, tmp_path, [ArtifactFormat.ONNX_INT8])
+    reason = cell_unavailable(ort_rt, plain, Device.CPU, Precision.INT8)
+    assert "--calib-data" in reason

@@ -52,7 +52,7 @@ def bench_cmd(
         help="Comma list: eager, torchscript, pt2 (export), onnxruntime, compile.",
     ),
     device: str | None = typer.Option(
-        None, "--device", "-d", help="Comma list of cpu, cuda [default: every available device]."
+        None, "--device", "-d", help="Comma list of cpu, cuda (default: every available device)."
     ),
     batch: str = typer.Option("1,16", "--batch", help="Batch sizes, e.g. 1,8,64,256."),
     precision: str = typer.Option(
@@ -193,7 +193,7 @@ def _artifact_hashes(directory: Path) -> dict[str, str]:
 @handle_errors
 def ceilings_cmd(
     device: str | None = typer.Option(
-        None, "--device", "-d", help="Comma list of cpu, cuda [default: every available device]."
+        None, "--device", "-d", help="Comma list of cpu, cuda (default: every available device)."
     ),
     force: bool = typer.Option(False, "--force", help="Measure again even if cached."),
 ) -> None:

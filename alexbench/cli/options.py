@@ -13,22 +13,22 @@ WEIGHTS = typer.Option(
     None, "--weights", help="A plain torchvision AlexNet state dict (e.g. ImageNet weights).",
     dir_okay=False,
 )  # fmt: skip
-SEED = typer.Option(None, "--seed", help="Seed of the random-init default model [default: 0].")
+SEED = typer.Option(None, "--seed", help="Seed of the random-init default model (default: 0).")
 NUM_CLASSES = typer.Option(
-    None, "--num-classes", help="Output classes [default: 1000, or from the weights].", min=1
+    None, "--num-classes", help="Output classes (default: 1000, or from the weights).", min=1
 )
 IMAGE_SIZE = typer.Option(
-    None, "--image-size", help="Input height/width in pixels, >= 64 [default: 224].", min=1
+    None, "--image-size", help="Input height/width in pixels, >= 64 (default: 224).", min=1
 )
 NORMALIZE = typer.Option(
-    None, "--normalize", help="Input normalisation for --weights [default: imagenet]."
+    None, "--normalize", help="Input normalisation for --weights (default: imagenet)."
 )
 ARTIFACTS = typer.Option(
     Path("exports"), "--artifacts", help="Directory with exported artifacts (exported if stale).",
     file_okay=False,
 )  # fmt: skip
 THREADS = typer.Option(
-    None, "--threads", help="Intra-op threads for torch and ONNX Runtime [default: library's]."
+    None, "--threads", help="Intra-op threads for torch and ONNX Runtime (default: library's)."
 )
 CALIB_DATA = typer.Option(
     None, "--calib-data", help="Image folder for int8 calibration (real images).", file_okay=False

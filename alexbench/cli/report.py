@@ -22,7 +22,7 @@ def _latest(directory: Path) -> Path:
 @handle_errors
 def report_cmd(
     results: Path | None = typer.Argument(
-        None, help="A results JSON file [default: the newest in ./results]."
+        None, help="A results JSON file (default: the newest in ./results)."
     ),
     plot: Path | None = typer.Option(
         None, "--plot", help="Also write a PNG: throughput and p50 latency vs batch."

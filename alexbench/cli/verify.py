@@ -32,7 +32,7 @@ def verify_cmd(
         help="Comma list: eager, torchscript, pt2 (export), onnxruntime, compile.",
     ),
     device: str | None = typer.Option(
-        None, "--device", "-d", help="Comma list of cpu, cuda [default: every available device]."
+        None, "--device", "-d", help="Comma list of cpu, cuda (default: every available device)."
     ),
     precision: str = typer.Option(
         "fp32", "--precision", "-p", help="Comma list of fp32, tf32, fp16, bf16, int8."
@@ -44,7 +44,7 @@ def verify_cmd(
         None, "--data", help="ImageFolder directory: compare on real images instead of noise."
     ),
     report_path: Path | None = typer.Option(
-        None, "--report", help="JSON report path [default: ARTIFACTS/verify-report.json]."
+        None, "--report", help="JSON report path (default: ARTIFACTS/verify-report.json)."
     ),
     threads: int | None = opt.THREADS,
     artifacts: Path = opt.ARTIFACTS,

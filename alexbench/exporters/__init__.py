@@ -48,6 +48,7 @@ EXPORTERS: dict[ArtifactFormat, ModuleType] = {
     ArtifactFormat.ONNX_FP16: onnx_fp16,
     ArtifactFormat.ONNX_INT8: onnx_int8,
 }
+DEFAULT_FORMATS = (ArtifactFormat.TORCHSCRIPT, ArtifactFormat.ONNX, ArtifactFormat.PT2)
 # Variants derived from the fp32 ONNX file: it is exported (or reused) before them.
 ONNX_VARIANTS = (ArtifactFormat.ONNX_FP16, ArtifactFormat.ONNX_INT8)
 
@@ -110,7 +111,7 @@ def _file_state(record: ArtifactRecord | None, directory: Path, key: str) -> Art
 def ensure_artifacts(
     loaded: LoadedModel,
     out_dir: Path,
-    formats: Iterable[ArtifactFormat] = tuple(ArtifactFormat),
+    formats: Iterable[ArtifactFormat] = DEFAULT_FORMATS,
     *,
     opset: int = DEFAULT_OPSET,
     onnx_exporter: OnnxExporter = OnnxExporter.DYNAMO,

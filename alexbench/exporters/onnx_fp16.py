@@ -21,9 +21,27 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
         raise ExportError("the fp16 variant needs the fp32 ONNX model first")
     model = onnx.load(str(request.onnx_path))
     converted = convert_float_to_float16(model, keep_io_types=True)
+    _topological_sort(converted.graph)
     onnx.save(converted, str(path))
     onnx.checker.check_model(str(path), full_check=True)
     return {
         "exporter": "onnxruntime.transformers.float16 (keep_io_types)",
         "opset": request.opset,
     }
+
+
+def _topological_sort(graph: onnx.GraphProto) -> None:
+    """The converter appends its input/output Cast nodes at the end of the node list; ONNX
+    requires producers before consumers (the full checker rejects the file otherwise)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise ExportError("fp16 conversion produced a graph with a cycle")
+        for n in ready:
+            ordered.append(n)
+            available.update(n.output)
+        pending = [n for n in pending if n not in ready]
+    del graph.node[:]
+    graph.node.extend(ordered)

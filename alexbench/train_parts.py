@@ -1,48 +1,46 @@
-"""The parts of training that are set up once: process group, optimiser, schedule, autocast,
-and the history files written beside the checkpoints."""
+"""What `fit` is built from: the process group, optimiser, schedule, autocast and the checks
+on a precision; each set up once per run."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from enum import Enum
-from pathlib import Path
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
 from alexbench.devices import Device
-from alexbench.fileio import write_json, write_text
+from alexbench.errors import InputError
+from alexbench.model import state_dict_sha256
 from alexbench.precision import Precision
 
 if TYPE_CHECKING:
     from alexbench.train import TrainConfig
 
 
-class OptimizerKind(str, Enum):
+class OptimizerKind(StrEnum):
     SGD = "sgd"
     ADAM = "adam"
     ADAMW = "adamw"
 
 
-class ScheduleKind(str, Enum):
+class ScheduleKind(StrEnum):
     ONECYCLE = "onecycle"
     COSINE = "cosine"  # linear warm-up, then cosine decay to zero
 
 
+CPU = torch.device("cpu")
 DEFAULT_LR = {OptimizerKind.SGD: 0.02, OptimizerKind.ADAM: 1e-3, OptimizerKind.ADAMW: 1e-3}
 DEFAULT_WEIGHT_DECAY = {
     OptimizerKind.SGD: 5e-4,
     OptimizerKind.ADAM: 5e-4,
     OptimizerKind.ADAMW: 0.05,
 }
-HISTORY_JSON, HISTORY_CSV, CURVES_PNG = "history.json", "history.csv", "curves.png"
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ class DistContext:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
-    device: torch.device = torch.device("cpu")
+    device: torch.device = CPU
 
     @property
     def enabled(self) -> bool:
@@ -66,7 +64,7 @@ def init_distributed(device: Device) -> DistContext:
     nccl on CUDA); a plain process gets a world of one."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    tdev = torch.device("cuda", local) if device is Device.CUDA else torch.device("cpu")
+    tdev = torch.device("cuda", local) if device is Device.CUDA else CPU
     if world <= 1:
         return DistContext(device=tdev)
     if device is Device.CUDA:
@@ -83,11 +81,18 @@ def make_optimizer(
     wd = config.weight_decay
     wd = DEFAULT_WEIGHT_DECAY[config.optimizer] if wd is None else wd
     if config.optimizer is OptimizerKind.SGD:
-        return torch.optim.SGD(
-            params, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0, weight_decay=wd
-        )
-    cls = torch.optim.Adam if config.optimizer is OptimizerKind.ADAM else torch.optim.AdamW
-    return cls(params, lr=lr, weight_decay=wd)
+        cls: type[torch.optim.Optimizer] = torch.optim.SGD
+        kw: dict[str, Any] = dict(momentum=config.momentum, nesterov=config.momentum > 0)
+    else:
+        cls = torch.optim.Adam if config.optimizer is OptimizerKind.ADAM else torch.optim.AdamW
+        kw = {}
+    params = list(params)
+    try:
+        # Fused kernels: on this 2-core CPU an SGD step over AlexNet's 57 M parameters takes
+        # ~130 ms fused vs ~520 ms with the per-tensor default, as long as the forward pass.
+        return cls(params, lr=lr, weight_decay=wd, fused=True, **kw)
+    except (RuntimeError, TypeError):  # a device/dtype without fused kernels
+        return cls(params, lr=lr, weight_decay=wd, **kw)
 
 
 def make_scheduler(
@@ -128,24 +133,29 @@ def tf32(precision: Precision) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-def write_history(
-    out: Path,
-    recipe: dict[str, Any],
-    description: str,
-    records: list[dict[str, Any]],
-    replica_sha256: list[str] | None,
-) -> None:
-    """history.json (with the recipe), history.csv and curves.png, rewritten every epoch."""
-    from alexbench.plots import plot_training_curves
+def all_reduce(values: list[float], device: torch.device) -> list[float]:
+    """Sum over ranks (identity in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
 
-    doc: dict[str, Any] = {"config": recipe, "data": description, "epochs": records}
-    if replica_sha256 is not None:
-        doc["replica_sha256"] = replica_sha256
-    write_json(out / HISTORY_JSON, doc)
-    if records:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
-        write_text(out / HISTORY_CSV, buf.getvalue())
-        plot_training_curves(records, out / CURVES_PNG)
+
+def replica_hashes(model: torch.nn.Module, ctx: DistContext) -> list[str]:
+    """The weights' hash on every rank: DDP keeps replicas identical, and this proves it."""
+    mine = state_dict_sha256(model)
+    if not ctx.enabled:
+        return [mine]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, mine)
+    return [str(h) for h in gathered]
+
+
+def check_precision(precision: Precision, device: Device) -> None:
+    if precision is Precision.INT8:
+        raise InputError("--precision int8 is for exported models, not training")
+    if precision is Precision.TF32 and device is Device.CPU:
+        raise InputError("--precision tf32 is a CUDA mode; use fp32 or bf16 on cpu")
+    if precision is Precision.FP16 and device is Device.CPU:
+        raise InputError("--precision fp16 training needs CUDA (GradScaler); use bf16 on cpu")

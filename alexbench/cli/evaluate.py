@@ -1,0 +1,188 @@
+"""`alexbench evaluate`: accuracy, per-class accuracy and confusion matrix of a model, through
+any runtime x precision, against the fp32 eager predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from alexbench.checkpoint import Normalization
+from alexbench.cli import options as opt
+from alexbench.cli.common import console, err_console, handle_errors, parse_enum_list, split_list
+from alexbench.data import DatasetKind, DataSpec, NormalizeChoice, Split, load_data
+from alexbench.devices import Device, is_available, require
+from alexbench.errors import InputError
+from alexbench.evaluate import CellStatus, EvalReport, evaluate_model
+from alexbench.fileio import write_json
+from alexbench.precision import Precision
+from alexbench.runtimes import parse_backend
+
+MAX_CONFUSION_CLASSES = 20  # a wider matrix does not fit a terminal; use --plot
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def render_report(out: Console, report: EvalReport) -> None:
+    table = Table(
+        title=f"Accuracy on {report.split} ({report.samples} images)", title_justify="left"
+    )
+    for col in (
+        "backend",
+        "precision",
+        "top-1",
+        "top-5",
+        "agrees with eager fp32",
+        "time",
+        "status",
+    ):
+        table.add_column(col, justify="right" if col in ("top-1", "top-5", "time") else "left")
+    for c in report.cells:
+        status = c.status.value if c.reason is None else f"{c.status.value}: {c.reason}"
+        style = {CellStatus.OK: "", CellStatus.UNSUPPORTED: "dim", CellStatus.ERROR: "red"}[
+            c.status
+        ]
+        name = c.backend.value + ("" if c.requested else " (reference)")
+        time_s = f"{c.seconds:.2f} s" if c.status is CellStatus.OK else "-"
+        table.add_row(
+            name, c.precision.value, _pct(c.top1), _pct(c.top5), _pct(c.agreement), time_s, status,
+            style=style,
+        )  # fmt: skip
+    out.print(table)
+    names = report.class_names
+    per_class = Table(title="Per-class accuracy (eager fp32)", title_justify="left")
+    per_class.add_column("class")
+    per_class.add_column("images", justify="right")
+    per_class.add_column("top-1", justify="right")
+    for i, name in enumerate(names):
+        per_class.add_row(
+            name, str(int(report.confusion[i].sum())), _pct(report.per_class_accuracy[i])
+        )
+    out.print(per_class)
+    if len(names) > MAX_CONFUSION_CLASSES:
+        out.print(f"(confusion matrix of {len(names)} classes: see --plot or --json)")
+        return
+    cm = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    cm.add_column("true \\ pred")
+    for i in range(len(names)):
+        cm.add_column(str(i), justify="right")
+    for i, name in enumerate(names):
+        row = [
+            f"[bold]{v}[/]" if j == i else (str(v) if v else "[dim]0[/]")
+            for j, v in enumerate(report.confusion[i])
+        ]
+        cm.add_row(f"{i} {name}", *row)
+    out.print(cm)
+
+
+@handle_errors
+def evaluate_cmd(
+    checkpoint: Path | None = opt.CHECKPOINT,
+    weights: Path | None = opt.WEIGHTS,
+    num_classes: int | None = opt.NUM_CLASSES,
+    image_size: int | None = opt.IMAGE_SIZE,
+    normalize: Normalization | None = opt.NORMALIZE,
+    dataset: DatasetKind = typer.Option(DatasetKind.CIFAR10, "--dataset"),
+    data_dir: Path = typer.Option(
+        Path("data"), "--data-dir", help="CIFAR-10 root or ImageFolder tree."
+    ),
+    download: bool = typer.Option(False, "--download", help="Download CIFAR-10 if missing."),
+    split: Split = typer.Option(
+        Split.VAL, "--split", help="val: DIR/val, DIR/test, or train's held-out part."
+    ),
+    val_fraction: float | None = typer.Option(
+        None, "--val-fraction", help="Held-out share (default: the checkpoint's, else 0.1)."
+    ),
+    split_seed: int | None = typer.Option(
+        None, "--split-seed", help="Seed of the held-out split (default: the checkpoint's, else 0)."
+    ),
+    synthetic_size: int | None = typer.Option(None, "--synthetic-size", min=10),
+    backend: str = typer.Option(
+        "eager",
+        "--backend",
+        "-b",
+        help="Comma list: eager, torchscript, pt2, onnxruntime, compile.",
+    ),
+    precision: str = typer.Option("fp32", "--precision", "-p", help="Comma list: fp32, bf16, ..."),
+    device: Device | None = typer.Option(None, "--device", help="(default: cuda if available)."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    artifacts: Path = opt.ARTIFACTS,
+    plot: Path | None = typer.Option(None, "--plot", help="Write a confusion-matrix heat map PNG."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the full report as JSON."),
+    cache_limit_gb: float = typer.Option(2.0, "--cache-limit-gb", help="Else stream the folder."),
+) -> None:
+    """Top-1/top-5, per-class accuracy and confusion matrix, per backend x precision.
+
+    Examples:
+
+      alexbench evaluate --checkpoint runs/cifar10-64px/best.pt --dataset cifar10
+
+      alexbench evaluate --checkpoint best.pt --dataset imagefolder --data-dir data/cifar \\
+          --backend eager,onnxruntime,torchscript,pt2 --precision fp32,bf16 --plot cm.png
+
+      alexbench evaluate --weights alexnet.pth --dataset imagefolder --data-dir imagenet \\
+          --image-size 224 --normalize imagenet
+    """
+    from alexbench.cli.model_args import bundle_for  # imports the exporters: only when needed
+
+    if checkpoint is None and weights is None:
+        raise InputError("evaluate needs a model: --checkpoint PATH or --weights PATH")
+    backends = [parse_backend(b) for b in split_list(backend, "--backend")]
+    precisions = parse_enum_list(precision, Precision, "--precision")
+    device = device or (Device.CUDA if is_available(Device.CUDA) else Device.CPU)
+    require(device)
+    bundle = bundle_for(
+        console, artifacts, backends,
+        checkpoint=checkpoint, weights=weights, seed=None,
+        num_classes=num_classes, image_size=image_size, normalize=normalize,
+    )  # fmt: skip
+    meta = bundle.loaded.meta
+    trained: dict[str, Any] = meta.provenance.get("data") or {}
+    spec = DataSpec(
+        kind=dataset,
+        data_dir=data_dir,
+        image_size=meta.image_size,
+        augment=False,
+        val_fraction=val_fraction if val_fraction is not None else trained.get("val_fraction", 0.1),
+        split_seed=split_seed if split_seed is not None else trained.get("split_seed", 0),
+        download=download,
+        normalize=NormalizeChoice.NONE,  # the model's own mean/std normalise, not the data's
+        cache_limit_bytes=int(cache_limit_gb * 1024**3),
+        synthetic_size=synthetic_size or trained.get("synthetic_size", 2000),
+    )
+    data = load_data(spec, (split,))
+    console.print(f"Data: {data.description}", markup=False, highlight=False)
+    if data.skipped:
+        err_console.print(
+            f"warning: skipped {len(data.skipped)} unreadable image(s) (first: {data.skipped[0]})",
+            markup=False,
+        )
+    with console.status("evaluating..."):
+        report = evaluate_model(
+            bundle, data, backends, precisions, device, split=split, batch_size=batch_size
+        )
+    render_report(console, report)
+    if plot is not None:
+        from alexbench.plots import plot_confusion_matrix
+
+        plot_confusion_matrix(report.confusion, report.class_names, plot)
+        console.print(f"Confusion matrix plot: {plot}")
+    if json_path is not None:
+        payload = report.to_dict() | {
+            "schema": "alexbench-evaluate/1",
+            "model": {"source": bundle.loaded.source.to_dict(), "meta": vars(meta)},
+            "data": data.description,
+        }
+        write_json(json_path, payload)
+        console.print(f"Report: {json_path}")
+    if any(c.status is CellStatus.ERROR for c in report.cells):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate_cmd)

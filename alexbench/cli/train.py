@@ -1,0 +1,232 @@
+"""`alexbench train`: parse options -> TrainConfig -> train.fit, with a rich progress bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from alexbench.cli.common import console, err_console, handle_errors
+from alexbench.data import DatasetKind, DataSpec, NormalizeChoice
+from alexbench.devices import Device, is_available
+from alexbench.errors import InputError
+from alexbench.precision import Precision
+from alexbench.train import EpochRecord, TrainConfig, TrainReporter, fit
+from alexbench.train_parts import OptimizerKind, ScheduleKind
+
+
+class RichReporter(TrainReporter):
+    """A progress bar per epoch, then one summary line. Transient, so a log (or a non-TTY
+    console, where rich draws no live bar) keeps only the summaries."""
+
+    def __init__(self, out: Console) -> None:
+        self.console = out
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.epochs = 0
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        c = self.console
+        c.print(f"Data: {info['data']}", markup=False, highlight=False)
+        c.print(
+            f"{info['train_images']} train / {info['val_images']} val images, "
+            f"{info['classes']} classes; {info['steps_per_epoch']} steps per epoch; "
+            f"device {info['device']}, {info['world_size']} process(es); writing {info['out']}",
+            highlight=False,
+        )
+        if info["skipped"]:
+            err_console.print(
+                f"warning: skipped {len(info['skipped'])} unreadable image(s) "
+                f"(first: {info['skipped'][0]})",
+                markup=False,
+            )
+        if info["start_epoch"]:
+            c.print(f"Resuming after epoch {info['start_epoch']}", highlight=False)
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epochs = epochs
+        self.progress = Progress(
+            TextColumn(f"epoch {epoch}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[ips]:.0f} img/s"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.console.is_terminal,  # no bar (and no stray newline) in logs
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=steps, loss=float("nan"), ips=0.0)
+
+    def on_step(self, step: int, steps: int, loss: float, images_per_s: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, loss=loss, ips=images_per_s)
+
+    def on_epoch_end(self, r: EpochRecord) -> None:
+        self.close()
+        self.console.print(
+            f"epoch {r.epoch}/{self.epochs}  train loss {r.train_loss:.4f}  "
+            f"val loss {r.val_loss:.4f}  val top-1 {100 * r.val_top1:.2f}%  "
+            f"top-5 {100 * r.val_top5:.2f}%  lr {r.lr:.3g}  {r.epoch_time_s:.1f} s  "
+            f"{r.images_per_s:.0f} img/s (data {100 * r.data_fraction:.0f}%)"
+            + ("  best" if r.best else ""),
+            highlight=False,
+        )
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+@handle_errors
+def train_cmd(
+    dataset: DatasetKind = typer.Option(
+        DatasetKind.CIFAR10, "--dataset", help="cifar10, imagefolder, or synthetic (no data)."
+    ),
+    data_dir: Path | None = typer.Option(
+        None,
+        "--data-dir",
+        help="CIFAR-10 root, or an ImageFolder tree DIR/train/<class> (default: data, or the "
+        "resumed run's).",
+    ),
+    download: bool = typer.Option(False, "--download", help="Download CIFAR-10 if missing."),
+    val_fraction: float = typer.Option(
+        0.1, "--val-fraction", help="Share of train held out when there is no val/ or test/."
+    ),
+    image_size: int = typer.Option(224, "--image-size", help="Training resolution, >= 64."),
+    augment: bool = typer.Option(
+        True, "--augment/--no-augment", help="Crop+pad, flip, rotation, colour jitter."
+    ),
+    normalize: NormalizeChoice = typer.Option(
+        NormalizeChoice.DATASET,
+        "--normalize",
+        help="dataset: CIFAR-10's table or measured from the training images.",
+    ),
+    synthetic_size: int = typer.Option(
+        2000, "--synthetic-size", help="Training images of --dataset synthetic.", min=10
+    ),
+    epochs: int = typer.Option(12, "--epochs", min=1),
+    batch_size: int = typer.Option(128, "--batch-size", help="Per process under DDP.", min=1),
+    optimizer: OptimizerKind = typer.Option(OptimizerKind.SGD, "--optimizer"),
+    lr: float | None = typer.Option(
+        None, "--lr", help="Peak learning rate (default: 0.02 sgd, 1e-3 adam/adamw)."
+    ),
+    momentum: float = typer.Option(0.9, "--momentum", help="SGD (Nesterov) momentum."),
+    weight_decay: float | None = typer.Option(
+        None, "--weight-decay", help="(default: 5e-4 sgd/adam, 0.05 adamw)."
+    ),
+    schedule: ScheduleKind = typer.Option(ScheduleKind.ONECYCLE, "--schedule"),
+    warmup_epochs: float = typer.Option(
+        1.0, "--warmup-epochs", help="Warm-up of --schedule cosine."
+    ),
+    label_smoothing: float = typer.Option(0.1, "--label-smoothing", min=0.0, max=1.0),
+    clip_grad: float | None = typer.Option(
+        None, "--clip-grad", help="Clip the gradient norm to this value."
+    ),
+    precision: Precision = typer.Option(
+        Precision.FP32, "--precision", help="fp32; bf16 (autocast, cpu or cuda); fp16 (cuda)."
+    ),
+    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last"),
+    device: Device | None = typer.Option(
+        None, "--device", help="(default: cuda when available, else cpu)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seeds init, shuffling, augmentation, dropout."),
+    steps_per_epoch: int | None = typer.Option(
+        None, "--steps-per-epoch", help="Cap the batches per epoch (quick checks).", min=1
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Decode workers when a folder is streamed (default: auto).", min=0
+    ),
+    cache_limit_gb: float = typer.Option(
+        2.0, "--cache-limit-gb", help="Decode into memory up to this size, else stream."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Run directory (default: runs/<dataset>-<size>px)."
+    ),
+    resume: Path | None = typer.Option(
+        None,
+        "--resume",
+        help="Continue from a last.pt (its recipe wins over options).",
+        dir_okay=False,
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --out."),
+) -> None:
+    """Train AlexNet; write last.pt/best.pt, history.json/csv and curves.png into --out.
+
+    Examples:
+
+      alexbench train --dataset synthetic --epochs 2 --image-size 64
+
+      alexbench train --dataset imagefolder --data-dir data/cifar10 --image-size 64 --precision bf16
+
+      alexbench train --resume runs/imagefolder-64px/last.pt
+
+      torchrun --nproc_per_node 2 -m alexbench train --dataset synthetic --image-size 64
+    """
+    device = device or (Device.CUDA if is_available(Device.CUDA) else Device.CPU)
+    spec = DataSpec(
+        kind=dataset,
+        data_dir=data_dir or Path("data"),
+        image_size=image_size,
+        augment=augment,
+        val_fraction=val_fraction,
+        split_seed=seed,
+        download=download,
+        normalize=normalize,
+        cache_limit_bytes=int(cache_limit_gb * 1024**3),
+        synthetic_size=synthetic_size,
+    )
+    if out is None:
+        out = resume.parent if resume else Path("runs") / f"{dataset.value}-{image_size}px"
+    if resume is None and (out / "last.pt").exists() and not overwrite:
+        raise InputError(
+            f"{out} already holds a run: --resume {out / 'last.pt'} to continue it, "
+            "--overwrite to replace it, or --out for a new directory"
+        )
+    config = TrainConfig(
+        data=spec,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        clip_grad=clip_grad,
+        precision=precision,
+        channels_last=channels_last,
+        seed=seed,
+        steps_per_epoch=steps_per_epoch,
+        device=device,
+        out=out,
+        workers=workers,
+    )
+    reporter = RichReporter(console)
+    try:
+        result = fit(config, resume=resume, resume_data_dir=data_dir, reporter=reporter)
+    finally:
+        reporter.close()
+    if result.rank != 0 or not result.records:
+        return
+    best = max(result.records, key=lambda r: r.val_top1)
+    console.print(
+        f"Best val top-1 {100 * best.val_top1:.2f}% (epoch {best.epoch}); "
+        f"checkpoints: {result.best}, {result.last}",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)

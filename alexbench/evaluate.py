@@ -1,0 +1,170 @@
+"""Evaluation: accuracy of one model through several runtimes and precisions.
+
+Every runtime sees the same normalised float32 batches; the fp32 eager run is the reference,
+and each other cell reports its accuracy and how often its top-1 agrees with the reference's.
+The reference also gives the per-class accuracy and the confusion matrix.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import torch
+
+from alexbench.batches import BatchLoader, BatchTransform
+from alexbench.data import LoadedData, Split
+from alexbench.devices import Device
+from alexbench.errors import AlexbenchError, DataError
+from alexbench.precision import Precision
+from alexbench.runtimes import Backend, ModelBundle, get_runtime, unsupported_reason
+from alexbench.runtimes.base import Session
+
+REFERENCE = (Backend.EAGER, Precision.FP32)
+
+
+class CellStatus(StrEnum):
+    OK = "ok"
+    UNSUPPORTED = "unsupported"
+    ERROR = "error"
+
+
+@dataclass
+class EvalCell:
+    backend: Backend
+    precision: Precision
+    status: CellStatus = CellStatus.OK
+    reason: str | None = None
+    top1: float | None = None
+    top5: float | None = None
+    agreement: float | None = None  # share of samples whose top-1 equals the reference's
+    seconds: float = 0.0  # forward passes only
+    requested: bool = True  # False: the reference, run only to compare against
+    _preds: list[np.ndarray] = field(default_factory=list, repr=False)
+    _hits5: int = 0
+
+
+@dataclass
+class EvalReport:
+    class_names: list[str]
+    split: str
+    samples: int
+    device: Device
+    cells: list[EvalCell]
+    per_class_accuracy: list[float]  # reference model, per true class
+    confusion: np.ndarray  # (true, predicted) counts of the reference model
+
+    def to_dict(self) -> dict[str, Any]:
+        cells = []
+        for c in self.cells:
+            d = {k: v for k, v in asdict(c).items() if not k.startswith("_")}
+            d.update(backend=c.backend.value, precision=c.precision.value, status=c.status.value)
+            cells.append(d)
+        return {
+            "split": self.split,
+            "samples": self.samples,
+            "device": self.device.value,
+            "class_names": self.class_names,
+            "reference": {"backend": REFERENCE[0].value, "precision": REFERENCE[1].value},
+            "cells": cells,
+            "per_class_accuracy": dict(zip(self.class_names, self.per_class_accuracy, strict=True)),
+            "confusion": self.confusion.tolist(),
+        }
+
+
+def check_compatible(bundle: ModelBundle, data: LoadedData) -> None:
+    """The model must predict the dataset's classes; a different count is an error."""
+    meta = bundle.loaded.meta
+    if meta.num_classes != data.num_classes:
+        raise DataError(
+            f"the model predicts {meta.num_classes} classes but {data.spec.data_dir} has "
+            f"{data.num_classes} ({data.spec.kind.value})"
+        )
+    if meta.class_names and list(meta.class_names) != list(data.class_names):
+        raise DataError(
+            f"the model's classes ({', '.join(meta.class_names[:4])}, ...) differ from the "
+            f"dataset's ({', '.join(data.class_names[:4])}, ...) in name or order"
+        )
+
+
+def evaluate_model(
+    bundle: ModelBundle,
+    data: LoadedData,
+    backends: list[Backend],
+    precisions: list[Precision],
+    device: Device,
+    *,
+    split: Split = Split.VAL,
+    batch_size: int = 256,
+) -> EvalReport:
+    check_compatible(bundle, data)
+    meta = bundle.loaded.meta
+    requested = [(b, p) for b in backends for p in precisions]
+    pairs = ([] if REFERENCE in requested else [REFERENCE]) + requested
+    cells: list[EvalCell] = []
+    sessions: dict[int, Session] = {}
+    for i, (b, p) in enumerate(pairs):
+        cell = EvalCell(b, p, requested=(b, p) in requested)
+        cells.append(cell)
+        runtime = get_runtime(b)
+        reason = unsupported_reason(runtime, device, p)
+        if (
+            reason is None
+            and runtime.artifact is not None
+            and runtime.artifact not in bundle.artifacts
+        ):
+            reason = f"no {runtime.artifact.value} artifact in the bundle"
+        if reason:
+            cell.status, cell.reason = CellStatus.UNSUPPORTED, reason
+            continue
+        try:
+            sessions[i] = runtime.load(bundle, device, p)
+        except AlexbenchError as e:
+            cell.status, cell.reason = CellStatus.ERROR, str(e)
+    ref = cells[0]
+    if ref.status is not CellStatus.OK:
+        raise AlexbenchError(f"the eager fp32 reference cannot run: {ref.reason}")
+    # Preprocessing runs on the CPU in fp32 for everyone: the cells differ only in the runtime.
+    transform = BatchTransform(meta.image_size, meta.mean, meta.std)
+    cpu = torch.device("cpu")
+    loader = BatchLoader(data.splits[split], batch_size, device=cpu, shuffle=False, drop_last=False)
+    labels_all: list[np.ndarray] = []
+    k = min(5, meta.num_classes)
+    for images, labels in loader.epoch(0):
+        x = transform(images).numpy()
+        y = labels.numpy()
+        labels_all.append(y)
+        for i, sess in list(sessions.items()):
+            cell = cells[i]
+            try:
+                t0 = time.perf_counter()
+                logits = sess(x)
+                cell.seconds += time.perf_counter() - t0
+            except Exception as e:  # one broken runtime must not hide the others' results
+                cell.status, cell.reason = CellStatus.ERROR, f"{type(e).__name__}: {e}"
+                sessions.pop(i).close()
+                continue
+            top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+            cell._preds.append(top[:, 0])
+            cell._hits5 += int((top == y[:, None]).any(axis=1).sum())
+    for sess in sessions.values():
+        sess.close()
+    labels = np.concatenate(labels_all) if labels_all else np.empty(0, dtype=np.int64)
+    n = int(labels.size)
+    ref_pred = np.concatenate(ref._preds)
+    for cell in cells:
+        if cell.status is not CellStatus.OK:
+            continue
+        pred = np.concatenate(cell._preds)
+        cell.top1 = float((pred == labels).mean()) if n else 0.0
+        cell.top5 = cell._hits5 / n if n else 0.0
+        cell.agreement = float((pred == ref_pred).mean()) if n else 0.0
+    k_cls = meta.num_classes
+    confusion = np.zeros((k_cls, k_cls), dtype=np.int64)
+    np.add.at(confusion, (labels, ref_pred), 1)
+    totals = confusion.sum(axis=1)
+    per_class = [float(confusion[c, c] / totals[c]) if totals[c] else 0.0 for c in range(k_cls)]
+    return EvalReport(list(data.class_names), split.value, n, device, cells, per_class, confusion)

@@ -1,0 +1,109 @@
+"""What a training run leaves on disk: last.pt / best.pt, history.json / .csv and curves.png.
+
+Checkpoints hold only tensors and plain Python values (optimiser, scheduler and scaler state
+dicts, RNG states as tensors) so that `torch.load(weights_only=True)` reads them back.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+
+from alexbench import __version__
+from alexbench.checkpoint import CHECKPOINT_FORMAT, ModelMeta, safe_load, save_checkpoint
+from alexbench.errors import CheckpointError
+from alexbench.fileio import write_json, write_text
+
+HISTORY_JSON, HISTORY_CSV, CURVES_PNG = "history.json", "history.csv", "curves.png"
+LAST, BEST = "last.pt", "best.pt"
+
+
+def versions() -> dict[str, str]:
+    return {
+        "alexbench": __version__,
+        "torch": str(torch.__version__),  # a TorchVersion, which weights_only refuses
+        "torchvision": str(torchvision.__version__),
+        "python": platform.python_version(),
+    }
+
+
+def load_resume(path: Path) -> dict[str, Any]:
+    """A last.pt written by `fit`, read with weights_only=True."""
+    ckpt = safe_load(path)
+    if not (isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT):
+        raise CheckpointError(f"{path}: not an alexbench checkpoint")
+    if "train_state" not in ckpt or "train_config" not in ckpt:
+        raise CheckpointError(f"{path}: holds no training state (resume from a last.pt)")
+    return ckpt
+
+
+@dataclass
+class EpochState:
+    """Everything one epoch's checkpoint records besides the weights."""
+
+    recipe: dict[str, Any]  # TrainConfig.recipe()
+    data: dict[str, Any]  # DataSpec.to_dict()
+    description: str  # the dataset in words
+    history: list[dict[str, Any]]  # EpochRecord dicts, this epoch last
+    best_top1: float
+    world_size: int
+    train_state: dict[str, Any]  # optimizer, scheduler, scaler, rng
+
+
+def save_epoch(out: Path, model: torch.nn.Module, meta: ModelMeta, state: EpochState) -> None:
+    """last.pt every epoch (atomic: an interrupt leaves the previous one intact), best.pt when
+    val top-1 improved, and the history files."""
+    record = state.history[-1]
+    meta.provenance = {
+        "epoch": record["epoch"],
+        "metrics": record,
+        "seed": state.recipe["seed"],
+        "dataset": state.description,
+        "data": state.data,
+        "train": state.recipe,
+        "world_size": state.world_size,
+        "versions": versions(),
+        "host": platform.node() or os.environ.get("HOSTNAME", ""),
+    }
+    common = {
+        "epoch": record["epoch"],
+        "metrics": record,
+        "history": state.history,
+        "best_top1": state.best_top1,
+    }
+    extra = dict(common, train_config=state.recipe, train_state=state.train_state)
+    save_checkpoint(out / LAST, model, meta, extra)
+    if record["best"]:  # weights and meta only: best.pt is for evaluation and export
+        save_checkpoint(out / BEST, model, meta, common)
+    write_history(out, state.recipe, state.description, state.history, None)
+
+
+def write_history(
+    out: Path,
+    recipe: dict[str, Any],
+    description: str,
+    records: list[dict[str, Any]],
+    replica_sha256: list[str] | None,
+) -> None:
+    """history.json (with the recipe), history.csv and curves.png, rewritten every epoch."""
+    from alexbench.plots import plot_training_curves  # matplotlib only when a run writes
+
+    doc: dict[str, Any] = {"config": recipe, "data": description, "epochs": records}
+    if replica_sha256 is not None:
+        doc["replica_sha256"] = replica_sha256
+    write_json(out / HISTORY_JSON, doc)
+    if records:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        write_text(out / HISTORY_CSV, buf.getvalue())
+        plot_training_curves(records, out / CURVES_PNG)

@@ -1,0 +1,217 @@
+"""Datasets, the decoded cache vs streaming, sharding and the batched transforms."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from alexbench.batches import AugmentConfig, BatchLoader, BatchTransform
+from alexbench.checkpoint import NORMALIZATION_STATS, Normalization
+from alexbench.data import (
+    DatasetKind,
+    DataSpec,
+    MemorySplit,
+    NormalizeChoice,
+    Split,
+    StreamSplit,
+    channel_stats,
+    holdout,
+    load_data,
+    make_synthetic,
+)
+from alexbench.errors import DataError, InputError
+
+SHARED_TARBALL = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train-jpg.tar.gz"
+)
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer"]
+CIFAR_CLASSES += ["dog", "frog", "horse", "ship", "truck"]
+PER_CLASS = 20
+CPU = torch.device("cpu")
+
+
+def extract_cifar_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """DIR/train/<class>/0000..0019.jpg from the shared tarball, extracted once per session."""
+    root = tmp_path_factory.getbasetemp() / "cifar-subset-20"
+    if (root / "train" / "truck" / f"{PER_CLASS - 1:04d}.jpg").is_file():
+        return root
+    if not SHARED_TARBALL.is_file():
+        pytest.skip(f"shared data not found at {SHARED_TARBALL}")
+    wanted = {f"{i:04d}.jpg" for i in range(PER_CLASS)}
+    with tarfile.open(SHARED_TARBALL) as tar:
+        members = [m for m in tar if m.isfile() and m.name.rsplit("/", 1)[-1] in wanted]
+        tar.extractall(root, members=members, filter="data")
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar20(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return extract_cifar_subset(tmp_path_factory)
+
+
+def folder_spec(root: Path, **kw: object) -> DataSpec:
+    return DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=root, image_size=64, **kw)  # type: ignore[arg-type]
+
+
+def test_imagefolder_decodes_into_memory_with_seeded_holdout(cifar20: Path) -> None:
+    data = load_data(folder_spec(cifar20))
+    assert data.class_names == CIFAR_CLASSES
+    train, val = data.splits[Split.TRAIN], data.splits[Split.VAL]
+    assert isinstance(train, MemorySplit) and isinstance(val, MemorySplit)
+    assert (len(train), len(val)) == (180, 20)
+    assert train.images.dtype == torch.uint8 and tuple(train.images.shape[1:]) == (3, 32, 32)
+    assert data.skipped == []
+    # "dataset" normalisation is measured from the decoded training images
+    assert data.mean == channel_stats(train.images)[0]
+    assert data.mean != NORMALIZATION_STATS[Normalization.IMAGENET][0]
+
+
+def test_holdout_is_seeded_and_disjoint() -> None:
+    samples = [(f"f{i}", i % 3) for i in range(50)]
+    train, val = holdout(samples, 0.2, seed=1)
+    assert len(val) == 10 and not set(train) & set(val) and len(train) + len(val) == 50
+    assert holdout(samples, 0.2, seed=1) == (train, val)
+    assert holdout(samples, 0.2, seed=2)[1] != val
+
+
+def test_streaming_yields_the_same_batches_as_the_cache(cifar20: Path) -> None:
+    mem = load_data(folder_spec(cifar20), (Split.VAL,))
+    stream = load_data(folder_spec(cifar20, cache_limit_bytes=0), (Split.VAL,))
+    assert isinstance(stream.splits[Split.VAL], StreamSplit)
+    kw = dict(device=CPU, shuffle=False, drop_last=False)
+    a = list(BatchLoader(mem.splits[Split.VAL], 8, **kw).epoch(0))
+    b = list(BatchLoader(stream.splits[Split.VAL], 8, workers=0, **kw).epoch(0))
+    assert len(a) == len(b) == 3
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_flat_layout_and_explicit_val_split(cifar20: Path, tmp_path: Path) -> None:
+    flat = tmp_path / "flat"
+    shutil.copytree(cifar20 / "train", flat)
+    assert load_data(folder_spec(flat)).class_names == CIFAR_CLASSES
+    tree = tmp_path / "tree"
+    for cls in ("cat", "dog"):
+        for split, files in (("train", range(0, 15)), ("val", range(15, 20))):
+            (tree / split / cls).mkdir(parents=True)
+            for i in files:
+                shutil.copy(cifar20 / "train" / cls / f"{i:04d}.jpg", tree / split / cls)
+    data = load_data(folder_spec(tree))
+    assert (len(data.splits[Split.TRAIN]), len(data.splits[Split.VAL])) == (30, 10)
+    assert "val = val/" in data.description
+
+
+def test_corrupt_image_is_skipped_not_fatal(cifar20: Path, tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    shutil.copytree(cifar20 / "train" / "cat", root / "train" / "cat")
+    shutil.copytree(cifar20 / "train" / "dog", root / "train" / "dog")
+    (root / "train" / "dog" / "9999.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    data = load_data(folder_spec(root, val_fraction=0.5))
+    assert [Path(p).name for p in data.skipped] == ["9999.jpg"]
+    assert len(data.splits[Split.TRAIN]) + len(data.splits[Split.VAL]) == 40
+    stream = load_data(folder_spec(root, val_fraction=0.5, cache_limit_bytes=0))
+    loaders = [
+        BatchLoader(stream.splits[s], 64, device=CPU, shuffle=False, drop_last=False, workers=0)
+        for s in Split
+    ]
+    assert sum(y.numel() for loader in loaders for _, y in loader.epoch(0)) == 40
+    assert sum(loader.skipped for loader in loaders) == 1
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("missing", "no such directory"),
+        ("no-classes", "no class folders"),
+        ("empty-class", "class folder has no images"),
+    ],
+)
+def test_bad_folders_give_one_line_errors(tmp_path: Path, layout: str, message: str) -> None:
+    root = tmp_path / "data"
+    if layout != "missing":
+        (root / "train").mkdir(parents=True)
+    if layout == "empty-class":
+        (root / "train" / "cat").mkdir()
+        (root / "train" / "cat" / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match=message) as info:
+        load_data(folder_spec(root))
+    assert "\n" not in str(info.value)
+
+
+def test_missing_cifar10_says_where_it_looked(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as info:
+        load_data(DataSpec(kind=DatasetKind.CIFAR10, data_dir=tmp_path, image_size=64))
+    msg = str(info.value)
+    assert str(tmp_path) in msg and "--download" in msg and "\n" not in msg
+
+
+def test_image_size_below_minimum_is_rejected() -> None:
+    with pytest.raises(InputError, match="below the minimum of 64"):
+        DataSpec(kind=DatasetKind.SYNTHETIC, image_size=32)
+
+
+def test_synthetic_is_seeded_balanced_and_class_dependent() -> None:
+    a, b = make_synthetic(200, 10, seed=3), make_synthetic(200, 10, seed=3)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert not torch.equal(a.images, make_synthetic(200, 10, seed=4).images)
+    assert torch.bincount(a.labels).tolist() == [20] * 10
+    means = torch.stack([a.images[a.labels == c].float().mean((0, 2, 3)) for c in range(10)])
+    assert torch.cdist(means, means).add(torch.eye(10) * 1e3).min() > 5  # classes differ in colour
+
+
+def test_eval_transform_resizes_and_normalises() -> None:
+    mean, std = (0.5, 0.25, 0.75), (0.2, 0.1, 0.3)
+    images = torch.tensor([128, 64, 191], dtype=torch.uint8).view(1, 3, 1, 1).expand(4, 3, 32, 32)
+    x = BatchTransform(64, mean, std, channels_last=True)(images)
+    assert x.shape == (4, 3, 64, 64) and x.is_contiguous(memory_format=torch.channels_last)
+    expected = (torch.tensor([128, 64, 191]) / 255 - torch.tensor(mean)) / torch.tensor(std)
+    assert torch.allclose(x.mean((0, 2, 3)), expected.float(), atol=1e-5)
+
+
+def test_augmentation_is_seeded_and_flip_mirrors() -> None:
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    tf = BatchTransform(64, (0.5,) * 3, (0.25,) * 3, AugmentConfig())
+    out = [tf(images, torch.Generator().manual_seed(s)) for s in (0, 0, 1)]
+    assert torch.equal(out[0], out[1]) and not torch.equal(out[0], out[2])
+    assert torch.isfinite(out[0]).all()
+    flip_only = BatchTransform(64, (0.5,) * 3, (0.25,) * 3, AugmentConfig(0, True, 0, 0))
+    plain = BatchTransform(64, (0.5,) * 3, (0.25,) * 3)(images)
+    flipped = flip_only(images, torch.Generator().manual_seed(0))
+    same = (flipped - plain).abs().amax((1, 2, 3)) < 1e-5
+    mirrored = (flipped - plain.flip(3)).abs().amax((1, 2, 3)) < 1e-5
+    assert (same | mirrored).all() and same.any() and mirrored.any()
+
+
+def test_loader_shards_are_disjoint_equal_and_reshuffled() -> None:
+    split = MemorySplit(torch.zeros(103, 3, 2, 2, dtype=torch.uint8), torch.arange(103))
+
+    def loader(rank: int) -> BatchLoader:
+        kw = dict(device=CPU, shuffle=True, drop_last=True, seed=5, world_size=2)
+        return BatchLoader(split, 10, rank=rank, **kw)
+
+    r0, r1 = loader(0).indices(0), loader(1).indices(0)
+    assert len(loader(0)) == len(loader(1)) == 5 and r0.numel() == r1.numel() == 50
+    assert not set(r0.tolist()) & set(r1.tolist())
+    assert torch.equal(r0, loader(0).indices(0)) and not torch.equal(r0, loader(0).indices(1))
+    # A set smaller than one batch still yields one (partial) batch instead of none.
+    tiny = BatchLoader(split, 500, device=CPU, shuffle=True, drop_last=True)
+    assert len(tiny) == 1 and sum(y.numel() for _, y in tiny.epoch(0)) == 103
+
+
+def test_channel_stats_match_numpy() -> None:
+    images = torch.randint(0, 256, (7, 3, 5, 6), dtype=torch.uint8)
+    mean, std = channel_stats(images, chunk=3)
+    ref = images.numpy().astype(np.float64) / 255
+    assert np.allclose(mean, ref.mean((0, 2, 3)), atol=1e-4)
+    assert np.allclose(std, ref.std((0, 2, 3)), atol=1e-4)
+
+
+def test_normalize_choice_overrides_dataset_statistics() -> None:
+    spec = DataSpec(kind=DatasetKind.SYNTHETIC, image_size=64, synthetic_size=20,
+                    normalize=NormalizeChoice.IMAGENET)  # fmt: skip
+    assert load_data(spec).mean == NORMALIZATION_STATS[Normalization.IMAGENET][0]

@@ -1,0 +1,155 @@
+"""Evaluation through runtimes: accuracy, agreement with eager fp32, per-class accuracy,
+confusion matrix, and one-line errors for bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from alexbench.checkpoint import load_model
+from alexbench.cli import evaluate as evaluate_cli
+from alexbench.data import DatasetKind, DataSpec, Split, load_data
+from alexbench.devices import Device
+from alexbench.errors import DataError
+from alexbench.evaluate import CellStatus, evaluate_model
+from alexbench.exporters import prepare_bundle
+from alexbench.precision import Precision
+from alexbench.runtimes import ArtifactFormat, Backend, ModelBundle
+from tests.test_data import extract_cifar_subset
+from tests.test_train import trained_synthetic
+
+SYNTHETIC = DataSpec(kind=DatasetKind.SYNTHETIC, image_size=64, synthetic_size=480)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_synthetic(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def bundle(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelBundle:
+    loaded = load_model(checkpoint=run_dir / "best.pt")
+    return prepare_bundle(loaded, tmp_path_factory.mktemp("eval-exports"), [ArtifactFormat.ONNX])
+
+
+def test_eager_and_onnxruntime_agree_at_fp32(bundle: ModelBundle) -> None:
+    data = load_data(SYNTHETIC, (Split.VAL,))
+    report = evaluate_model(
+        bundle,
+        data,
+        [Backend.EAGER, Backend.ONNXRUNTIME],
+        [Precision.FP32, Precision.BF16],
+        Device.CPU,
+        batch_size=40,  # several batches, the last one partial
+    )
+    cells = {(c.backend, c.precision): c for c in report.cells}
+    eager, ort = cells[Backend.EAGER, Precision.FP32], cells[Backend.ONNXRUNTIME, Precision.FP32]
+    assert eager.status is ort.status is CellStatus.OK
+    assert report.samples == 96
+    assert ort.agreement == 1.0 and ort.top1 == eager.top1 and ort.top5 == eager.top5
+    assert eager.top1 > 0.25  # the trained model beats chance (0.10)
+    assert cells[Backend.EAGER, Precision.BF16].status is CellStatus.OK
+    unsupported = cells[Backend.ONNXRUNTIME, Precision.BF16]
+    assert unsupported.status is CellStatus.UNSUPPORTED and unsupported.reason
+    # The confusion matrix and per-class accuracy describe the same predictions as top-1.
+    cm = report.confusion
+    assert cm.sum() == 96 and cm.trace() / 96 == pytest.approx(eager.top1)
+    per_class = [cm[i, i] / cm[i].sum() for i in range(10)]
+    assert report.per_class_accuracy == pytest.approx(per_class)
+
+
+def test_reference_is_added_when_not_requested(bundle: ModelBundle) -> None:
+    data = load_data(SYNTHETIC, (Split.VAL,))
+    report = evaluate_model(bundle, data, [Backend.ONNXRUNTIME], [Precision.FP32], Device.CPU)
+    assert [(c.backend, c.requested) for c in report.cells] == [
+        (Backend.EAGER, False),
+        (Backend.ONNXRUNTIME, True),
+    ]
+
+
+def test_class_count_mismatch_is_an_error(
+    bundle: ModelBundle, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    root = extract_cifar_subset(tmp_path_factory)
+    subset = tmp_path / "three"
+    subset.mkdir()
+    for cls in ("cat", "dog", "frog"):
+        (subset / cls).symlink_to(root / "train" / cls, target_is_directory=True)
+    data = load_data(DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=subset, image_size=64))
+    with pytest.raises(DataError, match="predicts 10 classes but .* has 3"):
+        evaluate_model(bundle, data, [Backend.EAGER], [Precision.FP32], Device.CPU)
+
+
+@pytest.fixture(autouse=True)
+def _drop_weights(tmp_path: Path):
+    yield
+    for big in (*tmp_path.rglob("*.pth"), *tmp_path.rglob("*.onnx*"), *tmp_path.rglob("*.pt2")):
+        big.unlink()
+
+
+def _local_app() -> typer.Typer:
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    evaluate_cli.register(app)
+    return app
+
+
+def test_cli_evaluate_writes_tables_plot_and_json(run_dir: Path, tmp_path: Path) -> None:
+    args = ["evaluate", "--checkpoint", str(run_dir / "best.pt"), "--dataset", "synthetic"]
+    args += ["--backend", "eager,onnxruntime", "--artifacts", str(tmp_path / "exports")]
+    args += ["--plot", str(tmp_path / "cm.png"), "--json", str(tmp_path / "eval.json")]
+    result = CliRunner().invoke(_local_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "Confusion matrix" in result.stdout and "Per-class accuracy" in result.stdout
+    assert (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"
+    doc = json.loads((tmp_path / "eval.json").read_text())
+    assert doc["samples"] == 96  # the checkpoint's synthetic size and split seed were reused
+    ort = next(c for c in doc["cells"] if c["backend"] == "onnxruntime")
+    assert ort["status"] == "ok" and ort["agreement"] == 1.0
+
+
+def test_cli_evaluate_plain_state_dict(run_dir: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "plain.pth"
+    torch.save(load_model(checkpoint=run_dir / "best.pt").model.state_dict(), weights)
+    args = ["evaluate", "--weights", str(weights), "--image-size", "64", "--normalize", "none"]
+    args += [
+        "--dataset",
+        "synthetic",
+        "--synthetic-size",
+        "480",
+        "--json",
+        str(tmp_path / "e.json"),
+    ]
+    result = CliRunner().invoke(_local_app(), [*args, "--artifacts", str(tmp_path / "x")])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "e.json").read_text())
+    assert doc["model"]["meta"]["num_classes"] == 10  # inferred from the state dict
+    assert doc["model"]["meta"]["mean"] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--dataset", "imagefolder", "--data-dir", "{tmp}/nowhere"], "no such directory"),
+        (["--dataset", "synthetic", "--image-size", "32"], "below the minimum of 64"),
+        (["--dataset", "synthetic", "--num-classes", "5"], "10 classes, but 5"),
+    ],
+)
+def test_cli_evaluate_bad_inputs_fail_in_one_line(
+    run_dir: Path, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    args = ["evaluate", "--checkpoint", str(run_dir / "best.pt"), "--artifacts", str(tmp_path)]
+    result = CliRunner().invoke(_local_app(), args + [e.format(tmp=tmp_path) for e in extra])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_cli_evaluate_needs_a_model() -> None:
+    result = CliRunner().invoke(_local_app(), ["evaluate", "--dataset", "synthetic"])
+    assert result.exit_code == 2 and "--checkpoint" in result.stderr

@@ -1,0 +1,224 @@
+"""Training: the loss falls, runs are reproducible, resume equals an uninterrupted run, DDP
+replicas agree, and bad inputs fail in one line. Tiny synthetic sets at 64 px keep it fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from alexbench.checkpoint import load_model, safe_load
+from alexbench.cli import train as train_cli
+from alexbench.data import DatasetKind, DataSpec
+from alexbench.errors import CheckpointError, InputError
+from alexbench.model import state_dict_sha256
+from alexbench.precision import Precision
+from alexbench.train import TrainConfig, TrainingInterrupted, TrainReporter, fit
+from alexbench.train_parts import OptimizerKind, ScheduleKind, make_optimizer, make_scheduler
+from tests.test_data import CIFAR_CLASSES, extract_cifar_subset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _drop_checkpoints(tmp_path: Path):
+    """Checkpoints are ~0.7 GB a run (AlexNet's 57 M parameters plus momentum); pytest keeps
+    the last three sessions' temp dirs, so remove them once a test is done with them."""
+    yield
+    for ckpt in tmp_path.rglob("*.pt"):
+        ckpt.unlink()
+
+
+def tiny_config(out: Path, **kw: object) -> TrainConfig:
+    data = DataSpec(kind=DatasetKind.SYNTHETIC, image_size=64, synthetic_size=96)
+    base: dict[str, object] = dict(data=data, epochs=2, batch_size=16, steps_per_epoch=3, out=out)
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def trained_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run long enough to learn something (2 epochs x 15 steps); trained once per session."""
+    out = tmp_path_factory.getbasetemp() / "synthetic-run"
+    if not (out / "history.json").is_file():
+        data = DataSpec(kind=DatasetKind.SYNTHETIC, image_size=64, synthetic_size=480)
+        config = TrainConfig(
+            data=data, epochs=2, batch_size=32, optimizer=OptimizerKind.ADAM, lr=1e-4, out=out
+        )
+        fit(config)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_synthetic(tmp_path_factory)
+
+
+def test_synthetic_loss_falls_and_run_files_are_complete(synthetic_run: Path) -> None:
+    history = json.loads((synthetic_run / "history.json").read_text())
+    first, last = history["epochs"][0], history["epochs"][-1]
+    assert last["train_loss"] < first["train_loss"] - 0.1
+    assert last["val_top1"] > 0.25  # chance is 0.10
+    assert len(history["replica_sha256"]) == 1
+    csv_lines = (synthetic_run / "history.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("epoch,train_loss") and len(csv_lines) == 3
+    assert (synthetic_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = load_model(checkpoint=synthetic_run / "best.pt")  # weights_only=True
+    meta = best.meta
+    assert (meta.num_classes, meta.image_size, meta.class_names[0]) == (10, 64, "class0")
+    assert meta.provenance["seed"] == 0 and meta.provenance["versions"]["torch"]
+    best_epoch = max(history["epochs"], key=lambda r: r["val_top1"])["epoch"]
+    assert meta.provenance["epoch"] == best_epoch
+    last_ckpt = safe_load(synthetic_run / "last.pt")
+    assert last_ckpt["epoch"] == 2 and "optimizer" in last_ckpt["train_state"]
+    assert (
+        state_dict_sha256(load_model(checkpoint=synthetic_run / "last.pt").model)
+        == (history["replica_sha256"][0])
+    )
+
+
+def test_same_seed_same_curve_other_seed_differs(tmp_path: Path) -> None:
+    runs = [
+        fit(tiny_config(tmp_path / name, epochs=1, seed=seed))
+        for name, seed in (("a", 7), ("b", 7), ("c", 8))
+    ]
+    assert runs[0].records[0].train_loss == runs[1].records[0].train_loss
+    assert runs[0].replica_sha256 == runs[1].replica_sha256
+    assert runs[0].replica_sha256 != runs[2].replica_sha256
+
+
+class _InterruptAt(TrainReporter):
+    """Simulates Ctrl-C in the middle of an epoch."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        self.epoch, self.step, self.current = epoch, step, 0
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.current = epoch
+
+    def on_step(self, step: int, steps: int, loss: float, images_per_s: float) -> None:
+        if (self.current, step) == (self.epoch, self.step):
+            raise KeyboardInterrupt
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path: Path) -> None:
+    straight = fit(tiny_config(tmp_path / "straight"))
+    out = tmp_path / "interrupted"
+    with pytest.raises(TrainingInterrupted, match="last complete checkpoint") as info:
+        fit(tiny_config(out), reporter=_InterruptAt(epoch=2, step=2))
+    assert info.value.exit_code == 130
+    assert safe_load(out / "last.pt")["epoch"] == 1  # the epoch-1 checkpoint survived intact
+    # Resume under a different seed and learning rate: the checkpoint's recipe must win.
+    resumed = fit(tiny_config(out, seed=99, lr=0.5), resume=out / "last.pt")
+    assert resumed.replica_sha256 == straight.replica_sha256
+    a = safe_load(tmp_path / "straight" / "last.pt")
+    b = safe_load(out / "last.pt")
+    for key, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][key]), key
+    assert [r.train_loss for r in resumed.records] == [r.train_loss for r in straight.records]
+
+
+def test_resume_keeps_the_recorded_data_location_unless_moved() -> None:
+    data = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=Path("/data/cifar"), image_size=64)
+    recipe = TrainConfig(data=data, epochs=5, seed=3).recipe()
+    here = TrainConfig(out=Path("elsewhere"), epochs=1)  # CLI defaults; only `out` applies
+    resumed = here.resumed_with(recipe)
+    assert (resumed.data.data_dir, resumed.epochs, resumed.seed) == (Path("/data/cifar"), 5, 3)
+    assert resumed.out == Path("elsewhere") and resumed.data.image_size == 64
+    assert here.resumed_with(recipe, Path("/mnt/cifar")).data.data_dir == Path("/mnt/cifar")
+
+
+def test_imagefolder_subset_trains(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    root = extract_cifar_subset(tmp_path_factory)
+    data = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=root, image_size=64)
+    result = fit(TrainConfig(data=data, epochs=1, batch_size=32, steps_per_epoch=2, out=tmp_path))
+    assert len(result.records) == 1 and result.records[0].train_loss > 0
+    meta = load_model(checkpoint=result.best).meta
+    assert meta.class_names == CIFAR_CLASSES and meta.mean != (0.485, 0.456, 0.406)
+    assert 0 <= result.records[0].data_fraction < 1
+
+
+def test_bad_training_inputs(tmp_path: Path, synthetic_run: Path) -> None:
+    with pytest.raises(InputError, match="fp16"):
+        fit(tiny_config(tmp_path, precision=Precision.FP16))
+    with pytest.raises(CheckpointError, match="no training state"):
+        fit(tiny_config(tmp_path), resume=synthetic_run / "best.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        fit(tiny_config(tmp_path), resume=tmp_path / "junk.pt")
+
+
+def test_cosine_schedule_warms_up_then_decays() -> None:
+    config = TrainConfig(epochs=4, schedule=ScheduleKind.COSINE, warmup_epochs=1.0, lr=0.1)
+    opt = make_optimizer(config, [torch.nn.Parameter(torch.zeros(1))])
+    sched = make_scheduler(config, opt, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < 0.02 and max(lrs) == pytest.approx(0.1, rel=1e-6)
+    assert lrs.index(max(lrs)) == 10 and lrs[-1] < 0.001
+
+
+def _local_app() -> typer.Typer:
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    train_cli.register(app)
+    return app
+
+
+def test_cli_train_synthetic_one_epoch(tmp_path: Path) -> None:
+    args = ["train", "--dataset", "synthetic", "--epochs", "1", "--image-size", "64"]
+    args += ["--synthetic-size", "40", "--batch-size", "16", "--steps-per-epoch", "2"]
+    args += ["--out", str(tmp_path / "run")]
+    runner = CliRunner()
+    result = runner.invoke(_local_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "epoch 1/1" in result.stdout and "val top-1" in result.stdout
+    assert (tmp_path / "run" / "last.pt").is_file()
+    again = runner.invoke(_local_app(), args)  # refuses to overwrite a finished run
+    assert again.exit_code == 2 and "already holds a run" in again.stderr
+    small = runner.invoke(_local_app(), ["train", "--dataset", "synthetic", "--image-size", "32"])
+    assert small.exit_code == 2
+    assert small.stderr.strip() == "error: --image-size 32 is below the minimum of 64"
+
+
+def test_cli_app_has_train_and_evaluate() -> None:
+    from alexbench.cli import app
+
+    names = {c.name for c in app.registered_commands}
+    if "train" not in names:
+        pytest.skip("alexbench.cli does not register train/evaluate yet")
+    result = CliRunner().invoke(app, ["train", "--help"])
+    assert result.exit_code == 0 and "--resume" in result.stdout
+    assert "evaluate" in names
+
+
+def test_ddp_two_processes_end_with_identical_weights(tmp_path: Path) -> None:
+    from alexbench.cli import app
+
+    if "train" not in {c.name for c in app.registered_commands}:
+        pytest.skip("alexbench.cli does not register train yet (needed by torchrun -m alexbench)")
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "alexbench", "train", "--dataset", "synthetic", "--epochs", "1"]
+    cmd += ["--image-size", "64", "--synthetic-size", "64", "--batch-size", "8", "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((out / "history.json").read_text())
+    hashes = history["replica_sha256"]
+    assert len(hashes) == 2 and hashes[0] == hashes[1]
+    # Each rank saw its own half: 64 images / 2 ranks / batch 8 = 4 steps, 64 images in all.
+    assert "4 steps per epoch" in proc.stdout and "2 process(es)" in proc.stdout
+    assert proc.stdout.count("epoch 1/1") == 1  # only rank 0 reports
+    assert state_dict_sha256(load_model(checkpoint=out / "last.pt").model) == hashes[0]
