@@ -202,6 +202,8 @@ def _bench_row(c: CellDict, base: dict, best: dict) -> list[Any]:
     speed = f"{s['throughput'] / ref:.2f}x" if ref and ok else "-"
     roof = c.get("roofline")
     pct = f"{roof['pct_of_ceiling']:.0f}% {roof['bound'][:3]}" if roof and ok else "-"
+    if c["precision"] == "int8":
+        pct = "n/a"  # no int8 GEMM ceiling is measured: a bf16 one would overstate the share
     mem = c.get("memory") or {}
     peak = mem.get("cuda_max_allocated_bytes") or mem.get("rss_peak_bytes")
     cold = c.get("cold_start") or {}

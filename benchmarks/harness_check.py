@@ -78,10 +78,14 @@ def truth_and_stability(bundle, batch: int, rounds: int, seconds: float) -> dict
     feeds = [{"input": x} for x in prepared]
     rl = RunLength(warmup=3, min_seconds=seconds, min_iters=10)
     ours, bare = [], []
-    for _ in range(rounds):
+    for r in range(rounds):
+        # ABBA order: whichever runs second in a round is not systematically favoured by drift.
+        if r % 2:
+            bare.append(bare_loop_ms(session.sess, feeds, seconds))
         t = time_session(session, prepared, rl)
         ours.append(compute_stats(t.latencies_ns, batch, t.wall_ns).p50_ms)
-        bare.append(bare_loop_ms(session.sess, feeds, seconds))
+        if not r % 2:
+            bare.append(bare_loop_ms(session.sess, feeds, seconds))
     ratios = [a / b for a, b in zip(ours, bare, strict=True)]
     # Stability: consecutive alexbench runs of the same cell.
     stab = [abs(ours[i + 1] / ours[i] - 1) for i in range(len(ours) - 1)]
