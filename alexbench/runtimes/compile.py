@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
-from alexbench.devices import Device, torch_device
-from alexbench.precision import Precision, spec
+from alexbench.devices import Device
+from alexbench.precision import Precision
 from alexbench.runtimes.base import Backend, ModelBundle, Runtime, Session, SessionOptions
-from alexbench.runtimes.torch_common import TorchModuleSession, apply_torch_settings, cast_support
+from alexbench.runtimes.torch_common import (
+    TorchModuleSession,
+    apply_torch_settings,
+    cast_copy,
+    cast_support,
+)
 
 
 class CompileRuntime(Runtime):
@@ -27,8 +30,7 @@ class CompileRuntime(Runtime):
     ) -> Session:
         opts = options or SessionOptions()
         settings = apply_torch_settings(device, precision, opts)
-        module = copy.deepcopy(bundle.loaded.model).eval()
-        module = module.to(torch_device(device), dtype=spec(precision).dtype)
+        module = cast_copy(bundle.loaded.model, device, precision)
         # dynamic=False: each batch size compiles its own specialised kernels, the fastest case;
         # compilation happens on the first call and is reported as cold start, not steady state.
         mode = "max-autotune-no-cudagraphs" if device is Device.CUDA else None

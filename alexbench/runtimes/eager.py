@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import copy
-
-from alexbench.devices import Device, torch_device
-from alexbench.precision import Precision, spec
+from alexbench.devices import Device
+from alexbench.precision import Precision
 from alexbench.runtimes.base import Backend, ModelBundle, Runtime, Session, SessionOptions
-from alexbench.runtimes.torch_common import TorchModuleSession, apply_torch_settings, cast_support
+from alexbench.runtimes.torch_common import (
+    TorchModuleSession,
+    apply_torch_settings,
+    cast_copy,
+    cast_support,
+)
 
 
 class EagerRuntime(Runtime):
@@ -25,7 +28,5 @@ class EagerRuntime(Runtime):
     ) -> Session:
         opts = options or SessionOptions()
         settings = apply_torch_settings(device, precision, opts)
-        # A copy: casting to fp16/bf16 or moving to CUDA must not change the caller's model.
-        module = copy.deepcopy(bundle.loaded.model).eval()
-        module = module.to(torch_device(device), dtype=spec(precision).dtype)
+        module = cast_copy(bundle.loaded.model, device, precision)
         return TorchModuleSession(module, device, precision, settings, opts)

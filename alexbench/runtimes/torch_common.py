@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,12 @@ def cast_support(device: Device, precision: Precision) -> str | None:
     if precision is Precision.TF32 and device is not Device.CUDA:
         return "tf32 is a CUDA tensor-core mode"
     return None
+
+
+def cast_copy(model: torch.nn.Module, device: Device, precision: Precision) -> torch.nn.Module:
+    """An eval-mode copy on `device` in `precision`'s dtype: the caller's model stays untouched."""
+    module = copy.deepcopy(model).eval()
+    return module.to(torch_device(device), dtype=spec(precision).dtype)
 
 
 def apply_torch_settings(device: Device, precision: Precision, options: SessionOptions) -> dict:
