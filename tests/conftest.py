@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,20 @@ from alexbench.runtimes import ArtifactFormat, ModelBundle
 
 SMALL_CLASSES = 10
 SMALL_SIZE = 64
-SHARED_TARBALL = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train-jpg.tar.gz"
-)
+
+
+def _find_shared_tarball() -> Path:
+    """The shared CIFAR-10 JPEG tarball: $ALEXBENCH_SHARED_DATA, else ../shared/data beside the
+    checkout, else the workplace's /work/shared/data (CI may clone the repo elsewhere)."""
+    name = "cifar10-train-jpg.tar.gz"
+    candidates = [Path(__file__).resolve().parents[2] / "shared" / "data" / name]
+    if os.environ.get("ALEXBENCH_SHARED_DATA"):
+        candidates.insert(0, Path(os.environ["ALEXBENCH_SHARED_DATA"]) / name)
+    candidates.append(Path("/work/shared/data") / name)
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+SHARED_TARBALL = _find_shared_tarball()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -25,10 +25,8 @@ from alexbench.data import (
     make_synthetic,
 )
 from alexbench.errors import DataError, InputError
+from tests.conftest import SHARED_TARBALL
 
-SHARED_TARBALL = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train-jpg.tar.gz"
-)
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer"]
 CIFAR_CLASSES += ["dog", "frog", "horse", "ship", "truck"]
 PER_CLASS = 20
