@@ -15,7 +15,7 @@ from alexbench.errors import DataError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
-def _image_files(folder: Path) -> list[str]:
+def image_files(folder: Path) -> list[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -39,7 +39,7 @@ def find_samples(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/*.jpg)")
     samples: list[tuple[str, int]] = []
     for label, name in enumerate(classes):
-        files = _image_files(root / name)
+        files = image_files(root / name)
         if not files:
             exts = ", ".join(IMAGE_EXTENSIONS[:4])
             raise DataError(f"{root / name}: class folder has no images ({exts}, ...)")

@@ -11,8 +11,6 @@ import torch
 from alexbench.checkpoint import ModelMeta
 from alexbench.errors import DataError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff"}
-
 
 @dataclass(frozen=True)
 class InputSet:
@@ -30,43 +28,37 @@ def random_inputs(count: int, image_size: int, seed: int = 0) -> InputSet:
 
 def image_inputs(directory: Path, count: int, meta: ModelMeta, seed: int = 0) -> InputSet:
     """`count` images drawn (seeded) from an ImageFolder tree or a flat folder of images,
-    resized to the model's input size and normalised with the model's statistics."""
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms import v2
+    decoded, resized and centre-cropped like evaluation data, then normalised with the model's
+    statistics."""
+    # Imported here: it pulls in torchvision's decoders, which `export`/`bench` rarely need.
+    from alexbench.data_files import decode_image, image_files
 
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"--data {directory}: no such directory")
-    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(directory)
     if not files:
         raise DataError(f"--data {directory}: no image files found")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(files))
-    size = meta.image_size
-    transform = v2.Compose(
-        [
-            v2.PILToTensor(),
-            v2.Resize((size, size), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(meta.mean), list(meta.std)),
-        ]
-    )
+    order = np.random.default_rng(seed).permutation(len(files))
     images: list[torch.Tensor] = []
     skipped = 0
     for i in order:
         if len(images) == count:
             break
-        try:
-            with Image.open(files[i]) as im:
-                images.append(transform(im.convert("RGB")))
-        except (UnidentifiedImageError, OSError):
+        img = decode_image(files[i], meta.image_size)
+        if img is None:
             skipped += 1  # one unreadable file must not stop a parity run
+        else:
+            images.append(img)
     if not images:
         raise DataError(f"--data {directory}: none of the image files could be read")
-    batch = torch.stack(images)
-    if len(images) < count:  # fewer images than asked: repeat them to fill the batch
-        reps = -(-count // len(images))
-        batch = batch.repeat(reps, 1, 1, 1)[:count]
+    mean = torch.tensor(meta.mean).view(1, 3, 1, 1)
+    std = torch.tensor(meta.std).view(1, 3, 1, 1)
+    batch = (torch.stack(images).float() / 255 - mean) / std
+    found = len(images)
+    if found < count:  # fewer images than asked: repeat them to fill the batch
+        batch = batch.repeat(-(-count // found), 1, 1, 1)[:count]
     note = f", {skipped} unreadable skipped" if skipped else ""
-    desc = f"{min(count, len(files))} images from {directory}{note}"
-    return InputSet(batch.numpy().astype(np.float32), "images", desc)
+    return InputSet(
+        batch.numpy().astype(np.float32), "images", f"{found} images from {directory}{note}"
+    )

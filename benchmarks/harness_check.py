@@ -75,7 +75,7 @@ def truth_and_stability(bundle, batch: int, rounds: int, seconds: float) -> dict
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal((batch, 3, 224, 224), dtype=np.float32) for _ in range(3)]
     prepared = [session.prepare(x) for x in xs]
-    feeds = [{"input": x} for x in prepared]
+    feeds = prepared  # the CPU session's prepared inputs are ORT feed dicts
     rl = RunLength(warmup=3, min_seconds=seconds, min_iters=10)
     ours, bare = [], []
     for r in range(rounds):

@@ -68,11 +68,12 @@ def time_session(
         x = prepared[i % k]
         t0 = clock()
         run(x)
-        latencies.append(clock() - t0)
+        t1 = clock()
+        latencies.append(t1 - t0)
         i += 1
-        if i >= run_length.max_iters or (i >= run_length.min_iters and clock() - start >= min_ns):
+        if i >= run_length.max_iters or (i >= run_length.min_iters and t1 - start >= min_ns):
             break
-    wall = clock() - start
+    wall = t1 - start
     return Timing(np.asarray(latencies, dtype=np.int64), wall, "perf_counter")
 
 

@@ -90,8 +90,3 @@ def parse_int_list(value: str, option: str, minimum: int = 1) -> list[int]:
             raise InputError(f"{option}: {n} is below the minimum of {minimum}")
         out.append(n)
     return out
-
-
-def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"error: {message}", markup=False)
-    sys.exit(code)

@@ -7,7 +7,7 @@ import importlib
 
 from alexbench.devices import Device, is_available
 from alexbench.errors import InputError, UnsupportedError
-from alexbench.precision import Precision
+from alexbench.precision import Precision, spec
 from alexbench.runtimes.base import (
     BACKEND_ALIASES,
     ArtifactFormat,
@@ -58,9 +58,11 @@ def get_runtime(backend: Backend) -> Runtime:
 
 def unsupported_reason(runtime: Runtime, device: Device, precision: Precision) -> str | None:
     """Why this cell cannot run here (library missing, no such device, pair unsupported)."""
+    cuda_only = spec(precision).cuda_only and device is not Device.CUDA
     return (
         runtime.available()
         or (None if is_available(device) else f"{device.value} is not available on this machine")
+        or (f"{precision.value} is a CUDA tensor-core mode" if cuda_only else None)
         or runtime.supports(device, precision)
     )
 

@@ -12,15 +12,10 @@ from alexbench.devices import Device, torch_device
 from alexbench.precision import Precision, spec
 from alexbench.runtimes.base import Session, SessionOptions
 
-# Float precisions a torch module can be cast to; int8 needs a quantised artifact instead.
-TORCH_CAST_PRECISIONS = {Precision.FP32, Precision.TF32, Precision.FP16, Precision.BF16}
-
 
 def cast_support(device: Device, precision: Precision) -> str | None:
     if precision is Precision.INT8:
         return "int8 needs a quantised model; PyTorch modules are not quantised here"
-    if precision is Precision.TF32 and device is not Device.CUDA:
-        return "tf32 is a CUDA tensor-core mode"
     return None
 
 
