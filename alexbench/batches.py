@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from alexbench.data import MemorySplit, SplitData, StreamSplit
+from alexbench.data import Augment, MemorySplit, SplitData, StreamSplit
 from alexbench.data_files import decode_image
 
 
@@ -28,6 +28,14 @@ class AugmentConfig:
     flip: bool = True
     rotation_deg: float = 5.0
     jitter: float = 0.1  # brightness, contrast and saturation factors drawn from 1 ± jitter
+
+
+def augment_config(level: Augment) -> AugmentConfig | None:
+    if level is Augment.NONE:
+        return None
+    if level is Augment.CROP_FLIP:
+        return AugmentConfig(rotation_deg=0.0, jitter=0.0)
+    return AugmentConfig()
 
 
 def derive_seed(*parts: int) -> int:

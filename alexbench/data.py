@@ -37,6 +37,14 @@ class Split(StrEnum):
     VAL = "val"  # DIR/val, else DIR/test (CIFAR-10: the test batch), else a held-out part of train
 
 
+class Augment(StrEnum):
+    """Training augmentation; validation data is never augmented."""
+
+    FULL = "full"  # random crop with padding, flip, small rotation, colour jitter (the guide's)
+    CROP_FLIP = "crop-flip"  # random crop with padding and flip: the classic CIFAR recipe
+    NONE = "none"
+
+
 class NormalizeChoice(StrEnum):
     DATASET = "dataset"  # CIFAR-10's table, or measured from the decoded training images
     IMAGENET = "imagenet"
@@ -49,7 +57,7 @@ class DataSpec:
     kind: DatasetKind = DatasetKind.CIFAR10
     data_dir: Path = Path("data")
     image_size: int = DEFAULT_IMAGE_SIZE
-    augment: bool = True
+    augment: Augment = Augment.CROP_FLIP
     val_fraction: float = 0.1
     split_seed: int = 0
     download: bool = False
@@ -68,7 +76,12 @@ class DataSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(kind=self.kind.value, data_dir=str(self.data_dir), normalize=self.normalize.value)
+        d.update(
+            kind=self.kind.value,
+            data_dir=str(self.data_dir),
+            normalize=self.normalize.value,
+            augment=self.augment.value,
+        )
         return d
 
     @classmethod
@@ -78,8 +91,16 @@ class DataSpec:
             kind=DatasetKind(known.get("kind", "cifar10")),
             data_dir=Path(known.get("data_dir", "data")),
             normalize=NormalizeChoice(known.get("normalize", "dataset")),
+            augment=_augment_from(known.get("augment", Augment.CROP_FLIP.value)),
         )
         return cls(**known)
+
+
+def _augment_from(value: object) -> Augment:
+    # Checkpoints written before the levels existed stored a bool (True meant the full set).
+    if isinstance(value, bool):
+        return Augment.FULL if value else Augment.NONE
+    return Augment(str(value))
 
 
 @dataclass

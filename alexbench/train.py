@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from alexbench.batches import AugmentConfig, BatchLoader, BatchTransform, derive_seed
+from alexbench.batches import BatchLoader, BatchTransform, augment_config, derive_seed
 from alexbench.checkpoint import ModelMeta
 from alexbench.data import DataSpec, LoadedData, Split, load_data
 from alexbench.devices import Device, require
@@ -301,8 +301,7 @@ def _fit(
     data = load_data(config.data)
     model, s, train_loader, val_loader, steps = _build(config, data, ctx, ckpt)
     size, cl = config.data.image_size, config.channels_last
-    augment = AugmentConfig() if config.data.augment else None
-    train_tf = BatchTransform(size, data.mean, data.std, augment, cl)
+    train_tf = BatchTransform(size, data.mean, data.std, augment_config(config.data.augment), cl)
     val_tf = BatchTransform(size, data.mean, data.std, None, cl)
     records = [EpochRecord(**r) for r in (ckpt or {}).get("history", [])]
     best_top1 = float((ckpt or {}).get("best_top1", -math.inf))

@@ -32,6 +32,7 @@ class OptimizerKind(StrEnum):
 class ScheduleKind(StrEnum):
     ONECYCLE = "onecycle"
     COSINE = "cosine"  # linear warm-up, then cosine decay to zero
+    CONSTANT = "constant"  # the guide's recipe: a fixed learning rate, no warm-up
 
 
 CPU = torch.device("cpu")
@@ -95,15 +96,21 @@ def make_optimizer(
         return cls(params, lr=lr, weight_decay=wd, **kw)
 
 
+def _constant(step: int) -> float:
+    return 1.0
+
+
 def make_scheduler(
     config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
 ) -> Any:
-    """Stepped once per batch. Both kinds keep only plain numbers in their state dicts, so a
-    checkpoint holding them still loads with weights_only=True."""
+    """Stepped once per batch. Every kind keeps only plain numbers in its state dict, so a
+    checkpoint holding it still loads with weights_only=True."""
     total = max(1, config.epochs * steps_per_epoch)
     peak = optimizer.param_groups[0]["lr"]
     if config.schedule is ScheduleKind.ONECYCLE:
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak, total_steps=total)
+    if config.schedule is ScheduleKind.CONSTANT:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, _constant)
     warmup = min(total - 1, round(config.warmup_epochs * steps_per_epoch))
 
     def factor(step: int) -> float:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from alexbench.batches import AugmentConfig, BatchLoader, BatchTransform
+from alexbench.batches import AugmentConfig, BatchLoader, BatchTransform, augment_config
 from alexbench.checkpoint import NORMALIZATION_STATS, Normalization
 from alexbench.data import (
+    Augment,
     DatasetKind,
     DataSpec,
     MemorySplit,
@@ -183,6 +184,20 @@ def test_augmentation_is_seeded_and_flip_mirrors() -> None:
     same = (flipped - plain).abs().amax((1, 2, 3)) < 1e-5
     mirrored = (flipped - plain.flip(3)).abs().amax((1, 2, 3)) < 1e-5
     assert (same | mirrored).all() and same.any() and mirrored.any()
+
+
+def test_augment_levels_and_old_checkpoints() -> None:
+    assert augment_config(Augment.NONE) is None
+    crop_flip = augment_config(Augment.CROP_FLIP)
+    assert crop_flip is not None and crop_flip.rotation_deg == 0 and crop_flip.jitter == 0
+    assert crop_flip.flip and crop_flip.pad_fraction > 0
+    full = augment_config(Augment.FULL)
+    assert full is not None and full.rotation_deg > 0 and full.jitter > 0
+    spec = DataSpec(kind=DatasetKind.SYNTHETIC, image_size=64, augment=Augment.FULL)
+    assert DataSpec.from_dict(spec.to_dict()) == spec
+    # Runs recorded before the levels existed stored a bool.
+    assert DataSpec.from_dict({**spec.to_dict(), "augment": True}).augment is Augment.FULL
+    assert DataSpec.from_dict({**spec.to_dict(), "augment": False}).augment is Augment.NONE
 
 
 def test_loader_shards_are_disjoint_equal_and_reshuffled() -> None:

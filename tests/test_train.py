@@ -3,6 +3,7 @@ replicas agree, and bad inputs fail in one line. Tiny synthetic sets at 64 px ke
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -167,6 +168,20 @@ def test_cosine_schedule_warms_up_then_decays() -> None:
         sched.step()
     assert lrs[0] < 0.02 and max(lrs) == pytest.approx(0.1, rel=1e-6)
     assert lrs.index(max(lrs)) == 10 and lrs[-1] < 0.001
+
+
+def test_constant_schedule_keeps_the_rate_and_round_trips() -> None:
+    config = TrainConfig(epochs=2, schedule=ScheduleKind.CONSTANT, lr=1e-3)
+    opt = make_optimizer(config, [torch.nn.Parameter(torch.zeros(1))])
+    sched = make_scheduler(config, opt, steps_per_epoch=5)
+    for _ in range(10):
+        assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+        opt.step()
+        sched.step()
+    buf = io.BytesIO()
+    torch.save(sched.state_dict(), buf)
+    buf.seek(0)
+    assert torch.load(buf, weights_only=True)["last_epoch"] == 10
 
 
 def _local_app() -> typer.Typer:

@@ -13,7 +13,7 @@ from rich.table import Table
 from alexbench.checkpoint import Normalization
 from alexbench.cli import options as opt
 from alexbench.cli.common import console, err_console, handle_errors, parse_enum_list, split_list
-from alexbench.data import DatasetKind, DataSpec, NormalizeChoice, Split, load_data
+from alexbench.data import Augment, DatasetKind, DataSpec, NormalizeChoice, Split, load_data
 from alexbench.devices import Device, is_available, require
 from alexbench.errors import InputError
 from alexbench.evaluate import CellStatus, EvalReport, evaluate_model
@@ -147,7 +147,7 @@ def evaluate_cmd(
         kind=dataset,
         data_dir=data_dir,
         image_size=meta.image_size,
-        augment=False,
+        augment=Augment.NONE,
         val_fraction=val_fraction if val_fraction is not None else trained.get("val_fraction", 0.1),
         split_seed=split_seed if split_seed is not None else trained.get("split_seed", 0),
         download=download,

@@ -16,7 +16,7 @@ from rich.progress import (
 )
 
 from alexbench.cli.common import console, err_console, handle_errors
-from alexbench.data import DatasetKind, DataSpec, NormalizeChoice
+from alexbench.data import Augment, DatasetKind, DataSpec, NormalizeChoice
 from alexbench.devices import Device, is_available
 from alexbench.errors import InputError
 from alexbench.precision import Precision
@@ -104,8 +104,11 @@ def train_cmd(
         0.1, "--val-fraction", help="Share of train held out when there is no val/ or test/."
     ),
     image_size: int = typer.Option(224, "--image-size", help="Training resolution, >= 64."),
-    augment: bool = typer.Option(
-        True, "--augment/--no-augment", help="Crop+pad, flip, rotation, colour jitter."
+    augment: Augment = typer.Option(
+        Augment.CROP_FLIP,
+        "--augment",
+        help="crop-flip: random crop with padding + flip; full: also rotation and colour jitter "
+        "(the guide's set); none.",
     ),
     normalize: NormalizeChoice = typer.Option(
         NormalizeChoice.DATASET,
@@ -125,7 +128,11 @@ def train_cmd(
     weight_decay: float | None = typer.Option(
         None, "--weight-decay", help="(default: 5e-4 sgd/adam, 0.05 adamw)."
     ),
-    schedule: ScheduleKind = typer.Option(ScheduleKind.ONECYCLE, "--schedule"),
+    schedule: ScheduleKind = typer.Option(
+        ScheduleKind.ONECYCLE,
+        "--schedule",
+        help="onecycle; cosine (with --warmup-epochs); constant (the guide's fixed rate).",
+    ),
     warmup_epochs: float = typer.Option(
         1.0, "--warmup-epochs", help="Warm-up of --schedule cosine."
     ),
