@@ -1,4 +1,4 @@
-"""The one place that renders: rich tables for info, export, verify and bench results."""
+"""The one place that renders: rich tables for info, export, verify, bench and evaluate results."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from alexbench.evaluate import CellStatus, EvalReport
 from alexbench.precision import PRECISIONS
 from alexbench.verify import Status, VerifyReport
 
@@ -267,3 +268,62 @@ def render_compare(
     console.print(table)
     if not matched:
         console.print("no cells in common (both ok) between the two runs", style="yellow")
+
+
+MAX_CONFUSION_CLASSES = 20  # a wider matrix does not fit a terminal; use --plot
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def render_evaluation(out: Console, report: EvalReport) -> None:
+    table = Table(
+        title=f"Accuracy on {report.split} ({report.samples} images)", title_justify="left"
+    )
+    for col in (
+        "backend",
+        "precision",
+        "top-1",
+        "top-5",
+        "agrees with eager fp32",
+        "time",
+        "status",
+    ):
+        table.add_column(col, justify="right" if col in ("top-1", "top-5", "time") else "left")
+    for c in report.cells:
+        status = c.status.value if c.reason is None else f"{c.status.value}: {c.reason}"
+        style = {CellStatus.OK: "", CellStatus.UNSUPPORTED: "dim", CellStatus.ERROR: "red"}[
+            c.status
+        ]
+        name = c.backend.value + ("" if c.requested else " (reference)")
+        time_s = f"{c.seconds:.2f} s" if c.status is CellStatus.OK else "-"
+        table.add_row(
+            name, c.precision.value, _pct(c.top1), _pct(c.top5), _pct(c.agreement), time_s, status,
+            style=style,
+        )  # fmt: skip
+    out.print(table)
+    names = report.class_names
+    per_class = Table(title="Per-class accuracy (eager fp32)", title_justify="left")
+    per_class.add_column("class")
+    per_class.add_column("images", justify="right")
+    per_class.add_column("top-1", justify="right")
+    for i, name in enumerate(names):
+        per_class.add_row(
+            name, str(int(report.confusion[i].sum())), _pct(report.per_class_accuracy[i])
+        )
+    out.print(per_class)
+    if len(names) > MAX_CONFUSION_CLASSES:
+        out.print(f"(confusion matrix of {len(names)} classes: see --plot or --json)")
+        return
+    cm = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    cm.add_column("true \\ pred")
+    for i in range(len(names)):
+        cm.add_column(str(i), justify="right")
+    for i, name in enumerate(names):
+        row = [
+            f"[bold]{v}[/]" if j == i else (str(v) if v else "[dim]0[/]")
+            for j, v in enumerate(report.confusion[i])
+        ]
+        cm.add_row(f"{i} {name}", *row)
+    out.print(cm)

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from alexbench.checkpoint import Normalization
 from alexbench.cli import options as opt
@@ -16,68 +14,11 @@ from alexbench.cli.common import console, err_console, handle_errors, parse_enum
 from alexbench.data import Augment, DatasetKind, DataSpec, NormalizeChoice, Split, load_data
 from alexbench.devices import Device, is_available, require
 from alexbench.errors import InputError
-from alexbench.evaluate import CellStatus, EvalReport, evaluate_model
+from alexbench.evaluate import CellStatus, evaluate_model
 from alexbench.fileio import write_json
 from alexbench.precision import Precision
+from alexbench.report import render_evaluation
 from alexbench.runtimes import parse_backend
-
-MAX_CONFUSION_CLASSES = 20  # a wider matrix does not fit a terminal; use --plot
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.2f}%"
-
-
-def render_report(out: Console, report: EvalReport) -> None:
-    table = Table(
-        title=f"Accuracy on {report.split} ({report.samples} images)", title_justify="left"
-    )
-    for col in (
-        "backend",
-        "precision",
-        "top-1",
-        "top-5",
-        "agrees with eager fp32",
-        "time",
-        "status",
-    ):
-        table.add_column(col, justify="right" if col in ("top-1", "top-5", "time") else "left")
-    for c in report.cells:
-        status = c.status.value if c.reason is None else f"{c.status.value}: {c.reason}"
-        style = {CellStatus.OK: "", CellStatus.UNSUPPORTED: "dim", CellStatus.ERROR: "red"}[
-            c.status
-        ]
-        name = c.backend.value + ("" if c.requested else " (reference)")
-        time_s = f"{c.seconds:.2f} s" if c.status is CellStatus.OK else "-"
-        table.add_row(
-            name, c.precision.value, _pct(c.top1), _pct(c.top5), _pct(c.agreement), time_s, status,
-            style=style,
-        )  # fmt: skip
-    out.print(table)
-    names = report.class_names
-    per_class = Table(title="Per-class accuracy (eager fp32)", title_justify="left")
-    per_class.add_column("class")
-    per_class.add_column("images", justify="right")
-    per_class.add_column("top-1", justify="right")
-    for i, name in enumerate(names):
-        per_class.add_row(
-            name, str(int(report.confusion[i].sum())), _pct(report.per_class_accuracy[i])
-        )
-    out.print(per_class)
-    if len(names) > MAX_CONFUSION_CLASSES:
-        out.print(f"(confusion matrix of {len(names)} classes: see --plot or --json)")
-        return
-    cm = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
-    cm.add_column("true \\ pred")
-    for i in range(len(names)):
-        cm.add_column(str(i), justify="right")
-    for i, name in enumerate(names):
-        row = [
-            f"[bold]{v}[/]" if j == i else (str(v) if v else "[dim]0[/]")
-            for j, v in enumerate(report.confusion[i])
-        ]
-        cm.add_row(f"{i} {name}", *row)
-    out.print(cm)
 
 
 @handle_errors
@@ -166,7 +107,7 @@ def evaluate_cmd(
         report = evaluate_model(
             bundle, data, backends, precisions, device, split=split, batch_size=batch_size
         )
-    render_report(console, report)
+    render_evaluation(console, report)
     if plot is not None:
         from alexbench.plots import plot_confusion_matrix
 
