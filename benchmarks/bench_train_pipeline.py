@@ -12,6 +12,7 @@ medians are compared. Target: end-to-end images/s >= 90 % of compute-only.
 
 Usage:
   python benchmarks/bench_train_pipeline.py [--precision fp32,bf16] [--steps 12] [--rounds 2]
+      [--augment crop-flip|full|none]
       [--data ../shared/data/cifar10-train-jpg.tar.gz | --data DIR] [--out results/x.json]
 """
 
@@ -30,8 +31,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alexbench.batches import AugmentConfig, BatchLoader, BatchTransform
-from alexbench.data import DatasetKind, DataSpec, LoadedData, Split, load_data
+from alexbench.batches import BatchLoader, BatchTransform, augment_config
+from alexbench.data import Augment, DatasetKind, DataSpec, LoadedData, Split, load_data
 from alexbench.model import build_alexnet
 from alexbench.precision import Precision
 from alexbench.train import TrainConfig, TrainReporter, TrainStep, train_one_epoch
@@ -101,7 +102,9 @@ def run(args: argparse.Namespace, data: LoadedData, precision: Precision) -> dic
         data.splits[Split.TRAIN], args.batch_size, device=CPU, shuffle=True, drop_last=True,
         workers=args.workers,
     )  # fmt: skip
-    transform = BatchTransform(args.image_size, data.mean, data.std, AugmentConfig(), True)
+    transform = BatchTransform(
+        args.image_size, data.mean, data.std, augment_config(Augment(args.augment)), True
+    )
     x, y = next(loader.epoch(999))
     fixed = FixedBatches(transform(x, torch.Generator().manual_seed(0)), y, args.steps)
     measure(step, FixedBatches(fixed.x, fixed.y, args.warmup), identity, args.warmup, 0)
@@ -132,6 +135,7 @@ def main() -> None:
     p.add_argument("--precision", default="fp32,bf16")
     p.add_argument("--pipeline", choices=("memory", "stream"), default="memory")
     p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--augment", choices=[a.value for a in Augment], default=Augment.CROP_FLIP)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=12, help="steps per timed round")
     p.add_argument("--warmup", type=int, default=3)
@@ -169,6 +173,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "steps_per_round": args.steps,
         "pipeline": args.pipeline,
+        "augment": str(args.augment),
         "load_seconds": round(load_s, 2),
         "results": results,
     }
