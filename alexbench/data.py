@@ -250,6 +250,9 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
         )
     train_root = root / "train" if (root / "train").is_dir() else root
     val_root = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+    if val_root is not None and train_root == root:
+        # Without this, val/ would be read as one more training class: leaked validation data.
+        raise DataError(f"{root} has {val_root.name}/ but no train/: move the classes into train/")
     names, train_samples = find_samples(train_root)
     if val_root is not None:
         val_names, val_samples = find_samples(val_root)

@@ -56,6 +56,7 @@ class EvalReport:
     cells: list[EvalCell]
     per_class_accuracy: list[float]  # reference model, per true class
     confusion: np.ndarray  # (true, predicted) counts of the reference model
+    skipped_images: int = 0  # unreadable files met while streaming the split
 
     def to_dict(self) -> dict[str, Any]:
         cells = []
@@ -72,6 +73,7 @@ class EvalReport:
             "cells": cells,
             "per_class_accuracy": dict(zip(self.class_names, self.per_class_accuracy, strict=True)),
             "confusion": self.confusion.tolist(),
+            "skipped_images": self.skipped_images,
         }
 
 
@@ -124,7 +126,7 @@ def evaluate_model(
             sessions[i] = runtime.load(bundle, device, p)
         except AlexbenchError as e:
             cell.status, cell.reason = CellStatus.ERROR, str(e)
-    ref = cells[0]
+    ref = cells[pairs.index(REFERENCE)]  # not first when the user listed it after others
     if ref.status is not CellStatus.OK:
         raise AlexbenchError(f"the eager fp32 reference cannot run: {ref.reason}")
     # Preprocessing runs on the CPU in fp32 for everyone: the cells differ only in the runtime.
@@ -152,19 +154,25 @@ def evaluate_model(
             cell._hits5 += int((top == y[:, None]).any(axis=1).sum())
     for sess in sessions.values():
         sess.close()
-    labels = np.concatenate(labels_all) if labels_all else np.empty(0, dtype=np.int64)
+    if ref.status is not CellStatus.OK:
+        raise AlexbenchError(f"the eager fp32 reference failed: {ref.reason}")
+    if not labels_all:
+        raise DataError(f"the {split.value} split has no readable images to evaluate")
+    labels = np.concatenate(labels_all)
     n = int(labels.size)
     ref_pred = np.concatenate(ref._preds)
     for cell in cells:
         if cell.status is not CellStatus.OK:
             continue
         pred = np.concatenate(cell._preds)
-        cell.top1 = float((pred == labels).mean()) if n else 0.0
-        cell.top5 = cell._hits5 / n if n else 0.0
-        cell.agreement = float((pred == ref_pred).mean()) if n else 0.0
+        cell.top1 = float((pred == labels).mean())
+        cell.top5 = cell._hits5 / n
+        cell.agreement = float((pred == ref_pred).mean())
     k_cls = meta.num_classes
     confusion = np.zeros((k_cls, k_cls), dtype=np.int64)
     np.add.at(confusion, (labels, ref_pred), 1)
     totals = confusion.sum(axis=1)
     per_class = [float(confusion[c, c] / totals[c]) if totals[c] else 0.0 for c in range(k_cls)]
-    return EvalReport(list(data.class_names), split.value, n, device, cells, per_class, confusion)
+    return EvalReport(
+        list(data.class_names), split.value, n, device, cells, per_class, confusion, loader.skipped
+    )

@@ -110,6 +110,7 @@ class EpochRecord:
     images_per_s: float  # training images per second, all ranks together, data pipeline included
     data_fraction: float  # share of the training time spent fetching and transforming batches
     best: bool = False
+    skipped_images: int = 0  # unreadable files met while streaming this epoch, all ranks together
 
 
 class TrainReporter:
@@ -250,6 +251,13 @@ def _build(
                 f"the checkpoint has {ckpt['meta'].get('num_classes')} classes, "
                 f"the dataset {data.num_classes}"
             )
+        trained_with = (ckpt["meta"].get("provenance") or {}).get("world_size", ctx.world_size)
+        if trained_with != ctx.world_size:
+            # The schedule's length and each rank's shard follow the process count.
+            raise CheckpointError(
+                f"the run was trained with {trained_with} process(es); resume it with the same "
+                f"number, not {ctx.world_size}"
+            )
         model.load_state_dict(ckpt["state_dict"])
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(ctx.device, memory_format=fmt)
@@ -328,6 +336,7 @@ def _fit(
             torch.manual_seed(derive_seed(config.seed, epoch, ctx.rank, _DROPOUT_STREAM))
             reporter.on_epoch_start(epoch + 1, config.epochs, steps)
             t0 = time.perf_counter()
+            skipped_before = train_loader.skipped + val_loader.skipped
             loss, top1, seen, secs, data_s = train_one_epoch(
                 s, train_loader, train_tf, epoch, steps, reporter
             )
@@ -338,6 +347,8 @@ def _fit(
             rate, share = seen / max(secs, 1e-9), data_s / max(secs, 1e-9)
             wall = time.perf_counter() - t0
             rec = EpochRecord(epoch + 1, loss, top1, v_loss, v1, v5, lr, wall, rate, share)
+            skipped = train_loader.skipped + val_loader.skipped - skipped_before
+            rec.skipped_images = int(all_reduce([skipped], ctx.device)[0])
             rec.best, best_top1 = v1 > best_top1, max(best_top1, v1)
             records.append(rec)
             if ctx.is_main:

@@ -80,9 +80,11 @@ def save_epoch(out: Path, model: torch.nn.Module, meta: ModelMeta, state: EpochS
         "best_top1": state.best_top1,
     }
     extra = dict(common, train_config=state.recipe, train_state=state.train_state)
-    save_checkpoint(out / LAST, model, meta, extra)
+    # best.pt before last.pt: an interrupt between the two then leaves last.pt one epoch behind
+    # (its best_top1 still matching best.pt), never a last.pt that records a newer best.
     if record["best"]:  # weights and meta only: best.pt is for evaluation and export
         save_checkpoint(out / BEST, model, meta, common)
+    save_checkpoint(out / LAST, model, meta, extra)
     write_history(out, state.recipe, state.description, state.history, None)
 
 

@@ -105,6 +105,14 @@ def test_flat_layout_and_explicit_val_split(cifar20: Path, tmp_path: Path) -> No
     assert "val = val/" in data.description
 
 
+def test_val_split_without_train_folder_is_an_error(cifar20: Path, tmp_path: Path) -> None:
+    root = tmp_path / "flat"
+    shutil.copytree(cifar20 / "train" / "cat", root / "cat")
+    shutil.copytree(cifar20 / "train" / "dog", root / "val" / "dog")
+    with pytest.raises(DataError, match="has val/ but no train/"):
+        load_data(folder_spec(root))
+
+
 def test_corrupt_image_is_skipped_not_fatal(cifar20: Path, tmp_path: Path) -> None:
     root = tmp_path / "d"
     shutil.copytree(cifar20 / "train" / "cat", root / "train" / "cat")

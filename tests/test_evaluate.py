@@ -72,6 +72,19 @@ def test_reference_is_added_when_not_requested(bundle: ModelBundle) -> None:
     ]
 
 
+def test_reference_found_wherever_the_user_lists_it(bundle: ModelBundle) -> None:
+    data = load_data(SYNTHETIC, (Split.VAL,))
+    report = evaluate_model(
+        bundle, data, [Backend.ONNXRUNTIME, Backend.EAGER], [Precision.BF16, Precision.FP32],
+        Device.CPU,
+    )  # fmt: skip
+    cells = {(c.backend, c.precision): c for c in report.cells}
+    assert report.cells[0].backend is Backend.ONNXRUNTIME  # the user's order is kept
+    eager = cells[Backend.EAGER, Precision.FP32]
+    assert eager.requested and eager.agreement == 1.0
+    assert report.confusion.trace() / report.samples == pytest.approx(eager.top1)
+
+
 def test_class_count_mismatch_is_an_error(
     bundle: ModelBundle, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:

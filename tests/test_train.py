@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,19 @@ def test_imagefolder_subset_trains(
     meta = load_model(checkpoint=result.best).meta
     assert meta.class_names == CIFAR_CLASSES and meta.mean != (0.485, 0.456, 0.406)
     assert 0 <= result.records[0].data_fraction < 1
+
+
+def test_streamed_training_reports_unreadable_images(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    root, tree = extract_cifar_subset(tmp_path_factory), tmp_path / "d"
+    for cls in ("cat", "dog"):
+        shutil.copytree(root / "train" / cls, tree / "train" / cls)
+    (tree / "train" / "dog" / "9999.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    data = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tree, image_size=64,
+                    val_fraction=0.5, cache_limit_bytes=0)  # fmt: skip
+    result = fit(TrainConfig(data=data, epochs=1, batch_size=16, out=tmp_path / "r", workers=0))
+    assert [r.skipped_images for r in result.records] == [1]
 
 
 def test_bad_training_inputs(tmp_path: Path, synthetic_run: Path) -> None:

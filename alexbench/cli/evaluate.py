@@ -108,6 +108,11 @@ def evaluate_cmd(
             bundle, data, backends, precisions, device, split=split, batch_size=batch_size
         )
     render_evaluation(console, report)
+    if report.skipped_images:
+        err_console.print(
+            f"warning: skipped {report.skipped_images} unreadable image(s) while streaming",
+            markup=False,
+        )
     if plot is not None:
         from alexbench.plots import plot_confusion_matrix
 

@@ -81,6 +81,10 @@ class RichReporter(TrainReporter):
             + ("  best" if r.best else ""),
             highlight=False,
         )
+        if r.skipped_images:
+            err_console.print(
+                f"warning: skipped {r.skipped_images} unreadable image(s) this epoch", markup=False
+            )
 
     def close(self) -> None:
         if self.progress is not None:
@@ -148,6 +152,12 @@ def train_cmd(
         None, "--device", help="(default: cuda when available, else cpu)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seeds init, shuffling, augmentation, dropout."),
+    split_seed: int = typer.Option(
+        0,
+        "--split-seed",
+        help="Seed of the held-out validation split; kept apart from --seed so that runs with "
+        "different seeds are scored on the same images.",
+    ),
     steps_per_epoch: int | None = typer.Option(
         None, "--steps-per-epoch", help="Cap the batches per epoch (quick checks).", min=1
     ),
@@ -187,7 +197,7 @@ def train_cmd(
         image_size=image_size,
         augment=augment,
         val_fraction=val_fraction,
-        split_seed=seed,
+        split_seed=split_seed,
         download=download,
         normalize=normalize,
         cache_limit_bytes=int(cache_limit_gb * 1024**3),
