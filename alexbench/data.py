@@ -226,6 +226,8 @@ def _cifar10(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
         try:
             ds = CIFAR10(str(root), train=split is Split.TRAIN, download=spec.download)
         except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+            if spec.download:
+                raise DataError(f"could not download CIFAR-10 into {root}: {e}") from e
             raise DataError(
                 f"CIFAR-10 not found under {root} (looked for {root}/cifar-10-batches-py): "
                 "pass --download where the network allows, or --dataset imagefolder "

@@ -28,12 +28,14 @@ from alexbench.precision import Precision
 from alexbench.train_io import BEST, LAST, EpochState, load_resume, save_epoch, write_history
 from alexbench.train_parts import (
     DistContext,
+    InitKind,
     OptimizerKind,
     ScheduleKind,
     all_reduce,
     autocast,
     check_precision,
     init_distributed,
+    init_weights,
     make_optimizer,
     make_scheduler,
     replica_hashes,
@@ -59,6 +61,7 @@ class TrainConfig:
     schedule: ScheduleKind = ScheduleKind.ONECYCLE
     warmup_epochs: float = 1.0  # cosine only; one-cycle warms up over its first 30 %
     label_smoothing: float = 0.1
+    init: InitKind = InitKind.HE
     clip_grad: float | None = None
     precision: Precision = Precision.FP32
     channels_last: bool = True
@@ -92,6 +95,8 @@ class TrainConfig:
             data=DataSpec.from_dict(data),
             optimizer=OptimizerKind(kw["optimizer"]),
             schedule=ScheduleKind(kw["schedule"]),
+            # Runs recorded before --init existed started from PyTorch's defaults.
+            init=InitKind(kw.get("init", InitKind.TORCHVISION.value)),
             precision=Precision(kw["precision"]),
         )
         return TrainConfig(**kw, **{k: getattr(self, k) for k in self.RUNTIME_FIELDS})
@@ -245,6 +250,7 @@ def _build(
     config: TrainConfig, data: LoadedData, ctx: DistContext, ckpt: dict[str, Any] | None
 ) -> tuple[nn.Module, TrainStep, BatchLoader, BatchLoader, int]:
     model = build_alexnet(num_classes=data.num_classes, seed=config.seed)
+    init_weights(model, config.init, config.seed)
     if ckpt is not None:
         if ckpt["meta"].get("num_classes") != data.num_classes:
             raise CheckpointError(

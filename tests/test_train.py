@@ -20,10 +20,17 @@ from alexbench.checkpoint import load_model, safe_load
 from alexbench.cli import train as train_cli
 from alexbench.data import DatasetKind, DataSpec
 from alexbench.errors import CheckpointError, InputError
-from alexbench.model import state_dict_sha256
+from alexbench.model import build_alexnet, state_dict_sha256
 from alexbench.precision import Precision
 from alexbench.train import TrainConfig, TrainingInterrupted, TrainReporter, fit
-from alexbench.train_parts import OptimizerKind, ScheduleKind, make_optimizer, make_scheduler
+from alexbench.train_parts import (
+    InitKind,
+    OptimizerKind,
+    ScheduleKind,
+    init_weights,
+    make_optimizer,
+    make_scheduler,
+)
 from tests.test_data import CIFAR_CLASSES, extract_cifar_subset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,6 +189,21 @@ def test_cosine_schedule_warms_up_then_decays() -> None:
         sched.step()
     assert lrs[0] < 0.02 and max(lrs) == pytest.approx(0.1, rel=1e-6)
     assert lrs.index(max(lrs)) == 10 and lrs[-1] < 0.001
+
+
+def test_he_init_keeps_the_signal_and_is_seeded() -> None:
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def logits_std(kind: InitKind, seed: int) -> tuple[float, str]:
+        model = build_alexnet(num_classes=10, seed=seed)
+        init_weights(model, kind, seed)
+        with torch.no_grad():
+            return float(model(x).std()), state_dict_sha256(model)
+
+    he, tv = logits_std(InitKind.HE, 0), logits_std(InitKind.TORCHVISION, 0)
+    # PyTorch's defaults leave AlexNet's logits near zero; He init keeps them at order one.
+    assert tv[0] < 0.05 < 0.3 < he[0] < 5
+    assert logits_std(InitKind.HE, 0)[1] == he[1] != logits_std(InitKind.HE, 1)[1]
 
 
 def test_constant_schedule_keeps_the_rate_and_round_trips() -> None:

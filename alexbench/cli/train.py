@@ -21,7 +21,7 @@ from alexbench.devices import Device, is_available
 from alexbench.errors import InputError
 from alexbench.precision import Precision
 from alexbench.train import EpochRecord, TrainConfig, TrainReporter, fit
-from alexbench.train_parts import OptimizerKind, ScheduleKind
+from alexbench.train_parts import InitKind, OptimizerKind, ScheduleKind
 
 
 class RichReporter(TrainReporter):
@@ -141,6 +141,11 @@ def train_cmd(
         1.0, "--warmup-epochs", help="Warm-up of --schedule cosine."
     ),
     label_smoothing: float = typer.Option(0.1, "--label-smoothing", min=0.0, max=1.0),
+    init: InitKind = typer.Option(
+        InitKind.HE,
+        "--init",
+        help="he: He-normal convs (trains from the first epoch); torchvision: PyTorch's defaults.",
+    ),
     clip_grad: float | None = typer.Option(
         None, "--clip-grad", help="Clip the gradient norm to this value."
     ),
@@ -219,6 +224,7 @@ def train_cmd(
         momentum=momentum,
         weight_decay=weight_decay,
         schedule=schedule,
+        init=init,
         warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing,
         clip_grad=clip_grad,
