@@ -250,8 +250,9 @@ def _build(
     config: TrainConfig, data: LoadedData, ctx: DistContext, ckpt: dict[str, Any] | None
 ) -> tuple[nn.Module, TrainStep, BatchLoader, BatchLoader, int]:
     model = build_alexnet(num_classes=data.num_classes, seed=config.seed)
-    init_weights(model, config.init, config.seed)
-    if ckpt is not None:
+    if ckpt is None:  # a resumed run loads its weights below: no need to draw fresh ones
+        init_weights(model, config.init, config.seed)
+    else:
         if ckpt["meta"].get("num_classes") != data.num_classes:
             raise CheckpointError(
                 f"the checkpoint has {ckpt['meta'].get('num_classes')} classes, "
