@@ -54,15 +54,18 @@ class AlexNet(nn.Module):
         return self.classifier(x)
 
 
-def build_alexnet(*, num_classes: int = DEFAULT_NUM_CLASSES, seed: int | None = 0) -> AlexNet:
-    """A fresh AlexNet in eval mode; seeded so that 'the default model' is the same everywhere."""
+def build_alexnet(
+    *, num_classes: int = DEFAULT_NUM_CLASSES, seed: int | None = 0, dropout: float = 0.5
+) -> AlexNet:
+    """A fresh AlexNet in eval mode; seeded so that 'the default model' is the same everywhere.
+    `dropout` only acts in training: the exported graph is the same for every value."""
     if seed is None:
-        model = AlexNet(num_classes)
+        model = AlexNet(num_classes, dropout)
     else:
         # fork_rng keeps the caller's global RNG stream untouched by model construction.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = AlexNet(num_classes)
+            model = AlexNet(num_classes, dropout)
     return model.eval()
 
 

@@ -61,6 +61,7 @@ class TrainConfig:
     schedule: ScheduleKind = ScheduleKind.ONECYCLE
     warmup_epochs: float = 1.0  # cosine only; one-cycle warms up over its first 30 %
     label_smoothing: float = 0.1
+    dropout: float = 0.5  # torchvision's; runs recorded before --dropout existed used it
     init: InitKind = InitKind.HE
     clip_grad: float | None = None
     precision: Precision = Precision.FP32
@@ -249,7 +250,7 @@ def fit(
 def _build(
     config: TrainConfig, data: LoadedData, ctx: DistContext, ckpt: dict[str, Any] | None
 ) -> tuple[nn.Module, TrainStep, BatchLoader, BatchLoader, int]:
-    model = build_alexnet(num_classes=data.num_classes, seed=config.seed)
+    model = build_alexnet(num_classes=data.num_classes, seed=config.seed, dropout=config.dropout)
     if ckpt is None:  # a resumed run loads its weights below: no need to draw fresh ones
         init_weights(model, config.init, config.seed)
     else:

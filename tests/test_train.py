@@ -143,6 +143,20 @@ def test_resume_keeps_the_recorded_data_location_unless_moved() -> None:
     assert here.resumed_with(recipe, Path("/mnt/cifar")).data.data_dir == Path("/mnt/cifar")
 
 
+def test_dropout_is_a_training_knob_only_and_round_trips() -> None:
+    low, default = build_alexnet(dropout=0.2), build_alexnet()
+    rates = [m.p for m in low.modules() if isinstance(m, torch.nn.Dropout)]
+    assert rates == [0.2, 0.2]
+    assert [m.p for m in default.modules() if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # eval mode: same seed, same weights, same outputs for any rate
+        assert torch.equal(low(x), default(x))
+    recipe = TrainConfig(dropout=0.2).recipe()
+    assert TrainConfig().resumed_with(recipe).dropout == 0.2
+    del recipe["dropout"]  # a run recorded before --dropout existed trained with 0.5
+    assert TrainConfig(dropout=0.1).resumed_with(recipe).dropout == 0.5
+
+
 def test_imagefolder_subset_trains(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:

@@ -141,6 +141,9 @@ def train_cmd(
         1.0, "--warmup-epochs", help="Warm-up of --schedule cosine."
     ),
     label_smoothing: float = typer.Option(0.1, "--label-smoothing", min=0.0, max=1.0),
+    dropout: float = typer.Option(
+        0.5, "--dropout", min=0.0, max=0.95, help="Dropout before each hidden FC layer."
+    ),
     init: InitKind = typer.Option(
         InitKind.HE,
         "--init",
@@ -227,6 +230,7 @@ def train_cmd(
         init=init,
         warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing,
+        dropout=dropout,
         clip_grad=clip_grad,
         precision=precision,
         channels_last=channels_last,
