@@ -233,7 +233,10 @@ def fit(
     output, workers and, with `resume_data_dir`, the data location come from `config`)."""
     ckpt = load_resume(resume) if resume is not None else None
     if ckpt is not None:
-        config = config.resumed_with(ckpt["train_config"], resume_data_dir)
+        try:
+            config = config.resumed_with(ckpt["train_config"], resume_data_dir)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{resume}: unreadable training recipe ({e!r})") from e
     check_precision(config.precision, config.device)
     require(config.device)
     ctx = init_distributed(config.device)
@@ -266,7 +269,11 @@ def _build(
                 f"the run was trained with {trained_with} process(es); resume it with the same "
                 f"number, not {ctx.world_size}"
             )
-        model.load_state_dict(ckpt["state_dict"])
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as e:  # torch lists every bad key over many lines
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(f"the checkpoint's weights do not fit AlexNet: {first}") from e
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(ctx.device, memory_format=fmt)
     net: nn.Module = model
@@ -292,10 +299,13 @@ def _build(
     )
     if ckpt is not None:
         state = ckpt["train_state"]
-        s.optimizer.load_state_dict(state["optimizer"])
-        s.scheduler.load_state_dict(state["scheduler"])
-        s.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
+        try:
+            s.optimizer.load_state_dict(state["optimizer"])
+            s.scheduler.load_state_dict(state["scheduler"])
+            s.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"]["torch"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"the checkpoint's training state is unusable ({e!r})") from e
     return model, s, train, val, steps
 
 

@@ -42,6 +42,22 @@ def load_resume(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not an alexbench checkpoint")
     if "train_state" not in ckpt or "train_config" not in ckpt:
         raise CheckpointError(f"{path}: holds no training state (resume from a last.pt)")
+    # A file that was edited or written by something else fails here, in one line, rather
+    # than as a KeyError halfway through building the run.
+    shapes = {
+        "state_dict": dict,
+        "meta": dict,
+        "train_config": dict,
+        "train_state": dict,
+        "epoch": int,
+    }
+    for key, kind in shapes.items():
+        if not isinstance(ckpt.get(key), kind):
+            raise CheckpointError(f"{path}: '{key}' is missing or malformed")
+    missing = {"optimizer", "scheduler", "scaler", "rng"} - ckpt["train_state"].keys()
+    if missing or not isinstance(ckpt["train_config"].get("data"), dict):
+        what = f"train_state lacks {', '.join(sorted(missing))}" if missing else "no data spec"
+        raise CheckpointError(f"{path}: incomplete training state ({what})")
     return ckpt
 
 

@@ -192,6 +192,29 @@ def test_bad_training_inputs(tmp_path: Path, synthetic_run: Path) -> None:
         fit(tiny_config(tmp_path), resume=tmp_path / "junk.pt")
 
 
+def test_hand_edited_resume_checkpoints_fail_in_one_line(
+    tmp_path: Path, synthetic_run: Path
+) -> None:
+    real = safe_load(synthetic_run / "last.pt")
+    light = {k: v for k, v in real.items() if k not in ("state_dict", "train_state")}
+    light["state_dict"] = {}  # small files; every check below fires before the weights load
+    light["train_state"] = {k: {} for k in ("optimizer", "scheduler", "scaler", "rng")}
+
+    def resume_with(name: str, **edits: object) -> None:
+        torch.save({**light, **edits}, tmp_path / name)
+        fit(tiny_config(tmp_path / "out"), resume=tmp_path / name)
+
+    with pytest.raises(CheckpointError, match="'meta' is missing"):
+        resume_with("no-meta.pt", meta=None)
+    with pytest.raises(CheckpointError, match="train_state lacks rng"):
+        resume_with("no-rng.pt", train_state={"optimizer": {}, "scheduler": {}, "scaler": {}})
+    bad_recipe = dict(real["train_config"], optimizer="rmsprop")
+    with pytest.raises(CheckpointError, match="unreadable training recipe"):
+        resume_with("bad-recipe.pt", train_config=bad_recipe)
+    with pytest.raises(CheckpointError, match="do not fit AlexNet: Error"):
+        resume_with("no-weights.pt")
+
+
 def test_cosine_schedule_warms_up_then_decays() -> None:
     config = TrainConfig(epochs=4, schedule=ScheduleKind.COSINE, warmup_epochs=1.0, lr=0.1)
     opt = make_optimizer(config, [torch.nn.Parameter(torch.zeros(1))])
