@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from alexbench.data import Augment, MemorySplit, SplitData, StreamSplit
 from alexbench.data_files import decode_image
+from alexbench.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ class _FileDataset(torch.utils.data.Dataset):
 def _collate(items: list[Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
     ok = [it for it in items if it is not None]
     if not ok:
-        return torch.empty(0, 3, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), 0
+        return (
+            torch.empty(0, 3, 1, 1, dtype=torch.uint8),
+            torch.empty(0, dtype=torch.int64),
+            len(items),
+        )
     images = torch.stack([im for im, _ in ok])
     return images, torch.tensor([y for _, y in ok], dtype=torch.int64), len(items) - len(ok)
 
@@ -138,6 +143,13 @@ class BatchLoader:
         )
         for images, labels, skipped in loader:
             self.skipped += skipped
+            if not labels.numel() and self.world_size > 1 and self.drop_last:
+                # Skipping the step on this rank alone would leave the others waiting in
+                # all-reduce forever; failing lets torchrun stop every rank.
+                raise DataError(
+                    f"all {skipped} images of a training batch on rank {self.rank} are "
+                    "unreadable; remove the unreadable files for multi-process training"
+                )
             if labels.numel():
                 yield (
                     images.to(self.device, non_blocking=True),

@@ -130,6 +130,23 @@ def test_corrupt_image_is_skipped_not_fatal(cifar20: Path, tmp_path: Path) -> No
     assert sum(loader.skipped for loader in loaders) == 1
 
 
+def test_all_unreadable_training_batch_under_ddp_fails_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    bad = []
+    for i in range(4):
+        bad.append(tmp_path / f"bad{i}.jpg")
+        bad[-1].write_bytes(b"\xff\xd8 not a jpeg")
+    split = StreamSplit([(str(path), 0) for path in bad], resolution=32)
+    kw = dict(device=CPU, shuffle=False, drop_last=True, workers=0)
+    # One process skips the batch and goes on; under DDP every rank must take the same
+    # number of steps, so it fails in one line instead of leaving the others waiting.
+    single = BatchLoader(split, 2, **kw)
+    assert list(single.epoch(0)) == [] and single.skipped == 4
+    with pytest.raises(DataError, match="unreadable; remove"):
+        list(BatchLoader(split, 2, world_size=2, rank=1, **kw).epoch(0))
+
+
 @pytest.mark.parametrize(
     ("layout", "message"),
     [
