@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -321,10 +321,21 @@ def _train_state(s: TrainStep) -> dict[str, Any]:
     }
 
 
+def _load_data(spec: DataSpec, ctx: DistContext) -> LoadedData:
+    if not (ctx.enabled and spec.download):
+        return load_data(spec)
+    # One download per node, not one per rank writing the same files at once; the other
+    # ranks read what it fetched. If it fails, torchrun stops the ranks held at the barrier.
+    if ctx.local_rank == 0:
+        data = load_data(spec)
+    dist.barrier()
+    return data if ctx.local_rank == 0 else load_data(replace(spec, download=False))
+
+
 def _fit(
     config: TrainConfig, ckpt: dict[str, Any] | None, ctx: DistContext, reporter: TrainReporter
 ) -> TrainResult:
-    data = load_data(config.data)
+    data = _load_data(config.data, ctx)
     model, s, train_loader, val_loader, steps = _build(config, data, ctx, ckpt)
     size, cl = config.data.image_size, config.channels_last
     train_tf = BatchTransform(size, data.mean, data.std, augment_config(config.data.augment), cl)
