@@ -135,7 +135,7 @@ def safe_load(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"{p}: not a readable PyTorch file ({msg})") from e
 
 
-def _validate_state_dict(path: Path, sd: Any) -> dict[str, torch.Tensor]:
+def validate_state_dict(path: Path, sd: Any) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: not a state dict (expected a mapping of names to tensors)")
     if "classifier.6.weight" not in sd:
@@ -195,7 +195,7 @@ def load_model(
             raise CheckpointError(
                 f"{path}: not an alexbench checkpoint (use --weights for a plain state dict)"
             )
-        sd = _validate_state_dict(path, obj.get("state_dict"))
+        sd = validate_state_dict(path, obj.get("state_dict"))
         meta = ModelMeta.from_dict(obj.get("meta") or {})
         if num_classes_of(sd) != meta.num_classes:
             raise CheckpointError(f"{path}: metadata num_classes disagrees with the weights")
@@ -211,7 +211,7 @@ def load_model(
         if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
             # A project checkpoint passed as --weights: take its weights, ignore its metadata.
             obj = obj.get("state_dict")
-        sd = _validate_state_dict(path, obj)
+        sd = validate_state_dict(path, obj)
         n = num_classes_of(sd)
         if num_classes is not None and num_classes != n:
             raise CheckpointError(

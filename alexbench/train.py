@@ -22,7 +22,7 @@ from alexbench.batches import BatchLoader, BatchTransform, augment_config, deriv
 from alexbench.checkpoint import ModelMeta
 from alexbench.data import DataSpec, LoadedData, Split, load_data
 from alexbench.devices import Device, require
-from alexbench.errors import AlexbenchError, CheckpointError
+from alexbench.errors import AlexbenchError, CheckpointError, InputError
 from alexbench.model import build_alexnet
 from alexbench.precision import Precision
 from alexbench.train_io import BEST, LAST, EpochState, load_resume, save_epoch, write_history
@@ -237,6 +237,8 @@ def fit(
             config = config.resumed_with(ckpt["train_config"], resume_data_dir)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{resume}: unreadable training recipe ({e!r})") from e
+    if not 0.0 <= config.dropout < 1.0:
+        raise InputError(f"dropout {config.dropout} is outside [0, 1)")
     check_precision(config.precision, config.device)
     require(config.device)
     ctx = init_distributed(config.device)
@@ -269,11 +271,7 @@ def _build(
                 f"the run was trained with {trained_with} process(es); resume it with the same "
                 f"number, not {ctx.world_size}"
             )
-        try:
-            model.load_state_dict(ckpt["state_dict"])
-        except RuntimeError as e:  # torch lists every bad key over many lines
-            first = str(e).strip().splitlines()[0]
-            raise CheckpointError(f"the checkpoint's weights do not fit AlexNet: {first}") from e
+        model.load_state_dict(ckpt["state_dict"])  # load_resume checked names and shapes
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(ctx.device, memory_format=fmt)
     net: nn.Module = model

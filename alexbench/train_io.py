@@ -18,7 +18,13 @@ import torch
 import torchvision
 
 from alexbench import __version__
-from alexbench.checkpoint import CHECKPOINT_FORMAT, ModelMeta, safe_load, save_checkpoint
+from alexbench.checkpoint import (
+    CHECKPOINT_FORMAT,
+    ModelMeta,
+    safe_load,
+    save_checkpoint,
+    validate_state_dict,
+)
 from alexbench.errors import CheckpointError
 from alexbench.fileio import write_json, write_text
 
@@ -58,6 +64,7 @@ def load_resume(path: Path) -> dict[str, Any]:
     if missing or not isinstance(ckpt["train_config"].get("data"), dict):
         what = f"train_state lacks {', '.join(sorted(missing))}" if missing else "no data spec"
         raise CheckpointError(f"{path}: incomplete training state ({what})")
+    validate_state_dict(path, ckpt["state_dict"])  # names the bad tensor, in one line
     return ckpt
 
 

@@ -185,6 +185,8 @@ def test_streamed_training_reports_unreadable_images(
 def test_bad_training_inputs(tmp_path: Path, synthetic_run: Path) -> None:
     with pytest.raises(InputError, match="fp16"):
         fit(tiny_config(tmp_path, precision=Precision.FP16))
+    with pytest.raises(InputError, match="dropout 1.5"):
+        fit(tiny_config(tmp_path, dropout=1.5))
     with pytest.raises(CheckpointError, match="no training state"):
         fit(tiny_config(tmp_path), resume=synthetic_run / "best.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
@@ -197,7 +199,7 @@ def test_hand_edited_resume_checkpoints_fail_in_one_line(
 ) -> None:
     real = safe_load(synthetic_run / "last.pt")
     light = {k: v for k, v in real.items() if k not in ("state_dict", "train_state")}
-    light["state_dict"] = {}  # small files; every check below fires before the weights load
+    light["state_dict"] = real["state_dict"]  # only the weights: no optimizer state to save
     light["train_state"] = {k: {} for k in ("optimizer", "scheduler", "scaler", "rng")}
 
     def resume_with(name: str, **edits: object) -> None:
@@ -211,8 +213,13 @@ def test_hand_edited_resume_checkpoints_fail_in_one_line(
     bad_recipe = dict(real["train_config"], optimizer="rmsprop")
     with pytest.raises(CheckpointError, match="unreadable training recipe"):
         resume_with("bad-recipe.pt", train_config=bad_recipe)
-    with pytest.raises(CheckpointError, match="do not fit AlexNet: Error"):
-        resume_with("no-weights.pt")
+    with pytest.raises(CheckpointError, match="no-weights.pt: not an AlexNet state dict"):
+        resume_with("no-weights.pt", state_dict={})
+    fc8 = {k: v for k, v in real["state_dict"].items() if k.startswith("classifier.6")}
+    with pytest.raises(CheckpointError, match=r"missing classifier\.1\.bias"):
+        resume_with("partial-weights.pt", state_dict=fc8)
+    with pytest.raises(CheckpointError, match="training state is unusable"):
+        resume_with("empty-state.pt")  # the optimizer state is an empty dict
 
 
 def test_cosine_schedule_warms_up_then_decays() -> None:
