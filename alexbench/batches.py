@@ -60,13 +60,7 @@ class _FileDataset(torch.utils.data.Dataset):
 
 def _collate(items: list[Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
     ok = [it for it in items if it is not None]
-    if not ok:
-        return (
-            torch.empty(0, 3, 1, 1, dtype=torch.uint8),
-            torch.empty(0, dtype=torch.int64),
-            len(items),
-        )
-    images = torch.stack([im for im, _ in ok])
+    images = torch.stack([im for im, _ in ok]) if ok else torch.empty(0, 3, 1, 1, dtype=torch.uint8)
     return images, torch.tensor([y for _, y in ok], dtype=torch.int64), len(items) - len(ok)
 
 

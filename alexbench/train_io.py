@@ -50,14 +50,8 @@ def load_resume(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: holds no training state (resume from a last.pt)")
     # A file that was edited or written by something else fails here, in one line, rather
     # than as a KeyError halfway through building the run.
-    shapes = {
-        "state_dict": dict,
-        "meta": dict,
-        "train_config": dict,
-        "train_state": dict,
-        "epoch": int,
-    }
-    for key, kind in shapes.items():
+    shapes = {"meta": dict, "train_config": dict, "train_state": dict, "epoch": int}
+    for key, kind in shapes.items():  # the state dict has its own validator, below
         if not isinstance(ckpt.get(key), kind):
             raise CheckpointError(f"{path}: '{key}' is missing or malformed")
     missing = {"optimizer", "scheduler", "scaler", "rng"} - ckpt["train_state"].keys()
