@@ -270,7 +270,7 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
         train_samples, val_samples = holdout(train_samples, spec.val_fraction, spec.split_seed)
         how = f"val = {spec.val_fraction:g} of train held out (seed {spec.split_seed})"
     chosen = {Split.TRAIN: train_samples, Split.VAL: val_samples}
-    resolution = resolution_for(train_samples[0][0], spec.image_size)
+    resolution = resolution_for([p for s in splits for p, _ in chosen[s]], spec.image_size)
     n_images = sum(len(chosen[s]) for s in splits)
     in_memory = n_images * 3 * resolution**2 <= spec.cache_limit_bytes
     out: dict[Split, SplitData] = {}

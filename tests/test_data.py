@@ -90,6 +90,21 @@ def test_streaming_yields_the_same_batches_as_the_cache(cifar20: Path) -> None:
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+def test_mixed_image_sizes_are_cached_at_the_output_size(cifar20: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = tmp_path / "mixed"
+    shutil.copytree(cifar20 / "train", root / "train")
+    # The first file is CIFAR's 32 px; one class of larger photos must not be shrunk to 32 px.
+    for i, path in enumerate(sorted((root / "train" / "truck").iterdir())):
+        path.unlink()
+        Image.new("RGB", (100, 80), (i * 10, 50, 200)).save(path.with_suffix(".png"))
+    data = load_data(folder_spec(root))
+    train = data.splits[Split.TRAIN]
+    assert isinstance(train, MemorySplit) and tuple(train.images.shape[1:]) == (3, 64, 64)
+    assert "64 px" in data.description
+
+
 def test_flat_layout_and_explicit_val_split(cifar20: Path, tmp_path: Path) -> None:
     flat = tmp_path / "flat"
     shutil.copytree(cifar20 / "train", flat)
