@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from alexbench.data import Augment, MemorySplit, SplitData, StreamSplit
-from alexbench.data_files import decode_image
+from alexbench.data_files import decode_image, resize_size
 from alexbench.errors import DataError
 
 
@@ -164,8 +164,10 @@ class BatchTransform:
         std: tuple[float, ...],
         augment: AugmentConfig | None = None,
         channels_last: bool = False,
+        crop_fraction: float = 1.0,
     ) -> None:
         self.size, self.augment, self.channels_last = image_size, augment, channels_last
+        self.resize = resize_size(image_size, crop_fraction)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
@@ -177,14 +179,17 @@ class BatchTransform:
             # Augment at the stored resolution (CIFAR: 32 px, 4x fewer pixels than 64 px), then
             # resize once: the geometric and colour ops cost a fraction of the model's step.
             x = self._augment(x, self.augment, generator)
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+        if x.shape[-1] != self.resize or x.shape[-2] != self.resize:
             x = F.interpolate(
                 x,
-                size=(self.size, self.size),
+                size=(self.resize, self.resize),
                 mode="bilinear",
                 align_corners=False,
-                antialias=x.shape[-1] > self.size,
+                antialias=x.shape[-1] > self.resize,
             )
+        if self.resize != self.size:
+            top = round((self.resize - self.size) / 2.0)  # as torchvision's center_crop
+            x = x[..., top : top + self.size, top : top + self.size]
         x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 

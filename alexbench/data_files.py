@@ -78,6 +78,11 @@ def decode_image(path: str, resolution: int) -> torch.Tensor | None:
 _RESOLUTION_PROBES = 64
 
 
+def resize_size(image_size: int, crop_fraction: float) -> int:
+    """Side to resize to before a centre crop keeps `crop_fraction` of it: 224 / 0.875 = 256."""
+    return max(image_size, round(image_size / crop_fraction))
+
+
 def _header_size(path: str) -> tuple[int, int] | None:
     """(width, height) from the file header alone (PIL decodes no pixels here), or None."""
     try:

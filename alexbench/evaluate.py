@@ -130,7 +130,9 @@ def evaluate_model(
     if ref.status is not CellStatus.OK:
         raise AlexbenchError(f"the eager fp32 reference cannot run: {ref.reason}")
     # Preprocessing runs on the CPU in fp32 for everyone: the cells differ only in the runtime.
-    transform = BatchTransform(meta.image_size, meta.mean, meta.std)
+    transform = BatchTransform(
+        meta.image_size, meta.mean, meta.std, crop_fraction=data.spec.crop_fraction
+    )
     cpu = torch.device("cpu")
     loader = BatchLoader(data.splits[split], batch_size, device=cpu, shuffle=False, drop_last=False)
     labels_all: list[np.ndarray] = []

@@ -54,7 +54,8 @@ def cifar20(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def folder_spec(root: Path, **kw: object) -> DataSpec:
-    return DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=root, image_size=64, **kw)  # type: ignore[arg-type]
+    kw = {"image_size": 64, **kw}
+    return DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=root, **kw)  # type: ignore[arg-type]
 
 
 def test_imagefolder_decodes_into_memory_with_seeded_holdout(cifar20: Path) -> None:
@@ -192,6 +193,30 @@ def test_missing_cifar10_says_where_it_looked(tmp_path: Path) -> None:
 def test_image_size_below_minimum_is_rejected() -> None:
     with pytest.raises(InputError, match="below the minimum of 64"):
         DataSpec(kind=DatasetKind.SYNTHETIC, image_size=32)
+    for bad in (0.0, 1.5):
+        with pytest.raises(InputError, match="--crop-fraction must be in"):
+            DataSpec(kind=DatasetKind.SYNTHETIC, crop_fraction=bad)
+
+
+def test_evaluation_crop_matches_torchvision_resize_256_centre_crop_224(tmp_path: Path) -> None:
+    import torchvision.transforms.v2 as T
+    from PIL import Image
+
+    gen = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            pixels = gen.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / split / cls / "0.png")
+    data = load_data(folder_spec(tmp_path, image_size=224, crop_fraction=0.875))
+    assert "resize 256, centre crop 224" in data.description
+    train = data.splits[Split.TRAIN]
+    assert isinstance(train, MemorySplit) and tuple(train.images.shape[1:]) == (3, 256, 256)
+    ours = BatchTransform(224, (0.0,) * 3, (1.0,) * 3, crop_fraction=0.875)(train.images)
+    reference = T.Compose([T.PILToTensor(), T.Resize(256), T.CenterCrop(224)])
+    with Image.open(tmp_path / "train" / "a" / "0.png") as im:
+        expected = reference(im.convert("RGB")).float() / 255
+    assert torch.equal(ours[0], expected)
 
 
 def test_synthetic_is_seeded_balanced_and_class_dependent() -> None:

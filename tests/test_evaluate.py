@@ -143,6 +143,8 @@ def test_cli_evaluate_plain_state_dict(run_dir: Path, tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "e.json").read_text())
     assert doc["model"]["meta"]["num_classes"] == 10  # inferred from the state dict
     assert doc["model"]["meta"]["mean"] == [0.0, 0.0, 0.0]
+    # torchvision's evaluation crop for plain weights: 64 / 0.875 = 73
+    assert doc["data"].endswith("resize 73, centre crop 64")
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,9 @@ from alexbench.precision import Precision
 from alexbench.report import render_evaluation
 from alexbench.runtimes import parse_backend
 
+# torchvision's ImageNet evaluation: resize to 256, centre crop 224.
+TORCHVISION_CROP = 224 / 256
+
 
 @handle_errors
 def evaluate_cmd(
@@ -56,6 +59,12 @@ def evaluate_cmd(
     plot: Path | None = typer.Option(None, "--plot", help="Write a confusion-matrix heat map PNG."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the full report as JSON."),
     cache_limit_gb: float = typer.Option(2.0, "--cache-limit-gb", help="Else stream the folder."),
+    crop_fraction: float | None = typer.Option(
+        None,
+        "--crop-fraction",
+        help="Centre crop kept after resizing (default: 0.875 for --weights, torchvision's "
+        "256 -> 224 ImageNet evaluation; 1.0 for --checkpoint, which trained on whole images).",
+    ),
 ) -> None:
     """Top-1/top-5, per-class accuracy and confusion matrix, per backend x precision.
 
@@ -84,6 +93,7 @@ def evaluate_cmd(
     )  # fmt: skip
     meta = bundle.loaded.meta
     trained: dict[str, Any] = meta.provenance.get("data") or {}
+    default_crop = 1.0 if checkpoint is not None else TORCHVISION_CROP
     spec = DataSpec(
         kind=dataset,
         data_dir=data_dir,
@@ -95,6 +105,7 @@ def evaluate_cmd(
         normalize=NormalizeChoice.NONE,  # the model's own mean/std normalise, not the data's
         cache_limit_bytes=int(cache_limit_gb * 1024**3),
         synthetic_size=synthetic_size or trained.get("synthetic_size", 2000),
+        crop_fraction=crop_fraction if crop_fraction is not None else default_crop,
     )
     data = load_data(spec, (split,))
     console.print(f"Data: {data.description}", markup=False, highlight=False)
