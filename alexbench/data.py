@@ -76,8 +76,7 @@ class DataSpec:
             )
         if not 0.0 <= self.val_fraction < 1.0:
             raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        if not 0.0 < self.crop_fraction <= 1.0:
-            raise InputError(f"--crop-fraction must be in (0, 1], got {self.crop_fraction}")
+        check_crop_fraction(self.crop_fraction)
 
     @property
     def resize_size(self) -> int:
@@ -104,6 +103,11 @@ class DataSpec:
             augment=_augment_from(known.get("augment", Augment.CROP_FLIP.value)),
         )
         return cls(**known)
+
+
+def check_crop_fraction(value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise InputError(f"--crop-fraction must be in (0, 1], got {value}")
 
 
 def _augment_from(value: object) -> Augment:

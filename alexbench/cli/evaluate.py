@@ -11,7 +11,15 @@ import typer
 from alexbench.checkpoint import Normalization
 from alexbench.cli import options as opt
 from alexbench.cli.common import console, err_console, handle_errors, parse_enum_list, split_list
-from alexbench.data import Augment, DatasetKind, DataSpec, NormalizeChoice, Split, load_data
+from alexbench.data import (
+    Augment,
+    DatasetKind,
+    DataSpec,
+    NormalizeChoice,
+    Split,
+    check_crop_fraction,
+    load_data,
+)
 from alexbench.devices import Device, is_available, require
 from alexbench.errors import InputError
 from alexbench.evaluate import CellStatus, evaluate_model
@@ -82,6 +90,8 @@ def evaluate_cmd(
 
     if checkpoint is None and weights is None:
         raise InputError("evaluate needs a model: --checkpoint PATH or --weights PATH")
+    if crop_fraction is not None:
+        check_crop_fraction(crop_fraction)  # before the model loads (and may export)
     backends = [parse_backend(b) for b in split_list(backend, "--backend")]
     precisions = parse_enum_list(precision, Precision, "--precision")
     device = device or (Device.CUDA if is_available(Device.CUDA) else Device.CPU)
