@@ -13,6 +13,8 @@ from PIL import Image, UnidentifiedImageError
 
 from alexbench.errors import DataError
 
+# What PIL raises for a file it cannot read as an image.
+_PIL_UNREADABLE = (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
@@ -57,7 +59,7 @@ def _decode_raw(path: str) -> torch.Tensor | None:
     try:
         with Image.open(path) as im:
             return TF.pil_to_tensor(im.convert("RGB"))
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+    except _PIL_UNREADABLE:
         return None
 
 
@@ -88,7 +90,7 @@ def _header_size(path: str) -> tuple[int, int] | None:
     try:
         with Image.open(path) as im:
             return im.size
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+    except _PIL_UNREADABLE:
         return None
 
 
