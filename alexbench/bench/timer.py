@@ -36,6 +36,7 @@ class Timing:
     latencies_ns: np.ndarray
     wall_ns: int
     method: str  # "perf_counter" or "cuda_events"
+    problem: str | None = None  # the session's `timing_problem()`: the timed calls are invalid
 
 
 def _uses_events(session: Session) -> bool:
@@ -57,8 +58,19 @@ def time_session(
     k = len(prepared)
     for i in range(run_length.warmup):
         session.run(prepared[i % k])
+    session.timing_started()
     if _uses_events(session):
-        return _time_cuda_events(session, prepared, run_length)
+        timing = _time_cuda_events(session, prepared, run_length)
+    else:
+        timing = _time_host(session, prepared, run_length, clock)
+    timing.problem = session.timing_problem()
+    return timing
+
+
+def _time_host(
+    session: Session, prepared: Sequence[Any], run_length: RunLength, clock: Callable[[], int]
+) -> Timing:
+    k = len(prepared)
     latencies: list[int] = []
     min_ns = int(run_length.min_seconds * 1e9)
     run = session.run

@@ -28,6 +28,14 @@ class Backend(StrEnum):
     COMPILE = "compile"
 
 
+class CompileMode(StrEnum):
+    """torch.compile's modes (CUDA graphs are applied by `reduce-overhead` on CUDA only)."""
+
+    DEFAULT = "default"
+    REDUCE_OVERHEAD = "reduce-overhead"
+    MAX_AUTOTUNE = "max-autotune"
+
+
 BACKEND_ALIASES = {"export": Backend.PT2, "ort": Backend.ONNXRUNTIME, "ts": Backend.TORCHSCRIPT}
 
 
@@ -59,6 +67,7 @@ class SessionOptions:
     # CUDA only: time host->device copy, compute and device->host copy together (end to end)
     # instead of compute on device-resident inputs.
     include_transfers: bool = False
+    compile_mode: CompileMode = CompileMode.DEFAULT  # torch.compile only
 
 
 class Session(abc.ABC):
@@ -82,6 +91,16 @@ class Session(abc.ABC):
     @abc.abstractmethod
     def to_numpy(self, outputs: Any) -> np.ndarray:
         """Untimed: outputs as an fp32 numpy array of shape (N, num_classes)."""
+
+    def timing_started(self) -> None:  # noqa: B027 - optional hook
+        """Called after warm-up, just before the timed loop. A session that must prove what the
+        timed calls ran (torch.compile: compiled code, no recompiles) snapshots its state here."""
+
+    def timing_problem(self) -> str | None:
+        """Called after the timed loop: why the timed calls did not run what this cell claims
+        (for example, torch.compile fell back to eager), or None. A reason makes the cell an
+        ERROR: a speed is never quoted for the wrong code."""
+        return None
 
     def info(self) -> dict[str, Any]:
         """What the session actually uses (providers, threads, flags), for the results file."""
