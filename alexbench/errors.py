@@ -29,3 +29,15 @@ class DeviceUnavailableError(AlexbenchError):
 
 class DataError(InputError):
     """A dataset directory or image that cannot be used."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: the command saves what it finished, then exits 130 or 143.
+
+    A BaseException, like KeyboardInterrupt, so that the per-cell `except Exception` that turns a
+    crashing runtime into an ERROR cell does not swallow it."""
+
+    def __init__(self, signal_name: str, exit_code: int) -> None:
+        super().__init__(f"interrupted by {signal_name}")
+        self.signal_name = signal_name
+        self.exit_code = exit_code

@@ -16,7 +16,10 @@ from typing import Any
 from alexbench.errors import InputError
 from alexbench.fileio import write_json, write_text
 
-RESULTS_SCHEMA = "alexbench-results/1"
+# /2 added `complete`, `interrupted`, per-cell `repeats` and baseline-relative memory; /1 files
+# (no repeats, process-wide memory) are still read.
+RESULTS_SCHEMA = "alexbench-results/2"
+READABLE_SCHEMAS = ("alexbench-results/1", RESULTS_SCHEMA)
 
 _NUM = {"type": ["number", "null"]}
 _CELL_SCHEMA: dict[str, Any] = {
@@ -43,6 +46,10 @@ _CELL_SCHEMA: dict[str, Any] = {
             "properties": {"session_create_s": _NUM, "first_inference_ms": _NUM},
         },
         "memory": {"type": "object"},
+        "repeats": {
+            "type": "array",
+            "items": {"type": "object", "required": ["p50_ms", "iterations", "throughput"]},
+        },
         "parity": {"type": ["object", "null"]},
         "roofline": {"type": ["object", "null"]},
     },
@@ -50,10 +57,22 @@ _CELL_SCHEMA: dict[str, Any] = {
 RESULTS_JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
-    "required": ["schema", "created", "environment", "model", "settings", "ceilings", "cells"],
+    "required": [
+        "schema",
+        "created",
+        "complete",
+        "environment",
+        "model",
+        "settings",
+        "ceilings",
+        "cells",
+    ],
     "properties": {
         "schema": {"const": RESULTS_SCHEMA},
         "created": {"type": "string"},
+        # False when SIGINT/SIGTERM stopped the sweep: the cells that finished are all there.
+        "complete": {"type": "boolean"},
+        "interrupted": {"type": ["string", "null"]},
         "environment": {"type": "object", "required": ["versions", "cpu"]},
         "model": {"type": "object", "required": ["source", "meta", "artifacts"]},
         "settings": {"type": "object", "required": ["backends", "devices", "batches"]},
@@ -66,8 +85,9 @@ CSV_COLUMNS = [
     "backend", "device", "precision", "batch", "status", "iterations", "p50_ms", "p90_ms",
     "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "p50_ci_low_ms", "p50_ci_high_ms",
     "throughput", "wall_throughput", "unstable", "session_create_s", "first_inference_ms",
-    "rss_peak_bytes", "cuda_max_allocated_bytes", "max_abs_err", "parity_passed", "gflops",
-    "weight_gbs", "pct_of_ceiling", "bound", "reason",
+    "repeats", "mem_scope", "mem_resident_bytes", "mem_peak_bytes", "max_abs_err",
+    "parity_passed", "gflops", "weight_gbs", "pct_of_ceiling", "exceeds_ceiling", "bound",
+    "reason",
 ]  # fmt: skip
 
 
@@ -84,9 +104,17 @@ def csv_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = {k: c.get(k) for k in ("backend", "device", "precision", "batch", "status")}
         row |= {k: s.get(k) for k in CSV_COLUMNS if k in s}
         row |= {k: cold.get(k) for k in ("session_create_s", "first_inference_ms")}
-        row |= {k: mem.get(k) for k in ("rss_peak_bytes", "cuda_max_allocated_bytes")}
+        row["repeats"] = len(c.get("repeats") or []) or (1 if s else 0)
+        row |= {
+            "mem_scope": mem.get("scope"),
+            "mem_resident_bytes": mem.get("resident_bytes"),
+            "mem_peak_bytes": mem.get("peak_bytes"),
+        }
         row |= {"max_abs_err": p.get("max_abs_err"), "parity_passed": p.get("passed")}
-        row |= {k: r.get(k) for k in ("gflops", "weight_gbs", "pct_of_ceiling", "bound")}
+        row |= {
+            k: r.get(k)
+            for k in ("gflops", "weight_gbs", "pct_of_ceiling", "exceeds_ceiling", "bound")
+        }
         row["reason"] = c.get("reason", "")
         rows.append(row)
     return rows
@@ -112,7 +140,7 @@ def load_results(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: no such file") from None
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: not a readable results file ({e})") from None
-    if not isinstance(data, dict) or data.get("schema") != RESULTS_SCHEMA:
+    if not isinstance(data, dict) or data.get("schema") not in READABLE_SCHEMAS:
         raise InputError(f"{path}: not an alexbench results file (schema {RESULTS_SCHEMA})")
     return data
 

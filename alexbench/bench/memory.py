@@ -1,8 +1,21 @@
-"""Peak memory per cell: process RSS high-water mark on CPU, allocator peak on CUDA."""
+"""Memory that belongs to a cell: measured above a baseline taken before its session loads.
+
+- CPU: process RSS. `resident` = RSS after load + first run - baseline; `peak` = the RSS high-water
+  mark during timing (VmHWM, reset through /proc/self/clear_refs) - baseline.
+- CUDA, torch runtimes: torch's caching allocator (allocated bytes), the same two figures.
+- CUDA, ONNX Runtime: its arena is outside torch's allocator, so device-wide used memory
+  (`torch.cuda.mem_get_info`) is the only honest reading; it includes other processes and cannot
+  give a peak, so `peak` is the reading after timing (ORT's arena grows and is not returned).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -12,43 +25,128 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
-def _status_kib(field: str) -> int | None:
+class MemoryScope(StrEnum):
+    PROCESS_RSS = "process RSS"
+    TORCH_CUDA_ALLOCATOR = "torch CUDA allocator"
+    CUDA_DEVICE_USED = "CUDA device used (all processes)"
+
+
+def _status_bytes(field: str) -> int | None:
     try:
         for line in _STATUS.read_text().splitlines():
             if line.startswith(field + ":"):
-                return int(line.split()[1])
+                return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
     return None
 
 
-def reset_peaks(device: Device) -> bool:
-    """Reset the peak counters; returns whether the CPU peak (VmHWM) could be reset."""
-    if device is Device.CUDA:
-        import torch
+def _release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS, so that the baseline is not
+    inflated by an earlier cell's leftovers (which the next session would silently reuse)."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(name).malloc_trim(0)
 
-        torch.cuda.reset_peak_memory_stats()
+
+def _reset_hwm() -> bool:
     try:
-        # Writing 5 resets VmHWM to the current RSS (Linux >= 4.0), so the peak is per cell.
+        # Writing 5 resets VmHWM to the current RSS (Linux >= 4.0), so the peak is this cell's.
         _CLEAR_REFS.write_text("5")
         return True
     except OSError:
         return False
 
 
-def read_peaks(device: Device, hwm_was_reset: bool) -> dict[str, Any]:
-    hwm, rss = _status_kib("VmHWM"), _status_kib("VmRSS")
-    out: dict[str, Any] = {
-        "rss_peak_bytes": hwm * 1024 if hwm is not None else None,
-        "rss_peak_is_per_cell": hwm_was_reset,  # False: peak since process start
-        "rss_bytes": rss * 1024 if rss is not None else None,
-    }
-    if device is Device.CUDA:
-        import torch
+def _cuda_used(device_wide: bool) -> int | None:
+    import torch
 
-        out["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
-        out["cuda_max_reserved_bytes"] = torch.cuda.max_memory_reserved()
-        with contextlib.suppress(RuntimeError):
-            free, total = torch.cuda.mem_get_info()
-            out["cuda_device_used_bytes"] = total - free
-    return out
+    if not device_wide:
+        return torch.cuda.memory_allocated()
+    with contextlib.suppress(RuntimeError):
+        free, total = torch.cuda.mem_get_info()
+        return total - free
+    return None
+
+
+@dataclass
+class CellMemory:
+    """Tracks one cell: `baseline()` before load, `loaded()` after the first run, `timing_started()`
+    and `timing_done()` around the timed loop."""
+
+    device: Device
+    device_wide: bool  # CUDA only: the runtime allocates outside torch (ONNX Runtime)
+    baseline_bytes: int | None = None
+    host_baseline_bytes: int | None = None
+    resident_bytes: int | None = None
+    host_resident_bytes: int | None = None
+    peak_bytes: int | None = None
+    host_peak_bytes: int | None = None
+    hwm_per_cell: bool = False
+
+    @property
+    def scope(self) -> MemoryScope:
+        if self.device is Device.CPU:
+            return MemoryScope.PROCESS_RSS
+        return (
+            MemoryScope.CUDA_DEVICE_USED if self.device_wide else MemoryScope.TORCH_CUDA_ALLOCATOR
+        )
+
+    def _read(self) -> int | None:
+        if self.device is Device.CPU:
+            return _status_bytes("VmRSS")
+        return _cuda_used(self.device_wide)
+
+    def baseline(self) -> None:
+        _release_freed_memory()
+        if self.device is Device.CUDA:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+        self.baseline_bytes = self._read()
+        self.host_baseline_bytes = _status_bytes("VmRSS")
+
+    def loaded(self) -> None:
+        self.resident_bytes = _minus(self._read(), self.baseline_bytes)
+        self.host_resident_bytes = _minus(_status_bytes("VmRSS"), self.host_baseline_bytes)
+
+    def timing_started(self) -> None:
+        self.hwm_per_cell = _reset_hwm()
+        if self.device is Device.CUDA and not self.device_wide:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+
+    def timing_done(self) -> None:
+        host_peak = _status_bytes("VmHWM") if self.hwm_per_cell else None
+        self.host_peak_bytes = _minus(host_peak, self.host_baseline_bytes)
+        if self.device is Device.CPU:
+            self.peak_bytes = self.host_peak_bytes
+        elif self.device_wide:
+            self.peak_bytes = _minus(_cuda_used(True), self.baseline_bytes)
+        else:
+            import torch
+
+            self.peak_bytes = _minus(torch.cuda.max_memory_allocated(), self.baseline_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "scope": self.scope.value,
+            "baseline_bytes": self.baseline_bytes,
+            "resident_bytes": self.resident_bytes,
+            "peak_bytes": self.peak_bytes,
+        }
+        if self.device is Device.CUDA:
+            out |= {
+                "host_resident_bytes": self.host_resident_bytes,
+                "host_peak_bytes": self.host_peak_bytes,
+            }
+        return out
+
+
+def _minus(value: int | None, base: int | None) -> int | None:
+    # Clamped at 0: freeing an earlier cell's memory can take RSS below the baseline.
+    return None if value is None or base is None else max(value - base, 0)

@@ -3,20 +3,25 @@
 One session per (backend, device, precision) is created and timed as cold start; each batch size
 then gets its first-inference latency (compilation happens here for torch.compile), a parity
 check of a few samples against the fp32 eager reference, warm-up, and the timed run.
+
+`--repeat N` runs the whole matrix N times, one repeat after the other (interleaved, so slow drift
+of the machine spreads over every cell), and `merge_repeats` pools each cell's repeats: the
+spread between repeats is what `compare` uses as between-run noise.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
-from alexbench.bench.memory import read_peaks, reset_peaks
+from alexbench.bench.memory import CellMemory
 from alexbench.bench.roofline import Ceilings, RooflinePoint, model_layers, roofline_point
 from alexbench.bench.stats import LatencyStats, compute_stats
 from alexbench.bench.timer import RunLength, time_session
@@ -45,6 +50,7 @@ class BenchSpec:
     run_length: RunLength = field(default_factory=RunLength)
     options: SessionOptions = field(default_factory=SessionOptions)
     seed: int = 0
+    repeat: int = 1  # the whole matrix this many times, one repeat after the other
 
 
 @dataclass
@@ -58,12 +64,15 @@ class CellResult:
     stats: LatencyStats | None = None
     latencies_ns: list[int] = field(default_factory=list)
     timing_method: str = ""
-    session_create_s: float | None = None
-    first_inference_ms: float | None = None
+    session_create_s: float | None = None  # only on the first batch a session ran (its cold start)
+    first_inference_ms: float | None = None  # first call at this batch size (compiles, for compile)
+    first_call_of_session: bool = False  # True: first_inference_ms is the session's cold first call
     memory: dict[str, Any] = field(default_factory=dict)
     parity: ParityResult | None = None
     roofline: RooflinePoint | None = None
     session_info: dict[str, Any] = field(default_factory=dict)
+    repeat: int = 0  # which repeat produced this result (0-based); merged cells keep the first
+    repeats: list[dict[str, Any]] = field(default_factory=list)  # per repeat: p50, iterations
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -83,7 +92,9 @@ class CellResult:
             "cold_start": {
                 "session_create_s": self.session_create_s,
                 "first_inference_ms": self.first_inference_ms,
+                "first_call_of_session": self.first_call_of_session,
             },
+            "repeats": self.repeats,
             "memory": self.memory,
             "parity": self.parity.to_dict() if self.parity else None,
             "roofline": self.roofline.to_dict() if self.roofline else None,
@@ -104,6 +115,7 @@ def _error_reason(e: BaseException) -> str:
 
 
 def count_cells(spec: BenchSpec) -> int:
+    """Cells of one repeat (the progress bar counts `count_cells * spec.repeat`)."""
     return len(spec.devices) * len(spec.backends) * len(spec.precisions) * len(spec.batches)
 
 
@@ -113,7 +125,36 @@ def run_sweep(
     ceilings: dict[Device, Ceilings | None],
     on_cell: Callable[[CellResult | None, str], None] | None = None,
 ) -> list[CellResult]:
-    """Run every cell; `on_cell(result, next_label)` reports progress."""
+    """Run every cell of every repeat and return the merged cells, roofline attached."""
+    cells = list(iter_sweep(bundle, spec, on_cell))
+    return finish_cells(cells, bundle.loaded.meta.num_classes, bundle.loaded.meta.image_size,
+                        ceilings)  # fmt: skip
+
+
+def finish_cells(
+    results: Sequence[CellResult],
+    num_classes: int,
+    image_size: int,
+    ceilings: dict[Device, Ceilings | None],
+) -> list[CellResult]:
+    """Merge the repeats of each cell and place every timed cell on the roofline."""
+    layers = model_layers(num_classes, image_size)
+    cells = merge_repeats(results)
+    for c in cells:
+        if c.stats is not None:
+            c.roofline = roofline_point(
+                layers, c.batch, c.precision, c.stats.p50_ms / 1e3, ceilings.get(c.device)
+            )
+    return cells
+
+
+def iter_sweep(
+    bundle: ModelBundle,
+    spec: BenchSpec,
+    on_cell: Callable[[CellResult | None, str], None] | None = None,
+) -> Iterator[CellResult]:
+    """Yield each cell of each repeat as it finishes, so a caller that is interrupted keeps every
+    finished cell; `on_cell(None, label)` reports what is about to run."""
     meta = bundle.loaded.meta
     rng = np.random.default_rng(spec.seed)
     shape = (max(spec.batches), 3, meta.image_size, meta.image_size)
@@ -122,59 +163,65 @@ def run_sweep(
     eager = get_runtime(Backend.EAGER).load(bundle, Device.CPU, Precision.FP32)
     reference = eager(parity_x)
     del eager
-    layers = model_layers(meta.num_classes, meta.image_size)
 
-    results: list[CellResult] = []
-
-    def emit(r: CellResult) -> None:
-        results.append(r)
+    def label(text: str) -> None:
         if on_cell:
-            on_cell(r, "")
+            on_cell(None, text)
 
-    for device in spec.devices:
-        for backend in spec.backends:
-            runtime = get_runtime(backend)
-            for precision in spec.precisions:
-                reason = cell_unavailable(runtime, bundle, device, precision)
-                if reason:
-                    for b in spec.batches:
-                        emit(CellResult(backend, device, precision, b, CellStatus.SKIPPED, reason))
-                    continue
-                if on_cell:
-                    on_cell(None, f"{backend.value}/{device.value}/{precision.value}: loading")
-                try:
-                    t0 = time.perf_counter()
-                    session = runtime.load(bundle, device, precision, spec.options)
-                    create_s = time.perf_counter() - t0
-                except Exception as e:  # a runtime that cannot load is that cell's error
-                    for b in spec.batches:
-                        r = CellResult(backend, device, precision, b, CellStatus.ERROR)
-                        r.reason = _error_reason(e)
-                        emit(r)
-                    continue
-                for batch in spec.batches:
-                    if on_cell:
-                        on_cell(None, f"{backend.value}/{device.value}/{precision.value}/b{batch}")
-                    cell = CellResult(backend, device, precision, batch, CellStatus.ERROR)
-                    cell.session_create_s = round(create_s, 4)
+    for repeat in range(spec.repeat):
+        tag = f"[{repeat + 1}/{spec.repeat}] " if spec.repeat > 1 else ""
+        for device in spec.devices:
+            for backend in spec.backends:
+                runtime = get_runtime(backend)
+                for precision in spec.precisions:
+                    name = f"{tag}{backend.value}/{device.value}/{precision.value}"
+                    reason = cell_unavailable(runtime, bundle, device, precision)
+                    if reason:
+                        for b in spec.batches:
+                            yield CellResult(
+                                backend, device, precision, b, CellStatus.SKIPPED, reason,
+                                repeat=repeat,
+                            )  # fmt: skip
+                        continue
+                    label(f"{name}: loading")
+                    # ORT allocates CUDA memory outside torch: only device-wide readings see it.
+                    memory = CellMemory(device, device_wide=backend is Backend.ONNXRUNTIME)
+                    memory.baseline()
                     try:
-                        _measure(cell, session, pool, reference, spec.run_length)
-                        ceil = ceilings.get(device)
-                        if cell.stats is not None:
-                            cell.roofline = roofline_point(
-                                layers, batch, precision, cell.stats.p50_ms / 1e3, ceil
+                        t0 = time.perf_counter()
+                        session = runtime.load(bundle, device, precision, spec.options)
+                        create_s = time.perf_counter() - t0
+                    except Exception as e:  # a runtime that cannot load is that cell's error
+                        for b in spec.batches:
+                            r = CellResult(backend, device, precision, b, CellStatus.ERROR)
+                            r.reason, r.repeat = _error_reason(e), repeat
+                            yield r
+                        continue
+                    try:
+                        for i, batch in enumerate(spec.batches):
+                            label(f"{name}/b{batch}")
+                            cell = CellResult(
+                                backend, device, precision, batch, CellStatus.ERROR, repeat=repeat
                             )
-                    except Exception as e:  # OOM or a runtime failure: record it, go on
-                        cell.status, cell.reason = CellStatus.ERROR, _error_reason(e)
-                        if device is Device.CUDA:
-                            import torch
+                            if i == 0:  # the session's creation is paid once, by its first batch
+                                cell.session_create_s = round(create_s, 4)
+                                cell.first_call_of_session = True
+                            try:
+                                _measure(
+                                    cell, session, pool, reference, spec.run_length,
+                                    dataclasses.replace(memory),
+                                )  # fmt: skip
+                            except Exception as e:  # OOM or a runtime failure: record, go on
+                                cell.status, cell.reason = CellStatus.ERROR, _error_reason(e)
+                                if device is Device.CUDA:
+                                    import torch
 
-                            torch.cuda.empty_cache()
-                    emit(cell)
-                session.close()
-                del session
-                gc.collect()
-    return results
+                                    torch.cuda.empty_cache()
+                            yield cell
+                    finally:
+                        session.close()
+                        del session
+                        gc.collect()
 
 
 def _measure(
@@ -183,24 +230,79 @@ def _measure(
     pool: list[np.ndarray],
     reference: np.ndarray,
     run_length: RunLength,
+    memory: CellMemory,
 ) -> None:
-    hwm_reset = reset_peaks(cell.device)
     prepared = [session.prepare(x[: cell.batch]) for x in pool]
-    cell.session_info = session.info()
     t0 = time.perf_counter_ns()
     out = session.run(prepared[0])
     logits = session.to_numpy(out)  # materialised: the first call really finished
     cell.first_inference_ms = round((time.perf_counter_ns() - t0) / 1e6, 3)
+    memory.loaded()
     n = min(PARITY_SAMPLES, cell.batch)
     cell.parity = compare(reference[:n], logits[:n], cell.precision)
+    memory.timing_started()
     timing = time_session(session, prepared, run_length)
+    memory.timing_done()
+    cell.session_info = session.info()
     cell.latencies_ns = timing.latencies_ns.tolist()
     cell.timing_method = timing.method
     cell.stats = compute_stats(timing.latencies_ns, cell.batch, timing.wall_ns)
-    cell.memory = read_peaks(cell.device, hwm_reset)
-    if logits.shape[0] != cell.batch:
+    cell.repeats = [_repeat_summary(cell.stats, timing.wall_ns)]
+    cell.memory = memory.to_dict()
+    if timing.problem:
+        # The timed calls ran something other than what the cell names: never quote that speed.
+        cell.status, cell.reason = CellStatus.ERROR, timing.problem
+    elif logits.shape[0] != cell.batch:
         cell.status, cell.reason = CellStatus.PARITY_FAILED, f"output batch {logits.shape[0]}"
     elif cell.parity.passed:
         cell.status = CellStatus.OK
     else:
         cell.status, cell.reason = CellStatus.PARITY_FAILED, cell.parity.reason
+
+
+def _repeat_summary(stats: LatencyStats, wall_ns: int) -> dict[str, Any]:
+    return {
+        "p50_ms": stats.p50_ms,
+        "iterations": stats.iterations,
+        "throughput": stats.throughput,
+        "wall_s": wall_ns / 1e9,
+    }
+
+
+# Worst first: a merged cell takes the worst status any of its repeats had.
+_SEVERITY = [CellStatus.ERROR, CellStatus.PARITY_FAILED, CellStatus.OK, CellStatus.SKIPPED]
+
+
+def merge_repeats(results: Sequence[CellResult]) -> list[CellResult]:
+    """One cell per key: latencies pooled in repeat order, `repeats` listing each repeat's median.
+
+    Cold start, parity and memory come from the first repeat; the status is the worst of any
+    repeat (a crash or a parity failure in repeat 3 is not hidden by repeats 1 and 2).
+    """
+    groups: dict[tuple[str, str, str, int], list[CellResult]] = {}
+    for r in results:
+        groups.setdefault(r.key, []).append(r)
+    merged = []
+    for group in groups.values():
+        group.sort(key=lambda r: r.repeat)
+        first = group[0]
+        if len(group) == 1:
+            merged.append(first)
+            continue
+        out = dataclasses.replace(first, repeats=[], latencies_ns=[])
+        worst = min(group, key=lambda r: _SEVERITY.index(r.status))
+        out.status = worst.status
+        if worst.status is not first.status:
+            out.reason = f"repeat {worst.repeat + 1}: {worst.reason}"
+        timed = [r for r in group if r.stats is not None]
+        for r in timed:
+            out.latencies_ns.extend(r.latencies_ns)
+            out.repeats.extend(r.repeats)
+        if timed:
+            wall_ns = sum(int(rep["wall_s"] * 1e9) for rep in out.repeats)
+            out.stats = compute_stats(np.asarray(out.latencies_ns), first.batch, int(wall_ns))
+            peaks = [r.memory.get("peak_bytes") for r in timed if r.memory.get("peak_bytes")]
+            if peaks:
+                out.memory = dict(first.memory, peak_bytes=max(peaks))
+        merged.append(out)
+    return merged

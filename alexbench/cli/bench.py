@@ -11,7 +11,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from alexbench import report
 from alexbench.bench.roofline import load_or_measure, model_work
-from alexbench.bench.sweep import BenchSpec, CellResult, CellStatus, count_cells, run_sweep
+from alexbench.bench.sweep import (
+    BenchSpec,
+    CellResult,
+    CellStatus,
+    count_cells,
+    finish_cells,
+    iter_sweep,
+)
 from alexbench.bench.timer import RunLength
 from alexbench.checkpoint import Normalization
 from alexbench.cli import options as opt
@@ -21,15 +28,19 @@ from alexbench.cli.common import (
     handle_errors,
     parse_enum_list,
     parse_int_list,
+    signals_as_interrupts,
+    signals_deferred,
     split_list,
 )
 from alexbench.cli.model_args import bundle_for
 from alexbench.devices import Device, available_devices, require
-from alexbench.environment import busy_warning, capture
-from alexbench.errors import InputError
+from alexbench.environment import busy_warning, capture, load_average
+from alexbench.errors import InputError, Interrupted
+from alexbench.exit_codes import ExitCode, outcome
 from alexbench.precision import Precision
 from alexbench.results import RESULTS_SCHEMA, ceilings_dict, now, write_results
 from alexbench.runtimes import SessionOptions, parse_backend
+from alexbench.runtimes.base import CompileMode
 
 DEFAULT_BACKENDS = "eager,torchscript,pt2,onnxruntime"
 
@@ -70,6 +81,16 @@ def bench_cmd(
     ),
     cuda_graphs: bool = typer.Option(
         False, "--cuda-graphs", help="CUDA: replay torch runtimes as CUDA graphs."
+    ),
+    compile_mode: CompileMode = typer.Option(
+        CompileMode.DEFAULT, "--compile-mode", help="torch.compile's mode (compile backend only)."
+    ),
+    repeat: int = typer.Option(
+        1,
+        "--repeat",
+        help="Run the whole sweep N times, one repeat after the other; `compare` uses the spread "
+        "between repeats as the run-to-run noise.",
+        min=1,
     ),
     cudnn_benchmark: bool = typer.Option(
         True, "--cudnn-benchmark/--no-cudnn-benchmark", help="CUDA: autotune convolutions."
@@ -120,36 +141,37 @@ def bench_cmd(
         cudnn_benchmark=cudnn_benchmark,
         cuda_graphs=cuda_graphs,
         include_transfers=include_transfers,
+        compile_mode=compile_mode,
     )
     spec = BenchSpec(
         backends, devices, precisions, batches,
-        RunLength(warmup, min_time, min_iters, max_iters), options, seed or 0,
+        RunLength(warmup, min_time, min_iters, max_iters), options, seed or 0, repeat,
     )  # fmt: skip
+    # Before the sweep: the load average must describe the machine, not this benchmark.
+    environment = capture()
     busy = busy_warning()
     if busy:
         err_console.print(f"warning: {busy}")
-    with console.status("measuring the machine's ceilings (cached per machine)..."):
-        ceilings = {d: load_or_measure(d) for d in devices}
+    with console.status("measuring the machine's ceilings (cached per machine and threads)..."):
+        ceilings = {d: load_or_measure(d, threads=threads) for d in devices}
     created = now()
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console, transient=True,
-    ) as progress:  # fmt: skip
-        task = progress.add_task("starting", total=count_cells(spec))
-
-        def on_cell(result: CellResult | None, label: str) -> None:
-            if result is None:
-                progress.update(task, description=label)
-            else:
-                progress.advance(task)
-
-        cells = run_sweep(bundle, spec, ceilings, on_cell)
+    finished: list[CellResult] = []
+    interrupted: Interrupted | None = None
+    with signals_as_interrupts():
+        try:
+            _run_with_progress(bundle, spec, finished)
+        except Interrupted as e:
+            interrupted = e
     meta = bundle.loaded.meta
+    cells = finish_cells(finished, meta.num_classes, meta.image_size, ceilings)
     flops, params = model_work(meta.num_classes, meta.image_size)
+    environment["load_average_1m_after"] = load_average()
     payload = {
         "schema": RESULTS_SCHEMA,
         "created": created.isoformat(timespec="seconds"),
-        "environment": capture(),
+        "complete": interrupted is None,
+        "interrupted": interrupted.signal_name if interrupted else None,
+        "environment": environment,
         "model": {
             "source": bundle.loaded.source.to_dict(),
             "meta": vars(meta),
@@ -162,6 +184,7 @@ def bench_cmd(
             "devices": [d.value for d in devices],
             "precisions": [p.value for p in precisions],
             "batches": batches,
+            "repeat": repeat,
             "run_length": asdict(spec.run_length),
             "options": asdict(options),
             "seed": spec.seed,
@@ -171,16 +194,64 @@ def bench_cmd(
         "ceilings": ceilings_dict(ceilings),
         "cells": [c.to_dict() for c in cells],
     }
-    json_path, csv_path = write_results(results_dir, payload)
+    with signals_deferred():  # a second Ctrl-C must not cut the results file short
+        json_path, csv_path = write_results(results_dir, payload)
     report.render_bench(console, payload["cells"], "alexbench bench")
     console.print(f"Results: {json_path} and {csv_path}")
-    failed = [c for c in cells if c.status is CellStatus.PARITY_FAILED]
-    errors = [c for c in cells if c.status is CellStatus.ERROR]
-    if errors:
-        err_console.print(f"warning: {len(errors)} cell(s) failed to run (see the table)")
+    if interrupted is not None:
+        err_console.print(
+            f"error: {interrupted}: {len(cells)} finished cell(s) saved (marked incomplete) "
+            f"to {json_path}",
+            markup=False,
+        )
+        raise typer.Exit(interrupted.exit_code)
+    raise typer.Exit(_exit_code(cells))
+
+
+def _run_with_progress(bundle: object, spec: BenchSpec, finished: list[CellResult]) -> None:
+    """Run the sweep, appending each finished cell to `finished` (which the caller still holds if
+    a signal interrupts the sweep). A terminal gets a progress bar; piped output (CI, scripts)
+    gets one line per finished cell on stderr instead, since a bar would print nothing there."""
+    total = count_cells(spec) * spec.repeat
+    if not console.is_terminal:
+        for n, cell in enumerate(iter_sweep(bundle, spec), 1):  # type: ignore[arg-type]
+            finished.append(cell)
+            err_console.print(f"[{n}/{total}] {_cell_line(cell)}", markup=False)
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("starting", total=total)
+
+        def on_cell(_result: CellResult | None, label: str) -> None:
+            progress.update(task, description=label)
+
+        for cell in iter_sweep(bundle, spec, on_cell):  # type: ignore[arg-type]
+            finished.append(cell)
+            progress.advance(task)
+
+
+def _cell_line(c: CellResult) -> str:
+    name = f"{c.backend.value}/{c.device.value}/{c.precision.value}/b{c.batch}"
+    if c.stats is not None:
+        return f"{name}: {c.status.value}, p50 {c.stats.p50_ms:.2f} ms"
+    return f"{name}: {c.status.value}" + (f" ({c.reason})" if c.reason else "")
+
+
+def _exit_code(cells: list[CellResult]) -> ExitCode:
+    """The README's exit-code table applied to a finished sweep, with one line saying why."""
+    failed = sum(c.status is CellStatus.PARITY_FAILED for c in cells)
+    errors = sum(c.status is CellStatus.ERROR for c in cells)
+    measured = sum(c.status in (CellStatus.OK, CellStatus.PARITY_FAILED) for c in cells)
+    code = outcome(measured, failed, errors)
     if failed:
-        err_console.print(f"error: {len(failed)} cell(s) failed parity; their speed is not valid")
-        raise typer.Exit(1)
+        err_console.print(f"error: {failed} cell(s) failed parity; their speed is not valid")
+    if errors:
+        err_console.print(f"error: {errors} cell(s) failed to run (see the table)")
+    if measured == 0 and not errors:
+        err_console.print("error: nothing was measured: every requested cell is unsupported here")
+    return code
 
 
 def _artifact_hashes(directory: Path) -> dict[str, str]:

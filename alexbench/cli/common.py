@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import Enum
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from alexbench.errors import AlexbenchError, InputError
+from alexbench.errors import AlexbenchError, InputError, Interrupted
+from alexbench.exit_codes import ExitCode
 
 E = TypeVar("E", bound=Enum)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,7 +49,12 @@ def handle_errors(fn: F) -> F:
             if state.debug:
                 raise
             err_console.print("error: interrupted", markup=False)
-            raise typer.Exit(130) from None
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except Interrupted as e:
+            if state.debug:
+                raise
+            err_console.print(f"error: {e}", markup=False)
+            raise typer.Exit(e.exit_code) from None
         except Exception as e:
             if state.debug:
                 raise
@@ -56,9 +64,45 @@ def handle_errors(fn: F) -> F:
                 "(rerun with --debug for the traceback)",
                 markup=False,
             )
-            raise typer.Exit(3) from None
+            raise typer.Exit(ExitCode.UNEXPECTED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+_SIGNAL_EXIT = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TERMINATED}
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """Inside: SIGINT and SIGTERM raise `Interrupted`, so a long command can save its finished
+    work before exiting 130 or 143 (SIGTERM would otherwise kill the process on the spot)."""
+
+    def raise_interrupted(signum: int, _frame: object) -> None:
+        sig = signal.Signals(signum)
+        raise Interrupted(sig.name, int(_SIGNAL_EXIT[sig]))
+
+    previous = {s: signal.signal(s, raise_interrupted) for s in _SIGNAL_EXIT}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Inside: SIGINT and SIGTERM wait until the block ends, so a results file being written
+    after an interrupt is not itself cut short; a signal that arrived is re-raised after."""
+    pending: list[int] = []
+    previous = {s: signal.signal(s, lambda n, _f: pending.append(n)) for s in _SIGNAL_EXIT}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if pending:
+            sig = signal.Signals(pending[0])
+            raise Interrupted(sig.name, int(_SIGNAL_EXIT[sig]))
 
 
 def split_list(value: str, option: str) -> list[str]:

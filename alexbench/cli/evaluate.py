@@ -10,7 +10,14 @@ import typer
 
 from alexbench.checkpoint import Normalization
 from alexbench.cli import options as opt
-from alexbench.cli.common import console, err_console, handle_errors, parse_enum_list, split_list
+from alexbench.cli.common import (
+    console,
+    err_console,
+    handle_errors,
+    parse_enum_list,
+    signals_as_interrupts,
+    split_list,
+)
 from alexbench.data import (
     Augment,
     DatasetKind,
@@ -23,6 +30,7 @@ from alexbench.data import (
 from alexbench.devices import Device, is_available, require
 from alexbench.errors import InputError
 from alexbench.evaluate import CellStatus, evaluate_model
+from alexbench.exit_codes import ExitCode, outcome
 from alexbench.fileio import write_json
 from alexbench.precision import Precision
 from alexbench.report import render_evaluation
@@ -124,7 +132,7 @@ def evaluate_cmd(
             f"warning: skipped {len(data.skipped)} unreadable image(s) (first: {data.skipped[0]})",
             markup=False,
         )
-    with console.status("evaluating..."):
+    with signals_as_interrupts(), console.status("evaluating..."):
         report = evaluate_model(
             bundle, data, backends, precisions, device, split=split, batch_size=batch_size
         )
@@ -147,8 +155,14 @@ def evaluate_cmd(
         }
         write_json(json_path, payload)
         console.print(f"Report: {json_path}")
-    if any(c.status is CellStatus.ERROR for c in report.cells):
-        raise typer.Exit(1)
+    # The reference (eager fp32) counts when it crashes, but not as a measured requested cell.
+    errors = sum(c.status is CellStatus.ERROR for c in report.cells)
+    measured = sum(c.requested and c.status is CellStatus.OK for c in report.cells)
+    code = outcome(measured, 0, errors)
+    if code is not ExitCode.OK:
+        why = "a cell failed to run" if errors else "nothing was evaluated: no requested cell ran"
+        err_console.print(f"error: {why}", markup=False)
+    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

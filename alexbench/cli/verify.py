@@ -9,16 +9,24 @@ import typer
 from alexbench import report
 from alexbench.checkpoint import Normalization
 from alexbench.cli import options as opt
-from alexbench.cli.common import console, handle_errors, parse_enum_list, split_list
+from alexbench.cli.common import (
+    console,
+    err_console,
+    handle_errors,
+    parse_enum_list,
+    signals_as_interrupts,
+    split_list,
+)
 from alexbench.cli.model_args import bundle_for
 from alexbench.devices import Device, available_devices, require
 from alexbench.environment import capture
 from alexbench.errors import DataError, InputError
+from alexbench.exit_codes import ExitCode, outcome_of
 from alexbench.fileio import write_json
 from alexbench.inputs import image_inputs, random_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import SessionOptions, parse_backend
-from alexbench.verify import run_verify
+from alexbench.verify import Status, run_verify
 
 DEFAULT_BACKENDS = "eager,torchscript,pt2,onnxruntime"
 
@@ -57,7 +65,8 @@ def verify_cmd(
     image_size: int | None = opt.IMAGE_SIZE,
     normalize: Normalization | None = opt.NORMALIZE,
 ) -> None:
-    """Prove the exported artifacts compute what PyTorch computes. Exits 1 if any cell fails.
+    """Prove the exported artifacts compute what PyTorch computes. Exits 1 if any cell fails
+    parity, 4 if a cell crashed or nothing could be verified.
 
     Exports first when artifacts are missing or stale. Examples:
 
@@ -89,7 +98,7 @@ def verify_cmd(
         if data is not None
         else random_inputs(batch, meta.image_size, seed or 0)
     )
-    with console.status("verifying...") as status:
+    with signals_as_interrupts(), console.status("verifying...") as status:
         result = run_verify(
             bundle, backends, devices, precisions, inputs, SessionOptions(threads=threads),
             on_cell=lambda b, d, p: status.update(f"verifying {b.value} on {d.value} at {p.value}"),
@@ -105,8 +114,12 @@ def verify_cmd(
     write_json(out, payload)
     verdict = "[bold green]PASS[/]" if result.passed else "[bold red]FAIL[/]"
     console.print(f"{verdict}: report written to {out}")
-    if not result.passed:
-        raise typer.Exit(1)
+    code = outcome_of((c.status for c in result.cells), Status.PASS, Status.FAIL, Status.ERROR)
+    if code is ExitCode.CELLS_FAILED:
+        ran = any(c.status is not Status.UNSUPPORTED for c in result.cells)
+        why = "a cell failed to run" if ran else "nothing was verified: every cell is unsupported"
+        err_console.print(f"error: {why}", markup=False)
+    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

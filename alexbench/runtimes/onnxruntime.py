@@ -38,6 +38,12 @@ def _ort() -> Any:
     return onnxruntime
 
 
+def _default_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 class OnnxRuntimeSession(Session):
     def __init__(self, sess: Any, device: Device, precision: Precision, opts: SessionOptions):
         self.sess = sess
@@ -77,7 +83,7 @@ class OnnxRuntimeSession(Session):
         so = self.sess.get_session_options()
         return {
             "providers": self.sess.get_providers(),
-            "intra_op_num_threads": so.intra_op_num_threads,  # 0 = ORT's default (one per core)
+            "intra_op_num_threads": so.intra_op_num_threads,
             "graph_optimization_level": str(so.graph_optimization_level).split(".")[-1],
             "io_binding": self._bound,
         }
@@ -125,7 +131,9 @@ class OnnxRuntime(Runtime):
         ort = _ort()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = opts.threads or 0
+        # Set explicitly (0 would leave ORT's own default, one per physical core, unrecorded):
+        # torch's default is also one per physical core, so both runtimes get the same count.
+        so.intra_op_num_threads = opts.threads or _default_threads()
         so.log_severity_level = 3  # errors only; the CPU fallback is detected below, not logged
         if device is Device.CUDA:
             if hasattr(ort, "preload_dlls"):

@@ -1,0 +1,48 @@
+"""Merging repeats: pooled latencies, the worst status wins, each repeat's median kept."""
+
+import numpy as np
+
+from alexbench.bench.stats import compute_stats
+from alexbench.bench.sweep import CellResult, CellStatus, merge_repeats
+from alexbench.devices import Device
+from alexbench.exit_codes import ExitCode, outcome
+from alexbench.precision import Precision
+from alexbench.runtimes import Backend
+
+
+def _cell(repeat: int, lat_ms: list[float], status=CellStatus.OK, reason="") -> CellResult:
+    lat = (np.asarray(lat_ms) * 1e6).astype(np.int64)
+    stats = compute_stats(lat, 1, int(lat.sum()))
+    c = CellResult(Backend.EAGER, Device.CPU, Precision.FP32, 1, status, reason, repeat=repeat)
+    c.stats, c.latencies_ns = stats, lat.tolist()
+    c.repeats = [{"p50_ms": stats.p50_ms, "iterations": stats.iterations,
+                  "throughput": stats.throughput, "wall_s": lat.sum() / 1e9}]  # fmt: skip
+    c.memory = {"peak_bytes": 100 * (repeat + 1), "resident_bytes": 50}
+    return c
+
+
+def test_merge_pools_latencies_in_repeat_order_and_keeps_medians():
+    runs = [_cell(1, [2.0, 2.0, 2.2]), _cell(0, [1.0, 1.1, 1.2]), _cell(2, [3.0, 3.0, 3.0])]
+    (merged,) = merge_repeats(runs)
+    assert [r["p50_ms"] for r in merged.repeats] == [1.1, 2.0, 3.0]
+    assert merged.latencies_ns[:3] == [1_000_000, 1_100_000, 1_200_000]
+    assert merged.stats.iterations == 9 and merged.stats.p50_ms == 2.0
+    assert merged.memory["peak_bytes"] == 300 and merged.status is CellStatus.OK
+    assert merged.stats.wall_throughput == 9 / (sum([1.0, 1.1, 1.2, 2, 2, 2.2, 3, 3, 3]) / 1e3)
+
+
+def test_a_failure_in_a_later_repeat_is_not_hidden():
+    runs = [_cell(0, [1.0] * 3), _cell(1, [1.0] * 3, CellStatus.PARITY_FAILED, "cos 0.2")]
+    (merged,) = merge_repeats(runs)
+    assert merged.status is CellStatus.PARITY_FAILED and merged.reason == "repeat 2: cos 0.2"
+    err = CellResult(Backend.EAGER, Device.CPU, Precision.FP32, 1, CellStatus.ERROR, "boom")
+    err.repeat = 2
+    (merged,) = merge_repeats([*runs, err])
+    assert merged.status is CellStatus.ERROR and merged.reason == "repeat 3: boom"
+
+
+def test_exit_code_rules():
+    assert outcome(measured=3, parity_failed=0, errors=0) is ExitCode.OK
+    assert outcome(measured=3, parity_failed=1, errors=1) is ExitCode.PARITY_FAILED
+    assert outcome(measured=3, parity_failed=0, errors=1) is ExitCode.CELLS_FAILED
+    assert outcome(measured=0, parity_failed=0, errors=0) is ExitCode.CELLS_FAILED
