@@ -81,6 +81,18 @@ def test_corrupted_onnx_weights_make_verify_exit_1(artifacts_copy, tmp_path):
     assert report["passed"] is False
 
 
+def test_verify_exit_codes_for_crashed_and_empty_runs(artifacts_copy, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(artifacts_copy, broken)
+    (broken / "alexnet.onnx").write_bytes((broken / "alexnet.onnx").read_bytes()[:1000])
+    r = invoke("verify", "--artifacts", broken, "--batch", 2, "--backend", "eager,onnxruntime")
+    assert r.exit_code == 4, r.output
+    assert "ERROR" in r.stdout and "a cell failed to run" in r.stderr
+    r = invoke("verify", "--artifacts", artifacts_copy, "--batch", 2, "--backend", "torchscript",
+               "--precision", "bf16", "--report", tmp_path / "r.json")  # fmt: skip
+    assert r.exit_code == 4 and "nothing was verified" in r.stderr
+
+
 def test_export_then_reuse(tmp_path):
     out = tmp_path / "e"
     r = invoke("export", "--out", out, "--format", "onnx", *SMALL)

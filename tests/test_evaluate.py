@@ -169,3 +169,12 @@ def test_cli_evaluate_bad_inputs_fail_in_one_line(
 def test_cli_evaluate_needs_a_model() -> None:
     result = CliRunner().invoke(_local_app(), ["evaluate", "--dataset", "synthetic"])
     assert result.exit_code == 2 and "--checkpoint" in result.stderr
+
+
+def test_cli_evaluate_exits_4_when_no_requested_cell_ran(run_dir: Path, tmp_path: Path) -> None:
+    # onnxruntime has no bf16 variant: the only requested cell is unsupported, nothing is scored.
+    args = ["evaluate", "--checkpoint", str(run_dir / "best.pt"), "--dataset", "synthetic"]
+    args += ["--backend", "onnxruntime", "--precision", "bf16"]
+    result = CliRunner().invoke(_local_app(), [*args, "--artifacts", str(tmp_path / "x")])
+    assert result.exit_code == 4, result.output
+    assert "nothing was evaluated" in result.stderr
