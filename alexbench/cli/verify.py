@@ -26,6 +26,7 @@ from alexbench.fileio import write_json
 from alexbench.inputs import image_inputs, random_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import SessionOptions, parse_backend
+from alexbench.runtimes.base import CompileMode
 from alexbench.verify import Status, run_verify
 
 DEFAULT_BACKENDS = "eager,torchscript,pt2,onnxruntime"
@@ -55,6 +56,9 @@ def verify_cmd(
         None, "--report", help="JSON report path (default: ARTIFACTS/verify-report.json)."
     ),
     threads: int | None = opt.THREADS,
+    compile_mode: CompileMode = typer.Option(
+        CompileMode.DEFAULT, "--compile-mode", help="torch.compile's mode (compile backend only)."
+    ),
     artifacts: Path = opt.ARTIFACTS,
     calib_data: Path | None = opt.CALIB_DATA,
     calib_samples: int = opt.CALIB_SAMPLES,
@@ -98,9 +102,10 @@ def verify_cmd(
         if data is not None
         else random_inputs(batch, meta.image_size, seed or 0)
     )
+    options = SessionOptions(threads=threads, compile_mode=compile_mode)
     with signals_as_interrupts(), console.status("verifying...") as status:
         result = run_verify(
-            bundle, backends, devices, precisions, inputs, SessionOptions(threads=threads),
+            bundle, backends, devices, precisions, inputs, options,
             on_cell=lambda b, d, p: status.update(f"verifying {b.value} on {d.value} at {p.value}"),
         )  # fmt: skip
     report.render_verify(console, result, precisions)
