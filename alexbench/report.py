@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from alexbench.bench.compare import Comparison, Verdict, key_label
 from alexbench.evaluate import CellStatus, EvalReport
 from alexbench.precision import PRECISIONS
 from alexbench.verify import Status, VerifyReport
@@ -163,7 +164,7 @@ def render_bench(console: Console, cells: Sequence[CellDict], title: str = "") -
             "images/s",
             "vs eager",
             "% ceiling",
-            "peak mem",
+            "mem res/peak",
             "cold start",
             "parity",
         ):
@@ -180,15 +181,56 @@ def render_bench(console: Console, cells: Sequence[CellDict], title: str = "") -
             console.print(f"  skipped {', '.join(dict.fromkeys(names))}: {reason}", style="dim")
     console.print(
         "  images/s = batch / median latency; ~ marks a median whose 95% CI is wider than 5%; "
-        "struck-through speeds failed parity and must not be quoted.",
+        "FAIL rows failed parity and their speed must not be quoted; p90/p99 need 10/100 "
+        "samples; ! marks a roofline share above 100% (a measurement problem); mem = the cell's "
+        "resident / peak memory above its pre-load baseline; cold start = session creation + "
+        "first call (first batch size), +first call at each later batch size.",
         style="dim",
     )
 
 
+# Order statistics need enough samples: below these counts a p90/p99 is only the maximum.
+MIN_ITERS_FOR_PERCENTILE = {90: 10, 99: 100}
+
+
+def _percentile(s: dict[str, Any], q: int, style: str) -> Text:
+    if s["iterations"] < MIN_ITERS_FOR_PERCENTILE[q]:
+        return Text("-", "dim")
+    return Text(f"{s[f'p{q}_ms']:.2f}", style)
+
+
+def _roofline_text(roof: dict[str, Any] | None) -> Text:
+    if not roof:
+        return Text("-")
+    text = Text(f"{roof['pct_of_ceiling']:.0f}% {roof['bound'][:3]}")
+    if roof.get("exceeds_ceiling", roof["pct_of_ceiling"] > 100):
+        # Above a measured bound: the ceiling or the timing is wrong, not the runtime heroic.
+        text = Text(f"!{roof['pct_of_ceiling']:.0f}% {roof['bound'][:3]}", "bold yellow")
+    return text
+
+
+def _memory_text(mem: dict[str, Any]) -> str:
+    if "resident_bytes" not in mem:  # a results file from before per-cell baselines
+        peak = mem.get("cuda_max_allocated_bytes") or mem.get("rss_peak_bytes")
+        return f"({fmt_bytes(peak)})" if peak else "-"
+    res, peak = mem.get("resident_bytes"), mem.get("peak_bytes")
+    mib = [("-" if v is None else f"{v / 2**20:.0f}") for v in (res, peak)]
+    return f"{mib[0]}/{mib[1]} MiB"
+
+
+def _cold_text(cold: dict[str, Any]) -> str:
+    first = cold.get("first_inference_ms")
+    if first is None:
+        return "-"
+    if cold.get("session_create_s") is None:  # a later batch size: first call at this shape
+        return f"+{first:.0f}ms"
+    return f"{cold['session_create_s']:.2f}s+{first:.0f}ms"
+
+
 def _bench_row(c: CellDict, base: dict, best: dict) -> list[Any]:
     head = [c["backend"], c["precision"], str(c["batch"])]
-    if c["status"] == "error":
-        return [*head, Text(f"error: {c['reason']}", "red"), *[""] * 8]
+    if c["status"] == "error" or not c.get("stats"):
+        return [*head, Text(f"ERROR: {c['reason']}", "red"), *[""] * 8]
     s = c["stats"]
     ok = c["status"] == "ok"
     style = "" if ok else "dim strike"
@@ -201,73 +243,90 @@ def _bench_row(c: CellDict, base: dict, best: dict) -> list[Any]:
         tput.stylize("bold green")
     ref = base.get(key)
     speed = f"{s['throughput'] / ref:.2f}x" if ref and ok else "-"
-    roof = c.get("roofline")
-    pct = f"{roof['pct_of_ceiling']:.0f}% {roof['bound'][:3]}" if roof and ok else "-"
-    if c["precision"] == "int8":
-        pct = "n/a"  # no int8 GEMM ceiling is measured: a bf16 one would overstate the share
-    mem = c.get("memory") or {}
-    peak = mem.get("cuda_max_allocated_bytes") or mem.get("rss_peak_bytes")
-    cold = c.get("cold_start") or {}
-    cold_s = f"{cold.get('session_create_s') or 0:.2f}s+{cold.get('first_inference_ms') or 0:.0f}ms"
+    pct = _roofline_text(c.get("roofline")) if ok else Text("-")
+    # The status word survives piping and NO_COLOR, where a strike-through does not.
     parity = Text("ok", "green") if ok else Text("FAIL", "bold red")
     return [
         *head,
         Text(ci, style),
-        Text(f"{s['p90_ms']:.2f}", style),
-        Text(f"{s['p99_ms']:.2f}", style),
+        _percentile(s, 90, style),
+        _percentile(s, 99, style),
         tput,
         speed,
         pct,
-        fmt_bytes(peak),
-        cold_s,
+        _memory_text(c.get("memory") or {}),
+        _cold_text(c.get("cold_start") or {}),
         parity,
     ]
 
 
-def render_compare(
-    console: Console, a: Sequence[CellDict], b: Sequence[CellDict], names: tuple[str, str]
-) -> None:
-    """Throughput ratio B/A per matching cell; 'noise' when the medians' 95% CIs overlap."""
-    index = {(c["backend"], c["device"], c["precision"], c["batch"]): c for c in a}
+def render_compare(console: Console, comparison: Comparison, names: tuple[str, str]) -> None:
+    """Render an `alexbench.bench.compare.Comparison`: warnings, the B/A table, what is missing.
+
+    Verdict words stay plain text ("faster", "slower", "within noise"; "(weak)" for single-run
+    evidence) so they survive piping."""
+    for w in comparison.warnings:
+        console.print(Text(f"warning: {w}", "yellow"))
     table = Table(title=f"compare: B={names[1]} vs A={names[0]}", title_justify="left")
     for col in (
         "backend",
         "device",
         "prec",
         "batch",
+        "repeats A/B",
         "A p50 ms",
         "B p50 ms",
         "B/A images/s",
+        "95% interval",
         "verdict",
     ):
         left = col in ("backend", "device", "prec")
         table.add_column(col, justify="left" if left else "right")
-    matched = 0
-    for cb in b:
-        key = (cb["backend"], cb["device"], cb["precision"], cb["batch"])
-        ca = index.get(key)
-        if not ca or ca["status"] != "ok" or cb["status"] != "ok":
-            continue
-        matched += 1
-        sa, sb = ca["stats"], cb["stats"]
-        ratio = sb["throughput"] / sa["throughput"]
-        overlap = (
-            sa["p50_ci_low_ms"] <= sb["p50_ci_high_ms"]
-            and sb["p50_ci_low_ms"] <= sa["p50_ci_high_ms"]
-        )
-        if overlap:
-            verdict = Text("within noise", "dim")
-        elif ratio > 1:
-            verdict = Text("faster", "green")
-        else:
-            verdict = Text("slower", "red")
+    styles = {Verdict.FASTER: "green", Verdict.SLOWER: "red", Verdict.WITHIN_NOISE: "dim"}
+    for c in comparison.cells:
+        weak = c.weak and c.verdict is not Verdict.WITHIN_NOISE
+        word = c.verdict.value + (" (weak)" if weak else "")
+        interval = "-" if c.ci_low is None else f"[{c.ci_low:.3f}, {c.ci_high:.3f}]"
         table.add_row(
-            *key[:3], str(key[3]), f"{sa['p50_ms']:.2f}", f"{sb['p50_ms']:.2f}", f"{ratio:.3f}x",
-            verdict,
+            *c.key[:3], str(c.key[3]), f"{c.a_repeats}/{c.b_repeats}", f"{c.a_p50_ms:.2f}",
+            f"{c.b_p50_ms:.2f}", f"{c.ratio:.3f}x", interval, Text(word, styles[c.verdict]),
         )  # fmt: skip
-    console.print(table)
-    if not matched:
+    if comparison.cells:
+        console.print(table)
+    else:
         console.print("no cells in common (both ok) between the two runs", style="yellow")
+    _render_compare_leftovers(console, comparison, key_label)
+    if comparison.cells:
+        _render_compare_legend(console, comparison)
+
+
+def _render_compare_leftovers(console: Console, comparison: Comparison, label: Any) -> None:
+    for side, keys in (("A", comparison.only_in_a), ("B", comparison.only_in_b)):
+        if keys:
+            console.print(
+                Text(f"only in {side} ({len(keys)}): " + ", ".join(label(k) for k in keys))
+            )
+    for nc in comparison.not_comparable:
+        console.print(Text(f"not comparable: {label(nc.key)}: {nc.why}"))
+
+
+def _render_compare_legend(console: Console, comparison: Comparison) -> None:
+    pct = f"{comparison.threshold * 100:g}%"
+    text = (
+        f"  B/A images/s > 1: B is faster. faster/slower = the {comparison.confidence:.0%} "
+        f"interval excludes 1 and throughput changed by more than {pct} (--threshold)."
+    )
+    if any(not c.weak for c in comparison.cells):
+        text += (
+            " Repeated runs: A/B p50 are geometric means of the per-repeat medians, the interval"
+            " a Welch t-interval over them."
+        )
+    if any(c.weak for c in comparison.cells):
+        text += (
+            " A side with 1 repeat: block bootstrap over raw latencies, which misses run-to-run"
+            " noise, so verdicts are weak; rerun with bench --repeat 3."
+        )
+    console.print(text, style="dim")
 
 
 MAX_CONFUSION_CLASSES = 20  # a wider matrix does not fit a terminal; use --plot

@@ -1,0 +1,571 @@
+"""Compare two saved benchmark runs cell by cell: is B's throughput really different from A's?
+
+Pure statistics on the results files' dicts; `alexbench.report.render_compare` renders the result.
+
+Why not "the medians' 95% CIs do not overlap": the order-statistic CI of a median assumes
+independent samples, and timing samples are not independent. Consecutive iterations share
+frequency, cache and scheduler state (autocorrelation), and the whole level of a run moves by a
+few percent from one run to the next (placement, turbo, the neighbours on a shared machine).
+Within-run CIs are then far too narrow, and unchanged code comes out "faster" or "slower".
+
+What is done instead, per matched cell (the ratio is always B/A throughput in images/s):
+
+* Both runs have >= 2 repeats (`bench --repeat N`): each repeat is collapsed to its median, so
+  the autocorrelation inside a repeat no longer matters, and the repeat-to-repeat spread of those
+  medians measures exactly the noise that makes runs disagree. The interval is a Welch
+  t-interval on the difference of the mean log per-repeat medians (see `welch_ratio_interval`).
+* Either run has a single repeat (old files, `--repeat 1`): nothing measures run-to-run noise,
+  so a circular block bootstrap over the raw latencies gives an interval that honours the
+  autocorrelation within the run but still misses run-to-run shifts. Its verdict is marked
+  `weak` (see `bootstrap_ratio_interval`).
+
+A cell is FASTER or SLOWER only when the difference is both significant (the 95% interval
+excludes 1) and material (|ratio - 1| > threshold, 5% by default); otherwise WITHIN_NOISE. The
+threshold also absorbs what no interval from one invocation can see: A and B are separate
+processes, so their run-to-run difference can exceed the spread between repeats of one run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+CONFIDENCE = 0.95
+DEFAULT_THRESHOLD = 0.05
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+_BOOTSTRAP_CHUNK_ELEMENTS = 2_000_000  # resampled latencies held at once (16 MB of float64)
+
+CellKey = tuple[str, str, str, int]  # (backend, device, precision, batch)
+
+
+class Verdict(StrEnum):
+    FASTER = "faster"
+    SLOWER = "slower"
+    WITHIN_NOISE = "within noise"
+
+
+@dataclass(frozen=True)
+class CellComparison:
+    """One cell present and `ok` in both runs.
+
+    `a_p50_ms`/`b_p50_ms` are the centres the ratio is computed from: the median latency of a
+    single-repeat run, or the geometric mean of the per-repeat medians of a repeated one; so
+    `ratio == a_p50_ms / b_p50_ms` (B/A throughput, > 1: B is faster)."""
+
+    key: CellKey
+    a_p50_ms: float
+    b_p50_ms: float
+    a_repeats: int
+    b_repeats: int
+    ratio: float
+    ci_low: float | None  # 95% interval for the ratio; None when it cannot be computed
+    ci_high: float | None
+    method: str
+    verdict: Verdict
+    weak: bool  # single-repeat evidence: the interval misses run-to-run noise
+
+    @property
+    def significant(self) -> bool:
+        return (
+            self.ci_low is not None
+            and self.ci_high is not None
+            and (self.ci_low > 1 or self.ci_high < 1)
+        )
+
+
+@dataclass(frozen=True)
+class NotComparable:
+    key: CellKey
+    why: str
+
+
+@dataclass
+class Comparison:
+    cells: list[CellComparison]
+    only_in_a: list[CellKey]
+    only_in_b: list[CellKey]
+    not_comparable: list[NotComparable]
+    warnings: list[str]
+    a_complete: bool
+    b_complete: bool
+    threshold: float = DEFAULT_THRESHOLD
+    confidence: float = CONFIDENCE
+
+
+def regressions(comparison: Comparison) -> list[CellComparison]:
+    """Matched cells where B is slower than A beyond the threshold (weak verdicts included)."""
+    return [c for c in comparison.cells if c.verdict is Verdict.SLOWER]
+
+
+# ------------------------------------------------------------------------- t distribution
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    ln_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x)
+        + b * math.log1p(-x)
+    )  # fmt: skip
+    front = math.exp(ln_front)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """CDF of Student's t with (possibly fractional) `df` degrees of freedom."""
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Inverse of `t_cdf` (bisection; numpy has no t distribution and scipy is not a dependency)."""
+    if not 0.0 < p < 1.0 or not df > 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 2.0
+    while t_cdf(hi, df) < p:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+# ---------------------------------------------------------------------------- intervals
+
+
+@dataclass(frozen=True)
+class RatioInterval:
+    ratio: float  # B/A throughput
+    low: float
+    high: float
+    method: str
+
+
+def welch_ratio_interval(
+    a_medians_ms: Sequence[float], b_medians_ms: Sequence[float], confidence: float = CONFIDENCE
+) -> RatioInterval:
+    """Interval for B/A throughput from per-repeat median latencies (>= 2 per side).
+
+    Model: log(median of a repeat) = log(true median) + run-level noise, the repeats of a run
+    independent (they are interleaved over the whole sweep, each a separate pass). Throughput is
+    batch / median, so log(B/A throughput) = mean(log a_i) - mean(log b_j). With 2-5 repeats per
+    side nothing distribution-free (a bootstrap over 3 numbers, a rank test: Mann-Whitney with
+    3+3 cannot reach p < 0.05 two-sided) has any power, so this is the classic small-sample
+    choice: a t-interval, on logs because run-level noise is multiplicative. Welch's version
+    (unequal variances, Welch-Satterthwaite df) because a changed runtime may well be jitterier
+    than the baseline; with equal repeat counts its t statistic equals Student's and only the df
+    is smaller, i.e. more conservative.
+
+    At N=3 per side: df lies between 2 and 4, so the half-width is 2.78-4.30 standard errors of
+    the log ratio (sqrt(s_a^2/3 + s_b^2/3)). At N=2 per side df lies between 1 and 2 (t = 4.30 to
+    12.7): the interval is honest but wide, and only large changes come out significant; use
+    `--repeat 3` or more. If every repeat median is identical (zero spread) the interval is the
+    point itself and the threshold alone decides.
+    """
+    la = np.log(np.asarray(a_medians_ms, dtype=np.float64))
+    lb = np.log(np.asarray(b_medians_ms, dtype=np.float64))
+    na, nb = len(la), len(lb)
+    if na < 2 or nb < 2:
+        raise ValueError("welch_ratio_interval needs >= 2 repeats per side")
+    diff = float(la.mean() - lb.mean())  # log(B/A throughput)
+    va, vb = float(la.var(ddof=1)) / na, float(lb.var(ddof=1)) / nb
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        ratio = math.exp(diff)
+        return RatioInterval(ratio, ratio, ratio, f"Welch t on {na}+{nb} repeat medians")
+    df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    half = t_quantile(0.5 + confidence / 2.0, df) * se
+    return RatioInterval(
+        math.exp(diff),
+        math.exp(diff - half),
+        math.exp(diff + half),
+        f"Welch t on {na}+{nb} repeat medians (df {df:.1f})",
+    )
+
+
+def block_length(x: np.ndarray) -> int:
+    """Block length for the circular block bootstrap of a latency series.
+
+    Politis & White (2004), with the correction of Patton, Politis & White (2009) for the
+    circular bootstrap: b = (2 G^2 / D)^(1/3) n^(1/3), where G and D come from the
+    autocovariances up to an automatically chosen lag, smoothed by a flat-top window. They are
+    taken of the ranks (robust to latency spikes, close to what drives a median's variance). At
+    least n^(1/3), the usual rate, and at most n/10 so that a resample still holds >= 10 blocks.
+    Independent samples get ~n^(1/3); AR(1) noise with phi = 0.9 gets ~50 at n = 1000.
+    """
+    n = len(x)
+    cap = max(1, n // 10)
+    if cap == 1:
+        return 1
+    base = math.ceil(n ** (1.0 / 3.0))
+    r = np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(np.float64)
+    r -= r.mean()
+    size = 1 << (2 * n - 1).bit_length()
+    spec = np.fft.rfft(r, size)
+    acov = np.fft.irfft(spec * np.conj(spec), size)[:n] / n
+    if acov[0] <= 0:
+        return min(base, cap)
+    rho = np.abs(acov / acov[0])
+    kn = max(5, math.ceil(math.sqrt(math.log10(n))))
+    m_max = min(math.ceil(math.sqrt(n)) + kn, n - kn - 1)
+    crit = 2.0 * math.sqrt(math.log10(n) / n)
+    # m: the last lag before the first run of kn insignificant autocorrelations.
+    m = next((k - 1 for k in range(1, m_max + 1) if np.all(rho[k : k + kn] < crit)), m_max)
+    if m < 1:
+        return min(base, cap)
+    lags = np.arange(-2 * m, 2 * m + 1)
+    t = np.abs(lags) / (2 * m)
+    window = np.where(t <= 0.5, 1.0, 2.0 * (1.0 - t))  # flat-top lag window
+    g = acov[np.abs(lags)]
+    big_g = float(np.sum(window * np.abs(lags) * g))
+    d = 4.0 / 3.0 * float(np.sum(window * g)) ** 2
+    opt = (2.0 * big_g**2 / d) ** (1.0 / 3.0) * n ** (1.0 / 3.0) if d > 0 else 0.0
+    return int(min(max(base, round(opt)), cap))
+
+
+def bootstrap_medians(
+    x: np.ndarray, block: int, resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Medians of `resamples` circular-block-bootstrap resamples of `x` (vectorised, chunked)."""
+    n = len(x)
+    block = max(1, min(block, n))
+    nblocks = -(-n // block)
+    ext = np.concatenate([x, x[: block - 1]])  # circular: a block may wrap around the end
+    offsets = np.arange(block)
+    rows = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // (nblocks * block))
+    out = np.empty(resamples)
+    for start in range(0, resamples, rows):
+        r = min(rows, resamples - start)
+        starts = rng.integers(0, n, size=(r, nblocks))
+        idx = (starts[:, :, None] + offsets).reshape(r, nblocks * block)[:, :n]
+        out[start : start + r] = np.median(ext[idx], axis=1)
+    return out
+
+
+def bootstrap_ratio_interval(
+    a_latencies: np.ndarray,
+    b_latencies: np.ndarray,
+    confidence: float = CONFIDENCE,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> RatioInterval:
+    """Percentile interval for B/A throughput (= median A latency / median B latency) from
+    independent circular block bootstraps of each run's raw latencies.
+
+    Blocks keep the autocorrelation inside a run (an iid bootstrap treats 10,000 correlated
+    samples as 10,000 independent ones and gives an interval several times too narrow). It still
+    sees only the noise inside the run, not the level shift between runs, so verdicts built on it
+    are weak. The RNG is seeded: the same files always give the same interval.
+    """
+    a = np.asarray(a_latencies, dtype=np.float64)
+    b = np.asarray(b_latencies, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    la, lb = block_length(a), block_length(b)
+    ma = bootstrap_medians(a, la, resamples, rng)
+    mb = bootstrap_medians(b, lb, resamples, rng)
+    ratios = ma / mb
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(ratios, [alpha, 1.0 - alpha])
+    blocks = str(la) if la == lb else f"{la}/{lb}"
+    return RatioInterval(
+        float(np.median(a) / np.median(b)),
+        float(low),
+        float(high),
+        f"block bootstrap over raw latencies (block {blocks}, {resamples} resamples)",
+    )
+
+
+# ------------------------------------------------------------------------- results files
+
+
+def cell_key(cell: dict[str, Any]) -> CellKey:
+    return (cell["backend"], cell["device"], cell["precision"], int(cell["batch"]))
+
+
+def key_label(key: CellKey) -> str:
+    return f"{key[0]}/{key[1]}/{key[2]}/b{key[3]}"
+
+
+def repeat_medians_ms(cell: dict[str, Any]) -> list[float]:
+    """Per-repeat median latencies (ms); a file without "repeats" is one repeat."""
+    reps = cell.get("repeats")
+    if reps:
+        return [float(r["p50_ms"]) for r in reps if r.get("p50_ms") is not None]
+    stats = cell.get("stats") or {}
+    return [float(stats["p50_ms"])] if stats.get("p50_ms") is not None else []
+
+
+def cell_counts(payload: dict[str, Any]) -> tuple[int, int | None]:
+    """(cells present, cells the settings ask for, or None when the settings do not say)."""
+    present = len(payload.get("cells") or [])
+    settings = payload.get("settings") or {}
+    axes = [settings.get(k) for k in ("backends", "devices", "precisions", "batches")]
+    if not all(isinstance(a, list) for a in axes):
+        return present, None
+    return present, math.prod(len(a) for a in axes)  # type: ignore[arg-type]
+
+
+def is_complete(payload: dict[str, Any]) -> bool:
+    return payload.get("complete") is not False  # files from before the field: complete
+
+
+def incomplete_description(payload: dict[str, Any]) -> str:
+    """'interrupted: SIGINT): 5 of 12 cells finished' style tail used by report and compare."""
+    present, expected = cell_counts(payload)
+    why = payload.get("interrupted") or "reason not recorded"
+    done = f"{present} of {expected}" if expected is not None else f"{present}"
+    return f"(interrupted: {why}): {done} cells finished"
+
+
+def compare_runs(
+    a: dict[str, Any], b: dict[str, Any], threshold: float = DEFAULT_THRESHOLD
+) -> Comparison:
+    """Match the two runs' cells by (backend, device, precision, batch) and judge each pair."""
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+    cells_a = {cell_key(c): c for c in a.get("cells") or []}
+    cells_b = {cell_key(c): c for c in b.get("cells") or []}
+    out = Comparison(
+        cells=[],
+        only_in_a=[k for k in cells_a if k not in cells_b],
+        only_in_b=[k for k in cells_b if k not in cells_a],
+        not_comparable=[],
+        warnings=run_warnings(a, b),
+        a_complete=is_complete(a),
+        b_complete=is_complete(b),
+        threshold=threshold,
+    )
+    for key, ca in cells_a.items():
+        cb = cells_b.get(key)
+        if cb is None:
+            continue
+        why = _why_not_comparable(ca, cb)
+        if why == "":
+            continue  # skipped in both runs: nothing to compare and nothing to say
+        if why is not None:
+            out.not_comparable.append(NotComparable(key, why))
+            continue
+        out.cells.append(compare_cells(key, ca, cb, threshold))
+    return out
+
+
+def _why_not_comparable(ca: dict[str, Any], cb: dict[str, Any]) -> str | None:
+    sa, sb = ca.get("status"), cb.get("status")
+    if sa == "skipped" and sb == "skipped":
+        return ""
+    parts = []
+    for side, c, s in (("A", ca, sa), ("B", cb, sb)):
+        if s != "ok":
+            reason = c.get("reason") or ""
+            parts.append(f"{side} {s}" + (f" ({reason})" if reason else ""))
+        elif not repeat_medians_ms(c) or min(repeat_medians_ms(c)) <= 0:
+            parts.append(f"{side} has no positive median latency")
+    return "; ".join(parts) or None
+
+
+def compare_cells(
+    key: CellKey, ca: dict[str, Any], cb: dict[str, Any], threshold: float = DEFAULT_THRESHOLD
+) -> CellComparison:
+    """Judge one matched pair of `ok` cells (see the module docstring for the method)."""
+    ma, mb = repeat_medians_ms(ca), repeat_medians_ms(cb)
+    weak = len(ma) < 2 or len(mb) < 2
+    interval: RatioInterval | None
+    if not weak:
+        interval = welch_ratio_interval(ma, mb)
+        a_centre = math.exp(float(np.mean(np.log(ma))))
+        b_centre = math.exp(float(np.mean(np.log(mb))))
+    else:
+        lat_a = np.asarray(ca.get("latencies_ns") or [], dtype=np.float64)
+        lat_b = np.asarray(cb.get("latencies_ns") or [], dtype=np.float64)
+        if len(lat_a) and len(lat_b) and np.median(lat_a) > 0 and np.median(lat_b) > 0:
+            interval = bootstrap_ratio_interval(lat_a, lat_b)
+            a_centre, b_centre = float(np.median(lat_a)) / 1e6, float(np.median(lat_b)) / 1e6
+        else:  # raw latencies stripped from a file: a point estimate and no interval
+            interval = None
+            a_centre, b_centre = float(np.mean(ma)), float(np.mean(mb))
+    ratio = a_centre / b_centre
+    low = interval.low if interval else None
+    high = interval.high if interval else None
+    significant = low is not None and high is not None and (low > 1 or high < 1)
+    if significant and ratio > 1 + threshold:
+        verdict = Verdict.FASTER
+    elif significant and ratio < 1 - threshold:
+        verdict = Verdict.SLOWER
+    else:
+        verdict = Verdict.WITHIN_NOISE
+    return CellComparison(
+        key=key,
+        a_p50_ms=a_centre,
+        b_p50_ms=b_centre,
+        a_repeats=len(ma),
+        b_repeats=len(mb),
+        ratio=ratio,
+        ci_low=low,
+        ci_high=high,
+        method=interval.method if interval else "no raw latencies: no interval",
+        verdict=verdict,
+        weak=weak,
+    )
+
+
+# ------------------------------------------------------------------------------ warnings
+
+
+def _get(d: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(p)
+    return d
+
+
+def _fmt(v: Any) -> str:
+    return "unset" if v is None else str(v)
+
+
+def _describe_source(src: Any) -> str:
+    if not isinstance(src, dict):
+        return "unknown"
+    kind = src.get("kind") or "unknown"
+    if kind == "seeded":
+        return f"seeded init (seed {src.get('seed')})"
+    sha = src.get("file_sha256")
+    return f"{kind} sha256 {sha[:12]}" if sha else f"{kind} {src.get('path')}"
+
+
+def _source_identity(src: Any) -> Any:
+    if not isinstance(src, dict):
+        return None
+    if src.get("kind") == "seeded":
+        return ("seeded", src.get("seed"))
+    return (src.get("kind"), src.get("file_sha256") or src.get("path"))
+
+
+def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """What makes the two runs not measure the same thing, one line each (empty: comparable)."""
+    out: list[str] = []
+    # Model identity.
+    diffs = []
+    for label, path in (("image size", "image_size"), ("classes", "num_classes")):
+        va, vb = _get(a, "model", "meta", path), _get(b, "model", "meta", path)
+        if va != vb:
+            diffs.append(f"{label} {_fmt(va)} vs {_fmt(vb)}")
+    sa, sb = _get(a, "model", "source"), _get(b, "model", "source")
+    if _source_identity(sa) != _source_identity(sb):
+        diffs.append(f"weights {_describe_source(sa)} vs {_describe_source(sb)}")
+    if diffs:
+        out.append("different model: " + ", ".join(diffs))
+    arts_a = _get(a, "model", "artifacts") or {}
+    arts_b = _get(b, "model", "artifacts") or {}
+    changed = [f for f in arts_a if f in arts_b and arts_a[f] != arts_b[f]]
+    if changed and not diffs:
+        out.append(
+            f"different exported artifacts ({', '.join(changed)}; sha256 differs): those "
+            "backends ran different files"
+        )
+    # Machine.
+    machine = []
+    cpu_a, cpu_b = _get(a, "environment", "cpu", "model"), _get(b, "environment", "cpu", "model")
+    if cpu_a != cpu_b:
+        machine.append(f"cpu {_fmt(cpu_a)} vs {_fmt(cpu_b)}")
+    gpu_a = _get(a, "environment", "gpu", "name") or "none"
+    gpu_b = _get(b, "environment", "gpu", "name") or "none"
+    if gpu_a != gpu_b:
+        machine.append(f"gpu {gpu_a} vs {gpu_b}")
+    host_a, host_b = _get(a, "environment", "host"), _get(b, "environment", "host")
+    if machine:
+        out.append("different machine: " + ", ".join(machine))
+    elif host_a != host_b:
+        out.append(f"different host: {_fmt(host_a)} vs {_fmt(host_b)} (same cpu and gpu model)")
+    # Library versions.
+    ver_a = _get(a, "environment", "versions") or {}
+    ver_b = _get(b, "environment", "versions") or {}
+    vdiff = [
+        f"{name} {_fmt(ver_a.get(name))} vs {_fmt(ver_b.get(name))}"
+        for name in dict.fromkeys([*ver_a, *ver_b])
+        if ver_a.get(name) != ver_b.get(name)
+    ]
+    if vdiff:
+        out.append("different library versions: " + ", ".join(vdiff))
+    # Threads.
+    threads = []
+    for label, path in (
+        ("--threads", ("settings", "options", "threads")),
+        ("torch threads", ("environment", "torch_threads")),
+        ("torch inter-op threads", ("environment", "torch_interop_threads")),
+        ("OMP_NUM_THREADS", ("environment", "env", "OMP_NUM_THREADS")),
+        ("MKL_NUM_THREADS", ("environment", "env", "MKL_NUM_THREADS")),
+    ):
+        va, vb = _get(a, *path), _get(b, *path)
+        if va != vb:
+            threads.append(f"{label} {_fmt(va)} vs {_fmt(vb)}")
+    if threads:
+        out.append("different thread settings: " + ", ".join(threads))
+    # Other settings that change what is timed.
+    opts_a = _get(a, "settings", "options") or {}
+    opts_b = _get(b, "settings", "options") or {}
+    odiff = [
+        f"{k} {_fmt(opts_a.get(k))} vs {_fmt(opts_b.get(k))}"
+        for k in dict.fromkeys([*opts_a, *opts_b])
+        if k != "threads" and opts_a.get(k) != opts_b.get(k)
+    ]
+    if odiff:
+        out.append("different session options: " + ", ".join(odiff))
+    run_a = _get(a, "settings", "run_length") or {}
+    run_b = _get(b, "settings", "run_length") or {}
+    rdiff = [
+        f"{k} {_fmt(run_a.get(k))} vs {_fmt(run_b.get(k))}"
+        for k in dict.fromkeys([*run_a, *run_b])
+        if run_a.get(k) != run_b.get(k)
+    ]
+    if rdiff:
+        out.append("different run length: " + ", ".join(rdiff))
+    # Completeness.
+    for side, payload in (("A", a), ("B", b)):
+        if not is_complete(payload):
+            out.append(f"{side} is incomplete {incomplete_description(payload)}")
+    return out

@@ -1,0 +1,358 @@
+"""`compare`: verdicts from repeat-to-repeat spread (or a weak block bootstrap), the threshold,
+unmatched cells and warnings, on synthetic runs with autocorrelated, level-shifting latencies."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from alexbench.bench.compare import (
+    Verdict,
+    block_length,
+    bootstrap_ratio_interval,
+    compare_runs,
+    regressions,
+    t_quantile,
+    welch_ratio_interval,
+)
+from alexbench.bench.stats import compute_stats
+from alexbench.cli import app
+from alexbench.results import RESULTS_SCHEMA
+
+runner = CliRunner()
+KEYS = [
+    ("eager", "cpu", "fp32", 1),
+    ("eager", "cpu", "fp32", 8),
+    ("onnxruntime", "cpu", "fp32", 1),
+    ("onnxruntime", "cpu", "fp32", 8),
+]
+MEDIANS_MS = {1: 12.0, 8: 60.0}
+
+
+def ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
+    """Stationary AR(1) series with marginal standard deviation `sd`."""
+    z = rng.normal(0.0, sd * math.sqrt(1 - phi**2), n)
+    e = np.empty(n)
+    e[0] = rng.normal(0.0, sd)
+    for i in range(1, n):
+        e[i] = phi * e[i - 1] + z[i]
+    return e
+
+
+def run_latencies(
+    rng: np.random.Generator,
+    median_ms: float,
+    n: int,
+    *,
+    shift: float = 0.03,
+    phi: float = 0.9,
+    sd: float = 0.02,
+    spikes: float = 0.01,
+) -> np.ndarray:
+    """One repeat: a run-level shift drawn in +-`shift`, AR(1) drift around it, rare spikes."""
+    level = median_ms * (1 + rng.uniform(-shift, shift))
+    lat = level * np.exp(ar1(rng, n, phi, sd))
+    lat[rng.random(n) < spikes] *= 1.3
+    return np.round(lat * 1e6).astype(np.int64)
+
+
+def make_cell(key, repeats: list[np.ndarray] | None, *, status="ok", reason="", legacy=False):
+    backend, device, precision, batch = key
+    cell = {
+        "backend": backend, "device": device, "precision": precision, "batch": batch,
+        "status": status, "reason": reason, "stats": None, "latencies_ns": [],
+        "timing_method": "perf_counter_ns", "cold_start": {}, "memory": {}, "parity": None,
+        "roofline": None,
+    }  # fmt: skip
+    if repeats:
+        pooled = np.concatenate(repeats)
+        cell["latencies_ns"] = pooled.tolist()
+        cell["stats"] = compute_stats(pooled, batch, int(pooled.sum())).to_dict()
+        if not legacy:  # files from before `bench --repeat` have no "repeats"
+            cell["repeats"] = [
+                {
+                    "p50_ms": float(np.median(r)) / 1e6,
+                    "iterations": len(r),
+                    "throughput": batch / (float(np.median(r)) / 1e9),
+                }
+                for r in repeats
+            ]
+    return cell
+
+
+def make_run(
+    seed: int,
+    *,
+    repeats: int = 3,
+    n: int = 300,
+    scale: float = 1.0,
+    keys=KEYS,
+    legacy: bool = False,
+    **noise,
+) -> dict:
+    rng = np.random.default_rng(seed)
+    cells = []
+    for key in keys:
+        median = MEDIANS_MS[key[3]] * scale
+        reps = [run_latencies(rng, median, n, **noise) for _ in range(repeats)]
+        cells.append(make_cell(key, reps, legacy=legacy))
+    payload = {
+        "schema": RESULTS_SCHEMA,
+        "created": "2026-11-25T20:32:55+00:00",
+        "environment": {
+            "host": "vm", "cpu": {"model": "Test CPU 9000"}, "gpu": None,
+            "versions": {"python": "3.12.3", "torch": "2.9.0", "onnxruntime": "1.22.0"},
+            "torch_threads": 2, "torch_interop_threads": 2, "env": {},
+        },
+        "model": {
+            "source": {"kind": "seeded", "path": None, "seed": 0, "file_sha256": None},
+            "meta": {"num_classes": 1000, "image_size": 224},
+            "artifacts": {"onnx": "ab" * 32},
+        },
+        "settings": {
+            "backends": sorted({k[0] for k in keys}), "devices": ["cpu"],
+            "precisions": ["fp32"], "batches": sorted({k[3] for k in keys}),
+            "run_length": {"warmup": 3, "min_seconds": 1.0, "min_iters": 10, "max_iters": 10000},
+            "options": {"threads": None, "cudnn_benchmark": False, "cuda_graphs": False,
+                        "include_transfers": False, "compile_mode": "default"},
+        },
+        "ceilings": {},
+        "cells": cells,
+    }  # fmt: skip
+    if not legacy:
+        payload |= {"complete": True, "interrupted": None}
+    return payload
+
+
+def write(tmp_path, name: str, payload: dict):
+    path = tmp_path / name
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def test_t_quantile_matches_tables():
+    for df, expected in [(1, 12.7062), (2, 4.3027), (4, 2.7764), (30, 2.0423), (1e7, 1.9600)]:
+        assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-4)
+    assert t_quantile(0.025, 4) == pytest.approx(-2.7764, abs=1e-4)
+
+
+@pytest.mark.parametrize("repeats", [2, 3, 5])
+def test_welch_interval_has_its_nominal_false_positive_rate(repeats):
+    # Per-repeat medians with +-3% run-level noise and no real difference: ~5% of intervals may
+    # exclude 1, not more (the within-run CIs this replaces were wrong most of the time).
+    rng = np.random.default_rng(7)
+    sims = 2000
+    hits = 0
+    for _ in range(sims):
+        a = 10.0 * np.exp(rng.normal(0, 0.02, repeats))
+        b = 10.0 * np.exp(rng.normal(0, 0.02, repeats))
+        iv = welch_ratio_interval(a, b)
+        hits += iv.low > 1 or iv.high < 1
+    assert 0.015 <= hits / sims <= 0.065
+
+
+def test_welch_interval_is_centred_on_the_geometric_mean_ratio():
+    iv = welch_ratio_interval([10.0, 10.2, 9.9], [12.0, 12.3, 11.8])
+    expected = math.exp(np.mean(np.log([10.0, 10.2, 9.9])) - np.mean(np.log([12.0, 12.3, 11.8])))
+    assert iv.ratio == pytest.approx(expected) and iv.low < iv.ratio < iv.high < 1
+    same = welch_ratio_interval([10.0, 10.0], [10.0, 10.0])  # zero spread: a point
+    assert same.low == same.ratio == same.high == 1.0
+
+
+def test_block_bootstrap_respects_autocorrelation():
+    rng = np.random.default_rng(3)
+    iid, ar = rng.normal(size=1000), ar1(rng, 1000, 0.9, 1.0)
+    assert block_length(iid) == math.ceil(1000 ** (1 / 3))
+    assert block_length(ar) >= 30
+    # Same AR(1) process on both sides: an iid bootstrap calls most pairs different, the block
+    # bootstrap few (it is still within-run only, hence weak verdicts).
+    sims, block_hits, iid_hits = 30, 0, 0
+    for s in range(sims):
+        a = 1e7 * np.exp(ar1(rng, 600, 0.9, 0.02))
+        b = 1e7 * np.exp(ar1(rng, 600, 0.9, 0.02))
+        iv = bootstrap_ratio_interval(a, b, resamples=400, seed=s)
+        block_hits += iv.low > 1 or iv.high < 1
+        ra, rb = np.random.default_rng(s), np.random.default_rng(s + 1000)
+        ma = np.median(a[ra.integers(0, 600, (400, 600))], axis=1)
+        mb = np.median(b[rb.integers(0, 600, (400, 600))], axis=1)
+        lo, hi = np.quantile(ma / mb, [0.025, 0.975])
+        iid_hits += lo > 1 or hi < 1
+    assert block_hits / sims <= 0.25 and iid_hits / sims >= 0.4
+
+
+def test_bootstrap_is_deterministic():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(10, 1, 500), rng.normal(10, 1, 500)
+    assert bootstrap_ratio_interval(a, b) == bootstrap_ratio_interval(a, b)
+
+
+# ------------------------------------------------------------------------------- verdicts
+
+
+def test_same_distribution_with_run_level_shifts_is_within_noise():
+    a, b = make_run(1), make_run(2)
+    # The data is hard enough: the within-run order-statistic CIs of the median that the old
+    # verdict used ("CIs overlap") do not overlap for most of these unchanged cells.
+    disjoint = [
+        sa["p50_ci_high_ms"] < sb["p50_ci_low_ms"] or sb["p50_ci_high_ms"] < sa["p50_ci_low_ms"]
+        for sa, sb in (
+            (ca["stats"], cb["stats"]) for ca, cb in zip(a["cells"], b["cells"], strict=True)
+        )
+    ]
+    assert sum(disjoint) >= 2
+    comp = compare_runs(a, b)
+    assert len(comp.cells) == len(KEYS)
+    assert all(c.verdict is Verdict.WITHIN_NOISE and not c.weak for c in comp.cells)
+    assert all(c.a_repeats == c.b_repeats == 3 and "Welch" in c.method for c in comp.cells)
+    assert not comp.warnings and not regressions(comp)
+    assert not comp.only_in_a and not comp.only_in_b and not comp.not_comparable
+
+
+def test_slower_run_is_slower_everywhere_and_fails_the_cli(tmp_path):
+    comp = compare_runs(make_run(1), make_run(2, scale=1.2))
+    assert all(c.verdict is Verdict.SLOWER and not c.weak for c in comp.cells)
+    assert all(c.ratio == pytest.approx(1 / 1.2, rel=0.03) for c in comp.cells)
+    assert all(c.ci_low < 1 / 1.2 < c.ci_high < 1 for c in comp.cells)
+    assert len(regressions(comp)) == len(KEYS)
+    a, b = write(tmp_path, "a.json", make_run(1)), write(tmp_path, "b.json", make_run(2, scale=1.2))
+    r = invoke("compare", a, b)
+    assert r.exit_code == 0 and "slower" in r.stdout and "(weak)" not in r.stdout
+    r = invoke("compare", a, b, "--fail-on-regression")
+    assert r.exit_code == 1, r.output
+    assert "4 cell(s) regressed" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_faster_run_is_faster_and_passes_fail_on_regression(tmp_path):
+    comp = compare_runs(make_run(1), make_run(2, scale=0.8))
+    assert all(c.verdict is Verdict.FASTER for c in comp.cells)
+    assert all(c.ratio == pytest.approx(1.25, rel=0.03) for c in comp.cells)
+    a, b = write(tmp_path, "a.json", make_run(1)), write(tmp_path, "b.json", make_run(2, scale=0.8))
+    r = invoke("compare", a, b, "--fail-on-regression")
+    assert r.exit_code == 0, r.output
+    assert "faster" in r.stdout and "1.25" in r.stdout and not r.stderr
+
+
+def test_small_real_difference_is_within_noise_because_of_the_threshold():
+    tight = {"shift": 0.002, "sd": 0.003}
+    a, b = make_run(1, **tight), make_run(2, scale=1 / 1.02, **tight)
+    comp = compare_runs(a, b)
+    for c in comp.cells:
+        assert c.significant and c.ci_low > 1  # a real 2% gain, resolved by the interval...
+        assert c.verdict is Verdict.WITHIN_NOISE  # ...but below the 5% threshold
+    assert all(c.verdict is Verdict.FASTER for c in compare_runs(a, b, threshold=0.01).cells)
+
+
+def test_comparing_a_run_with_itself(tmp_path):
+    path = write(tmp_path, "a.json", make_run(1))
+    r = invoke("compare", path, path, "--fail-on-regression")
+    assert r.exit_code == 0 and "1.000x" in r.stdout and "within noise" in r.stdout
+
+
+def test_single_repeat_runs_get_a_weak_block_bootstrap_verdict(tmp_path):
+    # Old files: no "repeats", no "complete"; each cell is one run.
+    a, b = make_run(1, repeats=1, legacy=True), make_run(2, repeats=1, scale=1.2, legacy=True)
+    comp = compare_runs(a, b)
+    assert comp.a_complete and comp.b_complete and not comp.warnings
+    for c in comp.cells:
+        assert c.weak and c.verdict is Verdict.SLOWER and "block bootstrap" in c.method
+        assert c.ci_low < c.ratio < c.ci_high
+    same = compare_runs(a, make_run(2, repeats=1, legacy=True))
+    assert all(c.weak and c.verdict is Verdict.WITHIN_NOISE for c in same.cells)
+    # Mixed: repeats on one side only is still single-run evidence for the other.
+    mixed = compare_runs(make_run(1, repeats=3), b)
+    assert all(c.weak and c.a_repeats == 3 and c.b_repeats == 1 for c in mixed.cells)
+    pa, pb = write(tmp_path, "a.json", a), write(tmp_path, "b.json", b)
+    r = invoke("compare", pa, pb, "--fail-on-regression")
+    assert r.exit_code == 1 and "slower (weak)" in r.stdout and "block bootstrap" in r.stdout
+    assert "4 on single-repeat evidence" in r.stderr
+
+
+def test_unmatched_and_failed_cells_are_listed(tmp_path):
+    a = make_run(1, keys=KEYS[:3])
+    b = make_run(2, keys=[KEYS[0], KEYS[1], KEYS[3]])
+    b["cells"][1] = make_cell(KEYS[1], None, status="error", reason="out of memory")
+    skipped = ("torchscript", "cpu", "bf16", 1)
+    for run in (a, b):
+        run["cells"].append(make_cell(skipped, None, status="skipped", reason="no bf16"))
+    comp = compare_runs(a, b)
+    assert [c.key for c in comp.cells] == [KEYS[0]]
+    assert comp.only_in_a == [KEYS[2]] and comp.only_in_b == [KEYS[3]]
+    assert [(n.key, n.why) for n in comp.not_comparable] == [(KEYS[1], "B error (out of memory)")]
+    r = invoke("compare", write(tmp_path, "a.json", a), write(tmp_path, "b.json", b))
+    assert r.exit_code == 0
+    assert "only in A (1): onnxruntime/cpu/fp32/b1" in r.stdout
+    assert "only in B (1): onnxruntime/cpu/fp32/b8" in r.stdout
+    assert "not comparable: eager/cpu/fp32/b8: B error (out of memory)" in r.stdout
+    assert "torchscript" not in r.stdout  # skipped in both: nothing to say
+
+
+def test_different_model_machine_versions_and_threads_warn(tmp_path):
+    a, b = make_run(1), make_run(2)
+    b["model"]["meta"] = {"num_classes": 10, "image_size": 64}
+    b["model"]["source"] = {"kind": "checkpoint", "path": "x.pt", "seed": None,
+                            "file_sha256": "cd" * 32}  # fmt: skip
+    b["environment"]["cpu"]["model"] = "Other CPU"
+    b["environment"]["versions"]["torch"] = "2.10.0"
+    b["settings"]["options"]["threads"] = 4
+    warnings = compare_runs(a, b).warnings
+    assert warnings[0] == (
+        "different model: image size 224 vs 64, classes 1000 vs 10, weights seeded init (seed 0)"
+        " vs checkpoint sha256 cdcdcdcdcdcd"
+    )
+    assert "different machine: cpu Test CPU 9000 vs Other CPU" in warnings
+    assert "different library versions: torch 2.9.0 vs 2.10.0" in warnings
+    assert "different thread settings: --threads unset vs 4" in warnings
+    r = invoke("compare", write(tmp_path, "a.json", a), write(tmp_path, "b.json", b))
+    assert r.exit_code == 0
+    assert r.stdout.index("warning: different model") < r.stdout.index("compare: B=")
+    same_model = copy.deepcopy(a)
+    same_model["model"]["artifacts"]["onnx"] = "ef" * 32
+    assert compare_runs(a, same_model).warnings == [
+        "different exported artifacts (onnx; sha256 differs): those backends ran different files"
+    ]
+
+
+def test_incomplete_run_is_named_by_compare_and_report(tmp_path):
+    a, b = make_run(1), make_run(2, keys=KEYS[:2])
+    b["settings"]["backends"] = ["eager", "onnxruntime"]  # 4 cells asked for, 2 finished
+    b |= {"complete": False, "interrupted": "SIGTERM"}
+    comp = compare_runs(a, b)
+    assert comp.a_complete and not comp.b_complete
+    assert comp.warnings == ["B is incomplete (interrupted: SIGTERM): 2 of 4 cells finished"]
+    assert comp.only_in_a == KEYS[2:]
+    pb = write(tmp_path, "b.json", b)
+    r = invoke("compare", write(tmp_path, "a.json", a), pb)
+    assert r.exit_code == 0 and "B is incomplete (interrupted: SIGTERM)" in r.stdout
+    r = invoke("report", pb)
+    assert r.exit_code == 0, r.output
+    assert "incomplete run (interrupted: SIGTERM): 2 of 4 cells finished" in r.stdout
+    assert "incomplete run" not in invoke("report", write(tmp_path, "a.json", a)).stdout
+
+
+@pytest.mark.parametrize("value", ["1", "1.5", "-0.1", "nan"])
+def test_bad_threshold_is_a_one_line_error(tmp_path, value):
+    path = write(tmp_path, "a.json", make_run(1, keys=KEYS[:1]))
+    r = invoke("compare", path, path, f"--threshold={value}")
+    assert r.exit_code == 2 and "--threshold must be >= 0 and < 1" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unreadable_file_is_a_one_line_error(tmp_path):
+    good = write(tmp_path, "a.json", make_run(1, keys=KEYS[:1]))
+    (tmp_path / "bad.json").write_text("{not json")
+    r = invoke("compare", good, tmp_path / "bad.json")
+    assert r.exit_code == 2 and "not a readable results file" in r.stderr
+    r = invoke("compare", tmp_path / "missing.json", good)
+    assert r.exit_code == 2 and "no such file" in r.stderr
