@@ -1,18 +1,202 @@
-"""torch.compile (Inductor) over the eager model."""
+"""torch.compile (Inductor) over the eager model, with proof that the timed calls ran compiled code.
+
+Dynamo caches compiled variants per *code object* and falls back to eager, logging once, when a
+code object has more than `recompile_limit` variants. Compiling the module itself shares
+`AlexNet.forward` between every session of the process, so earlier batch sizes, precisions,
+thread counts or TF32 settings could push a later session into eager while its cells still said
+"compile". So each session compiles its own copy of a one-line forwarding function: a fresh code
+object whose cache holds this session's variants only. Two sessions held at once never share or
+evict each other's variants; a global change (threads, TF32) made by one makes the other recompile
+on its next call (its warm-up), counted against its own limit. `fullgraph=True` makes a graph
+break or an exceeded limit an exception instead of a silent eager fallback, and a counting
+Inductor backend lets `timing_problem` check that every timed call ran the compiled graph.
+"""
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
+import functools
+import itertools
+import time
+import types
+import weakref
+from collections.abc import Callable
+from typing import Any
+
 import torch
+from torch._dynamo.exc import FailOnRecompileLimitHit
+from torch._inductor import list_mode_options
 
 from alexbench.devices import Device
 from alexbench.precision import Precision
-from alexbench.runtimes.base import Backend, ModelBundle, Runtime, Session, SessionOptions
+from alexbench.runtimes.base import (
+    Backend,
+    CompileMode,
+    ModelBundle,
+    Runtime,
+    Session,
+    SessionOptions,
+)
 from alexbench.runtimes.torch_common import (
     TorchModuleSession,
     apply_torch_settings,
     cast_copy,
     cast_support,
 )
+
+# Variants one session may compile: one per batch size, plus one per thread-count/TF32 change.
+# Dynamo's default (8) would fail a sweep of nine batch sizes; past this, `run` raises.
+RECOMPILE_LIMIT = 64
+_session_ids = itertools.count()
+
+
+def applied_mode(device: Device, requested: CompileMode, cuda_graphs: bool = False) -> str:
+    """The Inductor mode really used for `requested` on `device` (recorded with results)."""
+    if device is not Device.CUDA:
+        # CUDA graphs exist on CUDA only: reduce-overhead adds nothing to the default mode, and
+        # max-autotune is max-autotune-no-cudagraphs.
+        return {
+            CompileMode.DEFAULT: "default",
+            CompileMode.REDUCE_OVERHEAD: "default",
+            CompileMode.MAX_AUTOTUNE: "max-autotune-no-cudagraphs",
+        }[requested]
+    if requested is CompileMode.DEFAULT:
+        # Unchanged CUDA default (autotuned kernels, so earlier results stay comparable);
+        # --cuda-graphs becomes Inductor's own CUDA graphs, which still call the counted graph.
+        return "max-autotune" if cuda_graphs else "max-autotune-no-cudagraphs"
+    return requested.value
+
+
+class _CountingInductor:
+    """A torch.compile backend: Inductor with `patches`; its compiled graphs count their calls
+    (one attribute increment per call, nothing measurable next to a forward pass)."""
+
+    def __init__(self, patches: dict[str, Any]) -> None:
+        self.patches = patches
+        self.compiles = 0
+        self.calls = 0
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+        compiled = torch._dynamo.lookup_backend("inductor")(
+            gm, example_inputs, config_patches=self.patches
+        )
+        self.compiles += 1
+
+        def counted(*args: Any) -> Any:  # dynamo calls a backend's result with positional args
+            self.calls += 1
+            return compiled(*args)
+
+        return counted
+
+
+def _forward(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return module(x)
+
+
+def _release(code: types.CodeType, scope: dict[str, Any]) -> None:
+    """Drop this session's compiled variants and the graphs dynamo installed in its globals."""
+    torch._dynamo.eval_frame.remove_from_cache(code)
+    scope.clear()
+
+
+class CompileSession(TorchModuleSession):
+    """A compiled module that proves, after timing, that the timed calls ran compiled code."""
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        device: Device,
+        precision: Precision,
+        settings: dict[str, Any],
+        options: SessionOptions,
+    ) -> None:
+        self.mode_applied = applied_mode(device, options.compile_mode, options.cuda_graphs)
+        self._backend = _CountingInductor(list_mode_options(self.mode_applied))
+        self._cuda_graphs = bool(self._backend.patches.get("triton.cudagraphs"))
+        # A fresh code object and globals: dynamo's cache (and what it installs) is this session's.
+        self._code = _forward.__code__.replace(co_name=f"compiled_forward_{next(_session_ids)}")
+        scope: dict[str, Any] = {"__builtins__": builtins}
+        fn = types.FunctionType(self._code, scope, self._code.co_name)
+        self._limit = RECOMPILE_LIMIT
+        # dynamic=False: each batch size compiles its own specialised kernels (the fastest case)
+        # on its first call, which the sweep reports as first inference, not steady state.
+        compiled = torch.compile(
+            fn, fullgraph=True, dynamic=False, backend=self._backend, recompile_limit=self._limit
+        )
+        # Inductor applies CUDA graphs itself; a manual capture would hide the calls we count.
+        opts = dataclasses.replace(options, cuda_graphs=False)
+        super().__init__(functools.partial(compiled, module), device, precision, settings, opts)
+        self._release = weakref.finalize(self, _release, self._code, scope)
+        self._calls = 0
+        self._compile_s: float | None = None
+        self._mark = (0, 0, 0)
+        self.evidence: dict[str, int] | None = None  # the last timed loop's counts
+
+    def run(self, inputs: torch.Tensor) -> torch.Tensor:
+        self._calls += 1
+        compiles = self._backend.compiles
+        start = time.perf_counter()
+        try:
+            out = super().run(inputs)
+        except FailOnRecompileLimitHit as e:
+            raise RuntimeError(
+                f"torch.compile hit its recompile limit ({self._limit} variants in this session; "
+                f"last guard failure: {self._last_guard_failure()}); it would run eager"
+            ) from e
+        if self._backend.compiles != compiles:  # this call compiled: tracing + Inductor + 1 run
+            self._compile_s = time.perf_counter() - start
+        return out
+
+    def timing_started(self) -> None:
+        self._mark = (self._calls, self._backend.calls, self._backend.compiles)
+
+    def timing_problem(self) -> str | None:
+        calls = self._calls - self._mark[0]
+        graph_calls = self._backend.calls - self._mark[1]
+        compiles = self._backend.compiles - self._mark[2]
+        self.evidence = {"calls": calls, "compiled_calls": graph_calls, "compiles": compiles}
+        if compiles:
+            return (
+                f"torch.compile compiled {compiles} time(s) during timing (last guard failure: "
+                f"{self._last_guard_failure()}): the timed calls include compilation"
+            )
+        if graph_calls < calls:
+            return (
+                f"torch.compile ran eager in {calls - graph_calls} of {calls} timed calls "
+                f"({self._eager_cause()})"
+            )
+        if graph_calls > calls:
+            return f"{graph_calls} compiled graphs ran in {calls} calls: a graph break ran eager"
+        return None
+
+    def _last_guard_failure(self) -> str:
+        failures = torch._dynamo.utils.guard_failures.get(self._code)
+        return failures[-1] if failures else "none recorded"
+
+    @staticmethod
+    def _eager_cause() -> str:
+        stance = getattr(getattr(torch._dynamo.eval_frame, "_stance", None), "stance", "default")
+        if stance != "default":
+            return f"dynamo fell back to eager: torch.compiler stance {stance!r}"
+        if torch._dynamo.config.disable:
+            return "dynamo fell back to eager: dynamo is disabled (TORCHDYNAMO_DISABLE)"
+        return "dynamo fell back to eager: recompile limit or a skipped frame"
+
+    def info(self) -> dict[str, Any]:
+        return dict(
+            super().info(),
+            compile_mode=self.mode_applied,
+            cuda_graphs=self._cuda_graphs,
+            compile_s=None if self._compile_s is None else round(self._compile_s, 3),
+            compiled_variants=self._backend.compiles,
+            recompile_limit=self._limit,
+            timing_evidence=self.evidence,
+        )
+
+    def close(self) -> None:
+        self._release()
+        super().close()
 
 
 class CompileRuntime(Runtime):
@@ -30,10 +214,6 @@ class CompileRuntime(Runtime):
     ) -> Session:
         opts = options or SessionOptions()
         settings = apply_torch_settings(device, precision, opts)
+        settings["compile_mode_requested"] = opts.compile_mode.value
         module = cast_copy(bundle.loaded.model, device, precision)
-        # dynamic=False: each batch size compiles its own specialised kernels, the fastest case;
-        # compilation happens on the first call and is reported as cold start, not steady state.
-        mode = "max-autotune-no-cudagraphs" if device is Device.CUDA else None
-        compiled = torch.compile(module, dynamic=False, mode=mode)
-        settings["compile_mode"] = mode or "default"
-        return TorchModuleSession(compiled, device, precision, settings, opts)
+        return CompileSession(module, device, precision, settings, opts)
