@@ -124,6 +124,23 @@ def render_verify(console: Console, report: VerifyReport, precisions: Sequence) 
     render_tolerances(console, precisions)
 
 
+def render_ceilings(console: Console, c: dict[str, Any]) -> None:
+    """One machine's measured ceilings: the best GEMM per dtype (and which library reached it)
+    and the read bandwidth for each working-set size."""
+    table = Table(
+        title=f"Ceilings: {c['device']} ({c['machine']}), {c['threads']} thread(s)",
+        title_justify="left",
+    )
+    for col in ("dtype", "GFLOP/s (int8: GOP/s)", "best source"):
+        table.add_column(col, justify="right" if col.startswith("GFLOP") else "left")
+    for dtype, value in c["gemm_gflops"].items():
+        table.add_row(dtype, f"{value:,.0f}", c["gemm_source"].get(dtype, "-"))
+    console.print(table)
+    sizes = ", ".join(f"{mib} MiB {gbs:,.1f}" for mib, gbs in c["read_bandwidth_by_mib"].items())
+    console.print(f"read bandwidth (GB/s) by working set: {sizes}", markup=False)
+    console.print(f"{c['method']}", style="dim", markup=False)
+
+
 # ---------------------------------------------------------------- bench results (from dicts)
 # Rendering works on the results file's dicts, so `alexbench report` re-renders any saved run.
 

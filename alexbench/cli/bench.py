@@ -153,7 +153,7 @@ def bench_cmd(
     if busy:
         err_console.print(f"warning: {busy}")
     with console.status("measuring the machine's ceilings (cached per machine and threads)..."):
-        ceilings = {d: load_or_measure(d, threads=threads) for d in devices}
+        ceilings = {d: load_or_measure(d, threads=threads, quick=True) for d in devices}
     created = now()
     finished: list[CellResult] = []
     interrupted: Interrupted | None = None
@@ -266,20 +266,21 @@ def ceilings_cmd(
     device: str | None = typer.Option(
         None, "--device", "-d", help="Comma list of cpu, cuda (default: every available device)."
     ),
+    threads: int | None = opt.THREADS,
     force: bool = typer.Option(False, "--force", help="Measure again even if cached."),
 ) -> None:
-    """Measure (and cache) this machine's GEMM throughput per dtype and memory bandwidth.
+    """Measure (and cache) this machine's GEMM throughput per dtype and read bandwidth.
 
-    bench uses them for the roofline columns. Example: alexbench ceilings --force
+    bench uses them for the roofline columns, per thread count. Example: alexbench ceilings --force
     """
     devices = parse_enum_list(device, Device, "--device") if device else available_devices()
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
     for d in devices:
         require(d)
         with console.status(f"measuring {d.value} ceilings..."):
-            c = load_or_measure(d, force=force, quick=False)
-        gemm = ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in c.gemm_gflops.items())
-        console.print(f"{d.value} ({c.machine}, {c.threads} threads): {gemm}; "
-                      f"bandwidth {c.bandwidth_gbs:,.1f} GB/s  [dim]{c.method}[/]")  # fmt: skip
+            c = load_or_measure(d, threads=threads, force=force, quick=False)
+        report.render_ceilings(console, asdict(c))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,9 +1,54 @@
-import pytest
+import json
+from dataclasses import asdict, replace
 
-from alexbench.bench.roofline import Ceilings, model_layers, model_work, roofline_point
+import pytest
+import torch
+
+from alexbench.bench import roofline
+from alexbench.bench.roofline import (
+    CACHE_FORMAT,
+    MIB,
+    Ceilings,
+    load_or_measure,
+    measure_ceilings,
+    model_layers,
+    model_work,
+    roofline_point,
+)
+from alexbench.devices import Device
 from alexbench.precision import Precision
 
-CEIL = Ceilings("cpu", "test", 2, {"fp32": 200.0, "bf16": 400.0}, 40.0, "now", "fixed")
+FP32_WEIGHTS = 61_100_840 * 4  # 233 MiB
+INT8_WEIGHTS = 61_100_840  # 58 MiB
+
+
+def ceilings(
+    gemm: dict[str, float] | None = None,
+    by_mib: dict[str, float] | None = None,
+    threads: int = 2,
+    quick: bool = False,
+) -> Ceilings:
+    gemm = gemm or {"fp32": 200.0, "tf32": 200.0, "bf16": 400.0, "int8": 1000.0}
+    by_mib = by_mib or {"1024": 40.0}
+    return Ceilings(
+        device="cpu",
+        machine="test",
+        threads=threads,
+        gemm_gflops=gemm,
+        gemm_source={d: "fake" for d in gemm},
+        gemm_by_source={d: {"fake": v} for d, v in gemm.items()},
+        read_bandwidth_gbs=by_mib[max(by_mib, key=int)],
+        read_bandwidth_by_mib=by_mib,
+        copy_bandwidth_gbs=30.0,
+        llc_bytes=256 * MIB,
+        quick=quick,
+        load_average_1m=0.1,
+        measured_at="now",
+        method="fixed",
+    )
+
+
+CEIL = ceilings()
 
 
 def test_model_work_counts_alexnet():
@@ -24,12 +69,209 @@ def test_per_layer_roofline():
     t = sum(lw.flops for lw in layers) * 256 / 400e9
     assert big.bound == "compute" and big.roofline_ms == pytest.approx(t * 1e3, rel=1e-4)
     assert big.pct_of_ceiling == round(100 * t / 2.0, 1)
+    assert big.ceiling_dtype == "bf16" and big.peak_gflops == 400.0
     # Batch 1 at fp32: the FC weights are read once for one image: memory-bound layers.
     small = roofline_point(layers, 1, Precision.FP32, 0.1, CEIL)
     t_fc = sum(lw.params * 4 for lw in fc) / 40e9
     t_conv = sum(max(lw.flops / 200e9, lw.params * 4 / 40e9) for lw in conv)
     assert small.roofline_ms == pytest.approx((t_fc + t_conv) * 1e3, rel=1e-4)
     assert small.weight_gbs == round(61_100_840 * 4 / 0.1 / 1e9, 2)
+    assert small.ceiling_threads == 2 and "2 threads" in small.ceiling_used
     tiny = roofline_point(model_layers(10, 64), 1, Precision.FP32, 0.1, CEIL)
     assert tiny.bound == "memory"  # at 64 px the convolutions are cheap
     assert roofline_point(layers, 1, Precision.FP32, 0.01, None) is None
+
+
+def test_int8_is_scored_against_the_int8_ceiling():
+    layers = model_layers(1000, 224)
+    point = roofline_point(layers, 256, Precision.INT8, 1.0, CEIL)
+    t = sum(lw.flops for lw in layers) * 256 / 1000e9  # int8 1000, not bf16's 400
+    assert point.ceiling_dtype == "int8" and point.peak_gflops == 1000.0
+    assert point.roofline_ms == pytest.approx(t * 1e3, rel=1e-4)
+    assert point.pct_of_ceiling == round(100 * t, 1)
+    # No int8 ceiling measured: no percentage, rather than another dtype's.
+    no_int8 = ceilings({"fp32": 200.0, "bf16": 400.0})
+    assert roofline_point(layers, 256, Precision.INT8, 1.0, no_int8) is None
+
+
+def test_above_100_percent_is_flagged_not_clamped():
+    layers = model_layers(1000, 224)
+    bound_s = roofline_point(layers, 64, Precision.FP32, 1.0, CEIL).roofline_ms / 1e3
+    fast = roofline_point(layers, 64, Precision.FP32, bound_s / 2, CEIL)
+    assert fast.exceeds_ceiling and fast.pct_of_ceiling == pytest.approx(200.0, abs=0.1)
+    slow = roofline_point(layers, 64, Precision.FP32, bound_s * 2, CEIL)
+    assert not slow.exceeds_ceiling and slow.pct_of_ceiling == pytest.approx(50.0, abs=0.1)
+    assert fast.to_dict()["exceeds_ceiling"] is True
+
+
+def test_bandwidth_of_the_weights_working_set():
+    by_mib = {"4": 120.0, "16": 60.0, "64": 55.0, "128": 50.0, "1040": 25.0}
+    c = ceilings(by_mib=by_mib)
+    # The largest measured working set that is not bigger than the weights: reading less data
+    # repeatedly is never slower, so its bandwidth bounds the weights' stream from above.
+    assert c.read_bandwidth_for(FP32_WEIGHTS) == (50.0, 128)
+    assert c.read_bandwidth_for(INT8_WEIGHTS) == (60.0, 16)
+    assert c.read_bandwidth_for(2 << 30) == (25.0, 1040)
+    assert c.read_bandwidth_for(1 * MIB) == (120.0, 4)  # below the ladder: its smallest set
+    layers = model_layers(1000, 224)
+    fc = [lw for lw in layers if lw.name.startswith("classifier")]
+    fp32 = roofline_point(layers, 1, Precision.FP32, 0.1, c)
+    int8 = roofline_point(layers, 1, Precision.INT8, 0.1, c)
+    assert fp32.read_bandwidth_gbs == 50.0 and int8.read_bandwidth_gbs == 60.0
+    assert "128 MiB working set" in fp32.ceiling_used
+    expected = sum(max(lw.flops / 200e9, lw.params * 4 / 50e9) for lw in layers)
+    assert fp32.roofline_ms == pytest.approx(expected * 1e3, rel=1e-4)
+    assert all(lw.params * 4 / 50e9 > lw.flops / 200e9 for lw in fc)  # the FCs read at 50 GB/s
+
+
+def _fake_measurement(monkeypatch, sources, calls=None):
+    """Replace the library measurements and the bandwidth kernels with known numbers."""
+    calls = calls if calls is not None else []
+
+    def fake_sources(device, threads, numpy_ok):
+        calls.append(("sources", threads, torch.get_num_threads()))
+        return sources
+
+    def fake_read(x, device, reps):
+        calls.append(("read", x.numel() * 4 // MIB, torch.get_num_threads()))
+        return 1000.0 / (x.numel() * 4 // MIB)  # smaller working sets read faster
+
+    monkeypatch.setattr(roofline, "_gemm_sources", fake_sources)
+    monkeypatch.setattr(roofline, "_read_bandwidth", fake_read)
+    monkeypatch.setattr(roofline, "_copy_bandwidth", lambda x, d, r: 7.0)
+    return calls
+
+
+def test_ceiling_is_the_best_source_and_size(monkeypatch):
+    def fixed(v):
+        return lambda n, reps: v * n / 256  # faster at the larger size
+
+    def broken(n, reps):
+        raise RuntimeError("no kernel")
+
+    sources = {
+        "fp32": {"torch.mm": fixed(100.0), "numpy": fixed(150.0), "onnxruntime": fixed(120.0)},
+        "tf32": {},
+        "bf16": {"torch.mm": fixed(80.0)},  # slower than fp32: fp32's ceiling applies
+        "int8": {"torch._int_mm": fixed(500.0), "ort": fixed(700.0), "broken": broken},
+    }
+    _fake_measurement(monkeypatch, sources)
+    c = measure_ceilings(Device.CPU, 1, gemm_sizes=(128, 256), read_sizes_mib=(4, 8))
+    assert c.gemm_gflops == {"fp32": 150.0, "tf32": 150.0, "bf16": 150.0, "int8": 700.0}
+    assert c.gemm_source["fp32"] == "numpy n=256"
+    assert c.gemm_source["int8"] == "ort n=256"
+    assert c.gemm_source["bf16"] == "fp32 numpy n=256"
+    assert c.gemm_by_source["fp32"] == {"torch.mm": 100.0, "numpy": 150.0, "onnxruntime": 120.0}
+    assert c.gemm_by_source["bf16"] == {"torch.mm": 80.0}
+    assert "broken" not in c.gemm_by_source["int8"] and "int8 broken: RuntimeError" in c.method
+    assert c.read_bandwidth_by_mib == {"4": 250.0, "8": 125.0}
+    assert c.read_bandwidth_gbs == 125.0  # the largest buffer's
+    assert c.copy_bandwidth_gbs == 7.0
+    json.dumps(asdict(c))  # serialisable as results.ceilings_dict writes it
+
+
+def test_measured_with_the_cells_thread_count(monkeypatch):
+    sources = {"fp32": {"torch.mm": lambda n, reps: 100.0 + torch.get_num_threads()}}
+    calls = _fake_measurement(monkeypatch, sources)
+    blas = roofline._openblas_controls()  # numpy's BLAS, where it can be controlled
+    seen_blas = []
+    if blas:
+        sources["fp32"]["numpy"] = lambda n, reps: seen_blas.append(blas[0][0]()) or 0.0
+    old, old_blas = torch.get_num_threads(), [get() for get, _ in blas]
+    torch.set_num_threads(2)
+    for _, set_ in blas:
+        set_(2)
+    try:
+        c = measure_ceilings(Device.CPU, 1, gemm_sizes=(64,), read_sizes_mib=(4,))
+        assert torch.get_num_threads() == 2  # restored
+        assert [get() for get, _ in blas] == [2] * len(blas)
+    finally:
+        torch.set_num_threads(old)
+        for (_, set_), n in zip(blas, old_blas, strict=True):
+            set_(n)
+    assert c.threads == 1 and c.gemm_gflops["fp32"] == 101.0  # torch ran with 1 thread
+    assert calls == [("sources", 1, 1), ("read", 4, 1)]  # ORT gets threads=1 too
+    assert seen_blas == ([1] if blas else [])  # numpy's OpenBLAS ran with 1 thread as well
+
+
+def test_cache_per_thread_count_and_format(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    measured = []
+
+    def fake_measure(device, threads=None, quick=False, **kw):
+        measured.append((threads, quick))
+        return ceilings(threads=threads, quick=quick)
+
+    monkeypatch.setattr(roofline, "measure_ceilings", fake_measure)
+    one = load_or_measure(Device.CPU, 1, quick=True)
+    two = load_or_measure(Device.CPU, 2, quick=True)
+    assert (one.threads, two.threads) == (1, 2) and measured == [(1, True), (2, True)]
+    p1, p2 = roofline._cache_path(Device.CPU, 1), roofline._cache_path(Device.CPU, 2)
+    assert p1 != p2 and p1.is_file() and p2.is_file()
+    assert load_or_measure(Device.CPU, 1, quick=True) == one and len(measured) == 2  # cached
+    # A full measurement is not answered by a quick one.
+    full = load_or_measure(Device.CPU, 1, quick=False)
+    assert not full.quick and measured[-1] == (1, False)
+    assert load_or_measure(Device.CPU, 1, quick=True) == full  # a full one serves quick asks
+    # threads=None means torch's current count.
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert load_or_measure(Device.CPU, quick=True) == two and len(measured) == 3
+    finally:
+        torch.set_num_threads(old)
+    # Files of an older format (other fields, or none) or unreadable ones are measured again.
+    old_format = {k: v for k, v in asdict(one).items() if k != "cache_format"}
+    for stale in (
+        {**old_format, "bandwidth_gbs": 40.0},
+        {**asdict(one), "cache_format": CACHE_FORMAT - 1},
+        {**asdict(one), "unknown_field": 1},
+    ):
+        p1.write_text(json.dumps(stale))
+        before = len(measured)
+        assert load_or_measure(Device.CPU, 1, quick=True).threads == 1
+        assert len(measured) == before + 1
+    p1.write_text("{not json")
+    load_or_measure(Device.CPU, 1, quick=True)
+    assert len(measured) == before + 2
+    load_or_measure(Device.CPU, 1, quick=True, force=True)
+    assert len(measured) == before + 3
+
+
+def test_openblas_thread_control():
+    blas = roofline._openblas_controls()
+    if not blas:
+        pytest.skip("numpy does not use a loaded OpenBLAS here")
+    get, set_ = blas[0]
+    old = get()
+    try:
+        set_(1)
+        assert get() == 1
+    finally:
+        set_(old)
+    assert get() == old
+
+
+def test_real_measurement_small():
+    """Really measures, with tiny sizes: every CPU dtype gets a ceiling and a source."""
+    c = measure_ceilings(Device.CPU, 1, quick=True, gemm_sizes=(256,), read_sizes_mib=(4, 16))
+    assert set(c.gemm_gflops) == {"fp32", "tf32", "fp16", "bf16", "int8"}
+    assert all(v > 0 for v in c.gemm_gflops.values())
+    assert set(c.gemm_source) == set(c.gemm_gflops)
+    assert "torch._int_mm" in c.gemm_by_source["int8"]
+    assert any(s.startswith("onnxruntime") for s in c.gemm_by_source["int8"])
+    assert {"torch.mm", "onnxruntime"} <= set(c.gemm_by_source["fp32"])
+    assert c.gemm_gflops["int8"] >= max(c.gemm_by_source["int8"].values())
+    assert c.threads == 1 and c.read_bandwidth_gbs > 0
+    assert set(c.read_bandwidth_by_mib) == {"4", "16"}
+    assert Ceilings(**json.loads(json.dumps(asdict(c)))) == c
+    assert replace(c, threads=2) != c
+
+
+def test_a_slowed_small_working_set_does_not_lower_the_bound(monkeypatch):
+    _fake_measurement(monkeypatch, {"fp32": {"torch.mm": lambda n, reps: 100.0}})
+    measured = {4: 0.5, 8: 30.0, 16: 20.0}  # 4 MiB slowed down by a busy machine
+    monkeypatch.setattr(roofline, "_read_bandwidth", lambda x, d, r: measured[x.numel() * 4 >> 20])
+    c = measure_ceilings(Device.CPU, 1, gemm_sizes=(64,), read_sizes_mib=(4, 8, 16))
+    assert c.read_bandwidth_by_mib == {"4": 30.0, "8": 30.0, "16": 20.0}
+    assert c.read_bandwidth_gbs == 20.0
