@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from alexbench.bench.compare import (
-    Verdict,
+from alexbench.bench.compare import Verdict, compare_runs, regressions
+from alexbench.bench.intervals import (
     block_length,
     bootstrap_ratio_interval,
-    compare_runs,
-    regressions,
     t_quantile,
     welch_ratio_interval,
 )
