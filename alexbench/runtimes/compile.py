@@ -17,6 +17,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import functools
+import inspect
 import itertools
 import time
 import types
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch._dynamo.exc import FailOnRecompileLimitHit
+from torch._dynamo import exc as dynamo_exc
 from torch._inductor import list_mode_options
 
 from alexbench.devices import Device
@@ -48,6 +49,16 @@ from alexbench.runtimes.torch_common import (
 # Variants one session may compile: one per batch size, plus one per thread-count/TF32 change.
 # Dynamo's default (8) would fail a sweep of nine batch sizes; past this, `run` raises.
 RECOMPILE_LIMIT = 64
+# torch.compile takes a per-call limit only in recent releases (2.14 has it); older ones read the
+# process-wide dynamo setting, which is raised instead. Either way the proof below still holds.
+_PER_CALL_LIMIT = "recompile_limit" in inspect.signature(torch.compile).parameters
+
+
+class _NeverRaised(Exception):
+    """Stands in for FailOnRecompileLimitHit where torch lacks it (the counts still catch it)."""
+
+
+_LimitHit: type[Exception] = getattr(dynamo_exc, "FailOnRecompileLimitHit", _NeverRaised)
 _session_ids = itertools.count()
 
 
@@ -121,9 +132,14 @@ class CompileSession(TorchModuleSession):
         self._limit = RECOMPILE_LIMIT
         # dynamic=False: each batch size compiles its own specialised kernels (the fastest case)
         # on its first call, which the sweep reports as first inference, not steady state.
-        compiled = torch.compile(
-            fn, fullgraph=True, dynamic=False, backend=self._backend, recompile_limit=self._limit
-        )
+        limit: dict[str, Any] = {}
+        if _PER_CALL_LIMIT:
+            limit["recompile_limit"] = self._limit
+        else:
+            cfg = torch._dynamo.config
+            name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+            setattr(cfg, name, max(getattr(cfg, name), self._limit))
+        compiled = torch.compile(fn, fullgraph=True, dynamic=False, backend=self._backend, **limit)
         # Inductor applies CUDA graphs itself; a manual capture would hide the calls we count.
         opts = dataclasses.replace(options, cuda_graphs=False)
         super().__init__(functools.partial(compiled, module), device, precision, settings, opts)
@@ -139,7 +155,7 @@ class CompileSession(TorchModuleSession):
         start = time.perf_counter()
         try:
             out = super().run(inputs)
-        except FailOnRecompileLimitHit as e:
+        except _LimitHit as e:
             raise RuntimeError(
                 f"torch.compile hit its recompile limit ({self._limit} variants in this session; "
                 f"last guard failure: {self._last_guard_failure()}); it would run eager"
