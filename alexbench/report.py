@@ -171,24 +171,20 @@ def render_bench(console: Console, cells: Sequence[CellDict], title: str = "") -
         rows = [c for c in cells if c["device"] == device and c["status"] != "skipped"]
         rows.sort(key=lambda c: (c["batch"], c["backend"], c["precision"]))
         table = Table(title=f"{title} — {device}".strip(" —"), title_justify="left")
-        for col in (
-            "backend",
-            "prec",
-            "batch",
-            "p50 ms [95% CI]",
-            "p90 ms",
-            "p99 ms",
-            "images/s",
-            "vs eager",
-            "% ceiling",
-            "mem res/peak",
-            "cold start",
-            "parity",
-        ):
+        # On CUDA, throughput from back-to-back iterations and device time differ from
+        # batch / latency; on CPU the throughput loop is the latency loop, so they are not shown.
+        pipelined = device == "cuda"
+        columns = ["backend", "prec", "batch", "p50 ms [95% CI]", "p90 ms", "p99 ms", "images/s"]
+        columns += ["wall img/s", "device ms"] if pipelined else []
+        columns += ["vs eager", "% ceiling", "mem res/peak", "cold start", "parity"]
+        for col in columns:
             left = col in ("backend", "prec")
             table.add_column(col, justify="left" if left else "right")
         for c in rows:
-            table.add_row(*_bench_row(c, base, best))
+            row = _bench_row(c, base, best)
+            if pipelined:
+                row[7:7] = _pipelined_cells(c)
+            table.add_row(*row)
         console.print(table)
         skipped = [c for c in cells if c["device"] == device and c["status"] == "skipped"]
         reasons: dict[str, list[str]] = {}
@@ -242,6 +238,15 @@ def _cold_text(cold: dict[str, Any]) -> str:
     if cold.get("session_create_s") is None:  # a later batch size: first call at this shape
         return f"+{first:.0f}ms"
     return f"{cold['session_create_s']:.2f}s+{first:.0f}ms"
+
+
+def _pipelined_cells(c: CellDict) -> list[str]:
+    """wall img/s (throughput loop) and median device time (CUDA events), for CUDA tables."""
+    s, dev = c.get("stats"), c.get("device_time")
+    if c["status"] == "error" or not s:
+        return ["", ""]
+    wall = f"{s['wall_throughput']:,.1f}"
+    return [wall, "-" if not dev else f"{dev['p50_ms']:.3f}"]
 
 
 def _bench_row(c: CellDict, base: dict, best: dict) -> list[Any]:

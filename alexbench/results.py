@@ -34,6 +34,8 @@ _CELL_SCHEMA: dict[str, Any] = {
         "status": {"enum": ["ok", "parity_failed", "skipped", "error"]},
         "reason": {"type": "string"},
         "latencies_ns": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "device_ns": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "device_time": {"type": ["object", "null"], "required": ["p50_ms", "iterations"]},
         "timing_method": {"type": "string"},
         "stats": {
             "type": ["object", "null"],
@@ -84,7 +86,8 @@ RESULTS_JSON_SCHEMA: dict[str, Any] = {
 CSV_COLUMNS = [
     "backend", "device", "precision", "batch", "status", "iterations", "p50_ms", "p90_ms",
     "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "p50_ci_low_ms", "p50_ci_high_ms",
-    "throughput", "wall_throughput", "unstable", "session_create_s", "first_inference_ms",
+    "throughput", "wall_throughput", "device_p50_ms", "unstable", "session_create_s",
+    "first_inference_ms",
     "repeats", "mem_scope", "mem_resident_bytes", "mem_peak_bytes", "max_abs_err",
     "parity_passed", "gflops", "weight_gbs", "pct_of_ceiling", "exceeds_ceiling", "bound",
     "reason",
@@ -104,6 +107,7 @@ def csv_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = {k: c.get(k) for k in ("backend", "device", "precision", "batch", "status")}
         row |= {k: s.get(k) for k in CSV_COLUMNS if k in s}
         row |= {k: cold.get(k) for k in ("session_create_s", "first_inference_ms")}
+        row["device_p50_ms"] = (c.get("device_time") or {}).get("p50_ms")
         row["repeats"] = len(c.get("repeats") or []) or (1 if s else 0)
         row |= {
             "mem_scope": mem.get("scope"),

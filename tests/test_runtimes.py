@@ -4,10 +4,14 @@ import pytest
 
 from alexbench.devices import Device
 from alexbench.errors import InputError, UnsupportedError
+from alexbench.exporters import ensure_artifacts
 from alexbench.parity import compare
 from alexbench.precision import Precision
 from alexbench.runtimes import (
+    ArtifactFormat,
     Backend,
+    ModelBundle,
+    cell_unavailable,
     check_supported,
     get_runtime,
     parse_backend,
@@ -73,17 +77,28 @@ def test_onnxruntime_session_reports_providers(small_bundle):
     assert info["graph_optimization_level"] == "ORT_ENABLE_ALL"
 
 
+@pytest.fixture(scope="module")
+def cuda_bundle(small_model, small_bundle, tmp_path_factory):
+    """small_bundle plus the fp16 ONNX variant, which only CUDA runs (built only when a cuda
+    test asks for it)."""
+    out = tmp_path_factory.mktemp("fp16")
+    formats = [ArtifactFormat.ONNX, ArtifactFormat.ONNX_FP16]
+    ensure_artifacts(small_model, out, formats)
+    artifacts = {**small_bundle.artifacts, ArtifactFormat.ONNX_FP16: out / "alexnet.fp16.onnx"}
+    assert artifacts[ArtifactFormat.ONNX_FP16].is_file()
+    return ModelBundle(small_model, artifacts)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("precision", [Precision.FP32, Precision.TF32, Precision.FP16])
-def test_cuda_runtimes_match_cpu_reference(
-    backend, precision, small_bundle, small_batch, reference
-):
+def test_cuda_runtimes_match_cpu_reference(backend, precision, cuda_bundle, small_batch, reference):
     runtime = get_runtime(backend)
-    reason = unsupported_reason(runtime, Device.CUDA, precision)
+    # An unsupported pair or a missing artifact is a skip with its reason, never a load error.
+    reason = cell_unavailable(runtime, cuda_bundle, Device.CUDA, precision)
     if reason:
         pytest.skip(reason)
-    session = runtime.load(small_bundle, Device.CUDA, precision)
+    session = runtime.load(cuda_bundle, Device.CUDA, precision)
     result = compare(reference(small_batch), session(small_batch), precision)
     assert result.passed, result.reason
     if backend is Backend.ONNXRUNTIME:

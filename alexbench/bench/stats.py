@@ -30,7 +30,7 @@ class LatencyStats:
     p50_ci_low_ms: float
     p50_ci_high_ms: float
     throughput: float  # images/s = batch / median latency
-    wall_throughput: float  # images/s = batch * iterations / wall time of the timed run
+    wall_throughput: float  # images/s = batch * iterations / wall time of the throughput loop
     unstable: bool
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,7 +62,14 @@ def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int]:
     return lo_rank, hi_rank
 
 
-def compute_stats(latencies_ns: np.ndarray | list[int], batch: int, wall_ns: int) -> LatencyStats:
+def compute_stats(
+    latencies_ns: np.ndarray | list[int],
+    batch: int,
+    wall_ns: int,
+    wall_iterations: int | None = None,
+) -> LatencyStats:
+    """Statistics of the latency samples; `wall_ns` over `wall_iterations` (default: as many as
+    latencies) is the throughput loop's wall clock."""
     lat = np.sort(np.asarray(latencies_ns, dtype=np.float64)) / 1e6  # ms
     n = len(lat)
     if n == 0:
@@ -85,6 +92,8 @@ def compute_stats(latencies_ns: np.ndarray | list[int], batch: int, wall_ns: int
         p50_ci_low_ms=ci_low,
         p50_ci_high_ms=ci_high,
         throughput=batch / (p50 / 1e3),
-        wall_throughput=batch * n / (wall_ns / 1e9) if wall_ns > 0 else float("nan"),
+        wall_throughput=batch * (wall_iterations or n) / (wall_ns / 1e9)
+        if wall_ns > 0
+        else float("nan"),
         unstable=bool(unstable),
     )

@@ -63,6 +63,7 @@ class CellResult:
     reason: str = ""
     stats: LatencyStats | None = None
     latencies_ns: list[int] = field(default_factory=list)
+    device_ns: list[int] = field(default_factory=list)  # CUDA events per call, when measurable
     timing_method: str = ""
     session_create_s: float | None = None  # only on the first batch a session ran (its cold start)
     first_inference_ms: float | None = None  # first call at this batch size (compiles, for compile)
@@ -88,6 +89,8 @@ class CellResult:
             "reason": self.reason,
             "stats": self.stats.to_dict() if self.stats else None,
             "latencies_ns": self.latencies_ns,
+            "device_ns": self.device_ns,
+            "device_time": _device_time(self.device_ns),
             "timing_method": self.timing_method,
             "cold_start": {
                 "session_create_s": self.session_create_s,
@@ -245,9 +248,12 @@ def _measure(
     memory.timing_done()
     cell.session_info = session.info()
     cell.latencies_ns = timing.latencies_ns.tolist()
+    cell.device_ns = [] if timing.device_ns is None else timing.device_ns.tolist()
     cell.timing_method = timing.method
-    cell.stats = compute_stats(timing.latencies_ns, cell.batch, timing.wall_ns)
-    cell.repeats = [_repeat_summary(cell.stats, timing.wall_ns)]
+    cell.stats = compute_stats(
+        timing.latencies_ns, cell.batch, timing.wall_ns, timing.wall_iterations
+    )
+    cell.repeats = [_repeat_summary(cell.stats, timing.wall_ns, timing.wall_iterations)]
     cell.memory = memory.to_dict()
     if timing.problem:
         # The timed calls ran something other than what the cell names: never quote that speed.
@@ -260,13 +266,21 @@ def _measure(
         cell.status, cell.reason = CellStatus.PARITY_FAILED, cell.parity.reason
 
 
-def _repeat_summary(stats: LatencyStats, wall_ns: int) -> dict[str, Any]:
+def _repeat_summary(stats: LatencyStats, wall_ns: int, wall_iterations: int) -> dict[str, Any]:
     return {
         "p50_ms": stats.p50_ms,
         "iterations": stats.iterations,
         "throughput": stats.throughput,
         "wall_s": wall_ns / 1e9,
+        "wall_iterations": wall_iterations,
     }
+
+
+def _device_time(device_ns: list[int]) -> dict[str, Any] | None:
+    """Median device time (CUDA events) and its sample count; None where not measured."""
+    if not device_ns:
+        return None
+    return {"p50_ms": float(np.median(device_ns)) / 1e6, "iterations": len(device_ns)}
 
 
 # Worst first: a merged cell takes the worst status any of its repeats had.
@@ -289,7 +303,7 @@ def merge_repeats(results: Sequence[CellResult]) -> list[CellResult]:
         if len(group) == 1:
             merged.append(first)
             continue
-        out = dataclasses.replace(first, repeats=[], latencies_ns=[])
+        out = dataclasses.replace(first, repeats=[], latencies_ns=[], device_ns=[])
         worst = min(group, key=lambda r: _SEVERITY.index(r.status))
         out.status = worst.status
         if worst.status is not first.status:
@@ -297,10 +311,14 @@ def merge_repeats(results: Sequence[CellResult]) -> list[CellResult]:
         timed = [r for r in group if r.stats is not None]
         for r in timed:
             out.latencies_ns.extend(r.latencies_ns)
+            out.device_ns.extend(r.device_ns)
             out.repeats.extend(r.repeats)
         if timed:
             wall_ns = sum(int(rep["wall_s"] * 1e9) for rep in out.repeats)
-            out.stats = compute_stats(np.asarray(out.latencies_ns), first.batch, int(wall_ns))
+            wall_iters = sum(rep.get("wall_iterations", rep["iterations"]) for rep in out.repeats)
+            out.stats = compute_stats(
+                np.asarray(out.latencies_ns), first.batch, wall_ns, wall_iters
+            )
             peaks = [r.memory.get("peak_bytes") for r in timed if r.memory.get("peak_bytes")]
             if peaks:
                 out.memory = dict(first.memory, peak_bytes=max(peaks))

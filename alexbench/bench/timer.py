@@ -1,10 +1,17 @@
-"""The timing loop, the same for every runtime.
+"""The timing contract, one function per quantity, the same on every device and runtime.
 
-CPU: perf_counter_ns around each `session.run` (outputs exist when run returns).
-CUDA: CUDA events recorded on the current stream around each call, for runtimes that enqueue
-work on it (torch); runtimes that return only when their own stream is done (ONNX Runtime with
-IO binding) are timed on the host. Inputs are prepared before timing and rotated, so no cache
-or memoisation of a single input flatters the result.
+- **latency**: host clock (`perf_counter_ns`) from submitting a batch to its result being ready,
+  the device synchronised inside every iteration (`Session.synchronize`). On CPU, and for
+  runtimes whose call returns only when the device is done, that synchronisation is free.
+- **throughput**: wall clock over many iterations enqueued back to back with no synchronisation
+  between them (once at the end). On CPU the latency loop already is such a loop, so it is not
+  run twice; on CUDA it is a second loop of as many iterations.
+- **device time** (CUDA only): CUDA events recorded on torch's current stream around each call of
+  the throughput loop, for every runtime whose kernels run on that stream (torch, and ONNX
+  Runtime given that stream as its `user_compute_stream`).
+
+This is the split trtexec and MLPerf make. Inputs are prepared before timing and rotated, so no
+cache or memoisation of a single input flatters the result.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -31,16 +38,42 @@ class RunLength:
     max_iters: int = 10_000
 
 
+class DeviceEvent(Protocol):
+    """What the timer needs of a CUDA event (torch.cuda.Event; tests pass a stand-in)."""
+
+    def record(self) -> None: ...
+    def synchronize(self) -> None: ...
+    def elapsed_time(self, end: Any) -> float: ...  # milliseconds
+
+
+EventFactory = Callable[[], DeviceEvent]
+
+
+def cuda_events() -> EventFactory:
+    import torch
+
+    return lambda: torch.cuda.Event(enable_timing=True)
+
+
+METHOD = (
+    "latency: host clock per call, device synchronised each iteration; throughput: wall clock "
+    "over back-to-back iterations (CPU: the latency loop itself); device time: CUDA events on "
+    "torch's current stream around each call of the throughput loop"
+)
+
+
 @dataclass
 class Timing:
-    latencies_ns: np.ndarray
-    wall_ns: int
-    method: str  # "perf_counter" or "cuda_events"
+    latencies_ns: np.ndarray  # latency per call (host clock, device synchronised)
+    wall_ns: int  # wall clock of the throughput loop
+    wall_iterations: int  # iterations in the throughput loop
+    device_ns: np.ndarray | None = None  # device time per call (CUDA events), when measurable
     problem: str | None = None  # the session's `timing_problem()`: the timed calls are invalid
 
-
-def _uses_events(session: Session) -> bool:
-    return session.device is Device.CUDA and not getattr(session, "host_synchronous", False)
+    @property
+    def method(self) -> str:
+        """What this cell's figures come from (the full contract is `METHOD`)."""
+        return "host clock" if self.device_ns is None else "host clock + CUDA events"
 
 
 def time_session(
@@ -48,71 +81,80 @@ def time_session(
     prepared: Sequence[Any],
     run_length: RunLength,
     clock: Callable[[], int] = time.perf_counter_ns,
+    events: EventFactory | None = None,
 ) -> Timing:
-    """Time `session.run` over `prepared` inputs (rotated) and return raw latencies.
+    """Warm up, then measure latency, throughput and (CUDA) device time over `prepared` inputs.
 
-    `clock` is injectable so that tests can drive the loop with known latencies.
+    `clock` and `events` are injectable so that tests drive the loops with known times.
     """
     if not prepared:
         raise ValueError("need at least one prepared input")
     k = len(prepared)
     for i in range(run_length.warmup):
         session.run(prepared[i % k])
+    session.synchronize()
     session.timing_started()
-    if _uses_events(session):
-        timing = _time_cuda_events(session, prepared, run_length)
+    latencies, loop_wall = time_latency(session, prepared, run_length, clock)
+    if session.device is Device.CUDA:
+        if events is None and session.device_time_on_current_stream:
+            events = cuda_events()
+        wall, device = time_throughput(session, prepared, len(latencies), clock, events)
+        timing = Timing(latencies, wall, len(latencies), device)
     else:
-        timing = _time_host(session, prepared, run_length, clock)
+        timing = Timing(latencies, loop_wall, len(latencies))
     timing.problem = session.timing_problem()
     return timing
 
 
-def _time_host(
+def time_latency(
     session: Session, prepared: Sequence[Any], run_length: RunLength, clock: Callable[[], int]
-) -> Timing:
+) -> tuple[np.ndarray, int]:
+    """Latency per call: submit, wait for the device, read the clock. Returns (latencies, wall)."""
     k = len(prepared)
     latencies: list[int] = []
     min_ns = int(run_length.min_seconds * 1e9)
-    run = session.run
+    run, sync = session.run, session.synchronize
     start = clock()
     i = 0
     while True:
         x = prepared[i % k]
         t0 = clock()
         run(x)
+        sync()
         t1 = clock()
         latencies.append(t1 - t0)
         i += 1
         if i >= run_length.max_iters or (i >= run_length.min_iters and t1 - start >= min_ns):
             break
-    wall = t1 - start
-    return Timing(np.asarray(latencies, dtype=np.int64), wall, "perf_counter")
+    return np.asarray(latencies, dtype=np.int64), t1 - start
 
 
-def _time_cuda_events(session: Session, prepared: Sequence[Any], rl: RunLength) -> Timing:
-    import torch
-
+def time_throughput(
+    session: Session,
+    prepared: Sequence[Any],
+    iterations: int,
+    clock: Callable[[], int],
+    events: EventFactory | None,
+) -> tuple[int, np.ndarray | None]:
+    """`iterations` calls enqueued back to back, synchronised once at the end: (wall ns, device
+    time per call from events recorded around each call, or None without events)."""
     k = len(prepared)
-    torch.cuda.synchronize()
-    pairs = []
-    min_ns = int(rl.min_seconds * 1e9)
-    start = time.perf_counter_ns()
-    i = 0
-    while True:
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-        session.run(prepared[i % k])
-        end.record()
-        pairs.append((begin, end))
-        i += 1
-        # Synchronise every 32 iterations: bounds the queue without serialising each launch.
-        if i % 32 == 0:
-            end.synchronize()
-        if i >= rl.max_iters:
-            break
-        if i >= rl.min_iters and time.perf_counter_ns() - start >= min_ns:
-            break
-    torch.cuda.synchronize()
-    wall = time.perf_counter_ns() - start
-    lat = np.asarray([int(b.elapsed_time(e) * 1e6) for b, e in pairs], dtype=np.int64)
-    return Timing(lat, wall, "cuda_events")
+    pairs: list[tuple[DeviceEvent, DeviceEvent]] = []
+    session.synchronize()
+    start = clock()
+    for i in range(iterations):
+        if events is not None:
+            begin, end = events(), events()
+            begin.record()
+            session.run(prepared[i % k])
+            end.record()
+            pairs.append((begin, end))
+        else:
+            session.run(prepared[i % k])
+    session.synchronize()
+    wall = clock() - start
+    if not pairs:
+        return wall, None
+    pairs[-1][1].synchronize()
+    device = np.asarray([int(b.elapsed_time(e) * 1e6) for b, e in pairs], dtype=np.int64)
+    return wall, device

@@ -19,6 +19,7 @@ from alexbench.bench.sweep import (
     finish_cells,
     iter_sweep,
 )
+from alexbench.bench.timer import METHOD as TIMING_METHOD
 from alexbench.bench.timer import RunLength
 from alexbench.checkpoint import Normalization
 from alexbench.cli import options as opt
@@ -188,8 +189,7 @@ def bench_cmd(
             "run_length": asdict(spec.run_length),
             "options": asdict(options),
             "seed": spec.seed,
-            "timing": "CPU: perf_counter_ns per call; CUDA: CUDA events on the current stream "
-            "(torch) or host clock around synchronous ONNX Runtime IO-binding runs",
+            "timing": TIMING_METHOD,
         },
         "ceilings": ceilings_dict(ceilings),
         "cells": [c.to_dict() for c in cells],

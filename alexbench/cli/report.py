@@ -31,7 +31,7 @@ def report_cmd(
 ) -> None:
     """Show a saved benchmark run as tables (and optionally a plot).
 
-    Examples: alexbench report;  alexbench report results/xeon-2c/20261126-173654_vm_cpu.json --plot p.png
+    Examples: alexbench report;  alexbench report results/xeon-2c/<run>.json --plot p.png
     """
     path = results if results is not None else _latest(Path("results"))
     data = load_results(path)

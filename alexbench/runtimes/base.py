@@ -75,9 +75,9 @@ class Session(abc.ABC):
 
     device: Device
     precision: Precision
-    # True when `run` returns only after the device finished (timed on the host, not with CUDA
-    # events on torch's stream, which this runtime does not use).
-    host_synchronous: bool = False
+    # CUDA: True when this session's kernels run on torch's current stream, so CUDA events
+    # recorded there bracket them (device time). False: no device time is reported.
+    device_time_on_current_stream: bool = False
 
     @abc.abstractmethod
     def prepare(self, batch: np.ndarray) -> Any:
@@ -85,8 +85,11 @@ class Session(abc.ABC):
 
     @abc.abstractmethod
     def run(self, inputs: Any) -> Any:
-        """Timed: one forward pass. Outputs exist when this returns (CUDA: enqueued on the
-        current stream; the timer records events around the call)."""
+        """Timed: one forward pass, submitted. On CUDA it may return before the device is done
+        (the latency loop calls `synchronize` inside the timed region)."""
+
+    def synchronize(self) -> None:  # noqa: B027 - a no-op where `run` already waits
+        """Wait until the device has finished everything this session submitted."""
 
     @abc.abstractmethod
     def to_numpy(self, outputs: Any) -> np.ndarray:

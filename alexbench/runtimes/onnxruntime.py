@@ -44,32 +44,67 @@ def _default_threads() -> int:
     return torch.get_num_threads()
 
 
+def _torch_stream() -> dict[str, str]:
+    """Run ORT's CUDA kernels on torch's current stream, so that the same CUDA events time
+    torch and ORT (device time); torch's stream is the legacy default stream unless changed."""
+    try:
+        import torch
+
+        stream = torch.cuda.current_stream().cuda_stream
+    except (ImportError, RuntimeError):
+        return {}
+    return {"has_user_compute_stream": "1", "user_compute_stream": str(stream)}
+
+
 class OnnxRuntimeSession(Session):
-    def __init__(self, sess: Any, device: Device, precision: Precision, opts: SessionOptions):
+    """CPU: plain `run` on numpy feeds. CUDA: IO binding, on torch's current stream when ORT
+    accepted it as its compute stream (so the timer's CUDA events bracket ORT's kernels)."""
+
+    def __init__(
+        self, sess: Any, device: Device, precision: Precision, opts: SessionOptions, stream: bool
+    ) -> None:
         self.sess = sess
         self.device = device
         self.precision = precision
         self._opts = opts
-        # Device-resident CUDA inputs go through IO binding so that no host copy is timed.
-        self._bound = device is Device.CUDA and not opts.include_transfers
-        # ORT runs on its own CUDA stream and returns after it is done: time it on the host.
-        self.host_synchronous = True
+        cuda = device is Device.CUDA
+        self._transfers = cuda and opts.include_transfers
+        self._bound = cuda  # IO binding on CUDA: device-resident, or pinned host with transfers
+        self.device_time_on_current_stream = cuda and stream
 
     def prepare(self, batch: np.ndarray) -> Any:
         x = np.ascontiguousarray(batch, dtype=np.float32)
         if not self._bound:
             return {INPUT_NAME: x}  # the feed dict is built here, not in the timed `run`
+        import torch
+
+        binding = self.sess.io_binding()
+        if self._transfers:
+            # The same bytes torch moves: fp32 from pinned host memory in, fp32 logits out.
+            host = torch.from_numpy(x).pin_memory()
+            binding.bind_input(INPUT_NAME, "cpu", 0, np.float32, list(host.shape), host.data_ptr())
+            binding.bind_output(OUTPUT_NAME, "cpu")
+            return (binding, host)
         ort = _ort()
         value = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
-        binding = self.sess.io_binding()
         binding.bind_ortvalue_input(INPUT_NAME, value)
-        binding.bind_output(OUTPUT_NAME, "cuda", 0)
-        return (binding, value)  # keep the OrtValue alive as long as the binding
+        out = self._output_value(x.shape[0])
+        if out is None:
+            binding.bind_output(OUTPUT_NAME, "cuda", 0)
+        else:  # preallocated: no allocation inside the timed call
+            binding.bind_ortvalue_output(OUTPUT_NAME, out)
+        return (binding, value, out)  # keep the OrtValues alive as long as the binding
+
+    def _output_value(self, batch: int) -> Any:
+        classes = self.sess.get_outputs()[0].shape[-1]
+        if not isinstance(classes, int):
+            return None
+        return _ort().OrtValue.ortvalue_from_shape_and_type([batch, classes], np.float32, "cuda", 0)
 
     def run(self, inputs: Any) -> Any:
         if self._bound:
             binding = inputs[0]
-            # Synchronous: returns after the CUDA stream has finished (bound outputs synchronised).
+            # Returns after ORT synchronised its stream (bound outputs are ready).
             self.sess.run_with_iobinding(binding)
             return binding
         return self.sess.run([OUTPUT_NAME], inputs)[0]
@@ -81,12 +116,23 @@ class OnnxRuntimeSession(Session):
 
     def info(self) -> dict[str, Any]:
         so = self.sess.get_session_options()
-        return {
+        out: dict[str, Any] = {
             "providers": self.sess.get_providers(),
             "intra_op_num_threads": so.intra_op_num_threads,
             "graph_optimization_level": str(so.graph_optimization_level).split(".")[-1],
             "io_binding": self._bound,
+            "include_transfers": self._transfers,
+            "cuda_graphs": False,
         }
+        if self.device is Device.CUDA:
+            out["device_time"] = self.device_time_on_current_stream
+            cuda_opts = self.sess.get_provider_options().get(CUDA_EP, {})
+            out["use_tf32"] = cuda_opts.get("use_tf32")
+        if self._opts.cuda_graphs:
+            out["cuda_graphs_not_applied"] = "ONNX Runtime's sessions are not captured here"
+        if self._opts.include_transfers and not self._transfers:
+            out["include_transfers_not_applied"] = "CPU inputs already are in host memory"
+        return out
 
     def close(self) -> None:
         self.sess = None
@@ -140,19 +186,14 @@ class OnnxRuntime(Runtime):
                 # Finds the CUDA/cuDNN libraries shipped in the torch (nvidia-*) wheels.
                 ort.preload_dlls()
             search = "EXHAUSTIVE" if opts.cudnn_benchmark else "HEURISTIC"
-            providers: list[Any] = [
-                (
-                    CUDA_EP,
-                    {
-                        "device_id": 0,
-                        "cudnn_conv_algo_search": search,
-                        # Explicit: ORT enables TF32 by default, which would make "fp32" differ
-                        # from torch's fp32 (where we disable it).
-                        "use_tf32": "1" if precision is Precision.TF32 else "0",
-                    },
-                ),
-                CPU_EP,
-            ]
+            cuda_options = {
+                "device_id": "0",
+                "cudnn_conv_algo_search": search,
+                # Explicit: ORT enables TF32 by default, which would make "fp32" differ from
+                # torch's fp32 (where we disable it).
+                "use_tf32": "1" if precision is Precision.TF32 else "0",
+            } | _torch_stream()
+            providers: list[Any] = [(CUDA_EP, cuda_options), CPU_EP]
         else:
             providers = [CPU_EP]
         sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
@@ -161,4 +202,8 @@ class OnnxRuntime(Runtime):
                 f"onnxruntime fell back to {sess.get_providers()} instead of CUDA "
                 "(are the CUDA 13 / cuDNN 9 libraries loadable?)"
             )
-        return OnnxRuntimeSession(sess, device, precision, opts)
+        shared = False
+        if device is Device.CUDA:
+            applied = sess.get_provider_options().get(CUDA_EP, {})
+            shared = applied.get("has_user_compute_stream") == "1"
+        return OnnxRuntimeSession(sess, device, precision, opts, shared)

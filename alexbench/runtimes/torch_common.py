@@ -43,6 +43,18 @@ def apply_torch_settings(device: Device, precision: Precision, options: SessionO
     }
 
 
+def _not_applied(opts: SessionOptions, cuda: bool, transfers: bool) -> dict[str, str]:
+    """Requested flags that this cell does not apply, with why (recorded with the cell)."""
+    out = {}
+    if opts.cuda_graphs and not cuda:
+        out["cuda_graphs_not_applied"] = "CUDA graphs exist on CUDA only"
+    elif opts.cuda_graphs and transfers:
+        out["cuda_graphs_not_applied"] = "--include-transfers copies through the host each call"
+    if opts.include_transfers and not cuda:
+        out["include_transfers_not_applied"] = "CPU inputs already are in host memory"
+    return out
+
+
 class TorchModuleSession(Session):
     """Runs any callable torch module (eager, scripted, exported, compiled)."""
 
@@ -61,46 +73,62 @@ class TorchModuleSession(Session):
         self._torch_device = torch_device(device)
         self._dtype = spec(precision).dtype
         cuda = device is Device.CUDA
-        # End-to-end mode: inputs stay in (pinned) host memory and `run` copies both ways.
+        # End-to-end mode: inputs stay in pinned host memory as fp32 (the bytes every runtime
+        # moves), are cast on the device, and fp32 logits come back to the host in `run`.
         self._transfers = cuda and opts.include_transfers
         self._graphs = cuda and opts.cuda_graphs and not self._transfers
-        self.host_synchronous = self._transfers  # .cpu() waits for the device
-        self._graph_cache: dict[tuple, tuple[Any, torch.Tensor, torch.Tensor]] = {}
-        self._settings = dict(settings, include_transfers=self._transfers, cuda_graphs=self._graphs)
+        self.device_time_on_current_stream = cuda
+        # One captured graph per prepared input tensor (its own static input): replay needs no
+        # copy, so graph and non-graph cells time the same work.
+        self._graph_cache: dict[int, tuple[Any, torch.Tensor, torch.Tensor]] = {}
+        self._settings = dict(
+            settings,
+            include_transfers=self._transfers,
+            cuda_graphs=self._graphs,
+            **_not_applied(opts, cuda, self._transfers),
+        )
 
     def prepare(self, batch: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         if self._transfers:
-            return t.to(self._dtype).pin_memory()
+            return t.pin_memory()
         return t.to(self._torch_device, dtype=self._dtype)
 
     def run(self, inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             if self._transfers:
-                x = inputs.to(self._torch_device, non_blocking=True)
-                return self.module(x).cpu()
+                x = inputs.to(self._torch_device, non_blocking=True).to(self._dtype)
+                return self.module(x).float().cpu()
             if self._graphs:
                 return self._replay(inputs)
             return self.module(inputs)
 
+    def synchronize(self) -> None:
+        if self.device is Device.CUDA:
+            torch.cuda.current_stream().synchronize()
+
     def _replay(self, inputs: torch.Tensor) -> torch.Tensor:
-        """CUDA graphs: capture once per input shape, then copy the input in and replay; this
-        removes per-kernel launch overhead, which dominates at small batch."""
-        key = tuple(inputs.shape)
-        if key not in self._graph_cache:
-            static_in = inputs.clone()
+        """CUDA graphs remove per-kernel launch overhead, which dominates at small batch. Each
+        prepared input gets its own graph captured on that very tensor, so a replay reads it in
+        place; graphs of another batch size are dropped when a new size arrives."""
+        key = inputs.data_ptr()
+        entry = self._graph_cache.get(key)
+        if entry is None or entry[1].shape != inputs.shape:
+            self._graph_cache = {
+                k: v for k, v in self._graph_cache.items() if v[1].shape == inputs.shape
+            }
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(3):  # warm up allocations outside the capture
-                    self.module(static_in)
+                    self.module(inputs)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                static_out = self.module(static_in)
-            self._graph_cache[key] = (graph, static_in, static_out)
-        graph, static_in, static_out = self._graph_cache[key]
-        static_in.copy_(inputs)
+                static_out = self.module(inputs)
+            entry = (graph, inputs, static_out)  # holding `inputs` keeps its address ours
+            self._graph_cache[key] = entry
+        graph, _, static_out = entry
         graph.replay()
         return static_out
 

@@ -15,7 +15,9 @@ from alexbench.cli import app
 from alexbench.results import CSV_COLUMNS, RESULTS_JSON_SCHEMA
 
 runner = CliRunner()
-FAST = ["--min-time", "0.05", "--min-iters", "3", "--warmup", "1"]
+SHORT = ["--min-time", "0.05", "--min-iters", "3", "--warmup", "1"]
+# Row counts below assume one device: with a GPU the default is every device.
+FAST = [*SHORT, "--device", "cpu"]
 
 
 def invoke(*args):
@@ -125,13 +127,29 @@ def test_unwritable_results_dir(tmp_path):
 
 
 @pytest.mark.cuda
-def test_cuda_bench_cell(small_artifacts, tmp_path):
+@pytest.mark.parametrize("flag", [None, "--cuda-graphs", "--include-transfers"])
+def test_cuda_bench_cells_follow_the_timing_contract(small_artifacts, tmp_path, flag):
+    extra = [flag] if flag else []
     r = invoke("bench", "--device", "cuda", "--artifacts", small_artifacts, "--results-dir",
-               tmp_path, "--batch", "2", "--backend", "eager,torchscript,pt2", *FAST)  # fmt: skip
+               tmp_path, "--batch", "2", "--backend", "eager,torchscript,pt2,onnxruntime",
+               "--precision", "fp32", *SHORT, *extra)  # fmt: skip
     assert r.exit_code == 0, r.output
     (path,) = tmp_path.glob("*.json")
     cells = json.loads(path.read_text())["cells"]
-    assert all(c["timing_method"] == "cuda_events" for c in cells if c["status"] == "ok")
+    ok = {c["backend"]: c for c in cells if c["status"] == "ok"}
+    assert {"eager", "torchscript", "pt2"} <= set(ok), [(c["backend"], c["reason"]) for c in cells]
+    for c in ok.values():
+        session = c["session"]
+        if flag == "--cuda-graphs" and c["backend"] != "onnxruntime":
+            assert session["cuda_graphs"] is True
+        if flag == "--cuda-graphs" and c["backend"] == "onnxruntime":
+            assert session["cuda_graphs"] is False and session["cuda_graphs_not_applied"]
+        if flag == "--include-transfers":
+            assert session["include_transfers"] is True
+        if c["device_time"] is not None:  # kernels on torch's stream: events bracket them
+            assert 0 < c["device_time"]["p50_ms"] <= c["stats"]["p50_ms"] * 1.05
+        assert c["stats"]["wall_throughput"] > 0
+    assert ok["eager"]["device_time"] is not None
 
 
 def test_error_cells_and_empty_sweeps_exit_4(small_artifacts, tmp_path):
@@ -183,7 +201,8 @@ def _bench_subprocess(artifacts, results, tmp_path):
     return subprocess.Popen(
         [sys.executable, "-m", "alexbench", "bench", "--artifacts", str(artifacts),
          "--results-dir", str(results), "--backend", "eager", "--precision", "fp32",
-         "--batch", "1,2,3,4,5,6,7,8", "--min-time", "0.3", "--min-iters", "3", "--warmup", "1"],
+         "--batch", "1,2,3,4,5,6,7,8", "--min-time", "0.3", "--min-iters", "3", "--warmup", "1",
+         "--device", "cpu"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
     )  # fmt: skip
 
@@ -213,3 +232,20 @@ def test_a_signal_during_the_sweep_keeps_finished_cells(small_artifacts, tmp_pat
     assert list(results.glob("*.csv")) and not list(results.glob(".*tmp*"))
     r = invoke("report", json_path)  # a saved incomplete run is still readable, and says so
     assert r.exit_code == 0 and "incomplete" in r.stdout
+
+
+def test_cuda_flags_on_cpu_are_recorded_as_not_applied(small_artifacts, tmp_path):
+    r = invoke(
+        "bench", "--artifacts", small_artifacts, "--results-dir", tmp_path, "--backend",
+        "eager,onnxruntime", "--precision", "fp32", "--batch", "1", "--cuda-graphs",
+        "--include-transfers", *FAST,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    (path,) = tmp_path.glob("*.json")
+    data = json.loads(path.read_text())
+    assert data["settings"]["options"]["cuda_graphs"] is True  # what was asked ...
+    for cell in data["cells"]:  # ... and, per cell, what was done
+        session = cell["session"]
+        assert session["cuda_graphs"] is False and session["include_transfers"] is False
+        assert session["cuda_graphs_not_applied"] and session["include_transfers_not_applied"]
+        assert cell["device_time"] is None and cell["timing_method"] == "host clock"
