@@ -73,9 +73,10 @@ def applied_mode(device: Device, requested: CompileMode, cuda_graphs: bool = Fal
             CompileMode.MAX_AUTOTUNE: "max-autotune-no-cudagraphs",
         }[requested]
     if requested is CompileMode.DEFAULT:
-        # Unchanged CUDA default (autotuned kernels, so earlier results stay comparable);
-        # --cuda-graphs becomes Inductor's own CUDA graphs, which still call the counted graph.
-        return "max-autotune" if cuda_graphs else "max-autotune-no-cudagraphs"
+        # torch's own default: autotuning (max-autotune) costs minutes per shape on a GPU and is
+        # asked for explicitly. --cuda-graphs becomes Inductor's own CUDA graphs
+        # (reduce-overhead), which still call the counted graph.
+        return "reduce-overhead" if cuda_graphs else "default"
     return requested.value
 
 
