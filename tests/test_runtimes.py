@@ -102,4 +102,7 @@ def test_cuda_runtimes_match_cpu_reference(backend, precision, cuda_bundle, smal
     result = compare(reference(small_batch), session(small_batch), precision)
     assert result.passed, result.reason
     if backend is Backend.ONNXRUNTIME:
-        assert session.info()["providers"][0] == "CUDAExecutionProvider"
+        info = session.info()
+        assert info["providers"][0] == "CUDAExecutionProvider"
+        # ORT took the torch stream it was offered: CUDA events can time its kernels.
+        assert info["device_time"] is True and session.event_stream is not None

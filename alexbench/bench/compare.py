@@ -126,13 +126,17 @@ def repeat_medians_ms(cell: dict[str, Any]) -> list[float]:
 
 
 def cell_counts(payload: dict[str, Any]) -> tuple[int, int | None]:
-    """(cells present, cells the settings ask for, or None when the settings do not say)."""
-    present = len(payload.get("cells") or [])
+    """(cell runs finished, cell runs the settings ask for, or None when they do not say).
+
+    With `--repeat N` each cell runs N times: a run stopped in repeat 2 has every cell present
+    but not every run, so runs are counted (`runs` per cell; files without it: one each)."""
+    present = sum(int(c.get("runs", 1)) for c in payload.get("cells") or [])
     settings = payload.get("settings") or {}
     axes = [settings.get(k) for k in ("backends", "devices", "precisions", "batches")]
     if not all(isinstance(a, list) for a in axes):
         return present, None
-    return present, math.prod(len(a) for a in axes)  # type: ignore[arg-type]
+    repeat = int(settings.get("repeat") or 1)
+    return present, repeat * math.prod(len(a) for a in axes)  # type: ignore[arg-type]
 
 
 def is_complete(payload: dict[str, Any]) -> bool:
@@ -144,7 +148,8 @@ def incomplete_description(payload: dict[str, Any]) -> str:
     present, expected = cell_counts(payload)
     why = payload.get("interrupted") or "reason not recorded"
     done = f"{present} of {expected}" if expected is not None else f"{present}"
-    return f"(interrupted: {why}): {done} cells finished"
+    unit = "cell runs" if int((payload.get("settings") or {}).get("repeat") or 1) > 1 else "cells"
+    return f"(interrupted: {why}): {done} {unit} finished"
 
 
 def compare_runs(

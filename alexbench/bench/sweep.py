@@ -11,6 +11,7 @@ spread between repeats is what `compare` uses as between-run noise.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import time
@@ -74,6 +75,7 @@ class CellResult:
     session_info: dict[str, Any] = field(default_factory=dict)
     repeat: int = 0  # which repeat produced this result (0-based); merged cells keep the first
     repeats: list[dict[str, Any]] = field(default_factory=list)  # per repeat: p50, iterations
+    runs: int = 1  # how many repeats reached this cell (skipped and crashed ones included)
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -98,6 +100,7 @@ class CellResult:
                 "first_call_of_session": self.first_call_of_session,
             },
             "repeats": self.repeats,
+            "runs": self.runs,
             "memory": self.memory,
             "parity": self.parity.to_dict() if self.parity else None,
             "roofline": self.roofline.to_dict() if self.roofline else None,
@@ -216,15 +219,23 @@ def iter_sweep(
                                 )  # fmt: skip
                             except Exception as e:  # OOM or a runtime failure: record, go on
                                 cell.status, cell.reason = CellStatus.ERROR, _error_reason(e)
-                                if device is Device.CUDA:
-                                    import torch
-
-                                    torch.cuda.empty_cache()
+                                _release_device(device)
                             yield cell
                     finally:
-                        session.close()
+                        # A sticky CUDA error can make cleanup raise too: it must not take the
+                        # finished cells with it (they are already with the caller).
+                        with contextlib.suppress(Exception):
+                            session.close()
                         del session
                         gc.collect()
+
+
+def _release_device(device: Device) -> None:
+    if device is Device.CUDA:
+        import torch
+
+        with contextlib.suppress(Exception):
+            torch.cuda.empty_cache()
 
 
 def _measure(
@@ -304,10 +315,14 @@ def merge_repeats(results: Sequence[CellResult]) -> list[CellResult]:
             merged.append(first)
             continue
         out = dataclasses.replace(first, repeats=[], latencies_ns=[], device_ns=[])
+        out.runs = len(group)
         worst = min(group, key=lambda r: _SEVERITY.index(r.status))
         out.status = worst.status
         if worst.status is not first.status:
             out.reason = f"repeat {worst.repeat + 1}: {worst.reason}"
+            # The evidence of the failure, not repeat 1's pass, goes with the failed status.
+            out.parity = worst.parity or out.parity
+            out.session_info = worst.session_info or out.session_info
         timed = [r for r in group if r.stats is not None]
         for r in timed:
             out.latencies_ns.extend(r.latencies_ns)

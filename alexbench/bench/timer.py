@@ -6,9 +6,9 @@
 - **throughput**: wall clock over many iterations enqueued back to back with no synchronisation
   between them (once at the end). On CPU the latency loop already is such a loop, so it is not
   run twice; on CUDA it is a second loop of as many iterations.
-- **device time** (CUDA only): CUDA events recorded on torch's current stream around each call of
-  the throughput loop, for every runtime whose kernels run on that stream (torch, and ONNX
-  Runtime given that stream as its `user_compute_stream`).
+- **device time** (CUDA only): CUDA events recorded around each call of the throughput loop on
+  the stream the session's kernels run on (torch's current stream; for ONNX Runtime, the torch
+  stream it was given as its `user_compute_stream`).
 
 This is the split trtexec and MLPerf make. Inputs are prepared before timing and rotated, so no
 cache or memoisation of a single input flatters the result.
@@ -41,7 +41,7 @@ class RunLength:
 class DeviceEvent(Protocol):
     """What the timer needs of a CUDA event (torch.cuda.Event; tests pass a stand-in)."""
 
-    def record(self) -> None: ...
+    def record(self, stream: Any = None) -> None: ...
     def synchronize(self) -> None: ...
     def elapsed_time(self, end: Any) -> float: ...  # milliseconds
 
@@ -58,7 +58,7 @@ def cuda_events() -> EventFactory:
 METHOD = (
     "latency: host clock per call, device synchronised each iteration; throughput: wall clock "
     "over back-to-back iterations (CPU: the latency loop itself); device time: CUDA events on "
-    "torch's current stream around each call of the throughput loop"
+    "the session's stream around each call of the throughput loop"
 )
 
 
@@ -90,13 +90,15 @@ def time_session(
     if not prepared:
         raise ValueError("need at least one prepared input")
     k = len(prepared)
-    for i in range(run_length.warmup):
+    # Every prepared input is run at least once before timing: a runtime that captures a CUDA
+    # graph per input (or compiles on first sight) must not do it inside the timed loops.
+    for i in range(max(run_length.warmup, k)):
         session.run(prepared[i % k])
     session.synchronize()
     session.timing_started()
     latencies, loop_wall = time_latency(session, prepared, run_length, clock)
     if session.device is Device.CUDA:
-        if events is None and session.device_time_on_current_stream:
+        if events is None and session.device_time_measurable:
             events = cuda_events()
         wall, device = time_throughput(session, prepared, len(latencies), clock, events)
         timing = Timing(latencies, wall, len(latencies), device)
@@ -139,17 +141,18 @@ def time_throughput(
     """`iterations` calls enqueued back to back, synchronised once at the end: (wall ns, device
     time per call from events recorded around each call, or None without events)."""
     k = len(prepared)
-    pairs: list[tuple[DeviceEvent, DeviceEvent]] = []
+    # Events are created before the clock starts: only recording them is inside the loop.
+    pairs = [(events(), events()) for _ in range(iterations)] if events is not None else []
+    stream = session.event_stream  # None: torch's current stream
     session.synchronize()
     start = clock()
-    for i in range(iterations):
-        if events is not None:
-            begin, end = events(), events()
-            begin.record()
+    if pairs:
+        for i, (begin, end) in enumerate(pairs):
+            begin.record(stream)
             session.run(prepared[i % k])
-            end.record()
-            pairs.append((begin, end))
-        else:
+            end.record(stream)
+    else:
+        for i in range(iterations):
             session.run(prepared[i % k])
     session.synchronize()
     wall = clock() - start

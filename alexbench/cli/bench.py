@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -32,6 +34,7 @@ from alexbench.cli.common import (
     signals_as_interrupts,
     signals_deferred,
     split_list,
+    state,
 )
 from alexbench.cli.model_args import bundle_for
 from alexbench.devices import Device, available_devices, require
@@ -40,7 +43,7 @@ from alexbench.errors import InputError, Interrupted
 from alexbench.exit_codes import ExitCode, outcome
 from alexbench.precision import Precision
 from alexbench.results import RESULTS_SCHEMA, ceilings_dict, now, write_results
-from alexbench.runtimes import SessionOptions, parse_backend
+from alexbench.runtimes import ModelBundle, SessionOptions, parse_backend
 from alexbench.runtimes.base import CompileMode
 
 DEFAULT_BACKENDS = "eager,torchscript,pt2,onnxruntime"
@@ -158,20 +161,65 @@ def bench_cmd(
     created = now()
     finished: list[CellResult] = []
     interrupted: Interrupted | None = None
+    aborted: str | None = None  # the sweep itself crashed: keep what finished, then exit 3
     with signals_as_interrupts():
         try:
             _run_with_progress(bundle, spec, finished)
         except Interrupted as e:
             interrupted = e
+        except Exception as e:
+            if state.debug:
+                raise
+            aborted = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+        # Signals stay caught from the end of the sweep until the results are on disk: a
+        # second Ctrl-C, or the SIGTERM of a `timeout`, must not lose the finished cells.
+        try:
+            with signals_deferred():
+                payload = _payload(
+                    bundle, artifacts, spec, finished, ceilings, environment, created
+                )
+                if interrupted is not None or aborted is not None:
+                    payload["complete"] = False
+                    payload["interrupted"] = (
+                        interrupted.signal_name if interrupted else f"aborted: {aborted}"
+                    )
+                json_path, csv_path = write_results(results_dir, payload)
+        except Interrupted as e:  # arrived while saving: saved anyway, then honoured
+            interrupted = interrupted or e
+    cells = finished
+    report.render_bench(console, payload["cells"], "alexbench bench")
+    console.print(f"Results: {json_path} and {csv_path}")
+    if interrupted is not None or aborted is not None:
+        why = str(interrupted) if interrupted else f"the sweep failed ({aborted})"
+        err_console.print(
+            f"error: {why}: {len(payload['cells'])} finished cell(s) saved (marked incomplete) "
+            f"to {json_path}",
+            markup=False,
+        )
+        raise typer.Exit(interrupted.exit_code if interrupted else ExitCode.UNEXPECTED)
+    raise typer.Exit(_exit_code(cells))
+
+
+def _payload(
+    bundle: ModelBundle,
+    artifacts: Path,
+    spec: BenchSpec,
+    finished: list[CellResult],
+    ceilings: dict,
+    environment: dict[str, Any],
+    created: datetime,
+) -> dict[str, Any]:
+    """The results document: every finished cell (repeats merged), with what produced it."""
     meta = bundle.loaded.meta
     cells = finish_cells(finished, meta.num_classes, meta.image_size, ceilings)
+    finished[:] = cells
     flops, params = model_work(meta.num_classes, meta.image_size)
     environment["load_average_1m_after"] = load_average()
-    payload = {
+    return {
         "schema": RESULTS_SCHEMA,
         "created": created.isoformat(timespec="seconds"),
-        "complete": interrupted is None,
-        "interrupted": interrupted.signal_name if interrupted else None,
+        "complete": True,
+        "interrupted": None,
         "environment": environment,
         "model": {
             "source": bundle.loaded.source.to_dict(),
@@ -181,31 +229,19 @@ def bench_cmd(
             "artifacts": _artifact_hashes(artifacts),
         },
         "settings": {
-            "backends": [b.value for b in backends],
-            "devices": [d.value for d in devices],
-            "precisions": [p.value for p in precisions],
-            "batches": batches,
-            "repeat": repeat,
+            "backends": [b.value for b in spec.backends],
+            "devices": [d.value for d in spec.devices],
+            "precisions": [p.value for p in spec.precisions],
+            "batches": list(spec.batches),
+            "repeat": spec.repeat,
             "run_length": asdict(spec.run_length),
-            "options": asdict(options),
+            "options": asdict(spec.options),
             "seed": spec.seed,
             "timing": TIMING_METHOD,
         },
         "ceilings": ceilings_dict(ceilings),
         "cells": [c.to_dict() for c in cells],
     }
-    with signals_deferred():  # a second Ctrl-C must not cut the results file short
-        json_path, csv_path = write_results(results_dir, payload)
-    report.render_bench(console, payload["cells"], "alexbench bench")
-    console.print(f"Results: {json_path} and {csv_path}")
-    if interrupted is not None:
-        err_console.print(
-            f"error: {interrupted}: {len(cells)} finished cell(s) saved (marked incomplete) "
-            f"to {json_path}",
-            markup=False,
-        )
-        raise typer.Exit(interrupted.exit_code)
-    raise typer.Exit(_exit_code(cells))
 
 
 def _run_with_progress(bundle: object, spec: BenchSpec, finished: list[CellResult]) -> None:

@@ -75,9 +75,10 @@ class Session(abc.ABC):
 
     device: Device
     precision: Precision
-    # CUDA: True when this session's kernels run on torch's current stream, so CUDA events
-    # recorded there bracket them (device time). False: no device time is reported.
-    device_time_on_current_stream: bool = False
+    # CUDA: True when this session's kernels run on a stream that CUDA events can be recorded
+    # on (device time): `event_stream`, or torch's current stream when that is None.
+    device_time_measurable: bool = False
+    event_stream: Any = None
 
     @abc.abstractmethod
     def prepare(self, batch: np.ndarray) -> Any:

@@ -44,16 +44,13 @@ def _default_threads() -> int:
     return torch.get_num_threads()
 
 
-def _torch_stream() -> dict[str, str]:
-    """Run ORT's CUDA kernels on torch's current stream, so that the same CUDA events time
-    torch and ORT (device time); torch's stream is the legacy default stream unless changed."""
-    try:
-        import torch
+def _own_stream() -> Any:
+    """A torch CUDA stream of this session's own, handed to ORT as its compute stream, so the
+    timer's CUDA events can be recorded on the stream ORT's kernels run on (device time).
+    Not torch's default stream: its handle is 0, which ORT reads as "no stream given"."""
+    import torch
 
-        stream = torch.cuda.current_stream().cuda_stream
-    except (ImportError, RuntimeError):
-        return {}
-    return {"has_user_compute_stream": "1", "user_compute_stream": str(stream)}
+    return torch.cuda.Stream()
 
 
 class OnnxRuntimeSession(Session):
@@ -61,7 +58,13 @@ class OnnxRuntimeSession(Session):
     accepted it as its compute stream (so the timer's CUDA events bracket ORT's kernels)."""
 
     def __init__(
-        self, sess: Any, device: Device, precision: Precision, opts: SessionOptions, stream: bool
+        self,
+        sess: Any,
+        device: Device,
+        precision: Precision,
+        opts: SessionOptions,
+        stream: Any = None,
+        stream_accepted: bool = False,
     ) -> None:
         self.sess = sess
         self.device = device
@@ -70,7 +73,11 @@ class OnnxRuntimeSession(Session):
         cuda = device is Device.CUDA
         self._transfers = cuda and opts.include_transfers
         self._bound = cuda  # IO binding on CUDA: device-resident, or pinned host with transfers
-        self.device_time_on_current_stream = cuda and stream
+        # `stream`: the torch stream offered to ORT as its compute stream (held here for as
+        # long as ORT may use it); device time only where ORT reports it took it.
+        self.event_stream = stream if stream_accepted else None
+        self._stream = stream
+        self.device_time_measurable = stream_accepted
 
     def prepare(self, batch: np.ndarray) -> Any:
         x = np.ascontiguousarray(batch, dtype=np.float32)
@@ -101,6 +108,10 @@ class OnnxRuntimeSession(Session):
             return None
         return _ort().OrtValue.ortvalue_from_shape_and_type([batch, classes], np.float32, "cuda", 0)
 
+    def synchronize(self) -> None:
+        if self.event_stream is not None:
+            self.event_stream.synchronize()
+
     def run(self, inputs: Any) -> Any:
         if self._bound:
             binding = inputs[0]
@@ -125,7 +136,7 @@ class OnnxRuntimeSession(Session):
             "cuda_graphs": False,
         }
         if self.device is Device.CUDA:
-            out["device_time"] = self.device_time_on_current_stream
+            out["device_time"] = self.device_time_measurable
             cuda_opts = self.sess.get_provider_options().get(CUDA_EP, {})
             out["use_tf32"] = cuda_opts.get("use_tf32")
         if self._opts.cuda_graphs:
@@ -135,7 +146,8 @@ class OnnxRuntimeSession(Session):
         return out
 
     def close(self) -> None:
-        self.sess = None
+        self.sess = None  # before the stream it may run on
+        self._stream = self.event_stream = None
 
 
 class OnnxRuntime(Runtime):
@@ -192,7 +204,9 @@ class OnnxRuntime(Runtime):
                 # Explicit: ORT enables TF32 by default, which would make "fp32" differ from
                 # torch's fp32 (where we disable it).
                 "use_tf32": "1" if precision is Precision.TF32 else "0",
-            } | _torch_stream()
+            }
+            stream = _own_stream()
+            cuda_options["user_compute_stream"] = str(stream.cuda_stream)
             providers: list[Any] = [(CUDA_EP, cuda_options), CPU_EP]
         else:
             providers = [CPU_EP]
@@ -202,8 +216,9 @@ class OnnxRuntime(Runtime):
                 f"onnxruntime fell back to {sess.get_providers()} instead of CUDA "
                 "(are the CUDA 13 / cuDNN 9 libraries loadable?)"
             )
-        shared = False
-        if device is Device.CUDA:
-            applied = sess.get_provider_options().get(CUDA_EP, {})
-            shared = applied.get("has_user_compute_stream") == "1"
-        return OnnxRuntimeSession(sess, device, precision, opts, shared)
+        if device is not Device.CUDA:
+            return OnnxRuntimeSession(sess, device, precision, opts)
+        applied = sess.get_provider_options().get(CUDA_EP, {})
+        # ORT derives has_user_compute_stream from a non-null user_compute_stream.
+        accepted = applied.get("has_user_compute_stream") == "1"
+        return OnnxRuntimeSession(sess, device, precision, opts, stream, accepted)

@@ -77,7 +77,7 @@ class TorchModuleSession(Session):
         # moves), are cast on the device, and fp32 logits come back to the host in `run`.
         self._transfers = cuda and opts.include_transfers
         self._graphs = cuda and opts.cuda_graphs and not self._transfers
-        self.device_time_on_current_stream = cuda
+        self.device_time_measurable = cuda
         # One captured graph per prepared input tensor (its own static input): replay needs no
         # copy, so graph and non-graph cells time the same work.
         self._graph_cache: dict[int, tuple[Any, torch.Tensor, torch.Tensor]] = {}

@@ -249,3 +249,29 @@ def test_cuda_flags_on_cpu_are_recorded_as_not_applied(small_artifacts, tmp_path
         assert session["cuda_graphs"] is False and session["include_transfers"] is False
         assert session["cuda_graphs_not_applied"] and session["include_transfers_not_applied"]
         assert cell["device_time"] is None and cell["timing_method"] == "host clock"
+
+
+def test_a_crash_outside_any_cell_still_saves_the_finished_cells(
+    small_artifacts, tmp_path, monkeypatch
+):
+    import alexbench.cli.bench as bench_cli
+
+    real = bench_cli.iter_sweep
+
+    def crashing_after_one_cell(*args, **kwargs):  # the real sweep, then a fault between cells
+        for i, cell in enumerate(real(*args, **kwargs)):
+            if i == 1:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            yield cell
+
+    monkeypatch.setattr(bench_cli, "iter_sweep", crashing_after_one_cell)
+    r = invoke(
+        "bench", "--artifacts", small_artifacts, "--results-dir", tmp_path, "--backend", "eager",
+        "--precision", "fp32", "--batch", "1,2,3", *FAST,
+    )  # fmt: skip
+    assert r.exit_code == 3, r.output
+    assert "the sweep failed (RuntimeError: CUDA error" in r.stderr and "saved" in r.stderr
+    (path,) = tmp_path.glob("*.json")
+    data = json.loads(path.read_text())
+    assert data["complete"] is False and data["interrupted"].startswith("aborted: RuntimeError")
+    assert [c["batch"] for c in data["cells"]] == [1] and data["cells"][0]["status"] == "ok"

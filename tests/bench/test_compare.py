@@ -354,3 +354,16 @@ def test_unreadable_file_is_a_one_line_error(tmp_path):
     assert r.exit_code == 2 and "not a readable results file" in r.stderr
     r = invoke("compare", tmp_path / "missing.json", good)
     assert r.exit_code == 2 and "no such file" in r.stderr
+
+
+def test_incomplete_repeated_run_counts_cell_runs():
+    from alexbench.bench.compare import incomplete_description
+
+    payload = {
+        "complete": False,
+        "interrupted": "SIGINT",
+        "settings": {"backends": ["eager"], "devices": ["cpu"], "precisions": ["fp32", "bf16"],
+                     "batches": [1, 2], "repeat": 3},
+        "cells": [{"runs": 2}, {"runs": 2}, {"runs": 1}, {"runs": 1}],
+    }  # fmt: skip
+    assert incomplete_description(payload) == "(interrupted: SIGINT): 6 of 12 cell runs finished"

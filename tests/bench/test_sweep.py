@@ -33,8 +33,10 @@ def test_merge_pools_latencies_in_repeat_order_and_keeps_medians():
 
 def test_a_failure_in_a_later_repeat_is_not_hidden():
     runs = [_cell(0, [1.0] * 3), _cell(1, [1.0] * 3, CellStatus.PARITY_FAILED, "cos 0.2")]
+    runs[1].parity = "repeat 2's failed comparison"  # stands in for a ParityResult
     (merged,) = merge_repeats(runs)
     assert merged.status is CellStatus.PARITY_FAILED and merged.reason == "repeat 2: cos 0.2"
+    assert merged.parity == "repeat 2's failed comparison" and merged.runs == 2
     err = CellResult(Backend.EAGER, Device.CPU, Precision.FP32, 1, CellStatus.ERROR, "boom")
     err.repeat = 2
     (merged,) = merge_repeats([*runs, err])

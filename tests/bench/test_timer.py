@@ -40,7 +40,8 @@ class FakeEvent:
     def __init__(self, stream: FakeStream) -> None:
         self.stream, self.at = stream, None
 
-    def record(self) -> None:
+    def record(self, stream=None) -> None:
+        assert stream is None  # the session's kernels run on the current stream
         self.at = max(self.stream.host, self.stream.busy_until)
 
     def synchronize(self) -> None:
@@ -52,7 +53,7 @@ class FakeEvent:
 
 class AsyncSession(Session):
     device = Device.CUDA
-    device_time_on_current_stream = True
+    device_time_measurable = True
 
     def __init__(self, stream: FakeStream) -> None:
         self.stream = stream
@@ -93,7 +94,7 @@ def test_latency_throughput_and_device_time_follow_the_contract():
 def test_no_events_no_device_time_but_the_same_throughput_loop():
     stream = FakeStream()
     session = AsyncSession(stream)
-    session.device_time_on_current_stream = False  # e.g. ORT on a stream of its own
+    session.device_time_measurable = False  # e.g. ORT on a stream of its own
     rl = RunLength(warmup=0, min_seconds=0.0, min_iters=5, max_iters=5)
     t = time_session(session, [0], rl, clock=stream.clock, events=None)
     assert t.device_ns is None and t.wall_iterations == 5
