@@ -160,6 +160,7 @@ def bench_cmd(
         ceilings = {d: load_or_measure(d, threads=threads, quick=True) for d in devices}
     created = now()
     finished: list[CellResult] = []
+    cells: list[CellResult] = []
     interrupted: Interrupted | None = None
     aborted: str | None = None  # the sweep itself crashed: keep what finished, then exit 3
     with signals_as_interrupts():
@@ -175,7 +176,7 @@ def bench_cmd(
         # second Ctrl-C, or the SIGTERM of a `timeout`, must not lose the finished cells.
         try:
             with signals_deferred():
-                payload = _payload(
+                cells, payload = _payload(
                     bundle, artifacts, spec, finished, ceilings, environment, created
                 )
                 if interrupted is not None or aborted is not None:
@@ -186,14 +187,13 @@ def bench_cmd(
                 json_path, csv_path = write_results(results_dir, payload)
         except Interrupted as e:  # arrived while saving: saved anyway, then honoured
             interrupted = interrupted or e
-    cells = finished
     report.render_bench(console, payload["cells"], "alexbench bench")
     console.print(f"Results: {json_path} and {csv_path}")
     if interrupted is not None or aborted is not None:
         why = str(interrupted) if interrupted else f"the sweep failed ({aborted})"
+        marked = "complete" if payload["complete"] else "marked incomplete"
         err_console.print(
-            f"error: {why}: {len(payload['cells'])} finished cell(s) saved (marked incomplete) "
-            f"to {json_path}",
+            f"error: {why}: {len(cells)} finished cell(s) saved ({marked}) to {json_path}",
             markup=False,
         )
         raise typer.Exit(interrupted.exit_code if interrupted else ExitCode.UNEXPECTED)
@@ -208,14 +208,13 @@ def _payload(
     ceilings: dict,
     environment: dict[str, Any],
     created: datetime,
-) -> dict[str, Any]:
-    """The results document: every finished cell (repeats merged), with what produced it."""
+) -> tuple[list[CellResult], dict[str, Any]]:
+    """The merged cells and the results document: every finished cell, with what produced it."""
     meta = bundle.loaded.meta
     cells = finish_cells(finished, meta.num_classes, meta.image_size, ceilings)
-    finished[:] = cells
     flops, params = model_work(meta.num_classes, meta.image_size)
     environment["load_average_1m_after"] = load_average()
-    return {
+    return cells, {
         "schema": RESULTS_SCHEMA,
         "created": created.isoformat(timespec="seconds"),
         "complete": True,

@@ -66,12 +66,12 @@ def test_timer_records_known_latencies_rotates_inputs_and_obeys_run_length():
     prepared = ["a", "b", "c"]
     rl = RunLength(warmup=2, min_seconds=0.05, min_iters=5, max_iters=1000)
     timing = time_session(session, prepared, rl, clock=session.clock)
-    # warm-up consumed durations[0], durations[1]; timing starts at durations[2]
-    expected = [durations[(i + 2) % 3] for i in range(len(timing.latencies_ns))]
+    # warm-up runs every prepared input once (3 > --warmup 2): durations 0..2; timing restarts
+    expected = [durations[i % 3] for i in range(len(timing.latencies_ns))]
     assert timing.latencies_ns.tolist() == expected
     assert sum(expected) >= 50_000_000 and sum(expected[:-1]) < 50_000_000  # stop at min time
     assert timing.wall_ns == sum(expected)
-    assert session.calls[:5] == ["a", "b", "a", "b", "c"]  # warm-up 2, then rotation from 0
+    assert session.calls[:6] == ["a", "b", "c", "a", "b", "c"]  # warm-up all 3, then rotation
     stats = compute_stats(timing.latencies_ns, 1, timing.wall_ns)
     assert stats.p50_ms == float(np.median(np.array(expected) / 1e6))
 
