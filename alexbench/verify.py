@@ -70,7 +70,8 @@ def dynamic_batch_sizes(largest: int) -> list[int]:
     odd = 3 if largest > 3 else None
     if largest > 5 and largest % 2 == 0:
         odd = largest - 1
-    return sorted({1, 2, largest} | ({odd} if odd else set()))
+    # Never above `largest`: with one sample there is no batch of 2 to compare.
+    return sorted(b for b in {1, 2, largest} | ({odd} if odd else set()) if b <= largest)
 
 
 def reference_logits(bundle: ModelBundle, inputs: InputSet) -> np.ndarray:

@@ -1,128 +1,328 @@
 #!/usr/bin/env bash
-# The one prepared GPU check: every CUDA path of alexbench in a single device call.
+# The one prepared check for a lent GPU machine: every CUDA path of alexbench in a single call.
 #
-#   benchmarks/gpu_check.sh OUTDIR                 on a lent GPU machine (from the repo root)
-#   benchmarks/gpu_check.sh --cpu-dry-run OUTDIR   the same steps on the CPU with tiny settings
-#                                                  (CI runs this, so the script is known to work)
+#   PYTHONPATH=. bash benchmarks/gpu_check.sh OUTDIR          on the GPU machine (~7.5 min)
+#   bash benchmarks/gpu_check.sh --cpu-dry-run OUTDIR         the same steps on the CPU, tiny
+#                                                             (CI runs this: tests/test_gpu_check.py)
 #
-# It installs nothing and runs with the machine's own python (${PYTHON:-python3}); the repository
-# is put on PYTHONPATH. If the onnxruntime-gpu wheel was carried and unpacked into /tmp/site (see
-# ../shared/device/ort-gpu-parts.sh), /tmp/site goes first so ONNX Runtime's CUDA provider exists.
-# One step failing never stops the others: each step is logged to OUTDIR/<step>.log under its own
-# timeout, OUTDIR/summary.txt lists every step's exit code and duration, and OUTDIR/gpu-check.tar.gz
-# holds every log and results file (no model weights: they stay in a temp dir, deleted at the end).
-# Exit status: 0 when every step exited 0, else 1.
+# It installs nothing. Each step runs under `timeout`, logs to its own file, and never stops the
+# script. At the end OUTDIR holds two files only (a device call brings back at most 8):
+# summary.txt (each step, its exit code and duration; ONNX Runtime's version and providers) and
+# gpu-check.tar.gz (every log, results JSON/CSV, verify report, training history, ceilings, junit
+# XML; no model files). Both are rewritten after every step, so a run cut off still returns what
+# it finished. Exported models, checkpoints and pytest's temporary files go to a scratch folder
+# under $TMPDIR (or /tmp), deleted at the end. Exit status: 0 if every step exited 0, else 1.
 #
-# Budget on an H100 (the device call allows 10 minutes; this aims at under 8), by step, with its
-# timeout: cuda tests ~90 s (150), info ~10 s (60), ceilings ~20 s (120), verify ~60 s incl. the
-# 224 px exports (240), bench ~60 s for ~40 cells at 0.3 s + throughput loop each (300), compile
-# ~90 s: two shapes compiled in torch's default mode (240), CUDA graphs ~25 s (150), transfers
-# ~15 s (120), training ~20 s per precision (180). About 410 s; a step that runs long is cut by its
-# timeout and reported, the rest still run.
+# Environment: PYTHON (default python3: the machine's own, or the venv's in the dry run);
+# GPU_CHECK_BUDGET_S (seconds for the whole run: no step starts, and a running step is stopped,
+# past it; default 470 on the GPU, 420 in the dry run); GPU_CHECK_KEEP=1 keeps the unpacked
+# OUTDIR/gpu-check folder. If /tmp/site exists (onnxruntime-gpu installed there, see
+# ../shared/device/ort-gpu-parts.sh) it goes first on PYTHONPATH, then the repository.
+#
+# Budget on one H100 (planned seconds; the cap is each step's timeout). The steps run in this
+# order, torch.compile's last, so that a slow compile can only cut compile cells short:
+#   pytest-cuda          ~75  (cap 150)  collection, small-model exports, 1 compile, 3 bench CLIs
+#   info, ort-providers  ~10  (cap 60 each)
+#   ceilings --force     ~20  (cap 120)  GEMM n=4096..12288 per dtype, HBM read ladder to 1 GiB
+#   verify               ~70  (cap 240)  exports the 224 px artifacts first (~233 MB ONNX, its fp16
+#                                        variant, .pt, .pt2), then eager, torchscript, pt2,
+#                                        onnxruntime x 4 precisions at batch 8 (and 1, 2, 7)
+#   bench, bench-graphs, bench-transfers  ~45 each (cap 150)  the same 4 backends x fp32, tf32,
+#                        fp16, bf16 x batch 1,64,256 = 48 cells (~39 run; the rest unsupported,
+#                        with the reason). --min-time 0.1 --min-iters 20: ~0.4 s a cell (latency
+#                        loop, then a throughput loop as long) + ~1 s a session + ~10 s start-up
+#   train-fp16, train-bf16  ~15 each (cap 120)  synthetic 1024 images, 64 px, batch 128, 1 epoch
+#   -- ~340 s without torch.compile. compile's `default` mode is Inductor's default on CUDA (no
+#   autotuning; max-autotune would cost 20-60 s per shape): ~5 s a compile, and a shape and
+#   dtype compiled once is an FX-graph-cache hit later in the run:
+#   verify-compile       ~45  (cap 150)  compile x 4 precisions at batch 2 (compiles 2 and 1)
+#   bench-compile        ~45  (cap 180)  fp32, bf16 x batch 1,64,256: 4 new compiles, 2 cache hits
+#   bench-compile-graphs ~20  (cap 120)  bf16 x 1,256 with --cuda-graphs (Inductor's
+#                                        reduce-overhead: new graphs, cached Triton kernels)
+#   bench-compile-transfers ~15 (cap 90) bf16 x 1,256 with --include-transfers (cache hits)
+#   -- total ~465 s. GPU_CHECK_BUDGET_S=470 is a hard stop: a step still running then is
+#   stopped (bench saves its finished cells), later ones are listed as not run; packing ~2 s.
 set -u
+
+usage() {
+    echo "usage: $0 [--cpu-dry-run] OUTDIR" >&2
+    exit 2
+}
 
 DRY=0
 if [ "${1:-}" = "--cpu-dry-run" ]; then
-  DRY=1
-  shift
+    DRY=1
+    shift
 fi
-if [ $# -ne 1 ]; then
-  echo "usage: $0 [--cpu-dry-run] OUTDIR" >&2
-  exit 2
-fi
+[ $# -eq 1 ] || usage
+case "$1" in -*) usage ;; esac
+
+REPO=$(cd "$(dirname "$0")/.." && pwd) || exit 2
+cd "$REPO" || exit 2
 mkdir -p "$1" || exit 2
-OUT=$(cd "$1" && pwd)
-cd "$(dirname "$0")/.." || exit 2
-ROOT=$(pwd)
+OUTDIR=$(cd "$1" && pwd) || exit 2
+STAGE=$OUTDIR/gpu-check
+SUMMARY=$OUTDIR/summary.txt
+TARBALL=$OUTDIR/gpu-check.tar.gz
+rm -rf "$STAGE" "$SUMMARY" "$TARBALL"
+mkdir -p "$STAGE/logs" "$STAGE/results" || exit 2
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX") || exit 2
+
 PY=${PYTHON:-python3}
 if [ -d /tmp/site ]; then
-  export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+    PYTHONPATH="/tmp/site:$REPO${PYTHONPATH:+:$PYTHONPATH}"
+else
+    PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PYTHONPATH="$ROOT:${PYTHONPATH:-}"
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-export XDG_CACHE_HOME="$WORK/cache" # ceilings measured here, on this machine, not read from a cache
+# XDG_CACHE_HOME: the ceilings cache (and matplotlib's) start empty and stay out of $HOME.
+# COLUMNS: rich draws the tables in the logs this wide instead of 80 columns.
+export PYTHONPATH PYTHONUNBUFFERED=1 COLUMNS=200 XDG_CACHE_HOME="$WORK/cache"
 
 if [ "$DRY" = 1 ]; then
-  DEV=cpu
-  MODEL=(--num-classes 10 --image-size 64)
-  PRECS=fp32,bf16
-  BATCHES=1,2
-  BIG=2
-  RUN=(--min-time 0.05 --min-iters 3 --warmup 1)
-  TRAIN=(--synthetic-size 64 --batch-size 16 --image-size 64 --epochs 1)
-  TRAIN_PRECS=(bf16)
+    MODE="cpu-dry-run"
+    BUDGET=${GPU_CHECK_BUDGET_S:-420}
+    DEV=cpu
+    PRECISIONS=fp32,bf16
+    BATCHES=1,2
+    MODEL=(--num-classes 10 --image-size 64)
+    RUN=(--warmup 1 --min-time 0.05 --min-iters 3)
+    VERIFY_BATCH=4
+    TRAIN_PRECISIONS="fp32 bf16" # no fp16 training on a CPU: fp32 stands in
+    TRAIN=(--dataset synthetic --synthetic-size 32 --batch-size 16 --image-size 64 --epochs 1)
+    CV_PRECISIONS=fp32
+    CB=(--precision fp32 --batch 1)
+    CG=(--precision fp32 --batch 1)
+    CT=(--precision fp32 --batch 1)
 else
-  DEV=cuda
-  MODEL=()
-  PRECS=fp32,tf32,fp16,bf16
-  BATCHES=1,64,256
-  BIG=256
-  RUN=(--min-time 0.3 --min-iters 20 --warmup 5)
-  TRAIN=(--synthetic-size 2048 --batch-size 128 --image-size 64 --epochs 1)
-  TRAIN_PRECS=(fp16 bf16)
+    MODE="cuda"
+    BUDGET=${GPU_CHECK_BUDGET_S:-470}
+    DEV=cuda
+    PRECISIONS=fp32,tf32,fp16,bf16
+    BATCHES=1,64,256
+    MODEL=()
+    RUN=(--warmup 3 --min-time 0.1 --min-iters 20)
+    VERIFY_BATCH=8
+    TRAIN_PRECISIONS="fp16 bf16"
+    TRAIN=(--dataset synthetic --synthetic-size 1024 --batch-size 128 --image-size 64 --epochs 1)
+    CV_PRECISIONS=fp32,tf32,fp16,bf16
+    CB=(--precision "fp32,bf16" --batch "1,64,256")
+    CG=(--precision bf16 --batch "1,256")
+    CT=(--precision bf16 --batch "1,256")
 fi
-ART=(--artifacts "$WORK/exports" "${MODEL[@]}")
-AB=("$PY" -m alexbench)
-SUMMARY="$OUT/summary.txt"
-FAILED=0
-: >"$SUMMARY"
+BACKENDS=eager,torchscript,pt2,onnxruntime
+ALEX=("$PY" -m alexbench --debug) # --debug: a crash leaves its traceback in the log (exit 1)
+ART=(--artifacts "$WORK/exports")
+RESERVE=10  # seconds kept back for the summary and the tarball
+MIN_STEP=20 # no step is started with less time than this left
 
-# step NAME TIMEOUT_S COMMAND...: run it, log it, record its exit code and duration.
-step() {
-  local name=$1 limit=$2
-  shift 2
-  local start rc
-  start=$(date +%s)
-  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
-  rc=$?
-  if [ "$name" = cuda-tests ] && [ "$rc" = 5 ]; then
-    rc=0 # pytest: no tests collected (none marked cuda here) is not a failure
-  fi
-  printf '%-22s rc=%-3s %4ss  %s\n' "$name" "$rc" "$(($(date +%s) - start))" "$*" >>"$SUMMARY"
-  if [ "$rc" != 0 ]; then
-    FAILED=$((FAILED + 1))
-  fi
+interrupted=0
+trap 'interrupted=1' INT TERM
+trap 'rm -rf "$WORK"' EXIT
+
+# Per-step records, in order (indexed arrays: no bash 4 associative arrays needed).
+NAMES=()
+RCS=()
+SECS=()
+LIMITS=()
+NOTES=()
+LOGS=()
+ORT_LINE="(not recorded)"
+
+clock() {
+    if [ -n "${EPOCHREALTIME:-}" ]; then
+        echo "${EPOCHREALTIME/,/.}"
+    else
+        date +%s
+    fi
 }
 
-{
-  echo "gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) mode=$([ "$DRY" = 1 ] && echo cpu-dry-run || echo gpu)"
-  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
-'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)" 2>&1
-  "$PY" -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())" 2>&1
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
-} >>"$SUMMARY"
+is_ok() { # RC "ACCEPTED CODES"
+    local c
+    for c in $2; do
+        [ "$1" = "$c" ] && return 0
+    done
+    return 1
+}
 
-step cuda-tests 150 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests
-step info 60 "${AB[@]}" info
-step ceilings 120 "${AB[@]}" ceilings --device "$DEV" --force
-step verify 240 "${AB[@]}" verify --device "$DEV" --precision "$PRECS" \
-  --backend eager,torchscript,pt2,onnxruntime --report "$OUT/verify-report.json" "${ART[@]}"
-step bench 300 "${AB[@]}" bench --device "$DEV" --batch "$BATCHES" --precision "$PRECS" \
-  --backend eager,pt2,torchscript,onnxruntime --results-dir "$OUT/bench" "${RUN[@]}" "${ART[@]}"
-# torch.compile compiles per shape and precision: two shapes, one precision keep it in budget.
-step bench-compile 240 "${AB[@]}" bench --device "$DEV" --batch "1,$BIG" \
-  --precision "$([ "$DRY" = 1 ] && echo fp32 || echo bf16)" --backend compile \
-  --compile-mode default --results-dir "$OUT/bench-compile" "${RUN[@]}" "${ART[@]}"
-step bench-cuda-graphs 150 "${AB[@]}" bench --device "$DEV" --batch "$BATCHES" \
-  --precision "$([ "$DRY" = 1 ] && echo fp32 || echo fp16,bf16)" --backend eager,pt2,onnxruntime \
-  --cuda-graphs --results-dir "$OUT/bench-cuda-graphs" "${RUN[@]}" "${ART[@]}"
-step bench-transfers 120 "${AB[@]}" bench --device "$DEV" --batch "1,$BIG" \
-  --precision fp32 --backend eager,onnxruntime --include-transfers \
-  --results-dir "$OUT/bench-transfers" "${RUN[@]}" "${ART[@]}"
-for p in "${TRAIN_PRECS[@]}"; do
-  step "train-$p" 180 "${AB[@]}" train --dataset synthetic --device "$DEV" --precision "$p" \
-    "${TRAIN[@]}" --out "$WORK/runs/$p"
-  cp "$WORK/runs/$p/history.json" "$OUT/train-$p-history.json" 2>/dev/null
+pack() {
+    [ -f "$SUMMARY" ] && cp "$SUMMARY" "$STAGE/summary.txt"
+    # Model files never belong here; the patterns guard against a step that put one in anyway.
+    if tar -C "$OUTDIR" --exclude='*.onnx' --exclude='*.pt' --exclude='*.pt2' \
+        --exclude='*.pth' -czf "$TARBALL.part" gpu-check; then
+        mv -f "$TARBALL.part" "$TARBALL"
+    else
+        rm -f "$TARBALL.part"
+    fi
+}
+
+write_summary() {
+    local i failed=() n=${#NAMES[@]} status
+    {
+        echo "alexbench gpu_check ($MODE)"
+        echo "started:     $STARTED"
+        echo "updated:     $(date -u +%Y-%m-%dT%H:%M:%SZ), ${SECONDS}s elapsed of a ${BUDGET}s budget"
+        echo "repo:        $REPO ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo 'no git'))"
+        echo "python:      $PY ($PY_VERSION)"
+        echo "gpu:         $GPU_LINE"
+        echo "ort-gpu:     $([ -d /tmp/site ] && echo '/tmp/site is first on PYTHONPATH' || echo 'no /tmp/site')"
+        echo "onnxruntime: $ORT_LINE"
+        echo
+        printf '%-24s %5s %8s %6s  %-6s %s\n' step rc seconds limit result log
+        for ((i = 0; i < n; i++)); do
+            status=ok
+            if [ "${NOTES[i]}" != ok ]; then
+                status=FAIL
+                failed+=("${NAMES[i]} (rc ${RCS[i]}${NOTES[i]:+, ${NOTES[i]}})")
+            fi
+            printf '%-24s %5s %8s %6s  %-6s %s\n' "${NAMES[i]}" "${RCS[i]}" "${SECS[i]}" \
+                "${LIMITS[i]}" "$status" "${LOGS[i]}"
+        done
+        echo
+        if [ "${#failed[@]}" -eq 0 ]; then
+            echo "RESULT: PASS, all $n steps exited 0"
+        else
+            echo "RESULT: FAIL, ${#failed[@]} of $n steps failed:"
+            printf '  %s\n' "${failed[@]}"
+        fi
+    } >"$SUMMARY.part" && mv -f "$SUMMARY.part" "$SUMMARY"
+}
+
+# step NAME CAP "OK CODES" CMD...: run CMD under `timeout`, logged to logs/NN-NAME.log.
+step() {
+    local name=$1 cap=$2 ok=$3
+    shift 3
+    local idx=${#NAMES[@]}
+    local rel
+    rel=$(printf 'logs/%02d-%s.log' $((idx + 1)) "$name")
+    local log=$STAGE/$rel limit=$cap left=$((BUDGET - SECONDS - RESERVE)) rc note t0 t1
+    [ "$left" -lt "$limit" ] && limit=$left
+    {
+        echo "# step:    $name"
+        echo "# command: $*"
+        echo "# limit:   ${limit}s (cap ${cap}s, ${left}s of the budget left)"
+        echo "# started: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    } >"$log"
+    if [ "$interrupted" = 1 ] || [ "$limit" -lt "$MIN_STEP" ]; then
+        rc=-
+        note="not run: budget spent"
+        [ "$interrupted" = 1 ] && note="not run: interrupted"
+        limit=-
+        t0=0
+        t1=0
+    else
+        t0=$(clock)
+        # In the background, so that a signal to this script reaches the step at once.
+        timeout -k 10 "$limit" "$@" >>"$log" 2>&1 </dev/null &
+        local child=$!
+        wait "$child"
+        rc=$?
+        if [ "$interrupted" = 1 ]; then
+            kill -TERM "$child" 2>/dev/null
+            wait "$child"
+            rc=$?
+        fi
+        t1=$(clock)
+        if is_ok "$rc" "$ok"; then
+            note=ok
+        elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+            note="timed out after ${limit}s"
+        elif grep -q '^Traceback (most recent call last)' "$log"; then
+            note="traceback in log"
+        else
+            note=""
+        fi
+    fi
+    local secs
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    echo "# rc: $rc, ${secs}s${note:+ ($note)}" >>"$log"
+    NAMES+=("$name")
+    RCS+=("$rc")
+    SECS+=("$secs")
+    LIMITS+=("$limit")
+    NOTES+=("$note")
+    LOGS+=("$rel")
+    echo "[gpu_check ${SECONDS}s] $name: rc $rc, ${secs}s${note:+ ($note)}"
+    write_summary
+    pack
+}
+
+# keep DEST SRC...: copy small outputs into the staging folder (a missing one is fine: the
+# step's exit code says why).
+keep() {
+    local dest=$1 f
+    shift
+    mkdir -p "$dest"
+    for f in "$@"; do
+        [ -f "$f" ] && cp "$f" "$dest/"
+    done
+    return 0
+}
+
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+PY_VERSION=$("$PY" -c 'import sys; print(sys.version.split()[0])' 2>&1 | tail -n 1)
+GPU_LINE="none (no nvidia-smi)"
+if command -v nvidia-smi >/dev/null 2>&1; then
+    GPU_LINE=$(timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total \
+        --format=csv,noheader 2>&1 | head -n 1)
+    timeout 20 nvidia-smi >"$STAGE/logs/00-nvidia-smi.log" 2>&1
+fi
+echo "[gpu_check] $MODE: OUTDIR=$OUTDIR, scratch $WORK, budget ${BUDGET}s"
+
+# 1. The cuda-marked tests. On a CPU they are collected and skipped (rc 0); rc 5 would mean that
+#    pytest selected none, which the dry run accepts and a GPU run does not.
+PYTEST_OK=0
+[ "$DRY" = 1 ] && PYTEST_OK="0 5"
+step pytest-cuda 150 "$PYTEST_OK" "$PY" -m pytest -q -m cuda -p no:cacheprovider \
+    --basetemp "$WORK/pytest" --junitxml "$STAGE/results/pytest-cuda.xml" --durations 15 tests
+
+# 2. Versions, devices, providers.
+step info 60 0 "${ALEX[@]}" info
+step ort-providers 60 0 "$PY" -c \
+    "import onnxruntime as o; print(o.__version__, o.get_available_providers())"
+ORT_LINE=$(grep -v '^#' "$STAGE/${LOGS[${#LOGS[@]} - 1]}" | tail -n 1)
+write_summary
+
+# 3. Ceilings, measured on this machine (the CPU stands in for the GPU in the dry run).
+step ceilings 120 0 "${ALEX[@]}" ceilings --device "$DEV" --force
+keep "$STAGE/results/ceilings" "$XDG_CACHE_HOME"/alexbench/ceilings/*.json
+
+# 4. Parity of every non-compile runtime at every precision (exports the artifacts first).
+step verify 240 0 "${ALEX[@]}" verify --device "$DEV" --backend "$BACKENDS" \
+    --precision "$PRECISIONS" --batch "$VERIFY_BATCH" "${ART[@]}" \
+    --report "$STAGE/results/verify-report.json" ${MODEL[@]+"${MODEL[@]}"}
+keep "$STAGE/results/exports" "$WORK/exports/manifest.json"
+
+# 5. The sweep: plain, with CUDA graphs, with transfers (torch.compile's cells in step 7).
+bench() { # NAME CAP OPTIONS...
+    local name=$1 cap=$2
+    shift 2
+    step "$name" "$cap" 0 "${ALEX[@]}" bench --device "$DEV" "${ART[@]}" \
+        --results-dir "$STAGE/results/$name" ${MODEL[@]+"${MODEL[@]}"} "$@"
+}
+GRID=(--backend "$BACKENDS" --precision "$PRECISIONS" --batch "$BATCHES" "${RUN[@]}")
+bench bench 150 "${GRID[@]}"
+bench bench-graphs 150 "${GRID[@]}" --cuda-graphs
+bench bench-transfers 150 "${GRID[@]}" --include-transfers
+
+# 6. One short synthetic epoch per training precision (checkpoints stay in the scratch folder).
+for p in $TRAIN_PRECISIONS; do
+    step "train-$p" 120 0 "${ALEX[@]}" train "${TRAIN[@]}" --precision "$p" --device "$DEV" \
+        --out "$WORK/train-$p"
+    keep "$STAGE/results/train-$p" "$WORK/train-$p/history.json" "$WORK/train-$p/history.csv" \
+        "$WORK/train-$p/curves.png"
 done
 
-echo "failed steps: $FAILED" >>"$SUMMARY"
-# One tarball of everything small (logs, results, reports), for a device call's few return files.
-(cd "$OUT" && find . -type f ! -name gpu-check.tar.gz -size -16M -print0 |
-  tar --null -czf gpu-check.tar.gz -T -)
-if [ "$DRY" = 0 ] && [ -s "$OUT/gpu-check.tar.gz" ]; then
-  # A device call returns at most 8 files: leave the tarball and the summary, nothing else.
-  find "$OUT" -mindepth 1 ! -name gpu-check.tar.gz ! -name summary.txt -delete
-fi
+# 7. torch.compile: parity at every precision, then a few bench cells per mode (see the budget).
+step verify-compile 150 0 "${ALEX[@]}" verify --device "$DEV" --backend compile \
+    --precision "$CV_PRECISIONS" --batch 2 "${ART[@]}" \
+    --report "$STAGE/results/verify-compile-report.json" ${MODEL[@]+"${MODEL[@]}"}
+bench bench-compile 180 --backend compile "${CB[@]}" "${RUN[@]}"
+bench bench-compile-graphs 120 --backend compile "${CG[@]}" "${RUN[@]}" --cuda-graphs
+bench bench-compile-transfers 90 --backend compile "${CT[@]}" "${RUN[@]}" --include-transfers
+
+write_summary
+pack
+[ "${GPU_CHECK_KEEP:-0}" = 1 ] || rm -rf "$STAGE"
+echo
 cat "$SUMMARY"
-[ "$FAILED" = 0 ]
+grep -q '^RESULT: PASS' "$SUMMARY"

@@ -163,14 +163,14 @@ def bench_cmd(
     cells: list[CellResult] = []
     interrupted: Interrupted | None = None
     aborted: str | None = None  # the sweep itself crashed: keep what finished, then exit 3
+    crash: Exception | None = None
     with signals_as_interrupts():
         try:
             _run_with_progress(bundle, spec, finished)
         except Interrupted as e:
             interrupted = e
         except Exception as e:
-            if state.debug:
-                raise
+            crash = e  # re-raised under --debug once the finished cells are saved
             aborted = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
         # Signals stay caught from the end of the sweep until the results are on disk: a
         # second Ctrl-C, or the SIGTERM of a `timeout`, must not lose the finished cells.
@@ -187,6 +187,9 @@ def bench_cmd(
                 json_path, csv_path = write_results(results_dir, payload)
         except Interrupted as e:  # arrived while saving: saved anyway, then honoured
             interrupted = interrupted or e
+    if crash is not None and state.debug:
+        err_console.print(f"finished cells saved to {json_path}", markup=False)
+        raise crash
     report.render_bench(console, payload["cells"], "alexbench bench")
     console.print(f"Results: {json_path} and {csv_path}")
     if interrupted is not None or aborted is not None:
