@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -41,14 +43,22 @@ def _status_bytes(field: str) -> int | None:
     return None
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up once (find_library runs external tools), or None."""
+    name = ctypes.util.find_library("c")
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL(name).malloc_trim if name else None
+    return None
+
+
 def _release_freed_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS, so that the baseline is not
     inflated by an earlier cell's leftovers (which the next session would silently reuse)."""
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(name).malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _reset_hwm() -> bool:

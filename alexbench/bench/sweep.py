@@ -68,7 +68,6 @@ class CellResult:
     timing_method: str = ""
     session_create_s: float | None = None  # only on the first batch a session ran (its cold start)
     first_inference_ms: float | None = None  # first call at this batch size (compiles, for compile)
-    first_call_of_session: bool = False  # True: first_inference_ms is the session's cold first call
     memory: dict[str, Any] = field(default_factory=dict)
     parity: ParityResult | None = None
     roofline: RooflinePoint | None = None
@@ -97,7 +96,6 @@ class CellResult:
             "cold_start": {
                 "session_create_s": self.session_create_s,
                 "first_inference_ms": self.first_inference_ms,
-                "first_call_of_session": self.first_call_of_session,
             },
             "repeats": self.repeats,
             "runs": self.runs,
@@ -113,7 +111,8 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, MemoryError) or "out of memory" in text or "failed to allocate" in text
 
 
-def _error_reason(e: BaseException) -> str:
+def error_reason(e: BaseException) -> str:
+    """One line for a failure: "out of memory", or the exception's type and first line."""
     if _is_oom(e):
         return "out of memory"
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -190,44 +189,55 @@ def iter_sweep(
                             )  # fmt: skip
                         continue
                     label(f"{name}: loading")
-                    # ORT allocates CUDA memory outside torch: only device-wide readings see it.
-                    memory = CellMemory(device, device_wide=backend is Backend.ONNXRUNTIME)
-                    memory.baseline()
-                    try:
-                        t0 = time.perf_counter()
-                        session = runtime.load(bundle, device, precision, spec.options)
-                        create_s = time.perf_counter() - t0
-                    except Exception as e:  # a runtime that cannot load is that cell's error
-                        for b in spec.batches:
-                            r = CellResult(backend, device, precision, b, CellStatus.ERROR)
-                            r.reason, r.repeat = _error_reason(e), repeat
-                            yield r
-                        continue
-                    try:
-                        for i, batch in enumerate(spec.batches):
-                            label(f"{name}/b{batch}")
-                            cell = CellResult(
-                                backend, device, precision, batch, CellStatus.ERROR, repeat=repeat
-                            )
-                            if i == 0:  # the session's creation is paid once, by its first batch
-                                cell.session_create_s = round(create_s, 4)
-                                cell.first_call_of_session = True
-                            try:
-                                _measure(
-                                    cell, session, pool, reference, spec.run_length,
-                                    dataclasses.replace(memory),
-                                )  # fmt: skip
-                            except Exception as e:  # OOM or a runtime failure: record, go on
-                                cell.status, cell.reason = CellStatus.ERROR, _error_reason(e)
-                                _release_device(device)
-                            yield cell
-                    finally:
-                        # A sticky CUDA error can make cleanup raise too: it must not take the
-                        # finished cells with it (they are already with the caller).
-                        with contextlib.suppress(Exception):
-                            session.close()
-                        del session
-                        gc.collect()
+                    yield from _session_cells(
+                        bundle, spec, (backend, device, precision), pool, reference, repeat,
+                        lambda batch, name=name: label(f"{name}/b{batch}"),
+                    )  # fmt: skip
+
+
+def _session_cells(
+    bundle: ModelBundle,
+    spec: BenchSpec,
+    cell_key: tuple[Backend, Device, Precision],
+    pool: list[np.ndarray],
+    reference: np.ndarray,
+    repeat: int,
+    label: Callable[[int], None],
+) -> Iterator[CellResult]:
+    """One session, loaded once, measured at every batch size, then closed."""
+    backend, device, precision = cell_key
+    # ORT allocates CUDA memory outside torch: only device-wide readings see it.
+    memory = CellMemory(device, device_wide=backend is Backend.ONNXRUNTIME)
+    memory.baseline()
+    try:
+        t0 = time.perf_counter()
+        session = get_runtime(backend).load(bundle, device, precision, spec.options)
+        create_s = time.perf_counter() - t0
+    except Exception as e:  # a runtime that cannot load is that cell's error
+        for b in spec.batches:
+            yield CellResult(*cell_key, b, CellStatus.ERROR, error_reason(e), repeat=repeat)
+        return
+    try:
+        for i, batch in enumerate(spec.batches):
+            label(batch)
+            cell = CellResult(*cell_key, batch, CellStatus.ERROR, repeat=repeat)
+            if i == 0:  # the session's creation is paid once, by its first batch
+                cell.session_create_s = round(create_s, 4)
+            try:
+                _measure(
+                    cell, session, pool, reference, spec.run_length, dataclasses.replace(memory)
+                )
+            except Exception as e:  # OOM or a runtime failure: record, go on
+                cell.status, cell.reason = CellStatus.ERROR, error_reason(e)
+                _release_device(device)
+            yield cell
+    finally:
+        # A sticky CUDA error can make cleanup raise too: it must not take the finished cells
+        # with it (they are already with the caller).
+        with contextlib.suppress(Exception):
+            session.close()
+        del session
+        gc.collect()
 
 
 def _release_device(device: Device) -> None:

@@ -18,6 +18,7 @@ from alexbench.bench.sweep import (
     CellResult,
     CellStatus,
     count_cells,
+    error_reason,
     finish_cells,
     iter_sweep,
 )
@@ -171,7 +172,7 @@ def bench_cmd(
             interrupted = e
         except Exception as e:
             crash = e  # re-raised under --debug once the finished cells are saved
-            aborted = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+            aborted = error_reason(e)
         # Signals stay caught from the end of the sweep until the results are on disk: a
         # second Ctrl-C, or the SIGTERM of a `timeout`, must not lose the finished cells.
         try:
