@@ -40,7 +40,7 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
-        except AlexbenchError as e:
+        except (AlexbenchError, Interrupted) as e:
             if state.debug:
                 raise
             err_console.print(f"error: {e}", markup=False)
@@ -50,11 +50,6 @@ def handle_errors(fn: F) -> F:
                 raise
             err_console.print("error: interrupted", markup=False)
             raise typer.Exit(ExitCode.INTERRUPTED) from None
-        except Interrupted as e:
-            if state.debug:
-                raise
-            err_console.print(f"error: {e}", markup=False)
-            raise typer.Exit(e.exit_code) from None
         except Exception as e:
             if state.debug:
                 raise
@@ -72,21 +67,32 @@ def handle_errors(fn: F) -> F:
 _SIGNAL_EXIT = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TERMINATED}
 
 
+def _interrupted(signum: int) -> Interrupted:
+    sig = signal.Signals(signum)
+    return Interrupted(sig.name, int(_SIGNAL_EXIT[sig]))
+
+
+@contextlib.contextmanager
+def _signal_handler(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Inside: SIGINT and SIGTERM go to `handler`; the previous handlers come back after."""
+    previous = {s: signal.signal(s, handler) for s in _SIGNAL_EXIT}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
 @contextlib.contextmanager
 def signals_as_interrupts() -> Iterator[None]:
     """Inside: SIGINT and SIGTERM raise `Interrupted`, so a long command can save its finished
     work before exiting 130 or 143 (SIGTERM would otherwise kill the process on the spot)."""
 
-    def raise_interrupted(signum: int, _frame: object) -> None:
-        sig = signal.Signals(signum)
-        raise Interrupted(sig.name, int(_SIGNAL_EXIT[sig]))
+    def raise_interrupted(signum: int, _frame: Any) -> None:
+        raise _interrupted(signum)
 
-    previous = {s: signal.signal(s, raise_interrupted) for s in _SIGNAL_EXIT}
-    try:
+    with _signal_handler(raise_interrupted):
         yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 @contextlib.contextmanager
@@ -94,15 +100,10 @@ def signals_deferred() -> Iterator[None]:
     """Inside: SIGINT and SIGTERM wait until the block ends, so a results file being written
     after an interrupt is not itself cut short; a signal that arrived is re-raised after."""
     pending: list[int] = []
-    previous = {s: signal.signal(s, lambda n, _f: pending.append(n)) for s in _SIGNAL_EXIT}
-    try:
+    with _signal_handler(lambda n, _f: pending.append(n)):
         yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if pending:
-            sig = signal.Signals(pending[0])
-            raise Interrupted(sig.name, int(_SIGNAL_EXIT[sig]))
+    if pending:
+        raise _interrupted(pending[0])
 
 
 def split_list(value: str, option: str) -> list[str]:

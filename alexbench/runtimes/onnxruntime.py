@@ -54,8 +54,8 @@ def _own_stream() -> Any:
 
 
 class OnnxRuntimeSession(Session):
-    """CPU: plain `run` on numpy feeds. CUDA: IO binding, on torch's current stream when ORT
-    accepted it as its compute stream (so the timer's CUDA events bracket ORT's kernels)."""
+    """CPU: plain `run` on numpy feeds. CUDA: IO binding, on a torch stream of the session's
+    own when ORT accepted it as its compute stream (so CUDA events bracket ORT's kernels)."""
 
     def __init__(
         self,
