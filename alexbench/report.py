@@ -80,7 +80,9 @@ def render_tolerances(console: Console, precisions: Sequence) -> None:
     console.print("Tolerances  " + "  |  ".join(parts), style="dim")
 
 
-def render_verify(console: Console, report: VerifyReport, precisions: Sequence) -> None:
+def render_verify(
+    console: Console, report: VerifyReport, precisions: Sequence, wide: bool = False
+) -> None:
     table = Table(
         title=f"Parity vs eager fp32 on cpu — inputs: {report.inputs.description}",
         title_justify="left",
@@ -165,7 +167,9 @@ def _fastest(cells: Sequence[CellDict]) -> dict[tuple[str, int], float]:
     return best
 
 
-def render_bench(console: Console, cells: Sequence[CellDict], title: str = "") -> None:
+def render_bench(
+    console: Console, cells: Sequence[CellDict], title: str = "", wide: bool = False
+) -> None:
     base, best = _speedup_base(cells), _fastest(cells)
     for device in dict.fromkeys(c["device"] for c in cells):
         rows = [c for c in cells if c["device"] == device and c["status"] != "skipped"]
@@ -282,7 +286,9 @@ def _bench_row(c: CellDict, base: dict, best: dict) -> list[Any]:
     ]
 
 
-def render_compare(console: Console, comparison: Comparison, names: tuple[str, str]) -> None:
+def render_compare(
+    console: Console, comparison: Comparison, names: tuple[str, str], wide: bool = False
+) -> None:
     """Render an `alexbench.bench.compare.Comparison`: warnings, the B/A table, what is missing.
 
     Verdict words stay plain text ("faster", "slower", "within noise"; "(weak)" for single-run
@@ -358,7 +364,7 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
-def render_evaluation(out: Console, report: EvalReport) -> None:
+def render_evaluation(out: Console, report: EvalReport, wide: bool = False) -> None:
     table = Table(
         title=f"Accuracy on {report.split} ({report.samples} images)", title_justify="left"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -19,8 +20,9 @@ from alexbench.exit_codes import ExitCode
 E = TypeVar("E", bound=Enum)
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Piped or captured output gets a fixed, wide layout so tables are not squeezed to 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 150)
+# Piped or captured output gets a fixed, wide layout so tables are not squeezed to 80 columns,
+# unless COLUMNS says how wide the reader is (rich reads it when width is None).
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 150)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
