@@ -12,14 +12,50 @@ from rich.text import Text
 from alexbench.bench.compare import Comparison, Verdict, key_label
 from alexbench.evaluate import CellStatus, EvalReport
 from alexbench.precision import PRECISIONS
+from alexbench.tables import Column, Entry, TableData, Tone
 from alexbench.verify import Status, VerifyReport
 
-STATUS_STYLE = {
-    Status.PASS: "bold green",
-    Status.FAIL: "bold red",
-    Status.ERROR: "bold red",
-    Status.UNSUPPORTED: "dim",
+TONE_STYLE = {
+    Tone.PLAIN: "",
+    Tone.GOOD: "green",
+    Tone.BAD: "bold red",
+    Tone.BEST: "bold green",
+    Tone.WARN: "bold yellow",
+    Tone.DIM: "dim",
+    Tone.VOID: "dim strike",
 }
+
+
+def draw(console: Console, t: TableData, wide: bool = False) -> None:
+    """Draw a table in the terminal: the columns that fit the console's width (essential ones
+    always, never cut short), or every column with `wide`; then its notes."""
+    shown = t.fitting_columns(None if wide else console.width)
+    natural = t.column_widths()
+    table = Table(title=t.title, title_justify="left")
+    for i in shown:
+        col = t.columns[i]
+        justify = "right" if col.right else "left"
+        table.add_column(col.name, justify=justify, no_wrap=True, min_width=natural[i])
+    for row in t.rows:
+        table.add_row(*(Text(row[i].text, TONE_STYLE[row[i].tone]) for i in shown))
+    needed = 1 + sum(natural[i] + 3 for i in shown)
+    width = console.width
+    if wide and needed > width:
+        console.width = needed  # --wide: the reader asked for every column, even past the edge
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+    for note in t.notes:
+        console.print(f"  {note}", style="dim", markup=False, highlight=False)
+    hidden = [c.name for i, c in enumerate(t.columns) if i not in shown]
+    if hidden:
+        console.print(
+            f"  not shown at {width} columns: {', '.join(hidden)} (--wide shows every column)",
+            style="dim",
+            markup=False,
+            highlight=False,
+        )
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -80,49 +116,49 @@ def render_tolerances(console: Console, precisions: Sequence) -> None:
     console.print("Tolerances  " + "  |  ".join(parts), style="dim")
 
 
-def render_verify(
-    console: Console, report: VerifyReport, precisions: Sequence, wide: bool = False
-) -> None:
-    table = Table(
+def verify_table(report: VerifyReport) -> TableData:
+    t = TableData(
         title=f"Parity vs eager fp32 on cpu — inputs: {report.inputs.description}",
-        title_justify="left",
+        columns=[
+            Column("runtime", right=False),
+            Column("device", right=False, priority=2),
+            Column("prec", right=False),
+            Column("abs err"),
+            Column("rel err", priority=3),
+            Column("cosine"),
+            Column("top-1", priority=1),
+            Column("dyn. batch", right=False, priority=4),
+            Column("result", right=False),
+        ],
+        row_class="verify",
     )
-    for col, justify in (
-        ("runtime", "left"),
-        ("device", "left"),
-        ("precision", "left"),
-        ("max abs err", "right"),
-        ("max rel err", "right"),
-        ("min cosine", "right"),
-        ("top-1 agree", "right"),
-        ("dyn. batch", "left"),
-        ("result", "left"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for c in report.cells:
-        status = Text(c.status.value, STATUS_STYLE[c.status])
+        tone = {Status.PASS: Tone.GOOD, Status.UNSUPPORTED: Tone.DIM}.get(c.status, Tone.BAD)
+        status = Entry(c.status.value, tone)
+        head = [c.backend.value, c.device.value, c.precision.value]
+        row_id = "/".join(head)
+        if c.message:
+            t.notes.append(f"{c.status.value} {row_id}: {c.message}")
         if c.parity is None:
-            dash = "-"
-            status.append(f"  {c.message}", "dim" if c.status is Status.UNSUPPORTED else "red")
-            table.add_row(c.backend.value, c.device.value, c.precision.value, *[dash] * 5, status)
+            t.add([*head, *["-"] * 5, status], row_id)
             continue
         p = c.parity
         agree = f"{p.top1_agreement:.1%}" + (f" ({p.near_ties} ties)" if p.near_ties else "")
-        dyn = " ".join(f"[{'green' if b.passed else 'red'}]{b.batch}[/]" for b in c.batches)
-        if c.status is not Status.PASS and c.message:
-            status.append(f"  {c.message}", "red")
-        table.add_row(
-            c.backend.value,
-            c.device.value,
-            c.precision.value,
-            f"{p.max_abs_err:.2e}",
-            f"{p.max_rel_err:.2e}",
-            f"{p.min_cosine:.7f}",
-            agree,
-            dyn,
-            status,
-        )
-    console.print(table)
+        dyn = " ".join(f"{b.batch}" + ("" if b.passed else "!") for b in c.batches)
+        t.add(
+            [*head, f"{p.max_abs_err:.2e}", f"{p.max_rel_err:.2e}", f"{p.min_cosine:.7f}", agree,
+             dyn, status],
+            row_id,
+        )  # fmt: skip
+    if any(not b.passed for c in report.cells for b in c.batches):
+        t.notes.append("dyn. batch: ! marks a batch size whose output failed parity")
+    return t
+
+
+def render_verify(
+    console: Console, report: VerifyReport, precisions: Sequence, wide: bool = False
+) -> None:
+    draw(console, verify_table(report), wide)
     render_tolerances(console, precisions)
 
 
@@ -167,63 +203,100 @@ def _fastest(cells: Sequence[CellDict]) -> dict[tuple[str, int], float]:
     return best
 
 
-def render_bench(
-    console: Console, cells: Sequence[CellDict], title: str = "", wide: bool = False
-) -> None:
+STATUS_WORD = {"ok": "PASS", "parity_failed": "FAIL", "error": "ERROR", "skipped": "SKIPPED"}
+STATUS_TONE = {"ok": Tone.GOOD, "parity_failed": Tone.BAD, "error": Tone.BAD, "skipped": Tone.DIM}
+
+
+def cell_id(c: CellDict, run: str | None = None) -> str:
+    parts = [c["device"], c["backend"], c["precision"], str(c["batch"])]
+    return "/".join([run, *parts] if run else parts)
+
+
+def bench_tables(
+    cells: Sequence[CellDict], title: str = "", run: str | None = None, skipped_rows: bool = False
+) -> list[TableData]:
+    """One table per device. Skipped cells become rows with `skipped_rows` (the HTML page holds
+    every cell), else one note per reason (the terminal)."""
     base, best = _speedup_base(cells), _fastest(cells)
+    tables = []
     for device in dict.fromkeys(c["device"] for c in cells):
-        rows = [c for c in cells if c["device"] == device and c["status"] != "skipped"]
-        rows.sort(key=lambda c: (c["batch"], c["backend"], c["precision"]))
-        table = Table(title=f"{title} — {device}".strip(" —"), title_justify="left")
         # On CUDA, throughput from back-to-back iterations and device time differ from
         # batch / latency; on CPU the throughput loop is the latency loop, so they are not shown.
         pipelined = device == "cuda"
-        columns = ["backend", "prec", "batch", "p50 ms [95% CI]", "p90 ms", "p99 ms", "images/s"]
-        columns += ["wall img/s", "device ms"] if pipelined else []
-        columns += ["vs eager", "% ceiling", "mem res/peak", "cold start", "parity"]
-        for col in columns:
-            left = col in ("backend", "prec")
-            table.add_column(col, justify="left" if left else "right")
+        columns = [
+            Column("backend", right=False),
+            Column("prec", right=False),
+            Column("batch"),
+            Column("p50 ms"),
+            Column("95% CI ms", priority=4),
+            Column("p90 ms", priority=6),
+            Column("p99 ms", priority=5),
+            Column("images/s"),
+            *([Column("wall img/s", priority=2), Column("device ms", priority=3)] * pipelined),
+            Column("vs eager", priority=1),
+            Column("% ceiling", priority=7),
+            Column("mem res/peak", priority=8),
+            Column("cold start", priority=9),
+            Column("status", right=False),
+        ]
+        t = TableData(f"{title} — {device}".strip(" —"), columns, row_class="cell")
+        rows = [
+            c for c in cells if c["device"] == device and (skipped_rows or c["status"] != "skipped")
+        ]
+        rows.sort(key=lambda c: (c["batch"], c["backend"], c["precision"]))
         for c in rows:
-            row = _bench_row(c, base, best)
-            if pipelined:
-                row[7:7] = _pipelined_cells(c)
-            table.add_row(*row)
-        console.print(table)
-        skipped = [c for c in cells if c["device"] == device and c["status"] == "skipped"]
-        reasons: dict[str, list[str]] = {}
-        for c in skipped:
-            reasons.setdefault(c["reason"], []).append(f"{c['backend']}/{c['precision']}")
-        for reason, names in reasons.items():
-            console.print(f"  skipped {', '.join(dict.fromkeys(names))}: {reason}", style="dim")
-    console.print(
-        "  images/s = batch / median latency; ~ marks a median whose 95% CI is wider than 5%; "
-        "FAIL rows failed parity and their speed must not be quoted; p90/p99 need 10/100 "
-        "samples; ! marks a roofline share above 100% (a measurement problem); mem = the cell's "
-        "resident / peak memory above its pre-load baseline; cold start = session creation + "
-        "first call (first batch size), +first call at each later batch size.",
-        style="dim",
-    )
+            t.add(_bench_row(c, base, best, pipelined), cell_id(c, run))
+            if c["status"] in ("error", "skipped") and skipped_rows:
+                t.notes.append(f"{STATUS_WORD[c['status']]} {cell_id(c)}: {c['reason']}")
+        if not skipped_rows:
+            reasons: dict[str, list[str]] = {}
+            for c in cells:
+                if c["device"] == device and c["status"] == "skipped":
+                    reasons.setdefault(c["reason"], []).append(f"{c['backend']}/{c['precision']}")
+            for reason, names in reasons.items():
+                t.notes.append(f"skipped {', '.join(dict.fromkeys(names))}: {reason}")
+            t.notes += [
+                f"ERROR {cell_id(c)}: {c['reason']}" for c in rows if c["status"] == "error"
+            ]
+        tables.append(t)
+    return tables
+
+
+BENCH_LEGEND = (
+    "images/s = batch / median latency; ~ marks a median whose 95% CI is wider than 5%; "
+    "FAIL rows failed parity and their speed must not be quoted; p90/p99 need 10/100 "
+    "samples; ! marks a roofline share above 100% (a measurement problem); mem = the cell's "
+    "resident / peak memory above its pre-load baseline; cold start = session creation + "
+    "first call (first batch size), +first call at each later batch size."
+)
+
+
+def render_bench(
+    console: Console, cells: Sequence[CellDict], title: str = "", wide: bool = False
+) -> None:
+    for table in bench_tables(cells, title):
+        draw(console, table, wide)
+    console.print("  " + BENCH_LEGEND, style="dim")
 
 
 # Order statistics need enough samples: below these counts a p90/p99 is only the maximum.
 MIN_ITERS_FOR_PERCENTILE = {90: 10, 99: 100}
 
 
-def _percentile(s: dict[str, Any], q: int, style: str) -> Text:
+def _percentile(s: dict[str, Any], q: int, tone: Tone) -> Entry:
     if s["iterations"] < MIN_ITERS_FOR_PERCENTILE[q]:
-        return Text("-", "dim")
-    return Text(f"{s[f'p{q}_ms']:.2f}", style)
+        return Entry("-", Tone.DIM)
+    return Entry(f"{s[f'p{q}_ms']:.2f}", tone)
 
 
-def _roofline_text(roof: dict[str, Any] | None) -> Text:
+def _roofline_text(roof: dict[str, Any] | None) -> Entry:
     if not roof:
-        return Text("-")
-    text = Text(f"{roof['pct_of_ceiling']:.0f}% {roof['bound'][:3]}")
+        return Entry("-")
+    text = f"{roof['pct_of_ceiling']:.0f}% {roof['bound'][:3]}"
     if roof.get("exceeds_ceiling", roof["pct_of_ceiling"] > 100):
         # Above a measured bound: the ceiling or the timing is wrong, not the runtime heroic.
-        text = Text(f"!{roof['pct_of_ceiling']:.0f}% {roof['bound'][:3]}", "bold yellow")
-    return text
+        return Entry("!" + text, Tone.WARN)
+    return Entry(text)
 
 
 def _memory_text(mem: dict[str, Any]) -> str:
@@ -244,83 +317,90 @@ def _cold_text(cold: dict[str, Any]) -> str:
     return f"{cold['session_create_s']:.2f}s+{first:.0f}ms"
 
 
-def _pipelined_cells(c: CellDict) -> list[str]:
+def _pipelined_cells(c: CellDict) -> list[Entry | str]:
     """wall img/s (throughput loop) and median device time (CUDA events), for CUDA tables."""
     s, dev = c.get("stats"), c.get("device_time")
     if c["status"] == "error" or not s:
-        return ["", ""]
+        return ["-", "-"]
     wall = f"{s['wall_throughput']:,.1f}"
     return [wall, "-" if not dev else f"{dev['p50_ms']:.3f}"]
 
 
-def _bench_row(c: CellDict, base: dict, best: dict) -> list[Any]:
-    head = [c["backend"], c["precision"], str(c["batch"])]
-    if c["status"] == "error" or not c.get("stats"):
-        return [*head, Text(f"ERROR: {c['reason']}", "red"), *[""] * 8]
-    s = c["stats"]
+def _bench_row(c: CellDict, base: dict, best: dict, pipelined: bool) -> list[Entry | str]:
+    head: list[Entry | str] = [c["backend"], c["precision"], str(c["batch"])]
+    status = Entry(STATUS_WORD[c["status"]], STATUS_TONE[c["status"]])
+    s = c.get("stats")
+    if c["status"] in ("error", "skipped") or not s:
+        return [*head, *["-"] * (11 if pipelined else 9), status]
     ok = c["status"] == "ok"
-    style = "" if ok else "dim strike"
-    ci = f"{s['p50_ms']:.2f} [{s['p50_ci_low_ms']:.2f}, {s['p50_ci_high_ms']:.2f}]"
-    if s["unstable"]:
-        ci = "~" + ci
-    tput = Text(f"{s['throughput']:,.1f}", style)
+    tone = Tone.PLAIN if ok else Tone.VOID
+    p50 = ("~" if s["unstable"] else "") + f"{s['p50_ms']:.2f}"
+    ci = f"[{s['p50_ci_low_ms']:.2f}, {s['p50_ci_high_ms']:.2f}]"
     key = (c["device"], c["batch"])
-    if ok and best.get(key) == s["throughput"]:
-        tput.stylize("bold green")
+    fastest = ok and best.get(key) == s["throughput"]
+    tput = Entry(f"{s['throughput']:,.1f}", Tone.BEST if fastest else tone)
     ref = base.get(key)
     speed = f"{s['throughput'] / ref:.2f}x" if ref and ok else "-"
-    pct = _roofline_text(c.get("roofline")) if ok else Text("-")
-    # The status word survives piping and NO_COLOR, where a strike-through does not.
-    parity = Text("ok", "green") if ok else Text("FAIL", "bold red")
+    pct = _roofline_text(c.get("roofline")) if ok else Entry("-")
     return [
         *head,
-        Text(ci, style),
-        _percentile(s, 90, style),
-        _percentile(s, 99, style),
+        Entry(p50, tone),
+        Entry(ci, tone),
+        _percentile(s, 90, tone),
+        _percentile(s, 99, tone),
         tput,
+        *(_pipelined_cells(c) if pipelined else []),
         speed,
         pct,
         _memory_text(c.get("memory") or {}),
         _cold_text(c.get("cold_start") or {}),
-        parity,
+        status,
     ]
+
+
+VERDICT_TONE = {Verdict.FASTER: Tone.GOOD, Verdict.SLOWER: Tone.BAD, Verdict.WITHIN_NOISE: Tone.DIM}
+
+
+def compare_table(comparison: Comparison, names: tuple[str, str]) -> TableData:
+    """Verdict words stay plain text ("faster", "slower", "within noise"; "(weak)" for
+    single-run evidence) so they survive piping."""
+    t = TableData(
+        f"compare: B={names[1]} vs A={names[0]}",
+        [
+            Column("backend", right=False),
+            Column("device", right=False, priority=3),
+            Column("prec", right=False),
+            Column("batch"),
+            Column("repeats A/B", priority=4),
+            Column("A p50 ms", priority=2),
+            Column("B p50 ms", priority=2),
+            Column("B/A images/s"),
+            Column("95% interval", priority=1),
+            Column("verdict", right=False),
+        ],
+        row_class="compare",
+    )
+    for c in comparison.cells:
+        weak = c.weak and c.verdict is not Verdict.WITHIN_NOISE
+        word = c.verdict.value + (" (weak)" if weak else "")
+        interval = "-" if c.ci_low is None else f"[{c.ci_low:.3f}, {c.ci_high:.3f}]"
+        t.add(
+            [*c.key[:3], str(c.key[3]), f"{c.a_repeats}/{c.b_repeats}", f"{c.a_p50_ms:.2f}",
+             f"{c.b_p50_ms:.2f}", f"{c.ratio:.3f}x", interval,
+             Entry(word, VERDICT_TONE[c.verdict])],
+            key_label(c.key),
+        )  # fmt: skip
+    return t
 
 
 def render_compare(
     console: Console, comparison: Comparison, names: tuple[str, str], wide: bool = False
 ) -> None:
-    """Render an `alexbench.bench.compare.Comparison`: warnings, the B/A table, what is missing.
-
-    Verdict words stay plain text ("faster", "slower", "within noise"; "(weak)" for single-run
-    evidence) so they survive piping."""
+    """Render an `alexbench.bench.compare.Comparison`: warnings, the B/A table, what is missing."""
     for w in comparison.warnings:
         console.print(Text(f"warning: {w}", "yellow"))
-    table = Table(title=f"compare: B={names[1]} vs A={names[0]}", title_justify="left")
-    for col in (
-        "backend",
-        "device",
-        "prec",
-        "batch",
-        "repeats A/B",
-        "A p50 ms",
-        "B p50 ms",
-        "B/A images/s",
-        "95% interval",
-        "verdict",
-    ):
-        left = col in ("backend", "device", "prec")
-        table.add_column(col, justify="left" if left else "right")
-    styles = {Verdict.FASTER: "green", Verdict.SLOWER: "red", Verdict.WITHIN_NOISE: "dim"}
-    for c in comparison.cells:
-        weak = c.weak and c.verdict is not Verdict.WITHIN_NOISE
-        word = c.verdict.value + (" (weak)" if weak else "")
-        interval = "-" if c.ci_low is None else f"[{c.ci_low:.3f}, {c.ci_high:.3f}]"
-        table.add_row(
-            *c.key[:3], str(c.key[3]), f"{c.a_repeats}/{c.b_repeats}", f"{c.a_p50_ms:.2f}",
-            f"{c.b_p50_ms:.2f}", f"{c.ratio:.3f}x", interval, Text(word, styles[c.verdict]),
-        )  # fmt: skip
     if comparison.cells:
-        console.print(table)
+        draw(console, compare_table(comparison, names), wide)
     else:
         console.print("no cells in common (both ok) between the two runs", style="yellow")
     _render_compare_leftovers(console, comparison, key_label)
