@@ -14,14 +14,31 @@ import matplotlib
 matplotlib.use("Agg")  # headless: CI, ssh sessions and DDP workers have no display
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
 import numpy as np
 
+from alexbench.errors import InputError
 from alexbench.fileio import atomic_path
+from alexbench.results import Run, machine_label, model_label
+
+# The format follows the file's suffix, so `--plot x.pdf` is a PDF, not PNG bytes in a .pdf.
+PLOT_FORMATS = ("png", "pdf", "svg")
+
+
+def check_plot_path(path: Path) -> None:
+    """Refuse a plot path before any work: a known suffix, not a folder."""
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in PLOT_FORMATS:
+        known = ", ".join(f".{f}" for f in PLOT_FORMATS)
+        raise InputError(f"{path}: a plot file must end in {known}")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a plot file name")
 
 
 def _save(fig: Any, path: Path) -> Path:
+    check_plot_path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -43,7 +60,10 @@ def plot_training_curves(records: Sequence[dict[str, Any]], path: Path) -> Path:
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        if len(epochs) <= 12:  # ticks at the epochs run, not 0.96..1.04 around a single one
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
     return _save(fig, path)
 
 
@@ -73,32 +93,163 @@ def plot_confusion_matrix(
     return _save(fig, path)
 
 
-def plot_bench(cells: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Throughput (images/s) and median latency vs batch, one line per device/backend/precision.
+def _passed(cells: Sequence[dict[str, Any]], device: str) -> list[dict[str, Any]]:
+    # The speed of a wrong answer is not plotted: only cells that passed parity.
+    return [c for c in cells if c["device"] == device and c["status"] == "ok" and c.get("stats")]
 
-    Only cells that passed parity are drawn: the speed of a wrong answer is not plotted.
-    """
-    series: dict[str, list[tuple[int, float, float]]] = {}
-    for c in cells:
-        if c.get("status") != "ok" or not c.get("stats"):
+
+def _devices(runs: Sequence[Run]) -> list[str]:
+    return list(dict.fromkeys(c["device"] for r in runs for c in r.data["cells"]))
+
+
+def _title(runs: Sequence[Run], device: str) -> str:
+    """Model, device, machine and date: a PNG on its own must say what it shows."""
+    models = dict.fromkeys(model_label(r.data) for r in runs)
+    machines = dict.fromkeys(machine_label(r.data, device) for r in runs)
+    dates = sorted({r.data["created"][:10] for r in runs})
+    when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+    return f"{' | '.join(models)}\n{device}: {' | '.join(machines)}, {when}"
+
+
+def plot_throughput(runs: Sequence[Run], path: Path) -> Path:
+    """Images/s against batch size per backend x precision (x run), one panel per device.
+
+    The measured batch sizes are the ticks (evenly spaced: nothing is drawn between them as
+    if it had been measured); markers sit only where a cell was measured; the error bars are
+    the 95% CI of the median latency turned into images/s."""
+    devices = _devices(runs)
+    fig, axes = plt.subplots(1, len(devices), figsize=(7 * len(devices), 4.8), squeeze=False)
+    several = len(runs) > 1
+    styles = ["-", "--", ":", "-."]
+    for ax, device in zip(axes[0], devices, strict=True):
+        batches = sorted({c["batch"] for r in runs for c in _passed(r.data["cells"], device)})
+        pos = {b: i for i, b in enumerate(batches)}
+        for k, r in enumerate(runs):
+            series: dict[str, list[dict[str, Any]]] = {}
+            for c in _passed(r.data["cells"], device):
+                label = f"{c['backend']} {c['precision']}"
+                series.setdefault(f"{r.name}: {label}" if several else label, []).append(c)
+            for label, cells in sorted(series.items()):
+                cells.sort(key=lambda c: c["batch"])
+                x = [pos[c["batch"]] for c in cells]
+                y = [c["stats"]["throughput"] for c in cells]
+                low = [c["batch"] * 1e3 / c["stats"]["p50_ci_high_ms"] for c in cells]
+                high = [c["batch"] * 1e3 / c["stats"]["p50_ci_low_ms"] for c in cells]
+                err = [[max(v - lo, 0) for v, lo in zip(y, low, strict=True)],
+                       [max(hi - v, 0) for v, hi in zip(y, high, strict=True)]]  # fmt: skip
+                ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linewidth=1, label=label,
+                            linestyle=styles[k % len(styles)])  # fmt: skip
+        ax.set_xticks(range(len(batches)), [str(b) for b in batches])
+        ax.set_xlim(-0.5, max(len(batches) - 0.5, 0.5))
+        ax.set_ylim(bottom=0)
+        ax.set(xlabel="batch size (measured sizes only)", ylabel="throughput (images/s)")
+        ax.set_title(_title(runs, device), fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            title = "run: backend precision" if several else "backend precision"
+            ax.legend(fontsize=7, title=title, title_fontsize=7, loc="upper left",
+                      bbox_to_anchor=(1.01, 1.0))  # fmt: skip
+        else:
+            ax.text(0.5, 0.5, "no cell passed parity", ha="center", transform=ax.transAxes)
+    fig.suptitle("alexbench: throughput, cells that passed parity (95% CI bars)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_latency(run: Run, path: Path) -> Path:
+    """The distribution of per-call latency of every passing cell, from the raw samples: the box
+    spans p25-p75 with the median (p50) inside, whiskers p5-p95, and p90/p99 marked."""
+    devices = _devices([run])
+    groups = [(d, sorted(_passed(run.data["cells"], d), key=_cell_order)) for d in devices]
+    rows = max((len(cells) for _, cells in groups), default=1)
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(7 * len(groups), 1.2 + 0.32 * max(rows, 3)), squeeze=False
+    )
+    for ax, (device, cells) in zip(axes[0], groups, strict=True):
+        samples = [np.asarray(c["latencies_ns"], dtype=float) / 1e6 for c in cells]
+        labels = [f"{c['backend']} {c['precision']} b{c['batch']}" for c in cells]
+        if cells:
+            ax.boxplot(samples, vert=False, whis=(5, 95), showfliers=False,
+                       medianprops={"color": "black"})  # fmt: skip
+            for i, ms in enumerate(samples, start=1):
+                p90, p99 = np.percentile(ms, [90, 99])
+                ax.plot([p90], [i], "v", color="tab:orange", label="p90" if i == 1 else None)
+                ax.plot([p99], [i], "D", color="tab:red", ms=4, label="p99" if i == 1 else None)
+            ax.set_yticks(range(1, len(cells) + 1), labels, fontsize=8)
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.FuncFormatter(_minor_label))
+            ax.legend(fontsize=7, loc="lower right")
+        else:
+            ax.text(0.5, 0.5, "no cell passed parity", ha="center", transform=ax.transAxes)
+        ax.set(xlabel="latency per call (ms, log scale)", ylabel="backend precision batch")
+        ax.set_title(_title([run], device), fontsize=9)
+        ax.grid(True, axis="x", alpha=0.3, which="both")
+    fig.suptitle(
+        f"alexbench: latency distribution, {run.name} (box p25-p75, line p50, whiskers p5-p95)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _minor_label(v: float, _pos: int) -> str:
+    # Label 2x and 5x between decades so a narrow log axis still has readable figures.
+    lead = v / 10 ** np.floor(np.log10(v))
+    return f"{v:g}" if round(lead) in (2, 5) else ""
+
+
+def _cell_order(c: dict[str, Any]) -> tuple:
+    return (-c["batch"], c["backend"], c["precision"])  # top to bottom: batch 1 first
+
+
+def plot_roofline(run: Run, path: Path) -> Path:
+    """Achieved GFLOP/s against arithmetic intensity (FLOP per byte of weights read), with the
+    measured ceilings: the best GEMM per precision (flat) and the read bandwidth (diagonal)."""
+    devices = [d for d in _devices([run]) if any(
+        c.get("roofline") for c in _passed(run.data["cells"], d))]  # fmt: skip
+    devices = devices or _devices([run])
+    fig, axes = plt.subplots(1, len(devices), figsize=(7 * len(devices), 5), squeeze=False)
+    for ax, device in zip(axes[0], devices, strict=True):
+        cells = [c for c in _passed(run.data["cells"], device) if c.get("roofline")]
+        xs = [c["roofline"]["gflops"] / c["roofline"]["weight_gbs"] for c in cells]
+        if not cells:
+            ax.text(0.5, 0.5, "no roofline figures", ha="center", transform=ax.transAxes)
+            ax.set_title(_title([run], device), fontsize=9)
             continue
-        label = f"{c['device']}/{c['backend']}/{c['precision']}"
-        series.setdefault(label, []).append(
-            (c["batch"], c["stats"]["throughput"], c["stats"]["p50_ms"])
+        span = np.array([min(xs) / 3, max(xs) * 3])
+        by_peak: dict[float, list[str]] = {}  # bf16 is credited fp32's GEMM where that is faster
+        for c in cells:
+            names = by_peak.setdefault(c["roofline"]["peak_gflops"], [])
+            if c["roofline"]["ceiling_dtype"] not in names:
+                names.append(c["roofline"]["ceiling_dtype"])
+        for peak, dtypes in sorted(by_peak.items()):
+            ax.axhline(peak, linestyle="--", linewidth=1, color="gray")
+            label = f"{'/'.join(dtypes)} GEMM ceiling {peak:,.0f} GFLOP/s"
+            ax.text(span[1], peak * 1.05, label, fontsize=7, ha="right")
+        bandwidths = sorted({c["roofline"]["read_bandwidth_gbs"] for c in cells})
+        for bw in bandwidths:
+            ax.plot(span, span * bw, linestyle=":", linewidth=1, color="gray")
+        bw_text = "-".join(
+            f"{bw:,.1f}" for bw in (bandwidths[0], bandwidths[-1])[: len(bandwidths)]
         )
-    fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for label, points in sorted(series.items()):
-        points.sort()
-        batches = [p[0] for p in points]
-        ax_t.plot(batches, [p[1] for p in points], marker="o", label=label)
-        ax_l.plot(batches, [p[2] for p in points], marker="o", label=label)
-    for ax, ylabel in ((ax_t, "images/s (batch / median latency)"), (ax_l, "p50 latency (ms)")):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-    ax_l.set_yscale("log")
-    ax_t.legend(fontsize=7)
-    fig.suptitle("alexbench: throughput and latency (cells that passed parity)")
+        ax.text(span[0], span[0] * bandwidths[-1] * 1.3, f"read {bw_text} GB/s", fontsize=7)
+        markers = dict(zip(("eager", "torchscript", "pt2", "onnxruntime", "compile"), "osD^v",
+                           strict=True))  # fmt: skip
+        for c, x in zip(cells, xs, strict=True):
+            r = c["roofline"]
+            ax.plot([x], [r["gflops"]], markers.get(c["backend"], "o"), ms=7,
+                    color="tab:red" if r.get("exceeds_ceiling") else None,
+                    label=f"{c['backend']} {c['precision']} b{c['batch']} "
+                    f"({r['pct_of_ceiling']:.0f}%)")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set(xlabel="arithmetic intensity (FLOP per byte of weights read)",
+               ylabel="achieved GFLOP/s (int8: GOP/s)")  # fmt: skip
+        ax.set_title(_title([run], device), fontsize=9)
+        ax.grid(True, alpha=0.3, which="both")
+        ax.legend(fontsize=6, ncol=2, title="backend precision batch (% of ceiling)",
+                  title_fontsize=6)  # fmt: skip
+    fig.suptitle(f"alexbench: roofline, {run.name} (cells that passed parity)", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

@@ -8,7 +8,7 @@ import io
 import json
 import re
 import socket
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -155,3 +155,70 @@ def now() -> datetime:
 
 def ceilings_dict(ceilings: dict[Any, Any]) -> dict[str, Any]:
     return {getattr(k, "value", k): (asdict(v) if v else None) for k, v in ceilings.items()}
+
+
+# ---------------------------------------------------------------- several saved runs
+
+
+@dataclass(frozen=True)
+class Run:
+    """One saved results file: its name (the file stem) and its contents."""
+
+    name: str
+    path: Path
+    data: dict[str, Any]
+
+
+def collect_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
+    """The results files among `paths` (files, or folders searched recursively), oldest first,
+    and one line per JSON file in those folders that is not a results file (skipped). A file
+    named explicitly must be a results file; a name shared by two runs is an error, since
+    reports and plots tell runs apart by it."""
+    runs: list[Run] = []
+    skipped: list[str] = []
+    for path in paths:
+        if path.is_dir():
+            for candidate in sorted(path.rglob("*.json")):
+                try:
+                    runs.append(Run(candidate.stem, candidate, load_results(candidate)))
+                except InputError as e:
+                    skipped.append(str(e))
+        elif path.exists():
+            runs.append(Run(path.stem, path, load_results(path)))
+        else:
+            raise InputError(f"{path}: no such file or folder")
+    if not runs:
+        where = ", ".join(str(p) for p in paths)
+        raise InputError(f"no alexbench results files in {where} (run `alexbench bench` first)")
+    unique = {r.path.resolve(): r for r in runs}
+    names = [r.name for r in unique.values()]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"two results files are both named {twice[0]}: give one of them")
+    return sorted(unique.values(), key=lambda r: (r.data["created"], r.name)), skipped
+
+
+def model_label(data: dict[str, Any]) -> str:
+    """'AlexNet, seeded (seed 0), 1000 classes, 224 px' style description of a run's model."""
+    model = data.get("model") or {}
+    src, meta = model.get("source") or {}, model.get("meta") or {}
+    kind = src.get("kind", "?")
+    if kind == "seeded":
+        what = f"seeded (seed {src.get('seed')})"
+    else:
+        what = f"{kind} {Path(src['path']).name}" if src.get("path") else str(kind)
+    return (
+        f"AlexNet, {what}, {meta.get('num_classes', '?')} classes, "
+        f"{meta.get('image_size', '?')} px"
+    )
+
+
+def machine_label(data: dict[str, Any], device: str = "cpu") -> str:
+    """The hardware a run's `device` cells ran on: the GPU's name, or the CPU model and cores."""
+    env = data.get("environment") or {}
+    gpu = env.get("gpu") or {}
+    if device == "cuda" and gpu.get("name"):
+        return str(gpu["name"])
+    cpu = env.get("cpu") or {}
+    cores = cpu.get("usable_cores") or cpu.get("logical_cores")
+    return f"{cpu.get('model', '?')}" + (f", {cores} cores" if cores else "")
