@@ -121,14 +121,21 @@ def plot_throughput(runs: Sequence[Run], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(devices), figsize=(7 * len(devices), 4.8), squeeze=False)
     several = len(runs) > 1
     styles = ["-", "--", ":", "-."]
+    # One colour per backend x precision across runs (the runs differ by line style).
+    kinds = sorted({(c["backend"], c["precision"]) for r in runs for c in r.data["cells"]})
+    palette = plt.get_cmap("tab20" if len(kinds) > 10 else "tab10")
+    colours = {k: palette(i % palette.N) for i, k in enumerate(kinds)}
     for ax, device in zip(axes[0], devices, strict=True):
         batches = sorted({c["batch"] for r in runs for c in _passed(r.data["cells"], device)})
         pos = {b: i for i, b in enumerate(batches)}
         for k, r in enumerate(runs):
             series: dict[str, list[dict[str, Any]]] = {}
+            colour: dict[str, Any] = {}
             for c in _passed(r.data["cells"], device):
                 label = f"{c['backend']} {c['precision']}"
-                series.setdefault(f"{r.name}: {label}" if several else label, []).append(c)
+                label = f"{r.name}: {label}" if several else label
+                series.setdefault(label, []).append(c)
+                colour[label] = colours[(c["backend"], c["precision"])]
             for label, cells in sorted(series.items()):
                 cells.sort(key=lambda c: c["batch"])
                 x = [pos[c["batch"]] for c in cells]
@@ -138,7 +145,7 @@ def plot_throughput(runs: Sequence[Run], path: Path) -> Path:
                 err = [[max(v - lo, 0) for v, lo in zip(y, low, strict=True)],
                        [max(hi - v, 0) for v, hi in zip(y, high, strict=True)]]  # fmt: skip
                 ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linewidth=1, label=label,
-                            linestyle=styles[k % len(styles)])  # fmt: skip
+                            linestyle=styles[k % len(styles)], color=colour[label])  # fmt: skip
         ax.set_xticks(range(len(batches)), [str(b) for b in batches])
         ax.set_xlim(-0.5, max(len(batches) - 0.5, 0.5))
         ax.set_ylim(bottom=0)

@@ -1,4 +1,4 @@
-"""`alexbench report`: re-render saved runs."""
+"""`alexbench report`: saved runs as terminal tables, or as an HTML and Markdown report."""
 
 from __future__ import annotations
 
@@ -8,50 +8,87 @@ import typer
 
 from alexbench import report
 from alexbench.bench.compare import incomplete_description
-from alexbench.cli.common import console, handle_errors
+from alexbench.cli.common import console, err_console, handle_errors
 from alexbench.errors import InputError
-from alexbench.results import load_results
-
-
-def _latest(directory: Path) -> Path:
-    files = sorted(directory.glob("*.json"))
-    if not files:
-        raise InputError(f"{directory}: no results files (run `alexbench bench` first)")
-    return files[-1]
+from alexbench.results import collect_runs
 
 
 @handle_errors
 def report_cmd(
-    results: Path | None = typer.Argument(
-        None, help="A results JSON file (default: the newest in ./results)."
+    results: list[Path] | None = typer.Argument(
+        None,
+        help="Results JSON files or folders (searched recursively); default: the newest run "
+        "in ./results, or all of ./results with --out.",
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Write report.html (self-contained, opens offline), report.md and the PNGs here.",
+        file_okay=False,
     ),
     plot: Path | None = typer.Option(
-        None, "--plot", help="Also write a PNG: throughput and p50 latency vs batch."
+        None, "--plot", help="Also write the throughput plot to this file (.png, .pdf or .svg)."
+    ),
+    threshold: float = typer.Option(
+        0.05, "--threshold", help="With several runs and --out: compare's --threshold."
+    ),
+    wide: bool = typer.Option(
+        False, "--wide", help="Show every column, even past the terminal width."
     ),
 ) -> None:
-    """Show a saved benchmark run as tables (and optionally a plot).
+    """Show saved benchmark runs as tables, or write a report to share.
 
-    Examples: alexbench report;  alexbench report results/xeon-2c/<run>.json --plot p.png
+    Examples: alexbench report;  alexbench report results/xeon-2c --out rep;
+    alexbench report results/a.json --plot p.png
     """
-    path = results if results is not None else _latest(Path("results"))
-    data = load_results(path)
+    from alexbench import pages, plots
+
+    if plot is not None:
+        plots.check_plot_path(plot)
+    if not 0.0 <= threshold < 1.0:  # also rejects nan
+        raise InputError(f"--threshold must be >= 0 and < 1 (0.05 = 5%), got {threshold}")
+    paths = list(results or [Path("results")])
+    if out is not None:
+        files = pages.write_report(paths, out, threshold)
+        for line in files.skipped:
+            err_console.print(f"skipped {line}", style="dim", markup=False)
+        console.print(
+            f"Report of {files.runs} run(s) and {files.evaluations} evaluation(s): "
+            f"{files.html}, {files.markdown}, {len(files.images)} PNG(s) in {out}",
+            markup=False,
+        )
+        runs = pages.load_inputs(paths)[0]
+    else:
+        runs, skipped = collect_runs(paths)
+        if not results:
+            runs = runs[-1:]  # the newest run
+        for line in skipped if results else []:
+            err_console.print(f"skipped {line}", style="dim", markup=False)
+        for run in runs:
+            _render_run(run, wide)
+    if plot is not None and runs:
+        plots.plot_throughput(runs, plot)
+        console.print(f"Plot: {plot}", markup=False)
+
+
+def _render_run(run: object, wide: bool) -> None:
+    from alexbench.results import Run
+
+    assert isinstance(run, Run)
+    data = run.data
     env = data["environment"]
     gpu = (env.get("gpu") or {}).get("name")
     console.print(
-        f"{path}: {data['created']}, host {env.get('host')}, cpu {env['cpu']['model']}"
+        f"{run.path}: {data['created']}, host {env.get('host')}, cpu {env['cpu']['model']}"
         + (f", gpu {gpu}" if gpu else "")
         + f", torch {env['versions'].get('torch')}"
-        + f", onnxruntime {env['versions'].get('onnxruntime')}"
+        + f", onnxruntime {env['versions'].get('onnxruntime')}",
+        markup=False,
     )
     if data.get("complete") is False:
         line = f"incomplete run {incomplete_description(data)}"
         console.print(line, style="bold yellow", markup=False, highlight=False)
-    report.render_bench(console, data["cells"], path.name)
-    if plot is not None:
-        from alexbench.plots import plot_bench
-
-        plot_bench(data["cells"], plot)
-        console.print(f"Plot: {plot}")
+    report.render_bench(console, data["cells"], run.path.name, wide=wide)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,528 @@
+"""The shareable report: one self-contained HTML page and the same content as Markdown.
+
+`build_page` turns saved runs (and `evaluate` reports) into a `Page` of sections holding tables
+(`alexbench.tables.TableData`, the same ones the terminal draws) and plots; `to_html` and
+`to_markdown` only lay that page out. The HTML embeds every plot as a data: URI and uses no
+script, font or style sheet from elsewhere, so it opens offline and can be mailed as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alexbench import plots
+from alexbench.bench.compare import compare_runs, key_label
+from alexbench.errors import InputError
+from alexbench.fileio import write_text
+from alexbench.report import bench_tables, cell_id, compare_table
+from alexbench.results import Run, collect_runs, machine_label, model_label
+from alexbench.tables import Column, Entry, TableData, Tone
+
+EVALUATE_SCHEMA = "alexbench-evaluate/1"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One saved `alexbench evaluate --out` report."""
+
+    name: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Figure:
+    file: str  # a PNG beside the Markdown file
+    caption: str
+
+
+@dataclass
+class Section:
+    title: str
+    level: int = 2
+    text: list[str] = field(default_factory=list)
+    code: list[str] = field(default_factory=list)  # commands, shown verbatim
+    tables: list[TableData] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+
+
+@dataclass
+class Page:
+    title: str
+    subtitle: str
+    sections: list[Section]
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    html: Path
+    markdown: Path
+    images: list[Path]
+    runs: int
+    evaluations: int
+    skipped: list[str]
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _schema(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("schema") if isinstance(data, dict) else None
+
+
+def load_inputs(paths: list[Path]) -> tuple[list[Run], list[Evaluation], list[str]]:
+    """Benchmark runs and evaluate reports among `paths` (files, or folders searched
+    recursively); other JSON files in folders are skipped and listed."""
+    evaluations: list[Evaluation] = []
+    bench_paths: list[Path] = []
+    for path in paths:
+        files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+        found = [f for f in files if f.exists() and _schema(f) == EVALUATE_SCHEMA]
+        evaluations += [Evaluation(f.stem, json.loads(f.read_text())) for f in found]
+        if path.is_dir() or not found:
+            bench_paths.append(path)
+    try:
+        runs, skipped = collect_runs(bench_paths) if bench_paths else ([], [])
+    except InputError:
+        if not evaluations:
+            raise
+        runs, skipped = [], []
+    evaluated = {f"{e.name}" for e in evaluations}
+    skipped = [s for s in skipped if not any(f"{n}.json" in s for n in evaluated)]
+    return runs, evaluations, skipped
+
+
+# ---------------------------------------------------------------- content
+
+
+def command_line(data: dict[str, Any]) -> str:
+    """The `alexbench bench` command that reproduces a run, rebuilt from its saved settings
+    (or the command as typed, where the run recorded it)."""
+    settings = data.get("settings") or {}
+    if settings.get("command"):
+        return str(settings["command"])
+    source = (data.get("model") or {}).get("source") or {}
+    parts = ["alexbench bench"]
+    if source.get("kind") in ("checkpoint", "weights") and source.get("path"):
+        parts.append(f"--{source['kind']} {source['path']}")
+    elif source.get("seed") not in (None, 0):
+        parts.append(f"--seed {source['seed']}")
+    for flag, key in (("--backend", "backends"), ("--device", "devices"),
+                      ("--precision", "precisions"), ("--batch", "batches")):  # fmt: skip
+        if settings.get(key):
+            parts.append(f"{flag} {','.join(str(v) for v in settings[key])}")
+    if int(settings.get("repeat") or 1) > 1:
+        parts.append(f"--repeat {settings['repeat']}")
+    length = settings.get("run_length") or {}
+    defaults = {"warmup": 3, "min_seconds": 1.0, "min_iters": 10, "max_iters": 10_000}
+    flags = {"warmup": "--warmup", "min_seconds": "--min-time", "min_iters": "--min-iters",
+             "max_iters": "--max-iters"}  # fmt: skip
+    for key, flag in flags.items():
+        if key in length and length[key] != defaults[key]:
+            parts.append(f"{flag} {length[key]:g}")
+    options = settings.get("options") or {}
+    if options.get("threads"):
+        parts.append(f"--threads {options['threads']}")
+    for key, flag in (
+        ("cuda_graphs", "--cuda-graphs"),
+        ("include_transfers", "--include-transfers"),
+    ):
+        if options.get(key):
+            parts.append(flag)
+    if options.get("compile_mode") not in (None, "default"):
+        parts.append(f"--compile-mode {options['compile_mode']}")
+    if options.get("cudnn_benchmark") is False:
+        parts.append("--no-cudnn-benchmark")
+    return " ".join(parts)
+
+
+def _key_values(title: str, pairs: list[tuple[str, str]], row_class: str) -> TableData:
+    t = TableData(title, [Column("", right=False), Column("", right=False)], row_class=row_class)
+    for key, value in pairs:
+        t.add([key, value])
+    return t
+
+
+def environment_table(run: Run) -> TableData:
+    d = run.data
+    env, settings = d.get("environment") or {}, d.get("settings") or {}
+    cpu, gpu = env.get("cpu") or {}, env.get("gpu") or {}
+    versions = env.get("versions") or {}
+    pairs = [
+        ("created", d.get("created", "-")),
+        ("complete", "yes" if d.get("complete", True) else f"no ({d.get('interrupted')})"),
+        ("host", f"{env.get('host', '-')} ({env.get('platform', '-')})"),
+        ("cpu", f"{machine_label(d, 'cpu')}; flags {', '.join(cpu.get('flags') or []) or '-'}"),
+        (
+            "gpu",
+            f"{gpu['name']} ({gpu.get('memory_gib')} GiB), CUDA {gpu.get('cuda')}, "
+            f"driver {gpu.get('driver')}"
+            if gpu
+            else "none",
+        ),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)),
+        (
+            "torch threads",
+            f"{env.get('torch_threads', '-')} (interop {env.get('torch_interop_threads', '-')})",
+        ),
+        ("onnxruntime providers", ", ".join(env.get("onnxruntime_providers") or []) or "-"),
+        (
+            "load average (1 min)",
+            f"{env.get('load_average_1m', '-')} before, "
+            f"{env.get('load_average_1m_after', '-')} after",
+        ),
+        ("git commit", str(env.get("git_commit") or "-")),
+        ("model", model_label(d)),
+        ("timing", str(settings.get("timing", "-"))),
+        (
+            "run length",
+            ", ".join(f"{k} {v}" for k, v in (settings.get("run_length") or {}).items())
+            + f", repeat {settings.get('repeat', 1)}",
+        ),
+    ]
+    return _key_values(f"Environment of {run.name}", pairs, "env")
+
+
+def parity_table(run: Run) -> TableData:
+    t = TableData(
+        f"Parity of {run.name} (each cell's outputs vs eager fp32 on the same inputs)",
+        [
+            Column("device", right=False),
+            Column("backend", right=False),
+            Column("prec", right=False),
+            Column("batch"),
+            Column("max abs err"),
+            Column("max rel err"),
+            Column("min cosine"),
+            Column("top-1 agree"),
+            Column("threshold"),
+            Column("result", right=False),
+        ],
+        row_class="parity",
+    )
+    for c in run.data["cells"]:
+        p = c.get("parity")
+        head = [c["device"], c["backend"], c["precision"], str(c["batch"])]
+        if not p:
+            t.add([*head, *["-"] * 5, Entry("not checked", Tone.DIM)], cell_id(c, run.name))
+            continue
+        verdict = Entry("PASS", Tone.GOOD) if p["passed"] else Entry("FAIL", Tone.BAD)
+        t.add(
+            [*head, f"{p['max_abs_err']:.2e}", f"{p['max_rel_err']:.2e}",
+             f"{p['min_cosine']:.7f}", f"{p['top1_agreement']:.1%}", f"{p['threshold']:.2e}",
+             verdict],
+            cell_id(c, run.name),
+        )  # fmt: skip
+    return t
+
+
+def runs_table(runs: list[Run]) -> TableData:
+    t = TableData(
+        "Runs in this report",
+        [
+            Column("run", right=False),
+            Column("date", right=False),
+            Column("devices", right=False),
+            Column("machine", right=False),
+            Column("model", right=False),
+            Column("cells"),
+            Column("complete", right=False),
+        ],
+        row_class="run",
+    )
+    for r in runs:
+        cells = r.data["cells"]
+        devices = list(dict.fromkeys(c["device"] for c in cells))
+        ok = sum(c["status"] == "ok" for c in cells)
+        done = r.data.get("complete", True)
+        t.add(
+            [r.name, r.data["created"][:19].replace("T", " "), ",".join(devices),
+             "; ".join(machine_label(r.data, d) for d in devices), model_label(r.data),
+             f"{ok} passed of {len(cells)}",
+             Entry("yes", Tone.GOOD) if done else Entry("no (interrupted)", Tone.WARN)],
+            r.name,
+        )  # fmt: skip
+    return t
+
+
+def fastest_table(runs: list[Run]) -> TableData:
+    """The headline: per run, device and batch, the fastest cell that passed parity."""
+    t = TableData(
+        "Fastest cell that passed parity, per device and batch",
+        [
+            Column("run", right=False),
+            Column("device", right=False),
+            Column("batch"),
+            Column("backend", right=False),
+            Column("prec", right=False),
+            Column("images/s"),
+            Column("p50 ms"),
+            Column("vs eager fp32"),
+        ],
+        row_class="best",
+    )
+    for r in runs:
+        ok = [c for c in r.data["cells"] if c["status"] == "ok" and c.get("stats")]
+        for device, batch in sorted({(c["device"], c["batch"]) for c in ok}):
+            group = [c for c in ok if (c["device"], c["batch"]) == (device, batch)]
+            best = max(group, key=lambda c: c["stats"]["throughput"])
+            eager = [c for c in group if (c["backend"], c["precision"]) == ("eager", "fp32")]
+            ratio = (
+                f"{best['stats']['throughput'] / eager[0]['stats']['throughput']:.2f}x"
+                if eager
+                else "-"
+            )
+            t.add(
+                [r.name, device, str(batch), best["backend"], best["precision"],
+                 Entry(f"{best['stats']['throughput']:,.1f}", Tone.BEST),
+                 f"{best['stats']['p50_ms']:.2f}", ratio],
+                None,
+            )  # fmt: skip
+    return t
+
+
+def accuracy_table(e: Evaluation) -> TableData:
+    d = e.data
+    t = TableData(
+        f"Accuracy of {e.name}: {d.get('split')} split, {d.get('samples')} images, "
+        f"{d.get('device')}",
+        [
+            Column("backend", right=False),
+            Column("prec", right=False),
+            Column("top-1"),
+            Column("top-5"),
+            Column("top-1 drop vs fp32"),
+            Column("agrees with eager fp32"),
+            Column("status", right=False),
+        ],
+        row_class="accuracy",
+    )
+    ref = d.get("reference") or {}
+    ref_top1 = next(
+        (c["top1"] for c in d["cells"]
+         if (c["backend"], c["precision"]) == (ref.get("backend"), ref.get("precision"))),
+        None,
+    )  # fmt: skip
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    for c in d["cells"]:
+        drop = (
+            f"{100 * (ref_top1 - c['top1']):+.2f} pt"
+            if ref_top1 is not None and c.get("top1") is not None
+            else "-"
+        )
+        status = c["status"] + (f": {c['reason']}" if c.get("reason") else "")
+        tone = {"ok": Tone.GOOD, "unsupported": Tone.DIM}.get(c["status"], Tone.BAD)
+        name = c["backend"] + ("" if c.get("requested", True) else " (reference)")
+        t.add(
+            [name, c["precision"], pct(c.get("top1")), pct(c.get("top5")), drop,
+             pct(c.get("agreement")), Entry(status, tone)],
+            f"{e.name}/{c['backend']}/{c['precision']}",
+        )  # fmt: skip
+    return t
+
+
+DEFINITIONS = [
+    ("p50 ms", "median latency of one call, host clock from submitting a batch to its result "
+     "being ready, the device synchronised every call"),
+    ("95% CI", "confidence interval of the median (order statistics); ~ marks a CI wider than 5%"),
+    ("p90 / p99 ms", "90th / 99th percentile latency; shown only with at least 10 / 100 samples"),
+    ("images/s", "batch / median latency"),
+    ("wall img/s", "CUDA: images over the wall clock of back-to-back calls (no sync per call)"),
+    ("device ms", "CUDA: median time between CUDA events around each call on its stream"),
+    ("vs eager", "throughput over eager fp32 at the same device and batch"),
+    ("% ceiling", "achieved share of the measured roofline bound (compute: best GEMM of the "
+     "precision; memory: read bandwidth for the weights); ! above 100% means the measurement or "
+     "the ceiling is wrong"),
+    ("mem res/peak", "resident and peak memory of the cell above its pre-load baseline (CPU: "
+     "process RSS; CUDA: allocator or device memory)"),
+    ("cold start", "session creation + first call (first batch size); +first call at later sizes"),
+    ("status", "PASS: parity passed and timed; FAIL: outputs differ from eager fp32 beyond the "
+     "tolerance, its speed must not be quoted; ERROR: crashed; SKIPPED: not applicable here"),
+    ("max abs / rel err, min cosine, top-1 agree", "the cell's outputs against eager fp32 on "
+     "the same inputs: largest absolute and relative error, lowest per-sample cosine "
+     "similarity, share of samples with the same top-1 class"),
+    ("B/A, verdict", "compare: candidate over baseline throughput; faster/slower only when the "
+     "95% interval excludes 1 and the change exceeds the threshold; (weak) when a side has one "
+     "repeat"),
+    ("top-1 drop", "evaluate: reference (eager fp32) top-1 minus the cell's, in points"),
+]  # fmt: skip
+
+
+def build_page(
+    runs: list[Run], evaluations: list[Evaluation], out_dir: Path, threshold: float = 0.05
+) -> Page:
+    """Lay out the report and write its plots (PNG) into `out_dir`."""
+    sections: list[Section] = []
+    if runs:
+        summary = Section("Summary", tables=[runs_table(runs), fastest_table(runs)])
+        plots.plot_throughput(runs, out_dir / "throughput.png")
+        summary.figures.append(Figure("throughput.png", "Throughput against batch size"))
+        sections.append(summary)
+    if len(runs) > 1:
+        base = runs[0]
+        compare = Section(
+            f"Compare: every run against {base.name}",
+            text=["B/A > 1: B is faster (see Definitions for the verdicts)."],
+        )
+        for other in runs[1:]:
+            comparison = compare_runs(base.data, other.data, threshold)
+            table = compare_table(comparison, (base.name, other.name))
+            table.notes += [f"warning: {w}" for w in comparison.warnings]
+            for side, keys in (("A", comparison.only_in_a), ("B", comparison.only_in_b)):
+                if keys:
+                    table.notes.append(f"only in {side}: " + ", ".join(key_label(k) for k in keys))
+            table.notes += [f"not comparable: {key_label(n.key)}: {n.why}"
+                            for n in comparison.not_comparable]  # fmt: skip
+            compare.tables.append(table)
+        sections.append(compare)
+    for i, run in enumerate(runs):
+        section = Section(f"Run {run.name}", code=[command_line(run.data)])
+        if run.data.get("complete") is False:
+            section.text.append(f"Incomplete run: {run.data.get('interrupted')}.")
+        section.tables.append(environment_table(run))
+        section.tables += bench_tables(run.data["cells"], f"Cells of {run.name}", run.name, True)
+        section.tables.append(parity_table(run))
+        for kind, plot in (("latency", plots.plot_latency), ("roofline", plots.plot_roofline)):
+            name = f"{kind}-{i + 1}.png"
+            plot(run, out_dir / name)
+            section.figures.append(Figure(name, f"{kind.capitalize()} of {run.name}"))
+        ceilings = run.data.get("ceilings") or {}
+        for device, c in ceilings.items():
+            if c:
+                gemm = ", ".join(f"{k} {v:,.0f}" for k, v in c["gemm_gflops"].items())
+                section.text.append(
+                    f"Ceilings on {device}: GEMM GFLOP/s {gemm}; read bandwidth "
+                    f"{c['read_bandwidth_gbs']:,.1f} GB/s ({c['threads']} threads)."
+                )
+        sections.append(section)
+    if evaluations:
+        sections.append(
+            Section("Accuracy by precision", tables=[accuracy_table(e) for e in evaluations])
+        )
+    sections.append(
+        Section(
+            "Definitions",
+            tables=[_key_values("Metrics", DEFINITIONS, "definition")],
+        )
+    )
+    dates = sorted({r.data["created"][:10] for r in runs})
+    models = dict.fromkeys(model_label(r.data) for r in runs)
+    subtitle = f"{' | '.join(models) or 'evaluation'}; {', '.join(dates) or ''}".strip("; ")
+    return Page("alexbench report", subtitle, sections)
+
+
+# ---------------------------------------------------------------- layout
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table{border-collapse:collapse;margin:0.6em 0 1.2em;font-size:13px}
+caption{text-align:left;font-weight:bold;padding:4px 0}
+th,td{border:1px solid #ccc;padding:3px 8px;white-space:nowrap}
+th{background:#f0f0f0}td.r{text-align:right;font-variant-numeric:tabular-nums}
+.tone-good{color:#176a1c}.tone-bad{color:#b00020;font-weight:bold}
+.tone-best{color:#176a1c;font-weight:bold}.tone-warn{color:#9a6700;font-weight:bold}
+.tone-dim{color:#888}.tone-void{color:#888;text-decoration:line-through}
+img.plot{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
+pre{background:#f6f8fa;padding:8px;overflow-x:auto}
+.note{color:#555;font-size:12px;margin:0}
+"""
+
+
+def _html_table(t: TableData) -> str:
+    e = html.escape
+    head = any(c.name for c in t.columns)
+    out = [f"<table class='{e(t.row_class)}'><caption>{e(t.title)}</caption>"]
+    if head:
+        out.append("<tr>" + "".join(f"<th>{e(c.name)}</th>" for c in t.columns) + "</tr>")
+    for row, row_id in zip(t.rows, t.row_ids, strict=True):
+        attr = f" data-cell='{e(row_id)}'" if row_id else ""
+        out.append(f"<tr class='{e(t.row_class)}'{attr}>")
+        for col, entry in zip(t.columns, row, strict=True):
+            tone = "" if entry.tone is Tone.PLAIN else f"tone-{entry.tone.value}"
+            classes = " ".join(c for c in ("r" if col.right else "", tone) if c)
+            out.append(f"<td class='{classes}'>{e(entry.text)}</td>")
+        out.append("</tr>")
+    out.append("</table>")
+    out += [f"<p class='note'>{e(n)}</p>" for n in t.notes]
+    return "\n".join(out)
+
+
+def to_html(page: Page, out_dir: Path) -> str:
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{e(page.title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(page.title)}</h1><p>{e(page.subtitle)}</p>",
+    ]
+    for s in page.sections:
+        parts.append(f"<h{s.level}>{e(s.title)}</h{s.level}>")
+        parts += [f"<p>{e(t)}</p>" for t in s.text]
+        parts += [f"<pre>{e(c)}</pre>" for c in s.code]
+        for f in s.figures:
+            data = base64.b64encode((out_dir / f.file).read_bytes()).decode("ascii")
+            parts.append(
+                f"<figure><img class='plot' alt='{e(f.caption)}' "
+                f"src='data:image/png;base64,{data}'><figcaption>{e(f.caption)}</figcaption>"
+                "</figure>"
+            )
+        parts += [_html_table(t) for t in s.tables]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _md_cell(entry: Entry) -> str:
+    text = entry.text.replace("|", "\\|") or " "
+    if entry.tone is Tone.VOID:
+        return f"~~{text}~~"
+    if entry.tone in (Tone.BEST, Tone.BAD):
+        return f"**{text}**"
+    return text
+
+
+def _md_table(t: TableData) -> str:
+    names = [c.name or " " for c in t.columns]
+    out = [f"**{t.title}**", "", "| " + " | ".join(names) + " |"]
+    out.append("|" + "|".join("---:" if c.right else ":---" for c in t.columns) + "|")
+    out += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in t.rows]
+    if t.notes:
+        out += [""] + [f"- {n}" for n in t.notes]
+    return "\n".join(out) + "\n"
+
+
+def to_markdown(page: Page) -> str:
+    out = [f"# {page.title}", "", page.subtitle, ""]
+    for s in page.sections:
+        out += ["#" * s.level + " " + s.title, ""]
+        out += [t + "\n" for t in s.text]
+        out += ["```", *s.code, "```", ""] if s.code else []
+        out += [f"![{f.caption}]({f.file})\n" for f in s.figures]
+        out += [_md_table(t) for t in s.tables]
+    return "\n".join(out)
+
+
+def write_report(paths: list[Path], out_dir: Path, threshold: float = 0.05) -> ReportFiles:
+    """Read runs and evaluations from `paths`; write report.html, report.md and the PNGs."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: is a file, expected a folder")
+    runs, evaluations, skipped = load_inputs(paths)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--out {out_dir}: cannot create ({e.strerror or e})") from None
+    page = build_page(runs, evaluations, out_dir, threshold)
+    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
+    write_text(html_path, to_html(page, out_dir))
+    write_text(md_path, to_markdown(page))
+    images = [out_dir / f.file for s in page.sections for f in s.figures]
+    return ReportFiles(html_path, md_path, images, len(runs), len(evaluations), skipped)
