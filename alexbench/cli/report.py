@@ -24,7 +24,6 @@ def report_cmd(
         None,
         "--out",
         help="Write report.html (self-contained, opens offline), report.md and the PNGs here.",
-        file_okay=False,
     ),
     plot: Path | None = typer.Option(
         None, "--plot", help="Also write the throughput plot to this file (.png, .pdf or .svg)."

@@ -1,0 +1,216 @@
+"""`alexbench report --out`, plots and terminal tables that fit: on the committed results files
+(real runs of this project) and on short real runs of the small model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from alexbench.cli import app
+from alexbench.data import DatasetKind, DataSpec, Split, load_data
+from alexbench.devices import Device
+from alexbench.evaluate import evaluate_model
+from alexbench.precision import Precision
+from alexbench.results import collect_runs, load_results
+from alexbench.runtimes import Backend
+from alexbench.tables import Column, TableData
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "results"
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk; fails on anything that is not a PNG."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert head[12:16] == b"IHDR"
+    return struct.unpack(">II", head[16:24])
+
+
+class _Rows(HTMLParser):
+    """Collects data-cell ids of table rows by class, image sources and link targets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, list[str]] = {}
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "tr" and a.get("data-cell"):
+            self.rows.setdefault(a.get("class") or "", []).append(a["data-cell"] or "")
+        for key in ("src", "href"):
+            if a.get(key):
+                self.sources.append(a[key] or "")
+
+
+@pytest.fixture(scope="module")
+def evaluation(small_bundle, tmp_path_factory) -> Path:
+    """A real `evaluate` report of the small model (eager fp32 and bf16 on synthetic images),
+    saved as `alexbench evaluate --out` saves it."""
+    data = load_data(DataSpec(kind=DatasetKind.SYNTHETIC, image_size=64, synthetic_size=200),
+                     (Split.VAL,))  # fmt: skip
+    rep = evaluate_model(
+        small_bundle, data, [Backend.EAGER], [Precision.FP32, Precision.BF16], Device.CPU
+    )
+    path = tmp_path_factory.mktemp("eval") / "eval-small.json"
+    path.write_text(json.dumps(rep.to_dict() | {"schema": "alexbench-evaluate/1"}))
+    return path
+
+
+def test_report_out_writes_html_markdown_and_pngs_holding_every_cell(tmp_path, evaluation):
+    out = tmp_path / "rep"
+    r = invoke("report", COMMITTED, evaluation, "--out", out)
+    assert r.exit_code == 0, r.output
+    runs, _ = collect_runs([COMMITTED])
+    assert len(runs) >= 2  # the compare section needs several runs
+    html_text = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 1 + 2 * len(runs)  # throughput, then latency and roofline per run
+    for png in pngs:
+        w, h = png_size(png)
+        assert w > 300 and h > 200 and png.stat().st_size > 10_000
+        assert f"]({png.name})" in md
+    parser = _Rows()
+    parser.feed(html_text)
+    # Every cell of every input has one row in the cells table and one in the parity table.
+    expected = sorted(
+        f"{r.name}/{c['device']}/{c['backend']}/{c['precision']}/{c['batch']}"
+        for r in runs
+        for c in r.data["cells"]
+    )
+    assert sorted(parser.rows["cell"]) == expected
+    assert sorted(parser.rows["parity"]) == expected
+    assert len(parser.rows["compare"]) > 0
+    assert {row.split("/")[-1] for row in parser.rows["accuracy"]} == {"fp32", "bf16"}
+    # Self-contained: images are data: URIs, nothing is fetched from anywhere.
+    assert parser.sources and all(s.startswith("data:image/png;base64,") for s in parser.sources)
+    assert html_text.count("<img class='plot'") == len(pngs)
+    # The figures in the tables are those of the files.
+    first = runs[0].data["cells"][0]
+    assert f"{first['stats']['throughput']:,.1f}" in html_text
+    assert "alexbench bench --backend" in md and "## Definitions" in md
+
+
+def test_report_of_one_run_and_its_failures(tmp_path):
+    run = sorted(COMMITTED.glob("xeon-2c/2026*.json"))[0]
+    data = load_results(run)
+    data["cells"][0]["status"] = "parity_failed"  # a failed cell's speed must not be quoted
+    broken = tmp_path / "failed.json"
+    broken.write_text(json.dumps(data))
+    r = invoke("report", broken, "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "~~" in md and "**FAIL**" in md
+    assert "Compare" not in md  # one run: nothing to compare
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--out", "{tmp}/file.txt"], "is a file"),
+        (["--plot", "{tmp}/p.txt"], "must end in"),
+        (["--threshold", "2"], "--threshold"),
+    ],
+)
+def test_report_bad_inputs_are_one_line_errors(tmp_path, args, message):
+    (tmp_path / "file.txt").write_text("x")
+    r = invoke("report", COMMITTED, *[a.format(tmp=tmp_path) for a in args])
+    assert r.exit_code == 2, r.output
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err
+    assert not (tmp_path / "p.txt").exists()
+
+
+def test_report_of_missing_or_empty_inputs(tmp_path):
+    r = invoke("report", tmp_path / "nope.json")
+    assert r.exit_code == 2 and "no such file" in r.stderr
+    (tmp_path / "other.json").write_text("{}")
+    r = invoke("report", tmp_path, "--out", tmp_path / "rep")
+    assert r.exit_code == 2 and "no alexbench results" in r.stderr
+    assert not (tmp_path / "rep").exists()
+
+
+def test_plot_format_follows_the_suffix(tmp_path):
+    run = sorted(COMMITTED.glob("xeon-2c/2026*.json"))[0]
+    r = invoke("report", run, "--plot", tmp_path / "t.pdf")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "t.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_columns_are_chosen_by_priority_and_essentials_always_stay():
+    t = TableData("t", [Column("a"), Column("wide", priority=2), Column("b", priority=1),
+                        Column("z")])  # fmt: skip
+    t.add(["1", "x" * 30, "22", "3"])
+    assert t.fitting_columns(None) == [0, 1, 2, 3]
+    assert t.fitting_columns(20) == [0, 2, 3]  # "wide" does not fit; "b" does
+    assert t.fitting_columns(5) == [0, 3]  # too narrow even for essentials: they stay
+
+
+def _at_80_columns(*args: str) -> str:
+    env = os.environ | {"COLUMNS": "80", "NO_COLOR": "1"}
+    r = subprocess.run([sys.executable, "-m", "alexbench", *args], capture_output=True,
+                       text=True, env=env, timeout=600)  # fmt: skip
+    assert r.returncode in (0, 1), r.stderr
+    return r.stdout
+
+
+def _assert_fits(out: str, essentials: list[str], rows: int) -> None:
+    assert "…" not in out, out
+    assert all(len(line) <= 80 for line in out.splitlines()), out
+    header = next(line for line in out.splitlines() if all(e in line for e in essentials))
+    assert header, out
+    body = [line for line in out.splitlines() if line.startswith("│")]
+    assert len(body) >= rows, out
+
+
+def test_tables_fit_80_columns(small_artifacts, tmp_path):
+    runs = sorted(COMMITTED.glob("xeon-2c/2026*.json"))
+    out = _at_80_columns("report", str(runs[0]))
+    _assert_fits(out, ["backend", "prec", "batch", "p50 ms", "images/s", "status"], 12)
+    assert "--wide shows every column" in out and out.count("PASS") == 12
+    out = _at_80_columns("compare", str(runs[0]), str(runs[1]))
+    _assert_fits(out, ["backend", "prec", "batch", "B/A images/s", "verdict"], 12)
+    assert "within noise" in out
+    args = ["--artifacts", str(small_artifacts), "--device", "cpu"]
+    out = _at_80_columns("verify", *args, "--batch", "2", "--precision", "fp32,bf16,int8")
+    _assert_fits(out, ["runtime", "prec", "abs err", "cosine", "result"], 6)
+    out = _at_80_columns(
+        "bench", *args, "--results-dir", str(tmp_path), "--batch", "1", "--min-time", "0.05",
+        "--min-iters", "3", "--warmup", "1", "--backend", "eager,onnxruntime",
+    )  # fmt: skip
+    _assert_fits(out, ["backend", "prec", "batch", "p50 ms", "images/s", "status"], 3)
+
+
+def test_wide_shows_every_column(tmp_path):
+    run = sorted(COMMITTED.glob("xeon-2c/2026*.json"))[0]
+    r = invoke("report", run, "--wide")
+    assert r.exit_code == 0
+    for col in ("95% CI ms", "p90 ms", "% ceiling", "mem res/peak", "cold start"):
+        assert col in r.stdout
+    assert "--wide shows" not in r.stdout
+
+
+def test_report_default_is_the_newest_run(tmp_path, monkeypatch):
+    shutil.copytree(COMMITTED / "xeon-2c", tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    r = invoke("report")
+    assert r.exit_code == 0, r.output
+    *older, newest = sorted((tmp_path / "results").glob("2026*.json"))
+    assert newest.name in r.stdout
+    assert not any(o.name in r.stdout for o in older)
