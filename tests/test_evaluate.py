@@ -115,7 +115,7 @@ def _local_app() -> typer.Typer:
 def test_cli_evaluate_writes_tables_plot_and_json(run_dir: Path, tmp_path: Path) -> None:
     args = ["evaluate", "--checkpoint", str(run_dir / "best.pt"), "--dataset", "synthetic"]
     args += ["--backend", "eager,onnxruntime", "--artifacts", str(tmp_path / "exports")]
-    args += ["--plot", str(tmp_path / "cm.png"), "--json", str(tmp_path / "eval.json")]
+    args += ["--plot", str(tmp_path / "cm.png"), "--out", str(tmp_path / "eval.json")]
     result = CliRunner().invoke(_local_app(), args)
     assert result.exit_code == 0, result.output
     assert "Confusion matrix" in result.stdout and "Per-class accuracy" in result.stdout
@@ -135,7 +135,7 @@ def test_cli_evaluate_plain_state_dict(run_dir: Path, tmp_path: Path) -> None:
         "synthetic",
         "--synthetic-size",
         "480",
-        "--json",
+        "--out",
         str(tmp_path / "e.json"),
     ]
     result = CliRunner().invoke(_local_app(), [*args, "--artifacts", str(tmp_path / "x")])

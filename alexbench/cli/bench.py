@@ -27,9 +27,13 @@ from alexbench.bench.timer import RunLength
 from alexbench.checkpoint import Normalization
 from alexbench.cli import options as opt
 from alexbench.cli.common import (
+    JSON_OPTION,
+    WIDE_OPTION,
     console,
+    emit_json,
     err_console,
     handle_errors,
+    json_output,
     parse_enum_list,
     parse_int_list,
     signals_as_interrupts,
@@ -60,6 +64,7 @@ def _check_writable(directory: Path) -> None:
 
 
 @handle_errors
+@json_output
 def bench_cmd(
     backend: str = typer.Option(
         DEFAULT_BACKENDS,
@@ -112,6 +117,8 @@ def bench_cmd(
     num_classes: int | None = opt.NUM_CLASSES,
     image_size: int | None = opt.IMAGE_SIZE,
     normalize: Normalization | None = opt.NORMALIZE,
+    as_json: bool = JSON_OPTION,
+    wide: bool = WIDE_OPTION,
 ) -> None:
     """Benchmark throughput and latency of every backend x device x precision x batch.
 
@@ -122,6 +129,8 @@ def bench_cmd(
       alexbench bench --device cuda --batch 1,64,256 --precision fp32,tf32,fp16
 
       alexbench bench --device cpu --batch 1,64 --backend eager,onnxruntime,torchscript,compile
+
+      alexbench bench --json > run.json  (stdout: the results document as saved; the rest: stderr)
     """
     backends = [parse_backend(b) for b in split_list(backend, "--backend")]
     devices = parse_enum_list(device, Device, "--device") if device else available_devices()
@@ -191,7 +200,8 @@ def bench_cmd(
     if crash is not None and state.debug:
         err_console.print(f"finished cells saved to {json_path}", markup=False)
         raise crash
-    report.render_bench(console, payload["cells"], "alexbench bench")
+    emit_json(payload)
+    report.render_bench(console, payload["cells"], "alexbench bench", wide=wide)
     console.print(f"Results: {json_path} and {csv_path}")
     if interrupted is not None or aborted is not None:
         why = str(interrupted) if interrupted else f"the sweep failed ({aborted})"

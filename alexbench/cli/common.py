@@ -1,15 +1,21 @@
-"""Shared CLI plumbing: the --debug state, one-line errors, comma-separated list parsing."""
+"""Shared CLI plumbing: the --debug state, one-line errors, comma-separated list parsing, and
+the --json and --wide switches."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import json
+import math
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from datetime import date, datetime
 from enum import Enum
-from typing import Any, TypeVar
+from pathlib import Path, PurePath
+from typing import Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -108,6 +114,20 @@ def signals_deferred() -> Iterator[None]:
         raise _interrupted(pending[0])
 
 
+def check_output_file(path: Path, option: str) -> None:
+    """Fail in one line, before any work, when `path` cannot become a file: it is a directory, or
+    its nearest existing parent is not a writable directory. Creates nothing."""
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a directory (give a file name)")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{option} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: {parent} is not writable")
+
+
 def split_list(value: str, option: str) -> list[str]:
     items = [v.strip() for v in value.split(",")]
     if not value.strip() or any(not v for v in items):
@@ -137,3 +157,118 @@ def parse_int_list(value: str, option: str, minimum: int = 1) -> list[int]:
             raise InputError(f"{option}: {n} is below the minimum of {minimum}")
         out.append(n)
     return out
+
+
+# ------------------------------------------------------------------ --json and --wide
+
+JSON_OPTION = typer.Option(
+    False,
+    "--json",
+    help="Print one JSON document on stdout and nothing else (tables and progress go to stderr).",
+)
+WIDE_OPTION = typer.Option(False, "--wide", help="Show every column, even past the terminal width.")
+
+
+def jsonable(obj: Any) -> Any:
+    """`obj` as plain JSON values: enums as their values, dataclasses as dicts, paths as strings,
+    numpy scalars and arrays as numbers and lists, and NaN or infinity as None (JSON has none)."""
+    if isinstance(obj, Enum):
+        return jsonable(obj.value)
+    if obj is None or isinstance(obj, bool | int | str):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {_json_key(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [jsonable(v) for v in obj]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, datetime | date):
+        return obj.isoformat()
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return jsonable(obj.tolist())
+    return str(obj)  # as the results files write what json cannot (json.dumps(default=str))
+
+
+def _json_key(key: Any) -> str:
+    key = key.value if isinstance(key, Enum) else key
+    return key if isinstance(key, str) else json.dumps(jsonable(key))
+
+
+def dumps_json(doc: Any) -> str:
+    return json.dumps(jsonable(doc), indent=2, allow_nan=False)
+
+
+@dataclasses.dataclass
+class JsonDocument:
+    """What a command run with --json prints on stdout when it ends (nothing while None)."""
+
+    value: Any = None
+
+
+_documents: list[JsonDocument] = []  # the innermost command under --json is last
+
+
+def emit_json(value: Any) -> None:
+    """Hand the command's document to --json: printed on stdout when the command ends (exit code
+    unchanged). Without --json, nothing happens, so commands call it unconditionally."""
+    if _documents:
+        _documents[-1].value = value
+
+
+@contextlib.contextmanager
+def json_stdout(enabled: bool) -> Iterator[None]:
+    """With `enabled` (--json): inside, everything written to stdout (the shared `console`, which
+    follows sys.stdout, print(), and, on a real stdout, native libraries) goes to stderr instead;
+    on the way out, even when the command exits non-zero, the document given to `emit_json` is
+    printed on stdout as the only thing there. Without it: a no-op."""
+    if not enabled:
+        yield
+        return
+    stdout, document = sys.stdout, JsonDocument()
+    _documents.append(document)
+    try:
+        with _stdout_fd_to_stderr(stdout), contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _documents.remove(document)
+        if document.value is not None:
+            stdout.write(dumps_json(document.value) + "\n")
+            stdout.flush()
+
+
+def json_output(fn: F) -> F:
+    """Decorate a command that has an `as_json` parameter (JSON_OPTION): runs it under
+    `json_stdout(as_json)`. Put it below `handle_errors`, so error lines come after the switch."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with json_stdout(bool(kwargs.get("as_json", False))):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _stdout_fd_to_stderr(stdout: TextIO) -> Iterator[None]:
+    """When stdout is a real file descriptor (a pipe to `jq`), point it at stderr's for the
+    duration, so output from below Python (native libraries, child processes) cannot land in the
+    JSON either. Captured stdout (typer's CliRunner) has no descriptor: nothing to do."""
+    try:
+        fd, err_fd = stdout.fileno(), sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        yield
+        return
+    stdout.flush()
+    saved = os.dup(fd)
+    os.dup2(err_fd, fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            stdout.flush()
+        os.dup2(saved, fd)
+        os.close(saved)

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from alexbench import report
-from alexbench.bench.compare import compare_runs, regressions
-from alexbench.cli.common import console, err_console, handle_errors
+from alexbench.bench.compare import CellKey, Comparison, compare_runs, regressions
+from alexbench.cli.common import (
+    JSON_OPTION,
+    WIDE_OPTION,
+    console,
+    emit_json,
+    err_console,
+    handle_errors,
+    json_output,
+)
 from alexbench.errors import InputError
 from alexbench.results import load_results
 
 
 @handle_errors
+@json_output
 def compare_cmd(
     baseline: Path = typer.Argument(..., help="Results JSON A (the baseline)."),
     candidate: Path = typer.Argument(..., help="Results JSON B (the candidate)."),
@@ -28,6 +38,8 @@ def compare_cmd(
         "--fail-on-regression",
         help="Exit 1 when any cell of B is slower than A beyond --threshold (for CI).",
     ),
+    as_json: bool = JSON_OPTION,
+    wide: bool = WIDE_OPTION,
 ) -> None:
     """Compare two benchmark runs cell by cell: B/A throughput, a 95% interval and a verdict.
 
@@ -40,12 +52,15 @@ def compare_cmd(
     Differences in model, machine, library versions or threads, and incomplete runs, are warned.
 
     Example: alexbench compare results/a.json results/b.json --fail-on-regression
+
+    With --json, stdout holds the comparison as one JSON document (verdicts, ratios, intervals).
     """
     if not 0.0 <= threshold < 1.0:  # also rejects nan
         raise InputError(f"--threshold must be >= 0 and < 1 (0.05 = 5%), got {threshold}")
     a, b = load_results(baseline), load_results(candidate)
     comparison = compare_runs(a, b, threshold)
-    report.render_compare(console, comparison, (baseline.name, candidate.name))
+    emit_json(comparison_dict(comparison, baseline, candidate))
+    report.render_compare(console, comparison, (baseline.name, candidate.name), wide=wide)
     if fail_on_regression:
         slower = regressions(comparison)
         if slower:
@@ -56,6 +71,47 @@ def compare_cmd(
                 markup=False,
             )
             raise typer.Exit(1)
+
+
+def _key_dict(key: CellKey) -> dict[str, Any]:
+    backend, device, precision, batch = key
+    return {"backend": backend, "device": device, "precision": precision, "batch": batch}
+
+
+def comparison_dict(comparison: Comparison, baseline: Path, candidate: Path) -> dict[str, Any]:
+    """The comparison as `compare --json` prints it: the figures and words of the table, with
+    each cell's key spelled out, and None where an interval could not be computed."""
+    return {
+        "schema": "alexbench-compare/1",
+        "a": str(baseline),
+        "b": str(candidate),
+        "a_complete": comparison.a_complete,
+        "b_complete": comparison.b_complete,
+        "threshold": comparison.threshold,
+        "confidence": comparison.confidence,
+        "warnings": list(comparison.warnings),
+        "cells": [
+            _key_dict(c.key)
+            | {
+                "ratio": c.ratio,
+                "ci_low": c.ci_low,
+                "ci_high": c.ci_high,
+                "verdict": c.verdict.value,
+                "weak": c.weak,
+                "significant": c.significant,
+                "method": c.method,
+                "a_p50_ms": c.a_p50_ms,
+                "b_p50_ms": c.b_p50_ms,
+                "a_repeats": c.a_repeats,
+                "b_repeats": c.b_repeats,
+            }
+            for c in comparison.cells
+        ],
+        "regressions": len(regressions(comparison)),
+        "only_in_a": [_key_dict(k) for k in comparison.only_in_a],
+        "only_in_b": [_key_dict(k) for k in comparison.only_in_b],
+        "not_comparable": [_key_dict(n.key) | {"why": n.why} for n in comparison.not_comparable],
+    }
 
 
 def register(app: typer.Typer) -> None:

@@ -11,9 +11,14 @@ import typer
 from alexbench.checkpoint import Normalization
 from alexbench.cli import options as opt
 from alexbench.cli.common import (
+    JSON_OPTION,
+    WIDE_OPTION,
+    check_output_file,
     console,
+    emit_json,
     err_console,
     handle_errors,
+    json_output,
     parse_enum_list,
     signals_as_interrupts,
     split_list,
@@ -41,6 +46,7 @@ TORCHVISION_CROP = 224 / 256
 
 
 @handle_errors
+@json_output
 def evaluate_cmd(
     checkpoint: Path | None = opt.CHECKPOINT,
     weights: Path | None = opt.WEIGHTS,
@@ -73,7 +79,7 @@ def evaluate_cmd(
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     artifacts: Path = opt.ARTIFACTS,
     plot: Path | None = typer.Option(None, "--plot", help="Write a confusion-matrix heat map PNG."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the full report as JSON."),
+    out: Path | None = typer.Option(None, "--out", help="Write the full report as a JSON file."),
     cache_limit_gb: float = typer.Option(2.0, "--cache-limit-gb", help="Else stream the folder."),
     crop_fraction: float | None = typer.Option(
         None,
@@ -81,6 +87,8 @@ def evaluate_cmd(
         help="Centre crop kept after resizing (default: 0.875 for --weights, torchvision's "
         "256 -> 224 ImageNet evaluation; 1.0 for --checkpoint, which trained on whole images).",
     ),
+    as_json: bool = JSON_OPTION,
+    wide: bool = WIDE_OPTION,
 ) -> None:
     """Top-1/top-5, per-class accuracy and confusion matrix, per backend x precision.
 
@@ -93,6 +101,8 @@ def evaluate_cmd(
 
       alexbench evaluate --weights alexnet.pth --dataset imagefolder --data-dir imagenet \\
           --image-size 224 --normalize imagenet
+
+      alexbench evaluate --checkpoint best.pt --out eval.json  (--json: the same on stdout)
     """
     from alexbench.cli.model_args import bundle_for  # imports the exporters: only when needed
 
@@ -100,6 +110,9 @@ def evaluate_cmd(
         raise InputError("evaluate needs a model: --checkpoint PATH or --weights PATH")
     if crop_fraction is not None:
         check_crop_fraction(crop_fraction)  # before the model loads (and may export)
+    for path, option in ((out, "--out"), (plot, "--plot")):
+        if path is not None:
+            check_output_file(path, option)
     backends = [parse_backend(b) for b in split_list(backend, "--backend")]
     precisions = parse_enum_list(precision, Precision, "--precision")
     device = device or (Device.CUDA if is_available(Device.CUDA) else Device.CPU)
@@ -136,7 +149,7 @@ def evaluate_cmd(
         report = evaluate_model(
             bundle, data, backends, precisions, device, split=split, batch_size=batch_size
         )
-    render_evaluation(console, report)
+    render_evaluation(console, report, wide=wide)
     if report.skipped_images:
         err_console.print(
             f"warning: skipped {report.skipped_images} unreadable image(s) while streaming",
@@ -147,14 +160,15 @@ def evaluate_cmd(
 
         plot_confusion_matrix(report.confusion, report.class_names, plot)
         console.print(f"Confusion matrix plot: {plot}")
-    if json_path is not None:
-        payload = report.to_dict() | {
-            "schema": "alexbench-evaluate/1",
-            "model": {"source": bundle.loaded.source.to_dict(), "meta": vars(meta)},
-            "data": data.description,
-        }
-        write_json(json_path, payload)
-        console.print(f"Report: {json_path}")
+    payload = report.to_dict() | {
+        "schema": "alexbench-evaluate/1",
+        "model": {"source": bundle.loaded.source.to_dict(), "meta": vars(meta)},
+        "data": data.description,
+    }
+    emit_json(payload)
+    if out is not None:
+        write_json(out, payload)
+        console.print(f"Report: {out}")
     # The reference (eager fp32) counts when it crashes, but not as a measured requested cell.
     errors = sum(c.status is CellStatus.ERROR for c in report.cells)
     measured = sum(c.requested and c.status is CellStatus.OK for c in report.cells)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 
 from alexbench import environment, report
-from alexbench.cli.common import console, handle_errors
+from alexbench.cli.common import JSON_OPTION, console, emit_json, handle_errors, json_output
 from alexbench.devices import available_devices
 
 
 @handle_errors
-def info_cmd(
-    as_json: bool = typer.Option(False, "--json", help="Print as JSON instead of a table."),
-) -> None:
+@json_output
+def info_cmd(as_json: bool = JSON_OPTION) -> None:
     """Show versions, devices, ONNX Runtime providers, CPU model and flags, and the GPU if any.
 
     Example: alexbench info --json
@@ -22,7 +19,7 @@ def info_cmd(
     env = environment.capture()
     env["devices"] = [d.value for d in available_devices()]
     if as_json:
-        typer.echo(json.dumps(env, indent=2))
+        emit_json(env)
     else:
         report.render_info(console, env)
 

@@ -10,9 +10,13 @@ from alexbench import report
 from alexbench.checkpoint import Normalization
 from alexbench.cli import options as opt
 from alexbench.cli.common import (
+    JSON_OPTION,
+    WIDE_OPTION,
     console,
+    emit_json,
     err_console,
     handle_errors,
+    json_output,
     parse_enum_list,
     signals_as_interrupts,
     split_list,
@@ -33,6 +37,7 @@ DEFAULT_BACKENDS = "eager,torchscript,pt2,onnxruntime"
 
 
 @handle_errors
+@json_output
 def verify_cmd(
     backend: str = typer.Option(
         DEFAULT_BACKENDS,
@@ -68,6 +73,8 @@ def verify_cmd(
     num_classes: int | None = opt.NUM_CLASSES,
     image_size: int | None = opt.IMAGE_SIZE,
     normalize: Normalization | None = opt.NORMALIZE,
+    as_json: bool = JSON_OPTION,
+    wide: bool = WIDE_OPTION,
 ) -> None:
     """Prove the exported artifacts compute what PyTorch computes. Exits 1 if any cell fails
     parity, 4 if a cell crashed or nothing could be verified.
@@ -79,6 +86,8 @@ def verify_cmd(
       alexbench verify --data ../shared/data/cifar10/train --batch 32
 
       alexbench verify --backend eager,onnxruntime --precision fp32,bf16 --device cpu
+
+      alexbench verify --json  (stdout: the report document, as written to --report)
     """
     backends = [parse_backend(b) for b in split_list(backend, "--backend")]
     devices = parse_enum_list(device, Device, "--device") if device else available_devices()
@@ -108,7 +117,7 @@ def verify_cmd(
             bundle, backends, devices, precisions, inputs, options,
             on_cell=lambda b, d, p: status.update(f"verifying {b.value} on {d.value} at {p.value}"),
         )  # fmt: skip
-    report.render_verify(console, result, precisions)
+    report.render_verify(console, result, precisions, wide=wide)
     out = report_path or artifacts / "verify-report.json"
     payload = result.to_dict() | {
         "schema": "alexbench-verify/1",
@@ -117,6 +126,7 @@ def verify_cmd(
         "environment": capture(),
     }
     write_json(out, payload)
+    emit_json(payload)
     verdict = "[bold green]PASS[/]" if result.passed else "[bold red]FAIL[/]"
     console.print(f"{verdict}: report written to {out}")
     code = outcome_of((c.status for c in result.cells), Status.PASS, Status.FAIL, Status.ERROR)
