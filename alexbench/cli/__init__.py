@@ -35,9 +35,19 @@ def _root(
 
 def _register() -> None:
     # Imported here so each command module can import `app`-free helpers without cycles.
-    from alexbench.cli import bench, compare, evaluate, export, info, report, train, verify
+    from alexbench.cli import (
+        bench,
+        compare,
+        evaluate,
+        export,
+        info,
+        report,
+        results,
+        train,
+        verify,
+    )
 
-    for module in (info, export, verify, bench, report, compare, train, evaluate):
+    for module in (info, export, verify, bench, report, results, compare, train, evaluate):
         module.register(app)
 
 

@@ -1,0 +1,75 @@
+"""`alexbench results`: list the stored benchmark runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from alexbench.cli.common import (
+    JSON_OPTION,
+    WIDE_OPTION,
+    console,
+    emit_json,
+    err_console,
+    handle_errors,
+    json_output,
+    jsonable,
+)
+from alexbench.errors import InputError
+from alexbench.render_runs_draft import render_runs  # TODO: from alexbench.report once moved
+from alexbench.runs import RunListing, RunSummary, list_runs
+
+DEFAULT_DIR = Path("results")
+MAX_SKIPPED_NAMED = 3
+
+
+@handle_errors
+@json_output
+def results_cmd(
+    paths: list[Path] | None = typer.Argument(
+        None, help="Results files or folders, searched recursively (default: ./results)."
+    ),
+    as_json: bool = JSON_OPTION,
+    wide: bool = WIDE_OPTION,
+) -> None:
+    """List the stored benchmark runs, oldest first: date, host, device, versions, model, cells.
+
+    Other JSON files (training histories, evaluate reports) are skipped with a note.
+
+    Examples: alexbench results;  alexbench results results/xeon-2c --json
+    """
+    roots = list(paths or [DEFAULT_DIR])
+    if not paths and not DEFAULT_DIR.is_dir():
+        raise InputError(f"{DEFAULT_DIR}: no such directory (run `alexbench bench` first)")
+    listing = list_runs(roots)
+    _note_skipped(listing)
+    if not listing.runs:
+        where = ", ".join(str(p) for p in roots)
+        raise InputError(f"{where}: no alexbench results files (run `alexbench bench` first)")
+    emit_json([run_dict(r) for r in listing.runs])
+    if not as_json:
+        render_runs(console, listing.runs, wide=wide)
+
+
+def run_dict(run: RunSummary) -> dict:
+    """One run as `results --json` prints it: every field, plus the model line of the table."""
+    return jsonable(run) | {"model": run.model, "machine": run.machine}
+
+
+def _note_skipped(listing: RunListing) -> None:
+    if not listing.skipped:
+        return
+    named = ", ".join(f"{s.path} ({s.why})" for s in listing.skipped[:MAX_SKIPPED_NAMED])
+    more = len(listing.skipped) - MAX_SKIPPED_NAMED
+    err_console.print(
+        f"note: skipped {len(listing.skipped)} JSON file(s) that are not benchmark results: "
+        + named
+        + (f" and {more} more" if more > 0 else ""),
+        style="dim",
+        markup=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("results")(results_cmd)

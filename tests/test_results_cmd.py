@@ -1,0 +1,123 @@
+"""`alexbench results`: the stored runs, one row each, from the committed reference results."""
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from alexbench.cli import app
+from alexbench.runs import list_runs, short_cpu_name
+
+runner = CliRunner()
+XEON = Path(__file__).resolve().parents[1] / "results" / "xeon-2c"
+RUNS = sorted(p.name for p in XEON.glob("2026*_vm_cpu.json"))
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    """The committed runs (newest first by name, so sorting must use the date), an interrupted
+    copy, and JSON files that are not results: a training history, an evaluate report, junk."""
+    root = tmp_path / "results"
+    (root / "xeon" / "deeper").mkdir(parents=True)
+    for i, name in enumerate(RUNS):
+        dst = root / "xeon" / (f"z{i}.json" if i % 2 else f"deeper/a{i}.json")
+        shutil.copy(XEON / name, dst)
+    data = json.loads((XEON / RUNS[0]).read_text())
+    data |= {"complete": False, "interrupted": "SIGINT", "created": "2026-11-27T09:00:00+00:00"}
+    data["cells"] = data["cells"][:3]
+    (root / "partial.json").write_text(json.dumps(data))
+    (root / "history.json").write_text(json.dumps({"epochs": []}))
+    (root / "evaluate.json").write_text(json.dumps({"schema": "alexbench-evaluate/1"}))
+    (root / "broken.json").write_text("{not json")
+    (root / "run.csv").write_text("backend,device\n")  # not JSON: not even looked at
+    return root
+
+
+def test_list_runs_summarises_the_committed_results(runs_dir: Path) -> None:
+    listing = list_runs([runs_dir])
+    assert len(listing.runs) == len(RUNS) + 1
+    dates = [r.created for r in listing.runs]
+    assert dates == sorted(dates) and dates[-1] == datetime(2026, 11, 27, 9, tzinfo=UTC)
+    first = listing.runs[0]
+    assert first.created == datetime(2026, 11, 26, 18, 50, 47, tzinfo=UTC)
+    assert (first.host, first.devices, first.cpu, first.gpu) == ("vm", ["cpu"], "Intel Xeon", None)
+    assert (first.torch, first.onnxruntime) == ("2.14.1+cu130", "1.31.1")
+    assert first.model == "seeded 0, 1000 classes, 224 px"
+    assert (first.cells_ok, first.cells_total, first.repeat) == (12, 16, 3)
+    assert first.statuses == {"ok": 12, "skipped": 4} and first.complete
+    assert first.file == "xeon/deeper/a0.json"  # relative to the folder searched
+    last = listing.runs[-1]
+    assert not last.complete and last.interrupted == "SIGINT" and last.cells_total == 3
+    skipped = {s.path.name: s.why for s in listing.skipped}
+    assert set(skipped) == {"history.json", "evaluate.json", "broken.json"}
+    assert skipped["evaluate.json"] == "schema alexbench-evaluate/1"
+    assert skipped["broken.json"] == "not valid JSON"
+
+
+def test_results_table_lists_every_run(runs_dir: Path) -> None:
+    r = invoke("results", runs_dir, "--wide")
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.stdout.splitlines() if ".json" in line]
+    assert len(lines) == len(RUNS) + 1
+    assert "2026-11-26 18:50" in lines[0] and "12/16" in lines[0] and "complete x3" in lines[0]
+    assert "incomplete" in lines[-1] and "3/3" in lines[-1]
+    assert "seeded 0, 1000 classes, 224 px" in lines[0] and "2.14.1+cu130" in lines[0]
+    assert "Intel Xeon" in lines[0] and "1.31.1" in lines[0]
+    # Non-results files are a note on stderr, not an error.
+    assert "skipped 3 JSON file(s)" in r.stderr and "broken.json" in r.stderr
+    assert "error" not in r.stderr
+
+
+def test_results_json(runs_dir: Path) -> None:
+    r = invoke("results", runs_dir / "xeon", runs_dir / "history.json", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert [d["created"][:16] for d in doc] == sorted(d["created"][:16] for d in doc)
+    assert len(doc) == len(RUNS) and all(d["complete"] for d in doc)
+    assert doc[0]["cells_ok"] == 12 and doc[0]["cells_total"] == 16
+    assert doc[0]["model"] == "seeded 0, 1000 classes, 224 px" and doc[0]["gpu"] is None
+    assert "skipped 1 JSON file(s)" in r.stderr  # the history file given by name
+
+
+def test_results_default_folder_is_results(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(runs_dir.parent)
+    r = invoke("results", "--json")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)) == len(RUNS) + 1
+
+
+NO_RESULTS = {
+    "empty folder": ["empty"],
+    "only other JSON": ["other"],
+    "missing path": ["nowhere"],
+    "no ./results": [],
+}
+
+
+@pytest.mark.parametrize("case", list(NO_RESULTS))
+def test_no_results_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "h.json").write_text("[]")
+    r = invoke("results", *NO_RESULTS[case], "--json")
+    assert r.exit_code == 2 and r.stdout == ""
+    err = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and "Traceback" not in r.stderr
+
+
+def test_short_cpu_names() -> None:
+    assert short_cpu_name("Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz") == (
+        "Intel Xeon Platinum 8480+"
+    )
+    assert short_cpu_name("AMD EPYC 7763 64-Core Processor") == "AMD EPYC 7763 64-Core"
+    assert short_cpu_name("") is None
