@@ -230,10 +230,16 @@ def json_stdout(enabled: bool) -> Iterator[None]:
         return
     stdout, document = sys.stdout, JsonDocument()
     _documents.append(document)
+    # The console now draws on stderr: size it for stderr (`bench --json > run.json` in a
+    # terminal), not for the piped stdout it was sized for. Rich has no public "unset width".
+    width = console._width
+    if sys.stderr.isatty() and not os.environ.get("COLUMNS"):
+        console._width = None
     try:
         with _stdout_fd_to_stderr(stdout), contextlib.redirect_stdout(sys.stderr):
             yield
     finally:
+        console._width = width
         _documents.remove(document)
         if document.value is not None:
             stdout.write(dumps_json(document.value) + "\n")
