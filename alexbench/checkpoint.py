@@ -209,8 +209,10 @@ def load_model(
         kind = SourceKind.CHECKPOINT
     else:
         if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-            # A project checkpoint passed as --weights: take its weights, ignore its metadata.
-            obj = obj.get("state_dict")
+            # Read as plain weights it would lose its image size, normalisation and classes.
+            raise CheckpointError(
+                f"{path}: is an alexbench checkpoint, not plain weights: use --checkpoint {path}"
+            )
         sd = validate_state_dict(path, obj)
         n = num_classes_of(sd)
         if num_classes is not None and num_classes != n:

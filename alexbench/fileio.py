@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +57,41 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+LOCK_WAIT_S = 900.0  # an export of every format takes a few minutes on 2 cores
+
+
+@contextlib.contextmanager
+def folder_lock(
+    directory: Path, on_wait: Callable[[], None] | None = None, timeout_s: float = LOCK_WAIT_S
+) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (created if missing) for the block, so that two
+    processes never write one artifact folder at once. A second process waits (calling
+    `on_wait` once) and fails in one line after `timeout_s`. The lock is flock(2) on the folder
+    itself: no lock file is left behind, and a killed holder releases it."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError as e:
+        raise InputError(f"{directory}: cannot use as a folder ({e.strerror or e})") from None
+    try:
+        deadline = time.monotonic() + timeout_s
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited and on_wait is not None:
+                    on_wait()
+                waited = True
+                if time.monotonic() > deadline:
+                    raise InputError(
+                        f"{directory}: another alexbench process has been writing it for "
+                        f"{timeout_s:.0f} s; try again when it has finished"
+                    ) from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -9,6 +9,8 @@ name and renamed, and the manifest is written last.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from enum import StrEnum
@@ -36,7 +38,7 @@ from alexbench.exporters.base import (
     OnnxExporter,
 )
 from alexbench.exporters.manifest import ArtifactRecord, Manifest, config_key, stack_versions
-from alexbench.fileio import atomic_path
+from alexbench.fileio import atomic_path, folder_lock
 from alexbench.inputs import InputSet
 from alexbench.model import state_dict_sha256
 from alexbench.runtimes.base import ArtifactFormat, ModelBundle
@@ -59,6 +61,7 @@ __all__ = [
     "ExportOutcome",
     "OnnxExporter",
     "ensure_artifacts",
+    "folder_for",
     "model_for_artifacts",
     "prepare_bundle",
     "recorded_onnx_settings",
@@ -91,6 +94,79 @@ def _artifact_config(
     return cfg
 
 
+# Without --artifacts, each model gets its own folder under exports/ (named by its identity), and
+# `export` points exports/latest at the one it wrote last.
+DEFAULT_ROOT = Path("exports")
+LATEST = "latest"
+
+
+def model_identity(meta: ModelMeta, weights_sha: str) -> dict:
+    """What makes two models the same model for their artifacts: the weights and everything
+    that changes what an input image means (size, normalisation) or what the output means."""
+    return {
+        "weights_sha256": weights_sha,
+        "num_classes": meta.num_classes,
+        "image_size": meta.image_size,
+        "mean": [round(float(v), 6) for v in meta.mean],
+        "std": [round(float(v), 6) for v in meta.std],
+    }
+
+
+def _manifest_identity(manifest: Manifest) -> dict:
+    model = manifest.model
+    meta = ModelMeta.from_dict(model) if model else ModelMeta()
+    return model_identity(meta, str(manifest.source.get("weights_sha256")))
+
+
+def describe_model(source: dict, identity: dict) -> str:
+    """'seeded (seed 0), 1000 classes, 224 px, weights 3f9a2b1c' for one-line messages."""
+    kind = source.get("kind")
+    what = (
+        f"seeded (seed {source.get('seed')})"
+        if kind == "seeded"
+        else f"{kind} {source.get('path')}"
+    )
+    return (
+        f"{what}, {identity['num_classes']} classes, {identity['image_size']} px, "
+        f"weights {str(identity['weights_sha256'])[:8]}"
+    )
+
+
+def folder_for(loaded: LoadedModel, root: Path = DEFAULT_ROOT) -> Path:
+    """The model's own folder under `root`: 'seeded0-1000c-224px-3f9a2b1c'-style name, whose
+    hash covers the whole identity (weights, classes, size, normalisation)."""
+    identity = model_identity(loaded.meta, state_dict_sha256(loaded.model))
+    digest = config_key(identity)[:8]
+    src = loaded.source
+    if src.kind is SourceKind.SEEDED:
+        stem = f"seeded{src.seed}"
+    else:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(src.path or "model").stem)[:40]
+    meta = loaded.meta
+    return root / f"{stem}-{meta.num_classes}c-{meta.image_size}px-{digest}"
+
+
+def point_latest(folder: Path) -> None:
+    """Make <root>/latest a symlink to `folder` (replaced atomically)."""
+    link = folder.parent / LATEST
+    tmp = folder.parent / f".{LATEST}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(folder.name, tmp)
+    os.replace(tmp, link)
+
+
+def latest_folder(root: Path = DEFAULT_ROOT) -> Path | None:
+    link = root / LATEST
+    return link.resolve() if (link / "manifest.json").is_file() else None
+
+
+def _remove_artifacts(directory: Path, manifest: Manifest) -> None:
+    """--force: the folder is handed over whole; the other model's files go first."""
+    for record in manifest.artifacts.values():
+        (directory / record.path).unlink(missing_ok=True)
+    (directory / "manifest.json").unlink(missing_ok=True)
+
+
 class ArtifactStatus(StrEnum):
     EXPORTED = "exported"
     REUSED = "reused"  # config and sha256 match the manifest
@@ -119,8 +195,12 @@ def ensure_artifacts(
     keep_modified: bool = False,
     calibration: InputSet | None = None,
     on_export: Callable[[ArtifactFormat], None] | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> tuple[Manifest, list[ExportOutcome]]:
     """Export each requested format unless a fresh copy is already in `out_dir`.
+
+    A folder holds one model's artifacts: a different model is refused unless `force`, which
+    replaces them whole. The folder is locked for the whole export (a second process waits).
 
     A file made from the same inputs whose bytes changed since export is re-exported by
     `export`, but kept as it is when `keep_modified` (verify/bench): those must test the file a
@@ -132,14 +212,51 @@ def ensure_artifacts(
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a directory")
     weights_sha = state_dict_sha256(loaded.model)
+    created = not out_dir.exists()
+    try:
+        with folder_lock(out_dir, on_wait):
+            return _export_locked(
+                loaded, out_dir, formats, weights_sha, opset=opset, onnx_exporter=onnx_exporter,
+                force=force, keep_modified=keep_modified, calibration=calibration,
+                on_export=on_export,
+            )  # fmt: skip
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a refused or failed first export leaves no empty folder behind
+        raise
+
+
+def _export_locked(
+    loaded: LoadedModel,
+    out_dir: Path,
+    formats: Iterable[ArtifactFormat],
+    weights_sha: str,
+    *,
+    opset: int,
+    onnx_exporter: OnnxExporter,
+    force: bool,
+    keep_modified: bool,
+    calibration: InputSet | None,
+    on_export: Callable[[ArtifactFormat], None] | None,
+) -> tuple[Manifest, list[ExportOutcome]]:
     meta = loaded.meta
-    old = Manifest.load(out_dir) if out_dir.is_dir() else None
-    manifest = Manifest(
-        source=loaded.source.to_dict() | {"weights_sha256": weights_sha},
-        model={k: v for k, v in vars(meta).items()},
-    )
-    # Keep records of formats not requested this time if they still belong to these weights.
-    if old is not None and old.source.get("weights_sha256") == weights_sha:
+    identity = model_identity(meta, weights_sha)
+    old = Manifest.load(out_dir)
+    source = loaded.source.to_dict() | {"weights_sha256": weights_sha}
+    if source.get("path"):  # absolute: the manifest is read from other working directories
+        source["path"] = str(Path(source["path"]).resolve())
+    if old is not None and _manifest_identity(old) != identity:
+        if not force:
+            raise InputError(
+                f"{out_dir} holds the artifacts of another model "
+                f"({describe_model(old.source, _manifest_identity(old))}), not of "
+                f"{describe_model(source, identity)}: give another folder (or none: each model "
+                "gets its own under exports/), or --force to replace them"
+            )
+        _remove_artifacts(out_dir, old)
+        old = None
+    manifest = Manifest(source=source, model={k: v for k, v in vars(meta).items()})
+    if old is not None:  # same model: keep the records of formats not requested this time
         manifest.artifacts.update(old.artifacts)
     formats = list(dict.fromkeys(formats))
     if any(f in ONNX_VARIANTS for f in formats) and ArtifactFormat.ONNX not in formats:
@@ -199,6 +316,8 @@ def ensure_artifacts(
             calibration=fields.get("calibration", ""),
         )
         manifest.artifacts[fmt.value] = record
+        # Saved after each file: a later format's failure leaves a folder that says what it holds.
+        manifest.save(out_dir)
         outcomes.append((fmt, record, ArtifactStatus.EXPORTED))
     manifest.save(out_dir)
     return manifest, outcomes
@@ -222,7 +341,7 @@ def prepare_bundle(
         formats.remove(ArtifactFormat.ONNX_INT8)
         missing[ArtifactFormat.ONNX_INT8] = onnx_int8.NEEDS_CALIBRATION
     if not formats:
-        return ModelBundle(loaded, {}, missing)
+        return ModelBundle(loaded, {}, missing, Path(out_dir))
     _, outcomes = ensure_artifacts(
         loaded,
         Path(out_dir),
@@ -234,11 +353,11 @@ def prepare_bundle(
     for fmt, _, state in outcomes:
         if state is ArtifactStatus.MODIFIED and on_modified:
             on_modified(fmt, paths[fmt])
-    return ModelBundle(loaded, paths, missing)
+    return ModelBundle(loaded, paths, missing, Path(out_dir))
 
 
 def model_for_artifacts(
-    artifacts_dir: Path,
+    artifacts_dir: Path | None,
     *,
     checkpoint: Path | None = None,
     weights: Path | None = None,
@@ -248,9 +367,11 @@ def model_for_artifacts(
     normalization: Normalization | None = None,
 ) -> LoadedModel:
     """The model verify/bench should use: the one named on the command line, else the one the
-    existing manifest was exported from, else the default seeded model."""
+    artifact folder was exported from (without a folder: the last `export`, exports/latest),
+    else the default seeded model."""
     explicit = any(v is not None for v in (checkpoint, weights, seed, num_classes, image_size))
-    manifest = None if explicit else Manifest.load(Path(artifacts_dir))
+    folder = artifacts_dir if artifacts_dir is not None else latest_folder()
+    manifest = None if explicit or folder is None else Manifest.load(Path(folder))
     if manifest is None:
         return load_model(
             checkpoint=checkpoint,
@@ -260,20 +381,18 @@ def model_for_artifacts(
             image_size=image_size,
             normalization=normalization,
         )
+    assert folder is not None
     src, model = manifest.source, manifest.model
     kind = SourceKind(src["kind"])
     if kind is SourceKind.SEEDED:
-        return load_model(
+        loaded = load_model(
             seed=src.get("seed") or 0,
             num_classes=model["num_classes"],
             image_size=model["image_size"],
         )
-    path = Path(src["path"])
-    if not path.is_file():
-        raise InputError(
-            f"the artifacts in {artifacts_dir} were exported from {path}, which no longer exists "
-            "(pass --checkpoint/--weights, or re-export)"
-        )
+        loaded.meta.mean, loaded.meta.std = tuple(model["mean"]), tuple(model["std"])
+        return loaded
+    path = find_source(Path(src["path"]), src.get("file_sha256"), Path(folder))
     loaded = load_model(
         checkpoint=path if kind is SourceKind.CHECKPOINT else None,
         weights=path if kind is SourceKind.WEIGHTS else None,
@@ -282,6 +401,28 @@ def model_for_artifacts(
     if kind is SourceKind.WEIGHTS:
         loaded.meta.mean, loaded.meta.std = tuple(model["mean"]), tuple(model["std"])
     return loaded
+
+
+def find_source(recorded: Path, sha256: str | None, folder: Path) -> Path:
+    """The weights file a manifest was exported from: where it was, else (moved, or a relative
+    path from an older manifest) a file of the same name and sha256 near the working directory
+    or the artifact folder."""
+    if recorded.is_file() and (sha256 is None or file_sha256(recorded) == sha256):
+        return recorded
+    if sha256 is not None:
+        bases = dict.fromkeys(
+            p.resolve() for p in (Path.cwd(), folder.parent, folder.parent.parent)
+        )
+        for base in bases:
+            for depth in range(4):  # bounded: never walk a whole dataset tree
+                for candidate in base.glob("/".join(["*"] * depth + [recorded.name])):
+                    if candidate.is_file() and file_sha256(candidate) == sha256:
+                        return candidate
+    raise InputError(
+        f"the artifacts in {folder} were exported from {recorded}, which no longer exists "
+        "(nor a file of that name with the same sha256 nearby): pass --checkpoint/--weights, "
+        "or re-export"
+    )
 
 
 def recorded_onnx_settings(artifacts_dir: Path) -> tuple[int, OnnxExporter]:

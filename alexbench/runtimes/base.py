@@ -55,6 +55,7 @@ class ModelBundle:
     artifacts: dict[ArtifactFormat, Path] = field(default_factory=dict)
     # Artifacts that could not be made here, with the reason (e.g. int8 without calibration data)
     missing: dict[ArtifactFormat, str] = field(default_factory=dict)
+    directory: Path | None = None  # the model's artifact folder (None: nothing exported)
 
 
 @dataclass(frozen=True)

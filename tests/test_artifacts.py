@@ -1,0 +1,126 @@
+"""Artifact folders belong to one model: refusal, --force, locking, sources found when moved."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexbench.checkpoint import (
+    CheckpointError,
+    ModelMeta,
+    Normalization,
+    file_sha256,
+    load_model,
+    save_checkpoint,
+)
+from alexbench.errors import InputError
+from alexbench.exporters import ensure_artifacts, folder_for, model_for_artifacts
+from alexbench.exporters.manifest import Manifest
+from alexbench.fileio import folder_lock
+from alexbench.runtimes import ArtifactFormat
+
+SMALL = {"num_classes": 10, "image_size": 64}
+TS = [ArtifactFormat.TORCHSCRIPT]
+
+
+def test_a_folder_holds_one_model_and_force_replaces_it_whole(tmp_path):
+    out = tmp_path / "x"
+    ensure_artifacts(load_model(seed=1, **SMALL), out, TS)
+    (out / "alexnet.pt2").write_bytes(b"not ours")  # a stray file is left alone
+    with pytest.raises(InputError, match="holds the artifacts of another model.*seed 1"):
+        ensure_artifacts(load_model(seed=2, **SMALL), out, TS)
+    assert Manifest.load(out).source["seed"] == 1  # untouched by the refusal
+    two = load_model(seed=2, **SMALL)
+    manifest, _ = ensure_artifacts(two, out, [ArtifactFormat.ONNX], force=True)
+    assert manifest.source["seed"] == 2 and set(manifest.artifacts) == {"onnx"}
+    assert not (out / "alexnet.pt").exists()  # seed 1's TorchScript file went with it
+
+
+def test_same_model_other_normalisation_is_another_model(tmp_path):
+    out = tmp_path / "x"
+    ensure_artifacts(load_model(seed=1, **SMALL), out, TS)
+    other = load_model(seed=1, normalization=Normalization.NONE, **SMALL)
+    with pytest.raises(InputError, match="another model"):
+        ensure_artifacts(other, out, TS)
+    assert folder_for(other) != folder_for(load_model(seed=1, **SMALL))
+
+
+def test_a_refused_first_export_leaves_no_folder(tmp_path):
+    with pytest.raises(InputError):
+        ensure_artifacts(load_model(seed=1, **SMALL), tmp_path / "new", TS, opset=3)
+    assert not (tmp_path / "new").exists()
+
+
+def test_sources_are_absolute_and_found_by_hash_when_moved(tmp_path, monkeypatch):
+    ckpt = tmp_path / "a" / "best.pt"
+    model = load_model(seed=3, **SMALL)
+    save_checkpoint(ckpt, model.model, ModelMeta(num_classes=10, image_size=64))
+    monkeypatch.chdir(tmp_path)
+    ensure_artifacts(load_model(checkpoint=Path("a/best.pt")), Path("exp"), TS)
+    recorded = Manifest.load(tmp_path / "exp").source
+    assert recorded["path"] == str(ckpt.resolve()) and recorded["file_sha256"]
+    (tmp_path / "b").mkdir()
+    shutil.move(ckpt, tmp_path / "b" / "best.pt")
+    monkeypatch.chdir(tmp_path / "b")  # another working directory, the file moved
+    found = model_for_artifacts(tmp_path / "exp")
+    assert found.source.path == str(tmp_path / "b" / "best.pt")
+    (tmp_path / "b" / "best.pt").unlink()
+    with pytest.raises(InputError, match="no longer exists"):
+        model_for_artifacts(tmp_path / "exp")
+
+
+def test_project_checkpoint_given_as_weights_is_refused(tmp_path):
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(ckpt, load_model(seed=0, **SMALL).model, ModelMeta(num_classes=10))
+    with pytest.raises(CheckpointError, match="use --checkpoint"):
+        load_model(weights=ckpt)
+
+
+def test_a_second_holder_of_the_lock_waits_then_fails_in_one_line(tmp_path):
+    waited = []
+    with (
+        folder_lock(tmp_path),
+        pytest.raises(InputError, match="another alexbench process"),
+        folder_lock(tmp_path, on_wait=lambda: waited.append(1), timeout_s=0.3),
+    ):
+        pass
+    assert waited == [1]
+    with folder_lock(tmp_path):  # released: free again
+        pass
+
+
+def test_two_concurrent_exports_of_different_models_into_one_folder(tmp_path):
+    out = tmp_path / "shared"
+    cmd = [sys.executable, "-m", "alexbench", "export", "--out", str(out), "--format",
+           "torchscript", "--num-classes", "10", "--image-size", "64"]  # fmt: skip
+    env = os.environ | {"NO_COLOR": "1"}
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--seed", str(seed)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for seed in (1, 2)
+    ]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    refusal = next(err for code, err in results if code == 2).strip()
+    assert refusal.startswith("error: ") and "\n" not in refusal and "another model" in refusal
+    # What is on disk is one model, and the manifest describes exactly those bytes.
+    manifest = json.loads((out / "manifest.json").read_text())
+    record = manifest["artifacts"]["torchscript"]
+    assert file_sha256(out / record["path"]) == record["sha256"]
+    winner = load_model(seed=manifest["source"]["seed"], **SMALL)
+    scripted = torch.jit.load(str(out / record["path"]))
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(scripted(x), winner.model(x))
