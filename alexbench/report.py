@@ -12,6 +12,7 @@ from rich.text import Text
 from alexbench.bench.compare import Comparison, Verdict, key_label
 from alexbench.evaluate import CellStatus, EvalReport
 from alexbench.precision import PRECISIONS
+from alexbench.runs import RunSummary
 from alexbench.tables import Column, Entry, TableData, Tone
 from alexbench.verify import Status, VerifyReport
 
@@ -494,3 +495,43 @@ def render_evaluation(out: Console, report: EvalReport, wide: bool = False) -> N
         ]
         cm.add_row(f"{i} {name}", *row)
     out.print(cm)
+
+
+def runs_table(runs: Sequence[RunSummary]) -> TableData:
+    """The stored runs, oldest first: one row per results file (the name holds the date)."""
+    t = TableData(
+        f"Stored benchmark runs ({len(runs)})",
+        [
+            Column("file", right=False),
+            Column("device", right=False),
+            Column("cells ok"),
+            Column("status", right=False),
+            Column("date (UTC)", right=False, priority=1),
+            Column("model", right=False, priority=2),
+            Column("cpu / gpu", right=False, priority=3),
+            Column("host", right=False, priority=4),
+            Column("torch", right=False, priority=5),
+            Column("onnxruntime", right=False, priority=6),
+        ],
+        notes=["cells ok: passed parity / all (skipped too); xN: bench --repeat N."],
+        row_class="run",
+    )
+    for r in runs:
+        machine = r.cpu or "-"
+        if r.gpu:
+            machine = f"{machine} / {r.gpu}"
+        repeats = f" x{r.repeat}" if r.repeat > 1 else ""
+        state = (
+            Entry("complete" + repeats) if r.complete else Entry("incomplete" + repeats, Tone.WARN)
+        )
+        t.add(
+            [r.file, "+".join(r.devices) or "-", f"{r.cells_ok}/{r.cells_total}", state,
+             r.created.strftime("%Y-%m-%d %H:%M") if r.created else "-", r.model, machine,
+             r.host or "-", r.torch or "-", r.onnxruntime or "-"],
+            r.file,
+        )  # fmt: skip
+    return t
+
+
+def render_runs(console: Console, runs: Sequence[RunSummary], wide: bool = False) -> None:
+    draw(console, runs_table(runs), wide)

@@ -208,8 +208,7 @@ def model_label(data: dict[str, Any]) -> str:
     else:
         what = f"{kind} {Path(src['path']).name}" if src.get("path") else str(kind)
     return (
-        f"AlexNet, {what}, {meta.get('num_classes', '?')} classes, "
-        f"{meta.get('image_size', '?')} px"
+        f"AlexNet, {what}, {meta.get('num_classes', '?')} classes, {meta.get('image_size', '?')} px"
     )
 
 

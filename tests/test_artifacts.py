@@ -124,3 +124,44 @@ def test_two_concurrent_exports_of_different_models_into_one_folder(tmp_path):
     scripted = torch.jit.load(str(out / record["path"]))
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(scripted(x), winner.model(x))
+
+
+def test_export_evaluate_verify_bench_with_defaults_keep_to_their_models(tmp_path, monkeypatch):
+    """export (seeded), then evaluate --checkpoint (another model), then verify and bench with
+    defaults: each command uses the model it names (defaults: the last export), says which,
+    and no folder ever holds two models."""
+    from typer.testing import CliRunner
+
+    from alexbench.cli import app
+
+    def run(*args: str) -> str:
+        r = CliRunner().invoke(app, list(args))
+        assert r.exit_code == 0, r.output
+        return r.stdout
+
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / "runs" / "best.pt"
+    save_checkpoint(ckpt, load_model(seed=3, **SMALL).model,
+                    ModelMeta(num_classes=10, image_size=64))  # fmt: skip
+    out = run("export", "--num-classes", "10", "--image-size", "64", "--format", "onnx")
+    assert "seeded random init (seed 0)" in out
+    seeded = (tmp_path / "exports" / "latest").resolve()
+    out = run("evaluate", "--checkpoint", str(ckpt), "--dataset", "synthetic",
+              "--synthetic-size", "40", "--backend", "eager,onnxruntime")  # fmt: skip
+    assert f"checkpoint {ckpt}" in out
+    assert (tmp_path / "exports" / "latest").resolve() == seeded  # only export moves latest
+    folders = sorted(p.name for p in (tmp_path / "exports").iterdir() if p.name != "latest")
+    assert len(folders) == 2 and any(f.startswith("best-10c-64px-") for f in folders)
+    out = run("verify", "--backend", "eager,onnxruntime", "--precision", "fp32", "--batch", "2")
+    assert "seeded random init (seed 0)" in out and str(seeded.relative_to(tmp_path)) in out
+    run("bench", "--backend", "eager,onnxruntime", "--precision", "fp32", "--batch", "1",
+        "--min-time", "0.05", "--min-iters", "3", "--warmup", "1", "--device", "cpu",
+        "--results-dir", "res")  # fmt: skip
+    (results,) = (tmp_path / "res").glob("*.json")
+    doc = json.loads(results.read_text())
+    assert doc["model"]["source"]["kind"] == "seeded" and doc["model"]["source"]["seed"] == 0
+    assert doc["model"]["artifacts_dir"] == str(seeded)
+    for folder in folders:  # each folder's manifest matches the files in it
+        manifest = json.loads((tmp_path / "exports" / folder / "manifest.json").read_text())
+        for record in manifest["artifacts"].values():
+            assert file_sha256(tmp_path / "exports" / folder / record["path"]) == record["sha256"]

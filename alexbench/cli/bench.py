@@ -108,7 +108,7 @@ def bench_cmd(
     results_dir: Path = typer.Option(
         Path("results"), "--results-dir", help="Where the JSON and CSV go.", file_okay=False
     ),
-    artifacts: Path = opt.ARTIFACTS,
+    artifacts: Path | None = opt.ARTIFACTS,
     calib_data: Path | None = opt.CALIB_DATA,
     calib_samples: int = opt.CALIB_SAMPLES,
     checkpoint: Path | None = opt.CHECKPOINT,
@@ -186,9 +186,7 @@ def bench_cmd(
         # second Ctrl-C, or the SIGTERM of a `timeout`, must not lose the finished cells.
         try:
             with signals_deferred():
-                cells, payload = _payload(
-                    bundle, artifacts, spec, finished, ceilings, environment, created
-                )
+                cells, payload = _payload(bundle, spec, finished, ceilings, environment, created)
                 if interrupted is not None or aborted is not None:
                     payload["complete"] = False
                     payload["interrupted"] = (
@@ -216,7 +214,6 @@ def bench_cmd(
 
 def _payload(
     bundle: ModelBundle,
-    artifacts: Path,
     spec: BenchSpec,
     finished: list[CellResult],
     ceilings: dict,
@@ -239,7 +236,8 @@ def _payload(
             "meta": vars(meta),
             "flops_per_image": flops,
             "parameters": params,
-            "artifacts": _artifact_hashes(artifacts),
+            "artifacts": _artifact_hashes(bundle.directory),
+            "artifacts_dir": str(bundle.directory.resolve()) if bundle.directory else None,
         },
         "settings": {
             "backends": [b.value for b in spec.backends],
@@ -303,10 +301,10 @@ def _exit_code(cells: list[CellResult]) -> ExitCode:
     return code
 
 
-def _artifact_hashes(directory: Path) -> dict[str, str]:
+def _artifact_hashes(directory: Path | None) -> dict[str, str]:
     from alexbench.exporters.manifest import Manifest
 
-    manifest = Manifest.load(directory)
+    manifest = Manifest.load(directory) if directory is not None else None
     return {k: v.sha256 for k, v in manifest.artifacts.items()} if manifest else {}
 
 

@@ -77,7 +77,7 @@ def evaluate_cmd(
     precision: str = typer.Option("fp32", "--precision", "-p", help="Comma list: fp32, bf16, ..."),
     device: Device | None = typer.Option(None, "--device", help="(default: cuda if available)."),
     batch_size: int = typer.Option(256, "--batch-size", min=1),
-    artifacts: Path = opt.ARTIFACTS,
+    artifacts: Path | None = opt.ARTIFACTS,
     plot: Path | None = typer.Option(None, "--plot", help="Write a confusion-matrix heat map PNG."),
     out: Path | None = typer.Option(None, "--out", help="Write the full report as a JSON file."),
     cache_limit_gb: float = typer.Option(2.0, "--cache-limit-gb", help="Else stream the folder."),

@@ -9,16 +9,27 @@ import typer
 from alexbench import report
 from alexbench.checkpoint import Normalization, load_model
 from alexbench.cli import options as opt
-from alexbench.cli.common import console, handle_errors, parse_enum_list
-from alexbench.exporters import DEFAULT_OPSET, OnnxExporter, ensure_artifacts
+from alexbench.cli.common import console, err_console, handle_errors, parse_enum_list
+from alexbench.errors import InputError
+from alexbench.exporters import (
+    DEFAULT_OPSET,
+    OnnxExporter,
+    ensure_artifacts,
+    folder_for,
+    point_latest,
+)
 from alexbench.inputs import image_inputs
 from alexbench.runtimes import ArtifactFormat
 
 
 @handle_errors
 def export_cmd(
-    out: Path = typer.Option(
-        Path("exports"), "--out", "-o", help="Output directory.", file_okay=False
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Folder for this model's artifacts (default: its own folder under exports/, and "
+        "exports/latest points at it). A folder of another model is refused unless --force.",
     ),
     formats: str = typer.Option(
         "torchscript,onnx,pt2",
@@ -35,7 +46,11 @@ def export_cmd(
         "--onnx-exporter",
         help="dynamo (default) or the legacy TorchScript one.",
     ),
-    force: bool = typer.Option(False, "--force", help="Export even when fresh artifacts exist."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Export even when fresh artifacts exist; replace another model's artifacts in --out.",
+    ),
     checkpoint: Path | None = opt.CHECKPOINT,
     weights: Path | None = opt.WEIGHTS,
     seed: int | None = opt.SEED,
@@ -56,6 +71,8 @@ def export_cmd(
       alexbench export --calib-data ../shared/data/cifar10/train   (adds an int8 ONNX model)
     """
     fmts = parse_enum_list(formats, ArtifactFormat, "--format")
+    if out is not None and out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file, expected a folder")
     loaded = load_model(
         checkpoint=checkpoint,
         weights=weights,
@@ -69,23 +86,30 @@ def export_cmd(
         calibration = image_inputs(calib_data, calib_samples, loaded.meta, seed=0)
         if ArtifactFormat.ONNX_INT8 not in fmts:
             fmts.append(ArtifactFormat.ONNX_INT8)
+    folder = out if out is not None else folder_for(loaded)
     console.print(
         f"Model: AlexNet, {loaded.meta.num_classes} classes, "
-        f"{loaded.meta.image_size}x{loaded.meta.image_size} input, {loaded.source.describe()}"
+        f"{loaded.meta.image_size}x{loaded.meta.image_size} input, {loaded.source.describe()}",
+        markup=False,
     )
     with console.status("exporting...") as status:
         _, outcomes = ensure_artifacts(
             loaded,
-            out,
+            folder,
             fmts,
             opset=opset,
             onnx_exporter=onnx_exporter,
             force=force,
             calibration=calibration,
             on_export=lambda f: status.update(f"exporting {f.value}..."),
+            on_wait=lambda: err_console.print(
+                f"waiting for another alexbench process writing {folder}...", markup=False
+            ),
         )
-    report.render_export(console, str(out), outcomes)
-    console.print(f"Manifest: {out / 'manifest.json'}")
+    if out is None:
+        point_latest(folder)
+    report.render_export(console, str(folder), outcomes)
+    console.print(f"Manifest: {folder / 'manifest.json'}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,13 @@ from rich.console import Console
 from alexbench.checkpoint import Normalization
 from alexbench.cli.common import err_console
 from alexbench.devices import Device
-from alexbench.exporters import model_for_artifacts, prepare_bundle, recorded_onnx_settings
+from alexbench.errors import InputError
+from alexbench.exporters import (
+    folder_for,
+    model_for_artifacts,
+    prepare_bundle,
+    recorded_onnx_settings,
+)
 from alexbench.inputs import image_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import ArtifactFormat, Backend, ModelBundle, get_runtime, unsupported_reason
@@ -20,7 +26,7 @@ DEFAULT_CALIB_SAMPLES = 64
 
 def bundle_for(
     console: Console,
-    artifacts: Path,
+    artifacts: Path | None,
     backends: Iterable[Backend],
     *,
     checkpoint: Path | None,
@@ -35,7 +41,10 @@ def bundle_for(
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
 ) -> ModelBundle:
     """The model the command should use, with every artifact its cells need (exported when
-    missing or stale; int8 calibrated on `calib_data`)."""
+    missing or stale; int8 calibrated on `calib_data`), in `artifacts` or, without it, in the
+    model's own folder under exports/."""
+    if artifacts is not None and artifacts.exists() and not artifacts.is_dir():
+        raise InputError(f"--artifacts {artifacts}: is a file, expected a folder")
     loaded = model_for_artifacts(
         artifacts,
         checkpoint=checkpoint,
@@ -56,16 +65,20 @@ def bundle_for(
     calibration = None
     if calib_data is not None and ArtifactFormat.ONNX_INT8 in needed:
         calibration = image_inputs(calib_data, calib_samples, loaded.meta, seed=0)
-    opset, exporter = recorded_onnx_settings(artifacts)
+    folder = artifacts if artifacts is not None else folder_for(loaded)
+    opset, exporter = recorded_onnx_settings(folder)
     with console.status("checking artifacts...") as status:
         bundle = prepare_bundle(
             loaded,
-            artifacts,
+            folder,
             needed,
             opset=opset,
             onnx_exporter=exporter,
             calibration=calibration,
             on_export=lambda f: status.update(f"exporting {f.value} (missing or stale)..."),
+            on_wait=lambda: err_console.print(
+                f"waiting for another alexbench process writing {folder}...", markup=False
+            ),
             on_modified=lambda f, p: err_console.print(
                 f"warning: {p} differs from the sha256 in its manifest; using it as it is",
                 markup=False,
@@ -74,6 +87,7 @@ def bundle_for(
     meta = loaded.meta
     console.print(
         f"Model: AlexNet, {meta.num_classes} classes, {meta.image_size}x{meta.image_size}, "
-        f"{loaded.source.describe()}; artifacts: {artifacts}"
+        f"{loaded.source.describe()}; artifacts: {folder}",
+        markup=False,
     )
     return bundle

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 CHECKPOINT = typer.Option(
@@ -24,8 +22,10 @@ NORMALIZE = typer.Option(
     None, "--normalize", help="Input normalisation for --weights (default: imagenet)."
 )
 ARTIFACTS = typer.Option(
-    Path("exports"), "--artifacts", help="Directory with exported artifacts (exported if stale).",
-    file_okay=False,
+    None, "--artifacts",
+    help="Folder of one model's artifacts (exported if missing or stale; another model's "
+    "folder is refused). Default: the model's own folder under exports/ (exports/latest: the "
+    "last export).",
 )  # fmt: skip
 THREADS = typer.Option(
     None, "--threads", help="Intra-op threads for torch and ONNX Runtime (default: library's)."

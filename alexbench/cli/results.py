@@ -17,7 +17,7 @@ from alexbench.cli.common import (
     jsonable,
 )
 from alexbench.errors import InputError
-from alexbench.render_runs_draft import render_runs  # TODO: from alexbench.report once moved
+from alexbench.report import render_runs
 from alexbench.runs import RunListing, RunSummary, list_runs
 
 DEFAULT_DIR = Path("results")

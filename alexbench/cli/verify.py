@@ -12,6 +12,7 @@ from alexbench.cli import options as opt
 from alexbench.cli.common import (
     JSON_OPTION,
     WIDE_OPTION,
+    check_output_file,
     console,
     emit_json,
     err_console,
@@ -58,13 +59,15 @@ def verify_cmd(
         None, "--data", help="ImageFolder directory: compare on real images instead of noise."
     ),
     report_path: Path | None = typer.Option(
-        None, "--report", help="JSON report path (default: ARTIFACTS/verify-report.json)."
+        None,
+        "--report",
+        help="JSON report path (default: verify-report.json in the artifacts' folder).",
     ),
     threads: int | None = opt.THREADS,
     compile_mode: CompileMode = typer.Option(
         CompileMode.DEFAULT, "--compile-mode", help="torch.compile's mode (compile backend only)."
     ),
-    artifacts: Path = opt.ARTIFACTS,
+    artifacts: Path | None = opt.ARTIFACTS,
     calib_data: Path | None = opt.CALIB_DATA,
     calib_samples: int = opt.CALIB_SAMPLES,
     checkpoint: Path | None = opt.CHECKPOINT,
@@ -98,6 +101,8 @@ def verify_cmd(
         raise InputError(f"--threads must be at least 1, got {threads}")
     if data is not None and not data.is_dir():  # fail before any export work
         raise DataError(f"--data {data}: no such directory")
+    if report_path is not None:
+        check_output_file(report_path, "--report")
     bundle = bundle_for(
         console, artifacts, backends,
         checkpoint=checkpoint, weights=weights, seed=seed,
@@ -118,7 +123,7 @@ def verify_cmd(
             on_cell=lambda b, d, p: status.update(f"verifying {b.value} on {d.value} at {p.value}"),
         )  # fmt: skip
     report.render_verify(console, result, precisions, wide=wide)
-    out = report_path or artifacts / "verify-report.json"
+    out = report_path or (bundle.directory or Path(".")) / "verify-report.json"
     payload = result.to_dict() | {
         "schema": "alexbench-verify/1",
         "model": {"source": bundle.loaded.source.to_dict(), "meta": vars(meta)},

@@ -62,7 +62,9 @@ __all__ = [
     "OnnxExporter",
     "ensure_artifacts",
     "folder_for",
+    "latest_folder",
     "model_for_artifacts",
+    "point_latest",
     "prepare_bundle",
     "recorded_onnx_settings",
 ]
