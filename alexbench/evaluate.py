@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from alexbench.batches import BatchLoader, BatchTransform
-from alexbench.data import LoadedData, Split
 from alexbench.devices import Device
 from alexbench.errors import AlexbenchError, DataError
 from alexbench.precision import Precision
 from alexbench.runtimes import Backend, ModelBundle, get_runtime, unsupported_reason
 from alexbench.runtimes.base import Session
+from alexbench.training.batches import BatchLoader, BatchTransform
+from alexbench.training.data import LoadedData, Split
 
 REFERENCE = (Backend.EAGER, Precision.FP32)
 

@@ -31,7 +31,7 @@ def image_inputs(directory: Path, count: int, meta: ModelMeta, seed: int = 0) ->
     decoded, resized and centre-cropped like evaluation data, then normalised with the model's
     statistics."""
     # Imported here: it pulls in torchvision's decoders, which `export`/`bench` rarely need.
-    from alexbench.data_files import decode_image, image_files
+    from alexbench.training.data_files import decode_image, image_files
 
     directory = Path(directory)
     if not directory.is_dir():

@@ -435,6 +435,7 @@ th{background:#f0f0f0}td.r{text-align:right;font-variant-numeric:tabular-nums}
 .tone-dim{color:#888}.tone-void{color:#888;text-decoration:line-through}
 img.plot{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
 pre{background:#f6f8fa;padding:8px;overflow-x:auto}
+table.env td,table.definition td{white-space:normal;max-width:70em}
 .note{color:#555;font-size:12px;margin:0}
 """
 

@@ -31,12 +31,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alexbench.batches import BatchLoader, BatchTransform, augment_config
-from alexbench.data import Augment, DatasetKind, DataSpec, LoadedData, Split, load_data
 from alexbench.model import build_alexnet
 from alexbench.precision import Precision
-from alexbench.train import TrainConfig, TrainReporter, TrainStep, train_one_epoch
-from alexbench.train_parts import make_optimizer, make_scheduler
+from alexbench.training.batches import BatchLoader, BatchTransform, augment_config
+from alexbench.training.config import TrainConfig
+from alexbench.training.data import Augment, DatasetKind, DataSpec, LoadedData, Split, load_data
+from alexbench.training.parts import make_optimizer, make_scheduler
+from alexbench.training.train import TrainReporter, TrainStep, train_one_epoch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train-jpg.tar.gz"
 CPU = torch.device("cpu")

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from alexbench.batches import AugmentConfig, BatchLoader, BatchTransform, augment_config
 from alexbench.checkpoint import NORMALIZATION_STATS, Normalization
-from alexbench.data import (
+from alexbench.errors import DataError, InputError
+from alexbench.training.batches import AugmentConfig, BatchLoader, BatchTransform, augment_config
+from alexbench.training.data import (
     Augment,
     DatasetKind,
     DataSpec,
@@ -25,7 +26,6 @@ from alexbench.data import (
     load_data,
     make_synthetic,
 )
-from alexbench.errors import DataError, InputError
 from tests.conftest import SHARED_TARBALL
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer"]
@@ -293,3 +293,24 @@ def test_normalize_choice_overrides_dataset_statistics() -> None:
     spec = DataSpec(kind=DatasetKind.SYNTHETIC, image_size=64, synthetic_size=20,
                     normalize=NormalizeChoice.IMAGENET)  # fmt: skip
     assert load_data(spec).mean == NORMALIZATION_STATS[Normalization.IMAGENET][0]
+
+
+def test_evaluation_scores_a_shipped_test_set_whole(cifar20: Path, tmp_path: Path) -> None:
+    """Test sets shipped as DIR/<class>/*.jpg or DIR/test/<class>/ (no train/ beside them)
+    are scored image by image, every one of them; a training folder's held-out part stays the
+    held-out part."""
+    flat = tmp_path / "flat"
+    for name in ("cat", "dog"):
+        shutil.copytree(cifar20 / "train" / name, flat / name)
+    total = sum(1 for _ in flat.rglob("*.jpg"))
+    whole = load_data(folder_spec(flat, val_fraction=0.0), (Split.VAL,))
+    assert len(whole.splits[Split.VAL]) == total
+    assert f"every image of {flat}" in whole.description and f"{total} images" in whole.description
+    part = load_data(folder_spec(flat, val_fraction=0.25), (Split.VAL,))
+    assert len(part.splits[Split.VAL]) < total and "held out from training" in part.description
+    shipped = tmp_path / "shipped"
+    shutil.copytree(flat, shipped / "test")
+    data = load_data(folder_spec(shipped), (Split.VAL,))  # no train/: still scored, whole
+    assert len(data.splits[Split.VAL]) == total and data.class_names == ["cat", "dog"]
+    with pytest.raises(DataError, match="has test/ but no train/"):
+        load_data(folder_spec(shipped / ".." / "shipped"))  # training from it stays refused

@@ -13,13 +13,13 @@ from typer.testing import CliRunner
 
 from alexbench.checkpoint import load_model
 from alexbench.cli import evaluate as evaluate_cli
-from alexbench.data import DatasetKind, DataSpec, Split, load_data
 from alexbench.devices import Device
 from alexbench.errors import DataError
 from alexbench.evaluate import CellStatus, evaluate_model
 from alexbench.exporters import prepare_bundle
 from alexbench.precision import Precision
 from alexbench.runtimes import ArtifactFormat, Backend, ModelBundle
+from alexbench.training.data import DatasetKind, DataSpec, Split, load_data
 from tests.test_data import extract_cifar_subset
 from tests.test_train import trained_synthetic
 

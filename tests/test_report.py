@@ -16,13 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from alexbench.cli import app
-from alexbench.data import DatasetKind, DataSpec, Split, load_data
 from alexbench.devices import Device
 from alexbench.evaluate import evaluate_model
 from alexbench.precision import Precision
 from alexbench.results import collect_runs, load_results
 from alexbench.runtimes import Backend
 from alexbench.tables import Column, TableData
+from alexbench.training.data import DatasetKind, DataSpec, Split, load_data
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "results"

@@ -18,19 +18,13 @@ from typer.testing import CliRunner
 
 from alexbench.checkpoint import load_model, safe_load
 from alexbench.cli import train as train_cli
-from alexbench.data import DatasetKind, DataSpec
 from alexbench.errors import CheckpointError, InputError
 from alexbench.model import build_alexnet, state_dict_sha256
 from alexbench.precision import Precision
-from alexbench.train import TrainConfig, TrainingInterrupted, TrainReporter, fit
-from alexbench.train_parts import (
-    InitKind,
-    OptimizerKind,
-    ScheduleKind,
-    init_weights,
-    make_optimizer,
-    make_scheduler,
-)
+from alexbench.training.config import InitKind, OptimizerKind, ScheduleKind, TrainConfig
+from alexbench.training.data import DatasetKind, DataSpec
+from alexbench.training.parts import init_weights, make_optimizer, make_scheduler
+from alexbench.training.train import TrainingInterrupted, TrainReporter, fit
 from tests.test_data import CIFAR_CLASSES, extract_cifar_subset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +71,7 @@ def test_synthetic_loss_falls_and_run_files_are_complete(synthetic_run: Path) ->
     assert len(history["replica_sha256"]) == 1
     csv_lines = (synthetic_run / "history.csv").read_text().splitlines()
     assert csv_lines[0].startswith("epoch,train_loss") and len(csv_lines) == 3
-    assert (synthetic_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (synthetic_run / "curves.png").exists()  # fit returns data; the CLI draws
     best = load_model(checkpoint=synthetic_run / "best.pt")  # weights_only=True
     meta = best.meta
     assert (meta.num_classes, meta.image_size, meta.class_names[0]) == (10, 64, "class0")
@@ -280,6 +274,7 @@ def test_cli_train_synthetic_one_epoch(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "epoch 1/1" in result.stdout and "val top-1" in result.stdout
     assert (tmp_path / "run" / "last.pt").is_file()
+    assert (tmp_path / "run" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = runner.invoke(_local_app(), args)  # refuses to overwrite a finished run
     assert again.exit_code == 2 and "already holds a run" in again.stderr
     small = runner.invoke(_local_app(), ["train", "--dataset", "synthetic", "--image-size", "32"])

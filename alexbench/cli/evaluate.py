@@ -23,15 +23,6 @@ from alexbench.cli.common import (
     signals_as_interrupts,
     split_list,
 )
-from alexbench.data import (
-    Augment,
-    DatasetKind,
-    DataSpec,
-    NormalizeChoice,
-    Split,
-    check_crop_fraction,
-    load_data,
-)
 from alexbench.devices import Device, is_available, require
 from alexbench.errors import InputError
 from alexbench.evaluate import CellStatus, evaluate_model
@@ -40,6 +31,15 @@ from alexbench.fileio import write_json
 from alexbench.precision import Precision
 from alexbench.report import render_evaluation
 from alexbench.runtimes import parse_backend
+from alexbench.training.data import (
+    Augment,
+    DatasetKind,
+    DataSpec,
+    NormalizeChoice,
+    Split,
+    check_crop_fraction,
+    load_data,
+)
 
 # torchvision's ImageNet evaluation: resize to 256, centre crop 224.
 TORCHVISION_CROP = 224 / 256

@@ -16,12 +16,13 @@ from rich.progress import (
 )
 
 from alexbench.cli.common import console, err_console, handle_errors
-from alexbench.data import Augment, DatasetKind, DataSpec, NormalizeChoice
 from alexbench.devices import Device, is_available
 from alexbench.errors import InputError
 from alexbench.precision import Precision
-from alexbench.train import EpochRecord, TrainConfig, TrainReporter, fit
-from alexbench.train_parts import InitKind, OptimizerKind, ScheduleKind
+from alexbench.training.config import InitKind, OptimizerKind, ScheduleKind, TrainConfig
+from alexbench.training.data import Augment, DatasetKind, DataSpec, NormalizeChoice
+from alexbench.training.persist import CURVES_PNG
+from alexbench.training.train import EpochRecord, TrainReporter, fit
 
 
 class RichReporter(TrainReporter):
@@ -70,6 +71,11 @@ class RichReporter(TrainReporter):
     def on_step(self, step: int, steps: int, loss: float, images_per_s: float) -> None:
         if self.progress is not None:
             self.progress.update(self.task, completed=step, loss=loss, ips=images_per_s)
+
+    def on_history(self, out: Path, history: list[dict[str, Any]]) -> None:
+        from alexbench.plots import plot_training_curves  # matplotlib only when a run writes
+
+        plot_training_curves(history, out / CURVES_PNG)
 
     def on_epoch_end(self, r: EpochRecord) -> None:
         self.close()

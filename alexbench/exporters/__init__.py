@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
 
+from alexbench.artifacts import ArtifactFormat, ModelBundle
 from alexbench.checkpoint import (
     LoadedModel,
     ModelMeta,
@@ -41,7 +42,6 @@ from alexbench.exporters.manifest import ArtifactRecord, Manifest, config_key, s
 from alexbench.fileio import atomic_path, folder_lock
 from alexbench.inputs import InputSet
 from alexbench.model import state_dict_sha256
-from alexbench.runtimes.base import ArtifactFormat, ModelBundle
 
 EXPORTERS: dict[ArtifactFormat, ModuleType] = {
     ArtifactFormat.TORCHSCRIPT: torchscript_exporter,

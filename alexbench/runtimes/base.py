@@ -8,14 +8,13 @@ prepares inputs (untimed: device copy, dtype/layout conversion) and runs one for
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from alexbench.checkpoint import LoadedModel
+from alexbench.artifacts import ArtifactFormat, ModelBundle
 from alexbench.devices import Device
 from alexbench.precision import Precision
 
@@ -37,25 +36,6 @@ class CompileMode(StrEnum):
 
 
 BACKEND_ALIASES = {"export": Backend.PT2, "ort": Backend.ONNXRUNTIME, "ts": Backend.TORCHSCRIPT}
-
-
-class ArtifactFormat(StrEnum):
-    TORCHSCRIPT = "torchscript"
-    ONNX = "onnx"
-    PT2 = "pt2"
-    ONNX_FP16 = "onnx-fp16"  # derived from the fp32 ONNX model (fp16 weights and compute)
-    ONNX_INT8 = "onnx-int8"  # derived: static QDQ quantisation calibrated on real images
-
-
-@dataclass
-class ModelBundle:
-    """Everything a runtime may load from: the eager model and the exported artifacts."""
-
-    loaded: LoadedModel
-    artifacts: dict[ArtifactFormat, Path] = field(default_factory=dict)
-    # Artifacts that could not be made here, with the reason (e.g. int8 without calibration data)
-    missing: dict[ArtifactFormat, str] = field(default_factory=dict)
-    directory: Path | None = None  # the model's artifact folder (None: nothing exported)
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from alexbench.checkpoint import NORMALIZATION_STATS, Normalization
-from alexbench.data_files import decode_image, find_samples, resize_size, resolution_for
 from alexbench.errors import DataError, InputError
 from alexbench.model import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE
+from alexbench.training.data_files import decode_image, find_samples, resize_size, resolution_for
 
 DEFAULT_CACHE_LIMIT_BYTES = 2 * 1024**3  # decoded CIFAR-10 is 150 MB; ImageNet-size folders stream
 SYNTHETIC_RESOLUTION = 32
@@ -268,23 +268,73 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
         )
     train_root = root / "train" if (root / "train").is_dir() else root
     val_root = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+    if splits == (Split.VAL,):  # evaluation: a held-out set is scored whole
+        return _finish_imagefolder(spec, splits, *_held_out(spec, root, train_root, val_root))
     if val_root is not None and train_root == root:
         # Without this, val/ would be read as one more training class: leaked validation data.
         raise DataError(f"{root} has {val_root.name}/ but no train/: move the classes into train/")
     names, train_samples = find_samples(train_root)
     if val_root is not None:
         val_names, val_samples = find_samples(val_root)
-        unknown = sorted(set(val_names) - set(names))
-        if unknown:
-            raise DataError(f"{val_root}: classes not in {train_root}: {', '.join(unknown[:3])}")
-        remap = [names.index(n) for n in val_names]
-        val_samples = [(p, remap[y]) for p, y in val_samples]
+        val_samples = _remap(val_root, val_names, val_samples, train_root, names)
         how = f"val = {val_root.name}/"
     else:
         if spec.val_fraction <= 0:
             raise DataError(f"{root}: no val/ or test/ split; pass --val-fraction > 0")
         train_samples, val_samples = holdout(train_samples, spec.val_fraction, spec.split_seed)
         how = f"val = {spec.val_fraction:g} of train held out (seed {spec.split_seed})"
+    return _finish_imagefolder(spec, splits, names, train_samples, val_samples, how)
+
+
+def _remap(
+    val_root: Path, val_names: list[str], val_samples: list, train_root: Path, names: list[str]
+) -> list[tuple[str, int]]:
+    """Labels of a val/test folder in the training folder's class order."""
+    unknown = sorted(set(val_names) - set(names))
+    if unknown:
+        raise DataError(f"{val_root}: classes not in {train_root}: {', '.join(unknown[:3])}")
+    remap = [names.index(n) for n in val_names]
+    return [(p, remap[y]) for p, y in val_samples]
+
+
+def _held_out(
+    spec: DataSpec, root: Path, train_root: Path, val_root: Path | None
+) -> tuple[list[str], list, list, str]:
+    """What evaluation scores: DIR/val or DIR/test whole (with or without DIR/train beside it);
+    else, with --val-fraction 0, every image of DIR (a test set shipped as DIR/<class>/);
+    else the part of DIR(/train) that training held out."""
+    if val_root is not None:
+        val_names, val_samples = find_samples(val_root)
+        if train_root != root:  # classes numbered as training numbered them
+            names, _ = find_samples(train_root)
+            val_samples = _remap(val_root, val_names, val_samples, train_root, names)
+        else:
+            names = val_names
+        return names, [], val_samples, f"every image of {val_root.name}/"
+    names, samples = find_samples(train_root)
+    if spec.val_fraction <= 0:
+        return names, [], samples, f"every image of {train_root}"
+    _, val_samples = holdout(samples, spec.val_fraction, spec.split_seed)
+    return (
+        names,
+        [],
+        val_samples,
+        (
+            f"the {spec.val_fraction:g} of {train_root} held out from training "
+            f"(seed {spec.split_seed})"
+        ),
+    )
+
+
+def _finish_imagefolder(
+    spec: DataSpec,
+    splits: tuple[Split, ...],
+    names: list[str],
+    train_samples: list,
+    val_samples: list,
+    how: str,
+) -> LoadedData:
+    root = spec.data_dir
     chosen = {Split.TRAIN: train_samples, Split.VAL: val_samples}
     paths = [p for s in splits for p, _ in chosen[s]]
     resolution = resolution_for(paths, spec.resize_size)
@@ -298,7 +348,10 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
         else:
             out[split] = StreamSplit(chosen[split], resolution)
     mode = "decoded in memory" if in_memory else "streamed"
-    desc = f"ImageFolder {root} ({len(names)} classes, {how}, {resolution} px, {mode})"
+    desc = (
+        f"ImageFolder {root} ({len(names)} classes, {how}, {n_images} images, "
+        f"{resolution} px, {mode})"
+    )
     return LoadedData(spec, names, out, (), (), desc, skipped)
 
 

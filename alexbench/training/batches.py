@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from alexbench.data import Augment, MemorySplit, SplitData, StreamSplit
-from alexbench.data_files import decode_image, resize_size
 from alexbench.errors import DataError
+from alexbench.training.data import Augment, MemorySplit, SplitData, StreamSplit
+from alexbench.training.data_files import decode_image, resize_size
 
 
 @dataclass(frozen=True)

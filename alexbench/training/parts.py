@@ -8,8 +8,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -18,29 +17,7 @@ from alexbench.devices import Device
 from alexbench.errors import InputError
 from alexbench.model import state_dict_sha256
 from alexbench.precision import Precision
-
-if TYPE_CHECKING:
-    from alexbench.train import TrainConfig
-
-
-class OptimizerKind(StrEnum):
-    SGD = "sgd"
-    ADAM = "adam"
-    ADAMW = "adamw"
-
-
-class ScheduleKind(StrEnum):
-    ONECYCLE = "onecycle"
-    COSINE = "cosine"  # linear warm-up, then cosine decay to zero
-    CONSTANT = "constant"  # the guide's recipe: a fixed learning rate, no warm-up
-
-
-class InitKind(StrEnum):
-    """How the weights start when training from scratch."""
-
-    HE = "he"  # He-normal convs, N(0, 0.01) linear layers: the signal keeps its scale
-    TORCHVISION = "torchvision"  # PyTorch's layer defaults, as torchvision builds AlexNet
-
+from alexbench.training.config import InitKind, OptimizerKind, ScheduleKind, TrainConfig
 
 CPU = torch.device("cpu")
 DEFAULT_LR = {OptimizerKind.SGD: 0.02, OptimizerKind.ADAM: 1e-3, OptimizerKind.ADAMW: 1e-3}

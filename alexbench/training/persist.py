@@ -112,8 +112,8 @@ def write_history(
     records: list[dict[str, Any]],
     replica_sha256: list[str] | None,
 ) -> None:
-    """history.json (with the recipe), history.csv and curves.png, rewritten every epoch."""
-    from alexbench.plots import plot_training_curves  # matplotlib only when a run writes
+    """history.json (with the recipe) and history.csv, rewritten every epoch (the CLI draws
+    curves.png from the same records: rendering stays out of training)."""
 
     doc: dict[str, Any] = {"config": recipe, "data": description, "epochs": records}
     if replica_sha256 is not None:
@@ -125,4 +125,3 @@ def write_history(
         writer.writeheader()
         writer.writerows(records)
         write_text(out / HISTORY_CSV, buf.getvalue())
-        plot_training_curves(records, out / CURVES_PNG)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +18,16 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from alexbench.batches import BatchLoader, BatchTransform, augment_config, derive_seed
 from alexbench.checkpoint import ModelMeta
-from alexbench.data import DataSpec, LoadedData, Split, load_data
-from alexbench.devices import Device, require
+from alexbench.devices import require
 from alexbench.errors import AlexbenchError, CheckpointError, InputError
 from alexbench.model import build_alexnet
 from alexbench.precision import Precision
-from alexbench.train_io import BEST, LAST, EpochState, load_resume, save_epoch, write_history
-from alexbench.train_parts import (
+from alexbench.training.batches import BatchLoader, BatchTransform, augment_config, derive_seed
+from alexbench.training.config import TrainConfig
+from alexbench.training.data import DataSpec, LoadedData, Split, load_data
+from alexbench.training.parts import (
     DistContext,
-    InitKind,
-    OptimizerKind,
-    ScheduleKind,
     all_reduce,
     autocast,
     check_precision,
@@ -41,66 +38,20 @@ from alexbench.train_parts import (
     replica_hashes,
     tf32,
 )
+from alexbench.training.persist import (
+    BEST,
+    LAST,
+    EpochState,
+    load_resume,
+    save_epoch,
+    write_history,
+)
 
 _DROPOUT_STREAM, _AUGMENT_STREAM = 1, 2  # the shuffle uses stream 0 (batches.py)
 
 
 class TrainingInterrupted(AlexbenchError):
     exit_code = 130
-
-
-@dataclass
-class TrainConfig:
-    data: DataSpec = field(default_factory=DataSpec)
-    epochs: int = 12
-    batch_size: int = 128  # per process under DDP
-    optimizer: OptimizerKind = OptimizerKind.SGD
-    lr: float | None = None  # None: 0.02 for SGD, 1e-3 for Adam/AdamW
-    momentum: float = 0.9
-    weight_decay: float | None = None  # None: 5e-4 for SGD and Adam, 0.05 for AdamW
-    schedule: ScheduleKind = ScheduleKind.ONECYCLE
-    warmup_epochs: float = 1.0  # cosine only; one-cycle warms up over its first 30 %
-    label_smoothing: float = 0.1
-    dropout: float = 0.5  # torchvision's; runs recorded before --dropout existed used it
-    init: InitKind = InitKind.HE
-    clip_grad: float | None = None
-    precision: Precision = Precision.FP32
-    channels_last: bool = True
-    seed: int = 0
-    steps_per_epoch: int | None = None  # cap, for smoke tests and quick checks
-    # Where and how, not what: these may change when a run is resumed.
-    device: Device = Device.CPU
-    out: Path = Path("runs/train")
-    workers: int | None = None
-
-    RUNTIME_FIELDS = ("device", "out", "workers")
-
-    def recipe(self) -> dict[str, Any]:
-        """Everything that decides the result, as plain types (stored in checkpoints)."""
-        d: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name not in self.RUNTIME_FIELDS:
-                d[f.name] = v.to_dict() if isinstance(v, DataSpec) else getattr(v, "value", v)
-        return d
-
-    def resumed_with(self, recipe: dict[str, Any], data_dir: Path | None = None) -> TrainConfig:
-        """The stored recipe, with this config's device, output and workers; the data stays
-        where the recipe says unless `data_dir` moves it."""
-        kw = {k: v for k, v in recipe.items() if k in {f.name for f in fields(self)}}
-        data = dict(kw.pop("data"), download=self.data.download)
-        data["cache_limit_bytes"] = self.data.cache_limit_bytes
-        if data_dir is not None:
-            data["data_dir"] = str(data_dir)
-        kw.update(
-            data=DataSpec.from_dict(data),
-            optimizer=OptimizerKind(kw["optimizer"]),
-            schedule=ScheduleKind(kw["schedule"]),
-            # Runs recorded before --init existed started from PyTorch's defaults.
-            init=InitKind(kw.get("init", InitKind.TORCHVISION.value)),
-            precision=Precision(kw["precision"]),
-        )
-        return TrainConfig(**kw, **{k: getattr(self, k) for k in self.RUNTIME_FIELDS})
 
 
 @dataclass
@@ -126,6 +77,9 @@ class TrainReporter:
     def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
     def on_step(self, step: int, steps: int, loss: float, images_per_s: float) -> None: ...
     def on_epoch_end(self, record: EpochRecord) -> None: ...
+    # Main process only, after each epoch's files are written: every epoch so far (a resumed
+    # run's earlier ones too), for a caller that draws curves.
+    def on_history(self, out: Path, history: list[dict[str, Any]]) -> None: ...
 
 
 @dataclass
@@ -385,6 +339,7 @@ def _fit(
                     best_top1, ctx.world_size, _train_state(s),
                 )  # fmt: skip
                 save_epoch(out, model, meta, state)
+                reporter.on_history(out, history)
                 saved = epoch + 1
             reporter.on_epoch_end(rec)
     except KeyboardInterrupt:

@@ -1,0 +1,29 @@
+"""The artifact types that exporters make and runtimes load: below both, so that neither
+imports the other (exporters -> artifacts <- runtimes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from alexbench.checkpoint import LoadedModel
+
+
+class ArtifactFormat(StrEnum):
+    TORCHSCRIPT = "torchscript"
+    ONNX = "onnx"
+    PT2 = "pt2"
+    ONNX_FP16 = "onnx-fp16"  # derived from the fp32 ONNX model (fp16 weights and compute)
+    ONNX_INT8 = "onnx-int8"  # derived: static QDQ quantisation calibrated on real images
+
+
+@dataclass
+class ModelBundle:
+    """Everything a runtime may load from: the eager model and the exported artifacts."""
+
+    loaded: LoadedModel
+    artifacts: dict[ArtifactFormat, Path] = field(default_factory=dict)
+    # Artifacts that could not be made here, with the reason (e.g. int8 without calibration data)
+    missing: dict[ArtifactFormat, str] = field(default_factory=dict)
+    directory: Path | None = None  # the model's artifact folder (None: nothing exported)

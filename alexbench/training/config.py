@@ -1,0 +1,87 @@
+"""What a training run is: `TrainConfig` and the kinds it chooses from (optimiser, schedule,
+initialisation). Both the loop (`train.py`) and its parts (`parts.py`) read it; it imports
+neither, so the two never import each other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from alexbench.devices import Device
+from alexbench.precision import Precision
+from alexbench.training.data import DataSpec
+
+
+class OptimizerKind(StrEnum):
+    SGD = "sgd"
+    ADAM = "adam"
+    ADAMW = "adamw"
+
+
+class ScheduleKind(StrEnum):
+    ONECYCLE = "onecycle"
+    COSINE = "cosine"  # linear warm-up, then cosine decay to zero
+    CONSTANT = "constant"  # the guide's recipe: a fixed learning rate, no warm-up
+
+
+class InitKind(StrEnum):
+    """How the weights start when training from scratch."""
+
+    HE = "he"  # He-normal convs, N(0, 0.01) linear layers: the signal keeps its scale
+    TORCHVISION = "torchvision"  # PyTorch's layer defaults, as torchvision builds AlexNet
+
+
+@dataclass
+class TrainConfig:
+    data: DataSpec = field(default_factory=DataSpec)
+    epochs: int = 12
+    batch_size: int = 128  # per process under DDP
+    optimizer: OptimizerKind = OptimizerKind.SGD
+    lr: float | None = None  # None: 0.02 for SGD, 1e-3 for Adam/AdamW
+    momentum: float = 0.9
+    weight_decay: float | None = None  # None: 5e-4 for SGD and Adam, 0.05 for AdamW
+    schedule: ScheduleKind = ScheduleKind.ONECYCLE
+    warmup_epochs: float = 1.0  # cosine only; one-cycle warms up over its first 30 %
+    label_smoothing: float = 0.1
+    dropout: float = 0.5  # torchvision's; runs recorded before --dropout existed used it
+    init: InitKind = InitKind.HE
+    clip_grad: float | None = None
+    precision: Precision = Precision.FP32
+    channels_last: bool = True
+    seed: int = 0
+    steps_per_epoch: int | None = None  # cap, for smoke tests and quick checks
+    # Where and how, not what: these may change when a run is resumed.
+    device: Device = Device.CPU
+    out: Path = Path("runs/train")
+    workers: int | None = None
+
+    RUNTIME_FIELDS = ("device", "out", "workers")
+
+    def recipe(self) -> dict[str, Any]:
+        """Everything that decides the result, as plain types (stored in checkpoints)."""
+        d: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name not in self.RUNTIME_FIELDS:
+                d[f.name] = v.to_dict() if isinstance(v, DataSpec) else getattr(v, "value", v)
+        return d
+
+    def resumed_with(self, recipe: dict[str, Any], data_dir: Path | None = None) -> TrainConfig:
+        """The stored recipe, with this config's device, output and workers; the data stays
+        where the recipe says unless `data_dir` moves it."""
+        kw = {k: v for k, v in recipe.items() if k in {f.name for f in fields(self)}}
+        data = dict(kw.pop("data"), download=self.data.download)
+        data["cache_limit_bytes"] = self.data.cache_limit_bytes
+        if data_dir is not None:
+            data["data_dir"] = str(data_dir)
+        kw.update(
+            data=DataSpec.from_dict(data),
+            optimizer=OptimizerKind(kw["optimizer"]),
+            schedule=ScheduleKind(kw["schedule"]),
+            # Runs recorded before --init existed started from PyTorch's defaults.
+            init=InitKind(kw.get("init", InitKind.TORCHVISION.value)),
+            precision=Precision(kw["precision"]),
+        )
+        return TrainConfig(**kw, **{k: getattr(self, k) for k in self.RUNTIME_FIELDS})
