@@ -10,7 +10,6 @@ import hashlib
 import os
 import pickle
 import warnings
-import zipfile
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -129,10 +128,11 @@ def safe_load(path: str | os.PathLike[str]) -> Any:
         detail = next(
             (ln for ln in lines if ln.startswith("Unsupported")), lines[-1] if lines else ""
         )
-        raise CheckpointError(f"{p}: not a readable PyTorch file ({detail})") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f"{p}: not a PyTorch checkpoint ({detail})") from e
+    except Exception as e:
+        # (a text file gives KeyError from the legacy unpickler, a truncated zip BadZipFile, ...)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{p}: not a readable PyTorch file ({msg})") from e
+        raise CheckpointError(f"{p}: not a PyTorch checkpoint ({type(e).__name__}: {msg})") from e
 
 
 def validate_state_dict(path: Path, sd: Any) -> dict[str, torch.Tensor]:

@@ -66,7 +66,7 @@ def test_wrong_shapes_corrupt_files_and_mismatches_give_one_line_errors(tmp_path
         load_model(weights=tmp_path / "shape.pth")
 
     (tmp_path / "junk.pth").write_bytes(b"\x00not a zip file at all" * 10)
-    with pytest.raises(CheckpointError, match="junk.pth: not a readable PyTorch file"):
+    with pytest.raises(CheckpointError, match="junk.pth: not a PyTorch checkpoint"):
         load_model(weights=tmp_path / "junk.pth")
 
     good = build_alexnet(num_classes=10).state_dict()

@@ -4,12 +4,14 @@ neither, so the two never import each other."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from alexbench.devices import Device
+from alexbench.errors import InputError
 from alexbench.precision import Precision
 from alexbench.training.data import DataSpec
 
@@ -58,6 +60,31 @@ class TrainConfig:
     workers: int | None = None
 
     RUNTIME_FIELDS = ("device", "out", "workers")
+
+    def __post_init__(self) -> None:
+        """Every number checked before any data loads or any epoch runs, in the CLI's words."""
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch must be at least 1, got {self.batch_size}"),
+            (self.lr is None or (self.lr > 0 and math.isfinite(self.lr)),
+             f"--lr must be a positive number, got {self.lr}"),
+            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay is None or self.weight_decay >= 0,
+             f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
+            (0 <= self.label_smoothing < 1,
+             f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
+            (self.clip_grad is None or self.clip_grad > 0,
+             f"--clip-grad must be > 0, got {self.clip_grad}"),
+            (self.steps_per_epoch is None or self.steps_per_epoch >= 1,
+             f"--steps-per-epoch must be at least 1, got {self.steps_per_epoch}"),
+            (self.workers is None or self.workers >= 0,
+             f"--workers must be >= 0, got {self.workers}"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:  # nan fails every comparison, so it lands here too
+                raise InputError(message)
 
     def recipe(self) -> dict[str, Any]:
         """Everything that decides the result, as plain types (stored in checkpoints)."""
