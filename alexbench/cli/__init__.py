@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 
 from alexbench import __version__
-from alexbench.cli.common import state
+from alexbench.cli.common import Group, state
 
 app = typer.Typer(
     name="alexbench",
+    cls=Group,
     help="Export AlexNet, prove the exports compute what PyTorch computes, and benchmark them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -29,6 +29,7 @@ from alexbench.cli import options as opt
 from alexbench.cli.common import (
     JSON_OPTION,
     WIDE_OPTION,
+    Command,
     console,
     emit_json,
     err_console,
@@ -60,41 +61,37 @@ def _check_writable(directory: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise InputError(f"--results-dir {directory}: not writable ({e.strerror or e})") from None
+        raise InputError(f"--out {directory}: not writable ({e.strerror or e})") from None
 
 
 @handle_errors
 @json_output
 def bench_cmd(
-    backend: str = typer.Option(
-        DEFAULT_BACKENDS,
-        "--backend",
-        "-b",
-        help="Comma list: eager, torchscript, pt2 (export), onnxruntime, compile.",
-    ),
-    device: str | None = typer.Option(
-        None, "--device", "-d", help="Comma list of cpu, cuda (default: every available device)."
-    ),
-    batch: str = typer.Option("1,16", "--batch", help="Batch sizes, e.g. 1,8,64,256."),
-    precision: str = typer.Option(
-        "fp32,bf16", "--precision", "-p", help="Comma list of fp32, tf32, fp16, bf16, int8."
-    ),
+    backend: str = opt.backend_list(DEFAULT_BACKENDS),
+    device: str | None = opt.device_list(),
+    batch: str = opt.batch_list("1,16"),
+    precision: str = opt.precision_list("fp32,bf16"),
     threads: int | None = opt.THREADS,
     warmup: int = typer.Option(3, "--warmup", help="Untimed iterations per cell.", min=0),
     min_time: float = typer.Option(
-        1.0, "--min-time", help="Seconds of timed work per cell (and --min-iters).", min=0.0
+        1.0,
+        "--min-time",
+        help="Seconds of timed work per cell (and no fewer than --min-iters iterations).",
+        min=0.0,
     ),
-    min_iters: int = typer.Option(10, "--min-iters", help="Timed iterations per cell, at least."),
-    max_iters: int = typer.Option(10_000, "--max-iters", help="Timed iterations, at most."),
+    min_iters: int = typer.Option(
+        10, "--min-iters", help="Fewest timed iterations per cell (1 or more)."
+    ),
+    max_iters: int = typer.Option(
+        10_000, "--max-iters", help="Most timed iterations per cell (>= --min-iters)."
+    ),
     include_transfers: bool = typer.Option(
         False, "--include-transfers", help="CUDA: time host->device, compute and device->host."
     ),
     cuda_graphs: bool = typer.Option(
         False, "--cuda-graphs", help="CUDA: replay torch runtimes as CUDA graphs."
     ),
-    compile_mode: CompileMode = typer.Option(
-        CompileMode.DEFAULT, "--compile-mode", help="torch.compile's mode (compile backend only)."
-    ),
+    compile_mode: CompileMode = opt.COMPILE_MODE,
     repeat: int = typer.Option(
         1,
         "--repeat",
@@ -105,8 +102,10 @@ def bench_cmd(
     cudnn_benchmark: bool = typer.Option(
         True, "--cudnn-benchmark/--no-cudnn-benchmark", help="CUDA: autotune convolutions."
     ),
-    results_dir: Path = typer.Option(
-        Path("results"), "--results-dir", help="Where the JSON and CSV go.", file_okay=False
+    out: Path = opt.out_folder(
+        Path("results"),
+        "Folder the results JSON and CSV are written into (created if missing).",
+        "--results-dir",
     ),
     artifacts: Path | None = opt.ARTIFACTS,
     calib_data: Path | None = opt.CALIB_DATA,
@@ -130,7 +129,7 @@ def bench_cmd(
 
       alexbench bench --device cpu --batch 1,64 --backend eager,onnxruntime,torchscript,compile
 
-      alexbench bench --json > run.json  (stdout: the results document as saved; the rest: stderr)
+      alexbench bench --out results/mine --json > run.json  (stdout: the results document)
     """
     backends = [parse_backend(b) for b in split_list(backend, "--backend")]
     devices = parse_enum_list(device, Device, "--device") if device else available_devices()
@@ -142,7 +141,7 @@ def bench_cmd(
         raise InputError(f"--threads must be at least 1, got {threads}")
     if min_iters < 1 or max_iters < min_iters:
         raise InputError("--min-iters must be >= 1 and <= --max-iters")
-    _check_writable(results_dir)
+    _check_writable(out)
     bundle = bundle_for(
         console, artifacts, backends,
         checkpoint=checkpoint, weights=weights, seed=seed,
@@ -192,7 +191,7 @@ def bench_cmd(
                     payload["interrupted"] = (
                         interrupted.signal_name if interrupted else f"aborted: {aborted}"
                     )
-                json_path, csv_path = write_results(results_dir, payload)
+                json_path, csv_path = write_results(out, payload)
         except Interrupted as e:  # arrived while saving: saved anyway, then honoured
             interrupted = interrupted or e
     if crash is not None and state.debug:
@@ -310,11 +309,9 @@ def _artifact_hashes(directory: Path | None) -> dict[str, str]:
 
 @handle_errors
 def ceilings_cmd(
-    device: str | None = typer.Option(
-        None, "--device", "-d", help="Comma list of cpu, cuda (default: every available device)."
-    ),
+    device: str | None = opt.device_list(),
     threads: int | None = opt.THREADS,
-    force: bool = typer.Option(False, "--force", help="Measure again even if cached."),
+    force: bool = opt.force("Measure again even when this machine's ceilings are cached."),
 ) -> None:
     """Measure (and cache) this machine's GEMM throughput per dtype and read bandwidth.
 
@@ -331,5 +328,5 @@ def ceilings_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench")(bench_cmd)
-    app.command("ceilings")(ceilings_cmd)
+    app.command("bench", cls=Command)(bench_cmd)
+    app.command("ceilings", cls=Command)(ceilings_cmd)

@@ -19,6 +19,8 @@ from typing import Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
+from typer._click.exceptions import ClickException
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from alexbench.errors import AlexbenchError, InputError, Interrupted
 from alexbench.exit_codes import ExitCode
@@ -30,6 +32,59 @@ F = TypeVar("F", bound=Callable[..., Any])
 # unless COLUMNS says how wide the reader is (rich reads it when width is None).
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 150)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _plain_flags(params: list[Any]) -> list[Any]:
+    """This Typer's rich help prints a type after every option, `<bool>` for switches too, which
+    reads as if `--force true` were expected. An empty metavar leaves switches bare (a --x/--no-x
+    pair included); parsing is unchanged."""
+    for p in params:
+        if isinstance(p, TyperOption) and p.is_flag and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+def _one_line_usage_errors(make_context: Callable[[], Any]) -> Any:
+    """Click's own answer to a bad option (an unknown name, a value outside its choices or
+    range, a missing value) is a usage box over several lines; alexbench answers every bad input
+    in one line on stderr, like an InputError, and exits 2 (--debug keeps Click's box)."""
+    try:
+        return make_context()
+    except ClickException as e:
+        if state.debug:
+            raise
+        hint = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
+        message = " ".join(e.format_message().replace("Value error, ", "").split())
+        err_console.print(f"error: {message}{hint}", markup=False)
+        raise typer.Exit(ExitCode.BAD_INPUT) from None
+
+
+class Command(TyperCommand):
+    """Every alexbench command: switches shown as plain flags in --help, and Click's usage
+    errors in one line."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
+
+    def make_context(self, info_name: str | None, args: list[str], **extra: Any) -> Any:
+        return _one_line_usage_errors(
+            lambda: super(Command, self).make_context(info_name, args, **extra)
+        )
+
+
+class Group(TyperGroup):
+    """The `alexbench` group (its --debug, --version and --help), likewise."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
+
+    def make_context(self, info_name: str | None, args: list[str], **extra: Any) -> Any:
+        return _one_line_usage_errors(
+            lambda: super(Group, self).make_context(info_name, args, **extra)
+        )
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        return _one_line_usage_errors(lambda: super(Group, self).resolve_command(ctx, args))
 
 
 class State:

@@ -12,6 +12,7 @@ from alexbench.bench.compare import CellKey, Comparison, compare_runs, regressio
 from alexbench.cli.common import (
     JSON_OPTION,
     WIDE_OPTION,
+    Command,
     console,
     emit_json,
     err_console,
@@ -30,8 +31,8 @@ def compare_cmd(
     threshold: float = typer.Option(
         0.05,
         "--threshold",
-        help="Smallest throughput change called faster/slower, as a fraction (0.05 = 5%); "
-        "smaller significant differences are reported as within noise.",
+        help="Smallest throughput change called faster/slower, a fraction in [0, 1) "
+        "(0.05 = 5%); smaller significant differences are reported as within noise.",
     ),
     fail_on_regression: bool = typer.Option(
         False,
@@ -115,4 +116,4 @@ def comparison_dict(comparison: Comparison, baseline: Path, candidate: Path) -> 
 
 
 def register(app: typer.Typer) -> None:
-    app.command("compare")(compare_cmd)
+    app.command("compare", cls=Command)(compare_cmd)

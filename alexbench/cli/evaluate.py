@@ -13,6 +13,7 @@ from alexbench.cli import options as opt
 from alexbench.cli.common import (
     JSON_OPTION,
     WIDE_OPTION,
+    Command,
     check_output_file,
     console,
     emit_json,
@@ -23,7 +24,7 @@ from alexbench.cli.common import (
     signals_as_interrupts,
     split_list,
 )
-from alexbench.devices import Device, is_available, require
+from alexbench.devices import Device, require
 from alexbench.errors import InputError
 from alexbench.evaluate import CellStatus, evaluate_model
 from alexbench.exit_codes import ExitCode, outcome
@@ -53,34 +54,48 @@ def evaluate_cmd(
     num_classes: int | None = opt.NUM_CLASSES,
     image_size: int | None = opt.IMAGE_SIZE,
     normalize: Normalization | None = opt.NORMALIZE,
-    dataset: DatasetKind = typer.Option(DatasetKind.CIFAR10, "--dataset"),
-    data_dir: Path = typer.Option(
-        Path("data"), "--data-dir", help="CIFAR-10 root or ImageFolder tree."
+    dataset: DatasetKind | None = typer.Option(
+        None,
+        "--dataset",
+        help="cifar10, imagefolder or synthetic (default: the dataset the checkpoint was "
+        "trained on, else cifar10).",
+    ),
+    data_dir: Path | None = typer.Option(
+        None,
+        "--data-dir",
+        help="CIFAR-10 root or ImageFolder tree (default: the checkpoint's when --dataset is "
+        "taken from it, else data).",
     ),
     download: bool = typer.Option(False, "--download", help="Download CIFAR-10 if missing."),
     split: Split = typer.Option(
-        Split.VAL, "--split", help="val: DIR/val, DIR/test, or train's held-out part."
+        Split.VAL,
+        "--split",
+        help="val: DIR/val, DIR/test, or train's held-out part; train: the training images.",
     ),
     val_fraction: float | None = typer.Option(
-        None, "--val-fraction", help="Held-out share (default: the checkpoint's, else 0.1)."
+        None,
+        "--val-fraction",
+        help="Held-out share of train, in [0, 1) (default: the checkpoint's, else 0.1).",
     ),
     split_seed: int | None = typer.Option(
         None, "--split-seed", help="Seed of the held-out split (default: the checkpoint's, else 0)."
     ),
-    synthetic_size: int | None = typer.Option(None, "--synthetic-size", min=10),
-    backend: str = typer.Option(
-        "eager",
-        "--backend",
-        "-b",
-        help="Comma list: eager, torchscript, pt2, onnxruntime, compile.",
+    synthetic_size: int | None = typer.Option(
+        None,
+        "--synthetic-size",
+        help="Training images of --dataset synthetic (default: the checkpoint's, else 2000).",
+        min=10,
     ),
-    precision: str = typer.Option("fp32", "--precision", "-p", help="Comma list: fp32, bf16, ..."),
-    device: Device | None = typer.Option(None, "--device", help="(default: cuda if available)."),
-    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    backend: str = opt.backend_list("eager"),
+    precision: str = opt.precision_list("fp32"),
+    device: Device | None = opt.device_one(),
+    batch_size: int = opt.batch_one(256, "Images per forward pass."),
     artifacts: Path | None = opt.ARTIFACTS,
-    plot: Path | None = typer.Option(None, "--plot", help="Write a confusion-matrix heat map PNG."),
-    out: Path | None = typer.Option(None, "--out", help="Write the full report as a JSON file."),
-    cache_limit_gb: float = typer.Option(2.0, "--cache-limit-gb", help="Else stream the folder."),
+    plot: Path | None = opt.plot_file("Write a confusion-matrix heat map to this PNG file."),
+    out: Path | None = opt.out_file("Write the full report to this JSON file."),
+    cache_limit_gb: float = typer.Option(
+        2.0, "--cache-limit-gb", help="Decode into memory up to this size in GiB, else stream."
+    ),
     crop_fraction: float | None = typer.Option(
         None,
         "--crop-fraction",
@@ -115,7 +130,7 @@ def evaluate_cmd(
             check_output_file(path, option)
     backends = [parse_backend(b) for b in split_list(backend, "--backend")]
     precisions = parse_enum_list(precision, Precision, "--precision")
-    device = device or (Device.CUDA if is_available(Device.CUDA) else Device.CPU)
+    device = opt.device_default(device)
     require(device)
     bundle = bundle_for(
         console, artifacts, backends,
@@ -124,6 +139,7 @@ def evaluate_cmd(
     )  # fmt: skip
     meta = bundle.loaded.meta
     trained: dict[str, Any] = meta.provenance.get("data") or {}
+    dataset, data_dir = _dataset_for(dataset, data_dir, trained)
     default_crop = 1.0 if checkpoint is not None else TORCHVISION_CROP
     spec = DataSpec(
         kind=dataset,
@@ -179,5 +195,27 @@ def evaluate_cmd(
     raise typer.Exit(code)
 
 
+def _dataset_for(
+    dataset: DatasetKind | None, data_dir: Path | None, trained: dict[str, Any]
+) -> tuple[DatasetKind, Path]:
+    """--dataset and --data-dir as given; else the dataset the checkpoint records it was trained
+    on (and, unless --data-dir is given, its folder); else cifar10 in data/. Says which."""
+    recorded = trained.get("kind")
+    if dataset is None and recorded in {k.value for k in DatasetKind}:
+        dataset = DatasetKind(recorded)
+        data_dir = data_dir or Path(trained.get("data_dir") or "data")
+        console.print(
+            f"Dataset: {dataset.value} (the checkpoint's training data; --dataset to change)",
+            markup=False,
+            highlight=False,
+        )
+    elif dataset is None:
+        dataset = DatasetKind.CIFAR10
+        console.print(
+            "Dataset: cifar10 (the default; --dataset to change)", markup=False, highlight=False
+        )
+    return dataset, data_dir or Path("data")
+
+
 def register(app: typer.Typer) -> None:
-    app.command("evaluate")(evaluate_cmd)
+    app.command("evaluate", cls=Command)(evaluate_cmd)

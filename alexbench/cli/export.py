@@ -9,7 +9,8 @@ import typer
 from alexbench import report
 from alexbench.checkpoint import Normalization, load_model
 from alexbench.cli import options as opt
-from alexbench.cli.common import console, err_console, handle_errors, parse_enum_list
+from alexbench.cli.common import Command, console, err_console, handle_errors, parse_enum_list
+from alexbench.cli.model_args import check_model_options, read_images
 from alexbench.errors import InputError
 from alexbench.exporters import (
     DEFAULT_OPSET,
@@ -18,17 +19,14 @@ from alexbench.exporters import (
     folder_for,
     point_latest,
 )
-from alexbench.inputs import image_inputs
 from alexbench.runtimes import ArtifactFormat
 
 
 @handle_errors
 def export_cmd(
-    out: Path | None = typer.Option(
+    out: Path | None = opt.out_folder(
         None,
-        "--out",
-        "-o",
-        help="Folder for this model's artifacts (default: its own folder under exports/, and "
+        "Folder for this model's artifacts (default: its own folder under exports/, and "
         "exports/latest points at it). A folder of another model is refused unless --force.",
     ),
     formats: str = typer.Option(
@@ -37,19 +35,18 @@ def export_cmd(
         "-f",
         help="Comma list of torchscript, onnx, pt2, onnx-fp16, onnx-int8 (needs --calib-data; "
         "added automatically when --calib-data is given).",
+        metavar=opt.LIST,
     ),
     calib_data: Path | None = opt.CALIB_DATA,
     calib_samples: int = opt.CALIB_SAMPLES,
-    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset version."),
+    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset version, 7 to 25."),
     onnx_exporter: OnnxExporter = typer.Option(
         OnnxExporter.DYNAMO,
         "--onnx-exporter",
         help="dynamo (default) or the legacy TorchScript one.",
     ),
-    force: bool = typer.Option(
-        False,
-        "--force",
-        help="Export even when fresh artifacts exist; replace another model's artifacts in --out.",
+    force: bool = opt.force(
+        "Export even when fresh artifacts exist; replace another model's artifacts in --out."
     ),
     checkpoint: Path | None = opt.CHECKPOINT,
     weights: Path | None = opt.WEIGHTS,
@@ -71,6 +68,7 @@ def export_cmd(
       alexbench export --calib-data ../shared/data/cifar10/train   (adds an int8 ONNX model)
     """
     fmts = parse_enum_list(formats, ArtifactFormat, "--format")
+    check_model_options(checkpoint, normalize)
     if out is not None and out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file, expected a folder")
     loaded = load_model(
@@ -83,7 +81,7 @@ def export_cmd(
     )
     calibration = None
     if calib_data is not None:
-        calibration = image_inputs(calib_data, calib_samples, loaded.meta, seed=0)
+        calibration = read_images(calib_data, calib_samples, loaded.meta, "--calib-data")
         if ArtifactFormat.ONNX_INT8 not in fmts:
             fmts.append(ArtifactFormat.ONNX_INT8)
     folder = out if out is not None else folder_for(loaded)
@@ -113,4 +111,4 @@ def export_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export")(export_cmd)
+    app.command("export", cls=Command)(export_cmd)

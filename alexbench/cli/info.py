@@ -5,7 +5,14 @@ from __future__ import annotations
 import typer
 
 from alexbench import environment, report
-from alexbench.cli.common import JSON_OPTION, console, emit_json, handle_errors, json_output
+from alexbench.cli.common import (
+    JSON_OPTION,
+    Command,
+    console,
+    emit_json,
+    handle_errors,
+    json_output,
+)
 from alexbench.devices import available_devices
 
 
@@ -25,4 +32,4 @@ def info_cmd(as_json: bool = JSON_OPTION) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("info")(info_cmd)
+    app.command("info", cls=Command)(info_cmd)

@@ -2,26 +2,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from rich.console import Console
 
-from alexbench.checkpoint import Normalization
+from alexbench.checkpoint import ModelMeta, Normalization
 from alexbench.cli.common import err_console
 from alexbench.devices import Device
-from alexbench.errors import InputError
+from alexbench.errors import DataError, InputError
 from alexbench.exporters import (
     folder_for,
     model_for_artifacts,
     prepare_bundle,
     recorded_onnx_settings,
 )
-from alexbench.inputs import image_inputs
+from alexbench.inputs import InputSet, image_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import ArtifactFormat, Backend, ModelBundle, get_runtime, unsupported_reason
 
 DEFAULT_CALIB_SAMPLES = 64
+
+
+def read_images(
+    directory: Path, count: int, meta: ModelMeta, option: str, seed: int = 0
+) -> InputSet:
+    """`image_inputs`, with its errors naming `option` (the option this command has: --data-dir
+    or --calib-data) rather than the --data it names on its own."""
+    try:
+        return image_inputs(directory, count, meta, seed=seed)
+    except DataError as e:
+        message = str(e)
+        if message.startswith("--data "):
+            raise DataError(option + message[len("--data") :]) from None
+        raise
+
+
+def check_model_options(checkpoint: Path | None, normalize: Normalization | None) -> None:
+    """A checkpoint records its own normalisation: --normalize beside it would be ignored."""
+    if checkpoint is not None and normalize is not None:
+        raise InputError(
+            "--normalize applies to --weights or the seeded model; "
+            f"{checkpoint} records its own normalisation"
+        )
 
 
 def bundle_for(
@@ -45,6 +69,9 @@ def bundle_for(
     model's own folder under exports/."""
     if artifacts is not None and artifacts.exists() and not artifacts.is_dir():
         raise InputError(f"--artifacts {artifacts}: is a file, expected a folder")
+    check_model_options(checkpoint, normalize)
+    if normalize is not None and checkpoint is None and weights is None and seed is None:
+        seed = 0  # --normalize names a model too (the seeded one), not the last export's
     loaded = model_for_artifacts(
         artifacts,
         checkpoint=checkpoint,
@@ -64,10 +91,10 @@ def bundle_for(
                 needed.append(fmt)
     calibration = None
     if calib_data is not None and ArtifactFormat.ONNX_INT8 in needed:
-        calibration = image_inputs(calib_data, calib_samples, loaded.meta, seed=0)
+        calibration = read_images(calib_data, calib_samples, loaded.meta, "--calib-data")
     folder = artifacts if artifacts is not None else folder_for(loaded)
     opset, exporter = recorded_onnx_settings(folder)
-    with console.status("checking artifacts...") as status:
+    with console.status("checking artifacts...") as status, _export_hint(folder):
         bundle = prepare_bundle(
             loaded,
             folder,
@@ -91,3 +118,17 @@ def bundle_for(
         markup=False,
     )
     return bundle
+
+
+@contextlib.contextmanager
+def _export_hint(folder: Path) -> Iterator[None]:
+    """verify, bench and evaluate have no --force: the exporters' "--force to replace them"
+    becomes the export command that does it."""
+    try:
+        yield
+    except InputError as e:
+        message = str(e)
+        if not message.endswith("--force to replace them"):
+            raise
+        hint = f"`alexbench export --out {folder} --force` (same model options) to replace them"
+        raise InputError(message.removesuffix("--force to replace them") + hint) from None

@@ -1,25 +1,51 @@
-"""Options shared by several commands, defined once so that they read the same everywhere."""
+"""Options shared by several commands, declared once so that each concept has one name, one short
+form and one form (list, single value, switch or path) on every command that has it.
+
+README "Options: one vocabulary" is the table of them all; tests/test_vocabulary.py checks the
+commands against it. Conventions:
+
+- a list option takes one comma-separated value and its help starts with "Comma list"; a command
+  that sweeps (bench, verify, ceilings, evaluate's runtimes) takes lists, the others one value;
+- a switch is a plain flag (or a --x/--no-x pair) and takes no value;
+- every option has help text, with its unit where it has one, and states a range once.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
 
+from alexbench.devices import Device
+from alexbench.runtimes.base import CompileMode
+
+# ------------------------------------------------------------------ the model
+
 CHECKPOINT = typer.Option(
-    None, "--checkpoint", help="An alexbench checkpoint (carries its own metadata).", dir_okay=False
+    None,
+    "--checkpoint",
+    help="An alexbench checkpoint file (carries its classes, image size and normalisation).",
+    dir_okay=False,
 )
 WEIGHTS = typer.Option(
-    None, "--weights", help="A plain torchvision AlexNet state dict (e.g. ImageNet weights).",
+    None, "--weights", help="A plain torchvision AlexNet state dict file (e.g. ImageNet weights).",
     dir_okay=False,
 )  # fmt: skip
 SEED = typer.Option(None, "--seed", help="Seed of the random-init default model (default: 0).")
 NUM_CLASSES = typer.Option(
-    None, "--num-classes", help="Output classes (default: 1000, or from the weights).", min=1
+    None, "--num-classes", help="Output classes, at least 1 (default: 1000, or from the weights)."
 )
 IMAGE_SIZE = typer.Option(
-    None, "--image-size", help="Input height/width in pixels, >= 64 (default: 224).", min=1
+    None,
+    "--image-size",
+    help="Input height and width in pixels, at least 64 (default: 224, or the checkpoint's).",
 )
 NORMALIZE = typer.Option(
-    None, "--normalize", help="Input normalisation for --weights (default: imagenet)."
+    None,
+    "--normalize",
+    help="Per-channel mean/std the model's input is normalised with, for --weights or the "
+    "seeded model (default: imagenet; a --checkpoint records its own).",
 )
 ARTIFACTS = typer.Option(
     None, "--artifacts",
@@ -31,6 +57,93 @@ THREADS = typer.Option(
     None, "--threads", help="Intra-op threads for torch and ONNX Runtime (default: library's)."
 )
 CALIB_DATA = typer.Option(
-    None, "--calib-data", help="Image folder for int8 calibration (real images).", file_okay=False
+    None,
+    "--calib-data",
+    help="Image folder (flat or DIR/<class>/) for int8 calibration (real images).",
+    file_okay=False,
 )
 CALIB_SAMPLES = typer.Option(64, "--calib-samples", help="Images used for int8 calibration.", min=1)
+
+# ------------------------------------------------------------------ runtimes, devices, precisions
+
+COMPILE_MODE = typer.Option(
+    CompileMode.DEFAULT, "--compile-mode", help="torch.compile's mode (compile backend only)."
+)
+
+BACKENDS = "eager, torchscript, pt2 (torch.export), onnxruntime, compile"
+LIST = "<list>"  # what --help shows for a comma-list option, instead of <str>
+
+
+def backend_list(default: str) -> Any:
+    return typer.Option(
+        default, "--backend", "-b", help=f"Comma list of runtimes: {BACKENDS}.", metavar=LIST
+    )
+
+
+def device_list() -> Any:
+    return typer.Option(
+        None,
+        "--device",
+        "-d",
+        help="Comma list of cpu, cuda (default: every available device).",
+        metavar=LIST,
+    )
+
+
+def device_one() -> Any:
+    return typer.Option(
+        None, "--device", "-d", help="cpu or cuda (default: cuda when available, else cpu)."
+    )
+
+
+def precision_list(default: str, choices: str = "fp32, tf32, fp16, bf16, int8") -> Any:
+    return typer.Option(
+        default, "--precision", "-p", help=f"Comma list of {choices}.", metavar=LIST
+    )
+
+
+def precision_one(default: Any, help: str) -> Any:
+    return typer.Option(default, "--precision", "-p", help=help)
+
+
+def batch_list(default: str) -> Any:
+    return typer.Option(
+        default,
+        "--batch",
+        "--batch-size",
+        help="Comma list of batch sizes in images per forward pass, e.g. 1,8,64,256.",
+        metavar=LIST,
+    )
+
+
+def batch_one(default: int, help: str) -> Any:
+    """One batch size (images); `--batch-size` is kept as a second name for old scripts."""
+    return typer.Option(default, "--batch", "--batch-size", help=help, min=1)
+
+
+# ------------------------------------------------------------------ outputs
+# Paths are checked by the commands themselves (one-line errors before any work), not by Click.
+
+
+def out_folder(default: Path | None, help: str, *old_names: str) -> Any:
+    """--out/-o: the folder a command writes into."""
+    return typer.Option(default, "--out", "-o", *old_names, help=help)
+
+
+def out_file(help: str, *old_names: str) -> Any:
+    """--out/-o: the file a command writes."""
+    return typer.Option(None, "--out", "-o", *old_names, help=help)
+
+
+def plot_file(help: str) -> Any:
+    return typer.Option(None, "--plot", help=help)
+
+
+def force(help: str, *old_names: str) -> Any:
+    return typer.Option(False, "--force", *old_names, help=help)
+
+
+def device_default(device: Device | None) -> Device:
+    from alexbench.devices import is_available
+
+    return device or (Device.CUDA if is_available(Device.CUDA) else Device.CPU)

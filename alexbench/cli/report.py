@@ -8,7 +8,8 @@ import typer
 
 from alexbench import report
 from alexbench.bench.compare import incomplete_description
-from alexbench.cli.common import console, err_console, handle_errors
+from alexbench.cli import options as opt
+from alexbench.cli.common import WIDE_OPTION, Command, console, err_console, handle_errors
 from alexbench.errors import InputError
 from alexbench.results import collect_runs
 
@@ -20,20 +21,20 @@ def report_cmd(
         help="Results JSON files or folders (searched recursively); default: the newest run "
         "in ./results, or all of ./results with --out.",
     ),
-    out: Path | None = typer.Option(
+    out: Path | None = opt.out_folder(
         None,
-        "--out",
-        help="Write report.html (self-contained, opens offline), report.md and the PNGs here.",
+        "Folder to write report.html (self-contained, opens offline), report.md and the PNGs into.",
     ),
-    plot: Path | None = typer.Option(
-        None, "--plot", help="Also write the throughput plot to this file (.png, .pdf or .svg)."
+    plot: Path | None = opt.plot_file(
+        "Also write the throughput plot to this file (.png, .pdf or .svg)."
     ),
     threshold: float = typer.Option(
-        0.05, "--threshold", help="With several runs and --out: compare's --threshold."
+        0.05,
+        "--threshold",
+        help="With several runs and --out: compare's --threshold, a fraction in [0, 1) "
+        "(0.05 = 5%).",
     ),
-    wide: bool = typer.Option(
-        False, "--wide", help="Show every column, even past the terminal width."
-    ),
+    wide: bool = WIDE_OPTION,
 ) -> None:
     """Show saved benchmark runs as tables, or write a report to share.
 
@@ -91,4 +92,4 @@ def _render_run(run: object, wide: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("report")(report_cmd)
+    app.command("report", cls=Command)(report_cmd)

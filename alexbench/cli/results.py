@@ -9,6 +9,7 @@ import typer
 from alexbench.cli.common import (
     JSON_OPTION,
     WIDE_OPTION,
+    Command,
     console,
     emit_json,
     err_console,
@@ -72,4 +73,4 @@ def _note_skipped(listing: RunListing) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("results")(results_cmd)
+    app.command("results", cls=Command)(results_cmd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,24 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from alexbench.cli.common import console, err_console, handle_errors
-from alexbench.devices import Device, is_available
+from alexbench.cli import options as opt
+from alexbench.cli.common import Command, console, err_console, handle_errors
+from alexbench.devices import Device
 from alexbench.errors import InputError
 from alexbench.precision import Precision
 from alexbench.training.config import InitKind, OptimizerKind, ScheduleKind, TrainConfig
 from alexbench.training.data import Augment, DatasetKind, DataSpec, NormalizeChoice
 from alexbench.training.persist import CURVES_PNG
 from alexbench.training.train import EpochRecord, TrainReporter, fit
+
+
+class TrainPrecision(StrEnum):
+    """The precisions training supports (int8 is for exported models only)."""
+
+    FP32 = "fp32"
+    TF32 = "tf32"
+    FP16 = "fp16"
+    BF16 = "bf16"
 
 
 class RichReporter(TrainReporter):
@@ -111,9 +122,13 @@ def train_cmd(
     ),
     download: bool = typer.Option(False, "--download", help="Download CIFAR-10 if missing."),
     val_fraction: float = typer.Option(
-        0.1, "--val-fraction", help="Share of train held out when there is no val/ or test/."
+        0.1,
+        "--val-fraction",
+        help="Share of train held out for validation, in [0, 1), when there is no val/ or test/.",
     ),
-    image_size: int = typer.Option(224, "--image-size", help="Training resolution, >= 64."),
+    image_size: int = typer.Option(
+        224, "--image-size", help="Training resolution in pixels, at least 64."
+    ),
     augment: Augment = typer.Option(
         Augment.CROP_FLIP,
         "--augment",
@@ -123,20 +138,24 @@ def train_cmd(
     normalize: NormalizeChoice = typer.Option(
         NormalizeChoice.DATASET,
         "--normalize",
-        help="dataset: CIFAR-10's table or measured from the training images.",
+        help="Per-channel mean/std the model's input is normalised with, recorded in the "
+        "checkpoint: dataset (CIFAR-10's table, or measured on the training images), imagenet, "
+        "cifar10 or none.",
     ),
     synthetic_size: int = typer.Option(
         2000, "--synthetic-size", help="Training images of --dataset synthetic.", min=10
     ),
-    epochs: int = typer.Option(12, "--epochs", min=1),
-    batch_size: int = typer.Option(128, "--batch-size", help="Per process under DDP.", min=1),
-    optimizer: OptimizerKind = typer.Option(OptimizerKind.SGD, "--optimizer"),
+    epochs: int = typer.Option(12, "--epochs", help="Passes over the training images.", min=1),
+    batch_size: int = opt.batch_one(128, "Images per optimizer step (per process under DDP)."),
+    optimizer: OptimizerKind = typer.Option(
+        OptimizerKind.SGD, "--optimizer", help="sgd (Nesterov momentum), adam or adamw."
+    ),
     lr: float | None = typer.Option(
         None, "--lr", help="Peak learning rate (default: 0.02 sgd, 1e-3 adam/adamw)."
     ),
     momentum: float = typer.Option(0.9, "--momentum", help="SGD (Nesterov) momentum."),
     weight_decay: float | None = typer.Option(
-        None, "--weight-decay", help="(default: 5e-4 sgd/adam, 0.05 adamw)."
+        None, "--weight-decay", help="Weight decay factor (default: 5e-4 sgd/adam, 0.05 adamw)."
     ),
     schedule: ScheduleKind = typer.Option(
         ScheduleKind.ONECYCLE,
@@ -144,9 +163,15 @@ def train_cmd(
         help="onecycle; cosine (with --warmup-epochs); constant (the guide's fixed rate).",
     ),
     warmup_epochs: float = typer.Option(
-        1.0, "--warmup-epochs", help="Warm-up of --schedule cosine."
+        1.0, "--warmup-epochs", help="Epochs of linear warm-up of --schedule cosine."
     ),
-    label_smoothing: float = typer.Option(0.1, "--label-smoothing", min=0.0, max=1.0),
+    label_smoothing: float = typer.Option(
+        0.1,
+        "--label-smoothing",
+        help="Share of each target's probability spread over the other classes.",
+        min=0.0,
+        max=1.0,
+    ),
     dropout: float = typer.Option(
         0.5, "--dropout", min=0.0, max=0.95, help="Dropout before each hidden FC layer."
     ),
@@ -156,15 +181,16 @@ def train_cmd(
         help="he: He-normal convs (trains from the first epoch); torchvision: PyTorch's defaults.",
     ),
     clip_grad: float | None = typer.Option(
-        None, "--clip-grad", help="Clip the gradient norm to this value."
+        None, "--clip-grad", help="Clip the gradients' L2 norm to this value (default: no clip)."
     ),
-    precision: Precision = typer.Option(
-        Precision.FP32, "--precision", help="fp32; bf16 (autocast, cpu or cuda); fp16 (cuda)."
+    precision: TrainPrecision = opt.precision_one(
+        TrainPrecision.FP32,
+        "fp32; tf32 (cuda); fp16 (cuda, with loss scaling); bf16 (autocast, cpu or cuda).",
     ),
-    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last"),
-    device: Device | None = typer.Option(
-        None, "--device", help="(default: cuda when available, else cpu)."
+    channels_last: bool = typer.Option(
+        True, "--channels-last/--no-channels-last", help="Train in the channels_last layout."
     ),
+    device: Device | None = opt.device_one(),
     seed: int = typer.Option(0, "--seed", help="Seeds init, shuffling, augmentation, dropout."),
     split_seed: int = typer.Option(
         0,
@@ -179,18 +205,18 @@ def train_cmd(
         None, "--workers", help="Decode workers when a folder is streamed (default: auto).", min=0
     ),
     cache_limit_gb: float = typer.Option(
-        2.0, "--cache-limit-gb", help="Decode into memory up to this size, else stream."
+        2.0, "--cache-limit-gb", help="Decode into memory up to this size in GiB, else stream."
     ),
-    out: Path | None = typer.Option(
-        None, "--out", help="Run directory (default: runs/<dataset>-<size>px)."
+    out: Path | None = opt.out_folder(
+        None, "Run folder (default: runs/<dataset>-<size>px, or the resumed run's)."
     ),
     resume: Path | None = typer.Option(
         None,
         "--resume",
-        help="Continue from a last.pt (its recipe wins over options).",
+        help="Continue from a last.pt file (its recipe wins over options).",
         dir_okay=False,
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --out."),
+    force: bool = opt.force("Replace a run already in --out.", "--overwrite"),
 ) -> None:
     """Train AlexNet; write last.pt/best.pt, history.json/csv and curves.png into --out.
 
@@ -204,7 +230,7 @@ def train_cmd(
 
       torchrun --nproc_per_node 2 -m alexbench train --dataset synthetic --image-size 64
     """
-    device = device or (Device.CUDA if is_available(Device.CUDA) else Device.CPU)
+    device = opt.device_default(device)
     spec = DataSpec(
         kind=dataset,
         data_dir=data_dir or Path("data"),
@@ -219,10 +245,12 @@ def train_cmd(
     )
     if out is None:
         out = resume.parent if resume else Path("runs") / f"{dataset.value}-{image_size}px"
-    if resume is None and (out / "last.pt").exists() and not overwrite:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file, expected a folder")
+    if resume is None and (out / "last.pt").exists() and not force:
         raise InputError(
             f"{out} already holds a run: --resume {out / 'last.pt'} to continue it, "
-            "--overwrite to replace it, or --out for a new directory"
+            "--force to replace it, or --out for a new folder"
         )
     config = TrainConfig(
         data=spec,
@@ -238,7 +266,7 @@ def train_cmd(
         label_smoothing=label_smoothing,
         dropout=dropout,
         clip_grad=clip_grad,
-        precision=precision,
+        precision=Precision(precision.value),
         channels_last=channels_last,
         seed=seed,
         steps_per_epoch=steps_per_epoch,
@@ -262,4 +290,4 @@ def train_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train_cmd)
+    app.command("train", cls=Command)(train_cmd)

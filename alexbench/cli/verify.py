@@ -12,6 +12,7 @@ from alexbench.cli import options as opt
 from alexbench.cli.common import (
     JSON_OPTION,
     WIDE_OPTION,
+    Command,
     check_output_file,
     console,
     emit_json,
@@ -22,13 +23,13 @@ from alexbench.cli.common import (
     signals_as_interrupts,
     split_list,
 )
-from alexbench.cli.model_args import bundle_for
+from alexbench.cli.model_args import bundle_for, read_images
 from alexbench.devices import Device, available_devices, require
 from alexbench.environment import capture
 from alexbench.errors import DataError, InputError
 from alexbench.exit_codes import ExitCode, outcome_of
 from alexbench.fileio import write_json
-from alexbench.inputs import image_inputs, random_inputs
+from alexbench.inputs import random_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import SessionOptions, parse_backend
 from alexbench.runtimes.base import CompileMode
@@ -40,33 +41,23 @@ DEFAULT_BACKENDS = "eager,torchscript,pt2,onnxruntime"
 @handle_errors
 @json_output
 def verify_cmd(
-    backend: str = typer.Option(
-        DEFAULT_BACKENDS,
-        "--backend",
-        "-b",
-        help="Comma list: eager, torchscript, pt2 (export), onnxruntime, compile.",
-    ),
-    device: str | None = typer.Option(
-        None, "--device", "-d", help="Comma list of cpu, cuda (default: every available device)."
-    ),
-    precision: str = typer.Option(
-        "fp32", "--precision", "-p", help="Comma list of fp32, tf32, fp16, bf16, int8."
-    ),
-    batch: int = typer.Option(
-        8, "--batch", help="Samples compared; also the largest dynamic-batch size checked.", min=1
+    backend: str = opt.backend_list(DEFAULT_BACKENDS),
+    device: str | None = opt.device_list(),
+    precision: str = opt.precision_list("fp32"),
+    batch: int = opt.batch_one(
+        8, "Images compared per cell; also the largest dynamic-batch size checked."
     ),
     data: Path | None = typer.Option(
-        None, "--data", help="ImageFolder directory: compare on real images instead of noise."
-    ),
-    report_path: Path | None = typer.Option(
         None,
-        "--report",
-        help="JSON report path (default: verify-report.json in the artifacts' folder).",
+        "--data-dir",
+        "--data",
+        help="Image folder (flat or DIR/<class>/): compare on real images instead of noise.",
+    ),
+    report_path: Path | None = opt.out_file(
+        "JSON report file (default: verify-report.json in the artifacts' folder).", "--report"
     ),
     threads: int | None = opt.THREADS,
-    compile_mode: CompileMode = typer.Option(
-        CompileMode.DEFAULT, "--compile-mode", help="torch.compile's mode (compile backend only)."
-    ),
+    compile_mode: CompileMode = opt.COMPILE_MODE,
     artifacts: Path | None = opt.ARTIFACTS,
     calib_data: Path | None = opt.CALIB_DATA,
     calib_samples: int = opt.CALIB_SAMPLES,
@@ -86,11 +77,11 @@ def verify_cmd(
 
       alexbench verify
 
-      alexbench verify --data ../shared/data/cifar10/train --batch 32
+      alexbench verify --data-dir ../shared/data/cifar10/train --batch 32
 
       alexbench verify --backend eager,onnxruntime --precision fp32,bf16 --device cpu
 
-      alexbench verify --json  (stdout: the report document, as written to --report)
+      alexbench verify --json  (stdout: the report document, as written to --out)
     """
     backends = [parse_backend(b) for b in split_list(backend, "--backend")]
     devices = parse_enum_list(device, Device, "--device") if device else available_devices()
@@ -100,9 +91,9 @@ def verify_cmd(
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be at least 1, got {threads}")
     if data is not None and not data.is_dir():  # fail before any export work
-        raise DataError(f"--data {data}: no such directory")
+        raise DataError(f"--data-dir {data}: no such directory")
     if report_path is not None:
-        check_output_file(report_path, "--report")
+        check_output_file(report_path, "--out")
     bundle = bundle_for(
         console, artifacts, backends,
         checkpoint=checkpoint, weights=weights, seed=seed,
@@ -112,7 +103,7 @@ def verify_cmd(
     )  # fmt: skip
     meta = bundle.loaded.meta
     inputs = (
-        image_inputs(data, batch, meta, seed or 0)
+        read_images(data, batch, meta, "--data-dir", seed or 0)
         if data is not None
         else random_inputs(batch, meta.image_size, seed or 0)
     )
@@ -143,4 +134,4 @@ def verify_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("verify")(verify_cmd)
+    app.command("verify", cls=Command)(verify_cmd)
