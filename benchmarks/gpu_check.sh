@@ -88,7 +88,7 @@ if [ "$DRY" = 1 ]; then
     RUN=(--warmup 1 --min-time 0.05 --min-iters 3)
     VERIFY_BATCH=4
     TRAIN_PRECISIONS="fp32 bf16" # no fp16 training on a CPU: fp32 stands in
-    TRAIN=(--dataset synthetic --synthetic-size 32 --batch-size 16 --image-size 64 --epochs 1)
+    TRAIN=(--dataset synthetic --synthetic-size 32 --batch 16 --image-size 64 --epochs 1)
     CV_PRECISIONS=fp32
     CB=(--precision fp32 --batch 1)
     CG=(--precision fp32 --batch 1)
@@ -103,7 +103,7 @@ else
     RUN=(--warmup 3 --min-time 0.1 --min-iters 20)
     VERIFY_BATCH=8
     TRAIN_PRECISIONS="fp16 bf16"
-    TRAIN=(--dataset synthetic --synthetic-size 1024 --batch-size 128 --image-size 64 --epochs 1)
+    TRAIN=(--dataset synthetic --synthetic-size 1024 --batch 128 --image-size 64 --epochs 1)
     CV_PRECISIONS=fp32,tf32,fp16,bf16
     CB=(--precision "fp32,bf16" --batch "1,64,256")
     CG=(--precision bf16 --batch "1,256")
@@ -289,7 +289,7 @@ keep "$STAGE/results/ceilings" "$XDG_CACHE_HOME"/alexbench/ceilings/*.json
 # 4. Parity of every non-compile runtime at every precision (exports the artifacts first).
 step verify 240 0 "${ALEX[@]}" verify --device "$DEV" --backend "$BACKENDS" \
     --precision "$PRECISIONS" --batch "$VERIFY_BATCH" "${ART[@]}" \
-    --report "$STAGE/results/verify-report.json" ${MODEL[@]+"${MODEL[@]}"}
+    --out "$STAGE/results/verify-report.json" ${MODEL[@]+"${MODEL[@]}"}
 keep "$STAGE/results/exports" "$WORK/exports/manifest.json"
 
 # 5. The sweep: plain, with CUDA graphs, with transfers (torch.compile's cells in step 7).
@@ -297,7 +297,7 @@ bench() { # NAME CAP OPTIONS...
     local name=$1 cap=$2
     shift 2
     step "$name" "$cap" 0 "${ALEX[@]}" bench --device "$DEV" "${ART[@]}" \
-        --results-dir "$STAGE/results/$name" ${MODEL[@]+"${MODEL[@]}"} "$@"
+        --out "$STAGE/results/$name" ${MODEL[@]+"${MODEL[@]}"} "$@"
 }
 GRID=(--backend "$BACKENDS" --precision "$PRECISIONS" --batch "$BATCHES" "${RUN[@]}")
 bench bench 150 "${GRID[@]}"
@@ -315,7 +315,7 @@ done
 # 7. torch.compile: parity at every precision, then a few bench cells per mode (see the budget).
 step verify-compile 150 0 "${ALEX[@]}" verify --device "$DEV" --backend compile \
     --precision "$CV_PRECISIONS" --batch 2 "${ART[@]}" \
-    --report "$STAGE/results/verify-compile-report.json" ${MODEL[@]+"${MODEL[@]}"}
+    --out "$STAGE/results/verify-compile-report.json" ${MODEL[@]+"${MODEL[@]}"}
 bench bench-compile 180 --backend compile "${CB[@]}" "${RUN[@]}"
 bench bench-compile-graphs 120 --backend compile "${CG[@]}" "${RUN[@]}" --cuda-graphs
 bench bench-compile-transfers 90 --backend compile "${CT[@]}" "${RUN[@]}" --include-transfers

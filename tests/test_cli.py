@@ -55,7 +55,7 @@ def test_unsupported_cells_are_listed_with_reasons(artifacts_copy, tmp_path):
     out = tmp_path / "r.json"
     r = invoke(
         "verify", "--artifacts", artifacts_copy, "--batch", 2, "--precision", "fp32,bf16,int8",
-        "--backend", "eager,torchscript,onnxruntime", "--report", out,
+        "--backend", "eager,torchscript,onnxruntime", "--out", out,
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     cells = {(c["backend"], c["precision"]): c for c in json.loads(out.read_text())["cells"]}
@@ -89,7 +89,7 @@ def test_verify_exit_codes_for_crashed_and_empty_runs(artifacts_copy, tmp_path):
     assert r.exit_code == 4, r.output
     assert "ERROR" in r.stdout and "a cell failed to run" in r.stderr
     r = invoke("verify", "--artifacts", artifacts_copy, "--batch", 2, "--backend", "torchscript",
-               "--precision", "bf16", "--report", tmp_path / "r.json")  # fmt: skip
+               "--precision", "bf16", "--out", tmp_path / "r.json")  # fmt: skip
     assert r.exit_code == 4 and "nothing was verified" in r.stderr
 
 
@@ -103,7 +103,7 @@ def test_export_then_reuse(tmp_path):
 
 
 def test_verify_on_real_images(artifacts_copy, cifar_subset):
-    r = invoke("verify", "--artifacts", artifacts_copy, "--batch", 6, "--data", cifar_subset,
+    r = invoke("verify", "--artifacts", artifacts_copy, "--batch", 6, "--data-dir", cifar_subset,
                "--backend", "eager,onnxruntime")  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "images from" in r.stdout
@@ -120,7 +120,7 @@ def test_verify_on_real_images(artifacts_copy, cifar_subset):
         (["export", "--image-size", "32"], "below the minimum of 64"),
         (["export", "--checkpoint", "missing.pt"], "missing.pt: no such file"),
         (["export", "--format", "tflite"], "unknown value 'tflite'"),
-        (["verify", "--data", "/nonexistent/dir"], "no such directory"),
+        (["verify", "--data-dir", "/nonexistent/dir"], "--data-dir /nonexistent/dir: no such"),
     ],
 )
 def test_bad_inputs_give_one_line_errors(args, message, tmp_path):
@@ -137,7 +137,7 @@ def test_corrupt_weights_file_is_one_line_error(tmp_path):
     bad = tmp_path / "w.pth"
     bad.write_bytes(b"garbage" * 100)
     err = one_line_error(invoke("export", "--weights", bad, "--out", tmp_path / "o"))
-    assert "w.pth: not a readable PyTorch file" in err
+    assert "w.pth: not a PyTorch checkpoint" in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

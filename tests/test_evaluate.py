@@ -113,11 +113,13 @@ def _local_app() -> typer.Typer:
 
 
 def test_cli_evaluate_writes_tables_plot_and_json(run_dir: Path, tmp_path: Path) -> None:
-    args = ["evaluate", "--checkpoint", str(run_dir / "best.pt"), "--dataset", "synthetic"]
+    # No --dataset: the checkpoint records that it was trained on synthetic data.
+    args = ["evaluate", "--checkpoint", str(run_dir / "best.pt")]
     args += ["--backend", "eager,onnxruntime", "--artifacts", str(tmp_path / "exports")]
     args += ["--plot", str(tmp_path / "cm.png"), "--out", str(tmp_path / "eval.json")]
     result = CliRunner().invoke(_local_app(), args)
     assert result.exit_code == 0, result.output
+    assert "Dataset: synthetic (the checkpoint's training data" in result.stdout
     assert "Confusion matrix" in result.stdout and "Per-class accuracy" in result.stdout
     assert (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"
     doc = json.loads((tmp_path / "eval.json").read_text())

@@ -179,7 +179,7 @@ def test_json_through_a_real_pipe_is_the_only_stdout():
 
 def test_bench_json_is_the_saved_results_and_the_tables_figures(small_artifacts, tmp_path):
     r = invoke(
-        "bench", "--artifacts", small_artifacts, "--results-dir", tmp_path, "--batch", "1,2",
+        "bench", "--artifacts", small_artifacts, "--out", tmp_path, "--batch", "1,2",
         "--backend", "eager,onnxruntime", "--precision", "fp32,bf16", "--json", "--wide", *FAST,
     )  # fmt: skip
     assert r.exit_code == 0, r.output
@@ -195,7 +195,7 @@ def test_bench_json_is_the_saved_results_and_the_tables_figures(small_artifacts,
 
 def test_bench_json_keeps_exit_1_on_a_parity_failure(corrupt_artifacts, tmp_path):
     r = invoke(
-        "bench", "--artifacts", corrupt_artifacts, "--results-dir", tmp_path, "--batch", "2",
+        "bench", "--artifacts", corrupt_artifacts, "--out", tmp_path, "--batch", "2",
         "--backend", "onnxruntime", "--precision", "fp32", "--json", *FAST,
     )  # fmt: skip
     assert r.exit_code == 1, r.output
@@ -207,8 +207,8 @@ def test_bench_json_keeps_exit_1_on_a_parity_failure(corrupt_artifacts, tmp_path
 def test_verify_json_is_the_report_and_the_tables_figures(corrupt_artifacts, tmp_path):
     args = ["verify", "--artifacts", corrupt_artifacts, "--batch", 2, "--device", "cpu"]
     args += ["--backend", "eager,onnxruntime", "--precision", "fp32,bf16"]
-    plain = invoke(*args, "--report", tmp_path / "plain.json")
-    r = invoke(*args, "--report", tmp_path / "r.json", "--json", "--wide")
+    plain = invoke(*args, "--out", tmp_path / "plain.json")
+    r = invoke(*args, "--out", tmp_path / "r.json", "--json", "--wide")
     assert plain.exit_code == r.exit_code == 1, r.output  # onnxruntime fails parity
     doc = document(r)
     assert doc == json.loads((tmp_path / "r.json").read_text())

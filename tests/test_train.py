@@ -267,7 +267,7 @@ def _local_app() -> typer.Typer:
 
 def test_cli_train_synthetic_one_epoch(tmp_path: Path) -> None:
     args = ["train", "--dataset", "synthetic", "--epochs", "1", "--image-size", "64"]
-    args += ["--synthetic-size", "40", "--batch-size", "16", "--steps-per-epoch", "2"]
+    args += ["--synthetic-size", "40", "--batch", "16", "--steps-per-epoch", "2"]
     args += ["--out", str(tmp_path / "run")]
     runner = CliRunner()
     result = runner.invoke(_local_app(), args)
@@ -277,6 +277,7 @@ def test_cli_train_synthetic_one_epoch(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = runner.invoke(_local_app(), args)  # refuses to overwrite a finished run
     assert again.exit_code == 2 and "already holds a run" in again.stderr
+    assert "--force to replace it" in again.stderr
     small = runner.invoke(_local_app(), ["train", "--dataset", "synthetic", "--image-size", "32"])
     assert small.exit_code == 2
     assert small.stderr.strip() == "error: --image-size 32 is below the minimum of 64"
@@ -301,7 +302,7 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     cmd += ["-m", "alexbench", "train", "--dataset", "synthetic", "--epochs", "1"]
-    cmd += ["--image-size", "64", "--synthetic-size", "64", "--batch-size", "8", "--out", str(out)]
+    cmd += ["--image-size", "64", "--synthetic-size", "64", "--batch", "8", "--out", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -28,7 +28,7 @@ def invoke(*args):
 def bench_run(small_artifacts, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     r = invoke(
-        "bench", "--artifacts", small_artifacts, "--results-dir", results, "--batch", "1,3",
+        "bench", "--artifacts", small_artifacts, "--out", results, "--batch", "1,3",
         "--backend", "eager,onnxruntime,torchscript", "--precision", "fp32,bf16", *FAST,
     )  # fmt: skip
     assert r.exit_code == 0, r.output
@@ -92,7 +92,7 @@ def test_parity_failure_is_reported_and_exits_1(small_artifacts, tmp_path):
     init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.1, init.name))
     onnx.save(model, str(corrupt / "alexnet.onnx"))
     r = invoke(
-        "bench", "--artifacts", corrupt, "--results-dir", tmp_path / "res",
+        "bench", "--artifacts", corrupt, "--out", tmp_path / "res",
         "--backend", "onnxruntime", "--batch", "2", "--precision", "fp32", *FAST,
     )  # fmt: skip
     assert r.exit_code == 1
@@ -114,7 +114,7 @@ def test_parity_failure_is_reported_and_exits_1(small_artifacts, tmp_path):
     ],
 )
 def test_bad_inputs_are_one_line_errors(args, message, tmp_path):
-    r = invoke("bench", "--results-dir", tmp_path, "--artifacts", tmp_path / "e", *args)
+    r = invoke("bench", "--out", tmp_path, "--artifacts", tmp_path / "e", *args)
     assert r.exit_code == 2
     assert r.stderr.strip() == f"error: {r.stderr.strip()[7:]}" and message in r.stderr
     assert "\n" not in r.stderr.strip() and not (tmp_path / "e").exists()
@@ -122,7 +122,7 @@ def test_bad_inputs_are_one_line_errors(args, message, tmp_path):
 
 def test_unwritable_results_dir(tmp_path):
     (tmp_path / "file").write_text("")
-    r = invoke("bench", "--results-dir", tmp_path / "file" / "sub", "--artifacts", tmp_path / "e")
+    r = invoke("bench", "--out", tmp_path / "file" / "sub", "--artifacts", tmp_path / "e")
     assert r.exit_code == 2 and "not writable" in r.stderr and "\n" not in r.stderr.strip()
 
 
@@ -130,7 +130,7 @@ def test_unwritable_results_dir(tmp_path):
 @pytest.mark.parametrize("flag", [None, "--cuda-graphs", "--include-transfers"])
 def test_cuda_bench_cells_follow_the_timing_contract(small_artifacts, tmp_path, flag):
     extra = [flag] if flag else []
-    r = invoke("bench", "--device", "cuda", "--artifacts", small_artifacts, "--results-dir",
+    r = invoke("bench", "--device", "cuda", "--artifacts", small_artifacts, "--out",
                tmp_path, "--batch", "2", "--backend", "eager,torchscript,pt2,onnxruntime",
                "--precision", "fp32", *SHORT, *extra)  # fmt: skip
     assert r.exit_code == 0, r.output
@@ -158,7 +158,7 @@ def test_error_cells_and_empty_sweeps_exit_4(small_artifacts, tmp_path):
     onnx_path = broken / "alexnet.onnx"
     onnx_path.write_bytes(onnx_path.read_bytes()[:1000])  # truncated: ORT cannot load it
     r = invoke(
-        "bench", "--artifacts", broken, "--results-dir", tmp_path / "res", "--backend",
+        "bench", "--artifacts", broken, "--out", tmp_path / "res", "--backend",
         "eager,onnxruntime", "--batch", "1", "--precision", "fp32", *FAST,
     )  # fmt: skip
     assert r.exit_code == 4, r.output
@@ -168,7 +168,7 @@ def test_error_cells_and_empty_sweeps_exit_4(small_artifacts, tmp_path):
     assert status == {"eager": "ok", "onnxruntime": "error"}
     # Every requested cell unsupported: an empty table is not a success.
     r = invoke(
-        "bench", "--artifacts", small_artifacts, "--results-dir", tmp_path / "res2",
+        "bench", "--artifacts", small_artifacts, "--out", tmp_path / "res2",
         "--backend", "torchscript", "--precision", "bf16", "--batch", "1", *FAST,
     )  # fmt: skip
     assert r.exit_code == 4 and "nothing was measured" in r.stderr
@@ -176,7 +176,7 @@ def test_error_cells_and_empty_sweeps_exit_4(small_artifacts, tmp_path):
 
 def test_repeat_pools_latencies_and_keeps_each_repeat(small_artifacts, tmp_path):
     r = invoke(
-        "bench", "--artifacts", small_artifacts, "--results-dir", tmp_path, "--backend", "eager",
+        "bench", "--artifacts", small_artifacts, "--out", tmp_path, "--backend", "eager",
         "--precision", "fp32", "--batch", "1,2", "--repeat", "3", *FAST,
     )  # fmt: skip
     assert r.exit_code == 0, r.output
@@ -200,7 +200,7 @@ def _bench_subprocess(artifacts, results, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
         [sys.executable, "-m", "alexbench", "bench", "--artifacts", str(artifacts),
-         "--results-dir", str(results), "--backend", "eager", "--precision", "fp32",
+         "--out", str(results), "--backend", "eager", "--precision", "fp32",
          "--batch", "1,2,3,4,5,6,7,8", "--min-time", "0.3", "--min-iters", "3", "--warmup", "1",
          "--device", "cpu"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
@@ -236,7 +236,7 @@ def test_a_signal_during_the_sweep_keeps_finished_cells(small_artifacts, tmp_pat
 
 def test_cuda_flags_on_cpu_are_recorded_as_not_applied(small_artifacts, tmp_path):
     r = invoke(
-        "bench", "--artifacts", small_artifacts, "--results-dir", tmp_path, "--backend",
+        "bench", "--artifacts", small_artifacts, "--out", tmp_path, "--backend",
         "eager,onnxruntime", "--precision", "fp32", "--batch", "1", "--cuda-graphs",
         "--include-transfers", *FAST,
     )  # fmt: skip
@@ -266,7 +266,7 @@ def test_a_crash_outside_any_cell_still_saves_the_finished_cells(
 
     monkeypatch.setattr(bench_cli, "iter_sweep", crashing_after_one_cell)
     r = invoke(
-        "bench", "--artifacts", small_artifacts, "--results-dir", tmp_path, "--backend", "eager",
+        "bench", "--artifacts", small_artifacts, "--out", tmp_path, "--backend", "eager",
         "--precision", "fp32", "--batch", "1,2,3", *FAST,
     )  # fmt: skip
     assert r.exit_code == 3, r.output
