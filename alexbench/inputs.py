@@ -26,7 +26,9 @@ def random_inputs(count: int, image_size: int, seed: int = 0) -> InputSet:
     return InputSet(batch, "random", f"{count} seeded N(0,1) tensors (seed {seed})")
 
 
-def image_inputs(directory: Path, count: int, meta: ModelMeta, seed: int = 0) -> InputSet:
+def image_inputs(
+    directory: Path, count: int, meta: ModelMeta, seed: int = 0, option: str = "--data-dir"
+) -> InputSet:
     """`count` images drawn (seeded) from an ImageFolder tree or a flat folder of images,
     decoded, resized and centre-cropped like evaluation data, then normalised with the model's
     statistics."""
@@ -35,10 +37,10 @@ def image_inputs(directory: Path, count: int, meta: ModelMeta, seed: int = 0) ->
 
     directory = Path(directory)
     if not directory.is_dir():
-        raise DataError(f"--data {directory}: no such directory")
+        raise DataError(f"{option} {directory}: no such directory")
     files = image_files(directory)
     if not files:
-        raise DataError(f"--data {directory}: no image files found")
+        raise DataError(f"{option} {directory}: no image files found")
     order = np.random.default_rng(seed).permutation(len(files))
     images: list[torch.Tensor] = []
     skipped = 0
@@ -51,7 +53,7 @@ def image_inputs(directory: Path, count: int, meta: ModelMeta, seed: int = 0) ->
         else:
             images.append(img)
     if not images:
-        raise DataError(f"--data {directory}: none of the image files could be read")
+        raise DataError(f"{option} {directory}: none of the image files could be read")
     mean = torch.tensor(meta.mean).view(1, 3, 1, 1)
     std = torch.tensor(meta.std).view(1, 3, 1, 1)
     batch = (torch.stack(images).float() / 255 - mean) / std

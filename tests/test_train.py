@@ -179,7 +179,7 @@ def test_streamed_training_reports_unreadable_images(
 def test_bad_training_inputs(tmp_path: Path, synthetic_run: Path) -> None:
     with pytest.raises(InputError, match="fp16"):
         fit(tiny_config(tmp_path, precision=Precision.FP16))
-    with pytest.raises(InputError, match="dropout 1.5"):
+    with pytest.raises(InputError, match=r"--dropout must be in \[0, 1\), got 1.5"):
         fit(tiny_config(tmp_path, dropout=1.5))
     with pytest.raises(CheckpointError, match="no training state"):
         fit(tiny_config(tmp_path), resume=synthetic_run / "best.pt")

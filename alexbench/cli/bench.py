@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from alexbench.cli.common import (
     JSON_OPTION,
     WIDE_OPTION,
     Command,
+    check_output_dir,
     console,
     emit_json,
     err_console,
@@ -53,15 +53,6 @@ from alexbench.runtimes import ModelBundle, SessionOptions, parse_backend
 from alexbench.runtimes.base import CompileMode
 
 DEFAULT_BACKENDS = "eager,torchscript,pt2,onnxruntime"
-
-
-def _check_writable(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise InputError(f"--out {directory}: not writable ({e.strerror or e})") from None
 
 
 @handle_errors
@@ -141,7 +132,7 @@ def bench_cmd(
         raise InputError(f"--threads must be at least 1, got {threads}")
     if min_iters < 1 or max_iters < min_iters:
         raise InputError("--min-iters must be >= 1 and <= --max-iters")
-    _check_writable(out)
+    check_output_dir(out, "--out")  # creates nothing: a refused run leaves no folder
     bundle = bundle_for(
         console, artifacts, backends,
         checkpoint=checkpoint, weights=weights, seed=seed,

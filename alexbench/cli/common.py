@@ -169,24 +169,43 @@ def signals_deferred() -> Iterator[None]:
         raise _interrupted(pending[0])
 
 
+def _check_parent_writable(path: Path, option: str) -> None:
+    """The nearest existing folder at or above `path` must be a writable directory."""
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option} {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: {existing} is not writable")
+
+
+def check_output_dir(path: Path, option: str) -> None:
+    """Fail in one line, before any work, when `path` cannot become (or be) a writable folder.
+    Creates nothing: the folder is made when the first file is written."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path}: is a file, expected a folder")
+    _check_parent_writable(path, option)
+
+
 def check_output_file(path: Path, option: str) -> None:
     """Fail in one line, before any work, when `path` cannot become a file: it is a directory, or
     its nearest existing parent is not a writable directory. Creates nothing."""
     if path.is_dir():
         raise InputError(f"{option} {path}: is a directory (give a file name)")
-    parent = path.absolute().parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"{option} {path}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{option} {path}: {parent} is not writable")
+    _check_parent_writable(path.absolute().parent, option)
+
+
+def shown(value: str) -> str:
+    """A value as an error message may quote it: control characters (a newline would break the
+    one-line error) escaped."""
+    return value if value.isprintable() else value.encode("unicode_escape").decode("ascii")
 
 
 def split_list(value: str, option: str) -> list[str]:
     items = [v.strip() for v in value.split(",")]
     if not value.strip() or any(not v for v in items):
-        raise InputError(f"{option}: expected a comma-separated list, got '{value}'")
+        raise InputError(f"{option}: expected a comma-separated list, got '{shown(value)}'")
     return list(dict.fromkeys(items))  # de-duplicate, keep order
 
 
@@ -197,7 +216,9 @@ def parse_enum_list(value: str, enum: type[E], option: str) -> list[E]:
             out.append(enum(item.lower()))
         except ValueError:
             choices = ", ".join(str(m.value) for m in enum)  # type: ignore[attr-defined]
-            raise InputError(f"{option}: unknown value '{item}' (choose from {choices})") from None
+            raise InputError(
+                f"{option}: unknown value '{shown(item)}' (choose from {choices})"
+            ) from None
     return out
 
 
@@ -207,7 +228,7 @@ def parse_int_list(value: str, option: str, minimum: int = 1) -> list[int]:
         try:
             n = int(item)
         except ValueError:
-            raise InputError(f"{option}: '{item}' is not an integer") from None
+            raise InputError(f"{option}: '{shown(item)}' is not an integer") from None
         if n < minimum:
             raise InputError(f"{option}: {n} is below the minimum of {minimum}")
         out.append(n)

@@ -128,6 +128,12 @@ def evaluate_cmd(
     for path, option in ((out, "--out"), (plot, "--plot")):
         if path is not None:
             check_output_file(path, option)
+    if plot is not None:
+        from alexbench.plots import check_plot_path
+
+        check_plot_path(plot)
+    if not cache_limit_gb >= 0:  # also rejects nan
+        raise InputError(f"--cache-limit-gb must be >= 0, got {cache_limit_gb}")
     backends = [parse_backend(b) for b in split_list(backend, "--backend")]
     precisions = parse_enum_list(precision, Precision, "--precision")
     device = opt.device_default(device)
@@ -146,7 +152,7 @@ def evaluate_cmd(
         data_dir=data_dir,
         image_size=meta.image_size,
         augment=Augment.NONE,
-        val_fraction=val_fraction if val_fraction is not None else trained.get("val_fraction", 0.1),
+        val_fraction=_val_fraction(val_fraction, data_dir, trained),
         split_seed=split_seed if split_seed is not None else trained.get("split_seed", 0),
         download=download,
         normalize=NormalizeChoice.NONE,  # the model's own mean/std normalise, not the data's
@@ -215,6 +221,18 @@ def _dataset_for(
             "Dataset: cifar10 (the default; --dataset to change)", markup=False, highlight=False
         )
     return dataset, data_dir or Path("data")
+
+
+def _val_fraction(given: float | None, data_dir: Path, trained: dict[str, Any]) -> float:
+    """The share of an ImageFolder scored as held out. Given: that. The folder the checkpoint
+    trained on: its held-out part, as training split it. Any other folder is a test set: every
+    image is scored (0 = none held back)."""
+    if given is not None:
+        return given
+    recorded = trained.get("data_dir")
+    if recorded and Path(recorded).resolve() == Path(data_dir).resolve():
+        return float(trained.get("val_fraction", 0.1))
+    return 0.0
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,7 @@ from alexbench import report
 from alexbench.checkpoint import Normalization, load_model
 from alexbench.cli import options as opt
 from alexbench.cli.common import Command, console, err_console, handle_errors, parse_enum_list
-from alexbench.cli.model_args import check_model_options, read_images
+from alexbench.cli.model_args import check_model_options
 from alexbench.errors import InputError
 from alexbench.exporters import (
     DEFAULT_OPSET,
@@ -19,6 +19,7 @@ from alexbench.exporters import (
     folder_for,
     point_latest,
 )
+from alexbench.inputs import image_inputs
 from alexbench.runtimes import ArtifactFormat
 
 
@@ -81,7 +82,7 @@ def export_cmd(
     )
     calibration = None
     if calib_data is not None:
-        calibration = read_images(calib_data, calib_samples, loaded.meta, "--calib-data")
+        calibration = image_inputs(calib_data, calib_samples, loaded.meta, option="--calib-data")
         if ArtifactFormat.ONNX_INT8 not in fmts:
             fmts.append(ArtifactFormat.ONNX_INT8)
     folder = out if out is not None else folder_for(loaded)

@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from rich.console import Console
 
-from alexbench.checkpoint import ModelMeta, Normalization
+from alexbench.checkpoint import Normalization
 from alexbench.cli.common import err_console
 from alexbench.devices import Device
-from alexbench.errors import DataError, InputError
+from alexbench.errors import InputError
 from alexbench.exporters import (
     folder_for,
     model_for_artifacts,
     prepare_bundle,
     recorded_onnx_settings,
 )
-from alexbench.inputs import InputSet, image_inputs
+from alexbench.inputs import image_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import ArtifactFormat, Backend, ModelBundle, get_runtime, unsupported_reason
 
 DEFAULT_CALIB_SAMPLES = 64
-
-
-def read_images(
-    directory: Path, count: int, meta: ModelMeta, option: str, seed: int = 0
-) -> InputSet:
-    """`image_inputs`, with its errors naming `option` (the option this command has: --data-dir
-    or --calib-data) rather than the --data it names on its own."""
-    try:
-        return image_inputs(directory, count, meta, seed=seed)
-    except DataError as e:
-        message = str(e)
-        if message.startswith("--data "):
-            raise DataError(option + message[len("--data") :]) from None
-        raise
 
 
 def check_model_options(checkpoint: Path | None, normalize: Normalization | None) -> None:
@@ -91,10 +76,10 @@ def bundle_for(
                 needed.append(fmt)
     calibration = None
     if calib_data is not None and ArtifactFormat.ONNX_INT8 in needed:
-        calibration = read_images(calib_data, calib_samples, loaded.meta, "--calib-data")
+        calibration = image_inputs(calib_data, calib_samples, loaded.meta, option="--calib-data")
     folder = artifacts if artifacts is not None else folder_for(loaded)
     opset, exporter = recorded_onnx_settings(folder)
-    with console.status("checking artifacts...") as status, _export_hint(folder):
+    with console.status("checking artifacts...") as status:
         bundle = prepare_bundle(
             loaded,
             folder,
@@ -102,6 +87,8 @@ def bundle_for(
             opset=opset,
             onnx_exporter=exporter,
             calibration=calibration,
+            # These commands have no --force: the export command that replaces the folder.
+            force_hint=f"`alexbench export --out {folder} --force` (same model options)",
             on_export=lambda f: status.update(f"exporting {f.value} (missing or stale)..."),
             on_wait=lambda: err_console.print(
                 f"waiting for another alexbench process writing {folder}...", markup=False
@@ -118,17 +105,3 @@ def bundle_for(
         markup=False,
     )
     return bundle
-
-
-@contextlib.contextmanager
-def _export_hint(folder: Path) -> Iterator[None]:
-    """verify, bench and evaluate have no --force: the exporters' "--force to replace them"
-    becomes the export command that does it."""
-    try:
-        yield
-    except InputError as e:
-        message = str(e)
-        if not message.endswith("--force to replace them"):
-            raise
-        hint = f"`alexbench export --out {folder} --force` (same model options) to replace them"
-        raise InputError(message.removesuffix("--force to replace them") + hint) from None

@@ -23,13 +23,13 @@ from alexbench.cli.common import (
     signals_as_interrupts,
     split_list,
 )
-from alexbench.cli.model_args import bundle_for, read_images
+from alexbench.cli.model_args import bundle_for
 from alexbench.devices import Device, available_devices, require
 from alexbench.environment import capture
 from alexbench.errors import DataError, InputError
 from alexbench.exit_codes import ExitCode, outcome_of
 from alexbench.fileio import write_json
-from alexbench.inputs import random_inputs
+from alexbench.inputs import image_inputs, random_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import SessionOptions, parse_backend
 from alexbench.runtimes.base import CompileMode
@@ -103,7 +103,7 @@ def verify_cmd(
     )  # fmt: skip
     meta = bundle.loaded.meta
     inputs = (
-        read_images(data, batch, meta, "--data-dir", seed or 0)
+        image_inputs(data, batch, meta, seed or 0, option="--data-dir")
         if data is not None
         else random_inputs(batch, meta.image_size, seed or 0)
     )

@@ -198,6 +198,7 @@ def ensure_artifacts(
     calibration: InputSet | None = None,
     on_export: Callable[[ArtifactFormat], None] | None = None,
     on_wait: Callable[[], None] | None = None,
+    force_hint: str = "--force",
 ) -> tuple[Manifest, list[ExportOutcome]]:
     """Export each requested format unless a fresh copy is already in `out_dir`.
 
@@ -220,7 +221,7 @@ def ensure_artifacts(
             return _export_locked(
                 loaded, out_dir, formats, weights_sha, opset=opset, onnx_exporter=onnx_exporter,
                 force=force, keep_modified=keep_modified, calibration=calibration,
-                on_export=on_export,
+                on_export=on_export, force_hint=force_hint,
             )  # fmt: skip
     except BaseException:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
@@ -240,6 +241,7 @@ def _export_locked(
     keep_modified: bool,
     calibration: InputSet | None,
     on_export: Callable[[ArtifactFormat], None] | None,
+    force_hint: str,
 ) -> tuple[Manifest, list[ExportOutcome]]:
     meta = loaded.meta
     identity = model_identity(meta, weights_sha)
@@ -253,7 +255,7 @@ def _export_locked(
                 f"{out_dir} holds the artifacts of another model "
                 f"({describe_model(old.source, _manifest_identity(old))}), not of "
                 f"{describe_model(source, identity)}: give another folder (or none: each model "
-                "gets its own under exports/), or --force to replace them"
+                f"gets its own under exports/), or {force_hint} to replace them"
             )
         _remove_artifacts(out_dir, old)
         old = None

@@ -1,0 +1,332 @@
+"""The bad-input catalogue: every case must give one line on stderr starting "error: ", exit 2
+(bad input), no traceback, and leave no new file behind. Cases are what a new user types:
+wrong values, wrong files, wrong combinations, wrong layouts. Plus property tests (hypothesis)
+that the parsers and loaders answer any input with a clean error or a value, never a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from typer.testing import CliRunner
+
+from alexbench.checkpoint import ModelMeta, load_model, save_checkpoint
+from alexbench.cli import app
+from alexbench.cli.common import parse_enum_list, parse_int_list, split_list
+from alexbench.errors import AlexbenchError
+from alexbench.precision import Precision
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = sorted((ROOT / "results" / "xeon-2c").glob("2026*.json"))[0]
+SMALL = ["--num-classes", "10", "--image-size", "64"]
+
+# Inputs every case may refer to by name; made once in a fresh folder per case.
+FILES = {
+    "txt": "hello, not a model\n",
+    "empty": "",
+    "json": json.dumps({"hello": 1}),
+    "array_json": "[1, 2, 3]",
+    "truncated_json": '{"schema": "alexbench-results/2", "cells": [',
+}
+
+
+def _make_inputs(tmp: Path) -> dict[str, str]:
+    for name, text in FILES.items():
+        (tmp / f"{name}.file").write_text(text)
+    (tmp / "random.pt").write_bytes(os.urandom(4096))
+    (tmp / "dir").mkdir()
+    (tmp / "emptydir").mkdir()
+    model = load_model(seed=1, num_classes=10, image_size=64)
+    torch.save(model.model.state_dict(), tmp / "plain.pth")
+    save_checkpoint(tmp / "ckpt.pt", model.model, ModelMeta(num_classes=10, image_size=64))
+    torch.save({"not": "tensors"}, tmp / "dict.pt")
+    torch.save({"w": torch.zeros(3)}, tmp / "other_sd.pt")
+    shutil.copy(RUN, tmp / "run.json")
+    wrong = json.loads(RUN.read_text()) | {"schema": "something-else/9"}
+    (tmp / "wrong_schema.json").write_text(json.dumps(wrong))
+    art = tmp / "badart"
+    art.mkdir()
+    (art / "manifest.json").write_text("{ not json")
+    art2 = tmp / "oldart"
+    art2.mkdir()
+    (art2 / "manifest.json").write_text(json.dumps({"schema": "alexbench-manifest/0"}))
+    flat = tmp / "oneclass" / "cat"
+    flat.mkdir(parents=True)
+    (flat / "a.jpg").write_bytes(b"not a jpeg")
+    for name in ("cat", "dog"):  # real JPEGs, but 2 classes for a 10-class model
+        (tmp / "twoclass" / name).mkdir(parents=True)
+        Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp / "twoclass" / name / "a.jpg")
+    noimg = tmp / "noimages" / "train" / "cat"
+    noimg.mkdir(parents=True)
+    (noimg / "readme.txt").write_text("x")
+    return {p.name: str(p) for p in tmp.iterdir()} | {"tmp": str(tmp)}
+
+
+# (id, argv with {name} placeholders, words the one-line error must contain)
+CASES: list[tuple[str, list[str], str]] = [
+    # -- bench: values
+    ("bench-batch-zero", ["bench", "--batch", "0"], "--batch"),
+    ("bench-batch-negative", ["bench", "--batch", "-4"], "--batch"),
+    ("bench-batch-word", ["bench", "--batch", "abc"], "--batch"),
+    ("bench-batch-empty-item", ["bench", "--batch", "1,,2"], "--batch"),
+    ("bench-batch-blank", ["bench", "--batch", " "], "--batch"),
+    ("bench-batch-float", ["bench", "--batch", "1.5"], "--batch"),
+    ("bench-precision-unknown", ["bench", "--precision", "fp64"], "fp64"),
+    ("bench-precision-empty", ["bench", "--precision", ""], "--precision"),
+    ("bench-backend-unknown", ["bench", "--backend", "tensorrt"], "tensorrt"),
+    ("bench-backend-empty-item", ["bench", "--backend", "eager,"], "--backend"),
+    ("bench-device-unknown", ["bench", "--device", "tpu"], "tpu"),
+    ("bench-device-cuda-absent", ["bench", "--device", "cuda"], "cuda"),
+    ("bench-threads-zero", ["bench", "--threads", "0"], "--threads"),
+    ("bench-threads-negative", ["bench", "--threads", "-2"], "--threads"),
+    ("bench-min-iters-zero", ["bench", "--min-iters", "0"], "--min-iters"),
+    ("bench-min-above-max", ["bench", "--min-iters", "50", "--max-iters", "5"], "--max-iters"),
+    ("bench-warmup-negative", ["bench", "--warmup", "-1"], "--warmup"),
+    ("bench-min-time-negative", ["bench", "--min-time", "-1"], "--min-time"),
+    ("bench-min-time-nan", ["bench", "--min-time", "nan"], "--min-time"),
+    ("bench-repeat-zero", ["bench", "--repeat", "0"], "--repeat"),
+    ("bench-compile-mode", ["bench", "--compile-mode", "fastest"], "fastest"),
+    ("bench-calib-samples-zero", ["bench", "--calib-samples", "0"], "--calib-samples"),
+    # -- bench: paths
+    ("bench-results-dir-file", ["bench", "--out", "{txt.file}"], "{txt.file}"),
+    ("bench-artifacts-file", ["bench", "--artifacts", "{txt.file}"], "--artifacts"),
+    ("bench-artifacts-corrupt-manifest", ["bench", "--artifacts", "{badart}"], "manifest"),
+    ("bench-artifacts-old-manifest", ["bench", "--artifacts", "{oldart}"], "manifest"),
+    ("bench-calib-missing", ["bench", "--calib-data", "{tmp}/nope", "-p", "int8"], "nope"),
+    ("bench-calib-file", ["bench", "--calib-data", "{txt.file}", "-p", "int8"], "--calib-data"),
+    ("bench-calib-empty", ["bench", "--calib-data", "{emptydir}", "-p", "int8"], "emptydir"),
+    ("bench-checkpoint-missing", ["bench", "--checkpoint", "{tmp}/nope.pt"], "nope.pt"),
+    ("bench-checkpoint-text", ["bench", "--checkpoint", "{txt.file}"], "txt.file"),
+    ("bench-weights-random", ["bench", "--weights", "{random.pt}"], "random.pt"),
+    ("bench-both-models", ["bench", "--checkpoint", "{ckpt.pt}", "--weights", "{plain.pth}"],
+     "--weights"),
+    # -- verify
+    ("verify-batch-zero", ["verify", "--batch", "0"], "--batch"),
+    ("verify-batch-word", ["verify", "--batch", "x"], "--batch"),
+    ("verify-precision-unknown", ["verify", "--precision", "int4"], "int4"),
+    ("verify-backend-unknown", ["verify", "--backend", "jax"], "jax"),
+    ("verify-device-unknown", ["verify", "--device", "npu"], "npu"),
+    ("verify-data-missing", ["verify", "--data-dir", "{tmp}/nope"], "nope"),
+    ("verify-data-file", ["verify", "--data-dir", "{txt.file}"], "txt.file"),
+    ("verify-report-dir", ["verify", "--out", "{dir}"], "is a directory"),
+    ("verify-report-under-file", ["verify", "--out", "{txt.file}/r.json"], "not a directory"),
+    ("verify-threads-zero", ["verify", "--threads", "0"], "--threads"),
+    ("verify-artifacts-file", ["verify", "--artifacts", "{txt.file}"], "--artifacts"),
+    ("verify-checkpoint-dir", ["verify", "--checkpoint", "{dir}"], "dir"),
+    ("verify-weights-ckpt", ["verify", "--weights", "{ckpt.pt}"], "--checkpoint"),
+    ("verify-checkpoint-plain", ["verify", "--checkpoint", "{plain.pth}"], "--weights"),
+    ("verify-num-classes-zero", ["verify", "--num-classes", "0"], "--num-classes"),
+    ("verify-image-size-small", ["verify", "--image-size", "32"], "--image-size"),
+    ("verify-ckpt-classes-mismatch", ["verify", "--checkpoint", "{ckpt.pt}", "--num-classes", "5"],
+     "classes"),
+    # -- export
+    ("export-format-unknown", ["export", "--format", "tflite"], "tflite"),
+    ("export-format-empty", ["export", "--format", ""], "--format"),
+    ("export-opset-low", ["export", "--opset", "3"], "--opset"),
+    ("export-opset-high", ["export", "--opset", "99"], "--opset"),
+    ("export-out-file", ["export", "--out", "{txt.file}"], "txt.file"),
+    ("export-weights-text", ["export", "--weights", "{txt.file}"], "txt.file"),
+    ("export-weights-empty", ["export", "--weights", "{empty.file}"], "empty.file"),
+    ("export-weights-json", ["export", "--weights", "{json.file}"], "json.file"),
+    ("export-weights-random", ["export", "--weights", "{random.pt}"], "random.pt"),
+    ("export-weights-dict", ["export", "--weights", "{dict.pt}"], "state dict"),
+    ("export-weights-other-sd", ["export", "--weights", "{other_sd.pt}"], "AlexNet"),
+    ("export-weights-is-checkpoint", ["export", "--weights", "{ckpt.pt}"], "--checkpoint"),
+    ("export-checkpoint-plain-sd", ["export", "--checkpoint", "{plain.pth}"], "--weights"),
+    ("export-checkpoint-missing", ["export", "--checkpoint", "{tmp}/none.pt"], "none.pt"),
+    ("export-checkpoint-dir", ["export", "--checkpoint", "{dir}"], "dir"),
+    ("export-num-classes-neg", ["export", "--num-classes", "-3"], "--num-classes"),
+    ("export-image-size-zero", ["export", "--image-size", "0"], "--image-size"),
+    ("export-image-size-63", ["export", "--image-size", "63"], "--image-size"),
+    ("export-weights-classes", ["export", "--weights", "{plain.pth}", "--num-classes", "7"],
+     "classes"),
+    ("export-calib-missing", ["export", "--calib-data", "{tmp}/nope", *SMALL], "nope"),
+    ("export-calib-no-images", ["export", "--calib-data", "{noimages}", *SMALL], "noimages"),
+    # -- evaluate
+    ("evaluate-no-model", ["evaluate", "--dataset", "synthetic"], "--checkpoint"),
+    ("evaluate-dataset-unknown", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset", "mnist"],
+     "mnist"),
+    ("evaluate-folder-missing", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset",
+                                 "imagefolder", "--data-dir", "{tmp}/nope"], "nope"),
+    ("evaluate-folder-no-images", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset",
+                                   "imagefolder", "--data-dir", "{noimages}"], "noimages"),
+    ("evaluate-val-fraction", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset", "synthetic",
+                               "--val-fraction", "1.5"], "--val-fraction"),
+    ("evaluate-crop-zero", ["evaluate", "--checkpoint", "{ckpt.pt}", "--crop-fraction", "0"],
+     "--crop-fraction"),
+    ("evaluate-crop-two", ["evaluate", "--checkpoint", "{ckpt.pt}", "--crop-fraction", "2"],
+     "--crop-fraction"),
+    ("evaluate-split-unknown", ["evaluate", "--checkpoint", "{ckpt.pt}", "--split", "holdout"],
+     "holdout"),
+    ("evaluate-batch-zero", ["evaluate", "--checkpoint", "{ckpt.pt}", "--batch-size", "0"],
+     "--batch"),
+    ("evaluate-out-dir", ["evaluate", "--checkpoint", "{ckpt.pt}", "--out", "{dir}"],
+     "is a directory"),
+    ("evaluate-plot-suffix", ["evaluate", "--checkpoint", "{ckpt.pt}", "--plot", "{tmp}/p.txt"],
+     "p.txt"),
+    ("evaluate-plot-dir", ["evaluate", "--checkpoint", "{ckpt.pt}", "--plot", "{dir}"], "dir"),
+    ("evaluate-precision-unknown", ["evaluate", "--checkpoint", "{ckpt.pt}", "--precision",
+                                    "fp8"], "fp8"),
+    ("evaluate-backend-unknown", ["evaluate", "--checkpoint", "{ckpt.pt}", "--backend", "tvm"],
+     "tvm"),
+    ("evaluate-weights-random", ["evaluate", "--weights", "{random.pt}", "--dataset",
+                                 "synthetic"], "random.pt"),
+    ("evaluate-cache-negative", ["evaluate", "--checkpoint", "{ckpt.pt}", "--cache-limit-gb",
+                                 "-1"], "--cache-limit-gb"),
+    ("evaluate-synthetic-tiny", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset",
+                                 "synthetic", "--synthetic-size", "1"], "--synthetic-size"),
+    # -- train
+    ("train-epochs-zero", ["train", "--dataset", "synthetic", "--epochs", "0", "--out",
+                           "{tmp}/r"], "--epochs"),
+    ("train-lr-negative", ["train", "--dataset", "synthetic", "--lr", "-1", "--out", "{tmp}/r"],
+     "--lr"),
+    ("train-precision-int8", ["train", "--dataset", "synthetic", "--precision", "int8", "--out",
+                              "{tmp}/r"], "int8"),
+    ("train-precision-tf32", ["train", "--dataset", "synthetic", "--precision", "tf32", "--out",
+                              "{tmp}/r"], "tf32"),
+    ("train-dropout", ["train", "--dataset", "synthetic", "--dropout", "1.5", "--out",
+                       "{tmp}/r"], "--dropout"),
+    ("train-label-smoothing", ["train", "--dataset", "synthetic", "--label-smoothing", "-0.1",
+                               "--out", "{tmp}/r"], "--label-smoothing"),
+    ("train-image-size", ["train", "--dataset", "synthetic", "--image-size", "32", "--out",
+                          "{tmp}/r"], "--image-size"),
+    ("train-out-file", ["train", "--dataset", "synthetic", "--out", "{txt.file}"], "txt.file"),
+    ("train-out-under-file", ["train", "--dataset", "synthetic", "--out", "{txt.file}/run"],
+     "txt.file"),
+    ("train-resume-missing", ["train", "--resume", "{tmp}/nope.pt", "--out", "{tmp}/r"],
+     "nope.pt"),
+    ("train-resume-text", ["train", "--resume", "{txt.file}", "--out", "{tmp}/r"], "txt.file"),
+    ("train-resume-plain", ["train", "--resume", "{plain.pth}", "--out", "{tmp}/r"],
+     "plain.pth"),
+    ("train-batch-zero", ["train", "--dataset", "synthetic", "--batch", "0", "--out",
+                          "{tmp}/r"], "--batch"),
+    ("train-folder-missing", ["train", "--dataset", "imagefolder", "--data-dir", "{tmp}/nope",
+                              "--out", "{tmp}/r"], "nope"),
+    ("train-folder-one-class", ["train", "--dataset", "imagefolder", "--data-dir",
+                                "{oneclass}", "--out", "{tmp}/r"], "training images"),
+    ("train-optimizer", ["train", "--dataset", "synthetic", "--optimizer", "lbfgs", "--out",
+                         "{tmp}/r"], "lbfgs"),
+    ("train-schedule", ["train", "--dataset", "synthetic", "--schedule", "step", "--out",
+                        "{tmp}/r"], "step"),
+    ("train-device-cuda", ["train", "--dataset", "synthetic", "--device", "cuda", "--out",
+                           "{tmp}/r"], "cuda"),
+    # -- report, compare, results
+    ("report-missing", ["report", "{tmp}/nope.json"], "nope.json"),
+    ("report-text", ["report", "{txt.file}"], "txt.file"),
+    ("report-wrong-schema", ["report", "{wrong_schema.json}"], "wrong_schema.json"),
+    ("report-truncated", ["report", "{truncated_json.file}"], "truncated_json.file"),
+    ("report-array", ["report", "{array_json.file}"], "array_json.file"),
+    ("report-empty-folder", ["report", "{emptydir}"], "emptydir"),
+    ("report-out-file", ["report", "{run.json}", "--out", "{txt.file}"], "txt.file"),
+    ("report-plot-suffix", ["report", "{run.json}", "--plot", "{tmp}/p.jpeg"], "p.jpeg"),
+    ("report-plot-dir", ["report", "{run.json}", "--plot", "{dir}"], "dir"),
+    ("report-threshold", ["report", "{run.json}", "--threshold", "-1"], "--threshold"),
+    ("compare-missing", ["compare", "{run.json}", "{tmp}/nope.json"], "nope.json"),
+    ("compare-text", ["compare", "{txt.file}", "{run.json}"], "txt.file"),
+    ("compare-wrong-schema", ["compare", "{run.json}", "{wrong_schema.json}"],
+     "wrong_schema.json"),
+    ("compare-threshold-one", ["compare", "{run.json}", "{run.json}", "--threshold", "1"],
+     "--threshold"),
+    ("compare-threshold-nan", ["compare", "{run.json}", "{run.json}", "--threshold", "nan"],
+     "--threshold"),
+    ("results-empty", ["results", "{emptydir}"], "emptydir"),
+    ("results-missing", ["results", "{tmp}/nope"], "nope"),
+    # -- ceilings, info, the command line itself
+    ("ceilings-threads", ["ceilings", "--threads", "0"], "--threads"),
+    ("ceilings-device", ["ceilings", "--device", "gpu"], "gpu"),
+    ("unknown-command", ["benchmark"], "benchmark"),
+    ("unknown-option", ["bench", "--fast"], "--fast"),
+    ("missing-value", ["bench", "--batch"], "--batch"),
+    ("int-option-word", ["bench", "--repeat", "many"], "--repeat"),
+    ("extra-argument", ["verify", "extra"], "extra"),
+    ("compare-one-file", ["compare", "{run.json}"], "argument"),
+    ("export-force-value", ["export", "--force", "true"], "true"),
+    ("bench-batch-newline", ["bench", "--batch", "1\n2"], "--batch"),
+    ("bench-old-results-dir", ["bench", "--results-dir", "{txt.file}"], "txt.file"),
+    ("verify-old-report", ["verify", "--report", "{dir}"], "is a directory"),
+    ("evaluate-unreadable", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset",
+                             "imagefolder", "--data-dir", "{oneclass}"], "could be read"),
+    ("evaluate-class-count", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset",
+                              "imagefolder", "--data-dir", "{twoclass}"], "classes"),
+]  # fmt: skip
+
+
+def _expand(arg: str, inputs: dict[str, str]) -> str:
+    for name, path in sorted(inputs.items(), key=lambda kv: -len(kv[0])):
+        arg = arg.replace("{" + name + "}", path)
+    return arg
+
+
+def _snapshot(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def inputs_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bad-inputs")
+    _make_inputs(root)
+    return root
+
+
+@pytest.mark.parametrize(("args", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clean_line(args, words, inputs_template, tmp_path, monkeypatch):
+    # The inputs are shared (read only: models are 200+ MiB, never copied per case); {tmp} and
+    # the working directory are this case's own, so anything written by default is seen.
+    inputs = {p.name: str(p) for p in inputs_template.iterdir()} | {"tmp": str(tmp_path)}
+    monkeypatch.chdir(tmp_path)
+    before = _snapshot(tmp_path) | _snapshot(inputs_template)
+    r = CliRunner().invoke(app, [_expand(a, inputs) for a in args])
+    err = r.stderr.strip()
+    assert r.exit_code == 2, f"exit {r.exit_code}\n{r.output}"
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert "Traceback" not in r.output and not err.startswith("error: unexpected "), err
+    assert _expand(words, inputs) in err, err
+    after = _snapshot(tmp_path) | _snapshot(inputs_template)
+    assert after == before, f"left behind: {sorted(after - before)}"
+
+
+def test_catalogue_is_large_and_distinct():
+    assert len(CASES) >= 100
+    assert len({c[0] for c in CASES}) == len(CASES)
+    assert len({tuple(c[1]) for c in CASES}) == len(CASES)
+
+
+# ---------------------------------------------------------------- properties
+
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TEXT)
+def test_list_parsers_return_values_or_one_clean_error(value):
+    for parse in (
+        lambda v: split_list(v, "--x"),
+        lambda v: parse_int_list(v, "--batch"),
+        lambda v: parse_enum_list(v, Precision, "--precision"),
+    ):
+        try:
+            out = parse(value)
+        except AlexbenchError as e:
+            assert "\n" not in str(e) and str(e)
+            continue
+        assert out and len(out) == len(set(out))
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.binary(max_size=2048))
+def test_any_bytes_as_weights_are_refused_cleanly(tmp_path, data):
+    path = tmp_path / "w.pt"
+    path.write_bytes(data)
+    for kind in ("checkpoint", "weights"):
+        with pytest.raises(AlexbenchError) as e:
+            load_model(**{kind: path})
+        assert "\n" not in str(e.value) and str(path) in str(e.value)
