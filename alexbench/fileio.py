@@ -62,6 +62,14 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 LOCK_WAIT_S = 900.0  # an export of every format takes a few minutes on 2 cores
 
 
+def _open_folder(directory: Path) -> int:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        return os.open(directory, os.O_RDONLY)
+    except OSError as e:
+        raise InputError(f"{directory}: cannot use as a folder ({e.strerror or e})") from None
+
+
 @contextlib.contextmanager
 def folder_lock(
     directory: Path, on_wait: Callable[[], None] | None = None, timeout_s: float = LOCK_WAIT_S
@@ -70,28 +78,32 @@ def folder_lock(
     processes never write one artifact folder at once. A second process waits (calling
     `on_wait` once) and fails in one line after `timeout_s`. The lock is flock(2) on the folder
     itself: no lock file is left behind, and a killed holder releases it."""
+    deadline = time.monotonic() + timeout_s
+    waited = False
+    while True:
+        fd = _open_folder(directory)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if not waited and on_wait is not None:
+                on_wait()
+            waited = True
+            if time.monotonic() > deadline:
+                raise InputError(
+                    f"{directory}: another alexbench process has been writing it for "
+                    f"{timeout_s:.0f} s; try again when it has finished"
+                ) from None
+            time.sleep(0.2)
+            continue
+        try:
+            current = os.stat(directory).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)  # the holder removed (or replaced) the folder meanwhile: lock the new one
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError as e:
-        raise InputError(f"{directory}: cannot use as a folder ({e.strerror or e})") from None
-    try:
-        deadline = time.monotonic() + timeout_s
-        waited = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not waited and on_wait is not None:
-                    on_wait()
-                waited = True
-                if time.monotonic() > deadline:
-                    raise InputError(
-                        f"{directory}: another alexbench process has been writing it for "
-                        f"{timeout_s:.0f} s; try again when it has finished"
-                    ) from None
-                time.sleep(0.2)
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -11,6 +11,9 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +21,11 @@ from typing import Any
 from alexbench import plots
 from alexbench.bench.compare import compare_runs, key_label
 from alexbench.errors import InputError
+from alexbench.evaluate import EVALUATE_SCHEMA
 from alexbench.fileio import write_text
 from alexbench.report import bench_tables, cell_id, compare_table
 from alexbench.results import Run, collect_runs, machine_label, model_label
 from alexbench.tables import Column, Entry, TableData, Tone
-
-EVALUATE_SCHEMA = "alexbench-evaluate/1"
 
 
 @dataclass(frozen=True)
@@ -80,23 +82,18 @@ def _schema(path: Path) -> str | None:
 
 def load_inputs(paths: list[Path]) -> tuple[list[Run], list[Evaluation], list[str]]:
     """Benchmark runs and evaluate reports among `paths` (files, or folders searched
-    recursively); other JSON files in folders are skipped and listed."""
+    recursively); other JSON files in folders are skipped and listed. A file named explicitly
+    must be one or the other."""
     evaluations: list[Evaluation] = []
-    bench_paths: list[Path] = []
+    taken: set[Path] = set()
     for path in paths:
-        files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
-        found = [f for f in files if f.exists() and _schema(f) == EVALUATE_SCHEMA]
-        evaluations += [Evaluation(f.stem, json.loads(f.read_text())) for f in found]
-        if path.is_dir() or not found:
-            bench_paths.append(path)
-    try:
-        runs, skipped = collect_runs(bench_paths) if bench_paths else ([], [])
-    except InputError:
-        if not evaluations:
-            raise
-        runs, skipped = [], []
-    evaluated = {f"{e.name}" for e in evaluations}
-    skipped = [s for s in skipped if not any(f"{n}.json" in s for n in evaluated)]
+        if not path.exists():
+            raise InputError(f"{path}: no such file or folder")
+        for f in sorted(path.rglob("*.json")) if path.is_dir() else [path]:
+            if _schema(f) == EVALUATE_SCHEMA:
+                evaluations.append(Evaluation(f.stem, json.loads(f.read_text())))
+                taken.add(f.resolve())
+    runs, skipped = collect_runs(paths, frozenset(taken), allow_empty=bool(evaluations))
     return runs, evaluations, skipped
 
 
@@ -111,10 +108,16 @@ def command_line(data: dict[str, Any]) -> str:
         return str(settings["command"])
     source = (data.get("model") or {}).get("source") or {}
     parts = ["alexbench bench"]
+    meta = (data.get("model") or {}).get("meta") or {}
     if source.get("kind") in ("checkpoint", "weights") and source.get("path"):
         parts.append(f"--{source['kind']} {source['path']}")
-    elif source.get("seed") not in (None, 0):
-        parts.append(f"--seed {source['seed']}")
+    else:
+        if source.get("seed") not in (None, 0):
+            parts.append(f"--seed {source['seed']}")
+        if meta.get("num_classes") not in (None, 1000):
+            parts.append(f"--num-classes {meta['num_classes']}")
+        if meta.get("image_size") not in (None, 224):
+            parts.append(f"--image-size {meta['image_size']}")
     for flag, key in (("--backend", "backends"), ("--device", "devices"),
                       ("--precision", "precisions"), ("--batch", "batches")):  # fmt: skip
         if settings.get(key):
@@ -244,7 +247,7 @@ def runs_table(runs: list[Run]) -> TableData:
         ok = sum(c["status"] == "ok" for c in cells)
         done = r.data.get("complete", True)
         t.add(
-            [r.name, r.data["created"][:19].replace("T", " "), ",".join(devices),
+            [r.name, str(r.data.get("created") or "-")[:19].replace("T", " "), ",".join(devices),
              "; ".join(machine_label(r.data, d) for d in devices), model_label(r.data),
              f"{ok} passed of {len(cells)}",
              Entry("yes", Tone.GOOD) if done else Entry("no (interrupted)", Tone.WARN)],
@@ -359,6 +362,18 @@ DEFINITIONS = [
 ]  # fmt: skip
 
 
+def _ceilings_text(c: dict[str, Any]) -> str:
+    """One line of a run's measured ceilings (schema /1 files name the bandwidth differently)."""
+    gemm = ", ".join(f"{k} {v:,.0f}" for k, v in (c.get("gemm_gflops") or {}).items() if v)
+    bandwidth = c.get("read_bandwidth_gbs", c.get("bandwidth_gbs"))
+    parts = [f"GEMM GFLOP/s {gemm or '-'}"]
+    if bandwidth:
+        parts.append(f"read bandwidth {bandwidth:,.1f} GB/s")
+    if c.get("threads"):
+        parts.append(f"{c['threads']} threads")
+    return "; ".join(parts)
+
+
 def build_page(
     runs: list[Run], evaluations: list[Evaluation], out_dir: Path, threshold: float = 0.05
 ) -> Page:
@@ -388,6 +403,12 @@ def build_page(
         sections.append(compare)
     for i, run in enumerate(runs):
         section = Section(f"Run {run.name}", code=[command_line(run.data)])
+        if not (run.data.get("settings") or {}).get("command"):
+            section.text.append(
+                "The command below is rebuilt from the saved settings (this run did not record "
+                "the command as typed): --artifacts, --normalize and the int8 --calib-data "
+                "folder are not in it."
+            )
         if run.data.get("complete") is False:
             section.text.append(f"Incomplete run: {run.data.get('interrupted')}.")
         section.tables.append(environment_table(run))
@@ -400,11 +421,7 @@ def build_page(
         ceilings = run.data.get("ceilings") or {}
         for device, c in ceilings.items():
             if c:
-                gemm = ", ".join(f"{k} {v:,.0f}" for k, v in c["gemm_gflops"].items())
-                section.text.append(
-                    f"Ceilings on {device}: GEMM GFLOP/s {gemm}; read bandwidth "
-                    f"{c['read_bandwidth_gbs']:,.1f} GB/s ({c['threads']} threads)."
-                )
+                section.text.append(f"Ceilings on {device}: {_ceilings_text(c)}.")
         sections.append(section)
     if evaluations:
         sections.append(
@@ -416,7 +433,7 @@ def build_page(
             tables=[_key_values("Metrics", DEFINITIONS, "definition")],
         )
     )
-    dates = sorted({r.data["created"][:10] for r in runs})
+    dates = sorted({str(r.data.get("created") or "date unknown")[:10] for r in runs})
     models = dict.fromkeys(model_label(r.data) for r in runs)
     subtitle = f"{' | '.join(models) or 'evaluation'}; {', '.join(dates) or ''}".strip("; ")
     return Page("alexbench report", subtitle, sections)
@@ -513,17 +530,31 @@ def to_markdown(page: Page) -> str:
 
 
 def write_report(paths: list[Path], out_dir: Path, threshold: float = 0.05) -> ReportFiles:
-    """Read runs and evaluations from `paths`; write report.html, report.md and the PNGs."""
+    """Read runs and evaluations from `paths`; write report.html, report.md and the PNGs.
+
+    Everything is made in a temporary folder beside `out_dir` and moved in at the end, so a
+    failure leaves `out_dir` as it was."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir}: is a file, expected a folder")
     runs, evaluations, skipped = load_inputs(paths)
+    parent = out_dir.absolute().parent
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
     except OSError as e:
-        raise InputError(f"--out {out_dir}: cannot create ({e.strerror or e})") from None
-    page = build_page(runs, evaluations, out_dir, threshold)
-    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-    write_text(html_path, to_html(page, out_dir))
-    write_text(md_path, to_markdown(page))
+        raise InputError(f"--out {out_dir}: cannot write there ({e.strerror or e})") from None
+    try:
+        page = build_page(runs, evaluations, staging, threshold)
+        write_text(staging / "report.html", to_html(page, staging))
+        write_text(staging / "report.md", to_markdown(page))
+        out_dir.mkdir(exist_ok=True)
+        names = [f.file for s in page.sections for f in s.figures] + ["report.html", "report.md"]
+        for name in names:
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     images = [out_dir / f.file for s in page.sections for f in s.figures]
-    return ReportFiles(html_path, md_path, images, len(runs), len(evaluations), skipped)
+    return ReportFiles(
+        out_dir / "report.html", out_dir / "report.md", images, len(runs), len(evaluations),
+        skipped,
+    )  # fmt: skip

@@ -99,14 +99,24 @@ def _passed(cells: Sequence[dict[str, Any]], device: str) -> list[dict[str, Any]
 
 
 def _devices(runs: Sequence[Run]) -> list[str]:
-    return list(dict.fromkeys(c["device"] for r in runs for c in r.data["cells"]))
+    # A run interrupted before its first cell has none: one empty panel, not zero panels.
+    return list(dict.fromkeys(c["device"] for r in runs for c in r.data["cells"])) or ["cpu"]
+
+
+# What a cell's roofline needs to be drawn (results files before schema /2 lack some of it).
+_ROOFLINE_KEYS = ("gflops", "weight_gbs", "peak_gflops", "ceiling_dtype", "read_bandwidth_gbs")
+
+
+def _has_roofline(c: dict[str, Any]) -> bool:
+    roof = c.get("roofline") or {}
+    return all(roof.get(k) is not None for k in _ROOFLINE_KEYS) and roof["weight_gbs"] > 0
 
 
 def _title(runs: Sequence[Run], device: str) -> str:
     """Model, device, machine and date: a PNG on its own must say what it shows."""
     models = dict.fromkeys(model_label(r.data) for r in runs)
     machines = dict.fromkeys(machine_label(r.data, device) for r in runs)
-    dates = sorted({r.data["created"][:10] for r in runs})
+    dates = sorted({str(r.data.get("created") or "date unknown")[:10] for r in runs})
     when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
     return f"{' | '.join(models)}\n{device}: {' | '.join(machines)}, {when}"
 
@@ -214,11 +224,11 @@ def plot_roofline(run: Run, path: Path) -> Path:
     """Achieved GFLOP/s against arithmetic intensity (FLOP per byte of weights read), with the
     measured ceilings: the best GEMM per precision (flat) and the read bandwidth (diagonal)."""
     devices = [d for d in _devices([run]) if any(
-        c.get("roofline") for c in _passed(run.data["cells"], d))]  # fmt: skip
+        _has_roofline(c) for c in _passed(run.data["cells"], d))]  # fmt: skip
     devices = devices or _devices([run])
     fig, axes = plt.subplots(1, len(devices), figsize=(7 * len(devices), 5), squeeze=False)
     for ax, device in zip(axes[0], devices, strict=True):
-        cells = [c for c in _passed(run.data["cells"], device) if c.get("roofline")]
+        cells = [c for c in _passed(run.data["cells"], device) if _has_roofline(c)]
         xs = [c["roofline"]["gflops"] / c["roofline"]["weight_gbs"] for c in cells]
         if not cells:
             ax.text(0.5, 0.5, "no roofline figures", ha="center", transform=ax.transAxes)

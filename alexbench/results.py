@@ -145,7 +145,11 @@ def load_results(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: not a readable results file ({e})") from None
     if not isinstance(data, dict) or data.get("schema") not in READABLE_SCHEMAS:
-        raise InputError(f"{path}: not an alexbench results file (schema {RESULTS_SCHEMA})")
+        found = data.get("schema") if isinstance(data, dict) else None
+        raise InputError(
+            f"{path}: not an alexbench results file (schema {found or 'none'}, "
+            f"expected {RESULTS_SCHEMA})"
+        )
     return data
 
 
@@ -169,7 +173,9 @@ class Run:
     data: dict[str, Any]
 
 
-def collect_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
+def collect_runs(
+    paths: list[Path], exclude: frozenset[Path] = frozenset(), allow_empty: bool = False
+) -> tuple[list[Run], list[str]]:
     """The results files among `paths` (files, or folders searched recursively), oldest first,
     and one line per JSON file in those folders that is not a results file (skipped). A file
     named explicitly must be a results file; a name shared by two runs is an error, since
@@ -177,8 +183,12 @@ def collect_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
     runs: list[Run] = []
     skipped: list[str] = []
     for path in paths:
+        if path.resolve() in exclude:
+            continue
         if path.is_dir():
             for candidate in sorted(path.rglob("*.json")):
+                if candidate.resolve() in exclude:  # taken by the caller (evaluate reports)
+                    continue
                 try:
                     runs.append(Run(candidate.stem, candidate, load_results(candidate)))
                 except InputError as e:
@@ -187,7 +197,7 @@ def collect_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
             runs.append(Run(path.stem, path, load_results(path)))
         else:
             raise InputError(f"{path}: no such file or folder")
-    if not runs:
+    if not runs and not allow_empty:
         where = ", ".join(str(p) for p in paths)
         raise InputError(f"no alexbench results files in {where} (run `alexbench bench` first)")
     unique = {r.path.resolve(): r for r in runs}
@@ -195,7 +205,8 @@ def collect_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise InputError(f"two results files are both named {twice[0]}: give one of them")
-    return sorted(unique.values(), key=lambda r: (r.data["created"], r.name)), skipped
+    runs = sorted(unique.values(), key=lambda r: (str(r.data.get("created") or ""), r.name))
+    return runs, skipped
 
 
 def model_label(data: dict[str, Any]) -> str:

@@ -33,14 +33,17 @@ TS = [ArtifactFormat.TORCHSCRIPT]
 def test_a_folder_holds_one_model_and_force_replaces_it_whole(tmp_path):
     out = tmp_path / "x"
     ensure_artifacts(load_model(seed=1, **SMALL), out, TS)
-    (out / "alexnet.pt2").write_bytes(b"not ours")  # a stray file is left alone
+    (out / "alexnet.pt2").write_bytes(b"orphan")  # an artifact no manifest lists
+    (out / "notes.txt").write_text("mine")  # not alexbench's: kept by --force
     with pytest.raises(InputError, match="holds the artifacts of another model.*seed 1"):
         ensure_artifacts(load_model(seed=2, **SMALL), out, TS)
     assert Manifest.load(out).source["seed"] == 1  # untouched by the refusal
     two = load_model(seed=2, **SMALL)
     manifest, _ = ensure_artifacts(two, out, [ArtifactFormat.ONNX], force=True)
     assert manifest.source["seed"] == 2 and set(manifest.artifacts) == {"onnx"}
+    assert (out / "notes.txt").read_text() == "mine"
     assert not (out / "alexnet.pt").exists()  # seed 1's TorchScript file went with it
+    assert not (out / "alexnet.pt2").exists()  # and the orphan artifact beside it
 
 
 def test_same_model_other_normalisation_is_another_model(tmp_path):
@@ -52,9 +55,17 @@ def test_same_model_other_normalisation_is_another_model(tmp_path):
     assert folder_for(other) != folder_for(load_model(seed=1, **SMALL))
 
 
-def test_a_refused_first_export_leaves_no_folder(tmp_path):
-    with pytest.raises(InputError):
-        ensure_artifacts(load_model(seed=1, **SMALL), tmp_path / "new", TS, opset=3)
+def test_a_failed_first_export_leaves_no_folder(tmp_path, monkeypatch):
+    from alexbench import exporters
+    from alexbench.errors import ExportError
+
+    def broken(_request, _path):
+        raise RuntimeError("exporter crashed")
+
+    # Fails inside the folder lock, after the folder was made for it.
+    monkeypatch.setattr(exporters.EXPORTERS[ArtifactFormat.TORCHSCRIPT], "export", broken)
+    with pytest.raises(ExportError, match="exporter crashed"):
+        ensure_artifacts(load_model(seed=1, **SMALL), tmp_path / "new", TS)
     assert not (tmp_path / "new").exists()
 
 

@@ -264,8 +264,9 @@ def _expand(arg: str, inputs: dict[str, str]) -> str:
     return arg
 
 
-def _snapshot(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*")}
+def _snapshot(root: Path) -> set[tuple[Path, int, int]]:
+    """Every file with its size and modification time: a new or changed file shows."""
+    return {(p, p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*")}
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +276,16 @@ def inputs_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.mark.parametrize(("args", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+_NEEDS_NO_GPU = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="with a GPU, --device cuda is not a bad input"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [pytest.param(*c[1:], marks=_NEEDS_NO_GPU) if "cuda" in c[1] else c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
 def test_bad_input_is_one_clean_line(args, words, inputs_template, tmp_path, monkeypatch):
     # The inputs are shared (read only: models are 200+ MiB, never copied per case); {tmp} and
     # the working directory are this case's own, so anything written by default is seen.

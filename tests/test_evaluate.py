@@ -180,3 +180,19 @@ def test_cli_evaluate_exits_4_when_no_requested_cell_ran(run_dir: Path, tmp_path
     result = CliRunner().invoke(_local_app(), [*args, "--artifacts", str(tmp_path / "x")])
     assert result.exit_code == 4, result.output
     assert "nothing was evaluated" in result.stderr
+
+
+def test_which_share_of_a_folder_is_scored(tmp_path: Path, monkeypatch) -> None:
+    """The folder a checkpoint trained on: its held-out share; any other folder: every image;
+    a relative record of an older checkpoint is read from the working directory."""
+    from alexbench.cli.evaluate import _val_fraction
+
+    trained = {"data_dir": str(tmp_path / "cifar"), "val_fraction": 0.2}
+    assert _val_fraction(None, tmp_path / "cifar", trained, Split.VAL) == 0.2
+    assert _val_fraction(None, tmp_path / "test-set", trained, Split.VAL) == 0.0
+    assert _val_fraction(0.3, tmp_path / "test-set", trained, Split.VAL) == 0.3
+    assert _val_fraction(None, tmp_path / "test-set", trained, Split.TRAIN) == 0.2
+    assert _val_fraction(None, tmp_path / "x", {}, Split.VAL) == 0.0
+    monkeypatch.chdir(tmp_path)
+    old = {"data_dir": "cifar", "val_fraction": 0.1}
+    assert _val_fraction(None, Path("cifar"), old, Split.VAL) == 0.1

@@ -214,3 +214,46 @@ def test_report_default_is_the_newest_run(tmp_path, monkeypatch):
     *older, newest = sorted((tmp_path / "results").glob("2026*.json"))
     assert newest.name in r.stdout
     assert not any(o.name in r.stdout for o in older)
+
+
+def test_report_reads_old_schema_empty_and_undated_runs(tmp_path):
+    """A schema /1 file (this project's own, from its history), a run interrupted before its
+    first cell and a file without a date are still reported, not crashed on."""
+    old = ROOT / "tests" / "data" / "results-schema1.json"
+    data = load_results(sorted(COMMITTED.glob("xeon-2c/2026*.json"))[0])
+    empty = data | {"cells": [], "complete": False, "interrupted": "SIGINT"}
+    (tmp_path / "empty.json").write_text(json.dumps(empty))
+    undated = {k: v for k, v in data.items() if k != "created"}
+    (tmp_path / "undated.json").write_text(json.dumps(undated))
+    r = invoke("report", old, tmp_path / "empty.json", tmp_path / "undated.json",
+               "--out", tmp_path / "rep")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "results-schema1" in md and "Incomplete run: SIGINT" in md
+    for png in (tmp_path / "rep").glob("*.png"):
+        png_size(png)
+
+
+def test_a_bad_input_beside_an_evaluation_is_still_an_error(tmp_path, evaluation):
+    r = invoke("report", evaluation, tmp_path / "typo.json", "--out", tmp_path / "rep")
+    assert r.exit_code == 2 and "typo.json" in r.stderr
+    assert not (tmp_path / "rep").exists()
+    r = invoke("report", evaluation, "--out", tmp_path / "rep", "--plot", tmp_path / "p.png")
+    assert r.exit_code == 2 and "--plot" in r.stderr and not (tmp_path / "rep").exists()
+
+
+def test_a_failed_report_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
+    from alexbench import pages
+
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+
+    def broken(*_args, **_kw):
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(pages, "to_markdown", broken)
+    r = invoke("report", COMMITTED / "xeon-2c", "--out", out)
+    assert r.exit_code == 3
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rep.")]  # no staging left

@@ -34,6 +34,7 @@ from alexbench.cli.common import (
     emit_json,
     err_console,
     handle_errors,
+    invoked_command,
     json_output,
     parse_enum_list,
     parse_int_list,
@@ -58,6 +59,7 @@ DEFAULT_BACKENDS = "eager,torchscript,pt2,onnxruntime"
 @handle_errors
 @json_output
 def bench_cmd(
+    ctx: typer.Context,
     backend: str = opt.backend_list(DEFAULT_BACKENDS),
     device: str | None = opt.device_list(),
     batch: str = opt.batch_list("1,16"),
@@ -177,6 +179,7 @@ def bench_cmd(
         try:
             with signals_deferred():
                 cells, payload = _payload(bundle, spec, finished, ceilings, environment, created)
+                payload["settings"]["command"] = invoked_command(ctx)
                 if interrupted is not None or aborted is not None:
                     payload["complete"] = False
                     payload["interrupted"] = (

@@ -196,6 +196,35 @@ def check_output_file(path: Path, option: str) -> None:
     _check_parent_writable(path.absolute().parent, option)
 
 
+# Options that change what is printed, not what is measured: left out of a recorded command.
+_OUTPUT_ONLY = {"as_json", "wide"}
+
+
+def invoked_command(ctx: typer.Context) -> str:
+    """The command that repeats this one: each option whose value differs from its default,
+    under its primary name (recorded in results files; the report shows it)."""
+    import shlex
+
+    parts = [ctx.command_path]
+    for param in ctx.command.params:
+        name = param.name or ""
+        if param.param_type_name != "option" or name in _OUTPUT_ONLY:
+            continue
+        value = ctx.params.get(name)
+        if value is None or value == param.default:
+            continue
+        opts = list(param.opts)
+        if isinstance(value, bool):
+            secondary = list(getattr(param, "secondary_opts", []))
+            flag = opts[0] if value else (secondary[0] if secondary else None)
+            if flag:
+                parts.append(flag)
+            continue
+        shown_value = value.value if isinstance(value, Enum) else value
+        parts += [opts[0], shlex.quote(str(shown_value))]
+    return " ".join(parts)
+
+
 def shown(value: str) -> str:
     """A value as an error message may quote it: control characters (a newline would break the
     one-line error) escaped."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from alexbench.artifacts import ModelBundle
 from alexbench.checkpoint import Normalization
 from alexbench.cli import options as opt
 from alexbench.cli.common import (
@@ -26,7 +27,7 @@ from alexbench.cli.common import (
 )
 from alexbench.devices import Device, require
 from alexbench.errors import InputError
-from alexbench.evaluate import CellStatus, evaluate_model
+from alexbench.evaluate import EVALUATE_SCHEMA, CellStatus, check_compatible, evaluate_model
 from alexbench.exit_codes import ExitCode, outcome
 from alexbench.fileio import write_json
 from alexbench.precision import Precision
@@ -75,7 +76,8 @@ def evaluate_cmd(
     val_fraction: float | None = typer.Option(
         None,
         "--val-fraction",
-        help="Held-out share of train, in [0, 1) (default: the checkpoint's, else 0.1).",
+        help="Share of an ImageFolder without val/ or test/ scored as held out, in [0, 1) "
+        "(default: the checkpoint's on the folder it trained on; 0 = every image, elsewhere).",
     ),
     split_seed: int | None = typer.Option(
         None, "--split-seed", help="Seed of the held-out split (default: the checkpoint's, else 0)."
@@ -119,7 +121,7 @@ def evaluate_cmd(
 
       alexbench evaluate --checkpoint best.pt --out eval.json  (--json: the same on stdout)
     """
-    from alexbench.cli.model_args import bundle_for  # imports the exporters: only when needed
+    from alexbench.cli.model_args import bundle_for, model_for  # imports the exporters
 
     if checkpoint is None and weights is None:
         raise InputError("evaluate needs a model: --checkpoint PATH or --weights PATH")
@@ -138,12 +140,12 @@ def evaluate_cmd(
     precisions = parse_enum_list(precision, Precision, "--precision")
     device = opt.device_default(device)
     require(device)
-    bundle = bundle_for(
-        console, artifacts, backends,
-        checkpoint=checkpoint, weights=weights, seed=None,
+    # The model is read first and the data checked against it before anything is exported.
+    loaded = model_for(
+        artifacts, checkpoint=checkpoint, weights=weights, seed=None,
         num_classes=num_classes, image_size=image_size, normalize=normalize,
     )  # fmt: skip
-    meta = bundle.loaded.meta
+    meta = loaded.meta
     trained: dict[str, Any] = meta.provenance.get("data") or {}
     dataset, data_dir = _dataset_for(dataset, data_dir, trained)
     default_crop = 1.0 if checkpoint is not None else TORCHVISION_CROP
@@ -152,7 +154,7 @@ def evaluate_cmd(
         data_dir=data_dir,
         image_size=meta.image_size,
         augment=Augment.NONE,
-        val_fraction=_val_fraction(val_fraction, data_dir, trained),
+        val_fraction=_val_fraction(val_fraction, data_dir, trained, split),
         split_seed=split_seed if split_seed is not None else trained.get("split_seed", 0),
         download=download,
         normalize=NormalizeChoice.NONE,  # the model's own mean/std normalise, not the data's
@@ -167,6 +169,12 @@ def evaluate_cmd(
             f"warning: skipped {len(data.skipped)} unreadable image(s) (first: {data.skipped[0]})",
             markup=False,
         )
+    check_compatible(ModelBundle(loaded), data)
+    bundle = bundle_for(
+        console, artifacts, backends,
+        checkpoint=checkpoint, weights=weights, seed=None, num_classes=num_classes,
+        image_size=image_size, normalize=normalize, loaded=loaded,
+    )  # fmt: skip
     with signals_as_interrupts(), console.status("evaluating..."):
         report = evaluate_model(
             bundle, data, backends, precisions, device, split=split, batch_size=batch_size
@@ -183,7 +191,7 @@ def evaluate_cmd(
         plot_confusion_matrix(report.confusion, report.class_names, plot)
         console.print(f"Confusion matrix plot: {plot}")
     payload = report.to_dict() | {
-        "schema": "alexbench-evaluate/1",
+        "schema": EVALUATE_SCHEMA,
         "model": {"source": bundle.loaded.source.to_dict(), "meta": vars(meta)},
         "data": data.description,
     }
@@ -223,14 +231,18 @@ def _dataset_for(
     return dataset, data_dir or Path("data")
 
 
-def _val_fraction(given: float | None, data_dir: Path, trained: dict[str, Any]) -> float:
+def _val_fraction(
+    given: float | None, data_dir: Path, trained: dict[str, Any], split: Split
+) -> float:
     """The share of an ImageFolder scored as held out. Given: that. The folder the checkpoint
-    trained on: its held-out part, as training split it. Any other folder is a test set: every
-    image is scored (0 = none held back)."""
+    trained on (or --split train): its held-out part, as training split it. Any other folder is
+    a test set: every image is scored (0 = none held back). Checkpoints record their folder
+    absolute; an older relative record is read from the working directory."""
     if given is not None:
         return given
     recorded = trained.get("data_dir")
-    if recorded and Path(recorded).resolve() == Path(data_dir).resolve():
+    same = bool(recorded) and Path(recorded).resolve() == Path(data_dir).resolve()
+    if same or split is Split.TRAIN:
         return float(trained.get("val_fraction", 0.1))
     return 0.0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from alexbench.checkpoint import Normalization
+from alexbench.checkpoint import LoadedModel, Normalization
 from alexbench.cli.common import err_console
 from alexbench.devices import Device
 from alexbench.errors import InputError
@@ -33,6 +33,34 @@ def check_model_options(checkpoint: Path | None, normalize: Normalization | None
         )
 
 
+def model_for(
+    artifacts: Path | None,
+    *,
+    checkpoint: Path | None,
+    weights: Path | None,
+    seed: int | None,
+    num_classes: int | None,
+    image_size: int | None,
+    normalize: Normalization | None,
+) -> LoadedModel:
+    """The model the options name (else the artifact folder's, else exports/latest's, else the
+    seeded default): read, not exported."""
+    if artifacts is not None and artifacts.exists() and not artifacts.is_dir():
+        raise InputError(f"--artifacts {artifacts}: is a file, expected a folder")
+    check_model_options(checkpoint, normalize)
+    if normalize is not None and checkpoint is None and weights is None and seed is None:
+        seed = 0  # --normalize names a model too (the seeded one), not the last export's
+    return model_for_artifacts(
+        artifacts,
+        checkpoint=checkpoint,
+        weights=weights,
+        seed=seed,
+        num_classes=num_classes,
+        image_size=image_size,
+        normalization=normalize,
+    )
+
+
 def bundle_for(
     console: Console,
     artifacts: Path | None,
@@ -48,24 +76,16 @@ def bundle_for(
     devices: Sequence[Device] = (Device.CPU,),
     calib_data: Path | None = None,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
+    loaded: LoadedModel | None = None,
 ) -> ModelBundle:
     """The model the command should use, with every artifact its cells need (exported when
     missing or stale; int8 calibrated on `calib_data`), in `artifacts` or, without it, in the
-    model's own folder under exports/."""
-    if artifacts is not None and artifacts.exists() and not artifacts.is_dir():
-        raise InputError(f"--artifacts {artifacts}: is a file, expected a folder")
-    check_model_options(checkpoint, normalize)
-    if normalize is not None and checkpoint is None and weights is None and seed is None:
-        seed = 0  # --normalize names a model too (the seeded one), not the last export's
-    loaded = model_for_artifacts(
-        artifacts,
-        checkpoint=checkpoint,
-        weights=weights,
-        seed=seed,
-        num_classes=num_classes,
-        image_size=image_size,
-        normalization=normalize,
-    )
+    model's own folder under exports/. `loaded`: the model, already read by `model_for`."""
+    if loaded is None:
+        loaded = model_for(
+            artifacts, checkpoint=checkpoint, weights=weights, seed=seed,
+            num_classes=num_classes, image_size=image_size, normalize=normalize,
+        )  # fmt: skip
     needed: list[ArtifactFormat] = []
     for b in backends:
         runtime = get_runtime(b)
@@ -79,6 +99,12 @@ def bundle_for(
         calibration = image_inputs(calib_data, calib_samples, loaded.meta, option="--calib-data")
     folder = artifacts if artifacts is not None else folder_for(loaded)
     opset, exporter = recorded_onnx_settings(folder)
+
+    def exporting(fmt: ArtifactFormat) -> None:
+        # A lasting line, not only the status spinner: piped output must say it exported too.
+        status.update(f"exporting {fmt.value} (missing or stale)...")
+        err_console.print(f"exporting {fmt.value} into {folder} (missing or stale)", markup=False)
+
     with console.status("checking artifacts...") as status:
         bundle = prepare_bundle(
             loaded,
@@ -89,7 +115,7 @@ def bundle_for(
             calibration=calibration,
             # These commands have no --force: the export command that replaces the folder.
             force_hint=f"`alexbench export --out {folder} --force` (same model options)",
-            on_export=lambda f: status.update(f"exporting {f.value} (missing or stale)..."),
+            on_export=exporting,
             on_wait=lambda: err_console.print(
                 f"waiting for another alexbench process writing {folder}...", markup=False
             ),

@@ -9,7 +9,14 @@ import typer
 from alexbench import report
 from alexbench.bench.compare import incomplete_description
 from alexbench.cli import options as opt
-from alexbench.cli.common import WIDE_OPTION, Command, console, err_console, handle_errors
+from alexbench.cli.common import (
+    WIDE_OPTION,
+    Command,
+    check_output_file,
+    console,
+    err_console,
+    handle_errors,
+)
 from alexbench.errors import InputError
 from alexbench.results import collect_runs
 
@@ -45,10 +52,14 @@ def report_cmd(
 
     if plot is not None:
         plots.check_plot_path(plot)
+        check_output_file(plot, "--plot")
     if not 0.0 <= threshold < 1.0:  # also rejects nan
         raise InputError(f"--threshold must be >= 0 and < 1 (0.05 = 5%), got {threshold}")
     paths = list(results or [Path("results")])
     if out is not None:
+        runs = pages.load_inputs(paths)[0]
+        if plot is not None and not runs:
+            raise InputError("--plot draws benchmark runs, and none is among the inputs")
         files = pages.write_report(paths, out, threshold)
         for line in files.skipped:
             err_console.print(f"skipped {line}", style="dim", markup=False)
@@ -57,7 +68,6 @@ def report_cmd(
             f"{files.html}, {files.markdown}, {len(files.images)} PNG(s) in {out}",
             markup=False,
         )
-        runs = pages.load_inputs(paths)[0]
     else:
         runs, skipped = collect_runs(paths)
         if not results:
@@ -66,7 +76,7 @@ def report_cmd(
             err_console.print(f"skipped {line}", style="dim", markup=False)
         for run in runs:
             _render_run(run, wide)
-    if plot is not None and runs:
+    if plot is not None:
         plots.plot_throughput(runs, plot)
         console.print(f"Plot: {plot}", markup=False)
 

@@ -233,7 +233,8 @@ def train_cmd(
     device = opt.device_default(device)
     spec = DataSpec(
         kind=dataset,
-        data_dir=data_dir or Path("data"),
+        # Absolute: evaluate compares it with the folder it is given, from any directory.
+        data_dir=(data_dir or Path("data")).resolve(),
         image_size=image_size,
         augment=augment,
         val_fraction=val_fraction,

@@ -108,13 +108,14 @@ def verify_cmd(
         else random_inputs(batch, meta.image_size, seed or 0)
     )
     options = SessionOptions(threads=threads, compile_mode=compile_mode)
+    out = report_path or (bundle.directory or Path(".")) / "verify-report.json"
+    check_output_file(out, "--out")  # before the work, not after it
     with signals_as_interrupts(), console.status("verifying...") as status:
         result = run_verify(
             bundle, backends, devices, precisions, inputs, options,
             on_cell=lambda b, d, p: status.update(f"verifying {b.value} on {d.value} at {p.value}"),
         )  # fmt: skip
     report.render_verify(console, result, precisions, wide=wide)
-    out = report_path or (bundle.directory or Path(".")) / "verify-report.json"
     payload = result.to_dict() | {
         "schema": "alexbench-verify/1",
         "model": {"source": bundle.loaded.source.to_dict(), "meta": vars(meta)},

@@ -163,10 +163,14 @@ def latest_folder(root: Path = DEFAULT_ROOT) -> Path | None:
 
 
 def _remove_artifacts(directory: Path, manifest: Manifest) -> None:
-    """--force: the folder is handed over whole; the other model's files go first."""
-    for record in manifest.artifacts.values():
-        (directory / record.path).unlink(missing_ok=True)
-    (directory / "manifest.json").unlink(missing_ok=True)
+    """--force: the folder is handed over whole; the other model's files go first: those in
+    its manifest, any other artifact file (an orphan of an older export) and its verify
+    report. Files alexbench did not make are left alone."""
+    names = {record.path for record in manifest.artifacts.values()}
+    names |= {p.name for p in directory.glob("alexnet.*")}
+    names |= {"verify-report.json", "manifest.json"}
+    for name in names:
+        (directory / name).unlink(missing_ok=True)
 
 
 class ArtifactStatus(StrEnum):
@@ -413,6 +417,11 @@ def find_source(recorded: Path, sha256: str | None, folder: Path) -> Path:
     or the artifact folder."""
     if recorded.is_file() and (sha256 is None or file_sha256(recorded) == sha256):
         return recorded
+    if recorded.is_file():
+        raise InputError(
+            f"{recorded} has changed since the artifacts in {folder} were exported from it "
+            "(sha256 differs): re-export, or pass --checkpoint/--weights"
+        )
     if sha256 is not None:
         bases = dict.fromkeys(
             p.resolve() for p in (Path.cwd(), folder.parent, folder.parent.parent)
