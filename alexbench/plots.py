@@ -1,4 +1,5 @@
-"""PNG plots for training and evaluation: loss/accuracy curves and a confusion-matrix heat map.
+"""Plots: training curves, the confusion matrix, and the benchmark plots of `report` (throughput
+against batch size, latency distributions, roofline), each titled with what it shows.
 
 Rendered with matplotlib's Agg backend (no display needed); every figure is written atomically.
 """

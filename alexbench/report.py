@@ -445,32 +445,36 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
-def render_evaluation(out: Console, report: EvalReport, wide: bool = False) -> None:
-    table = Table(
-        title=f"Accuracy on {report.split} ({report.samples} images)", title_justify="left"
+def evaluation_table(report: EvalReport) -> TableData:
+    t = TableData(
+        f"Accuracy on {report.split} ({report.samples} images)",
+        [
+            Column("backend", right=False),
+            Column("precision", right=False),
+            Column("top-1"),
+            Column("top-5", priority=1),
+            Column("agrees with eager fp32", priority=2),
+            Column("time", priority=3),
+            Column("status", right=False),
+        ],
+        row_class="accuracy",
     )
-    for col in (
-        "backend",
-        "precision",
-        "top-1",
-        "top-5",
-        "agrees with eager fp32",
-        "time",
-        "status",
-    ):
-        table.add_column(col, justify="right" if col in ("top-1", "top-5", "time") else "left")
+    tones = {CellStatus.OK: Tone.GOOD, CellStatus.UNSUPPORTED: Tone.DIM, CellStatus.ERROR: Tone.BAD}
     for c in report.cells:
-        status = c.status.value if c.reason is None else f"{c.status.value}: {c.reason}"
-        style = {CellStatus.OK: "", CellStatus.UNSUPPORTED: "dim", CellStatus.ERROR: "red"}[
-            c.status
-        ]
         name = c.backend.value + ("" if c.requested else " (reference)")
         time_s = f"{c.seconds:.2f} s" if c.status is CellStatus.OK else "-"
-        table.add_row(
-            name, c.precision.value, _pct(c.top1), _pct(c.top5), _pct(c.agreement), time_s, status,
-            style=style,
+        t.add(
+            [name, c.precision.value, _pct(c.top1), _pct(c.top5), _pct(c.agreement), time_s,
+             Entry(c.status.value, tones[c.status])],
+            f"{c.backend.value}/{c.precision.value}",
         )  # fmt: skip
-    out.print(table)
+        if c.reason:
+            t.notes.append(f"{c.status.value} {c.backend.value}/{c.precision.value}: {c.reason}")
+    return t
+
+
+def render_evaluation(out: Console, report: EvalReport, wide: bool = False) -> None:
+    draw(out, evaluation_table(report), wide)
     names = report.class_names
     per_class = Table(title="Per-class accuracy (eager fp32)", title_justify="left")
     per_class.add_column("class")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alexbench.artifacts import ArtifactFormat, ModelBundle
 from alexbench.checkpoint import load_model
 from alexbench.exporters import prepare_bundle
-from alexbench.runtimes import ArtifactFormat, ModelBundle
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from alexbench.artifacts import ArtifactFormat
 from alexbench.checkpoint import (
     CheckpointError,
     ModelMeta,
@@ -24,7 +25,6 @@ from alexbench.errors import InputError
 from alexbench.exporters import ensure_artifacts, folder_for, model_for_artifacts
 from alexbench.exporters.manifest import Manifest
 from alexbench.fileio import folder_lock
-from alexbench.runtimes import ArtifactFormat
 
 SMALL = {"num_classes": 10, "image_size": 64}
 TS = [ArtifactFormat.TORCHSCRIPT]

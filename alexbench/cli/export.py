@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from alexbench import report
+from alexbench.artifacts import ArtifactFormat
 from alexbench.checkpoint import Normalization, load_model
 from alexbench.cli import options as opt
 from alexbench.cli.common import Command, console, err_console, handle_errors, parse_enum_list
@@ -20,7 +21,6 @@ from alexbench.exporters import (
     point_latest,
 )
 from alexbench.inputs import image_inputs
-from alexbench.runtimes import ArtifactFormat
 
 
 @handle_errors

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from alexbench.artifacts import ArtifactFormat, ModelBundle
 from alexbench.checkpoint import LoadedModel, Normalization
 from alexbench.cli.common import err_console
 from alexbench.devices import Device
@@ -19,7 +20,7 @@ from alexbench.exporters import (
 )
 from alexbench.inputs import image_inputs
 from alexbench.precision import Precision
-from alexbench.runtimes import ArtifactFormat, Backend, ModelBundle, get_runtime, unsupported_reason
+from alexbench.runtimes import Backend, get_runtime, unsupported_reason
 
 DEFAULT_CALIB_SAMPLES = 64
 

@@ -2,8 +2,9 @@
 
 `prepare_bundle` is what verify/bench/evaluate call: it exports whatever is missing or stale
 (weights, image size, opset, exporter or torch version changed, or a file's hash no longer
-matches) and returns the paths. Nothing is ever half-written: each file is written to a temporary
-name and renamed, and the manifest is written last.
+matches) and returns the paths. A folder holds one model's artifacts and is locked while they are
+written; each file is written to a temporary name and renamed, and the manifest is rewritten after
+each file, so it always describes what the folder holds.
 """
 
 from __future__ import annotations
