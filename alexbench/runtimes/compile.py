@@ -35,16 +35,9 @@ from alexbench.runtimes.base import (
     Backend,
     CompileMode,
     ModelBundle,
-    Runtime,
-    Session,
     SessionOptions,
 )
-from alexbench.runtimes.torch_common import (
-    TorchModuleSession,
-    apply_torch_settings,
-    cast_copy,
-    cast_support,
-)
+from alexbench.runtimes.torch_common import TorchModuleSession, TorchRuntime, cast_copy
 
 # Variants one session may compile: one per batch size, plus one per thread-count/TF32 change.
 # Dynamo's default (8) would fail a sweep of nine batch sizes; past this, `run` raises.
@@ -123,6 +116,7 @@ class CompileSession(TorchModuleSession):
         settings: dict[str, Any],
         options: SessionOptions,
     ) -> None:
+        settings["compile_mode_requested"] = options.compile_mode.value
         self.mode_applied = applied_mode(device, options.compile_mode, options.cuda_graphs)
         if device is Device.CPU:
             # Inductor's pool of compile worker processes stays alive after compiling and, on a
@@ -223,21 +217,11 @@ class CompileSession(TorchModuleSession):
         super().close()
 
 
-class CompileRuntime(Runtime):
+class CompileRuntime(TorchRuntime):
     backend = Backend.COMPILE
+    session_class = CompileSession
 
-    def supports(self, device: Device, precision: Precision) -> str | None:
-        return cast_support(device, precision)
-
-    def load(
-        self,
-        bundle: ModelBundle,
-        device: Device,
-        precision: Precision,
-        options: SessionOptions | None = None,
-    ) -> Session:
-        opts = options or SessionOptions()
-        settings = apply_torch_settings(device, precision, opts)
-        settings["compile_mode_requested"] = opts.compile_mode.value
-        module = cast_copy(bundle.loaded.model, device, precision)
-        return CompileSession(module, device, precision, settings, opts)
+    def make_module(
+        self, bundle: ModelBundle, device: Device, precision: Precision
+    ) -> torch.nn.Module:
+        return cast_copy(bundle.loaded.model, device, precision)

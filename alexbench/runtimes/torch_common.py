@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import abc
 import copy
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from alexbench.devices import Device, torch_device
+from alexbench.errors import ExportError
 from alexbench.precision import Precision, spec
-from alexbench.runtimes.base import Session, SessionOptions
+from alexbench.runtimes.base import ModelBundle, Runtime, Session, SessionOptions
 
 
 def cast_support(device: Device, precision: Precision) -> str | None:
@@ -143,3 +146,40 @@ class TorchModuleSession(Session):
         self._graph_cache.clear()
         if self.device is Device.CUDA:
             torch.cuda.empty_cache()
+
+
+class TorchRuntime(Runtime):
+    """What every PyTorch runtime shares: the precisions a cast supports, the settings applied
+    and recorded, and a `TorchModuleSession` around the module. Eager, TorchScript, torch.export
+    and torch.compile differ only in `make_module` (and compile in its session class)."""
+
+    session_class: ClassVar[type[TorchModuleSession]] = TorchModuleSession
+
+    def supports(self, device: Device, precision: Precision) -> str | None:
+        return cast_support(device, precision)
+
+    def load(
+        self,
+        bundle: ModelBundle,
+        device: Device,
+        precision: Precision,
+        options: SessionOptions | None = None,
+    ) -> Session:
+        opts = options or SessionOptions()
+        settings = apply_torch_settings(device, precision, opts)
+        module = self.make_module(bundle, device, precision)
+        return self.session_class(module, device, precision, settings, opts)
+
+    @abc.abstractmethod
+    def make_module(
+        self, bundle: ModelBundle, device: Device, precision: Precision
+    ) -> torch.nn.Module:
+        """The module this runtime runs, on `device` at `precision`."""
+
+    def artifact_path(self, bundle: ModelBundle) -> Path:
+        """This runtime's exported file, or a one-line error saying how to make it."""
+        path = bundle.artifacts.get(self.artifact) if self.artifact else None
+        if path is None:
+            name = self.artifact.value if self.artifact else self.backend.value
+            raise ExportError(f"no {name} artifact in the bundle (run `alexbench export`)")
+        return path
