@@ -28,6 +28,14 @@ def cast_copy(model: torch.nn.Module, device: Device, precision: Precision) -> t
     return module.to(torch_device(device), dtype=spec(precision).dtype)
 
 
+def memory_format_for(device: Device) -> str:
+    """The layout the PyTorch runtimes run in. On CPU, channels_last (NHWC) was faster at every
+    precision and batch measured (benchmarks/layout_check.py, Intel Xeon 2 cores: 0.72-0.90x the
+    contiguous latency, results/xeon-2c/layout-check_vm_cpu.json). CUDA keeps NCHW until a GPU
+    session measures it."""
+    return "channels_last" if device is Device.CPU else "contiguous"
+
+
 def apply_torch_settings(device: Device, precision: Precision, options: SessionOptions) -> dict:
     """Set every global flag that changes speed or numerics, so no runtime inherits defaults.
 
@@ -75,6 +83,8 @@ class TorchModuleSession(Session):
         self.precision = precision
         self._torch_device = torch_device(device)
         self._dtype = spec(precision).dtype
+        # The layout the module was converted to (TorchRuntime.load); inputs follow it.
+        self._channels_last = settings.get("memory_format") == "channels_last"
         cuda = device is Device.CUDA
         # End-to-end mode: inputs stay in pinned host memory as fp32 (the bytes every runtime
         # moves), are cast on the device, and fp32 logits come back to the host in `run`.
@@ -95,7 +105,8 @@ class TorchModuleSession(Session):
         t = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         if self._transfers:
             return t.pin_memory()
-        return t.to(self._torch_device, dtype=self._dtype)
+        t = t.to(self._torch_device, dtype=self._dtype)
+        return t.contiguous(memory_format=torch.channels_last) if self._channels_last else t
 
     def run(self, inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -154,6 +165,8 @@ class TorchRuntime(Runtime):
     and torch.compile differ only in `make_module` (and compile in its session class)."""
 
     session_class: ClassVar[type[TorchModuleSession]] = TorchModuleSession
+    # Whether the module's weights can take another layout (a frozen TorchScript cannot).
+    converts_layout: ClassVar[bool] = True
 
     def supports(self, device: Device, precision: Precision) -> str | None:
         return cast_support(device, precision)
@@ -168,6 +181,10 @@ class TorchRuntime(Runtime):
         opts = options or SessionOptions()
         settings = apply_torch_settings(device, precision, opts)
         module = self.make_module(bundle, device, precision)
+        layout = memory_format_for(device) if self.converts_layout else "contiguous"
+        if layout == "channels_last":
+            module = module.to(memory_format=torch.channels_last)
+        settings["memory_format"] = layout
         return self.session_class(module, device, precision, settings, opts)
 
     @abc.abstractmethod

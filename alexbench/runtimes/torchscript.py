@@ -15,6 +15,7 @@ from alexbench.runtimes.torch_common import TorchRuntime, cast_support
 class TorchScriptRuntime(TorchRuntime):
     backend = Backend.TORCHSCRIPT
     artifact = ArtifactFormat.TORCHSCRIPT
+    converts_layout = False  # freezing inlined the weights as constants in NCHW
 
     def supports(self, device: Device, precision: Precision) -> str | None:
         if precision in (Precision.FP16, Precision.BF16):
