@@ -31,6 +31,8 @@ VARIANTS = {
     Precision.INT8: ArtifactFormat.ONNX_INT8,
 }
 
+SPIN_KEY = "session.intra_op.allow_spinning"
+
 
 def _ort() -> Any:
     import onnxruntime
@@ -131,6 +133,7 @@ class OnnxRuntimeSession(Session):
             "providers": self.sess.get_providers(),
             "intra_op_num_threads": so.intra_op_num_threads,
             "graph_optimization_level": str(so.graph_optimization_level).split(".")[-1],
+            "intra_op_allow_spinning": so.get_session_config_entry(SPIN_KEY) == "1",
             "io_binding": self._bound,
             "include_transfers": self._transfers,
             "cuda_graphs": False,
@@ -192,6 +195,9 @@ class OnnxRuntime(Runtime):
         # Set explicitly (0 would leave ORT's own default, one per physical core, unrecorded):
         # torch's default is also one per physical core, so both runtimes get the same count.
         so.intra_op_num_threads = opts.threads or _default_threads()
+        # ORT's default, set so it is on record: intra-op workers spin between calls (lower
+        # latency back to back, a busy core between calls).
+        so.add_session_config_entry(SPIN_KEY, "1")
         so.log_severity_level = 3  # errors only; the CPU fallback is detected below, not logged
         if device is Device.CUDA:
             if hasattr(ort, "preload_dlls"):
