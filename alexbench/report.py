@@ -32,7 +32,7 @@ def draw(console: Console, t: TableData, wide: bool = False) -> None:
     always, never cut short), or every column with `wide`; then its notes."""
     shown = t.fitting_columns(None if wide else console.width)
     natural = t.column_widths()
-    table = Table(title=t.title, title_justify="left")
+    table = Table(title=Text(t.title), title_justify="left")  # text, never markup
     for i in shown:
         col = t.columns[i]
         justify = "right" if col.right else "left"
