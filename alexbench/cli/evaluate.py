@@ -93,7 +93,9 @@ def evaluate_cmd(
     device: Device | None = opt.device_one(),
     batch_size: int = opt.batch_one(256, "Images per forward pass."),
     artifacts: Path | None = opt.ARTIFACTS,
-    plot: Path | None = opt.plot_file("Write a confusion-matrix heat map to this PNG file."),
+    plot: Path | None = opt.plot_file(
+        "Write a confusion-matrix heat map to this file (.png, .pdf or .svg, by the suffix)."
+    ),
     out: Path | None = opt.out_file("Write the full report to this JSON file."),
     cache_limit_gb: float = typer.Option(
         2.0, "--cache-limit-gb", help="Decode into memory up to this size in GiB, else stream."
