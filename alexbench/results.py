@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import os
 import re
 import socket
 from dataclasses import asdict, dataclass
@@ -127,13 +129,28 @@ def csv_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_results(results_dir: Path, payload: dict[str, Any]) -> tuple[Path, Path]:
     created = datetime.fromisoformat(payload["created"])
     stem = results_stem(created, payload["settings"]["devices"])
-    json_path, csv_path = results_dir / f"{stem}.json", results_dir / f"{stem}.csv"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    # Two runs finishing in the same second (two processes, one folder) must not overwrite each
+    # other: the name is claimed with an exclusive create, then filled atomically.
+    for n in itertools.count(1):
+        name = stem if n == 1 else f"{stem}-{n}"
+        json_path, csv_path = results_dir / f"{name}.json", results_dir / f"{name}.csv"
+        try:
+            os.close(os.open(json_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            break
+        except FileExistsError:
+            continue
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(csv_rows(payload["cells"]))
-    write_json(json_path, payload)
-    write_text(csv_path, buf.getvalue())
+    try:
+        write_json(json_path, payload)
+        write_text(csv_path, buf.getvalue())
+    except BaseException:
+        if json_path.exists() and json_path.stat().st_size == 0:
+            json_path.unlink()  # the claimed name, never filled: no empty results file left
+        raise
     return json_path, csv_path
 
 

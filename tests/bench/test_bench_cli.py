@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -15,6 +16,7 @@ from alexbench.cli import app
 from alexbench.results import CSV_COLUMNS, RESULTS_JSON_SCHEMA
 
 runner = CliRunner()
+ROOT_RESULTS = Path(__file__).resolve().parents[2] / "results" / "xeon-2c"
 SHORT = ["--min-time", "0.05", "--min-iters", "3", "--warmup", "1"]
 # Row counts below assume one device: with a GPU the default is every device.
 FAST = [*SHORT, "--device", "cpu"]
@@ -275,3 +277,12 @@ def test_a_crash_outside_any_cell_still_saves_the_finished_cells(
     data = json.loads(path.read_text())
     assert data["complete"] is False and data["interrupted"].startswith("aborted: RuntimeError")
     assert [c["batch"] for c in data["cells"]] == [1] and data["cells"][0]["status"] == "ok"
+
+
+def test_two_runs_in_the_same_second_keep_both_files(tmp_path):
+    from alexbench.results import load_results, write_results
+
+    run = load_results(sorted(ROOT_RESULTS.glob("2026*.json"))[0])
+    first, second = write_results(tmp_path, run), write_results(tmp_path, run)
+    assert first[0] != second[0] and second[0].name.endswith("-2.json")
+    assert load_results(first[0]) == load_results(second[0]) == run
