@@ -219,7 +219,7 @@ def test_report_default_is_the_newest_run(tmp_path, monkeypatch):
 def test_report_reads_old_schema_empty_and_undated_runs(tmp_path):
     """A schema /1 file (this project's own, from its history), a run interrupted before its
     first cell and a file without a date are still reported, not crashed on."""
-    old = ROOT / "tests" / "data" / "results-schema1.json"
+    old = ROOT / "tests" / "fixtures" / "results-schema1.json"  # not data/: .gitignore
     data = load_results(sorted(COMMITTED.glob("xeon-2c/2026*.json"))[0])
     empty = data | {"cells": [], "complete": False, "interrupted": "SIGINT"}
     (tmp_path / "empty.json").write_text(json.dumps(empty))
