@@ -23,7 +23,14 @@ from alexbench.bench.compare import compare_runs, key_label
 from alexbench.errors import InputError
 from alexbench.evaluate import EVALUATE_SCHEMA
 from alexbench.fileio import write_text
-from alexbench.report import bench_tables, cell_id, compare_table
+from alexbench.report import (
+    accuracy_table,
+    bench_tables,
+    cell_id,
+    compare_table,
+    fastest_cells,
+    speedup_base,
+)
 from alexbench.results import Run, collect_runs, machine_label, model_label
 from alexbench.tables import Column, Entry, TableData, Tone
 
@@ -66,18 +73,20 @@ class ReportFiles:
     images: list[Path]
     runs: int
     evaluations: int
-    skipped: list[str]
 
 
 # ---------------------------------------------------------------- inputs
 
 
-def _schema(path: Path) -> str | None:
+def _evaluation(path: Path) -> Evaluation | None:
+    """The evaluate report saved at `path`, or None when it is something else."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data.get("schema") if isinstance(data, dict) else None
+    if isinstance(data, dict) and data.get("schema") == EVALUATE_SCHEMA:
+        return Evaluation(path.stem, data)
+    return None
 
 
 def load_inputs(paths: list[Path]) -> tuple[list[Run], list[Evaluation], list[str]]:
@@ -90,8 +99,9 @@ def load_inputs(paths: list[Path]) -> tuple[list[Run], list[Evaluation], list[st
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
         for f in sorted(path.rglob("*.json")) if path.is_dir() else [path]:
-            if _schema(f) == EVALUATE_SCHEMA:
-                evaluations.append(Evaluation(f.stem, json.loads(f.read_text())))
+            evaluation = _evaluation(f)
+            if evaluation is not None:
+                evaluations.append(evaluation)
                 taken.add(f.resolve())
     runs, skipped = collect_runs(paths, frozenset(taken), allow_empty=bool(evaluations))
     return runs, evaluations, skipped
@@ -273,65 +283,16 @@ def fastest_table(runs: list[Run]) -> TableData:
         row_class="best",
     )
     for r in runs:
-        ok = [c for c in r.data["cells"] if c["status"] == "ok" and c.get("stats")]
-        for device, batch in sorted({(c["device"], c["batch"]) for c in ok}):
-            group = [c for c in ok if (c["device"], c["batch"]) == (device, batch)]
-            best = max(group, key=lambda c: c["stats"]["throughput"])
-            eager = [c for c in group if (c["backend"], c["precision"]) == ("eager", "fp32")]
-            ratio = (
-                f"{best['stats']['throughput'] / eager[0]['stats']['throughput']:.2f}x"
-                if eager
-                else "-"
-            )
+        base, best = speedup_base(r.data["cells"]), fastest_cells(r.data["cells"])
+        for (device, batch), c in sorted(best.items()):
+            tput = c["stats"]["throughput"]
+            ref = base.get((device, batch))
             t.add(
-                [r.name, device, str(batch), best["backend"], best["precision"],
-                 Entry(f"{best['stats']['throughput']:,.1f}", Tone.BEST),
-                 f"{best['stats']['p50_ms']:.2f}", ratio],
+                [r.name, device, str(batch), c["backend"], c["precision"],
+                 Entry(f"{tput:,.1f}", Tone.BEST), f"{c['stats']['p50_ms']:.2f}",
+                 f"{tput / ref:.2f}x" if ref else "-"],
                 None,
             )  # fmt: skip
-    return t
-
-
-def accuracy_table(e: Evaluation) -> TableData:
-    d = e.data
-    t = TableData(
-        f"Accuracy of {e.name}: {d.get('split')} split, {d.get('samples')} images, "
-        f"{d.get('device')}",
-        [
-            Column("backend", right=False),
-            Column("prec", right=False),
-            Column("top-1"),
-            Column("top-5"),
-            Column("top-1 drop vs fp32"),
-            Column("agrees with eager fp32"),
-            Column("status", right=False),
-        ],
-        row_class="accuracy",
-    )
-    ref = d.get("reference") or {}
-    ref_top1 = next(
-        (c["top1"] for c in d["cells"]
-         if (c["backend"], c["precision"]) == (ref.get("backend"), ref.get("precision"))),
-        None,
-    )  # fmt: skip
-
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{100 * v:.2f}%"
-
-    for c in d["cells"]:
-        drop = (
-            f"{100 * (ref_top1 - c['top1']):+.2f} pt"
-            if ref_top1 is not None and c.get("top1") is not None
-            else "-"
-        )
-        status = c["status"] + (f": {c['reason']}" if c.get("reason") else "")
-        tone = {"ok": Tone.GOOD, "unsupported": Tone.DIM}.get(c["status"], Tone.BAD)
-        name = c["backend"] + ("" if c.get("requested", True) else " (reference)")
-        t.add(
-            [name, c["precision"], pct(c.get("top1")), pct(c.get("top5")), drop,
-             pct(c.get("agreement")), Entry(status, tone)],
-            f"{e.name}/{c['backend']}/{c['precision']}",
-        )  # fmt: skip
     return t
 
 
@@ -425,7 +386,10 @@ def build_page(
         sections.append(section)
     if evaluations:
         sections.append(
-            Section("Accuracy by precision", tables=[accuracy_table(e) for e in evaluations])
+            Section(
+                "Accuracy by precision",
+                tables=[accuracy_table(e.data, e.name) for e in evaluations],
+            )
         )
     sections.append(
         Section(
@@ -529,14 +493,15 @@ def to_markdown(page: Page) -> str:
     return "\n".join(out)
 
 
-def write_report(paths: list[Path], out_dir: Path, threshold: float = 0.05) -> ReportFiles:
-    """Read runs and evaluations from `paths`; write report.html, report.md and the PNGs.
+def write_report(
+    runs: list[Run], evaluations: list[Evaluation], out_dir: Path, threshold: float = 0.05
+) -> ReportFiles:
+    """Write report.html, report.md and the PNGs of `runs` and `evaluations` (`load_inputs`).
 
     Everything is made in a temporary folder beside `out_dir` and moved in at the end, so a
     failure leaves `out_dir` as it was."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir}: is a file, expected a folder")
-    runs, evaluations, skipped = load_inputs(paths)
     parent = out_dir.absolute().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -555,6 +520,5 @@ def write_report(paths: list[Path], out_dir: Path, threshold: float = 0.05) -> R
         shutil.rmtree(staging, ignore_errors=True)
     images = [out_dir / f.file for s in page.sections for f in s.figures]
     return ReportFiles(
-        out_dir / "report.html", out_dir / "report.md", images, len(runs), len(evaluations),
-        skipped,
-    )  # fmt: skip
+        out_dir / "report.html", out_dir / "report.md", images, len(runs), len(evaluations)
+    )

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from alexbench.bench.compare import Comparison, Verdict, key_label
-from alexbench.evaluate import CellStatus, EvalReport
+from alexbench.evaluate import EvalReport
 from alexbench.precision import PRECISIONS
 from alexbench.runs import RunSummary
 from alexbench.tables import Column, Entry, TableData, Tone
@@ -186,7 +186,7 @@ def render_ceilings(console: Console, c: dict[str, Any]) -> None:
 CellDict = dict[str, Any]
 
 
-def _speedup_base(cells: Sequence[CellDict]) -> dict[tuple[str, int], float]:
+def speedup_base(cells: Sequence[CellDict]) -> dict[tuple[str, int], float]:
     """Eager fp32 throughput per (device, batch): the row every speed-up is relative to."""
     return {
         (c["device"], c["batch"]): c["stats"]["throughput"]
@@ -195,12 +195,14 @@ def _speedup_base(cells: Sequence[CellDict]) -> dict[tuple[str, int], float]:
     }
 
 
-def _fastest(cells: Sequence[CellDict]) -> dict[tuple[str, int], float]:
-    best: dict[tuple[str, int], float] = {}
+def fastest_cells(cells: Sequence[CellDict]) -> dict[tuple[str, int], CellDict]:
+    """The fastest cell that passed parity per (device, batch)."""
+    best: dict[tuple[str, int], CellDict] = {}
     for c in cells:
-        if c["status"] == "ok":
+        if c["status"] == "ok" and c.get("stats"):
             key = (c["device"], c["batch"])
-            best[key] = max(best.get(key, 0.0), c["stats"]["throughput"])
+            if key not in best or c["stats"]["throughput"] > best[key]["stats"]["throughput"]:
+                best[key] = c
     return best
 
 
@@ -218,7 +220,7 @@ def bench_tables(
 ) -> list[TableData]:
     """One table per device. Skipped cells become rows with `skipped_rows` (the HTML page holds
     every cell), else one note per reason (the terminal)."""
-    base, best = _speedup_base(cells), _fastest(cells)
+    base, best = speedup_base(cells), fastest_cells(cells)
     tables = []
     for device in dict.fromkeys(c["device"] for c in cells):
         # On CUDA, throughput from back-to-back iterations and device time differ from
@@ -338,7 +340,7 @@ def _bench_row(c: CellDict, base: dict, best: dict, pipelined: bool) -> list[Ent
     p50 = ("~" if s["unstable"] else "") + f"{s['p50_ms']:.2f}"
     ci = f"[{s['p50_ci_low_ms']:.2f}, {s['p50_ci_high_ms']:.2f}]"
     key = (c["device"], c["batch"])
-    fastest = ok and best.get(key) == s["throughput"]
+    fastest = ok and best.get(key) is c
     tput = Entry(f"{s['throughput']:,.1f}", Tone.BEST if fastest else tone)
     ref = base.get(key)
     speed = f"{s['throughput'] / ref:.2f}x" if ref and ok else "-"
@@ -445,36 +447,50 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
-def evaluation_table(report: EvalReport) -> TableData:
+def accuracy_table(doc: dict[str, Any], name: str | None = None) -> TableData:
+    """Accuracy per backend x precision from an evaluate document (`EvalReport.to_dict()`, as
+    `evaluate --out` saves it), with each cell's top-1 drop against the eager fp32 reference.
+    `name`: the saved file's, when several are shown together (report --out)."""
+    where = f"{doc.get('split')} ({doc.get('samples')} images, {doc.get('device')})"
     t = TableData(
-        f"Accuracy on {report.split} ({report.samples} images)",
+        f"Accuracy of {name} on {where}" if name else f"Accuracy on {where}",
         [
             Column("backend", right=False),
-            Column("precision", right=False),
+            Column("prec", right=False),
             Column("top-1"),
             Column("top-5", priority=1),
-            Column("agrees with eager fp32", priority=2),
-            Column("time", priority=3),
+            Column("top-1 drop vs fp32", priority=2),
+            Column("agrees with eager fp32", priority=3),
+            Column("time", priority=4),
             Column("status", right=False),
         ],
         row_class="accuracy",
     )
-    tones = {CellStatus.OK: Tone.GOOD, CellStatus.UNSUPPORTED: Tone.DIM, CellStatus.ERROR: Tone.BAD}
-    for c in report.cells:
-        name = c.backend.value + ("" if c.requested else " (reference)")
-        time_s = f"{c.seconds:.2f} s" if c.status is CellStatus.OK else "-"
+    ref = doc.get("reference") or {}
+    key = (ref.get("backend"), ref.get("precision"))
+    ref_top1 = next(
+        (c.get("top1") for c in doc["cells"] if (c["backend"], c["precision"]) == key), None
+    )
+    tones = {"ok": Tone.GOOD, "unsupported": Tone.DIM}
+    for c in doc["cells"]:
+        label = f"{c['backend']}/{c['precision']}"
+        top1 = c.get("top1")
+        drop = "-" if ref_top1 is None or top1 is None else f"{100 * (ref_top1 - top1):+.2f} pt"
+        ok = c["status"] == "ok"
         t.add(
-            [name, c.precision.value, _pct(c.top1), _pct(c.top5), _pct(c.agreement), time_s,
-             Entry(c.status.value, tones[c.status])],
-            f"{c.backend.value}/{c.precision.value}",
+            [c["backend"] + ("" if c.get("requested", True) else " (reference)"), c["precision"],
+             _pct(top1), _pct(c.get("top5")), drop, _pct(c.get("agreement")),
+             f"{c.get('seconds', 0):.2f} s" if ok else "-",
+             Entry(c["status"], tones.get(c["status"], Tone.BAD))],
+            f"{name}/{label}" if name else label,
         )  # fmt: skip
-        if c.reason:
-            t.notes.append(f"{c.status.value} {c.backend.value}/{c.precision.value}: {c.reason}")
+        if c.get("reason"):
+            t.notes.append(f"{c['status']} {label}: {c['reason']}")
     return t
 
 
 def render_evaluation(out: Console, report: EvalReport, wide: bool = False) -> None:
-    draw(out, evaluation_table(report), wide)
+    draw(out, accuracy_table(report.to_dict()), wide)
     names = report.class_names
     per_class = Table(title="Per-class accuracy (eager fp32)", title_justify="left")
     per_class.add_column("class")

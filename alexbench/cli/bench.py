@@ -43,7 +43,7 @@ from alexbench.cli.common import (
     split_list,
     state,
 )
-from alexbench.cli.model_args import bundle_for
+from alexbench.cli.model_args import bundle_for, model_for
 from alexbench.devices import Device, available_devices, require
 from alexbench.environment import busy_warning, capture, load_average
 from alexbench.errors import InputError, Interrupted
@@ -135,11 +135,12 @@ def bench_cmd(
     if min_iters < 1 or max_iters < min_iters:
         raise InputError("--min-iters must be >= 1 and <= --max-iters")
     check_output_dir(out, "--out")  # creates nothing: a refused run leaves no folder
-    bundle = bundle_for(
-        console, artifacts, backends,
-        checkpoint=checkpoint, weights=weights, seed=seed,
+    loaded = model_for(
+        artifacts, checkpoint=checkpoint, weights=weights, seed=seed,
         num_classes=num_classes, image_size=image_size, normalize=normalize,
-        precisions=precisions, devices=devices,
+    )  # fmt: skip
+    bundle = bundle_for(
+        console, artifacts, backends, loaded, precisions=precisions, devices=devices,
         calib_data=calib_data, calib_samples=calib_samples,
     )  # fmt: skip
     options = SessionOptions(

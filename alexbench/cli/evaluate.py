@@ -172,11 +172,7 @@ def evaluate_cmd(
             markup=False,
         )
     check_compatible(ModelBundle(loaded), data)
-    bundle = bundle_for(
-        console, artifacts, backends,
-        checkpoint=checkpoint, weights=weights, seed=None, num_classes=num_classes,
-        image_size=image_size, normalize=normalize, loaded=loaded,
-    )  # fmt: skip
+    bundle = bundle_for(console, artifacts, backends, loaded)
     with signals_as_interrupts(), console.status("evaluating..."):
         report = evaluate_model(
             bundle, data, backends, precisions, device, split=split, batch_size=batch_size

@@ -66,27 +66,16 @@ def bundle_for(
     console: Console,
     artifacts: Path | None,
     backends: Iterable[Backend],
+    loaded: LoadedModel,
     *,
-    checkpoint: Path | None,
-    weights: Path | None,
-    seed: int | None,
-    num_classes: int | None,
-    image_size: int | None,
-    normalize: Normalization | None,
     precisions: Sequence[Precision] = (Precision.FP32,),
     devices: Sequence[Device] = (Device.CPU,),
     calib_data: Path | None = None,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
-    loaded: LoadedModel | None = None,
 ) -> ModelBundle:
-    """The model the command should use, with every artifact its cells need (exported when
-    missing or stale; int8 calibrated on `calib_data`), in `artifacts` or, without it, in the
-    model's own folder under exports/. `loaded`: the model, already read by `model_for`."""
-    if loaded is None:
-        loaded = model_for(
-            artifacts, checkpoint=checkpoint, weights=weights, seed=seed,
-            num_classes=num_classes, image_size=image_size, normalize=normalize,
-        )  # fmt: skip
+    """`loaded` (from `model_for`) with every artifact its cells need (exported when missing or
+    stale; int8 calibrated on `calib_data`), in `artifacts` or, without it, in the model's own
+    folder under exports/."""
     needed: list[ArtifactFormat] = []
     for b in backends:
         runtime = get_runtime(b)

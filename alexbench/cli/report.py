@@ -12,6 +12,7 @@ from alexbench.cli import options as opt
 from alexbench.cli.common import (
     WIDE_OPTION,
     Command,
+    check_output_dir,
     check_output_file,
     console,
     err_console,
@@ -57,11 +58,12 @@ def report_cmd(
         raise InputError(f"--threshold must be >= 0 and < 1 (0.05 = 5%), got {threshold}")
     paths = list(results or [Path("results")])
     if out is not None:
-        runs = pages.load_inputs(paths)[0]
+        check_output_dir(out, "--out")
+        runs, evaluations, skipped = pages.load_inputs(paths)
         if plot is not None and not runs:
             raise InputError("--plot draws benchmark runs, and none is among the inputs")
-        files = pages.write_report(paths, out, threshold)
-        for line in files.skipped:
+        files = pages.write_report(runs, evaluations, out, threshold)
+        for line in skipped:
             err_console.print(f"skipped {line}", style="dim", markup=False)
         console.print(
             f"Report of {files.runs} run(s) and {files.evaluations} evaluation(s): "

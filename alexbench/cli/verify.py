@@ -23,7 +23,7 @@ from alexbench.cli.common import (
     signals_as_interrupts,
     split_list,
 )
-from alexbench.cli.model_args import bundle_for
+from alexbench.cli.model_args import bundle_for, model_for
 from alexbench.devices import Device, available_devices, require
 from alexbench.environment import capture
 from alexbench.errors import DataError, InputError
@@ -94,11 +94,12 @@ def verify_cmd(
         raise DataError(f"--data-dir {data}: no such directory")
     if report_path is not None:
         check_output_file(report_path, "--out")
-    bundle = bundle_for(
-        console, artifacts, backends,
-        checkpoint=checkpoint, weights=weights, seed=seed,
+    loaded = model_for(
+        artifacts, checkpoint=checkpoint, weights=weights, seed=seed,
         num_classes=num_classes, image_size=image_size, normalize=normalize,
-        precisions=precisions, devices=devices,
+    )  # fmt: skip
+    bundle = bundle_for(
+        console, artifacts, backends, loaded, precisions=precisions, devices=devices,
         calib_data=calib_data, calib_samples=calib_samples,
     )  # fmt: skip
     meta = bundle.loaded.meta

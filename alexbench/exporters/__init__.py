@@ -42,7 +42,6 @@ from alexbench.exporters.base import (
 from alexbench.exporters.manifest import ArtifactRecord, Manifest, config_key, stack_versions
 from alexbench.fileio import atomic_path, folder_lock
 from alexbench.inputs import InputSet
-from alexbench.model import state_dict_sha256
 
 EXPORTERS: dict[ArtifactFormat, ModuleType] = {
     ArtifactFormat.TORCHSCRIPT: torchscript_exporter,
@@ -138,7 +137,7 @@ def describe_model(source: dict, identity: dict) -> str:
 def folder_for(loaded: LoadedModel, root: Path = DEFAULT_ROOT) -> Path:
     """The model's own folder under `root`: 'seeded0-1000c-224px-3f9a2b1c'-style name, whose
     hash covers the whole identity (weights, classes, size, normalisation)."""
-    identity = model_identity(loaded.meta, state_dict_sha256(loaded.model))
+    identity = model_identity(loaded.meta, loaded.weights_sha256)
     digest = config_key(identity)[:8]
     src = loaded.source
     if src.kind is SourceKind.SEEDED:
@@ -219,7 +218,7 @@ def ensure_artifacts(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a directory")
-    weights_sha = state_dict_sha256(loaded.model)
+    weights_sha = loaded.weights_sha256
     created = not out_dir.exists()
     try:
         with folder_lock(out_dir, on_wait):
@@ -254,11 +253,12 @@ def _export_locked(
     source = loaded.source.to_dict() | {"weights_sha256": weights_sha}
     if source.get("path"):  # absolute: the manifest is read from other working directories
         source["path"] = str(Path(source["path"]).resolve())
-    if old is not None and _manifest_identity(old) != identity:
+    held = _manifest_identity(old) if old is not None else None
+    if old is not None and held != identity:
         if not force:
             raise InputError(
                 f"{out_dir} holds the artifacts of another model "
-                f"({describe_model(old.source, _manifest_identity(old))}), not of "
+                f"({describe_model(old.source, held)}), not of "
                 f"{describe_model(source, identity)}: give another folder (or none: each model "
                 f"gets its own under exports/), or {force_hint} to replace them"
             )
