@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import socket
 import subprocess
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +106,16 @@ def ort_providers() -> list[str]:
         return []
 
 
+def openvino_version() -> str | None:
+    """OpenVINO's version when it is importable (an optional runtime), else None."""
+    if importlib.util.find_spec("openvino") is None:
+        return None
+    try:
+        return metadata.version("openvino")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def load_average() -> float | None:
     """1-minute load average: a benchmark on a busy machine measures the other work too."""
     try:
@@ -129,7 +141,8 @@ def capture() -> dict[str, Any]:
         "load_average_1m": load_average(),
         "host": socket.gethostname(),
         "platform": platform.platform(),
-        "versions": stack_versions(),
+        # openvino is an optional runtime, so it is not among the export stack's versions.
+        "versions": {**stack_versions(), "openvino": openvino_version()},
         "git_commit": git_commit(),
         "cpu": cpu_info(),
         "gpu": gpu_info(),

@@ -24,6 +24,7 @@ _MODULES: dict[Backend, str] = {
     Backend.PT2: "alexbench.runtimes.pt2:ExportProgramRuntime",
     Backend.ONNXRUNTIME: "alexbench.runtimes.onnxruntime:OnnxRuntime",
     Backend.COMPILE: "alexbench.runtimes.compile:CompileRuntime",
+    Backend.OPENVINO: "alexbench.runtimes.openvino:OpenVinoRuntime",
 }
 
 __all__ = [

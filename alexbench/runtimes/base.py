@@ -25,6 +25,7 @@ class Backend(StrEnum):
     PT2 = "pt2"  # a torch.export program; "export" is accepted as an alias on the command line
     ONNXRUNTIME = "onnxruntime"
     COMPILE = "compile"
+    OPENVINO = "openvino"  # optional: `pip install 'alexbench[openvino]'`
 
 
 class CompileMode(StrEnum):
@@ -35,7 +36,12 @@ class CompileMode(StrEnum):
     MAX_AUTOTUNE = "max-autotune"
 
 
-BACKEND_ALIASES = {"export": Backend.PT2, "ort": Backend.ONNXRUNTIME, "ts": Backend.TORCHSCRIPT}
+BACKEND_ALIASES = {
+    "export": Backend.PT2,
+    "ort": Backend.ONNXRUNTIME,
+    "ts": Backend.TORCHSCRIPT,
+    "ov": Backend.OPENVINO,
+}
 
 
 @dataclass(frozen=True)
