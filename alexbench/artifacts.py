@@ -16,6 +16,11 @@ class ArtifactFormat(StrEnum):
     PT2 = "pt2"
     ONNX_FP16 = "onnx-fp16"  # derived from the fp32 ONNX model (fp16 weights and compute)
     ONNX_INT8 = "onnx-int8"  # derived: static QDQ quantisation calibrated on real images
+    PT2_INT8 = "pt2-int8"  # PT2E static quantisation (torchao x86 Inductor), on real images
+
+
+# Formats quantised with real images: made only when calibration images are given.
+CALIBRATED = (ArtifactFormat.ONNX_INT8, ArtifactFormat.PT2_INT8)
 
 
 @dataclass

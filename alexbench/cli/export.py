@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from alexbench import report
-from alexbench.artifacts import ArtifactFormat
+from alexbench.artifacts import CALIBRATED, ArtifactFormat
 from alexbench.checkpoint import Normalization, load_model
 from alexbench.cli import options as opt
 from alexbench.cli.common import Command, console, err_console, handle_errors, parse_enum_list
@@ -34,8 +34,8 @@ def export_cmd(
         "torchscript,onnx,pt2",
         "--format",
         "-f",
-        help="Comma list of torchscript, onnx, pt2, onnx-fp16, onnx-int8 (needs --calib-data; "
-        "added automatically when --calib-data is given).",
+        help="Comma list of torchscript, onnx, pt2, onnx-fp16, onnx-int8, pt2-int8 (the int8 "
+        "formats need --calib-data and are added automatically when it is given).",
         metavar=opt.LIST,
     ),
     calib_data: Path | None = opt.CALIB_DATA,
@@ -66,7 +66,7 @@ def export_cmd(
 
       alexbench export --checkpoint runs/cifar/best.pt --format onnx --opset 20
 
-      alexbench export --calib-data ../shared/data/cifar10/train   (adds an int8 ONNX model)
+      alexbench export --calib-data ../shared/data/cifar10/train   (adds both int8 models)
     """
     fmts = parse_enum_list(formats, ArtifactFormat, "--format")
     check_model_options(checkpoint, normalize)
@@ -83,8 +83,7 @@ def export_cmd(
     calibration = None
     if calib_data is not None:
         calibration = image_inputs(calib_data, calib_samples, loaded.meta, option="--calib-data")
-        if ArtifactFormat.ONNX_INT8 not in fmts:
-            fmts.append(ArtifactFormat.ONNX_INT8)
+        fmts += [f for f in CALIBRATED if f not in fmts]
     folder = out if out is not None else folder_for(loaded)
     console.print(
         f"Model: AlexNet, {loaded.meta.num_classes} classes, "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from alexbench.artifacts import ArtifactFormat, ModelBundle
+from alexbench.artifacts import CALIBRATED, ArtifactFormat, ModelBundle
 from alexbench.checkpoint import LoadedModel, Normalization
 from alexbench.cli.common import err_console
 from alexbench.devices import Device
@@ -85,7 +85,7 @@ def bundle_for(
             if fmt is not None and usable and fmt not in needed:
                 needed.append(fmt)
     calibration = None
-    if calib_data is not None and ArtifactFormat.ONNX_INT8 in needed:
+    if calib_data is not None and any(f in CALIBRATED for f in needed):
         calibration = image_inputs(calib_data, calib_samples, loaded.meta, option="--calib-data")
     folder = artifacts if artifacts is not None else folder_for(loaded)
     opset, exporter = recorded_onnx_settings(folder)

@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
 
-from alexbench.artifacts import ArtifactFormat, ModelBundle
+from alexbench.artifacts import CALIBRATED, ArtifactFormat, ModelBundle
 from alexbench.checkpoint import (
     LoadedModel,
     ModelMeta,
@@ -29,7 +29,7 @@ from alexbench.checkpoint import (
 )
 from alexbench.errors import AlexbenchError, ExportError, InputError
 from alexbench.exporters import onnx as onnx_exporter_module
-from alexbench.exporters import onnx_fp16, onnx_int8
+from alexbench.exporters import onnx_fp16, onnx_int8, pt2_int8
 from alexbench.exporters import pt2 as pt2_exporter
 from alexbench.exporters import torchscript as torchscript_exporter
 from alexbench.exporters.base import (
@@ -49,6 +49,7 @@ EXPORTERS: dict[ArtifactFormat, ModuleType] = {
     ArtifactFormat.PT2: pt2_exporter,
     ArtifactFormat.ONNX_FP16: onnx_fp16,
     ArtifactFormat.ONNX_INT8: onnx_int8,
+    ArtifactFormat.PT2_INT8: pt2_int8,
 }
 DEFAULT_FORMATS = (ArtifactFormat.TORCHSCRIPT, ArtifactFormat.ONNX, ArtifactFormat.PT2)
 # Variants derived from the fp32 ONNX file: it is exported (or reused) before them.
@@ -93,6 +94,8 @@ def _artifact_config(
         cfg["onnxruntime"] = stack_versions()["onnxruntime"]
     if fmt is ArtifactFormat.ONNX_INT8:
         cfg |= {"onnxruntime": stack_versions()["onnxruntime"], "calibration": calibration_sha}
+    if fmt is ArtifactFormat.PT2_INT8:
+        cfg |= {"torchao": stack_versions()["torchao"], "calibration": calibration_sha}
     return cfg
 
 
@@ -346,9 +349,11 @@ def prepare_bundle(
     """
     formats = list(dict.fromkeys(formats))
     missing: dict[ArtifactFormat, str] = {}
-    if ArtifactFormat.ONNX_INT8 in formats and kwargs.get("calibration") is None:
-        formats.remove(ArtifactFormat.ONNX_INT8)
-        missing[ArtifactFormat.ONNX_INT8] = onnx_int8.NEEDS_CALIBRATION
+    if kwargs.get("calibration") is None:
+        for fmt in CALIBRATED:
+            if fmt in formats:
+                formats.remove(fmt)
+                missing[fmt] = onnx_int8.NEEDS_CALIBRATION
     if not formats:
         return ModelBundle(loaded, {}, missing, Path(out_dir))
     _, outcomes = ensure_artifacts(

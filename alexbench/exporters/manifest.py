@@ -35,6 +35,7 @@ def stack_versions() -> dict[str, str | None]:
         "onnx": package_version("onnx"),
         "onnxscript": package_version("onnxscript"),
         "onnxruntime": ort,
+        "torchao": package_version("torchao"),
         "alexbench": package_version("alexbench"),
     }
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import functools
 import inspect
 import itertools
 import time
@@ -30,8 +29,11 @@ from torch._dynamo import exc as dynamo_exc
 from torch._inductor import list_mode_options
 
 from alexbench.devices import Device
+from alexbench.errors import UnsupportedError
 from alexbench.precision import Precision
+from alexbench.pt2e import int8_kernel_counts, quantizer_module
 from alexbench.runtimes.base import (
+    ArtifactFormat,
     Backend,
     CompileMode,
     ModelBundle,
@@ -95,8 +97,11 @@ class _CountingInductor:
         return counted
 
 
-def _forward(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return module(x)
+def _forward(x: torch.Tensor) -> torch.Tensor:
+    # `module` is a global of the session's own scope, not an argument: dynamo then treats its
+    # weights as constants, which Inductor's freezing needs (weights passed as an argument
+    # become graph inputs, and a quantized convolution's weight prepacking fails on them).
+    return module(x)  # type: ignore[name-defined]  # noqa: F821
 
 
 def _release(code: types.CodeType, scope: dict[str, Any]) -> None:
@@ -124,11 +129,17 @@ class CompileSession(TorchModuleSession):
             # compile session in a process ran at 32-36 ms p50 instead of 14 ms at batch 1.
             # Compiling in-process costs a slower compile, never a slower steady state.
             torch._inductor.config.compile_threads = 1
+        # Freezing (CPU) folds the weights into the graph as constants: the int8 program's
+        # quantize/dequantize patterns then become oneDNN int8 kernels (without it they run as
+        # fp32 math, or fail to compile), and convolutions get prepacked weights. Dynamo reads
+        # the flag while tracing, before a backend's config patches apply, so `run` sets it
+        # around each call (4.6 us, measured) instead of for the whole process.
+        self._freezing = device is Device.CPU
         self._backend = _CountingInductor(list_mode_options(self.mode_applied))
         self._cuda_graphs = bool(self._backend.patches.get("triton.cudagraphs"))
         # A fresh code object and globals: dynamo's cache (and what it installs) is this session's.
         self._code = _forward.__code__.replace(co_name=f"compiled_forward_{next(_session_ids)}")
-        scope: dict[str, Any] = {"__builtins__": builtins}
+        scope: dict[str, Any] = {"__builtins__": builtins, "module": module}
         fn = types.FunctionType(self._code, scope, self._code.co_name)
         self._limit = RECOMPILE_LIMIT
         # dynamic=False: each batch size compiles its own specialised kernels (the fastest case)
@@ -143,17 +154,24 @@ class CompileSession(TorchModuleSession):
         compiled = torch.compile(fn, fullgraph=True, dynamic=False, backend=self._backend, **limit)
         # Inductor applies CUDA graphs itself; a manual capture would hide the calls we count.
         opts = dataclasses.replace(options, cuda_graphs=False)
-        super().__init__(functools.partial(compiled, module), device, precision, settings, opts)
+        super().__init__(compiled, device, precision, settings, opts)
         self._release = weakref.finalize(self, _release, self._code, scope)
         self._calls = 0
         self._compile_s: float | None = None
         self._mark = (0, 0, 0)
         self.evidence: dict[str, int] | None = None  # the last timed loop's counts
+        # int8: oneDNN int8 kernels Inductor made for this session (counted around its compiles)
+        self._int8 = precision is Precision.INT8
+        self._int8_kernels = {"conv": 0, "linear": 0}
 
     def run(self, inputs: torch.Tensor) -> torch.Tensor:
         self._calls += 1
         compiles = self._backend.compiles
         start = time.perf_counter()
+        config = torch._inductor.config
+        frozen = config.freezing
+        config.freezing = self._freezing
+        before = int8_kernel_counts() if self._int8 else None
         try:
             out = super().run(inputs)
         except _LimitHit as e:
@@ -161,8 +179,13 @@ class CompileSession(TorchModuleSession):
                 f"torch.compile hit its recompile limit ({self._limit} variants in this session; "
                 f"last guard failure: {self._last_guard_failure()}); it would run eager"
             ) from e
+        finally:
+            config.freezing = frozen
         if self._backend.compiles != compiles:  # this call compiled: tracing + Inductor + 1 run
             self._compile_s = time.perf_counter() - start
+            if before is not None:
+                after = int8_kernel_counts()
+                self._int8_kernels = {k: after[k] - before[k] for k in after}
         return out
 
     def timing_started(self) -> None:
@@ -185,6 +208,11 @@ class CompileSession(TorchModuleSession):
             )
         if graph_calls > calls:
             return f"{graph_calls} compiled graphs ran in {calls} calls: a graph break ran eager"
+        if self._int8 and not any(self._int8_kernels.values()):
+            return (
+                "the int8 program compiled without oneDNN int8 kernels (freezing or torchao's "
+                "lowering passes did not apply): its quantize/dequantize ops ran as fp32 math"
+            )
         return None
 
     def _last_guard_failure(self) -> str:
@@ -204,10 +232,12 @@ class CompileSession(TorchModuleSession):
         return dict(
             super().info(),
             compile_mode=self.mode_applied,
+            freezing=self._freezing,
             compile_threads=torch._inductor.config.compile_threads,
             cuda_graphs=self._cuda_graphs,
             compile_s=None if self._compile_s is None else round(self._compile_s, 3),
             compiled_variants=self._backend.compiles,
+            **({"int8_kernels": self._int8_kernels} if self._int8 else {}),
             recompile_limit=self._limit,
             timing_evidence=self.evidence,
         )
@@ -218,10 +248,32 @@ class CompileSession(TorchModuleSession):
 
 
 class CompileRuntime(TorchRuntime):
+    """Inductor over the eager model cast to the precision; at int8, over the PT2E-quantised
+    program (exported with real-image calibration), which Inductor's freezing turns into oneDNN
+    int8 kernels. The x86 quantizer targets CPUs only."""
+
     backend = Backend.COMPILE
     session_class = CompileSession
+
+    def artifact_for(self, precision: Precision) -> ArtifactFormat | None:
+        return ArtifactFormat.PT2_INT8 if precision is Precision.INT8 else None
+
+    def supports(self, device: Device, precision: Precision) -> str | None:
+        if precision is not Precision.INT8:
+            return super().supports(device, precision)
+        if device is not Device.CPU:
+            return "PT2E int8 uses the x86 Inductor quantizer: CPU only"
+        try:
+            quantizer_module()
+        except UnsupportedError as e:
+            return str(e)
+        return None
 
     def make_module(
         self, bundle: ModelBundle, device: Device, precision: Precision
     ) -> torch.nn.Module:
+        if precision is Precision.INT8:
+            quantizer_module()  # registers the int8 lowering passes before compiling
+            path = self.artifact_path(bundle, ArtifactFormat.PT2_INT8)
+            return torch.export.load(str(path)).module()
         return cast_copy(bundle.loaded.model, device, precision)

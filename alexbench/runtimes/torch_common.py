@@ -13,7 +13,7 @@ import torch
 from alexbench.devices import Device, torch_device
 from alexbench.errors import ExportError
 from alexbench.precision import Precision, spec
-from alexbench.runtimes.base import ModelBundle, Runtime, Session, SessionOptions
+from alexbench.runtimes.base import ArtifactFormat, ModelBundle, Runtime, Session, SessionOptions
 
 
 def cast_support(device: Device, precision: Precision) -> str | None:
@@ -82,7 +82,8 @@ class TorchModuleSession(Session):
         self.device = device
         self.precision = precision
         self._torch_device = torch_device(device)
-        self._dtype = spec(precision).dtype
+        # An int8 program takes fp32 images and quantises them itself; the others take their dtype.
+        self._dtype = torch.float32 if precision is Precision.INT8 else spec(precision).dtype
         # The layout the module was converted to (TorchRuntime.load); inputs follow it.
         self._channels_last = settings.get("memory_format") == "channels_last"
         cuda = device is Device.CUDA
@@ -193,10 +194,12 @@ class TorchRuntime(Runtime):
     ) -> torch.nn.Module:
         """The module this runtime runs, on `device` at `precision`."""
 
-    def artifact_path(self, bundle: ModelBundle) -> Path:
-        """This runtime's exported file, or a one-line error saying how to make it."""
-        path = bundle.artifacts.get(self.artifact) if self.artifact else None
+    def artifact_path(self, bundle: ModelBundle, fmt: ArtifactFormat | None = None) -> Path:
+        """This runtime's exported file (`fmt`, default its own), or a one-line error saying
+        how to make it."""
+        fmt = fmt or self.artifact
+        path = bundle.artifacts.get(fmt) if fmt else None
         if path is None:
-            name = self.artifact.value if self.artifact else self.backend.value
+            name = fmt.value if fmt else self.backend.value
             raise ExportError(f"no {name} artifact in the bundle (run `alexbench export`)")
         return path
