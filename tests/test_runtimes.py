@@ -31,7 +31,10 @@ def reference(small_bundle, request):
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_every_runtime_matches_eager_at_fp32_on_cpu(backend, small_bundle, small_batch, reference):
-    session = get_runtime(backend).load(small_bundle, Device.CPU, Precision.FP32)
+    runtime = get_runtime(backend)
+    if runtime.available():  # an optional runtime not installed here (openvino)
+        pytest.skip(runtime.available())
+    session = runtime.load(small_bundle, Device.CPU, Precision.FP32)
     out = session(small_batch)
     assert out.shape == (len(small_batch), SMALL_CLASSES)
     result = compare(reference(small_batch), out, Precision.FP32)

@@ -70,7 +70,7 @@ COMPILE_MODE = typer.Option(
     CompileMode.DEFAULT, "--compile-mode", help="torch.compile's mode (compile backend only)."
 )
 
-BACKENDS = "eager, torchscript, pt2 (torch.export), onnxruntime, compile"
+BACKENDS = "eager, torchscript, pt2 (torch.export), onnxruntime, compile, openvino (optional)"
 LIST = "<list>"  # what --help shows for a comma-list option, instead of <str>
 
 
