@@ -32,6 +32,15 @@ def quantizer_module() -> ModuleType:
     return xiq
 
 
+def unavailable() -> str | None:
+    """Why PT2E int8 cannot be made or run here (torchao missing), or None."""
+    try:
+        quantizer_module()
+    except UnsupportedError as e:
+        return str(e)
+    return None
+
+
 def int8_kernel_counts() -> dict[str, int]:
     """How many convolutions and linears Inductor has turned into oneDNN int8 kernels in this
     process so far (its pattern-matcher counters): the proof that an int8 program compiled to

@@ -107,3 +107,22 @@ def test_export_with_calib_data_writes_both_int8_models(tmp_path, cifar_subset):
     names = {p.name for p in out.iterdir()}
     assert {"alexnet.int8.onnx", "alexnet.int8.pt2"} <= names
     assert np.isfinite(Manifest.load(out).artifacts["pt2-int8"].size_bytes)
+
+
+def test_without_torchao_export_makes_the_onnx_int8_model_and_compile_says_why(
+    tmp_path, cifar_subset, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from alexbench import pt2e
+    from alexbench.cli import app
+
+    reason = "PT2E int8 needs torchao (No module named 'torchao'): pip install torchao"
+    monkeypatch.setattr(pt2e, "unavailable", lambda: reason)
+    out = tmp_path / "art"
+    args = ["export", "--num-classes", "3", "--image-size", "64", "--format", "onnx"]
+    result = CliRunner().invoke(app, [*args, "--calib-data", str(cifar_subset), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in out.iterdir()}
+    assert "alexnet.int8.onnx" in names and "alexnet.int8.pt2" not in names
+    assert get_runtime(Backend.COMPILE).supports(Device.CPU, Precision.INT8) == reason

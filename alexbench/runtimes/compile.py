@@ -28,8 +28,8 @@ import torch
 from torch._dynamo import exc as dynamo_exc
 from torch._inductor import list_mode_options
 
+from alexbench import pt2e
 from alexbench.devices import Device
-from alexbench.errors import UnsupportedError
 from alexbench.precision import Precision
 from alexbench.pt2e import int8_kernel_counts, quantizer_module
 from alexbench.runtimes.base import (
@@ -263,11 +263,7 @@ class CompileRuntime(TorchRuntime):
             return super().supports(device, precision)
         if device is not Device.CPU:
             return "PT2E int8 uses the x86 Inductor quantizer: CPU only"
-        try:
-            quantizer_module()
-        except UnsupportedError as e:
-            return str(e)
-        return None
+        return pt2e.unavailable()
 
     def make_module(
         self, bundle: ModelBundle, device: Device, precision: Precision
