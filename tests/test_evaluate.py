@@ -102,7 +102,8 @@ def test_class_count_mismatch_is_an_error(
 def _drop_weights(tmp_path: Path):
     yield
     for big in (*tmp_path.rglob("*.pth"), *tmp_path.rglob("*.onnx*"), *tmp_path.rglob("*.pt2")):
-        big.unlink()
+        if big.is_file():
+            big.unlink()
 
 
 def _local_app() -> typer.Typer:
@@ -196,3 +197,23 @@ def test_which_share_of_a_folder_is_scored(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     old = {"data_dir": "cifar", "val_fraction": 0.1}
     assert _val_fraction(None, Path("cifar"), old, Split.VAL) == 0.1
+
+
+def test_cli_evaluate_scores_both_int8_models_calibrated_on_calib_data(
+    run_dir: Path, tmp_path: Path, cifar_subset: Path
+) -> None:
+    args = ["evaluate", "--checkpoint", str(run_dir / "best.pt"), "--json"]
+    args += ["--backend", "onnxruntime,compile", "--precision", "fp32,int8"]
+    args += ["--artifacts", str(tmp_path / "exports")]
+    result = CliRunner().invoke(_local_app(), [*args, "--calib-data", str(cifar_subset)])
+    assert result.exit_code == 0, result.output
+    cells = {(c["backend"], c["precision"]): c for c in json.loads(result.stdout)["cells"]}
+    for backend in ("onnxruntime", "compile"):
+        int8 = cells[backend, "int8"]
+        assert int8["status"] == "ok", int8
+        assert int8["agreement"] > 0.5  # the same model, quantised: mostly the same answers
+    # Without calibration images the int8 cells say what they need.
+    result = CliRunner().invoke(_local_app(), args)
+    cells = {(c["backend"], c["precision"]): c for c in json.loads(result.stdout)["cells"]}
+    assert "--calib-data" in cells["onnxruntime", "int8"]["reason"]
+    assert "--calib-data" in cells["compile", "int8"]["reason"]

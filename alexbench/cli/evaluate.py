@@ -106,6 +106,8 @@ def evaluate_cmd(
         help="Centre crop kept after resizing (default: 0.875 for --weights, torchvision's "
         "256 -> 224 ImageNet evaluation; 1.0 for --checkpoint, which trained on whole images).",
     ),
+    calib_data: Path | None = opt.CALIB_DATA,
+    calib_samples: int = opt.CALIB_SAMPLES,
     as_json: bool = JSON_OPTION,
     wide: bool = WIDE_OPTION,
 ) -> None:
@@ -122,6 +124,9 @@ def evaluate_cmd(
           --image-size 224 --normalize imagenet
 
       alexbench evaluate --checkpoint best.pt --out eval.json  (--json: the same on stdout)
+
+      alexbench evaluate --checkpoint best.pt --backend eager,onnxruntime,compile \
+          --precision fp32,bf16,int8 --calib-data data/cifar/train   (int8 calibrated there)
     """
     from alexbench.cli.model_args import bundle_for, model_for  # imports the exporters
 
@@ -172,7 +177,10 @@ def evaluate_cmd(
             markup=False,
         )
     check_compatible(ModelBundle(loaded), data)
-    bundle = bundle_for(console, artifacts, backends, loaded)
+    bundle = bundle_for(
+        console, artifacts, backends, loaded, precisions=precisions, devices=(device,),
+        calib_data=calib_data, calib_samples=calib_samples,
+    )  # fmt: skip
     with signals_as_interrupts(), console.status("evaluating..."):
         report = evaluate_model(
             bundle, data, backends, precisions, device, split=split, batch_size=batch_size

@@ -199,6 +199,8 @@ class TorchRuntime(Runtime):
         how to make it."""
         fmt = fmt or self.artifact
         path = bundle.artifacts.get(fmt) if fmt else None
+        if fmt is not None and fmt in bundle.missing:
+            raise ExportError(f"no {fmt.value} artifact: {bundle.missing[fmt]}")
         if path is None:
             name = fmt.value if fmt else self.backend.value
             raise ExportError(f"no {name} artifact in the bundle (run `alexbench export`)")
