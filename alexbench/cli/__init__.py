@@ -45,10 +45,11 @@ def _register() -> None:
         report,
         results,
         train,
+        tune,
         verify,
     )
 
-    for module in (info, export, verify, bench, report, results, compare, train, evaluate):
+    for module in (info, export, verify, bench, report, results, compare, train, evaluate, tune):
         module.register(app)
 
 

@@ -1,0 +1,510 @@
+"""`alexbench tune`: the fastest configuration that passes parity, per batch size (search logic:
+alexbench/tune.py; measuring: the bench sweep; tables: TableData drawn by report.draw)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from alexbench import report
+from alexbench.bench.timer import RunLength
+from alexbench.checkpoint import LoadedModel, Normalization
+from alexbench.cli import options as opt
+from alexbench.cli.common import (
+    JSON_OPTION,
+    WIDE_OPTION,
+    Command,
+    check_output_file,
+    console,
+    emit_json,
+    err_console,
+    handle_errors,
+    invoked_command,
+    json_output,
+    parse_enum_list,
+    parse_int_list,
+    split_list,
+)
+from alexbench.cli.model_args import DEFAULT_CALIB_SAMPLES, bundle_for, model_for
+from alexbench.devices import Device, require
+from alexbench.environment import busy_warning, capture
+from alexbench.errors import InputError
+from alexbench.exit_codes import ExitCode
+from alexbench.fileio import write_json
+from alexbench.precision import Precision
+from alexbench.results import now
+from alexbench.runtimes import Backend, ModelBundle, cell_unavailable, get_runtime, parse_backend
+from alexbench.runtimes.base import CompileMode
+from alexbench.tune import (
+    DEFAULT_TIME_BUDGET_S,
+    TUNE_SCHEMA,
+    Candidate,
+    PairAccuracy,
+    SearchSpace,
+    Trial,
+    TuneResult,
+    accuracy_by_pair,
+    batch_table,
+    not_tried_table,
+    search_space,
+    sweep_measure,
+    tune,
+    unavailable_count,
+)
+
+EVAL_BATCH = 64  # images per forward pass while measuring held-out accuracy
+
+
+@handle_errors
+@json_output
+def tune_cmd(
+    ctx: typer.Context,
+    batch: str = opt.batch_list("1,64"),
+    device: Device | None = opt.device_one(),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        "-b",
+        help=f"Comma list of runtimes to try: {opt.BACKENDS} (default: every one).",
+        metavar=opt.LIST,
+    ),
+    precision: str = opt.precision_list(",".join(p.value for p in Precision)),
+    threads: str | None = typer.Option(
+        None,
+        "--threads",
+        help="Comma list of intra-op thread counts to try, the first in the first pass (default "
+        "on cpu: every core, then half of them; on cuda: every core).",
+        metavar=opt.LIST,
+    ),
+    time_budget: float = typer.Option(
+        DEFAULT_TIME_BUDGET_S,
+        "--time-budget",
+        help="Seconds the search may take, above 0 (measuring, and the accuracy check; exporting "
+        "missing artifacts is not counted). Candidates that would not fit are not tried.",
+    ),
+    latency_budget_ms: float | None = typer.Option(
+        None,
+        "--latency-budget-ms",
+        help="Pick the largest batch, and its fastest configuration, whose p99 latency is within "
+        "this many milliseconds (above 0).",
+    ),
+    max_accuracy_drop: float | None = typer.Option(
+        None,
+        "--max-accuracy-drop",
+        help="With --data-dir: leave out backend/precision pairs whose held-out top-1 is more "
+        "than this many percentage points below eager fp32 (0 or more).",
+    ),
+    data_dir: Path | None = typer.Option(
+        None,
+        "--data-dir",
+        help="Held-out real images for --max-accuracy-drop: an ImageFolder tree (DIR/val, "
+        "DIR/test or DIR/<class>/; the folder a --checkpoint trained on: its held-out part).",
+    ),
+    min_time: float = typer.Option(
+        0.3,
+        "--min-time",
+        help="Seconds of timed work per cell (and no fewer than --min-iters iterations).",
+    ),
+    min_iters: int = typer.Option(
+        10,
+        "--min-iters",
+        help="Fewest timed iterations per cell, 1 or more (100 for a p99 that is not the "
+        "slowest call seen).",
+    ),
+    out: Path | None = opt.out_file(
+        "Write every trial, the winners and their commands to this JSON file."
+    ),
+    artifacts: Path | None = opt.ARTIFACTS,
+    calib_data: Path | None = opt.CALIB_DATA,
+    calib_samples: int = opt.CALIB_SAMPLES,
+    checkpoint: Path | None = opt.CHECKPOINT,
+    weights: Path | None = opt.WEIGHTS,
+    seed: int | None = opt.SEED,
+    num_classes: int | None = opt.NUM_CLASSES,
+    image_size: int | None = opt.IMAGE_SIZE,
+    normalize: Normalization | None = opt.NORMALIZE,
+    as_json: bool = JSON_OPTION,
+    wide: bool = WIDE_OPTION,
+) -> None:
+    """Find the fastest configuration that passes parity, per batch size, within a time budget.
+
+    Tries backend x precision x thread count (torch.compile's modes, CUDA graphs on cuda), each
+    parity-checked by the bench sweep, and prints the `alexbench bench` command that reproduces
+    each winner. Examples:
+
+      alexbench tune --batch 1,64 --device cpu --time-budget 300
+
+      alexbench tune --batch 1,8,32,128 --latency-budget-ms 50
+
+      alexbench tune --checkpoint best.pt --data-dir data/cifar --max-accuracy-drop 0.5 \\
+          --calib-data data/cifar/train
+
+      alexbench tune --out tune.json  (--json: the same document on stdout)
+    """
+    batches = parse_int_list(batch, "--batch", minimum=1)
+    precisions = parse_enum_list(precision, Precision, "--precision")
+    backends = (
+        [parse_backend(b) for b in split_list(backend, "--backend")]
+        if backend is not None
+        else list(Backend)  # whatever the registry offers; unavailable ones are skipped
+    )
+    backends = list(dict.fromkeys(backends))  # aliases (ort, onnxruntime) name one backend
+    device = opt.device_default(device)
+    require(device)
+    thread_counts = _thread_counts(threads, device)
+    _check_numbers(time_budget, latency_budget_ms, max_accuracy_drop, min_time, min_iters)
+    if max_accuracy_drop is not None and data_dir is None:
+        raise InputError("--max-accuracy-drop needs --data-dir (the held-out images to score)")
+    if data_dir is not None and max_accuracy_drop is None:
+        raise InputError("--data-dir is used by --max-accuracy-drop only: give both")
+    if data_dir is not None and not data_dir.is_dir():
+        raise InputError(f"--data-dir {data_dir}: no such folder")
+    if out is not None:
+        check_output_file(out, "--out")  # creates nothing: a refused run leaves no file
+    loaded = model_for(
+        artifacts, checkpoint=checkpoint, weights=weights, seed=seed,
+        num_classes=num_classes, image_size=image_size, normalize=normalize,
+    )  # fmt: skip
+    # The images are read and checked against the model before anything is exported.
+    data = _held_out(data_dir, loaded, checkpoint is not None) if data_dir is not None else None
+    bundle = bundle_for(
+        console, artifacts, backends, loaded, precisions=precisions, devices=[device],
+        calib_data=calib_data, calib_samples=calib_samples,
+    )  # fmt: skip
+    space = _space(bundle, device, backends, precisions, thread_counts)
+    busy = busy_warning()
+    if busy:
+        err_console.print(f"warning: {busy}", markup=False)
+    environment = capture()
+    started = time.monotonic()  # the budget covers the accuracy check and the search
+    accuracy = _accuracy(bundle, data, space, device, quiet=as_json) if data is not None else None
+    display = _Display(quiet=as_json, budget_s=time_budget)
+    with display:
+        result = tune(
+            space, batches,
+            sweep_measure(bundle, RunLength(2, min_time, min_iters), seed or 0, display.on_label),
+            time_budget, latency_budget_ms=latency_budget_ms, accuracy=accuracy,
+            max_accuracy_drop_pp=max_accuracy_drop, started=started,
+            on_start=display.on_start, on_trial=display.on_trial,
+        )  # fmt: skip
+    model_args = _model_args(ctx.params)
+    doc = {
+        "schema": TUNE_SCHEMA,
+        "created": now().isoformat(timespec="seconds"),
+        "command": invoked_command(ctx),
+        "environment": environment,
+        "model": {
+            "source": loaded.source.to_dict(),
+            "meta": vars(loaded.meta),
+            "artifacts_dir": str(bundle.directory.resolve()) if bundle.directory else None,
+        },
+        "settings": {
+            "backends": [b.value for b in backends],
+            "precisions": [p.value for p in precisions],
+            "threads": list(thread_counts),
+            "run_length": {"warmup": 2, "min_seconds": min_time, "min_iters": min_iters},
+            "data_dir": None if data_dir is None else str(data_dir),
+        },
+    } | result.to_dict(model_args)
+    if out is not None:
+        write_json(out, doc)
+    emit_json(doc)
+    _render(result, model_args, wide)
+    if out is not None:
+        console.print(f"Tune document: {out}", markup=False)
+    if not result.found:
+        err_console.print(f"error: {_nothing_found(result)}", markup=False)
+        raise typer.Exit(ExitCode.CELLS_FAILED)
+
+
+def _check_numbers(
+    time_budget: float,
+    latency_budget_ms: float | None,
+    max_accuracy_drop: float | None,
+    min_time: float,
+    min_iters: int,
+) -> None:
+    """Every number checked before any work (`not x > 0` also refuses nan)."""
+    if not time_budget > 0:
+        raise InputError(f"--time-budget must be above 0 seconds, got {time_budget}")
+    if latency_budget_ms is not None and not latency_budget_ms > 0:
+        raise InputError(f"--latency-budget-ms must be above 0, got {latency_budget_ms}")
+    if max_accuracy_drop is not None and not max_accuracy_drop >= 0:
+        raise InputError(f"--max-accuracy-drop must be 0 or more points, got {max_accuracy_drop}")
+    if not min_time >= 0:
+        raise InputError(f"--min-time must be 0 or more seconds, got {min_time}")
+    if min_iters < 1:
+        raise InputError(f"--min-iters must be at least 1, got {min_iters}")
+
+
+def _thread_counts(value: str | None, device: Device) -> tuple[int, ...]:
+    """--threads as given; else every core the process may use and, on CPU, half of them (on a
+    machine with hyper-threads, about one per physical core). Always explicit: torch's thread
+    count is process-wide, so a candidate must never inherit the previous one's."""
+    if value is not None:
+        return tuple(parse_int_list(value, "--threads", minimum=1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    if device is Device.CPU and cores > 1:
+        return (cores, cores // 2)
+    return (cores,)
+
+
+def _space(
+    bundle: ModelBundle,
+    device: Device,
+    backends: list[Backend],
+    precisions: list[Precision],
+    threads: tuple[int, ...],
+) -> SearchSpace:
+    runtimes = {}
+    for b in backends:
+        try:
+            runtimes[b] = get_runtime(b)
+        except Exception as e:  # a runtime another build lacks is skipped, with why
+            runtimes[b] = e
+
+    def unavailable(b: Backend, p: Precision) -> str | None:
+        runtime = runtimes[b]
+        if isinstance(runtime, Exception):
+            return f"runtime not loadable: {type(runtime).__name__}: {runtime}"
+        return cell_unavailable(runtime, bundle, device, p)
+
+    modes: list[CompileMode] = [CompileMode.DEFAULT]
+    if Backend.COMPILE in backends:
+        from alexbench.runtimes.compile import applied_mode
+
+        # Only modes that differ on this device (on CPU reduce-overhead is the default mode).
+        seen = {applied_mode(device, CompileMode.DEFAULT)}
+        for m in CompileMode:
+            if applied_mode(device, m) not in seen:
+                seen.add(applied_mode(device, m))
+                modes.append(m)
+    graphs: list[Backend] = []
+    if device is Device.CUDA:
+        from alexbench.runtimes.torch_common import TorchRuntime
+
+        # torch.compile applies CUDA graphs through its reduce-overhead mode, tried as a mode.
+        graphs = [
+            b for b, r in runtimes.items()
+            if isinstance(r, TorchRuntime) and b is not Backend.COMPILE
+        ]  # fmt: skip
+    return search_space(
+        device, backends, precisions, threads, unavailable,
+        compile_modes=modes, cuda_graph_backends=graphs,
+    )  # fmt: skip
+
+
+def _held_out(data_dir: Path, loaded: LoadedModel, from_checkpoint: bool) -> Any:
+    """The held-out images `evaluate` would score in `data_dir`, checked against the model."""
+    from alexbench.cli.evaluate import TORCHVISION_CROP, _val_fraction
+    from alexbench.evaluate import check_compatible
+    from alexbench.training.data import (
+        Augment,
+        DatasetKind,
+        DataSpec,
+        NormalizeChoice,
+        Split,
+        load_data,
+    )
+
+    trained: dict[str, Any] = loaded.meta.provenance.get("data") or {}
+    recorded = trained.get("data_dir")
+    same = bool(recorded) and Path(recorded).resolve() == data_dir.resolve()
+    kind = trained.get("kind") if same else None
+    spec = DataSpec(
+        kind=DatasetKind(kind)
+        if kind in {k.value for k in DatasetKind}
+        else DatasetKind.IMAGEFOLDER,
+        data_dir=data_dir,
+        image_size=loaded.meta.image_size,
+        augment=Augment.NONE,
+        val_fraction=_val_fraction(None, data_dir, trained, Split.VAL),
+        split_seed=trained.get("split_seed", 0),
+        normalize=NormalizeChoice.NONE,  # the model's own mean/std normalise, not the data's
+        synthetic_size=trained.get("synthetic_size", 2000),
+        crop_fraction=1.0 if from_checkpoint else TORCHVISION_CROP,
+    )
+    data = load_data(spec, (Split.VAL,))
+    check_compatible(ModelBundle(loaded), data)
+    console.print(f"Held-out data: {data.description}", markup=False, highlight=False)
+    return data
+
+
+def _accuracy(
+    bundle: ModelBundle, data: Any, space: SearchSpace, device: Device, quiet: bool
+) -> dict[tuple[Backend, Precision], PairAccuracy]:
+    """Top-1 per (backend, precision), once each (evaluate's code, one pass over the images)."""
+    from alexbench.evaluate import evaluate_model
+    from alexbench.training.data import Split
+
+    backends = list(dict.fromkeys(b for b, _ in space.pairs))
+    precisions = list(dict.fromkeys(p for _, p in space.pairs))
+    t0 = time.monotonic()
+    status = err_console.status("measuring held-out top-1 per backend/precision...")
+    with contextlib.nullcontext() if quiet else status:
+        rep = evaluate_model(
+            bundle, data, backends, precisions, device, split=Split.VAL, batch_size=EVAL_BATCH
+        )
+    if not quiet:
+        err_console.print(
+            f"held-out top-1 of {len(space.pairs)} pair(s) on {rep.samples} images: "
+            f"{time.monotonic() - t0:.1f} s",
+            markup=False,
+        )
+    return accuracy_by_pair(rep)
+
+
+class _Display:
+    """Progress on stderr: a bar (trials done of planned, elapsed time, the budget) on a
+    terminal, one line per trial when piped, nothing under --json."""
+
+    def __init__(self, quiet: bool, budget_s: float) -> None:
+        self.quiet = quiet
+        self.budget_s = budget_s
+        self.bar: Progress | None = None
+        self.task: Any = None
+        self.prefix = ""
+
+    def __enter__(self) -> _Display:
+        if not self.quiet and err_console.is_terminal:
+            self.bar = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn(f"of a {self.budget_s:g} s budget"),
+                console=err_console, transient=True,
+            )  # fmt: skip
+            self.bar.__enter__()
+            self.task = self.bar.add_task("starting", total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)  # type: ignore[arg-type]
+
+    def on_start(self, candidate: Candidate, done: int, planned: int) -> None:
+        self.prefix = f"[{done + 1}/{max(planned, done + 1)}] {candidate.label}"
+        if self.bar is not None:
+            self.bar.update(self.task, description=self.prefix, completed=done, total=planned)
+
+    def on_label(self, label: str) -> None:
+        """What the sweep is doing inside the trial: loading, or which batch size."""
+        if self.bar is None:
+            return
+        step = label.split(": ")[-1] if ": " in label else "batch " + label.rsplit("/b", 1)[-1]
+        self.bar.update(self.task, description=f"{self.prefix}: {step}")
+
+    def on_trial(self, trial: Trial) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+        elif not self.quiet:
+            err_console.print(f"{self.prefix}: {_trial_line(trial)}", markup=False)
+
+
+def _trial_line(trial: Trial) -> str:
+    parts = []
+    for c in trial.cells:
+        if c.stats is not None and c.status.value == "ok":
+            parts.append(f"b{c.batch} {c.stats.throughput:,.1f} img/s")
+        else:
+            parts.append(f"b{c.batch} {c.status.value}")
+    return ", ".join(parts) + f" ({trial.seconds:.1f} s)"
+
+
+def _model_args(params: dict[str, Any]) -> list[str]:
+    """The model and artifact options given to tune, for the reproducing bench command."""
+    args: list[str] = []
+    for name, flag in (
+        ("artifacts", "--artifacts"), ("checkpoint", "--checkpoint"), ("weights", "--weights"),
+        ("seed", "--seed"), ("num_classes", "--num-classes"), ("image_size", "--image-size"),
+        ("normalize", "--normalize"), ("calib_data", "--calib-data"),
+    ):  # fmt: skip
+        value = params.get(name)
+        if value is not None:
+            args += [flag, str(getattr(value, "value", value))]
+    if params.get("calib_data") is not None and params["calib_samples"] != DEFAULT_CALIB_SAMPLES:
+        args += ["--calib-samples", str(params["calib_samples"])]
+    return args
+
+
+def _render(result: TuneResult, model_args: list[str], wide: bool) -> None:
+    for b in result.batches:
+        if result.ranking(b):
+            report.draw(console, batch_table(result, b), wide)
+    skipped = not_tried_table(result)
+    if skipped is not None:
+        report.draw(console, skipped, wide)
+    n_unavailable = unavailable_count(result)
+    if n_unavailable:
+        console.print(
+            f"  {n_unavailable} backend/precision pair(s) cannot run here and were skipped "
+            "(--json or --out lists each with why)",
+            style="dim", markup=False, highlight=False,
+        )  # fmt: skip
+    untried = len(result.not_tried) - n_unavailable
+    console.print(
+        f"Searched {len(result.trials)} configuration(s) in {result.elapsed_s:.0f} s of the "
+        f"{result.budget_s:g} s budget; {untried} not tried.",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    console.print("Fastest configuration that passed parity, per batch:", markup=False)
+    for b in result.batches:
+        pick = result.winners.get(b)
+        if pick is None:
+            console.print(f"  batch {b}: none passed parity", markup=False, highlight=False)
+            continue
+        s = pick.cell.stats
+        assert s is not None
+        console.print(
+            f"  batch {b}: {pick.trial.candidate.label}: {s.throughput:,.1f} images/s, "
+            f"p50 {s.p50_ms:.2f} ms, p99 {s.p99_ms:.2f} ms",
+            markup=False, highlight=False,
+        )  # fmt: skip
+        console.print(f"    {pick.trial.candidate.bench_command(b, model_args)}",
+                      markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+    if result.latency_budget_ms is None:
+        return
+    pick = result.latency_pick
+    if pick is None:
+        return  # said on stderr, as the error it is
+    s = pick.cell.stats
+    assert s is not None
+    console.print(
+        f"Largest batch within p99 <= {result.latency_budget_ms:g} ms: batch {pick.batch}, "
+        f"{pick.trial.candidate.label}: p99 {s.p99_ms:.2f} ms, {s.throughput:,.1f} images/s",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    console.print(f"    {pick.trial.candidate.bench_command(pick.batch, model_args)}",
+                  markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+
+
+def _nothing_found(result: TuneResult) -> str:
+    if result.latency_budget_ms is not None and result.winners:
+        batches = ", ".join(str(b) for b in result.batches)
+        return (
+            f"no tried configuration keeps p99 within {result.latency_budget_ms:g} ms at any "
+            f"batch given ({batches})"
+        )
+    if not result.trials:
+        return (
+            "nothing was measured: every candidate was unavailable, excluded, or left out by "
+            f"the {result.budget_s:g} s budget"
+        )
+    return "no configuration passed parity at any batch size (see the tables)"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune", cls=Command)(tune_cmd)
