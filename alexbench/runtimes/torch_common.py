@@ -18,7 +18,7 @@ from alexbench.runtimes.base import ArtifactFormat, ModelBundle, Runtime, Sessio
 
 def cast_support(device: Device, precision: Precision) -> str | None:
     if precision is Precision.INT8:
-        return "int8 needs a quantised model; PyTorch modules are not quantised here"
+        return "int8 in PyTorch runs the PT2E-quantised program through --backend compile"
     return None
 
 
