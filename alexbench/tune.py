@@ -9,8 +9,10 @@ Order, so that a cut by the budget drops the least promising candidates:
 
 1. **First pass**: every available (backend, precision) once, at the first thread count and the
    runtime's default options. fp32 of every runtime comes first (a tight budget still compares
-   the runtimes at the precision that always passes parity), torch.compile last (it compiles
-   per batch size, so its first try costs the most).
+   the runtimes at the precision that always passes parity); the other precisions follow, those
+   of the runtimes that did best at fp32 first (a runtime not measured yet counts as promising:
+   it may be the best); torch.compile last (it compiles per batch size, so its first try costs
+   the most).
 2. **Variants** of the first pass's passing configurations, the most promising first (ranked by
    how close each came to the fastest at any batch): the other thread counts, torch.compile's
    other modes, CUDA graphs on CUDA. A configuration that reached less than `PRUNE_BELOW` of the
@@ -441,11 +443,20 @@ def tune(
         if on_trial is not None:
             on_trial(trial)
 
-    for candidate in first:
-        if candidate.pair in excluded:
-            not_tried.append(NotTried(candidate, NotTriedReason.ACCURACY, excluded[candidate.pair]))
-        else:
-            attempt(candidate, Stage.FIRST_PASS)
+    def first_pass(candidates: Iterable[Candidate]) -> None:
+        for candidate in candidates:
+            if candidate.pair in excluded:
+                reason = NotTriedReason.ACCURACY
+                not_tried.append(NotTried(candidate, reason, excluded[candidate.pair]))
+            else:
+                attempt(candidate, Stage.FIRST_PASS)
+
+    lead = [c for c in first if c.precision is first[0].precision and c.backend is not COMPILING]
+    first_pass(lead)
+    rest = [c for c in first if c not in lead]
+    # Stable: equally promising runtimes keep the space's order (precision, then backend).
+    rest.sort(key=lambda c: (c.backend is COMPILING, -_runtime_promise(c.backend, trials, batches)))
+    first_pass(rest)
 
     queue = _variants_in_order(space, first, trials, batches, not_tried, excluded)
     planned += len(queue)
@@ -501,6 +512,13 @@ def promise(trial: Trial, trials: Sequence[Trial], batches: Sequence[int]) -> fl
         if mine is not None and ranked:
             best = max(best, _stats(mine).throughput / _stats(ranked[0][1]).throughput)
     return best
+
+
+def _runtime_promise(backend: Backend, trials: Sequence[Trial], batches: Sequence[int]) -> float:
+    """The best `promise` of `backend`'s trials so far; 1.0 when it has none (untried: it might
+    be the fastest, so it is not put behind runtimes known to be slow)."""
+    mine = [promise(t, trials, batches) for t in trials if t.candidate.backend is backend]
+    return max(mine) if mine else 1.0
 
 
 def _variants_in_order(

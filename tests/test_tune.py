@@ -145,6 +145,23 @@ def test_thread_variants_of_the_leader_come_first_and_can_win():
     assert (winner.backend, winner.threads) == (ORT, 1)
 
 
+def test_after_fp32_the_precisions_of_the_faster_runtimes_come_first():
+    clock = FakeClock()
+    pairs = [(E, FP32), (ORT, FP32), (E, BF16), (ORT, INT8), (C, FP32)]
+    lat = {(E, FP32): {1: 20.0}, (ORT, FP32): {1: 5.0}, (E, BF16): {1: 10.0},
+           (ORT, INT8): {1: 3.0}, (C, FP32): {1: 4.0}}  # fmt: skip
+    measure = StandIn(lat, clock)
+    tune(space(pairs), [1], measure, 100.0, clock=clock)
+    # fp32 of each runtime; then onnxruntime's int8 before eager's bf16 (onnxruntime was 4x
+    # faster at fp32), although the space lists bf16 first; compile last all the same.
+    assert [c.pair for c in measure.calls] == [
+        (E, FP32), (ORT, FP32), (ORT, INT8), (E, BF16), (C, FP32),
+    ]  # fmt: skip
+    assert [c.pair for c in space(pairs).first_pass()] == [
+        (E, FP32), (ORT, FP32), (E, BF16), (ORT, INT8), (C, FP32),
+    ]  # fmt: skip
+
+
 def test_the_budget_stops_the_search_and_reports_what_was_not_tried():
     clock = FakeClock()
     pairs = [(E, FP32), (T, FP32), (ORT, FP32), (E, BF16)]
