@@ -65,6 +65,12 @@ def _ov() -> Any:
     return openvino
 
 
+def _default_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 @lru_cache(maxsize=1)
 def _core() -> Any:
     """One Core per process: it holds the loaded plugins (creating one loads them again)."""
@@ -241,7 +247,7 @@ class OpenVinoSession(Session):
             "device": OV_DEVICE,
             "full_device_name": _core().get_property(OV_DEVICE, "FULL_DEVICE_NAME"),
             "artifact": self.artifact.value,
-            "threads_requested": self.options.threads,  # None: OpenVINO's choice (read back)
+            "threads_requested": self.options.threads,  # None: torch's count was given
             "infer_requests": 1,
             "compiled_batches": sorted(self.compiled),
             "compile_s": {str(b): round(e.compile_s, 4) for b, e in sorted(self.compiled.items())},
@@ -316,8 +322,9 @@ class OpenVinoRuntime(Runtime):
             hint.inference_precision(): getattr(ov.Type, HINT_TYPES[precision]),
             DYNAMIC_QUANT_KEY: 0,
         }
-        if opts.threads:
-            config[ov.properties.inference_num_threads()] = opts.threads
+        # Set explicitly, like ONNX Runtime's intra-op threads: torch's count (one per physical
+        # core by default) unless --threads says otherwise, so every runtime gets the same.
+        config[ov.properties.inference_num_threads()] = opts.threads or _default_threads()
         try:
             model = _core().read_model(str(path))
         except RuntimeError as e:
