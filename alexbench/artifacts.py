@@ -19,6 +19,10 @@ class ArtifactFormat(StrEnum):
     PT2_INT8 = "pt2-int8"  # PT2E static quantisation (torchao x86 Inductor), on real images
 
 
+# Where ONNX Runtime keeps its optimised copies of a folder's models (runtimes/ort_cache.py);
+# here because exporters remove it with the model it was made from.
+ORT_CACHE_DIR = "ort-cache"
+
 # Formats quantised with real images: made only when calibration images are given.
 CALIBRATED = (ArtifactFormat.ONNX_INT8, ArtifactFormat.PT2_INT8)
 

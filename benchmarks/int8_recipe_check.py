@@ -45,7 +45,8 @@ from alexbench.exporters.base import ExportRequest
 from alexbench.inputs import image_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import Backend
-from alexbench.runtimes.onnxruntime import CACHE_DIR, OnnxRuntime
+from alexbench.runtimes.onnxruntime import OnnxRuntime
+from alexbench.runtimes.ort_cache import CACHE_DIR
 from alexbench.training.batches import BatchTransform
 from alexbench.training.data import (
     Augment,

@@ -5,7 +5,7 @@ with alternating rounds so every variant sees the same machine state.
 
 Two checks (--check, both by default):
 
-- `cache`: the optimised-model cache (alexbench/runtimes/onnxruntime.py). Session creation
+- `cache`: the optimised-model cache (alexbench/runtimes/ort_cache.py). Session creation
   uncached (the source model, ORT_ENABLE_ALL), first session (optimises, writes the entry and
   loads it back; its source hashed as in a new process) and cached (the entry loaded with
   ORT_DISABLE_ALL), per round in alternating order; then the steady-state latency of the

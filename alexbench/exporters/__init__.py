@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
 
-from alexbench.artifacts import CALIBRATED, ArtifactFormat, ModelBundle
+from alexbench.artifacts import CALIBRATED, ORT_CACHE_DIR, ArtifactFormat, ModelBundle
 from alexbench.checkpoint import (
     LoadedModel,
     ModelMeta,
@@ -174,6 +175,9 @@ def _remove_artifacts(directory: Path, manifest: Manifest) -> None:
     names |= {"verify-report.json", "manifest.json"}
     for name in names:
         (directory / name).unlink(missing_ok=True)
+    # ONNX Runtime's optimised copies of the old model (runtimes/ort_cache.py): never served for
+    # another file (keyed by its sha256), but hundreds of MiB left behind.
+    shutil.rmtree(directory / ORT_CACHE_DIR, ignore_errors=True)
 
 
 class ArtifactStatus(StrEnum):
