@@ -97,7 +97,7 @@ def test_report_out_writes_html_markdown_and_pngs_holding_every_cell(tmp_path, e
     assert sorted(parser.rows["cell"]) == expected
     assert sorted(parser.rows["parity"]) == expected
     assert len(parser.rows["compare"]) > 0
-    # The fixture's evaluation (eager fp32 and bf16) has its accuracy rows beside the committed ones.
+    # The fixture's evaluation (eager fp32 and bf16) has its rows beside the committed ones.
     ours = [row for row in parser.rows["accuracy"] if row.startswith(f"{evaluation.stem}/")]
     assert {row.split("/")[-1] for row in ours} == {"fp32", "bf16"}
     # Self-contained: images are data: URIs, nothing is fetched from anywhere.
