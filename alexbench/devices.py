@@ -38,3 +38,9 @@ def synchronize(device: Device) -> None:
 
 def torch_device(device: Device) -> torch.device:
     return torch.device(device.value)
+
+
+def default_threads() -> int:
+    """The intra-op thread count every CPU runtime is given without --threads: torch's (one per
+    physical core by default), so that no runtime is left to its own, unrecorded choice."""
+    return torch.get_num_threads()

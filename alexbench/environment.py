@@ -8,13 +8,12 @@ import platform
 import socket
 import subprocess
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from alexbench.exporters.manifest import stack_versions
+from alexbench.exporters.manifest import package_version, stack_versions
 
 # The flags that decide which kernels run: AVX-512 / VNNI / BF16 / AMX paths in oneDNN and MLAS.
 CPU_FLAGS_OF_INTEREST = (
@@ -108,12 +107,7 @@ def ort_providers() -> list[str]:
 
 def openvino_version() -> str | None:
     """OpenVINO's version when it is importable (an optional runtime), else None."""
-    if importlib.util.find_spec("openvino") is None:
-        return None
-    try:
-        return metadata.version("openvino")
-    except metadata.PackageNotFoundError:
-        return None
+    return package_version("openvino") if importlib.util.find_spec("openvino") else None
 
 
 def load_average() -> float | None:

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from alexbench.artifacts import ModelBundle
-from alexbench.checkpoint import Normalization
+from alexbench.checkpoint import LoadedModel, Normalization
 from alexbench.cli import options as opt
 from alexbench.cli.common import (
     JSON_OPTION,
@@ -155,20 +155,12 @@ def evaluate_cmd(
     meta = loaded.meta
     trained: dict[str, Any] = meta.provenance.get("data") or {}
     dataset, data_dir = _dataset_for(dataset, data_dir, trained)
-    default_crop = 1.0 if checkpoint is not None else TORCHVISION_CROP
-    spec = DataSpec(
-        kind=dataset,
-        data_dir=data_dir,
-        image_size=meta.image_size,
-        augment=Augment.NONE,
-        val_fraction=_val_fraction(val_fraction, data_dir, trained, split),
-        split_seed=split_seed if split_seed is not None else trained.get("split_seed", 0),
-        download=download,
-        normalize=NormalizeChoice.NONE,  # the model's own mean/std normalise, not the data's
+    spec = scoring_spec(
+        dataset, data_dir, loaded, split, from_checkpoint=checkpoint is not None,
+        val_fraction=val_fraction, split_seed=split_seed, synthetic_size=synthetic_size,
+        crop_fraction=crop_fraction, download=download,
         cache_limit_bytes=int(cache_limit_gb * 1024**3),
-        synthetic_size=synthetic_size or trained.get("synthetic_size", 2000),
-        crop_fraction=crop_fraction if crop_fraction is not None else default_crop,
-    )
+    )  # fmt: skip
     data = load_data(spec, (split,))
     console.print(f"Data: {data.description}", markup=False, highlight=False)
     if data.skipped:
@@ -235,6 +227,39 @@ def _dataset_for(
             "Dataset: cifar10 (the default; --dataset to change)", markup=False, highlight=False
         )
     return dataset, data_dir or Path("data")
+
+
+def scoring_spec(
+    kind: DatasetKind,
+    data_dir: Path,
+    loaded: LoadedModel,
+    split: Split,
+    *,
+    from_checkpoint: bool,
+    val_fraction: float | None = None,
+    split_seed: int | None = None,
+    synthetic_size: int | None = None,
+    crop_fraction: float | None = None,
+    **data_options: Any,
+) -> DataSpec:
+    """The images `evaluate` scores (and `tune --max-accuracy-drop` with it): the model's size,
+    no augmentation, the held-out share and seed the checkpoint's training used where it applies
+    (see `_val_fraction`), and the model's own normalisation. `data_options`: how they are read
+    (download, cache limit)."""
+    trained: dict[str, Any] = loaded.meta.provenance.get("data") or {}
+    default_crop = 1.0 if from_checkpoint else TORCHVISION_CROP
+    return DataSpec(
+        kind=kind,
+        data_dir=data_dir,
+        image_size=loaded.meta.image_size,
+        augment=Augment.NONE,
+        val_fraction=_val_fraction(val_fraction, data_dir, trained, split),
+        split_seed=split_seed if split_seed is not None else trained.get("split_seed", 0),
+        normalize=NormalizeChoice.NONE,  # the model's own mean/std normalise, not the data's
+        synthetic_size=synthetic_size or trained.get("synthetic_size", 2000),
+        crop_fraction=crop_fraction if crop_fraction is not None else default_crop,
+        **data_options,
+    )
 
 
 def _val_fraction(

@@ -310,34 +310,19 @@ def _space(
 
 def _held_out(data_dir: Path, loaded: LoadedModel, from_checkpoint: bool) -> Any:
     """The held-out images `evaluate` would score in `data_dir`, checked against the model."""
-    from alexbench.cli.evaluate import TORCHVISION_CROP, _val_fraction
+    from alexbench.cli.evaluate import scoring_spec
     from alexbench.evaluate import check_compatible
-    from alexbench.training.data import (
-        Augment,
-        DatasetKind,
-        DataSpec,
-        NormalizeChoice,
-        Split,
-        load_data,
-    )
+    from alexbench.training.data import DatasetKind, Split, load_data
 
     trained: dict[str, Any] = loaded.meta.provenance.get("data") or {}
     recorded = trained.get("data_dir")
     same = bool(recorded) and Path(recorded).resolve() == data_dir.resolve()
     kind = trained.get("kind") if same else None
-    spec = DataSpec(
-        kind=DatasetKind(kind)
-        if kind in {k.value for k in DatasetKind}
-        else DatasetKind.IMAGEFOLDER,
-        data_dir=data_dir,
-        image_size=loaded.meta.image_size,
-        augment=Augment.NONE,
-        val_fraction=_val_fraction(None, data_dir, trained, Split.VAL),
-        split_seed=trained.get("split_seed", 0),
-        normalize=NormalizeChoice.NONE,  # the model's own mean/std normalise, not the data's
-        synthetic_size=trained.get("synthetic_size", 2000),
-        crop_fraction=1.0 if from_checkpoint else TORCHVISION_CROP,
-    )
+    known = kind in {k.value for k in DatasetKind}
+    spec = scoring_spec(
+        DatasetKind(kind) if known else DatasetKind.IMAGEFOLDER, data_dir, loaded, Split.VAL,
+        from_checkpoint=from_checkpoint,
+    )  # fmt: skip
     data = load_data(spec, (Split.VAL,))
     check_compatible(ModelBundle(loaded), data)
     console.print(f"Held-out data: {data.description}", markup=False, highlight=False)

@@ -31,7 +31,6 @@ from torch._inductor import list_mode_options
 from alexbench import pt2e
 from alexbench.devices import Device
 from alexbench.precision import Precision
-from alexbench.pt2e import int8_kernel_counts, quantizer_module
 from alexbench.runtimes.base import (
     ArtifactFormat,
     Backend,
@@ -163,6 +162,13 @@ class CompileSession(TorchModuleSession):
         # int8: oneDNN int8 kernels Inductor made for this session (counted around its compiles)
         self._int8 = precision is Precision.INT8
         self._int8_kernels = {"conv": 0, "linear": 0}
+        # Inductor's counters when the last input was prepared (the baseline of its compile)
+        self._counts = pt2e.int8_kernel_counts() if self._int8 else self._int8_kernels
+
+    def prepare(self, batch: Any) -> torch.Tensor:
+        if self._int8:  # read here, untimed: a new batch size compiles on its first call
+            self._counts = pt2e.int8_kernel_counts()
+        return super().prepare(batch)
 
     def run(self, inputs: torch.Tensor) -> torch.Tensor:
         self._calls += 1
@@ -171,7 +177,6 @@ class CompileSession(TorchModuleSession):
         config = torch._inductor.config
         frozen = config.freezing
         config.freezing = self._freezing
-        before = int8_kernel_counts() if self._int8 else None
         try:
             out = super().run(inputs)
         except _LimitHit as e:
@@ -183,9 +188,9 @@ class CompileSession(TorchModuleSession):
             config.freezing = frozen
         if self._backend.compiles != compiles:  # this call compiled: tracing + Inductor + 1 run
             self._compile_s = time.perf_counter() - start
-            if before is not None:
-                after = int8_kernel_counts()
-                self._int8_kernels = {k: after[k] - before[k] for k in after}
+            if self._int8:
+                after = pt2e.int8_kernel_counts()
+                self._int8_kernels = {k: after[k] - self._counts[k] for k in after}
         return out
 
     def timing_started(self) -> None:
@@ -269,7 +274,7 @@ class CompileRuntime(TorchRuntime):
         self, bundle: ModelBundle, device: Device, precision: Precision
     ) -> torch.nn.Module:
         if precision is Precision.INT8:
-            quantizer_module()  # registers the int8 lowering passes before compiling
+            pt2e.quantizer_module()  # registers the int8 lowering passes before compiling
             path = self.artifact_path(bundle, ArtifactFormat.PT2_INT8)
             return torch.export.load(str(path)).module()
         return cast_copy(bundle.loaded.model, device, precision)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from alexbench.devices import Device
+from alexbench.devices import Device, default_threads
 from alexbench.errors import DeviceUnavailableError, ExportError
 from alexbench.precision import Precision
 from alexbench.runtimes.base import (
@@ -45,12 +45,6 @@ def _ort() -> Any:
     import onnxruntime
 
     return onnxruntime
-
-
-def _default_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def _own_stream() -> Any:
@@ -152,7 +146,7 @@ class OnnxRuntimeSession(Session):
         }
         if self.device is not Device.CUDA:
             out["optimized_model_cache"] = None if self.cache is None else self.cache.to_dict()
-        if self.device is Device.CUDA:
+        else:
             out["device_time"] = self.device_time_measurable
             cuda_opts = self.sess.get_provider_options().get(CUDA_EP, {})
             out["use_tf32"] = cuda_opts.get("use_tf32")
@@ -208,7 +202,7 @@ class OnnxRuntime(Runtime):
             why = bundle.missing.get(fmt, "run `alexbench export`")
             raise ExportError(f"no {fmt.value} artifact: {why}")
         ort = _ort()
-        threads = opts.threads or _default_threads()
+        threads = opts.threads or default_threads()
 
         def session_options(level: Any) -> Any:
             so = ort.SessionOptions()

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from alexbench.devices import Device
+from alexbench.devices import Device, default_threads
 from alexbench.errors import ExportError, InputError, UnsupportedError
 from alexbench.precision import Precision
 from alexbench.runtimes.base import (
@@ -63,12 +63,6 @@ def _ov() -> Any:
     import openvino
 
     return openvino
-
-
-def _default_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 @lru_cache(maxsize=1)
@@ -324,7 +318,7 @@ class OpenVinoRuntime(Runtime):
         }
         # Set explicitly, like ONNX Runtime's intra-op threads: torch's count (one per physical
         # core by default) unless --threads says otherwise, so every runtime gets the same.
-        config[ov.properties.inference_num_threads()] = opts.threads or _default_threads()
+        config[ov.properties.inference_num_threads()] = opts.threads or default_threads()
         try:
             model = _core().read_model(str(path))
         except RuntimeError as e:
