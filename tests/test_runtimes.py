@@ -1,6 +1,8 @@
 """Contract tests over the runtime registry: every runtime x supported precision on CPU."""
 
+import numpy as np
 import pytest
+import torch
 
 from alexbench.devices import Device
 from alexbench.errors import InputError, UnsupportedError
@@ -43,12 +45,25 @@ def test_every_runtime_matches_eager_at_fp32_on_cpu(backend, small_bundle, small
         assert session(small_batch[:b]).shape == (b, SMALL_CLASSES)
 
 
-@pytest.mark.parametrize("backend", [Backend.EAGER, Backend.PT2])
+@pytest.mark.parametrize("backend", [Backend.EAGER, Backend.PT2, Backend.TORCHSCRIPT])
 def test_bf16_runs_within_bf16_tolerance(backend, small_bundle, small_batch, reference):
     session = get_runtime(backend).load(small_bundle, Device.CPU, Precision.BF16)
     result = compare(reference(small_batch), session(small_batch), Precision.BF16)
     assert result.passed, result.reason
     assert result.max_abs_err > 0  # it really ran in bf16
+
+
+def test_torchscript_bf16_is_traced_from_the_cast_model_and_says_so(small_bundle, small_batch):
+    ts = get_runtime(Backend.TORCHSCRIPT)
+    session = ts.load(small_bundle, Device.CPU, Precision.BF16)
+    info = session.info()
+    assert "traced and frozen at load" in info["module_source"]
+    assert info["memory_format"] == "channels_last" and info["dtype"] == "bfloat16"
+    assert isinstance(session.module, torch.jit.ScriptModule)
+    assert not list(session.module.parameters())  # frozen: the weights are bf16 constants
+    assert session(small_batch).dtype == np.float32  # logits come back as fp32 numpy
+    fp32 = ts.load(small_bundle, Device.CPU, Precision.FP32).info()
+    assert fp32["module_source"] == "exported file" and fp32["memory_format"] == "contiguous"
 
 
 def test_compile_runtime_matches_eager(small_bundle, small_batch, reference):
@@ -58,12 +73,12 @@ def test_compile_runtime_matches_eager(small_bundle, small_batch, reference):
 
 def test_unsupported_pairs_give_reasons_not_tracebacks():
     ts, ort = get_runtime(Backend.TORCHSCRIPT), get_runtime(Backend.ONNXRUNTIME)
-    assert "fp32 constants" in unsupported_reason(ts, Device.CPU, Precision.BF16)
+    assert "no bf16 ONNX variant" in unsupported_reason(ort, Device.CPU, Precision.BF16)
     assert "int8" in unsupported_reason(get_runtime(Backend.EAGER), Device.CPU, Precision.INT8)
     assert unsupported_reason(ort, Device.CPU, Precision.FP32) is None
     assert "CUDA" in unsupported_reason(get_runtime(Backend.EAGER), Device.CPU, Precision.TF32)
-    with pytest.raises(UnsupportedError, match="torchscript on cpu at bf16"):
-        check_supported(ts, Device.CPU, Precision.BF16)
+    with pytest.raises(UnsupportedError, match="torchscript on cpu at int8"):
+        check_supported(ts, Device.CPU, Precision.INT8)
 
 
 def test_backend_names_and_aliases():

@@ -13,13 +13,19 @@ from alexbench.exporters.base import ExportRequest
 suffix = ".pt"
 
 
-def export(request: ExportRequest, path: Path) -> dict[str, Any]:
-    model = request.model.eval()
-    # TorchScript is deprecated upstream (hence the .pt2 artifact); silence the reminders.
+def trace_and_freeze(model: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """The exporter's recipe (trace, check, freeze), shared so both paths build the same thing."""
     with torch.no_grad(), warnings.catch_warnings():
+        # TorchScript is deprecated upstream (hence the .pt2 artifact); silence the reminders.
         warnings.simplefilter("ignore", FutureWarning)
         # check_trace re-runs the trace on the example and compares: a cheap sanity check.
-        traced = torch.jit.trace(model, request.example_input(), check_trace=True)
-        frozen = torch.jit.freeze(traced)
+        traced = torch.jit.trace(model.eval(), example, check_trace=True)
+        return torch.jit.freeze(traced)
+
+
+def export(request: ExportRequest, path: Path) -> dict[str, Any]:
+    frozen = trace_and_freeze(request.model, request.example_input())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
         torch.jit.save(frozen, str(path))
     return {"exporter": "torch.jit.trace + torch.jit.freeze"}

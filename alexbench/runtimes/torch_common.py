@@ -166,8 +166,6 @@ class TorchRuntime(Runtime):
     and torch.compile differ only in `make_module` (and compile in its session class)."""
 
     session_class: ClassVar[type[TorchModuleSession]] = TorchModuleSession
-    # Whether the module's weights can take another layout (a frozen TorchScript cannot).
-    converts_layout: ClassVar[bool] = True
 
     def supports(self, device: Device, precision: Precision) -> str | None:
         return cast_support(device, precision)
@@ -182,11 +180,20 @@ class TorchRuntime(Runtime):
         opts = options or SessionOptions()
         settings = apply_torch_settings(device, precision, opts)
         module = self.make_module(bundle, device, precision)
-        layout = memory_format_for(device) if self.converts_layout else "contiguous"
+        layout = self.layout(device, precision)
         if layout == "channels_last":
             module = module.to(memory_format=torch.channels_last)
         settings["memory_format"] = layout
+        settings.update(self.module_settings(device, precision))
         return self.session_class(module, device, precision, settings, opts)
+
+    def layout(self, device: Device, precision: Precision) -> str:
+        """The memory format the module and its inputs run in."""
+        return memory_format_for(device)
+
+    def module_settings(self, device: Device, precision: Precision) -> dict[str, Any]:
+        """How the module was made, where that is not obvious from the backend (for the results)."""
+        return {}
 
     @abc.abstractmethod
     def make_module(

@@ -1,32 +1,62 @@
-"""TorchScript: the traced, frozen `.pt` artifact loaded with torch.jit.load."""
+"""TorchScript: the traced, frozen `.pt` artifact loaded with torch.jit.load; at bf16/fp16, the
+model cast to that dtype, traced and frozen the same way at load."""
 
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 
-from alexbench.devices import Device
-from alexbench.precision import Precision
+from alexbench.devices import Device, torch_device
+from alexbench.exporters.torchscript import trace_and_freeze
+from alexbench.precision import Precision, spec
 from alexbench.runtimes.base import ArtifactFormat, Backend, ModelBundle
-from alexbench.runtimes.torch_common import TorchRuntime, cast_support
+from alexbench.runtimes.torch_common import TorchRuntime, cast_copy, memory_format_for
+
+# A cast precision has no file of its own: freezing inlined the weights as fp32 constants, which
+# no `.to()` can reach, so the artifact can only run as exported.
+_CAST = (Precision.FP16, Precision.BF16)
+TRACE_BATCH = 2  # the exporter's example batch; the traced graph is batch-generic for AlexNet
 
 
 class TorchScriptRuntime(TorchRuntime):
     backend = Backend.TORCHSCRIPT
     artifact = ArtifactFormat.TORCHSCRIPT
-    converts_layout = False  # freezing inlined the weights as constants in NCHW
 
-    def supports(self, device: Device, precision: Precision) -> str | None:
-        if precision in (Precision.FP16, Precision.BF16):
-            return "the frozen artifact holds fp32 constants (freezing inlines the weights)"
-        return cast_support(device, precision)
+    def layout(self, device: Device, precision: Precision) -> str:
+        # The exported file's constants were frozen in NCHW; a cast trace is made in the layout
+        # the other torch runtimes run in, and its frozen constants keep it.
+        return memory_format_for(device) if precision in _CAST else "contiguous"
+
+    def module_settings(self, device: Device, precision: Precision) -> dict[str, Any]:
+        if precision in _CAST:
+            return {
+                "module_source": f"model cast to {precision.value}, traced and frozen at load "
+                "(the exported file holds fp32 constants)"
+            }
+        return {"module_source": "exported file"}
 
     def make_module(
         self, bundle: ModelBundle, device: Device, precision: Precision
     ) -> torch.nn.Module:
+        if precision in _CAST:
+            return self._trace_cast(bundle, device, precision)
         path = self.artifact_path(bundle)
         # map_location moves the frozen constants to the target device at load time.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
             return torch.jit.load(str(path), map_location=device.value)
+
+    def _trace_cast(
+        self, bundle: ModelBundle, device: Device, precision: Precision
+    ) -> torch.jit.ScriptModule:
+        module = cast_copy(bundle.loaded.model, device, precision)
+        size = bundle.loaded.meta.image_size
+        g = torch.Generator().manual_seed(0)
+        example = torch.randn(TRACE_BATCH, 3, size, size, generator=g)
+        example = example.to(torch_device(device), dtype=spec(precision).dtype)
+        if self.layout(device, precision) == "channels_last":
+            module = module.to(memory_format=torch.channels_last)
+            example = example.contiguous(memory_format=torch.channels_last)
+        return trace_and_freeze(module, example)
