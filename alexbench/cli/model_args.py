@@ -10,6 +10,7 @@ from rich.console import Console
 from alexbench.artifacts import CALIBRATED, ArtifactFormat, ModelBundle
 from alexbench.checkpoint import LoadedModel, Normalization
 from alexbench.cli.common import err_console
+from alexbench.cli.options import DEFAULT_CALIB_SAMPLES
 from alexbench.devices import Device
 from alexbench.errors import InputError
 from alexbench.exporters import (
@@ -21,8 +22,6 @@ from alexbench.exporters import (
 from alexbench.inputs import image_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import Backend, get_runtime, unsupported_reason
-
-DEFAULT_CALIB_SAMPLES = 64
 
 
 def check_model_options(checkpoint: Path | None, normalize: Normalization | None) -> None:

@@ -38,7 +38,7 @@ from alexbench.cli.common import (
     parse_int_list,
     split_list,
 )
-from alexbench.cli.model_args import DEFAULT_CALIB_SAMPLES, bundle_for, model_for
+from alexbench.cli.model_args import bundle_for, model_for
 from alexbench.devices import Device, require
 from alexbench.environment import busy_warning, capture
 from alexbench.errors import InputError
@@ -420,8 +420,9 @@ def _model_args(params: dict[str, Any]) -> list[str]:
         value = params.get(name)
         if value is not None:
             args += [flag, str(getattr(value, "value", value))]
-    if params.get("calib_data") is not None and params["calib_samples"] != DEFAULT_CALIB_SAMPLES:
-        args += ["--calib-samples", str(params["calib_samples"])]
+    samples = params["calib_samples"]
+    if params.get("calib_data") is not None and samples != opt.DEFAULT_CALIB_SAMPLES:
+        args += ["--calib-samples", str(samples)]
     return args
 
 
