@@ -19,11 +19,15 @@ from typing import Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
-from typer._click.exceptions import ClickException
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from alexbench.errors import AlexbenchError, InputError, Interrupted
 from alexbench.exit_codes import ExitCode
+
+try:  # typer >= 0.26 vendors Click as typer._click (the release pinned in pyproject)
+    from typer._click.exceptions import ClickException
+except ImportError:  # an older typer on Click itself: the GPU machine's image is run as it is
+    from click.exceptions import ClickException
 
 E = TypeVar("E", bound=Enum)
 F = TypeVar("F", bound=Callable[..., Any])
