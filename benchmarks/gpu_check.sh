@@ -269,11 +269,12 @@ fi
 echo "[gpu_check] $MODE: OUTDIR=$OUTDIR, scratch $WORK, budget ${BUDGET}s"
 
 # 1. The cuda-marked tests. On a CPU they are collected and skipped (rc 0); rc 5 would mean that
-#    pytest selected none, which the dry run accepts and a GPU run does not.
+#    pytest selected none, which the dry run accepts and a GPU run does not. A test module that
+#    cannot import there (the image lacks a package) fails the step but not the cuda tests.
 PYTEST_OK=0
 [ "$DRY" = 1 ] && PYTEST_OK="0 5"
 step pytest-cuda 150 "$PYTEST_OK" "$PY" -m pytest -q -m cuda -p no:cacheprovider \
-    --basetemp "$WORK/pytest" --junitxml "$STAGE/results/pytest-cuda.xml" --durations 15 tests
+    --continue-on-collection-errors --basetemp "$WORK/pytest" --junitxml "$STAGE/results/pytest-cuda.xml" --durations 15 tests
 
 # 2. Versions, devices, providers.
 step info 60 0 "${ALEX[@]}" info
