@@ -329,3 +329,21 @@ def test_a_recipe_is_applied_and_described(small_model, int8_folder, tmp_path):
     assert last.op_type == "Gemm"
     described = int8.Recipe(reduce_range=True).describe()
     assert described.endswith("(QDQ, per-channel, MinMax, reduce_range)")
+
+
+def test_the_int8_config_key_follows_the_recipe(small_model, monkeypatch):
+    """A changed default recipe makes another file: an int8 model quantised the old way is never
+    reused as if it were the new one."""
+    from alexbench.exporters import _artifact_config
+    from alexbench.exporters.base import OnnxExporter
+    from alexbench.exporters.manifest import config_key
+
+    def key() -> str:
+        cfg = _artifact_config(
+            ArtifactFormat.ONNX_INT8, "w", small_model.meta, 18, OnnxExporter.DYNAMO, "c"
+        )
+        return config_key(cfg)
+
+    before = key()
+    monkeypatch.setattr(int8, "DEFAULT_RECIPE", int8.Recipe(per_channel=False))
+    assert key() != before

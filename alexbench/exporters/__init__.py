@@ -15,6 +15,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
@@ -36,6 +37,7 @@ from alexbench.exporters import torchscript as torchscript_exporter
 from alexbench.exporters.base import (
     DEFAULT_OPSET,
     INPUT_NAME,
+    NEEDS_CALIBRATION,
     OUTPUT_NAME,
     ExportRequest,
     OnnxExporter,
@@ -94,7 +96,12 @@ def _artifact_config(
     if fmt is ArtifactFormat.ONNX_FP16:
         cfg["onnxruntime"] = stack_versions()["onnxruntime"]
     if fmt is ArtifactFormat.ONNX_INT8:
-        cfg |= {"onnxruntime": stack_versions()["onnxruntime"], "calibration": calibration_sha}
+        cfg |= {
+            "onnxruntime": stack_versions()["onnxruntime"],
+            "calibration": calibration_sha,
+            # The recipe shapes the bytes too: a changed default must not reuse old files.
+            "recipe": asdict(onnx_int8.DEFAULT_RECIPE),
+        }
     if fmt is ArtifactFormat.PT2_INT8:
         cfg |= {"torchao": stack_versions()["torchao"], "calibration": calibration_sha}
     return cfg
@@ -357,7 +364,7 @@ def prepare_bundle(
         for fmt in CALIBRATED:
             if fmt in formats:
                 formats.remove(fmt)
-                missing[fmt] = onnx_int8.NEEDS_CALIBRATION
+                missing[fmt] = NEEDS_CALIBRATION
     if not formats:
         return ModelBundle(loaded, {}, missing, Path(out_dir))
     _, outcomes = ensure_artifacts(

@@ -16,6 +16,8 @@ DEFAULT_OPSET = 18
 # The example batch used for tracing. It must be >= 2: torch.export specialises a dimension
 # whose example size is 0 or 1 to a constant, which would silently drop the dynamic batch.
 EXAMPLE_BATCH = 2
+# Both int8 formats (ONNX QDQ and PT2E) measure activation ranges on real images.
+NEEDS_CALIBRATION = "int8 needs real images to calibrate: pass --calib-data DIR (an image folder)"
 MAX_DYNAMIC_BATCH = 1 << 16
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 

@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 
 from alexbench.errors import ExportError
-from alexbench.exporters.base import INPUT_NAME, OUTPUT_NAME, ExportRequest
+from alexbench.exporters.base import INPUT_NAME, NEEDS_CALIBRATION, OUTPUT_NAME, ExportRequest
 
 suffix = ".int8.onnx"
 CALIBRATION_BATCH = 8
-NEEDS_CALIBRATION = "int8 needs real images to calibrate: pass --calib-data DIR (an image folder)"
 
 
 class Calibration(StrEnum):

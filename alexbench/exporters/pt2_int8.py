@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from alexbench.errors import ExportError
-from alexbench.exporters.base import ExportRequest
+from alexbench.exporters.base import NEEDS_CALIBRATION, ExportRequest
 from alexbench.pt2e import quantizer_module
 
 suffix = ".int8.pt2"
@@ -26,8 +26,6 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if request.calibration is None:
-        from alexbench.exporters.onnx_int8 import NEEDS_CALIBRATION
-
         raise ExportError(NEEDS_CALIBRATION)
     xiq = quantizer_module()
     example = (request.example_input(),)
