@@ -18,7 +18,7 @@ import torch
 from alexbench.devices import Device
 from alexbench.errors import AlexbenchError, DataError
 from alexbench.precision import Precision
-from alexbench.runtimes import Backend, ModelBundle, get_runtime, unsupported_reason
+from alexbench.runtimes import Backend, ModelBundle, cell_unavailable, get_runtime
 from alexbench.runtimes.base import Session
 from alexbench.training.batches import BatchLoader, BatchTransform
 from alexbench.training.data import LoadedData, Split
@@ -115,13 +115,7 @@ def evaluate_model(
         cell = EvalCell(b, p, requested=(b, p) in requested)
         cells.append(cell)
         runtime = get_runtime(b)
-        reason = unsupported_reason(runtime, device, p)
-        if (
-            reason is None
-            and runtime.artifact is not None
-            and runtime.artifact not in bundle.artifacts
-        ):
-            reason = f"no {runtime.artifact.value} artifact in the bundle"
+        reason = cell_unavailable(runtime, bundle, device, p)
         if reason:
             cell.status, cell.reason = CellStatus.UNSUPPORTED, reason
             continue

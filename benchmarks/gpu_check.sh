@@ -28,7 +28,8 @@
 #                                        variant, .pt, .pt2), then eager, torchscript, pt2,
 #                                        onnxruntime x 4 precisions at batch 8 (and 1, 2, 7)
 #   bench, bench-graphs, bench-transfers  ~45 each (cap 150)  the same 4 backends x fp32, tf32,
-#                        fp16, bf16 x batch 1,64,256 = 48 cells (~39 run; the rest unsupported,
+#                        fp16, bf16 x batch 1,64,256 = 48 cells (45 run: torchscript's fp16/bf16
+#                        trace the cast model at load, ~1 s each; onnxruntime bf16 is unsupported,
 #                        with the reason). --min-time 0.1 --min-iters 20: ~0.4 s a cell (latency
 #                        loop, then a throughput loop as long) + ~1 s a session + ~10 s start-up
 #   train-fp16, train-bf16  ~15 each (cap 120)  synthetic 1024 images, 64 px, batch 128, 1 epoch

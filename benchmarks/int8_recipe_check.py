@@ -133,7 +133,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64, help="the seeded model's")
     parser.add_argument("--calib-data", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path, default=None, help="default: the checkpoint's")
-    parser.add_argument("--samples", default="64,256", help="calibration image counts")
+    parser.add_argument(
+        "--samples", default="256,64", help="calibration image counts (the first: the default's)"
+    )
     parser.add_argument("--eval-images", type=int, default=5000)
     parser.add_argument("--logit-images", type=int, default=1000)
     parser.add_argument("--work", type=Path, required=True, help="a folder under /tmp")

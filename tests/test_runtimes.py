@@ -1,6 +1,5 @@
 """Contract tests over the runtime registry: every runtime x supported precision on CPU."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -53,17 +52,28 @@ def test_bf16_runs_within_bf16_tolerance(backend, small_bundle, small_batch, ref
     assert result.max_abs_err > 0  # it really ran in bf16
 
 
+def _frozen_weights(module: torch.jit.ScriptModule) -> list[torch.Tensor]:
+    """The weight tensors a frozen module holds as graph constants (it has no parameters)."""
+    assert not list(module.parameters())
+    consts = [n.output().toIValue() for n in module.graph.nodes() if n.kind() == "prim::Constant"]
+    return [c for c in consts if isinstance(c, torch.Tensor) and c.dim() >= 2]
+
+
 def test_torchscript_bf16_is_traced_from_the_cast_model_and_says_so(small_bundle, small_batch):
     ts = get_runtime(Backend.TORCHSCRIPT)
+    assert ts.artifact_for(Precision.BF16) is None  # the fp32 file is neither needed nor read
     session = ts.load(small_bundle, Device.CPU, Precision.BF16)
     info = session.info()
     assert "traced and frozen at load" in info["module_source"]
+    weights = _frozen_weights(session.module)
+    convs = [w for w in weights if w.dim() == 4]
+    assert len(weights) == 8 and len(convs) == 5  # AlexNet's 5 convolutions and 3 linears
+    assert all(w.dtype == torch.bfloat16 for w in weights)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     assert info["memory_format"] == "channels_last" and info["dtype"] == "bfloat16"
-    assert isinstance(session.module, torch.jit.ScriptModule)
-    assert not list(session.module.parameters())  # frozen: the weights are bf16 constants
-    assert session(small_batch).dtype == np.float32  # logits come back as fp32 numpy
-    fp32 = ts.load(small_bundle, Device.CPU, Precision.FP32).info()
-    assert fp32["module_source"] == "exported file" and fp32["memory_format"] == "contiguous"
+    fp32 = ts.load(small_bundle, Device.CPU, Precision.FP32)
+    assert fp32.info()["module_source"] == "exported file"
+    assert all(w.dtype == torch.float32 for w in _frozen_weights(fp32.module))
 
 
 def test_compile_runtime_matches_eager(small_bundle, small_batch, reference):
@@ -109,7 +119,9 @@ def cuda_bundle(small_model, small_bundle, tmp_path_factory):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-@pytest.mark.parametrize("precision", [Precision.FP32, Precision.TF32, Precision.FP16])
+@pytest.mark.parametrize(
+    "precision", [Precision.FP32, Precision.TF32, Precision.FP16, Precision.BF16]
+)
 def test_cuda_runtimes_match_cpu_reference(backend, precision, cuda_bundle, small_batch, reference):
     runtime = get_runtime(backend)
     # An unsupported pair or a missing artifact is a skip with its reason, never a load error.

@@ -351,6 +351,9 @@ def test_tune_end_to_end_prints_a_winner_and_a_command_that_reproduces_it(
     assert [w["command"] for w in doc["winners"]] == commands
     tried = {(t["candidate"]["backend"], t["candidate"]["precision"]) for t in doc["trials"]}
     assert {("eager", "fp32"), ("onnxruntime", "fp32"), ("torchscript", "fp32")} <= tried
+    considered = tried | {(n["candidate"]["backend"], n["candidate"]["precision"]) for n in
+                          doc["not_tried"] if n["reason"] != "unavailable"}  # fmt: skip
+    assert ("torchscript", "bf16") in considered  # traced from the cast model: a candidate
     # What cannot run here (onnxruntime has no bf16 model) is recorded, with why, and not tried.
     unavailable = [n for n in doc["not_tried"] if n["reason"] == "unavailable"]
     assert unavailable and all(n["detail"] for n in unavailable)

@@ -420,9 +420,8 @@ def _model_args(params: dict[str, Any]) -> list[str]:
         value = params.get(name)
         if value is not None:
             args += [flag, str(getattr(value, "value", value))]
-    samples = params["calib_samples"]
-    if params.get("calib_data") is not None and samples != opt.DEFAULT_CALIB_SAMPLES:
-        args += ["--calib-samples", str(samples)]
+    if params.get("calib_data") is not None:  # always: a default can change between releases
+        args += ["--calib-samples", str(params["calib_samples"])]
     return args
 
 

@@ -13,13 +13,15 @@ from alexbench.exporters.base import ExportRequest
 suffix = ".pt"
 
 
-def trace_and_freeze(model: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+def trace_and_freeze(
+    model: torch.nn.Module, example: torch.Tensor, check: bool = True
+) -> torch.jit.ScriptModule:
     """The exporter's recipe (trace, check, freeze), shared so both paths build the same thing."""
     with torch.no_grad(), warnings.catch_warnings():
         # TorchScript is deprecated upstream (hence the .pt2 artifact); silence the reminders.
         warnings.simplefilter("ignore", FutureWarning)
         # check_trace re-runs the trace on the example and compares: a cheap sanity check.
-        traced = torch.jit.trace(model.eval(), example, check_trace=True)
+        traced = torch.jit.trace(model.eval(), example, check_trace=check)
         return torch.jit.freeze(traced)
 
 

@@ -181,6 +181,8 @@ class TorchRuntime(Runtime):
         settings = apply_torch_settings(device, precision, opts)
         module = self.make_module(bundle, device, precision)
         layout = self.layout(device, precision)
+        # A frozen TorchScript module has no parameters: `.to` is a no-op there, and its traced
+        # constants already are in `layout` (TorchScriptRuntime traces in it).
         if layout == "channels_last":
             module = module.to(memory_format=torch.channels_last)
         settings["memory_format"] = layout
