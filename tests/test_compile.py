@@ -165,6 +165,14 @@ def test_applied_mode(device: Device, mode: CompileMode, graphs: bool, applied: 
     assert compile_rt.applied_mode(device, mode, graphs) == applied
 
 
+def test_a_cuda_graph_inductor_skips_is_an_error_not_a_silent_fallback() -> None:
+    # Inductor only logs when it cannot capture a CUDA graph; the cell would still say graphs.
+    graphs = compile_rt.inductor_patches("reduce-overhead")
+    assert graphs["triton.cudagraphs"] and graphs["triton.cudagraph_or_error"]
+    for mode in ("default", "max-autotune-no-cudagraphs"):
+        assert "triton.cudagraph_or_error" not in compile_rt.inductor_patches(mode)
+
+
 def test_info_records_requested_and_applied_mode(bundle: ModelBundle) -> None:
     session = _load(bundle, compile_mode=CompileMode.REDUCE_OVERHEAD)
     info = session.info()  # before any call: nothing compiled yet

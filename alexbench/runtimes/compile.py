@@ -74,6 +74,18 @@ def applied_mode(device: Device, requested: CompileMode, cuda_graphs: bool = Fal
     return requested.value
 
 
+def inductor_patches(mode: str) -> dict[str, Any]:
+    """Inductor's options for `mode`. Where the mode asks for CUDA graphs, a graph Inductor
+    decides not to capture is an error: by default it only logs a line and runs without graphs,
+    while the cell would still say `cuda_graphs`."""
+    patches = dict(list_mode_options(mode))
+    if patches.get("triton.cudagraphs") and hasattr(
+        torch._inductor.config.triton, "cudagraph_or_error"
+    ):
+        patches["triton.cudagraph_or_error"] = True
+    return patches
+
+
 class _CountingInductor:
     """A torch.compile backend: Inductor with `patches`; its compiled graphs count their calls
     (one attribute increment per call, nothing measurable next to a forward pass)."""
@@ -134,7 +146,7 @@ class CompileSession(TorchModuleSession):
         # the flag while tracing, before a backend's config patches apply, so `run` sets it
         # around each call (4.6 us, measured) instead of for the whole process.
         self._freezing = device is Device.CPU
-        self._backend = _CountingInductor(list_mode_options(self.mode_applied))
+        self._backend = _CountingInductor(inductor_patches(self.mode_applied))
         self._cuda_graphs = bool(self._backend.patches.get("triton.cudagraphs"))
         # A fresh code object and globals: dynamo's cache (and what it installs) is this session's.
         self._code = _forward.__code__.replace(co_name=f"compiled_forward_{next(_session_ids)}")
