@@ -275,7 +275,8 @@ echo "[gpu_check] $MODE: OUTDIR=$OUTDIR, scratch $WORK, budget ${BUDGET}s"
 PYTEST_OK=0
 [ "$DRY" = 1 ] && PYTEST_OK="0 5"
 step pytest-cuda 150 "$PYTEST_OK" "$PY" -m pytest -q -m cuda -p no:cacheprovider \
-    --continue-on-collection-errors --basetemp "$WORK/pytest" --junitxml "$STAGE/results/pytest-cuda.xml" --durations 15 tests
+    --continue-on-collection-errors --basetemp "$WORK/pytest" \
+    --junitxml "$STAGE/results/pytest-cuda.xml" --durations 15 tests
 
 # 2. Versions, devices, providers.
 step info 60 0 "${ALEX[@]}" info
