@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -163,6 +164,16 @@ def test_sweep_cells_that_would_run_eager_are_errors(
 )
 def test_applied_mode(device: Device, mode: CompileMode, graphs: bool, applied: str) -> None:
     assert compile_rt.applied_mode(device, mode, graphs) == applied
+
+
+def test_only_the_no_cuda_runtime_line_of_cpp_extension_is_dropped() -> None:
+    log = logging.getLogger("torch.utils.cpp_extension")
+
+    def passes(message: str) -> bool:
+        return log.filter(logging.LogRecord(log.name, logging.WARNING, "f", 1, message, (), None))
+
+    assert not passes("No CUDA runtime is found, using CUDA_HOME='/usr/local'")
+    assert passes("Error building extension 'x'")
 
 
 def test_a_cuda_graph_inductor_skips_is_an_error_not_a_silent_fallback() -> None:

@@ -18,6 +18,7 @@ import builtins
 import dataclasses
 import inspect
 import itertools
+import logging
 import time
 import types
 import weakref
@@ -46,6 +47,18 @@ RECOMPILE_LIMIT = 64
 # torch.compile takes a per-call limit only in recent releases (2.14 has it); older ones read the
 # process-wide dynamo setting, which is raised instead. Either way the proof below still holds.
 _PER_CALL_LIMIT = "recompile_limit" in inspect.signature(torch.compile).parameters
+
+
+class _NoCudaRuntimeLine(logging.Filter):
+    """Inductor's first compile looks for a CUDA toolkit; on a machine that has one but no GPU,
+    torch logs "No CUDA runtime is found" in the middle of a CPU sweep. It says nothing about the
+    cell, so this one line is dropped (every other cpp_extension message passes)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No CUDA runtime is found" not in record.getMessage()
+
+
+logging.getLogger("torch.utils.cpp_extension").addFilter(_NoCudaRuntimeLine())
 
 
 class _NeverRaised(Exception):
