@@ -30,17 +30,26 @@ CPU_FLAGS_OF_INTEREST = (
 
 
 @lru_cache(maxsize=1)
-def cpu_info() -> dict[str, Any]:
-    model, flags = platform.processor() or platform.machine(), set()
+def cpuinfo() -> tuple[str, frozenset[str]] | None:
+    """The first CPU's model name and instruction-set flags from /proc/cpuinfo, read once per
+    process (None where it cannot be read)."""
+    model, flags = "", None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.machine(), "x86_64"):
+            if key.strip() == "model name" and not model:
                 model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
+            elif key.strip() == "flags" and flags is None:
+                flags = frozenset(value.split())
     except OSError:
-        pass
+        return None
+    return model, flags or frozenset()
+
+
+@lru_cache(maxsize=1)
+def cpu_info() -> dict[str, Any]:
+    model, flags = cpuinfo() or ("", frozenset())
+    model = model or platform.processor() or platform.machine()
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
         "model": model,

@@ -18,11 +18,7 @@ from typer.core import TyperArgument, TyperOption
 from typer.testing import CliRunner
 
 from alexbench.cli import app
-
-try:  # typer >= 0.26 vendors Click
-    from typer._click import Context
-except ImportError:  # an older typer (the GPU machine's image) runs on Click itself
-    from click import Context
+from alexbench.cli.common import click  # typer's vendored Click, or Click under an older typer
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## Options: one vocabulary"
@@ -86,13 +82,13 @@ COMMANDS: dict[str, Any] = {ROOT: GROUP, **GROUP.commands}  # type: ignore[attr-
 ROWS = parse_table(README.read_text(encoding="utf-8"), set(GROUP.commands))  # type: ignore[attr-defined]
 
 
-ROOT_CTX = Context(GROUP, info_name=ROOT, **GROUP.context_settings)
+ROOT_CTX = click.Context(GROUP, info_name=ROOT, **GROUP.context_settings)
 
 
 def options_of(name: str) -> list[TyperOption]:
     """Every option `alexbench NAME --help` lists, --help itself included."""
     command = COMMANDS[name]
-    ctx = ROOT_CTX if name == ROOT else Context(command, ROOT_CTX, name)
+    ctx = ROOT_CTX if name == ROOT else click.Context(command, ROOT_CTX, name)
     return [p for p in command.get_params(ctx) if isinstance(p, TyperOption)]
 
 

@@ -25,9 +25,9 @@ from alexbench.errors import AlexbenchError, InputError, Interrupted
 from alexbench.exit_codes import ExitCode
 
 try:  # typer >= 0.26 vendors Click as typer._click (the release pinned in pyproject)
-    from typer._click.exceptions import ClickException
+    from typer import _click as click
 except ImportError:  # an older typer on Click itself: the GPU machine's image is run as it is
-    from click.exceptions import ClickException
+    import click  # type: ignore[no-redef]
 
 E = TypeVar("E", bound=Enum)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,7 +54,7 @@ def _one_line_usage_errors(make_context: Callable[[], Any]) -> Any:
     in one line on stderr, like an InputError, and exits 2 (--debug keeps Click's box)."""
     try:
         return make_context()
-    except ClickException as e:
+    except click.ClickException as e:
         if state.debug:
             raise
         hint = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""

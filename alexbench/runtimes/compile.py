@@ -188,7 +188,7 @@ class CompileSession(TorchModuleSession):
         self._int8 = precision is Precision.INT8
         self._int8_kernels = {"conv": 0, "linear": 0}
         # Inductor's counters when the last input was prepared (the baseline of its compile)
-        self._counts = pt2e.int8_kernel_counts() if self._int8 else self._int8_kernels
+        self._counts = pt2e.int8_kernel_counts() if self._int8 else {}
 
     def prepare(self, batch: Any) -> torch.Tensor:
         if self._int8:  # read here, untimed: a new batch size compiles on its first call

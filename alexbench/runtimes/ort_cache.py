@@ -4,7 +4,6 @@ graph with its pre-packed weights; later sessions load that instead of optimisin
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from alexbench.artifacts import ORT_CACHE_DIR
+from alexbench.environment import cpuinfo
+from alexbench.exporters.manifest import config_key
 
 CPU_EP = "CPUExecutionProvider"
 # # A CPU session's creation is mostly spent outside the graph optimiser: reading the initializers
@@ -51,16 +52,7 @@ RACY_NS = 2_000_000_000
 def cpu_signature() -> dict[str, Any] | None:
     """The CPU as ORT's CPU kernels see it: model name and instruction-set flags (None where
     the flags cannot be read: then nothing is cached, since nothing could tell CPUs apart)."""
-    model, flags = "", None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and not model:
-                model = value.strip()
-            elif key.strip() == "flags" and flags is None:
-                flags = set(value.split())
-    except OSError:
-        return None
+    model, flags = cpuinfo() or ("", frozenset())
     if not flags:
         return None
     return {
@@ -68,10 +60,6 @@ def cpu_signature() -> dict[str, Any] | None:
         "model": model,
         "flags": [f for f in CACHE_CPU_FLAGS if f in flags],
     }
-
-
-def _digest(fields: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def _stat(path: Path) -> dict[str, int]:
@@ -159,7 +147,7 @@ class OptimizedModelCache:
 
     def entry(self, env: dict[str, Any]) -> Path:
         """One entry per source file and ORT build + CPU: a new model replaces its entry."""
-        return self.directory / f"{self.source.name}-{_digest(env)[:16]}"
+        return self.directory / f"{self.source.name}-{config_key(env)[:16]}"
 
     def session(self) -> tuple[Any, CacheOutcome]:
         out = CacheOutcome()
@@ -187,7 +175,7 @@ class OptimizedModelCache:
                     self._refresh(entry, record, stat)
                 return sess, out
         out.fields = env | {"source_sha256": sha or _source_sha256(self.source, stat)}
-        out.key, out.reason = _digest(out.fields), why
+        out.key, out.reason = config_key(out.fields), why
         sess = self._build(entry, out, stat)
         return sess, out
 
@@ -235,7 +223,7 @@ class OptimizedModelCache:
     def _problem(entry: Path, record: dict[str, Any], sha: str) -> str | None:
         if record["fields"]["source_sha256"] != sha:
             return "the source model changed since it was cached"
-        if record["key"] != _digest(record["fields"]):
+        if record["key"] != config_key(record["fields"]):
             return "the cache entry's key does not match its fields"
         for name, size in record["files"].items():
             path = entry / name
