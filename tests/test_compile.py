@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -120,10 +121,28 @@ def test_eager_fallback_is_a_problem(bundle: ModelBundle) -> None:
     session.close()
 
 
+@pytest.fixture
+def set_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], None]]:
+    """Sets sessions' recompile limit, restored after the test. Where torch.compile has no
+    per-call limit (torch 2.11) sessions raise the process-wide one and never lower it, so the
+    test sets that too (restored by hand: monkeypatch's undo deletes dynamo config entries)."""
+    cfg = torch._dynamo.config
+    name = compile_rt._global_limit_name()
+    before = getattr(cfg, name)
+
+    def set_to(n: int) -> None:
+        monkeypatch.setattr(compile_rt, "RECOMPILE_LIMIT", n)
+        if not compile_rt._PER_CALL_LIMIT:
+            setattr(cfg, name, n)
+
+    yield set_to
+    setattr(cfg, name, before)
+
+
 def test_recompile_limit_raises_instead_of_running_eager(
-    bundle: ModelBundle, monkeypatch: pytest.MonkeyPatch
+    bundle: ModelBundle, set_limit: Callable[[int], None]
 ) -> None:
-    monkeypatch.setattr(compile_rt, "RECOMPILE_LIMIT", 1)
+    set_limit(1)
     session = _load(bundle)
     session(_batch(1))
     with pytest.raises(RuntimeError, match=r"recompile limit \(1 variants.*size mismatch"):
@@ -132,17 +151,17 @@ def test_recompile_limit_raises_instead_of_running_eager(
 
 
 def test_sweep_cells_that_would_run_eager_are_errors(
-    bundle: ModelBundle, monkeypatch: pytest.MonkeyPatch
+    bundle: ModelBundle, set_limit: Callable[[int], None]
 ) -> None:
     spec = BenchSpec([Backend.COMPILE], [Device.CPU], [Precision.FP32], [1, 2], run_length=SHORT)
-    monkeypatch.setattr(compile_rt, "RECOMPILE_LIMIT", 1)
+    set_limit(1)
     ok, over = run_sweep(bundle, spec, {Device.CPU: None})
     assert ok.status is CellStatus.OK, ok.reason
     assert ok.session_info["timing_evidence"]["compiled_calls"] >= 3
     assert over.status is CellStatus.ERROR and over.stats is None
     assert "recompile limit (1 variants" in over.reason
 
-    monkeypatch.setattr(compile_rt, "RECOMPILE_LIMIT", 64)
+    set_limit(64)
     with torch.compiler.set_stance("force_eager"):
         (cell,) = run_sweep(bundle, dataclasses.replace(spec, batches=[1]), {Device.CPU: None})
     assert cell.status is CellStatus.ERROR

@@ -49,6 +49,12 @@ RECOMPILE_LIMIT = 64
 _PER_CALL_LIMIT = "recompile_limit" in inspect.signature(torch.compile).parameters
 
 
+def _global_limit_name() -> str:
+    """The process-wide dynamo setting that older torch releases read instead."""
+    cfg = torch._dynamo.config
+    return "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+
+
 class _NoCudaRuntimeLine(logging.Filter):
     """Inductor's first compile looks for a CUDA toolkit; on a machine that has one but no GPU,
     torch logs "No CUDA runtime is found" in the middle of a CPU sweep. It says nothing about the
@@ -173,8 +179,9 @@ class CompileSession(TorchModuleSession):
             limit["recompile_limit"] = self._limit
         else:
             cfg = torch._dynamo.config
-            name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+            name = _global_limit_name()
             setattr(cfg, name, max(getattr(cfg, name), self._limit))
+            self._limit = getattr(cfg, name)  # the limit that applies, for the error message
         compiled = torch.compile(fn, fullgraph=True, dynamic=False, backend=self._backend, **limit)
         # Inductor applies CUDA graphs itself; a manual capture would hide the calls we count.
         opts = dataclasses.replace(options, cuda_graphs=False)
