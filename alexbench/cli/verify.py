@@ -70,8 +70,9 @@ def verify_cmd(
     as_json: bool = JSON_OPTION,
     wide: bool = WIDE_OPTION,
 ) -> None:
-    """Prove the exported artifacts compute what PyTorch computes. Exits 1 if any cell fails
-    parity, 4 if a cell crashed or nothing could be verified.
+    """Prove the exported artifacts compute what PyTorch computes (exit 1: a cell failed parity).
+
+    Exit status 4 if a cell crashed or nothing could be verified.
 
     Exports first when artifacts are missing or stale. Examples:
 
