@@ -97,9 +97,7 @@ def evaluate_cmd(
         "Write a confusion-matrix heat map to this file (.png, .pdf or .svg, by the suffix)."
     ),
     out: Path | None = opt.out_file("Write the full report to this JSON file."),
-    cache_limit_gb: float = typer.Option(
-        2.0, "--cache-limit-gb", help="Decode into memory up to this size in GiB, else stream."
-    ),
+    cache_limit_gb: float = opt.CACHE_LIMIT_GB,
     crop_fraction: float | None = typer.Option(
         None,
         "--crop-fraction",
@@ -141,8 +139,7 @@ def evaluate_cmd(
         from alexbench.plots import check_plot_path
 
         check_plot_path(plot)
-    if not cache_limit_gb >= 0:  # also rejects nan
-        raise InputError(f"--cache-limit-gb must be >= 0, got {cache_limit_gb}")
+    opt.cache_limit_bytes(cache_limit_gb)  # checked before any work
     backends = [parse_backend(b) for b in split_list(backend, "--backend")]
     precisions = parse_enum_list(precision, Precision, "--precision")
     device = opt.device_default(device)
@@ -159,7 +156,7 @@ def evaluate_cmd(
         dataset, data_dir, loaded, split, from_checkpoint=checkpoint is not None,
         val_fraction=val_fraction, split_seed=split_seed, synthetic_size=synthetic_size,
         crop_fraction=crop_fraction, download=download,
-        cache_limit_bytes=int(cache_limit_gb * 1024**3),
+        cache_limit_bytes=opt.cache_limit_bytes(cache_limit_gb),
     )  # fmt: skip
     data = load_data(spec, (split,))
     console.print(f"Data: {data.description}", markup=False, highlight=False)

@@ -12,12 +12,14 @@ commands against it. Conventions:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from alexbench.devices import Device
+from alexbench.errors import InputError
 from alexbench.runtimes.base import CompileMode
 
 # ------------------------------------------------------------------ the model
@@ -72,6 +74,18 @@ CALIB_SAMPLES = typer.Option(
 )
 
 # ------------------------------------------------------------------ runtimes, devices, precisions
+
+CACHE_LIMIT_GB = typer.Option(
+    2.0, "--cache-limit-gb", help="Decode into memory up to this size in GiB, else stream."
+)
+
+
+def cache_limit_bytes(gib: float) -> int:
+    """--cache-limit-gb in bytes; refuses nan and inf (no int), which Click's FLOAT accepts."""
+    if not (math.isfinite(gib) and gib >= 0):
+        raise InputError(f"--cache-limit-gb must be a finite number of GiB >= 0, got {gib}")
+    return int(gib * 1024**3)
+
 
 COMPILE_MODE = typer.Option(
     CompileMode.DEFAULT, "--compile-mode", help="torch.compile's mode (compile backend only)."

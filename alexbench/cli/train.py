@@ -204,9 +204,7 @@ def train_cmd(
     workers: int | None = typer.Option(
         None, "--workers", help="Decode workers when a folder is streamed (default: auto).", min=0
     ),
-    cache_limit_gb: float = typer.Option(
-        2.0, "--cache-limit-gb", help="Decode into memory up to this size in GiB, else stream."
-    ),
+    cache_limit_gb: float = opt.CACHE_LIMIT_GB,
     out: Path | None = opt.out_folder(
         None, "Run folder (default: runs/<dataset>-<size>px, or the resumed run's)."
     ),
@@ -241,7 +239,7 @@ def train_cmd(
         split_seed=split_seed,
         download=download,
         normalize=normalize,
-        cache_limit_bytes=int(cache_limit_gb * 1024**3),
+        cache_limit_bytes=opt.cache_limit_bytes(cache_limit_gb),
         synthetic_size=synthetic_size,
     )
     if out is None:

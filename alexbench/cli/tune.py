@@ -4,6 +4,7 @@ alexbench/tune.py; measuring: the bench sweep; tables: TableData drawn by report
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from pathlib import Path
@@ -238,14 +239,14 @@ def _check_numbers(
     min_iters: int,
 ) -> None:
     """Every number checked before any work (`not x > 0` also refuses nan)."""
-    if not time_budget > 0:
-        raise InputError(f"--time-budget must be above 0 seconds, got {time_budget}")
+    if not (math.isfinite(time_budget) and time_budget > 0):
+        raise InputError(f"--time-budget must be a finite number of seconds > 0, got {time_budget}")
     if latency_budget_ms is not None and not latency_budget_ms > 0:
         raise InputError(f"--latency-budget-ms must be above 0, got {latency_budget_ms}")
     if max_accuracy_drop is not None and not max_accuracy_drop >= 0:
         raise InputError(f"--max-accuracy-drop must be 0 or more points, got {max_accuracy_drop}")
-    if not min_time >= 0:
-        raise InputError(f"--min-time must be 0 or more seconds, got {min_time}")
+    if not (math.isfinite(min_time) and min_time >= 0):
+        raise InputError(f"--min-time must be a finite number of seconds >= 0, got {min_time}")
     if min_iters < 1:
         raise InputError(f"--min-iters must be at least 1, got {min_iters}")
 
