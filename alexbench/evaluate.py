@@ -57,9 +57,9 @@ class EvalReport:
     samples: int
     device: Device
     cells: list[EvalCell]
-    per_class_accuracy: list[float]  # reference model, per true class
+    per_class_accuracy: list[float | None]  # reference model, per true class (None: no images)
     confusion: np.ndarray  # (true, predicted) counts of the reference model
-    skipped_images: int = 0  # unreadable files met while streaming the split
+    skipped_images: int = 0  # unreadable files left out of the split (at load or while streaming)
 
     def to_dict(self) -> dict[str, Any]:
         cells = []
@@ -165,13 +165,16 @@ def evaluate_model(
             continue
         pred = np.concatenate(cell._preds)
         cell.top1 = float((pred == labels).mean())
-        cell.top5 = cell._hits5 / n
+        # With 5 classes or fewer every label is in the top 5: no figure, not a vacuous 100%.
+        cell.top5 = cell._hits5 / n if meta.num_classes > 5 else None
         cell.agreement = float((pred == ref_pred).mean())
     k_cls = meta.num_classes
     confusion = np.zeros((k_cls, k_cls), dtype=np.int64)
     np.add.at(confusion, (labels, ref_pred), 1)
     totals = confusion.sum(axis=1)
-    per_class = [float(confusion[c, c] / totals[c]) if totals[c] else 0.0 for c in range(k_cls)]
+    # A class with no images has no accuracy (null in JSON, "-" in tables), not 0%.
+    per_class = [float(confusion[c, c] / totals[c]) if totals[c] else None for c in range(k_cls)]
     return EvalReport(
-        list(data.class_names), split.value, n, device, cells, per_class, confusion, loader.skipped
-    )
+        list(data.class_names), split.value, n, device, cells, per_class, confusion,
+        len(data.skipped) + loader.skipped,
+    )  # fmt: skip

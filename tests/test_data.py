@@ -106,6 +106,56 @@ def test_mixed_image_sizes_are_cached_at_the_output_size(cifar20: Path, tmp_path
     assert "64 px" in data.description
 
 
+def test_one_large_image_among_probed_small_ones_is_not_shrunk(
+    cifar20: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    # 200 CIFAR images (32 px) and one 512 px photo that the ~64 sampled headers miss: the decode
+    # pass finds it, and the folder is stored at the output size instead of CIFAR's 32 px.
+    root = tmp_path / "one-large"
+    shutil.copytree(cifar20 / "train", root / "train")
+    big = root / "train" / "truck" / "0003b.png"
+    Image.new("RGB", (512, 512), (200, 30, 60)).save(big)
+    for limit in (2 * 1024**3, 0):  # decoded in memory, and streamed
+        data = load_data(folder_spec(root, val_fraction=0.5, cache_limit_bytes=limit))
+        assert "64 px" in data.description, data.description
+    streamed = load_data(folder_spec(root, val_fraction=0.5, cache_limit_bytes=0))
+    assert all(s.resolution == 64 for s in streamed.splits.values())  # type: ignore[union-attr]
+    plain = load_data(folder_spec(cifar20, val_fraction=0.5))  # every image 32 px: kept native
+    assert "32 px" in plain.description
+
+
+def test_sixteen_bit_images_are_scaled_to_eight_bits(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from alexbench.training.data_files import decode_image
+
+    grey8 = (np.arange(48 * 48) % 256).astype(np.uint8).reshape(48, 48)
+    Image.fromarray(grey8).save(tmp_path / "g8.png")
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(tmp_path / "g16.png")  # torchvision
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(tmp_path / "g16.tif")  # PIL
+    eight = decode_image(str(tmp_path / "g8.png"), 48)
+    assert eight is not None and eight.dtype == torch.uint8
+    for name in ("g16.png", "g16.tif"):
+        img = decode_image(str(tmp_path / name), 48)
+        assert img is not None and img.dtype == torch.uint8 and img.shape == (3, 48, 48), name
+        assert torch.equal(img, eight), name
+    # A folder that mixes the two decodes to one dtype: batches stack, pixels do not wrap.
+    for i, name in enumerate(("g8.png", "g16.png", "g16.tif")):
+        for cls in ("a", "b"):
+            (tmp_path / "mix" / cls).mkdir(parents=True, exist_ok=True)
+            shutil.copy(tmp_path / name, tmp_path / "mix" / cls / f"{i}{Path(name).suffix}")
+    for limit in (2 * 1024**3, 0):
+        data = load_data(folder_spec(tmp_path / "mix", val_fraction=0.5, cache_limit_bytes=limit))
+        loader = BatchLoader(
+            data.splits[Split.TRAIN], 8, device=CPU, shuffle=False, drop_last=False, workers=0
+        )
+        ((images, _),) = list(loader.epoch(0))
+        assert images.dtype == torch.uint8 and len(images) == 3
+        assert all(torch.equal(im, images[0]) for im in images)
+
+
 def test_flat_layout_and_explicit_val_split(cifar20: Path, tmp_path: Path) -> None:
     flat = tmp_path / "flat"
     shutil.copytree(cifar20 / "train", flat)

@@ -217,3 +217,30 @@ def test_cli_evaluate_scores_both_int8_models_calibrated_on_calib_data(
     cells = {(c["backend"], c["precision"]): c for c in json.loads(result.stdout)["cells"]}
     assert "--calib-data" in cells["onnxruntime", "int8"]["reason"]
     assert "--calib-data" in cells["compile", "int8"]["reason"]
+
+
+def test_left_out_images_empty_classes_and_few_classes_are_reported_as_such(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import shutil
+
+    cifar = extract_cifar_subset(tmp_path_factory) / "train"
+    root = tmp_path / "three"
+    for name in ("cat", "dog"):
+        shutil.copytree(cifar / name, root / name)
+    (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (root / "ship").mkdir()
+    (root / "ship" / "only.jpg").write_bytes(b"neither")  # a class with no readable image
+    spec = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=root, image_size=64, val_fraction=0.0)
+    data = load_data(spec, (Split.VAL,))  # the whole folder, as evaluate scores a test set
+    assert len(data.skipped) == 2 and "2 unreadable left out" in data.description
+    loaded = load_model(seed=0, num_classes=3, image_size=64)
+    bundle = prepare_bundle(loaded, tmp_path / "exports", [])
+    report = evaluate_model(bundle, data, [Backend.EAGER], [Precision.FP32], Device.CPU)
+    doc = report.to_dict()
+    assert doc["skipped_images"] == 2  # left out at load time count too, not only streamed ones
+    assert doc["samples"] == 40
+    assert doc["per_class_accuracy"]["ship"] is None  # no images: no accuracy, not 0%
+    assert all(isinstance(doc["per_class_accuracy"][c], float) for c in ("cat", "dog"))
+    (cell,) = report.cells
+    assert cell.top1 is not None and cell.top5 is None  # 3 classes: top-5 would always be 100%

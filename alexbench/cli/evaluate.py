@@ -175,10 +175,10 @@ def evaluate_cmd(
             bundle, data, backends, precisions, device, split=split, batch_size=batch_size
         )
     render_evaluation(console, report, wide=wide)
-    if report.skipped_images:
+    streamed_skips = report.skipped_images - len(data.skipped)  # the load-time ones are said above
+    if streamed_skips:
         err_console.print(
-            f"warning: skipped {report.skipped_images} unreadable image(s) while streaming",
-            markup=False,
+            f"warning: skipped {streamed_skips} unreadable image(s) while streaming", markup=False
         )
     if plot is not None:
         from alexbench.plots import plot_confusion_matrix

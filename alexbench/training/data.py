@@ -20,7 +20,13 @@ import torch
 from alexbench.checkpoint import NORMALIZATION_STATS, Normalization
 from alexbench.errors import DataError, InputError
 from alexbench.model import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE
-from alexbench.training.data_files import decode_image, find_samples, resize_size, resolution_for
+from alexbench.training.data_files import (
+    NotNative,
+    decode_image,
+    find_samples,
+    resize_size,
+    resolution_for,
+)
 
 DEFAULT_CACHE_LIMIT_BYTES = 2 * 1024**3  # decoded CIFAR-10 is 150 MB; ImageNet-size folders stream
 SYNTHETIC_RESOLUTION = 32
@@ -337,17 +343,28 @@ def _finish_imagefolder(
     root = spec.data_dir
     chosen = {Split.TRAIN: train_samples, Split.VAL: val_samples}
     paths = [p for s in splits for p, _ in chosen[s]]
-    resolution = resolution_for(paths, spec.resize_size)
     n_images = sum(len(chosen[s]) for s in splits)
-    in_memory = n_images * 3 * resolution**2 <= spec.cache_limit_bytes
-    out: dict[Split, SplitData] = {}
-    skipped: list[str] = []
-    for split in splits:
-        if in_memory:
-            out[split] = _decode_all(chosen[split], resolution, skipped)
-        else:
-            out[split] = StreamSplit(chosen[split], resolution)
+    resolution = resolution_for(paths, spec.resize_size)  # from sampled headers
+    while True:
+        native = resolution < spec.resize_size
+        in_memory = n_images * 3 * resolution**2 <= spec.cache_limit_bytes
+        if native and not in_memory:  # streamed: no decode pass to confirm the guess first
+            resolution = resolution_for(paths, spec.resize_size, every=True)
+            native = resolution < spec.resize_size
+        out: dict[Split, SplitData] = {}
+        skipped: list[str] = []
+        try:
+            for split in splits:
+                if in_memory:
+                    out[split] = _decode_all(chosen[split], resolution, skipped, native)
+                else:
+                    out[split] = StreamSplit(chosen[split], resolution)
+            break
+        except NotNative:  # an image of another size among the probed ones: all at output size
+            resolution = spec.resize_size
     mode = "decoded in memory" if in_memory else "streamed"
+    if skipped:  # history.json and checkpoints carry the description: the count goes with them
+        mode += f", {len(skipped)} unreadable left out"
     desc = (
         f"ImageFolder {root} ({len(names)} classes, {how}, {n_images} images, "
         f"{resolution} px, {mode})"
@@ -368,12 +385,14 @@ def holdout(
     return [samples[i] for i in train], [samples[i] for i in val]
 
 
-def _decode_all(samples: list[tuple[str, int]], resolution: int, skipped: list[str]) -> MemorySplit:
+def _decode_all(
+    samples: list[tuple[str, int]], resolution: int, skipped: list[str], native: bool = False
+) -> MemorySplit:
     images = torch.empty(len(samples), 3, resolution, resolution, dtype=torch.uint8)
     labels = torch.empty(len(samples), dtype=torch.int64)
     n = 0
     for path, label in samples:
-        img = decode_image(path, resolution)
+        img = decode_image(path, resolution, native)
         if img is None:
             skipped.append(path)
             continue

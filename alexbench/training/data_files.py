@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision.io as tio
 import torchvision.transforms.v2.functional as TF
@@ -51,13 +52,19 @@ def find_samples(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
 
 
 def _decode_raw(path: str) -> torch.Tensor | None:
-    """uint8 (3, H, W), or None when the file is not a readable image."""
+    """uint8 (3, H, W), or None when the file is not a readable image. 16-bit images (PNG, TIFF)
+    are scaled to 8 bits, never wrapped or clipped: everything downstream reads uint8 / 255."""
     try:
-        return tio.decode_image(tio.read_file(path), mode=tio.ImageReadMode.RGB)
+        img = tio.decode_image(tio.read_file(path), mode=tio.ImageReadMode.RGB)
+        return img if img.dtype == torch.uint8 else TF.to_dtype(img, torch.uint8, scale=True)
     except (RuntimeError, ValueError, OSError):
         pass  # torchvision's decoders cover JPEG/PNG/WebP/GIF; PIL reads the rest
     try:
         with Image.open(path) as im:
+            if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey: PIL's RGB clips it
+                grey = np.clip(np.asarray(im, dtype=np.int64), 0, 65535).astype(np.uint16)
+                img = TF.to_dtype(torch.from_numpy(grey), torch.uint8, scale=True)
+                return img.unsqueeze(0).expand(3, -1, -1).contiguous()
             return TF.pil_to_tensor(im.convert("RGB"))
     except _PIL_UNREADABLE:
         return None
@@ -72,9 +79,19 @@ def fit_square(img: torch.Tensor, size: int) -> torch.Tensor:
     return TF.center_crop(img, [size, size])
 
 
-def decode_image(path: str, resolution: int) -> torch.Tensor | None:
+class NotNative(Exception):
+    """An image whose size differs from the native resolution its folder was probed at."""
+
+
+def decode_image(path: str, resolution: int, native: bool = False) -> torch.Tensor | None:
+    """uint8 (3, resolution, resolution), or None when unreadable. `native`: the image must
+    already be that size (the folder is stored at its own size), else NotNative."""
     img = _decode_raw(path)
-    return None if img is None else fit_square(img, resolution)
+    if img is None:
+        return None
+    if native and tuple(img.shape[-2:]) != (resolution, resolution):
+        raise NotNative(path)
+    return fit_square(img, resolution)
 
 
 _RESOLUTION_PROBES = 64
@@ -94,12 +111,13 @@ def _header_size(path: str) -> tuple[int, int] | None:
         return None
 
 
-def resolution_for(paths: Sequence[str], image_size: int) -> int:
+def resolution_for(paths: Sequence[str], image_size: int, every: bool = False) -> int:
     """Cache resolution. When the images are all one square size no larger than the output
     size they stay native (CIFAR's 32 px is upsampled per batch: 4x less memory than at 64 px);
-    anything else is stored at the output size. Headers are probed across the whole list, not
-    just the first file, so a folder of mixed sizes is not shrunk to its first image's size."""
-    step = max(1, len(paths) // _RESOLUTION_PROBES)
+    anything else is stored at the output size. By default ~64 headers are probed across the
+    list; a native answer is then only a guess, which decoding with `native=True` confirms
+    (`every` reads every header instead, for folders that are streamed, not decoded up front)."""
+    step = 1 if every else max(1, len(paths) // _RESOLUTION_PROBES)
     probes = [*paths[::step], *paths[-1:]]
     sizes = {size for size in map(_header_size, probes) if size is not None}
     if len(sizes) == 1:

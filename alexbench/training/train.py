@@ -67,7 +67,9 @@ class EpochRecord:
     images_per_s: float  # training images per second, all ranks together, data pipeline included
     data_fraction: float  # share of the training time spent fetching and transforming batches
     best: bool = False
-    skipped_images: int = 0  # unreadable files met while streaming this epoch, all ranks together
+    # unreadable files met while streaming this epoch, all ranks together (those left out when a
+    # folder is decoded into memory are counted once, in the data description)
+    skipped_images: int = 0
 
 
 class TrainReporter:
