@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
+import math
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from datetime import date, datetime
+from enum import Enum
+from pathlib import Path, PurePath
 from typing import Any
 
 from alexbench.errors import InputError
@@ -47,9 +51,39 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def jsonable(obj: Any) -> Any:
+    """`obj` as plain JSON values: enums as their values, dataclasses as dicts, paths as strings,
+    numpy scalars and arrays as numbers and lists, and NaN or infinity as None (JSON has none)."""
+    if isinstance(obj, Enum):
+        return jsonable(obj.value)
+    if obj is None or isinstance(obj, bool | int | str):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {_json_key(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [jsonable(v) for v in obj]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, datetime | date):
+        return obj.isoformat()
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return jsonable(obj.tolist())
+    return str(obj)  # anything else json cannot write, as its text
+
+
+def _json_key(key: Any) -> str:
+    key = key.value if isinstance(key, Enum) else key
+    return key if isinstance(key, str) else json.dumps(jsonable(key))
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Strict JSON (every reader parses it): NaN and infinity are written as null."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
     return Path(path)
 
 

@@ -229,12 +229,17 @@ def parity_table(run: Run) -> TableData:
             continue
         verdict = Entry("PASS", Tone.GOOD) if p["passed"] else Entry("FAIL", Tone.BAD)
         t.add(
-            [*head, f"{p['max_abs_err']:.2e}", f"{p['max_rel_err']:.2e}",
-             f"{p['min_cosine']:.7f}", f"{p['top1_agreement']:.1%}", f"{p['threshold']:.2e}",
+            [*head, _sci(p["max_abs_err"]), _sci(p["max_rel_err"]),
+             f"{p['min_cosine']:.7f}", f"{p['top1_agreement']:.1%}", _sci(p["threshold"]),
              verdict],
             cell_id(c, run.name),
         )  # fmt: skip
     return t
+
+
+def _sci(value: float | None) -> str:
+    """An error in results files: null there is a non-finite one (a shape mismatch, NaN output)."""
+    return "inf" if value is None else f"{value:.2e}"
 
 
 def runs_table(runs: list[Run]) -> TableData:

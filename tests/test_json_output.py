@@ -84,6 +84,26 @@ def test_jsonable_gives_valid_json_for_nan_enums_numpy_and_dataclasses():
     assert jsonable(torch.tensor([1.0, 2.0])) == [1.0, 2.0]
 
 
+def test_files_are_strict_json_as_stdout_is(tmp_path: Path) -> None:
+    """Results, reports and manifests go through write_json: a failed parity's infinite error
+    is null there, as on --json's stdout, so strict parsers (JavaScript, jq, Go) read them."""
+    from alexbench.fileio import write_json
+    from alexbench.parity import compare
+
+    failed = compare(np.zeros((2, 10)), np.zeros((2, 4)))
+    doc = {"parity": failed.to_dict(), "wall_throughput": float("nan")}
+    write_json(tmp_path / "r.json", doc)
+    text = (tmp_path / "r.json").read_text()
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    back = json.loads(text, parse_constant=refuse)
+    assert back["parity"]["max_abs_err"] is None and back["wall_throughput"] is None
+    assert back["parity"]["passed"] is False and "shape" in back["parity"]["reason"]
+    assert text == dumps_json(doc) + "\n"
+
+
 # ---------------------------------------------------------------- info and compare
 
 

@@ -7,14 +7,12 @@ import contextlib
 import dataclasses
 import functools
 import json
-import math
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
 from enum import Enum
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import typer
@@ -23,6 +21,7 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from alexbench.errors import AlexbenchError, InputError, Interrupted
 from alexbench.exit_codes import ExitCode
+from alexbench.fileio import jsonable
 
 try:  # typer >= 0.26 vendors Click as typer._click (the release pinned in pyproject)
     from typer import _click as click
@@ -276,35 +275,6 @@ JSON_OPTION = typer.Option(
     help="Print one JSON document on stdout and nothing else (tables and progress go to stderr).",
 )
 WIDE_OPTION = typer.Option(False, "--wide", help="Show every column, even past the terminal width.")
-
-
-def jsonable(obj: Any) -> Any:
-    """`obj` as plain JSON values: enums as their values, dataclasses as dicts, paths as strings,
-    numpy scalars and arrays as numbers and lists, and NaN or infinity as None (JSON has none)."""
-    if isinstance(obj, Enum):
-        return jsonable(obj.value)
-    if obj is None or isinstance(obj, bool | int | str):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {_json_key(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [jsonable(v) for v in obj]
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, datetime | date):
-        return obj.isoformat()
-    if isinstance(obj, PurePath):
-        return str(obj)
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
-        return jsonable(obj.tolist())
-    return str(obj)  # as the results files write what json cannot (json.dumps(default=str))
-
-
-def _json_key(key: Any) -> str:
-    key = key.value if isinstance(key, Enum) else key
-    return key if isinstance(key, str) else json.dumps(jsonable(key))
 
 
 def dumps_json(doc: Any) -> str:
