@@ -16,6 +16,7 @@ from alexbench.errors import InputError
 from alexbench.exporters import (
     DEFAULT_OPSET,
     OnnxExporter,
+    check_opset,
     ensure_artifacts,
     folder_for,
     point_latest,
@@ -72,6 +73,16 @@ def export_cmd(
     check_model_options(checkpoint, normalize)
     if out is not None and out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file, expected a folder")
+    if calib_data is not None:
+        # Both int8 models, the PT2E one where torchao is installed (asked for by name, its
+        # absence is the export's one-line error).
+        pt2e_missing = pt2e.unavailable() is not None
+        fmts += [
+            f
+            for f in CALIBRATED
+            if f not in fmts and not (f is ArtifactFormat.PT2_INT8 and pt2e_missing)
+        ]
+    check_opset(opset, onnx_exporter, fmts)  # before the model loads
     loaded = load_model(
         checkpoint=checkpoint,
         weights=weights,
@@ -83,14 +94,6 @@ def export_cmd(
     calibration = None
     if calib_data is not None:
         calibration = image_inputs(calib_data, calib_samples, loaded.meta, option="--calib-data")
-        # Both int8 models, the PT2E one where torchao is installed (asked for by name, its
-        # absence is the export's one-line error).
-        pt2e_missing = pt2e.unavailable() is not None
-        fmts += [
-            f
-            for f in CALIBRATED
-            if f not in fmts and not (f is ArtifactFormat.PT2_INT8 and pt2e_missing)
-        ]
     folder = out if out is not None else folder_for(loaded)
     console.print(
         f"Model: AlexNet, {loaded.meta.num_classes} classes, "

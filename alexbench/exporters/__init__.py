@@ -64,6 +64,7 @@ __all__ = [
     "ArtifactStatus",
     "ExportOutcome",
     "OnnxExporter",
+    "check_opset",
     "ensure_artifacts",
     "folder_for",
     "latest_folder",
@@ -227,8 +228,8 @@ def ensure_artifacts(
     `export`, but kept as it is when `keep_modified` (verify/bench): those must test the file a
     user actually has, or a corrupted artifact would be silently repaired instead of caught.
     """
-    if opset < 7 or opset > 25:
-        raise InputError(f"--opset {opset} is outside the supported range 7..25")
+    formats = list(formats)
+    check_opset(opset, onnx_exporter, formats)  # before any work: nothing half-made to undo
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a directory")
@@ -245,6 +246,31 @@ def ensure_artifacts(
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # a refused or failed first export leaves no empty folder behind
         raise
+
+
+ONNX_FAMILY = (ArtifactFormat.ONNX, ArtifactFormat.ONNX_FP16, ArtifactFormat.ONNX_INT8)
+# Per-channel QuantizeLinear/DequantizeLinear (their `axis`) arrived in opset 13; ORT's
+# quantiser writes them into an older model anyway, which then fails the checker and ORT.
+INT8_MIN_OPSET = 13
+DYNAMO_MIN_OPSET = 18  # torch.onnx's dynamo exporter builds 18 and cannot always convert down
+
+
+def check_opset(opset: int, exporter: OnnxExporter, formats: list[ArtifactFormat]) -> None:
+    """Refuse an opset that a requested ONNX format cannot be written in (an InputError)."""
+    if opset < 7 or opset > 25:
+        raise InputError(f"--opset {opset} is outside the supported range 7..25")
+    if not any(f in ONNX_FAMILY for f in formats):
+        return
+    if exporter is OnnxExporter.DYNAMO and opset < DYNAMO_MIN_OPSET:
+        raise InputError(
+            f"--opset {opset}: the dynamo ONNX exporter makes opset {DYNAMO_MIN_OPSET} or above "
+            "(for older opsets add --onnx-exporter legacy)"
+        )
+    if ArtifactFormat.ONNX_INT8 in formats and opset < INT8_MIN_OPSET:
+        raise InputError(
+            f"--opset {opset}: the int8 ONNX model needs opset {INT8_MIN_OPSET} or above "
+            "(per-channel QuantizeLinear/DequantizeLinear)"
+        )
 
 
 def _export_locked(

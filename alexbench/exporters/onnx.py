@@ -60,14 +60,25 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
     ]
 
 
-def validate(path: Path, request: ExportRequest) -> None:
-    """Full checker (incl. shape inference), then the interface we promise: names and shapes."""
+def model_opset(model: onnx.ModelProto) -> int | None:
+    """The default-domain opset a model is written in."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def check_file(path: Path) -> int | None:
+    """Full checker (incl. shape inference) on a written file; its opset."""
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"{path.name}: ONNX checker failed: {str(e).splitlines()[0]}") from e
+    return model_opset(onnx.load(str(path), load_external_data=False))
+
+
+def validate(path: Path, request: ExportRequest) -> None:
+    """Full checker (incl. shape inference), then the interface we promise: names and shapes."""
+    check_file(path)
     model = onnx.load(str(path), load_external_data=False)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = model_opset(model)
     if opset != request.opset:
         # The dynamo exporter builds opset 18+ and down-converts on request; when that fails it
         # keeps the original opset with only a warning. Refuse rather than mislabel the artifact.

@@ -10,6 +10,7 @@ import onnx
 
 from alexbench.errors import ExportError
 from alexbench.exporters.base import ExportRequest
+from alexbench.exporters.onnx import check_file
 
 suffix = ".fp16.onnx"
 
@@ -23,10 +24,9 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     converted = convert_float_to_float16(model, keep_io_types=True)
     _topological_sort(converted.graph)
     onnx.save(converted, str(path))
-    onnx.checker.check_model(str(path), full_check=True)
     return {
         "exporter": "onnxruntime.transformers.float16 (keep_io_types)",
-        "opset": request.opset,
+        "opset": check_file(path),
     }
 
 

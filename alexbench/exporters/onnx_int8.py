@@ -18,6 +18,7 @@ import numpy as np
 
 from alexbench.errors import ExportError
 from alexbench.exporters.base import INPUT_NAME, NEEDS_CALIBRATION, OUTPUT_NAME, ExportRequest
+from alexbench.exporters.onnx import check_file
 
 suffix = ".int8.onnx"
 CALIBRATION_BATCH = 8
@@ -117,6 +118,6 @@ def export(request: ExportRequest, path: Path, recipe: Recipe | None = None) -> 
         )
     return {
         "exporter": recipe.describe(),
-        "opset": request.opset,
+        "opset": check_file(path),  # the quantiser may raise the opset: record the file's
         "calibration": request.calibration_desc,
     }
