@@ -181,7 +181,9 @@ class OnnxRuntime(Runtime):
         if precision is Precision.BF16:
             return "no bf16 ONNX variant (ORT's bf16 kernel coverage is partial)"
         if precision is Precision.FP16 and device is Device.CPU:
-            return "the CPU provider has no fp16 convolution kernels (fp16 runs on CUDA)"
+            # It loads, but its optimiser casts the fp16 weights back and computes in fp32
+            # (ORT 1.31's optimised graph, Intel Xeon VM): a cell would time fp32 as fp16.
+            return "the CPU provider computes an fp16 model in fp32 (fp16 runs on CUDA)"
         if precision is Precision.INT8 and device is Device.CUDA:
             return "int8 QDQ models need the TensorRT provider on GPUs; int8 runs on CPU"
         if device is Device.CUDA and CUDA_EP not in _ort().get_available_providers():
