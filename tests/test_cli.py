@@ -89,9 +89,11 @@ def test_verify_exit_codes_for_crashed_and_empty_runs(artifacts_copy, tmp_path):
     r = invoke("verify", "--artifacts", broken, "--batch", 2, "--backend", "eager,onnxruntime")
     assert r.exit_code == 4, r.output
     assert "ERROR" in r.stdout and "a cell failed to run" in r.stderr
+    assert "INCOMPLETE: report written" in r.stdout  # the verdict says what the exit code says
     r = invoke("verify", "--artifacts", artifacts_copy, "--batch", 2, "--backend", "onnxruntime",
                "--precision", "bf16", "--out", tmp_path / "r.json")  # fmt: skip
     assert r.exit_code == 4 and "nothing was verified" in r.stderr
+    assert "INCOMPLETE: report written" in r.stdout and "FAIL" not in r.stdout
 
 
 def test_export_then_reuse(tmp_path):

@@ -126,9 +126,13 @@ def verify_cmd(
     }
     write_json(out, payload)
     emit_json(payload)
-    verdict = "[bold green]PASS[/]" if result.passed else "[bold red]FAIL[/]"
-    console.print(f"{verdict}: report written to {out}")
     code = outcome_of((c.status for c in result.cells), Status.PASS, Status.FAIL, Status.ERROR)
+    # The verdict line says what the exit code says: FAIL only when a cell failed parity.
+    verdict = {
+        ExitCode.OK: "[bold green]PASS[/]",
+        ExitCode.PARITY_FAILED: "[bold red]FAIL[/]",
+    }.get(code, "[bold yellow]INCOMPLETE[/]")
+    console.print(f"{verdict}: report written to {out}")
     if code is ExitCode.CELLS_FAILED:
         ran = any(c.status is not Status.UNSUPPORTED for c in result.cells)
         why = "a cell failed to run" if ran else "nothing was verified: every cell is unsupported"
