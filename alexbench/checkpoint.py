@@ -233,7 +233,8 @@ def load_model(
         kind = SourceKind.WEIGHTS
     model = AlexNet(meta.num_classes)
     model.load_state_dict(sd)
-    source = ModelSource(kind, str(path), None, file_sha256(path))
+    # Absolute: manifests and results files are read from other working directories.
+    source = ModelSource(kind, str(Path(path).resolve()), None, file_sha256(path))
     return LoadedModel(model.eval(), meta, source)
 
 

@@ -74,7 +74,9 @@ def test_sources_are_absolute_and_found_by_hash_when_moved(tmp_path, monkeypatch
     model = load_model(seed=3, **SMALL)
     save_checkpoint(ckpt, model.model, ModelMeta(num_classes=10, image_size=64))
     monkeypatch.chdir(tmp_path)
-    ensure_artifacts(load_model(checkpoint=Path("a/best.pt")), Path("exp"), TS)
+    relative = load_model(checkpoint=Path("a/best.pt"))
+    assert relative.source.path == str(ckpt.resolve())  # results files record it absolute too
+    ensure_artifacts(relative, Path("exp"), TS)
     recorded = Manifest.load(tmp_path / "exp").source
     assert recorded["path"] == str(ckpt.resolve()) and recorded["file_sha256"]
     (tmp_path / "b").mkdir()

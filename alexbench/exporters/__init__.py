@@ -290,9 +290,7 @@ def _export_locked(
     meta = loaded.meta
     identity = model_identity(meta, weights_sha)
     old = Manifest.load(out_dir)
-    source = loaded.source.to_dict() | {"weights_sha256": weights_sha}
-    if source.get("path"):  # absolute: the manifest is read from other working directories
-        source["path"] = str(Path(source["path"]).resolve())
+    source = loaded.source.to_dict() | {"weights_sha256": weights_sha}  # its path is absolute
     held = _manifest_identity(old) if old is not None else None
     if old is not None and held != identity:
         if not force:
