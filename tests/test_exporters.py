@@ -25,6 +25,9 @@ def test_manifest_records_every_artifact(small_artifacts):
     assert len(onnx_rec["sha256"]) == 64 and onnx_rec["size_bytes"] > 100e6
     assert m["source"]["kind"] == "seeded" and len(m["source"]["weights_sha256"]) == 64
     assert m["versions"]["torch"] and m["versions"]["onnxruntime"]
+    # Each file names the stack that wrote it (a reused file keeps its own).
+    assert onnx_rec["versions"]["torch"] == m["versions"]["torch"]
+    assert onnx_rec["versions"]["onnxscript"] == m["versions"]["onnxscript"]
 
 
 def test_onnx_is_one_file_with_dynamic_batch_and_named_io(small_artifacts):

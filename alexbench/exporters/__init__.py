@@ -93,7 +93,9 @@ def _artifact_config(
         "torch": stack_versions()["torch"],
     }
     if fmt is ArtifactFormat.ONNX or fmt in ONNX_VARIANTS:
-        cfg |= {"opset": opset, "onnx_exporter": exporter.value}
+        cfg |= {"opset": opset, "onnx_exporter": exporter.value, "onnx": stack_versions()["onnx"]}
+        if exporter is OnnxExporter.DYNAMO:  # onnxscript writes the dynamo exporter's graph
+            cfg["onnxscript"] = stack_versions()["onnxscript"]
     if fmt is ArtifactFormat.ONNX_FP16:
         cfg["onnxruntime"] = stack_versions()["onnxruntime"]
     if fmt is ArtifactFormat.ONNX_INT8:
@@ -361,6 +363,7 @@ def _export_locked(
             export_seconds=round(seconds, 3),
             config_key=key,
             calibration=fields.get("calibration", ""),
+            versions=stack_versions(),
         )
         manifest.artifacts[fmt.value] = record
         # Saved after each file: a later format's failure leaves a folder that says what it holds.

@@ -61,6 +61,9 @@ class ArtifactRecord:
     export_seconds: float
     config_key: str
     calibration: str = ""  # int8 only: the images the quantisation ranges were measured on
+    # The stack that wrote this file (the manifest's top-level versions are the last export's:
+    # a file reused from an earlier export keeps its own here).
+    versions: dict[str, str | None] = field(default_factory=dict)
     exported_at: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
     )
