@@ -180,3 +180,53 @@ def test_export_evaluate_verify_bench_with_defaults_keep_to_their_models(tmp_pat
         manifest = json.loads((tmp_path / "exports" / folder / "manifest.json").read_text())
         for record in manifest["artifacts"].values():
             assert file_sha256(tmp_path / "exports" / folder / record["path"]) == record["sha256"]
+
+
+def _set(doc: dict, dotted: str, value: object) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        doc = doc[key]
+    doc[last] = value
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ((None, []), "not a JSON object"),
+        (("artifacts", "alexnet.onnx"), "artifacts must be an object"),
+        (("source.kind", "bogus"), "source must be an object with kind"),
+        (("source", "seeded"), "source must be an object"),
+        (("model.num_classes", None), "model.num_classes"),
+        (("model.image_size", "64"), "model.image_size"),
+        (("model.mean", "0.5"), "model.mean"),
+        (("artifacts.torchscript.path", None), "is not a file name"),
+        (("artifacts.torchscript.path", "../victim.txt"), "is not a file name"),
+        (("artifacts.torchscript.path", "/tmp/victim.txt"), "is not a file name"),
+    ],
+)
+def test_a_manifest_of_the_wrong_shape_is_one_line_and_names_no_file_outside(
+    small_artifacts: Path, tmp_path: Path, change: tuple, message: str
+) -> None:
+    doc = json.loads((small_artifacts / "manifest.json").read_text())
+    key, value = change
+    if key is None:
+        doc = value
+    else:
+        _set(doc, key, value)
+    (tmp_path / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=f"unreadable manifest .*{message}"):
+        Manifest.load(tmp_path)
+
+
+def test_export_force_never_deletes_a_file_outside_the_folder(small_artifacts, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    folder = tmp_path / "other"
+    folder.mkdir()
+    doc = json.loads((small_artifacts / "manifest.json").read_text())
+    doc["source"]["weights_sha256"] = "0" * 64  # another model's folder: --force clears it
+    doc["artifacts"]["torchscript"]["path"] = "../victim.txt"
+    (folder / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="unreadable manifest"):
+        ensure_artifacts(load_model(seed=3, **SMALL), folder, TS, force=True)
+    assert victim.read_text() == "keep me"

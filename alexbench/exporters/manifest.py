@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from alexbench.checkpoint import SourceKind
 from alexbench.errors import InputError
 from alexbench.fileio import write_json
 
@@ -92,9 +93,42 @@ class Manifest:
             return None
         try:
             d = json.loads(path.read_text())
-            if d.get("schema") != MANIFEST_SCHEMA:
-                raise ValueError(f"schema {d.get('schema')!r}")
+            _check_shape(d)
             arts = {k: ArtifactRecord(**v) for k, v in d.get("artifacts", {}).items()}
-            return cls(d["source"], d["model"], d.get("versions", {}), arts)
-        except (ValueError, KeyError, TypeError) as e:
+            return cls(d["source"], d["model"], d.get("versions") or {}, arts)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise InputError(f"{path}: unreadable manifest ({e}); delete it to re-export") from e
+
+
+_SOURCE_KINDS = tuple(k.value for k in SourceKind)
+
+
+def _check_shape(d: Any) -> None:
+    """What the readers of a manifest index, checked once here (ValueError says what is wrong).
+    An artifact's path must be a bare file name: `export --force` deletes the files a manifest
+    lists, and runtimes load them, so a path may never leave the folder."""
+    if not isinstance(d, dict):
+        raise ValueError("not a JSON object")
+    if d.get("schema") != MANIFEST_SCHEMA:
+        raise ValueError(f"schema {d.get('schema')!r}")
+    source, model, arts = d.get("source"), d.get("model"), d.get("artifacts", {})
+    if not isinstance(source, dict) or source.get("kind") not in _SOURCE_KINDS:
+        raise ValueError("source must be an object with kind " + "/".join(_SOURCE_KINDS))
+    if source["kind"] != "seeded" and not isinstance(source.get("path"), str):
+        raise ValueError(f"a {source['kind']} source needs its path")
+    if not isinstance(model, dict):
+        raise ValueError("model must be an object")
+    for key in ("num_classes", "image_size"):
+        if not (isinstance(model.get(key), int) and model[key] >= 1):
+            raise ValueError(f"model.{key} must be a positive integer")
+    for key in ("mean", "std"):
+        if key in model and not (
+            isinstance(model[key], list) and all(isinstance(v, int | float) for v in model[key])
+        ):
+            raise ValueError(f"model.{key} must be a list of numbers")
+    if not isinstance(arts, dict) or not all(isinstance(v, dict) for v in arts.values()):
+        raise ValueError("artifacts must be an object of records")
+    for fmt, record in arts.items():
+        name = record.get("path")
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+            raise ValueError(f"artifact {fmt}: path {name!r} is not a file name in the folder")
