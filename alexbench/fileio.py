@@ -8,6 +8,7 @@ import fcntl
 import json
 import math
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -32,17 +33,22 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     On any exception the temporary file is removed, so no half-written artifact is left behind.
     """
     target = Path(path)
+    # A signal between creating the file and entering the `try` below would leave it behind:
+    # SIGINT/SIGTERM wait (blocked) until then, and are raised inside the `try` instead.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Keep the real suffix last: some writers (torch.export.save) check it.
         fd, tmp_name = tempfile.mkstemp(
             prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
         )
+        os.close(fd)
+        tmp = Path(tmp_name)
     except OSError as e:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         raise InputError(f"cannot write to {target.parent}: {e.strerror or e}") from e
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, target)

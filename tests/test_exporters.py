@@ -165,3 +165,39 @@ def test_int8_and_fp16_variants(small_model, tmp_path, cifar_subset):
     plain = prepare_bundle(small_model, tmp_path, [ArtifactFormat.ONNX_INT8])
     reason = cell_unavailable(ort_rt, plain, Device.CPU, Precision.INT8)
     assert "--calib-data" in reason
+
+
+def test_sigterm_during_export_exits_143_and_leaves_no_temporaries(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "art"
+    args = ["export", "--num-classes", "3", "--image-size", "64", "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alexbench", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".alexnet.*.tmp*")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no artifact was being written"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)  # while a file is half-written
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert "interrupted by SIGTERM" in stderr and "Traceback" not in stderr
+    left = [p.name for p in out.iterdir()] if out.exists() else []  # a first export's folder goes
+    assert not [name for name in left if ".tmp" in name or ".work." in name], left
+
+
+def test_temporaries_of_a_killed_export_are_removed_by_the_next(small_model, tmp_path):
+    ensure_artifacts(small_model, tmp_path, [ArtifactFormat.TORCHSCRIPT])
+    stale = [tmp_path / ".alexnet.k1ll3d.tmp.onnx", tmp_path / ".manifest.abc.tmp.json"]
+    for path in stale:
+        path.write_bytes(b"half")
+    (tmp_path / ".alexnet.work.xyz").mkdir()
+    (tmp_path / ".alexnet.work.xyz" / "preprocessed.onnx").write_bytes(b"half")
+    (tmp_path / "notes.txt").write_text("mine")
+    _, outcomes = ensure_artifacts(small_model, tmp_path, [ArtifactFormat.TORCHSCRIPT])
+    assert [s for _, _, s in outcomes] == [ArtifactStatus.REUSED]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["alexnet.pt", "manifest.json", "notes.txt"]

@@ -103,7 +103,9 @@ def handle_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            # SIGTERM (docker stop, CI timeouts) as SIGINT: unwound, so temporaries are removed.
+            with signals_as_interrupts():
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
         except (AlexbenchError, Interrupted) as e:

@@ -39,6 +39,7 @@ from alexbench.exporters.base import (
     INPUT_NAME,
     NEEDS_CALIBRATION,
     OUTPUT_NAME,
+    WORK_PREFIX,
     ExportRequest,
     OnnxExporter,
 )
@@ -176,6 +177,22 @@ def latest_folder(root: Path = DEFAULT_ROOT) -> Path | None:
     return link.resolve() if (link / "manifest.json").is_file() else None
 
 
+# What an export killed outright (SIGKILL, out of memory) leaves: fileio.atomic_path's temporary
+# files and the int8 exporter's work folder. Anything else in the folder is left alone.
+_TEMPORARIES = (".alexnet.*.tmp*", ".manifest.*.tmp.json", ".verify-report.*.tmp.json")
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Called with the folder locked, so no other export is writing these now."""
+    for pattern in _TEMPORARIES:
+        for path in directory.glob(pattern):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+    for path in directory.glob(f"{WORK_PREFIX}*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _remove_artifacts(directory: Path, manifest: Manifest) -> None:
     """--force: the folder is handed over whole; the other model's files go first: those in
     its manifest, any other artifact file (an orphan of an older export) and its verify
@@ -291,6 +308,7 @@ def _export_locked(
 ) -> tuple[Manifest, list[ExportOutcome]]:
     meta = loaded.meta
     identity = model_identity(meta, weights_sha)
+    _remove_stale_temporaries(out_dir)
     old = Manifest.load(out_dir)
     source = loaded.source.to_dict() | {"weights_sha256": weights_sha}  # its path is absolute
     held = _manifest_identity(old) if old is not None else None

@@ -22,6 +22,11 @@ MAX_DYNAMIC_BATCH = 1 << 16
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
+# The int8 exporter's work folder in the artifact folder: named so that the next export there
+# removes it when a process was killed outright (exporters/__init__.py).
+WORK_PREFIX = ".alexnet.work."
+
+
 class OnnxExporter(StrEnum):
     DYNAMO = "dynamo"  # torch.onnx.export(dynamo=True): torch.export + onnxscript
     LEGACY = "legacy"  # the TorchScript-based exporter, for older stacks

@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from alexbench.errors import ExportError
-from alexbench.exporters.base import INPUT_NAME, NEEDS_CALIBRATION, OUTPUT_NAME, ExportRequest
+from alexbench.exporters.base import (
+    INPUT_NAME,
+    NEEDS_CALIBRATION,
+    OUTPUT_NAME,
+    WORK_PREFIX,
+    ExportRequest,
+)
 from alexbench.exporters.onnx import check_file
 
 suffix = ".int8.onnx"
@@ -99,7 +105,8 @@ def export(request: ExportRequest, path: Path, recipe: Recipe | None = None) -> 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._batches, None)
 
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    # Named so that a later export in this folder removes it if this process is killed.
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=WORK_PREFIX) as tmp:
         pre = Path(tmp) / "preprocessed.onnx"
         # Shape inference + graph clean-up first: ORT's recommended step before quantising.
         quant_pre_process(str(request.onnx_path), str(pre), skip_symbolic_shape=True)

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from alexbench.checkpoint import ModelMeta
 from alexbench.devices import require
-from alexbench.errors import AlexbenchError, CheckpointError, InputError
+from alexbench.errors import AlexbenchError, CheckpointError, InputError, Interrupted
 from alexbench.model import build_alexnet
 from alexbench.precision import Precision
 from alexbench.training.batches import BatchLoader, BatchTransform, augment_config, derive_seed
@@ -52,6 +52,10 @@ _DROPOUT_STREAM, _AUGMENT_STREAM = 1, 2  # the shuffle uses stream 0 (batches.py
 
 class TrainingInterrupted(AlexbenchError):
     exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # 130 after SIGINT, 143 after SIGTERM
 
 
 @dataclass
@@ -344,13 +348,16 @@ def _fit(
                 reporter.on_history(out, history)
                 saved = epoch + 1
             reporter.on_epoch_end(rec)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted) as e:
         last = out / LAST
-        if not saved:
-            raise TrainingInterrupted("interrupted before the first checkpoint") from None
+        why = str(e) if isinstance(e, Interrupted) else "interrupted"
+        code = e.exit_code if isinstance(e, Interrupted) else TrainingInterrupted.exit_code
+        if not saved:  # best.pt may be written; last.pt, which --resume reads, is not
+            raise TrainingInterrupted(f"{why} before the first complete checkpoint", code) from None
         raise TrainingInterrupted(
-            f"interrupted; last complete checkpoint: {last} (epoch {saved}); "
-            f"continue with --resume {last}"
+            f"{why}; last complete checkpoint: {last} (epoch {saved}); "
+            f"continue with --resume {last}",
+            code,
         ) from None
     hashes = replica_hashes(model, ctx)
     if len(set(hashes)) > 1:
