@@ -11,6 +11,7 @@ from onnx import numpy_helper
 from typer.testing import CliRunner
 
 from alexbench.cli import app
+from alexbench.errors import CheckpointError
 
 from .conftest import SMALL_CLASSES, SMALL_SIZE
 
@@ -163,3 +164,9 @@ def test_info_and_help():
 def test_debug_shows_traceback(tmp_path):
     r = runner.invoke(app, ["--debug", "export", "--checkpoint", str(tmp_path / "nope.pt")])
     assert r.exit_code != 0 and r.exception is not None  # re-raised for the traceback
+    # Where users put it after reading "rerun with --debug": after the command, the same.
+    r = runner.invoke(app, ["export", "--checkpoint", str(tmp_path / "nope.pt"), "--debug"])
+    assert r.exit_code != 0 and isinstance(r.exception, CheckpointError)
+    r = runner.invoke(app, ["export", "--checkpoint", str(tmp_path / "nope.pt")])
+    assert r.exit_code == 2  # and the next run without it is one line again
+    assert "no such file" in r.stderr and "Traceback" not in r.output

@@ -70,9 +70,20 @@ class Command(TyperCommand):
         return _plain_flags(super().get_params(ctx))
 
     def make_context(self, info_name: str | None, args: list[str], **extra: Any) -> Any:
+        args = _take_debug(args)
         return _one_line_usage_errors(
             lambda: super(Command, self).make_context(info_name, args, **extra)
         )
+
+
+def _take_debug(args: list[str]) -> list[str]:
+    """`--debug` belongs to `alexbench` itself, but error lines say "rerun with --debug" and
+    users add it at the end: after a command it means the same (before any `--`)."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    state.debug = True
+    return [a for a in args[:end] if a != "--debug"] + args[end:]
 
 
 class Group(TyperGroup):
