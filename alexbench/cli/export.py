@@ -21,6 +21,7 @@ from alexbench.exporters import (
     folder_for,
     point_latest,
 )
+from alexbench.exporters.base import NEEDS_CALIBRATION
 from alexbench.inputs import image_inputs
 
 
@@ -82,6 +83,8 @@ def export_cmd(
             for f in CALIBRATED
             if f not in fmts and not (f is ArtifactFormat.PT2_INT8 and pt2e_missing)
         ]
+    if calib_data is None and any(f in CALIBRATED for f in fmts):  # before anything is written
+        raise InputError(NEEDS_CALIBRATION)
     check_opset(opset, onnx_exporter, fmts)  # before the model loads
     loaded = load_model(
         checkpoint=checkpoint,

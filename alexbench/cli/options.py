@@ -34,7 +34,11 @@ WEIGHTS = typer.Option(
     None, "--weights", help="A plain torchvision AlexNet state dict file (e.g. ImageNet weights).",
     dir_okay=False,
 )  # fmt: skip
-SEED = typer.Option(None, "--seed", help="Seed of the random-init default model (default: 0).")
+# torch and numpy take seeds as non-negative 64-bit integers (torch: C long long).
+MAX_SEED = 2**63 - 1
+SEED = typer.Option(
+    None, "--seed", help="Seed of the random-init default model (default: 0).", min=0, max=MAX_SEED
+)
 NUM_CLASSES = typer.Option(
     None, "--num-classes", help="Output classes, at least 1 (default: 1000, or from the weights)."
 )

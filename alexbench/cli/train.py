@@ -191,7 +191,9 @@ def train_cmd(
         True, "--channels-last/--no-channels-last", help="Train in the channels_last layout."
     ),
     device: Device | None = opt.device_one(),
-    seed: int = typer.Option(0, "--seed", help="Seeds init, shuffling, augmentation, dropout."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seeds init, shuffling, augmentation, dropout.", min=0, max=opt.MAX_SEED
+    ),
     split_seed: int = typer.Option(
         0,
         "--split-seed",
