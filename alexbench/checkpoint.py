@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import pickle
 import warnings
@@ -23,6 +24,7 @@ from alexbench.fileio import atomic_path
 from alexbench.model import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_NUM_CLASSES,
+    IN_CHANNELS,
     MIN_IMAGE_SIZE,
     AlexNet,
     build_alexnet,
@@ -33,6 +35,11 @@ from alexbench.model import (
 
 CHECKPOINT_FORMAT = "alexbench-checkpoint"
 CHECKPOINT_VERSION = 1
+# More classes than any real dataset: a bigger count in a file is corrupt, not a model (a
+# (10**9, 4096) last layer would be 16 TB), and is refused before anything is allocated.
+MAX_NUM_CLASSES = 1_000_000
+CLASSIFIER_WEIGHT = "classifier.6.weight"  # (num_classes, 4096): where the class count is read
+DDP_PREFIX = "module."  # what DistributedDataParallel / DataParallel put before every key
 
 
 class Normalization(StrEnum):
@@ -65,6 +72,103 @@ class ModelMeta:
         meta = cls(**known)
         meta.mean, meta.std = tuple(meta.mean), tuple(meta.std)
         return meta
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: Path, raw: Any, num_classes: int = DEFAULT_NUM_CLASSES
+    ) -> ModelMeta:
+        """A checkpoint's `meta`, every field checked, in one-line errors naming the file and
+        the field (not a CLI option: the user gave none). Fields a file leaves out take their
+        defaults (`num_classes`: the weights' count) and unknown ones are ignored, as they
+        always were; a num_classes it states is checked against the weights by the caller."""
+        if raw is None:  # no metadata: the defaults (its num_classes must match the weights)
+            raw = {}
+        if not isinstance(raw, dict):
+            raise CheckpointError(
+                f"{path}: metadata 'meta' is a {type(raw).__name__}, expected a mapping"
+            )
+
+        def bad(name: str, problem: str) -> CheckpointError:
+            return CheckpointError(f"{path}: metadata '{name}' {problem}")
+
+        def integer(name: str, low: int, high: int | None = None) -> int:
+            v = raw[name]
+            if not _is_int(v):
+                raise bad(name, f"is {_show(v)}, expected an integer")
+            if v < low:
+                raise bad(name, f"is {v}, below the minimum of {low}")
+            if high is not None and v > high:
+                raise bad(name, f"is {v}, above the maximum of {high}")
+            return int(v)
+
+        def triple(name: str, positive: bool) -> tuple[float, float, float]:
+            v = raw[name]
+            if not (isinstance(v, (list, tuple)) and len(v) == IN_CHANNELS):
+                raise bad(name, f"is {_show(v)}, expected {IN_CHANNELS} numbers (one per channel)")
+            if not all(_is_number(x) and math.isfinite(x) for x in v):
+                raise bad(name, f"is {_show(v)}, expected {IN_CHANNELS} finite numbers")
+            if positive and not all(x > 0 for x in v):
+                raise bad(name, f"is {_show(v)}, every value must be above 0")
+            return tuple(float(x) for x in v)  # type: ignore[return-value]
+
+        meta = cls(num_classes=num_classes)
+        if "num_classes" in raw:
+            meta.num_classes = integer("num_classes", 1, MAX_NUM_CLASSES)
+        if "image_size" in raw:
+            meta.image_size = integer("image_size", MIN_IMAGE_SIZE)
+        if "mean" in raw:
+            meta.mean = triple("mean", positive=False)
+        if "std" in raw:
+            meta.std = triple("std", positive=True)
+        names = raw.get("class_names")
+        if not (names is None or (isinstance(names, (list, tuple)) and len(names) == 0)):
+            if not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
+                raise bad("class_names", f"is {_show(names)}, expected a list of strings")
+            if len(names) != meta.num_classes:
+                raise bad(
+                    "class_names",
+                    f"has {len(names)} names for {meta.num_classes} classes",
+                )
+            meta.class_names = list(names)
+        provenance = raw.get("provenance")
+        if provenance is not None:
+            if not isinstance(provenance, dict):
+                raise bad("provenance", f"is {_show(provenance)}, expected a mapping")
+            data = provenance.get("data")
+            if data is not None and not isinstance(data, dict):
+                raise bad("provenance.data", f"is {_show(data)}, expected a mapping")
+            meta.provenance = provenance
+        return meta
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _show(v: Any, limit: int = 40) -> str:
+    """A value for a one-line message: its repr, shortened, on one line."""
+    text = " ".join(repr(v).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_format_version(path: Path, obj: dict[str, Any]) -> None:
+    """Refuse a checkpoint written by a newer alexbench (or with a nonsensical version). A file
+    without a version is read as version 1, which is what the first checkpoints were."""
+    version = obj.get("version", CHECKPOINT_VERSION)
+    if not _is_int(version) or version < 1:
+        raise CheckpointError(
+            f"{path}: checkpoint 'version' is {_show(version)}, not a format version "
+            f"(this build reads version {CHECKPOINT_VERSION})"
+        )
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version} is newer than this build reads "
+            f"(version {CHECKPOINT_VERSION}): upgrade alexbench to load it"
+        )
 
 
 class SourceKind(StrEnum):
@@ -143,12 +247,46 @@ def safe_load(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"{p}: not a PyTorch checkpoint ({type(e).__name__}: {msg})") from e
 
 
+def strip_ddp_prefix(sd: Any) -> Any:
+    """A state dict saved from a DistributedDataParallel / DataParallel wrapper, with `module.`
+    before every key, as the plain model's; anything else as it is."""
+    if (
+        isinstance(sd, dict)
+        and sd
+        and all(isinstance(k, str) and k.startswith(DDP_PREFIX) for k in sd)
+    ):
+        return {k[len(DDP_PREFIX) :]: v for k, v in sd.items()}
+    return sd
+
+
 def validate_state_dict(path: Path, sd: Any) -> dict[str, torch.Tensor]:
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+    """Check names, dimensions, shapes and dtypes against AlexNet's before anything is built
+    (a corrupt class count would otherwise allocate the model it describes)."""
+    if not isinstance(sd, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()
+    ):
         raise CheckpointError(f"{path}: not a state dict (expected a mapping of names to tensors)")
-    if "classifier.6.weight" not in sd:
-        raise CheckpointError(f"{path}: not an AlexNet state dict (no 'classifier.6.weight')")
-    n = num_classes_of(sd)
+    if CLASSIFIER_WEIGHT not in sd:
+        hint = ""
+        if f"{DDP_PREFIX}{CLASSIFIER_WEIGHT}" in sd:
+            hint = (
+                f"; its keys start with '{DDP_PREFIX}' as a DistributedDataParallel model's do: "
+                f"save model.module.state_dict(), or strip '{DDP_PREFIX}' from every key"
+            )
+        raise CheckpointError(f"{path}: not an AlexNet state dict (no '{CLASSIFIER_WEIGHT}'{hint})")
+    fc = sd[CLASSIFIER_WEIGHT]
+    features = expected_shapes(1)[CLASSIFIER_WEIGHT][1]
+    if fc.ndim != 2:
+        raise CheckpointError(
+            f"{path}: tensor '{CLASSIFIER_WEIGHT}' has {fc.ndim} dimension(s) "
+            f"(shape {tuple(fc.shape)}), expected 2: (num_classes, {features})"
+        )
+    n = int(fc.shape[0])
+    if not 1 <= n <= MAX_NUM_CLASSES:
+        raise CheckpointError(
+            f"{path}: tensor '{CLASSIFIER_WEIGHT}' has shape {tuple(fc.shape)}: {n} classes "
+            f"(expected 1 to {MAX_NUM_CLASSES:,})"
+        )
     want = expected_shapes(n)
     missing = sorted(set(want) - set(sd))
     extra = sorted(set(sd) - set(want))
@@ -160,11 +298,23 @@ def validate_state_dict(path: Path, sd: Any) -> dict[str, torch.Tensor]:
             parts.append(f"unexpected {', '.join(extra[:3])}")
         raise CheckpointError(f"{path}: not an AlexNet state dict ({'; '.join(parts)})")
     for key, shape in want.items():
-        if tuple(sd[key].shape) != shape:
+        t = sd[key]
+        if tuple(t.shape) != shape:
             raise CheckpointError(
-                f"{path}: tensor '{key}' has shape {tuple(sd[key].shape)}, expected {shape}"
+                f"{path}: tensor '{key}' has shape {tuple(t.shape)}, expected {shape}"
             )
-    return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+        if t.layout is not torch.strided or t.device.type == "meta" or not t.is_floating_point():
+            what = (
+                f"{t.layout} layout"
+                if t.layout is not torch.strided
+                else "a meta tensor (shape only, no data)"
+                if t.device.type == "meta"
+                else str(t.dtype)
+            )
+            raise CheckpointError(
+                f"{path}: tensor '{key}' is {what}, expected dense floating-point weights"
+            )
+    return {k: v.float() for k, v in sd.items()}
 
 
 def load_model(
@@ -187,6 +337,8 @@ def load_model(
         raise InputError(f"--image-size {image_size} is below the minimum of {MIN_IMAGE_SIZE}")
     if num_classes is not None and num_classes < 1:
         raise InputError(f"--num-classes must be at least 1, got {num_classes}")
+    if num_classes is not None and num_classes > MAX_NUM_CLASSES:
+        raise InputError(f"--num-classes must be at most {MAX_NUM_CLASSES:,}, got {num_classes}")
 
     if checkpoint is None and weights is None:
         meta = ModelMeta(num_classes=num_classes or DEFAULT_NUM_CLASSES)
@@ -203,10 +355,14 @@ def load_model(
             raise CheckpointError(
                 f"{path}: not an alexbench checkpoint (use --weights for a plain state dict)"
             )
-        sd = validate_state_dict(path, obj.get("state_dict"))
-        meta = ModelMeta.from_dict(obj.get("meta") or {})
+        check_format_version(path, obj)
+        sd = validate_state_dict(path, strip_ddp_prefix(obj.get("state_dict")))
+        meta = ModelMeta.from_checkpoint(path, obj.get("meta"), num_classes_of(sd))
         if num_classes_of(sd) != meta.num_classes:
-            raise CheckpointError(f"{path}: metadata num_classes disagrees with the weights")
+            raise CheckpointError(
+                f"{path}: metadata 'num_classes' is {meta.num_classes}, "
+                f"but the weights have {num_classes_of(sd)} classes"
+            )
         if num_classes is not None and num_classes != meta.num_classes:
             raise CheckpointError(
                 f"{path}: checkpoint has {meta.num_classes} classes, "
@@ -221,7 +377,7 @@ def load_model(
             raise CheckpointError(
                 f"{path}: is an alexbench checkpoint, not plain weights: use --checkpoint {path}"
             )
-        sd = validate_state_dict(path, obj)
+        sd = validate_state_dict(path, strip_ddp_prefix(obj))
         n = num_classes_of(sd)
         if num_classes is not None and num_classes != n:
             raise CheckpointError(

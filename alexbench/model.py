@@ -70,8 +70,10 @@ def build_alexnet(
 
 
 def expected_shapes(num_classes: int) -> dict[str, tuple[int, ...]]:
-    """Parameter shapes a state dict must have for an AlexNet with `num_classes` outputs."""
-    return {k: tuple(v.shape) for k, v in AlexNet(num_classes).state_dict().items()}
+    """Parameter shapes a state dict must have for an AlexNet with `num_classes` outputs, built
+    on the meta device: no memory and no init, whatever the class count a file claims."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in AlexNet(num_classes).state_dict().items()}
 
 
 def num_classes_of(state_dict: dict[str, torch.Tensor]) -> int:
