@@ -39,7 +39,12 @@ from alexbench.runtimes.base import (
     ModelBundle,
     SessionOptions,
 )
-from alexbench.runtimes.torch_common import TorchModuleSession, TorchRuntime, cast_copy
+from alexbench.runtimes.torch_common import (
+    TorchModuleSession,
+    TorchRuntime,
+    cast_copy,
+    load_program,
+)
 
 # Variants one session may compile: one per batch size, plus one per thread-count/TF32 change.
 # Dynamo's default (8) would fail a sweep of nine batch sizes; past this, `run` raises.
@@ -308,5 +313,5 @@ class CompileRuntime(TorchRuntime):
         if precision is Precision.INT8:
             pt2e.quantizer_module()  # registers the int8 lowering passes before compiling
             path = self.artifact_path(bundle, ArtifactFormat.PT2_INT8)
-            return torch.export.load(str(path)).module()
+            return load_program(path).module()
         return cast_copy(bundle.loaded.model, device, precision)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +27,19 @@ def cast_copy(model: torch.nn.Module, device: Device, precision: Precision) -> t
     """An eval-mode copy on `device` in `precision`'s dtype: the caller's model stays untouched."""
     module = copy.deepcopy(model).eval()
     return module.to(torch_device(device), dtype=spec(precision).dtype)
+
+
+def load_program(path: Path) -> torch.export.ExportedProgram:
+    """torch.export.load, without the traceback torch logs (as a warning) before it retries a
+    file its current format cannot read: a truncated or foreign .pt2 is one error in its cell,
+    raised by the retry, not a screenful of stack frames."""
+    logger = logging.getLogger("torch.export")
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        return torch.export.load(str(path))
+    finally:
+        logger.disabled = was
 
 
 def memory_format_for(device: Device) -> str:
