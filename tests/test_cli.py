@@ -170,3 +170,23 @@ def test_debug_shows_traceback(tmp_path):
     r = runner.invoke(app, ["export", "--checkpoint", str(tmp_path / "nope.pt")])
     assert r.exit_code == 2  # and the next run without it is one line again
     assert "no such file" in r.stderr and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize(
+    "error",
+    [MemoryError(), RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory")],
+)
+def test_out_of_memory_is_one_line_about_the_sizes(error, capsys):
+    import typer
+
+    from alexbench.cli.common import handle_errors
+
+    @handle_errors
+    def command() -> None:
+        raise error
+
+    with pytest.raises(typer.Exit) as info:
+        command()
+    assert info.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory") and "--batch" in err and err.count("\n") == 1

@@ -108,6 +108,15 @@ class State:
 state = State()
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """Python's MemoryError, or torch's allocator failing (a RuntimeError naming it)."""
+    text = str(e)
+    return isinstance(e, MemoryError) or (
+        isinstance(e, RuntimeError)
+        and ("can't allocate memory" in text or "DefaultCPUAllocator" in text)
+    )
+
+
 def handle_errors(fn: F) -> F:
     """Turn expected failures into one line on stderr and a non-zero exit (traceback: --debug)."""
 
@@ -132,6 +141,13 @@ def handle_errors(fn: F) -> F:
         except Exception as e:
             if state.debug:
                 raise
+            if _out_of_memory(e):  # sizes the machine cannot hold: the input, not a bug
+                err_console.print(
+                    f"error: out of memory ({type(e).__name__}): reduce the sizes asked for "
+                    "(--batch, --image-size, --threads)",
+                    markup=False,
+                )
+                raise typer.Exit(ExitCode.BAD_INPUT) from None
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             err_console.print(
                 f"error: unexpected {type(e).__name__}: {first} "
