@@ -213,7 +213,14 @@ def test_hand_edited_resume_checkpoints_fail_in_one_line(
     with pytest.raises(CheckpointError, match=r"missing classifier\.1\.bias"):
         resume_with("partial-weights.pt", state_dict=fc8)
     with pytest.raises(CheckpointError, match="training state is unusable"):
-        resume_with("empty-state.pt")  # the optimizer state is an empty dict
+        resume_with("empty-state.pt", epoch=0)  # the optimizer state is an empty dict
+    with pytest.raises(CheckpointError, match="bad-meta.pt: metadata 'std'"):
+        resume_with("bad-meta.pt", meta=dict(real["meta"], std=[0.0, 0.0, 0.0]))
+    with pytest.raises(CheckpointError, match="newer than this build reads"):
+        resume_with("future.pt", version=99)
+    # A finished run has nothing to resume: one line, and nothing claimed to be written.
+    with pytest.raises(InputError, match="already finished its [0-9]+ epochs"):
+        resume_with("finished.pt", epoch=real["train_config"]["epochs"])
 
 
 def test_cosine_schedule_warms_up_then_decays() -> None:
@@ -313,3 +320,15 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path: Path) -> None:
     assert "4 steps per epoch" in proc.stdout and "2 process(es)" in proc.stdout
     assert proc.stdout.count("epoch 1/1") == 1  # only rank 0 reports
     assert state_dict_sha256(load_model(checkpoint=out / "last.pt").model) == hashes[0]
+
+
+def test_resume_names_the_recipe_options_it_ignores(synthetic_run: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from alexbench.cli import app
+
+    args = ["train", "--resume", str(synthetic_run / "last.pt"), "--epochs", "9", "--lr", "0.5"]
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "more")])
+    assert "warning: ignored with --resume: --epochs, --lr" in r.stderr
+    assert r.exit_code == 2 and "already finished" in r.stderr  # the stored 2 epochs are done
+    assert not (tmp_path / "more").exists()

@@ -17,7 +17,7 @@ from rich.progress import (
 )
 
 from alexbench.cli import options as opt
-from alexbench.cli.common import Command, console, err_console, handle_errors
+from alexbench.cli.common import Command, click, console, err_console, handle_errors
 from alexbench.devices import Device
 from alexbench.errors import InputError
 from alexbench.precision import Precision
@@ -111,6 +111,7 @@ class RichReporter(TrainReporter):
 
 @handle_errors
 def train_cmd(
+    ctx: typer.Context,
     dataset: DatasetKind = typer.Option(
         DatasetKind.CIFAR10, "--dataset", help="cifar10, imagefolder, or synthetic (no data)."
     ),
@@ -275,6 +276,8 @@ def train_cmd(
         out=out,
         workers=workers,
     )
+    if resume is not None:
+        _warn_ignored_recipe(ctx)
     reporter = RichReporter(console)
     try:
         result = fit(config, resume=resume, resume_data_dir=data_dir, reporter=reporter)
@@ -292,3 +295,22 @@ def train_cmd(
 
 def register(app: typer.Typer) -> None:
     app.command("train", cls=Command)(train_cmd)
+
+
+# What a resumed run may change; every other option is part of the recipe stored in last.pt.
+_RESUME_OPTIONS = {"resume", "out", "device", "workers", "data_dir", "cache_limit_gb", "force"}
+
+
+def _warn_ignored_recipe(ctx: typer.Context) -> None:
+    """Options given on the command line that a resumed run ignores, named on stderr."""
+    given = [
+        p for p in ctx.command.params
+        if p.name not in _RESUME_OPTIONS
+        and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE
+    ]  # fmt: skip
+    if given:
+        names = ", ".join(p.opts[0] for p in given)
+        err_console.print(
+            f"warning: ignored with --resume: {names} (a resumed run keeps its stored recipe)",
+            markup=False,
+        )

@@ -21,12 +21,14 @@ from alexbench import __version__
 from alexbench.checkpoint import (
     CHECKPOINT_FORMAT,
     ModelMeta,
+    check_format_version,
     safe_load,
     save_checkpoint,
     validate_state_dict,
 )
 from alexbench.errors import CheckpointError
 from alexbench.fileio import write_json, write_text
+from alexbench.model import num_classes_of
 
 HISTORY_JSON, HISTORY_CSV, CURVES_PNG = "history.json", "history.csv", "curves.png"
 LAST, BEST = "last.pt", "best.pt"
@@ -58,7 +60,9 @@ def load_resume(path: Path) -> dict[str, Any]:
     if missing or not isinstance(ckpt["train_config"].get("data"), dict):
         what = f"train_state lacks {', '.join(sorted(missing))}" if missing else "no data spec"
         raise CheckpointError(f"{path}: incomplete training state ({what})")
-    validate_state_dict(path, ckpt["state_dict"])  # names the bad tensor, in one line
+    check_format_version(path, ckpt)
+    sd = validate_state_dict(path, ckpt["state_dict"])  # names the bad tensor, in one line
+    ModelMeta.from_checkpoint(path, ckpt["meta"], num_classes_of(sd))  # each field, one line
     return ckpt
 
 

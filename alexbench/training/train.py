@@ -197,6 +197,11 @@ def fit(
             config = config.resumed_with(ckpt["train_config"], resume_data_dir)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{resume}: unreadable training recipe ({e!r})") from e
+        if ckpt["epoch"] >= config.epochs:  # nothing would run, and no checkpoint be written
+            raise InputError(
+                f"{resume}: the run already finished its {config.epochs} epochs (a resumed run "
+                "keeps its recipe, epochs included); start a new run to train longer"
+            )
     if not 0.0 <= config.dropout < 1.0:
         raise InputError(f"dropout {config.dropout} is outside [0, 1)")
     check_precision(config.precision, config.device)
