@@ -201,3 +201,13 @@ def test_temporaries_of_a_killed_export_are_removed_by_the_next(small_model, tmp
     assert [s for _, _, s in outcomes] == [ArtifactStatus.REUSED]
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["alexnet.pt", "manifest.json", "notes.txt"]
+
+
+def test_a_users_own_file_in_a_folder_without_manifest_is_not_overwritten(small_model, tmp_path):
+    mine = tmp_path / "alexnet.onnx"
+    mine.write_bytes(b"my own model")
+    with pytest.raises(InputError, match=r"holds alexnet\.onnx but no manifest\.json"):
+        ensure_artifacts(small_model, tmp_path, [ArtifactFormat.ONNX])
+    assert mine.read_bytes() == b"my own model" and not (tmp_path / "manifest.json").exists()
+    ensure_artifacts(small_model, tmp_path, [ArtifactFormat.ONNX], force=True)  # asked for
+    assert mine.read_bytes() != b"my own model"

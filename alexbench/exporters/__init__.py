@@ -310,6 +310,14 @@ def _export_locked(
     identity = model_identity(meta, weights_sha)
     _remove_stale_temporaries(out_dir)
     old = Manifest.load(out_dir)
+    if old is None and not force:  # files named like ours that no manifest says we made
+        theirs = sorted(p.name for p in out_dir.glob("alexnet.*") if p.is_file())
+        if theirs:
+            raise InputError(
+                f"{out_dir} holds {', '.join(theirs)} but no manifest.json: alexbench did not "
+                f"make them (or was stopped before recording them); give another folder, or "
+                f"{force_hint} to replace them"
+            )
     source = loaded.source.to_dict() | {"weights_sha256": weights_sha}  # its path is absolute
     held = _manifest_identity(old) if old is not None else None
     if old is not None and held != identity:
