@@ -32,6 +32,7 @@ from alexbench.report import (
     speedup_base,
 )
 from alexbench.results import Run, collect_runs, machine_label, model_label
+from alexbench.results_shape import evaluation_problem
 from alexbench.tables import Column, Entry, TableData, Tone
 
 
@@ -85,6 +86,9 @@ def _evaluation(path: Path) -> Evaluation | None:
     except (OSError, ValueError):
         return None
     if isinstance(data, dict) and data.get("schema") == EVALUATE_SCHEMA:
+        problem = evaluation_problem(data)
+        if problem:  # the report could not show it
+            raise InputError(f"{path}: not a valid evaluate report ({problem})")
         return Evaluation(path.stem, data)
     return None
 
@@ -95,16 +99,24 @@ def load_inputs(paths: list[Path]) -> tuple[list[Run], list[Evaluation], list[st
     must be one or the other."""
     evaluations: list[Evaluation] = []
     taken: set[Path] = set()
+    broken: list[str] = []  # evaluate reports found in folders that the report cannot show
     for path in paths:
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
         for f in sorted(path.rglob("*.json")) if path.is_dir() else [path]:
-            evaluation = _evaluation(f)
+            try:
+                evaluation = _evaluation(f)
+            except InputError as e:
+                if not path.is_dir():
+                    raise
+                broken.append(str(e))
+                taken.add(f.resolve())
+                continue
             if evaluation is not None:
                 evaluations.append(evaluation)
                 taken.add(f.resolve())
     runs, skipped = collect_runs(paths, frozenset(taken), allow_empty=bool(evaluations))
-    return runs, evaluations, skipped
+    return runs, evaluations, broken + skipped
 
 
 # ---------------------------------------------------------------- content

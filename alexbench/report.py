@@ -325,7 +325,7 @@ def _pipelined_cells(c: CellDict) -> list[Entry | str]:
     s, dev = c.get("stats"), c.get("device_time")
     if c["status"] == "error" or not s:
         return ["-", "-"]
-    wall = f"{s['wall_throughput']:,.1f}"
+    wall = "-" if s.get("wall_throughput") is None else f"{s['wall_throughput']:,.1f}"
     return [wall, "-" if not dev else f"{dev['p50_ms']:.3f}"]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from alexbench.errors import InputError
 from alexbench.fileio import write_json, write_text
+from alexbench.results_shape import results_problem
 
 # /2 added `complete`, `interrupted`, per-cell `repeats` and baseline-relative memory; /1 files
 # (no repeats, process-wide memory) are still read.
@@ -167,6 +168,9 @@ def load_results(path: Path) -> dict[str, Any]:
             f"{path}: not an alexbench results file (schema {found or 'none'}, "
             f"expected {RESULTS_SCHEMA})"
         )
+    problem = results_problem(data)
+    if problem:
+        raise InputError(f"{path}: not a valid results file ({problem})")
     return data
 
 
@@ -216,6 +220,9 @@ def collect_runs(
             raise InputError(f"{path}: no such file or folder")
     if not runs and not allow_empty:
         where = ", ".join(str(p) for p in paths)
+        if skipped:  # say why, when the only candidates were rejected (a broken results file)
+            more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+            raise InputError(f"no alexbench results files in {where}; skipped {skipped[0]}{more}")
         raise InputError(f"no alexbench results files in {where} (run `alexbench bench` first)")
     unique = {r.path.resolve(): r for r in runs}
     names = [r.name for r in unique.values()]

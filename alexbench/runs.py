@@ -15,6 +15,7 @@ from typing import Any
 from alexbench.bench.compare import is_complete
 from alexbench.errors import InputError
 from alexbench.results import READABLE_SCHEMAS
+from alexbench.results_shape import results_problem
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,9 @@ def _read(path: Path) -> dict[str, Any] | str:
     schema = data.get("schema") if isinstance(data, dict) else None
     if schema not in READABLE_SCHEMAS:
         return f"schema {schema}" if isinstance(schema, str) else "no alexbench schema"
-    if not isinstance(data.get("cells"), list):
-        return f"{schema} without cells"
+    problem = results_problem(data)
+    if problem:  # what `report` and `compare` would refuse is not listed as a run either
+        return f"not a valid results file ({problem})"
     return data
 
 

@@ -61,6 +61,20 @@ def test_list_runs_summarises_the_committed_results(runs_dir: Path) -> None:
     assert skipped["broken.json"] == "not valid JSON"
 
 
+def test_a_broken_results_file_is_skipped_as_report_skips_it(runs_dir: Path) -> None:
+    """A file with the results schema but a structure `report` and `compare` refuse (here a
+    cell without its batch) is skipped with the same reason, not listed as a run."""
+    data = json.loads((XEON / RUNS[0]).read_text())
+    del data["cells"][0]["batch"]
+    (runs_dir / "nobatch.json").write_text(json.dumps(data))
+    listing = list_runs([runs_dir])
+    assert len(listing.runs) == len(RUNS) + 1
+    skipped = {s.path.name: s.why for s in listing.skipped}
+    assert skipped["nobatch.json"] == "not a valid results file (cells[0].batch is missing)"
+    r = invoke("results", runs_dir / "nobatch.json")
+    assert r.exit_code == 2 and "cells[0].batch is missing" in r.stderr
+
+
 def test_results_table_lists_every_run(runs_dir: Path) -> None:
     r = invoke("results", runs_dir, "--wide")
     assert r.exit_code == 0, r.output

@@ -105,6 +105,19 @@ def regressions(comparison: Comparison) -> list[CellComparison]:
     return [c for c in comparison.cells if c.verdict is Verdict.SLOWER]
 
 
+def nothing_compared(comparison: Comparison) -> str:
+    """Why a comparison holds no cell (`cells` is empty): what the two runs had instead."""
+    parts = [
+        f"{len(keys)} cell(s) only in {side}"
+        for side, keys in (("A", comparison.only_in_a), ("B", comparison.only_in_b))
+        if keys
+    ]
+    if comparison.not_comparable:
+        parts.append(f"{len(comparison.not_comparable)} in both but not ok in both")
+    detail = f" ({', '.join(parts)})" if parts else ""
+    return f"no cell is measured (status ok) in both A and B{detail}"
+
+
 # ------------------------------------------------------------------------- results files
 
 

@@ -8,7 +8,13 @@ from typing import Any
 import typer
 
 from alexbench import report
-from alexbench.bench.compare import CellKey, Comparison, compare_runs, regressions
+from alexbench.bench.compare import (
+    CellKey,
+    Comparison,
+    compare_runs,
+    nothing_compared,
+    regressions,
+)
 from alexbench.cli.common import (
     JSON_OPTION,
     WIDE_OPTION,
@@ -20,6 +26,7 @@ from alexbench.cli.common import (
     json_output,
 )
 from alexbench.errors import InputError
+from alexbench.exit_codes import ExitCode
 from alexbench.results import load_results
 
 
@@ -37,7 +44,8 @@ def compare_cmd(
     fail_on_regression: bool = typer.Option(
         False,
         "--fail-on-regression",
-        help="Exit 1 when any cell of B is slower than A beyond --threshold (for CI).",
+        help="Exit 1 when any cell of B is slower than A beyond --threshold (for CI). "
+        "With or without it, compare exits 4 when no cell could be compared.",
     ),
     as_json: bool = JSON_OPTION,
     wide: bool = WIDE_OPTION,
@@ -52,6 +60,8 @@ def compare_cmd(
 
     Differences in model, machine, library versions or threads, and incomplete runs, are warned.
 
+    Exits 4 when no cell is measured (ok) in both runs: nothing was compared, so no CI gate passes.
+
     Example: alexbench compare results/a.json results/b.json --fail-on-regression
 
     With --json, stdout holds the comparison as one JSON document (verdicts, ratios, intervals).
@@ -62,6 +72,13 @@ def compare_cmd(
     comparison = compare_runs(a, b, threshold)
     emit_json(comparison_dict(comparison, baseline, candidate))
     report.render_compare(console, comparison, (baseline.name, candidate.name), wide=wide)
+    if not comparison.cells:
+        # With or without --fail-on-regression: a comparison of nothing has no result, and
+        # exit 0 would let a gate (or a script reading the verdicts) pass on two unrelated runs.
+        err_console.print(
+            f"error: nothing was compared: {nothing_compared(comparison)}", markup=False
+        )
+        raise typer.Exit(ExitCode.CELLS_FAILED)
     if fail_on_regression:
         slower = regressions(comparison)
         if slower:

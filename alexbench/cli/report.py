@@ -91,7 +91,8 @@ def _render_run(run: object, wide: bool) -> None:
     env = data["environment"]
     gpu = (env.get("gpu") or {}).get("name")
     console.print(
-        f"{run.path}: {data['created']}, host {env.get('host')}, cpu {env['cpu']['model']}"
+        f"{run.path}: {data.get('created') or 'date unknown'}, host {env.get('host')}, "
+        f"cpu {env['cpu']['model']}"
         + (f", gpu {gpu}" if gpu else "")
         + f", torch {env['versions'].get('torch')}"
         + f", onnxruntime {env['versions'].get('onnxruntime')}",

@@ -1,0 +1,296 @@
+"""Results files with the right schema but a broken structure: one line naming what is wrong
+(exit 2) when given by name, skipped with a note in a folder, never an "unexpected" crash; and
+`compare` of two runs with nothing in common exits 4 (nothing was compared)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from alexbench.cli import app
+from alexbench.errors import InputError
+from alexbench.exit_codes import ExitCode
+from alexbench.results import collect_runs, load_results
+from alexbench.results_shape import evaluation_problem, results_problem
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / "results" / "xeon-2c" / "20261126-185047_vm_cpu.json"  # 12 ok cells, 4 skipped
+OLD = ROOT / "tests" / "fixtures" / "results-schema1.json"
+runner = CliRunner()
+
+
+def invoke(*args: Any):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_error_line(r) -> str:
+    """The single stderr line of a bad-input failure (exit 2, no traceback, not "unexpected")."""
+    assert r.exit_code == ExitCode.BAD_INPUT, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "unexpected" not in lines[0] and "Traceback" not in r.stderr
+    return lines[0]
+
+
+def valid() -> dict[str, Any]:
+    return json.loads(RUN.read_text())
+
+
+def _ok(d: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in d["cells"] if c["status"] == "ok")
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """A mutation setting a dotted path ("environment.cpu"; "ok" is the first ok cell)."""
+
+    def mutate(d: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        obj = d
+        for p in parents:
+            obj = _ok(obj) if p == "ok" else obj[p]
+        if value is _DELETE:
+            del obj[last]
+        else:
+            obj[last] = value
+
+    return mutate
+
+
+_DELETE = object()
+
+# (id, mutation, what the error must name)
+BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    # The audit's shapes.
+    ("cells-string", _set("cells", "abc"), "cells is a string, expected a list"),
+    ("stats-null-ok", _set("ok.stats", None), "].stats is null, but the cell's status is ok"),
+    ("stats-empty-ok", _set("ok.stats", {}), "].stats is empty, but the cell's status is ok"),
+    ("cell-without-batch", _set("ok.batch", _DELETE), "].batch is missing"),
+    ("environment-null", _set("environment", None), "environment is null, expected an object"),
+    # More of what the tables, plots and compare index.
+    ("cells-missing", _set("cells", _DELETE), "cells is missing"),
+    ("cell-not-object", lambda d: d["cells"].insert(0, 7), "cells[0] is 7, expected an object"),
+    ("batch-string", _set("ok.batch", "1"), "].batch is a string, expected a positive integer"),
+    ("batch-zero", _set("ok.batch", 0), "].batch is 0, expected a positive integer"),
+    ("unknown-status", _set("ok.status", "fine"), "].status is 'fine', expected one of ok,"),
+    ("stats-without-throughput", _set("ok.stats.throughput", _DELETE), "].stats.throughput is"),
+    ("p50-null", _set("ok.stats.p50_ms", None), "].stats.p50_ms is null, expected a positive"),
+    ("latencies-text", _set("ok.latencies_ns", ["1", "2"]), "].latencies_ns is a list, expected"),
+    ("repeat-not-object", _set("ok.repeats", [1.0]), "].repeats[0] is 1.0, expected an object"),
+    ("parity-without-passed", _set("ok.parity.passed", _DELETE), "].parity.passed is missing"),
+    ("roofline-list", _set("ok.roofline", []), "].roofline is a list, expected an object"),
+    ("cpu-missing", _set("environment.cpu", _DELETE), "environment.cpu is missing"),
+    ("versions-string", _set("environment.versions", "2.9"), "environment.versions is a string"),
+    ("gpu-without-name", _set("environment.gpu", {"cuda": "13"}), "environment.gpu.name is"),
+    ("model-list", _set("model", []), "model is a list, expected an object"),
+    ("artifacts-list", _set("model.artifacts", ["onnx"]), "model.artifacts is a list"),
+    ("settings-null", _set("settings", None), "settings is null, expected an object"),
+    ("repeat-text", _set("settings.repeat", "3"), "settings.repeat is a string"),
+    ("ceilings-list", _set("ceilings", [1]), "ceilings is a list, expected an object"),
+    ("complete-text", _set("complete", "yes"), "complete is a string, expected a boolean"),
+]
+IDS = [b[0] for b in BROKEN]
+
+
+def write_broken(folder: Path, case: str) -> Path:
+    mutate = next(m for name, m, _ in BROKEN if name == case)
+    data = valid()
+    mutate(data)
+    path = folder / f"{case}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def expected(case: str) -> str:
+    return next(words for name, _, words in BROKEN if name == case)
+
+
+@pytest.mark.parametrize("case", IDS)
+def test_a_broken_structure_is_a_one_line_error_naming_it(tmp_path: Path, case: str) -> None:
+    path = write_broken(tmp_path, case)
+    with pytest.raises(InputError) as e:
+        load_results(path)
+    assert str(e.value).startswith(f"{path}: not a valid results file (")
+    assert expected(case) in str(e.value)
+    for args in (["report", path], ["compare", RUN, path], ["compare", path, RUN, "--json"]):
+        line = one_error_line(invoke(*args))
+        assert f"{path}: not a valid results file (" in line and expected(case) in line
+
+
+@pytest.mark.parametrize("case", ["cells-string", "stats-null-ok", "cell-without-batch"])
+def test_report_out_refuses_a_broken_file_named_explicitly(tmp_path: Path, case: str) -> None:
+    path = write_broken(tmp_path, case)
+    line = one_error_line(invoke("report", path, "--out", tmp_path / "rep"))
+    assert expected(case) in line and not (tmp_path / "rep").exists()
+
+
+def _valid_variants() -> dict[str, dict[str, Any]]:
+    """Files `bench` does write: nulls where a number was not finite or not measured."""
+    out = {}
+    d = valid()
+    cell = next(c for c in d["cells"] if c["status"] == "ok")
+    cell["status"] = "parity_failed"  # a failed cell's errors are infinite: null in the file
+    cell["parity"] |= {"passed": False, "max_abs_err": None, "max_rel_err": None}
+    cell["stats"]["wall_throughput"] = None  # no wall clock taken: NaN, written as null
+    cell["cold_start"] = {"session_create_s": None, "first_inference_ms": None}
+    cell["memory"] = {"resident_bytes": None, "peak_bytes": None}
+    out["nulls"] = d
+    d = valid()
+    error = next(c for c in d["cells"] if c["status"] == "skipped")
+    error |= {"status": "error", "reason": "OverflowError: boom", "stats": None, "repeats": []}
+    out["error-cell"] = d
+    out["undated"] = {k: v for k, v in valid().items() if k != "created"}
+    out["no-cells"] = valid() | {"cells": [], "complete": False, "interrupted": "SIGINT"}
+    out["schema-1"] = json.loads(OLD.read_text())
+    return out
+
+
+@pytest.mark.parametrize("name", list(_valid_variants()))
+def test_files_bench_writes_stay_valid(tmp_path: Path, name: str) -> None:
+    data = _valid_variants()[name]
+    assert results_problem(data) is None
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    assert load_results(path) == data
+
+
+def test_every_committed_results_file_is_valid() -> None:
+    runs, _ = collect_runs([ROOT / "results"])
+    assert len(runs) >= 2 and all(results_problem(r.data) is None for r in runs)
+
+
+# ---------------------------------------------------------------- folders: skipped, with a note
+
+
+@pytest.fixture
+def mixed_folder(tmp_path: Path) -> Path:
+    """One good run and the audit's broken shapes beside it."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    (folder / "good.json").write_text(RUN.read_text())
+    for case in ("cells-string", "stats-null-ok", "stats-empty-ok", "cell-without-batch",
+                 "environment-null"):  # fmt: skip
+        write_broken(folder, case)
+    return folder
+
+
+BROKEN_IN_FOLDER = 5
+
+
+def test_collect_runs_skips_broken_files_in_a_folder(mixed_folder: Path) -> None:
+    runs, skipped = collect_runs([mixed_folder])
+    assert [r.name for r in runs] == ["good"]
+    assert len(skipped) == BROKEN_IN_FOLDER
+    assert all(": not a valid results file (" in line for line in skipped)
+
+
+def test_report_of_a_folder_skips_broken_files_and_shows_the_rest(mixed_folder: Path) -> None:
+    r = invoke("report", mixed_folder)
+    assert r.exit_code == 0, r.output
+    assert "good.json" in r.stdout and r.stdout.count("PASS") == 12
+    notes = [line for line in r.stderr.splitlines() if line.startswith("skipped ")]
+    assert len(notes) == BROKEN_IN_FOLDER, r.stderr
+    assert any("cells-string.json: not a valid results file (cells is a string" in n for n in notes)
+    assert "error" not in r.stderr
+
+
+def test_report_out_of_a_folder_skips_broken_files(mixed_folder: Path, tmp_path: Path) -> None:
+    r = invoke("report", mixed_folder, "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    assert "Report of 1 run(s)" in r.stdout
+    assert r.stderr.count("not a valid results file") == BROKEN_IN_FOLDER
+    assert (tmp_path / "rep" / "report.html").is_file()
+
+
+def test_results_of_a_folder_skips_broken_files(mixed_folder: Path) -> None:
+    r = invoke("results", mixed_folder, "--json")
+    assert r.exit_code == 0, r.output
+    assert [d["file"] for d in json.loads(r.stdout)] == ["good.json"]
+    assert f"skipped {BROKEN_IN_FOLDER} JSON file(s)" in r.stderr
+    assert "not a valid results file" in r.stderr
+
+
+def test_a_folder_of_only_broken_files_says_why(tmp_path: Path) -> None:
+    write_broken(tmp_path, "cells-string")
+    line = one_error_line(invoke("report", tmp_path))
+    assert "no alexbench results files" in line and "cells is a string" in line
+
+
+# ---------------------------------------------------------------- evaluate documents
+
+
+def test_evaluation_problem_names_a_broken_evaluate_document() -> None:
+    doc = json.loads((ROOT / "results/training/sgd-bf16-20/evaluate.json").read_text())
+    assert evaluation_problem(doc) is None
+    assert evaluation_problem(doc | {"cells": "abc"}) == "cells is a string, expected a list"
+    broken = copy.deepcopy(doc)
+    del broken["cells"][1]["status"]
+    assert evaluation_problem(broken) == "cells[1].status is missing"
+    broken["cells"][1] = None
+    assert evaluation_problem(broken) == "cells[1] is null, expected an object"
+
+
+# ---------------------------------------------------------------- compare: nothing compared
+
+
+def _run_with(tmp_path: Path, name: str, batch: int | None = None, status: str | None = None):
+    """The committed run cut to its batch-1 cells, their batch or status changed."""
+    data = valid()
+    data["cells"] = [c for c in data["cells"] if c["batch"] == 1]
+    for c in data["cells"]:
+        if batch is not None:
+            c["batch"] = batch
+        if status is not None and c["status"] == "ok":
+            c |= {"status": status, "stats": None, "reason": "crashed"}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("gate", [[], ["--fail-on-regression"], ["--fail-on-regression", "--json"]])
+def test_compare_with_no_cell_in_common_exits_4(tmp_path: Path, gate: list[str]) -> None:
+    a, b = _run_with(tmp_path, "a"), _run_with(tmp_path, "b", batch=64)
+    r = invoke("compare", a, b, *gate)
+    assert r.exit_code == ExitCode.CELLS_FAILED == 4, r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "unexpected" not in r.stderr
+    assert errors[0].startswith("error: nothing was compared: no cell is measured")
+    assert "cell(s) only in A" in errors[0] and "cell(s) only in B" in errors[0]
+    if "--json" in gate:
+        doc = json.loads(r.stdout)
+        assert doc["cells"] == [] and doc["only_in_a"] and doc["only_in_b"]
+
+
+def test_compare_with_common_cells_none_ok_in_both_exits_4(tmp_path: Path) -> None:
+    a, b = _run_with(tmp_path, "a"), _run_with(tmp_path, "b", status="error")
+    r = invoke("compare", a, b, "--fail-on-regression")
+    assert r.exit_code == 4, r.output
+    assert "not comparable: " in r.stdout
+    assert "in both but not ok in both" in r.stderr
+
+
+def test_compare_with_a_cell_in_common_still_exits_0(tmp_path: Path) -> None:
+    a = _run_with(tmp_path, "a")
+    r = invoke("compare", a, a, "--fail-on-regression")
+    assert r.exit_code == 0, r.output
+    assert "nothing was compared" not in r.stderr
+
+
+def test_report_out_refuses_a_named_broken_evaluate_report_and_skips_one_in_a_folder(
+    tmp_path: Path,
+) -> None:
+    doc = json.loads((ROOT / "results/training/sgd-bf16-20/evaluate.json").read_text())
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "eval.json").write_text(json.dumps(doc | {"cells": "abc"}))
+    (folder / "run.json").write_text(RUN.read_text())
+    line = one_error_line(invoke("report", folder / "eval.json", "--out", tmp_path / "a"))
+    assert "not a valid evaluate report (cells is a string" in line
+    r = invoke("report", folder, "--out", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    assert "not a valid evaluate report" in r.output and (tmp_path / "b" / "report.html").exists()
