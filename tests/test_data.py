@@ -243,7 +243,7 @@ def test_missing_cifar10_says_where_it_looked(tmp_path: Path) -> None:
 def test_image_size_below_minimum_is_rejected() -> None:
     with pytest.raises(InputError, match="below the minimum of 64"):
         DataSpec(kind=DatasetKind.SYNTHETIC, image_size=32)
-    for bad in (0.0, 1.5):
+    for bad in (0.0, 0.001, 1.5):
         with pytest.raises(InputError, match="--crop-fraction must be in"):
             DataSpec(kind=DatasetKind.SYNTHETIC, crop_fraction=bad)
 

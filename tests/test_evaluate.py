@@ -157,7 +157,7 @@ def test_cli_evaluate_plain_state_dict(run_dir: Path, tmp_path: Path) -> None:
         (["--dataset", "imagefolder", "--data-dir", "{tmp}/nowhere"], "no such directory"),
         (["--dataset", "synthetic", "--image-size", "32"], "below the minimum of 64"),
         (["--dataset", "synthetic", "--num-classes", "5"], "10 classes, but 5"),
-        (["--dataset", "synthetic", "--crop-fraction", "0"], "--crop-fraction must be in (0, 1]"),
+        (["--dataset", "synthetic", "--crop-fraction", "0"], "--crop-fraction must be in [0.2, 1]"),
     ],
 )
 def test_cli_evaluate_bad_inputs_fail_in_one_line(

@@ -131,8 +131,7 @@ def bench_cmd(
         require(d)
     batches = parse_int_list(batch, "--batch", minimum=1)
     precisions = parse_enum_list(precision, Precision, "--precision")
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads must be at least 1, got {threads}")
+    opt.check_threads(threads)
     if not (math.isfinite(min_time) and min_time >= 0):  # Click's min=0 lets nan and inf by
         raise InputError(f"--min-time must be a finite number of seconds >= 0, got {min_time}")
     if min_iters < 1 or max_iters < min_iters:
@@ -316,8 +315,7 @@ def ceilings_cmd(
     bench uses them for the roofline columns, per thread count. Example: alexbench ceilings --force
     """
     devices = parse_enum_list(device, Device, "--device") if device else available_devices()
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads must be at least 1, got {threads}")
+    opt.check_threads(threads)
     for d in devices:
         require(d)
         with console.status(f"measuring {d.value} ceilings..."):

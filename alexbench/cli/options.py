@@ -13,6 +13,7 @@ commands against it. Conventions:
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,23 @@ ARTIFACTS = typer.Option(
 THREADS = typer.Option(
     None, "--threads", help="Intra-op threads for torch and ONNX Runtime (default: library's)."
 )
+# Oversubscribing is a legitimate experiment, but past this many threads per core the OpenMP
+# and BLAS pools fail to allocate (100,000 on 2 cores: a malloc failure, exit 1 as if parity).
+THREADS_PER_CORE_LIMIT = 16
+
+
+def check_threads(threads: int | None) -> None:
+    """--threads, where given: at least 1, at most THREADS_PER_CORE_LIMIT per core."""
+    if threads is None:
+        return
+    cores = os.cpu_count() or 1
+    if not 1 <= threads <= THREADS_PER_CORE_LIMIT * cores:
+        raise InputError(
+            f"--threads must be 1 to {THREADS_PER_CORE_LIMIT * cores} "
+            f"({THREADS_PER_CORE_LIMIT} per core, {cores} cores here), got {threads}"
+        )
+
+
 CALIB_DATA = typer.Option(
     None,
     "--calib-data",

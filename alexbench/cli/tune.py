@@ -256,7 +256,10 @@ def _thread_counts(value: str | None, device: Device) -> tuple[int, ...]:
     machine with hyper-threads, about one per physical core). Always explicit: torch's thread
     count is process-wide, so a candidate must never inherit the previous one's."""
     if value is not None:
-        return tuple(parse_int_list(value, "--threads", minimum=1))
+        counts = tuple(parse_int_list(value, "--threads", minimum=1))
+        for n in counts:
+            opt.check_threads(n)
+        return counts
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
     if device is Device.CPU and cores > 1:

@@ -26,7 +26,7 @@ from alexbench.cli.common import (
 from alexbench.cli.model_args import bundle_for, model_for
 from alexbench.devices import Device, available_devices, require
 from alexbench.environment import capture
-from alexbench.errors import DataError, InputError
+from alexbench.errors import DataError
 from alexbench.exit_codes import ExitCode, outcome_of
 from alexbench.fileio import write_json
 from alexbench.inputs import image_inputs, random_inputs
@@ -89,8 +89,7 @@ def verify_cmd(
     for d in devices:
         require(d)
     precisions = parse_enum_list(precision, Precision, "--precision")
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads must be at least 1, got {threads}")
+    opt.check_threads(threads)
     if data is not None and not data.is_dir():  # fail before any export work
         raise DataError(f"--data-dir {data}: no such directory")
     if report_path is not None:
