@@ -8,6 +8,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -97,6 +98,24 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def require_free_space(directory: Path, need_bytes: int, what: str) -> None:
+    """Refuse, in one line, to start writing `what` where the disk cannot hold it: torch's
+    serializers abort the whole process (C++ terminate, exit 134) on a full disk, half-written
+    file left behind, instead of raising."""
+    existing = Path(directory).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return  # no answer from this filesystem: let the write itself report
+    if free < need_bytes:
+        raise InputError(
+            f"not enough free disk space in {existing} for {what}: about "
+            f"{need_bytes / 2**20:,.0f} MiB needed, {free / 2**20:,.0f} MiB free"
+        )
 
 
 LOCK_WAIT_S = 900.0  # an export of every format takes a few minutes on 2 cores

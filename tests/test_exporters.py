@@ -211,3 +211,19 @@ def test_a_users_own_file_in_a_folder_without_manifest_is_not_overwritten(small_
     assert mine.read_bytes() == b"my own model" and not (tmp_path / "manifest.json").exists()
     ensure_artifacts(small_model, tmp_path, [ArtifactFormat.ONNX], force=True)  # asked for
     assert mine.read_bytes() != b"my own model"
+
+
+def test_a_disk_too_small_is_refused_before_writing(small_model, tmp_path, monkeypatch):
+    import collections
+    import shutil as shutil_module
+
+    from alexbench import fileio
+
+    usage = collections.namedtuple("usage", "total used free")
+    real = shutil_module.disk_usage
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(1 << 40, 0, 50 * 2**20))
+    with pytest.raises(InputError, match=r"not enough free disk space .* for alexnet\.pt: about"):
+        ensure_artifacts(small_model, tmp_path / "art", [ArtifactFormat.TORCHSCRIPT])
+    assert not (tmp_path / "art").exists()  # a refused first export leaves no folder
+    monkeypatch.setattr(fileio.shutil, "disk_usage", real)
+    ensure_artifacts(small_model, tmp_path / "art", [ArtifactFormat.TORCHSCRIPT])

@@ -332,3 +332,17 @@ def test_resume_names_the_recipe_options_it_ignores(synthetic_run: Path, tmp_pat
     assert "warning: ignored with --resume: --epochs, --lr" in r.stderr
     assert r.exit_code == 2 and "already finished" in r.stderr  # the stored 2 epochs are done
     assert not (tmp_path / "more").exists()
+
+
+def test_a_disk_too_small_for_the_checkpoints_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import collections
+
+    from alexbench import fileio
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(1 << 40, 0, 100 * 2**20))
+    with pytest.raises(InputError, match="not enough free disk space .* the run's checkpoints"):
+        fit(tiny_config(tmp_path / "run"))
+    assert not (tmp_path / "run" / "last.pt").exists()

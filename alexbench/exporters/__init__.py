@@ -44,7 +44,7 @@ from alexbench.exporters.base import (
     OnnxExporter,
 )
 from alexbench.exporters.manifest import ArtifactRecord, Manifest, config_key, stack_versions
-from alexbench.fileio import atomic_path, folder_lock
+from alexbench.fileio import atomic_path, folder_lock, require_free_space
 from alexbench.inputs import InputSet
 
 EXPORTERS: dict[ArtifactFormat, ModuleType] = {
@@ -180,6 +180,22 @@ def latest_folder(root: Path = DEFAULT_ROOT) -> Path | None:
 # What an export killed outright (SIGKILL, out of memory) leaves: fileio.atomic_path's temporary
 # files and the int8 exporter's work folder. Anything else in the folder is left alone.
 _TEMPORARIES = (".alexnet.*.tmp*", ".manifest.*.tmp.json", ".verify-report.*.tmp.json")
+
+
+# Bytes per parameter an export writes at its peak: the file (4 fp32, 2 fp16, 1 int8) plus, for
+# the ONNX int8 model, the preprocessed fp32 copy in its work folder.
+_BYTES_PER_PARAM = {
+    ArtifactFormat.ONNX_FP16: 2,
+    ArtifactFormat.ONNX_INT8: 5,
+    ArtifactFormat.PT2_INT8: 1,
+}
+_SPACE_MARGIN = 1.1, 32 * 2**20  # x1.1 + 32 MiB: headers, graphs, the filesystem's own needs
+
+
+def _bytes_needed(fmt: ArtifactFormat, loaded: LoadedModel) -> int:
+    params = sum(p.numel() for p in loaded.model.parameters())
+    factor, extra = _SPACE_MARGIN
+    return int(params * _BYTES_PER_PARAM.get(fmt, 4) * factor + extra)
 
 
 def _remove_stale_temporaries(directory: Path) -> None:
@@ -363,6 +379,7 @@ def _export_locked(
             on_export(fmt)
         module = EXPORTERS[fmt]
         target = out_dir / f"alexnet{module.suffix}"
+        require_free_space(out_dir, _bytes_needed(fmt, loaded), target.name)
         start = time.perf_counter()
         try:
             with atomic_path(target) as tmp:

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from alexbench.checkpoint import ModelMeta
 from alexbench.devices import require
 from alexbench.errors import AlexbenchError, CheckpointError, InputError, Interrupted
+from alexbench.fileio import require_free_space
 from alexbench.model import build_alexnet
 from alexbench.precision import Precision
 from alexbench.training.batches import BatchLoader, BatchTransform, augment_config, derive_seed
@@ -321,6 +322,9 @@ def _fit(
             "out": str(out),
         }
     )
+    if ctx.is_main:  # last.pt (weights + momentum) and best.pt, each beside its temporary copy
+        params = sum(p.numel() for p in model.parameters())
+        require_free_space(out, 4 * params * 6 + 64 * 2**20, "the run's checkpoints")
     saved = start_epoch  # the epoch that last.pt holds, for the interrupt message
     try:
         for epoch in range(start_epoch, config.epochs):
