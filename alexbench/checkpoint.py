@@ -197,11 +197,22 @@ class ModelSource:
         return d
 
 
+# torchvision scores its ImageNet weights on a 224 centre crop of images resized to 256.
+TORCHVISION_CROP = 224 / 256
+
+
 @dataclass
 class LoadedModel:
     model: AlexNet
     meta: ModelMeta
     source: ModelSource
+
+    @property
+    def eval_crop_fraction(self) -> float:
+        """The centre crop its real-image inputs get (evaluation, calibration, verify): a plain
+        state dict is taken for torchvision-style ImageNet weights (224 of 256); alexbench's
+        own checkpoints trained, and the seeded model is checked, on whole images."""
+        return TORCHVISION_CROP if self.source.kind is SourceKind.WEIGHTS else 1.0
 
     @functools.cached_property
     def weights_sha256(self) -> str:

@@ -27,13 +27,20 @@ def random_inputs(count: int, image_size: int, seed: int = 0) -> InputSet:
 
 
 def image_inputs(
-    directory: Path, count: int, meta: ModelMeta, seed: int = 0, option: str = "--data-dir"
+    directory: Path,
+    count: int,
+    meta: ModelMeta,
+    seed: int = 0,
+    option: str = "--data-dir",
+    crop_fraction: float = 1.0,
 ) -> InputSet:
     """`count` images drawn (seeded) from an ImageFolder tree or a flat folder of images,
-    decoded, resized and centre-cropped like evaluation data, then normalised with the model's
-    statistics."""
+    decoded, resized and centre-cropped like evaluation data (`crop_fraction`: the model's
+    `eval_crop_fraction`), then normalised with the model's statistics."""
     # Imported here: it pulls in torchvision's decoders, which `export`/`bench` rarely need.
-    from alexbench.training.data_files import decode_image, image_files
+    import torchvision.transforms.v2.functional as TF
+
+    from alexbench.training.data_files import decode_image, image_files, resize_size
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -47,7 +54,9 @@ def image_inputs(
     for i in order:
         if len(images) == count:
             break
-        img = decode_image(files[i], meta.image_size)
+        img = decode_image(files[i], resize_size(meta.image_size, crop_fraction))
+        if img is not None and crop_fraction < 1.0:
+            img = TF.center_crop(img, [meta.image_size, meta.image_size])
         if img is None:
             skipped += 1  # one unreadable file must not stop a parity run
         else:
@@ -61,6 +70,7 @@ def image_inputs(
     if found < count:  # fewer images than asked: repeat them to fill the batch
         batch = batch.repeat(-(-count // found), 1, 1, 1)[:count]
     note = f", {skipped} unreadable skipped" if skipped else ""
+    crop = f", centre crop {crop_fraction:g}" if crop_fraction < 1.0 else ""
     return InputSet(
-        batch.numpy().astype(np.float32), "images", f"{found} images from {directory}{note}"
+        batch.numpy().astype(np.float32), "images", f"{found} images from {directory}{crop}{note}"
     )

@@ -364,3 +364,26 @@ def test_evaluation_scores_a_shipped_test_set_whole(cifar20: Path, tmp_path: Pat
     assert len(data.splits[Split.VAL]) == total and data.class_names == ["cat", "dog"]
     with pytest.raises(DataError, match="has test/ but no train/"):
         load_data(folder_spec(shipped / ".." / "shipped"))  # training from it stays refused
+
+
+def test_real_image_inputs_get_the_models_evaluation_crop(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from alexbench.checkpoint import TORCHVISION_CROP, ModelMeta, load_model
+    from alexbench.inputs import image_inputs
+
+    image = np.zeros((80, 80, 3), np.uint8)
+    image[:3], image[-3:], image[:, :3], image[:, -3:] = 255, 255, 255, 255  # a white frame
+    (tmp_path / "img").mkdir()
+    Image.fromarray(image).save(tmp_path / "img" / "framed.png")
+    meta = ModelMeta(num_classes=10, image_size=64, mean=(0.0,) * 3, std=(1.0,) * 3)
+    whole = image_inputs(tmp_path / "img", 1, meta)
+    cropped = image_inputs(tmp_path / "img", 1, meta, crop_fraction=TORCHVISION_CROP)
+    assert whole.batch[0, :, 0, 0].min() > 0.9  # the frame is in the whole image ...
+    assert cropped.batch[0, :, 0, 0].max() < 0.1  # ... and cropped away at 224/256
+    assert "centre crop 0.875" in cropped.description and "crop" not in whole.description
+    # Which crop a model gets: torchvision-style weights 224/256, alexbench's own whole images.
+    weights = tmp_path / "w.pth"
+    torch.save(load_model(num_classes=10, image_size=64).model.state_dict(), weights)
+    assert load_model(weights=weights, image_size=64).eval_crop_fraction == TORCHVISION_CROP
+    assert load_model(num_classes=10, image_size=64).eval_crop_fraction == 1.0

@@ -44,7 +44,6 @@ from alexbench.training.data import (
 )
 
 # torchvision's ImageNet evaluation: resize to 256, centre crop 224.
-TORCHVISION_CROP = 224 / 256
 
 
 @handle_errors
@@ -153,7 +152,7 @@ def evaluate_cmd(
     trained: dict[str, Any] = meta.provenance.get("data") or {}
     dataset, data_dir = _dataset_for(dataset, data_dir, trained)
     spec = scoring_spec(
-        dataset, data_dir, loaded, split, from_checkpoint=checkpoint is not None,
+        dataset, data_dir, loaded, split,
         val_fraction=val_fraction, split_seed=split_seed, synthetic_size=synthetic_size,
         crop_fraction=crop_fraction, download=download,
         cache_limit_bytes=opt.cache_limit_bytes(cache_limit_gb),
@@ -232,7 +231,6 @@ def scoring_spec(
     loaded: LoadedModel,
     split: Split,
     *,
-    from_checkpoint: bool,
     val_fraction: float | None = None,
     split_seed: int | None = None,
     synthetic_size: int | None = None,
@@ -244,7 +242,7 @@ def scoring_spec(
     (see `_val_fraction`), and the model's own normalisation. `data_options`: how they are read
     (download, cache limit)."""
     trained: dict[str, Any] = loaded.meta.provenance.get("data") or {}
-    default_crop = 1.0 if from_checkpoint else TORCHVISION_CROP
+    default_crop = loaded.eval_crop_fraction
     return DataSpec(
         kind=kind,
         data_dir=data_dir,

@@ -96,7 +96,9 @@ def export_cmd(
     )
     calibration = None
     if calib_data is not None:
-        calibration = image_inputs(calib_data, calib_samples, loaded.meta, option="--calib-data")
+        calibration = image_inputs(
+            calib_data, calib_samples, loaded.meta, 0, "--calib-data", loaded.eval_crop_fraction
+        )
     folder = out if out is not None else folder_for(loaded)
     console.print(
         f"Model: AlexNet, {loaded.meta.num_classes} classes, "

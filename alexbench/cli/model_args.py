@@ -85,7 +85,9 @@ def bundle_for(
                 needed.append(fmt)
     calibration = None
     if calib_data is not None and any(f in CALIBRATED for f in needed):
-        calibration = image_inputs(calib_data, calib_samples, loaded.meta, option="--calib-data")
+        calibration = image_inputs(
+            calib_data, calib_samples, loaded.meta, 0, "--calib-data", loaded.eval_crop_fraction
+        )
     folder = artifacts if artifacts is not None else folder_for(loaded)
     opset, exporter = recorded_onnx_settings(folder)
 

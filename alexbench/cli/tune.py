@@ -180,7 +180,7 @@ def tune_cmd(
         num_classes=num_classes, image_size=image_size, normalize=normalize,
     )  # fmt: skip
     # The images are read and checked against the model before anything is exported.
-    data = _held_out(data_dir, loaded, checkpoint is not None) if data_dir is not None else None
+    data = _held_out(data_dir, loaded) if data_dir is not None else None
     bundle = bundle_for(
         console, artifacts, backends, loaded, precisions=precisions, devices=[device],
         calib_data=calib_data, calib_samples=calib_samples,
@@ -312,7 +312,7 @@ def _space(
     )  # fmt: skip
 
 
-def _held_out(data_dir: Path, loaded: LoadedModel, from_checkpoint: bool) -> Any:
+def _held_out(data_dir: Path, loaded: LoadedModel) -> Any:
     """The held-out images `evaluate` would score in `data_dir`, checked against the model."""
     from alexbench.cli.evaluate import scoring_spec
     from alexbench.evaluate import check_compatible
@@ -324,8 +324,7 @@ def _held_out(data_dir: Path, loaded: LoadedModel, from_checkpoint: bool) -> Any
     kind = trained.get("kind") if same else None
     known = kind in {k.value for k in DatasetKind}
     spec = scoring_spec(
-        DatasetKind(kind) if known else DatasetKind.IMAGEFOLDER, data_dir, loaded, Split.VAL,
-        from_checkpoint=from_checkpoint,
+        DatasetKind(kind) if known else DatasetKind.IMAGEFOLDER, data_dir, loaded, Split.VAL
     )  # fmt: skip
     data = load_data(spec, (Split.VAL,))
     check_compatible(ModelBundle(loaded), data)

@@ -104,7 +104,7 @@ def verify_cmd(
     )  # fmt: skip
     meta = bundle.loaded.meta
     inputs = (
-        image_inputs(data, batch, meta, seed or 0, option="--data-dir")
+        image_inputs(data, batch, meta, seed or 0, "--data-dir", bundle.loaded.eval_crop_fraction)
         if data is not None
         else random_inputs(batch, meta.image_size, seed or 0)
     )
