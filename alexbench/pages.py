@@ -405,6 +405,11 @@ def build_page(
         sections.append(
             Section(
                 "Accuracy by precision",
+                # Which model each table scored: it need not be the benchmarked runs' model.
+                text=[
+                    f"{e.name}: {model_label(e.data)}; data: {e.data.get('data') or '?'}."
+                    for e in evaluations
+                ],
                 tables=[accuracy_table(e.data, e.name) for e in evaluations],
             )
         )

@@ -179,6 +179,10 @@ def evaluation_problem(data: dict[str, Any]) -> str | None:
     indexes every cell's backend, precision and status), as a phrase; None when it is fine."""
     try:
         _field(data, "reference?", "", "an object or null")
+        model = _field(data, "model?", "", "an object or null") or {}
+        _fields(model, "source? meta?", "model", "an object or null")
+        _field(model.get("source") or {}, "path?", "model.source", "a string or null")
+        _field(data, "data?", "", "a string or null")
         for where, c in _objects(_field(data, "cells", "", "a list"), "cells"):
             _fields(c, "backend precision status", where, "a string")
             _fields(c, "top1? top5? agreement?", where, "a number or null")

@@ -68,7 +68,11 @@ def evaluation(small_bundle, tmp_path_factory) -> Path:
         small_bundle, data, [Backend.EAGER], [Precision.FP32, Precision.BF16], Device.CPU
     )
     path = tmp_path_factory.mktemp("eval") / "eval-small.json"
-    path.write_text(json.dumps(rep.to_dict() | {"schema": "alexbench-evaluate/1"}))
+    loaded = small_bundle.loaded
+    model = {"source": loaded.source.to_dict(), "meta": vars(loaded.meta)}
+    doc = rep.to_dict() | {"schema": "alexbench-evaluate/1", "model": model}
+    doc["data"] = data.description
+    path.write_text(json.dumps(doc))
     return path
 
 
@@ -100,6 +104,8 @@ def test_report_out_writes_html_markdown_and_pngs_holding_every_cell(tmp_path, e
     # The fixture's evaluation (eager fp32 and bf16) has its rows beside the committed ones.
     ours = [row for row in parser.rows["accuracy"] if row.startswith(f"{evaluation.stem}/")]
     assert {row.split("/")[-1] for row in ours} == {"fp32", "bf16"}
+    # ... under the model it scored (not necessarily the benchmarked runs' model).
+    assert f"{evaluation.stem}: AlexNet, seeded (seed 0), 10 classes, 64 px; data: synthetic" in md
     # Self-contained: images are data: URIs, nothing is fetched from anywhere.
     assert parser.sources and all(s.startswith("data:image/png;base64,") for s in parser.sources)
     assert html_text.count("<img class='plot'") == len(pngs)
