@@ -81,18 +81,31 @@ class EvalReport:
 
 
 def check_compatible(bundle: ModelBundle, data: LoadedData) -> None:
-    """The model must predict the dataset's classes; a different count is an error."""
+    """The model must predict the dataset's classes: by name where the model records its class
+    names (a test set may hold some of them only), else by count."""
+    label_map(bundle, data)
+
+
+def label_map(bundle: ModelBundle, data: LoadedData) -> np.ndarray | None:
+    """The model's class index of each of the dataset's labels, where they differ (a dataset
+    with some of the model's classes, matched by name); None when the labels are the model's."""
     meta = bundle.loaded.meta
+    names = list(meta.class_names or [])
+    if names and names != list(data.class_names):
+        unknown = [n for n in data.class_names if n not in names]
+        if unknown:
+            raise DataError(
+                f"{data.spec.data_dir} has classes the model does not predict: "
+                f"{', '.join(unknown[:4])}{', ...' if len(unknown) > 4 else ''} (its classes: "
+                f"{', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+            )
+        return np.array([names.index(n) for n in data.class_names], dtype=np.int64)
     if meta.num_classes != data.num_classes:
         raise DataError(
             f"the model predicts {meta.num_classes} classes but {data.spec.data_dir} has "
             f"{data.num_classes} ({data.spec.kind.value})"
         )
-    if meta.class_names and list(meta.class_names) != list(data.class_names):
-        raise DataError(
-            f"the model's classes ({', '.join(meta.class_names[:4])}, ...) differ from the "
-            f"dataset's ({', '.join(data.class_names[:4])}, ...) in name or order"
-        )
+    return None
 
 
 def evaluate_model(
@@ -105,7 +118,7 @@ def evaluate_model(
     split: Split = Split.VAL,
     batch_size: int = 256,
 ) -> EvalReport:
-    check_compatible(bundle, data)
+    to_model = label_map(bundle, data)
     meta = bundle.loaded.meta
     requested = [(b, p) for b in backends for p in precisions]
     pairs = ([] if REFERENCE in requested else [REFERENCE]) + requested
@@ -136,7 +149,7 @@ def evaluate_model(
     k = min(5, meta.num_classes)
     for images, labels in loader.epoch(0):
         x = transform(images).numpy()
-        y = labels.numpy()
+        y = labels.numpy() if to_model is None else to_model[labels.numpy()]
         labels_all.append(y)
         for i, sess in list(sessions.items()):
             cell = cells[i]
@@ -175,6 +188,7 @@ def evaluate_model(
     # A class with no images has no accuracy (null in JSON, "-" in tables), not 0%.
     per_class = [float(confusion[c, c] / totals[c]) if totals[c] else None for c in range(k_cls)]
     return EvalReport(
-        list(data.class_names), split.value, n, device, cells, per_class, confusion,
+        list(data.class_names if to_model is None else meta.class_names or []),
+        split.value, n, device, cells, per_class, confusion,
         len(data.skipped) + loader.skipped,
     )  # fmt: skip

@@ -95,8 +95,13 @@ def test_class_count_mismatch_is_an_error(
     for cls in ("cat", "dog", "frog"):
         (subset / cls).symlink_to(root / "train" / cls, target_is_directory=True)
     data = load_data(DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=subset, image_size=64))
-    with pytest.raises(DataError, match="predicts 10 classes but .* has 3"):
+    # The checkpoint names its classes: the folder's are matched by name, and these are not its.
+    with pytest.raises(DataError, match="has classes the model does not predict: cat, dog, frog"):
         evaluate_model(bundle, data, [Backend.EAGER], [Precision.FP32], Device.CPU)
+    # A model without class names (plain weights, the seeded one) is matched by count.
+    unnamed = prepare_bundle(load_model(seed=0, num_classes=10, image_size=64), tmp_path / "e", [])
+    with pytest.raises(DataError, match="predicts 10 classes but .* has 3"):
+        evaluate_model(unnamed, data, [Backend.EAGER], [Precision.FP32], Device.CPU)
 
 
 @pytest.fixture(autouse=True)
@@ -248,3 +253,32 @@ def test_left_out_images_empty_classes_and_few_classes_are_reported_as_such(
     assert all(isinstance(doc["per_class_accuracy"][c], float) for c in ("cat", "dog"))
     (cell,) = report.cells
     assert cell.top1 is not None and cell.top5 is None  # 3 classes: top-5 would always be 100%
+
+
+def test_a_test_set_with_some_of_the_models_classes_is_scored_by_name(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import shutil
+
+    from alexbench.checkpoint import ModelMeta, save_checkpoint
+
+    names = ["airplane", "automobile", "bird", "cat"]
+    ckpt = tmp_path / "four.pt"
+    model = load_model(seed=1, num_classes=4, image_size=64).model
+    save_checkpoint(ckpt, model, ModelMeta(num_classes=4, image_size=64, class_names=names))
+    cifar = extract_cifar_subset(tmp_path_factory) / "train"
+    for name in ("bird", "cat"):  # two of the four, which sort as labels 0 and 1 in the folder
+        shutil.copytree(cifar / name, tmp_path / "test" / name)
+    spec = DataSpec(
+        kind=DatasetKind.IMAGEFOLDER, data_dir=tmp_path / "test", image_size=64, val_fraction=0.0
+    )
+    data = load_data(spec, (Split.VAL,))
+    bundle = prepare_bundle(load_model(checkpoint=ckpt), tmp_path / "exports", [])
+    report = evaluate_model(bundle, data, [Backend.EAGER], [Precision.FP32], Device.CPU)
+    assert report.class_names == names and report.confusion.shape == (4, 4)
+    assert report.confusion.sum(axis=1).tolist() == [0, 0, 20, 20]  # mapped by name, not index
+    assert report.per_class_accuracy[:2] == [None, None]
+    (tmp_path / "test" / "ship").mkdir()
+    shutil.copy(cifar / "ship" / "0000.jpg", tmp_path / "test" / "ship")
+    with pytest.raises(DataError, match="has classes the model does not predict: ship"):
+        evaluate_model(bundle, load_data(spec, (Split.VAL,)), [Backend.EAGER], [], Device.CPU)
