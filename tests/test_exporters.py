@@ -43,6 +43,11 @@ def test_onnx_is_one_file_with_dynamic_batch_and_named_io(small_artifacts):
     for batch in (1, 3, 64):
         x = np.zeros((batch, 3, SMALL_SIZE, SMALL_SIZE), np.float32)
         assert sess.run(None, {"input": x})[0].shape == (batch, SMALL_CLASSES)
+    # The file says how to feed it, for consumers without the manifest (ORT's model metadata).
+    props = sess.get_modelmeta().custom_metadata_map
+    assert json.loads(props["alexbench.mean"]) == [0.485, 0.456, 0.406]
+    assert f"{SMALL_SIZE}x{SMALL_SIZE}" in props["alexbench.input"]
+    assert props["alexbench.output"] == f"logits, {SMALL_CLASSES} classes"
 
 
 def test_torchscript_loads_in_a_process_that_never_imported_alexbench(small_artifacts):

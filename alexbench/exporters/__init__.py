@@ -10,6 +10,7 @@ each file, so it always describes what the folder holds.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -78,6 +79,20 @@ __all__ = [
 ExportOutcome = tuple[ArtifactFormat, ArtifactRecord, "ArtifactStatus"]
 
 
+def onnx_metadata(meta: ModelMeta) -> dict[str, str]:
+    """What an ONNX file records about its input and output (metadata_props, strings)."""
+    return {
+        "alexbench.input": (
+            f"float32 NCHW RGB, {meta.image_size}x{meta.image_size}, "
+            "normalised as (pixel / 255 - mean) / std"
+        ),
+        "alexbench.mean": json.dumps([round(float(v), 6) for v in meta.mean]),
+        "alexbench.std": json.dumps([round(float(v), 6) for v in meta.std]),
+        "alexbench.class_names": json.dumps(list(meta.class_names or [])),
+        "alexbench.output": f"logits, {meta.num_classes} classes",
+    }
+
+
 def _artifact_config(
     fmt: ArtifactFormat,
     weights_sha: str,
@@ -95,6 +110,7 @@ def _artifact_config(
     }
     if fmt is ArtifactFormat.ONNX or fmt in ONNX_VARIANTS:
         cfg |= {"opset": opset, "onnx_exporter": exporter.value, "onnx": stack_versions()["onnx"]}
+        cfg["metadata"] = onnx_metadata(meta)  # class names are not in the model's identity
         if exporter is OnnxExporter.DYNAMO:  # onnxscript writes the dynamo exporter's graph
             cfg["onnxscript"] = stack_versions()["onnxscript"]
     if fmt is ArtifactFormat.ONNX_FP16:
@@ -365,6 +381,7 @@ def _export_locked(
         calibration=calibration.batch if calibration is not None else None,
         calibration_desc=calibration.description if calibration is not None else "",
         onnx_path=out_dir / f"alexnet{onnx_exporter_module.suffix}",
+        metadata=onnx_metadata(meta),
     )
     outcomes: list[ExportOutcome] = []
     for fmt in formats:

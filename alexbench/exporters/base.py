@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +43,8 @@ class ExportRequest:
     calibration: np.ndarray | None = None
     calibration_desc: str = ""
     onnx_path: Path | None = None  # the fp32 ONNX file the fp16/int8 variants derive from
+    # Written into ONNX files' metadata_props: what a consumer needs to feed the model.
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def example_input(self) -> torch.Tensor:
         g = torch.Generator().manual_seed(0)

@@ -47,6 +47,7 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
                 opset_version=request.opset,
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             )
+    stamp(path, request.metadata)
     validate(path, request)
     return {
         "exporter": f"torch.onnx.export ({request.onnx_exporter.value})",
@@ -58,6 +59,20 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
     return [
         d.dim_param if d.dim_param else d.dim_value for d in value_info.type.tensor_type.shape.dim
     ]
+
+
+def stamp(path: Path, metadata: dict[str, str]) -> None:
+    """Write `metadata` into the file's metadata_props (ONNX Runtime's session.get_modelmeta()
+    reads them), so the file says how to feed it without the manifest beside it."""
+    if not metadata:
+        return
+    model = onnx.load(str(path))
+    keep = [p for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
 
 
 def model_opset(model: onnx.ModelProto) -> int | None:
