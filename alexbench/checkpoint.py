@@ -254,8 +254,11 @@ def safe_load(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"{p}: not a PyTorch checkpoint ({detail})") from e
     except Exception as e:
         # (a text file gives KeyError from the legacy unpickler, a truncated zip BadZipFile, ...)
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{p}: not a PyTorch checkpoint ({type(e).__name__}: {msg})") from e
+        if p.stat().st_size == 0:
+            raise CheckpointError(f"{p}: empty file (0 bytes), not a PyTorch checkpoint") from e
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        what = f"{type(e).__name__}: {msg}" if msg and msg != type(e).__name__ else type(e).__name__
+        raise CheckpointError(f"{p}: not a PyTorch checkpoint ({what})") from e
 
 
 def strip_ddp_prefix(sd: Any) -> Any:
@@ -325,6 +328,8 @@ def validate_state_dict(path: Path, sd: Any) -> dict[str, torch.Tensor]:
             raise CheckpointError(
                 f"{path}: tensor '{key}' is {what}, expected dense floating-point weights"
             )
+        if not torch.isfinite(t).all():  # NaN/inf weights compute NaN everywhere, silently
+            raise CheckpointError(f"{path}: tensor '{key}' holds NaN or infinite values")
     return {k: v.float() for k, v in sd.items()}
 
 

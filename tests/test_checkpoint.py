@@ -262,9 +262,11 @@ def test_older_and_partial_checkpoints_still_load(tmp_path, ckpt_payload, edits,
          r"'classifier\.1\.bias' is torch\.int64, expected dense floating-point"),
         ({"classifier.1.bias": torch.empty(4096, device="meta")},
          r"'classifier\.1\.bias' is a meta tensor"),
+        ({"classifier.1.bias": torch.full((4096,), float("nan"))},
+         r"'classifier\.1\.bias' holds NaN or infinite values"),
     ],
     ids=["fc8-scalar", "fc8-3d", "fc8-1e9x0", "fc8-too-many", "fc8-0x4096", "fc8-wrong-width",
-         "fc8-bias-scalar", "conv1-3d", "int-dtype", "meta-tensor"],
+         "fc8-bias-scalar", "conv1-3d", "int-dtype", "meta-tensor", "nan"],
 )  # fmt: skip
 def test_odd_tensors_in_plain_weights_give_one_line(tmp_path, replace, fragment):
     torch.save(_light_sd(**replace), tmp_path / "odd.pth")
@@ -306,3 +308,9 @@ def test_partial_module_prefix_is_refused_with_a_hint(tmp_path):
     # validate_state_dict itself (train --resume uses it) does not strip, but says why
     with pytest.raises(CheckpointError, match="start with 'module.'"):
         validate_state_dict(Path("x.pt"), {f"module.{k}": v for k, v in _light_sd().items()})
+
+
+def test_an_empty_file_says_so(tmp_path):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.pt: empty file \(0 bytes\)"):
+        load_model(checkpoint=tmp_path / "empty.pt")

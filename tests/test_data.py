@@ -179,6 +179,14 @@ def test_val_split_without_train_folder_is_an_error(cifar20: Path, tmp_path: Pat
         load_data(folder_spec(root))
 
 
+def test_a_folder_of_unreadable_images_is_named(tmp_path: Path) -> None:
+    for cls in ("a", "b"):
+        (tmp_path / "fake" / cls).mkdir(parents=True)
+        (tmp_path / "fake" / cls / "x.jpg").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"fake/(a|b|val)?.*: none of the \d images could be read"):
+        load_data(folder_spec(tmp_path / "fake", val_fraction=0.5))
+
+
 def test_corrupt_image_is_skipped_not_fatal(cifar20: Path, tmp_path: Path) -> None:
     root = tmp_path / "d"
     shutil.copytree(cifar20 / "train" / "cat", root / "train" / "cat")

@@ -72,6 +72,9 @@ class TrainConfig:
             (self.weight_decay is None or self.weight_decay >= 0,
              f"--weight-decay must be >= 0, got {self.weight_decay}"),
             (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
+            # Longer than the run, the learning rate never leaves the ramp (100 of 1: near 0).
+            (self.schedule is not ScheduleKind.COSINE or self.warmup_epochs <= self.epochs,
+             f"--warmup-epochs ({self.warmup_epochs:g}) must not exceed --epochs ({self.epochs})"),
             (0 <= self.label_smoothing < 1,
              f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),

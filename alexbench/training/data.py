@@ -10,6 +10,7 @@ through a DataLoader whose workers only decode and resize.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -404,5 +405,6 @@ def _decode_all(
         images[n], labels[n] = img, label
         n += 1
     if n == 0:
-        raise DataError(f"none of the {len(samples)} images could be read")
+        where = os.path.commonpath([p for p, _ in samples]) if samples else "?"
+        raise DataError(f"{where}: none of the {len(samples)} images could be read")
     return MemorySplit(images[:n].clone() if n < len(samples) else images, labels[:n])
