@@ -8,9 +8,8 @@ import fcntl
 import json
 import math
 import os
+import secrets
 import shutil
-import signal
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
@@ -34,27 +33,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     On any exception the temporary file is removed, so no half-written artifact is left behind.
     """
     target = Path(path)
-    # A signal between creating the file and entering the `try` below would leave it behind:
-    # SIGINT/SIGTERM wait (blocked) until then, and are raised inside the `try` instead.
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    # The name is chosen before the file exists, so that wherever a signal (SIGINT/SIGTERM
+    # raised as an exception) lands, the cleanup below knows what to remove. The real suffix
+    # stays last: some writers (torch.export.save) check it.
+    tmp = target.parent / f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{target.suffix}"
+    ours = True  # False only if the name was somebody else's file: never remove that
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Keep the real suffix last: some writers (torch.export.save) check it.
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
-        )
-        os.close(fd)
-        tmp = Path(tmp_name)
-    except OSError as e:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        raise InputError(f"cannot write to {target.parent}: {e.strerror or e}") from e
-    try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError as e:
+            ours = False
+            raise InputError(f"cannot write to {target.parent}: {tmp.name} exists") from e
+        except OSError as e:
+            raise InputError(f"cannot write to {target.parent}: {e.strerror or e}") from e
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+        os.chmod(tmp, 0o666 & ~_umask())  # created 0600; give the file normal permissions
         os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if ours:
+            tmp.unlink(missing_ok=True)
         raise
 
 

@@ -195,7 +195,8 @@ def latest_folder(root: Path = DEFAULT_ROOT) -> Path | None:
 
 # What an export killed outright (SIGKILL, out of memory) leaves: fileio.atomic_path's temporary
 # files and the int8 exporter's work folder. Anything else in the folder is left alone.
-_TEMPORARIES = (".alexnet.*.tmp*", ".manifest.*.tmp.json", ".verify-report.*.tmp.json")
+# (Not verify-report.json's: verify writes it without the folder lock, so it may be live.)
+_TEMPORARIES = (".alexnet.*.tmp*", ".manifest.*.tmp.json")
 
 
 # Bytes per parameter an export writes at its peak: the file (4 fp32, 2 fp16, 1 int8) plus, for

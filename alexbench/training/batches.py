@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,15 @@ class _FileDataset(torch.utils.data.Dataset):
         path, label = self.split.samples[i]
         img = decode_image(path, self.split.resolution)
         return None if img is None else (img, label)
+
+
+def _quiet_worker(_worker_id: int) -> None:
+    """Decode workers are forked with the CLI's handlers, which raise an exception on SIGINT /
+    SIGTERM: Ctrl-C (sent to the whole process group) then printed a traceback per worker.
+    The main process handles the interrupt and stops them; they ignore SIGINT and die on
+    SIGTERM quietly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _collate(items: list[Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -134,6 +144,7 @@ class BatchLoader:
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             collate_fn=_collate,
+            worker_init_fn=_quiet_worker,
         )
         for images, labels, skipped in loader:
             self.skipped += skipped
