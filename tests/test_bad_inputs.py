@@ -208,6 +208,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train-warmup-past-the-end", ["train", "--dataset", "synthetic", "--epochs", "1",
                                    "--schedule", "cosine", "--warmup-epochs", "100", "--out",
                                    "{tmp}/r"], "--warmup-epochs"),
+    ("train-split-seed-huge", ["train", "--dataset", "synthetic", "--split-seed",
+                               "18446744073709551616", "--out", "{tmp}/r"], "--split-seed"),
     ("train-lr-negative", ["train", "--dataset", "synthetic", "--lr", "-1", "--out", "{tmp}/r"],
      "--lr"),
     ("train-precision-int8", ["train", "--dataset", "synthetic", "--precision", "int8", "--out",

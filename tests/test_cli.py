@@ -174,7 +174,11 @@ def test_debug_shows_traceback(tmp_path):
 
 @pytest.mark.parametrize(
     "error",
-    [MemoryError(), RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory")],
+    [
+        MemoryError(),
+        RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory"),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+    ],
 )
 def test_out_of_memory_is_one_line_about_the_sizes(error, capsys):
     import typer

@@ -109,9 +109,12 @@ state = State()
 
 
 def _out_of_memory(e: BaseException) -> bool:
-    """Python's MemoryError, or torch's allocator failing (a RuntimeError naming it)."""
+    """Python's MemoryError, or torch's allocators failing: CUDA's torch.OutOfMemoryError, the
+    CPU allocator's RuntimeError naming itself."""
+    import torch
+
     text = str(e)
-    return isinstance(e, MemoryError) or (
+    return isinstance(e, MemoryError | torch.OutOfMemoryError) or (
         isinstance(e, RuntimeError)
         and ("can't allocate memory" in text or "DefaultCPUAllocator" in text)
     )

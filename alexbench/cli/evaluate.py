@@ -79,7 +79,11 @@ def evaluate_cmd(
         "(default: the checkpoint's on the folder it trained on; 0 = every image, elsewhere).",
     ),
     split_seed: int | None = typer.Option(
-        None, "--split-seed", help="Seed of the held-out split (default: the checkpoint's, else 0)."
+        None,
+        "--split-seed",
+        help="Seed of the held-out split (default: the checkpoint's, else 0).",
+        min=0,
+        max=opt.MAX_SEED,
     ),
     synthetic_size: int | None = typer.Option(
         None,

@@ -200,6 +200,8 @@ def train_cmd(
         "--split-seed",
         help="Seed of the held-out validation split; kept apart from --seed so that runs with "
         "different seeds are scored on the same images.",
+        min=0,
+        max=opt.MAX_SEED,
     ),
     steps_per_epoch: int | None = typer.Option(
         None, "--steps-per-epoch", help="Cap the batches per epoch (quick checks).", min=1
@@ -298,7 +300,9 @@ def register(app: typer.Typer) -> None:
 
 
 # What a resumed run may change; every other option is part of the recipe stored in last.pt.
-_RESUME_OPTIONS = {"resume", "out", "device", "workers", "data_dir", "cache_limit_gb", "force"}
+_RESUME_OPTIONS = {
+    "resume", "out", "device", "workers", "data_dir", "cache_limit_gb", "download", "force"
+}  # fmt: skip
 
 
 def _warn_ignored_recipe(ctx: typer.Context) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -121,11 +122,17 @@ def _check_shape(d: Any) -> None:
     for key in ("num_classes", "image_size"):
         if not (isinstance(model.get(key), int) and model[key] >= 1):
             raise ValueError(f"model.{key} must be a positive integer")
-    for key in ("mean", "std"):
-        if key in model and not (
-            isinstance(model[key], list) and all(isinstance(v, int | float) for v in model[key])
+    for key in ("mean", "std"):  # model_for_artifacts normalises with them
+        values = model.get(key)
+        if not (
+            isinstance(values, list)
+            and len(values) == 3
+            and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+            and (key == "mean" or all(v > 0 for v in values))
         ):
-            raise ValueError(f"model.{key} must be a list of numbers")
+            raise ValueError(f"model.{key} must be 3 finite numbers{' above 0' * (key == 'std')}")
+    if source["kind"] == "seeded" and not isinstance(source.get("seed", 0), int | None):
+        raise ValueError("source.seed must be an integer")
     if not isinstance(arts, dict) or not all(isinstance(v, dict) for v in arts.values()):
         raise ValueError("artifacts must be an object of records")
     for fmt, record in arts.items():

@@ -62,8 +62,12 @@ def _decode_raw(path: str) -> torch.Tensor | None:
     try:
         with Image.open(path) as im:
             if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey: PIL's RGB clips it
-                grey = np.clip(np.asarray(im, dtype=np.int64), 0, 65535).astype(np.uint16)
-                img = TF.to_dtype(torch.from_numpy(grey), torch.uint8, scale=True)
+                values = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
+                if im.mode == "I" and values.max() <= 255:  # 32-bit samples holding 8-bit ones
+                    img = torch.from_numpy(values.astype(np.uint8))
+                else:
+                    wide = torch.from_numpy(values.astype(np.uint16))
+                    img = TF.to_dtype(wide, torch.uint8, scale=True)
                 return img.unsqueeze(0).expand(3, -1, -1).contiguous()
             return TF.pil_to_tensor(im.convert("RGB"))
     except _PIL_UNREADABLE:

@@ -62,7 +62,12 @@ def load_resume(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: incomplete training state ({what})")
     check_format_version(path, ckpt)
     sd = validate_state_dict(path, ckpt["state_dict"])  # names the bad tensor, in one line
-    ModelMeta.from_checkpoint(path, ckpt["meta"], num_classes_of(sd))  # each field, one line
+    meta = ModelMeta.from_checkpoint(path, ckpt["meta"], num_classes_of(sd))  # each field
+    if meta.num_classes != num_classes_of(sd):
+        raise CheckpointError(
+            f"{path}: metadata 'num_classes' is {meta.num_classes}, "
+            f"but the weights have {num_classes_of(sd)} classes"
+        )
     return ckpt
 
 

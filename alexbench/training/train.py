@@ -25,7 +25,7 @@ from alexbench.fileio import require_free_space
 from alexbench.model import build_alexnet
 from alexbench.precision import Precision
 from alexbench.training.batches import BatchLoader, BatchTransform, augment_config, derive_seed
-from alexbench.training.config import TrainConfig
+from alexbench.training.config import OptimizerKind, TrainConfig
 from alexbench.training.data import DataSpec, LoadedData, Split, load_data
 from alexbench.training.parts import (
     DistContext,
@@ -183,6 +183,17 @@ def evaluate_split(
     return loss / max(n, 1), c1 / max(n, 1), c5 / max(n, 1)
 
 
+def _checkpoint_bytes(model: torch.nn.Module, config: TrainConfig, out: Path) -> int:
+    """Disk a run's checkpoints need at their peak: last.pt (weights and the optimizer's state:
+    SGD's momentum, Adam's two moments) and best.pt, each beside its temporary copy while it is
+    replaced; files already there (a resumed run) are replaced, so count once."""
+    weights = 4 * sum(p.numel() for p in model.parameters())
+    state = 1 if config.optimizer is OptimizerKind.SGD else 2
+    peak = 2 * weights * (1 + state) + 2 * weights
+    there = sum(f.stat().st_size for f in (out / LAST, out / BEST) if f.is_file())
+    return max(0, peak - there) + 64 * 2**20
+
+
 def fit(
     config: TrainConfig,
     *,
@@ -322,9 +333,8 @@ def _fit(
             "out": str(out),
         }
     )
-    if ctx.is_main:  # last.pt (weights + momentum) and best.pt, each beside its temporary copy
-        params = sum(p.numel() for p in model.parameters())
-        require_free_space(out, 4 * params * 6 + 64 * 2**20, "the run's checkpoints")
+    if ctx.is_main:
+        require_free_space(out, _checkpoint_bytes(model, config, out), "the run's checkpoints")
     saved = start_epoch  # the epoch that last.pt holds, for the interrupt message
     try:
         for epoch in range(start_epoch, config.epochs):
