@@ -52,7 +52,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, target)
     except BaseException:
         if ours:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # absent, or its folder never came to be
+                tmp.unlink()
         raise
 
 
@@ -98,13 +99,19 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return Path(path)
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path`, or the nearest folder above it that exists (where a write there would land)."""
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
 def require_free_space(directory: Path, need_bytes: int, what: str) -> None:
     """Refuse, in one line, to start writing `what` where the disk cannot hold it: torch's
     serializers abort the whole process (C++ terminate, exit 134) on a full disk, half-written
     file left behind, instead of raising."""
-    existing = Path(directory).absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(Path(directory))
     try:
         free = shutil.disk_usage(existing).free
     except OSError:

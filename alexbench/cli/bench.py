@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -132,8 +131,7 @@ def bench_cmd(
     batches = parse_int_list(batch, "--batch", minimum=1)
     precisions = parse_enum_list(precision, Precision, "--precision")
     opt.check_threads(threads)
-    if not (math.isfinite(min_time) and min_time >= 0):  # Click's min=0 lets nan and inf by
-        raise InputError(f"--min-time must be a finite number of seconds >= 0, got {min_time}")
+    opt.check_min_time(min_time)
     if min_iters < 1 or max_iters < min_iters:
         raise InputError("--min-iters must be >= 1 and <= --max-iters")
     check_output_dir(out, "--out")  # creates nothing: a refused run leaves no folder

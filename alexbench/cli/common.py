@@ -21,7 +21,7 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from alexbench.errors import AlexbenchError, InputError, Interrupted
 from alexbench.exit_codes import ExitCode
-from alexbench.fileio import jsonable
+from alexbench.fileio import jsonable, nearest_existing
 
 try:  # typer >= 0.26 vendors Click as typer._click (the release pinned in pyproject)
     from typer import _click as click
@@ -206,9 +206,7 @@ def signals_deferred() -> Iterator[None]:
 
 def _check_parent_writable(path: Path, option: str) -> None:
     """The nearest existing folder at or above `path` must be a writable directory."""
-    existing = path.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(path)
     if not existing.is_dir():
         raise InputError(f"{option} {path}: {existing} is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -102,6 +102,12 @@ CACHE_LIMIT_GB = typer.Option(
 )
 
 
+def check_min_time(seconds: float) -> None:
+    """--min-time: finite and >= 0 (Click's min=0 lets nan and inf through)."""
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise InputError(f"--min-time must be a finite number of seconds >= 0, got {seconds}")
+
+
 def cache_limit_bytes(gib: float) -> int:
     """--cache-limit-gb in bytes; refuses nan and inf (no int), which Click's FLOAT accepts."""
     if not (math.isfinite(gib) and gib >= 0):

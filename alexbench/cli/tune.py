@@ -245,8 +245,7 @@ def _check_numbers(
         raise InputError(f"--latency-budget-ms must be above 0, got {latency_budget_ms}")
     if max_accuracy_drop is not None and not max_accuracy_drop >= 0:
         raise InputError(f"--max-accuracy-drop must be 0 or more points, got {max_accuracy_drop}")
-    if not (math.isfinite(min_time) and min_time >= 0):
-        raise InputError(f"--min-time must be a finite number of seconds >= 0, got {min_time}")
+    opt.check_min_time(min_time)
     if min_iters < 1:
         raise InputError(f"--min-iters must be at least 1, got {min_iters}")
 
