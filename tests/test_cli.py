@@ -120,7 +120,7 @@ def test_verify_on_real_images(artifacts_copy, cifar_subset):
         (["verify", "--backend", "tensorrt"], "unknown backend 'tensorrt'"),
         (["verify", "--precision", "fp8"], "unknown value 'fp8'"),
         (["verify", "--device", "tpu"], "unknown value 'tpu'"),
-        (["verify", "--threads", "0"], "--threads must be at least 1"),
+        (["verify", "--threads", "0"], "--threads must be 1 to"),
         (["export", "--image-size", "32"], "below the minimum of 64"),
         (["export", "--checkpoint", "missing.pt"], "missing.pt: no such file"),
         (["export", "--format", "tflite"], "unknown value 'tflite'"),
