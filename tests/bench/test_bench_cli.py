@@ -116,7 +116,7 @@ def test_parity_failure_is_reported_and_exits_1(small_artifacts, tmp_path):
         (["--batch", "1,x"], "'x' is not an integer"),
         (["--backend", "tensorflow"], "unknown backend 'tensorflow'"),
         (["--precision", "fp64"], "unknown value 'fp64'"),
-        (["--threads", "0"], "--threads must be at least 1"),
+        (["--threads", "0"], "--threads must be 1 to"),
     ],
 )
 def test_bad_inputs_are_one_line_errors(args, message, tmp_path):
