@@ -127,12 +127,16 @@ def load_average() -> float | None:
         return None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS says, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def busy_warning() -> str | None:
-    load, cores = (
-        load_average(),
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-    )
-    if load is not None and cores and load > 0.5 * cores:
+    load, cores = load_average(), usable_cores()
+    if load is not None and load > 0.5 * cores:
         return (
             f"the machine is busy (load average {load:.2f} on {cores} cores): timings will be noisy"
         )

@@ -13,13 +13,13 @@ commands against it. Conventions:
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from alexbench.devices import Device
+from alexbench.environment import usable_cores
 from alexbench.errors import InputError
 from alexbench.runtimes.base import CompileMode
 
@@ -72,7 +72,7 @@ def check_threads(threads: int | None) -> None:
     """--threads, where given: at least 1, at most THREADS_PER_CORE_LIMIT per core."""
     if threads is None:
         return
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     if not 1 <= threads <= THREADS_PER_CORE_LIMIT * cores:
         raise InputError(
             f"--threads must be 1 to {THREADS_PER_CORE_LIMIT * cores} "

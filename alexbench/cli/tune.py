@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from alexbench.cli.common import (
 )
 from alexbench.cli.model_args import bundle_for, model_for
 from alexbench.devices import Device, require
-from alexbench.environment import busy_warning, capture
+from alexbench.environment import busy_warning, capture, usable_cores
 from alexbench.errors import InputError
 from alexbench.exit_codes import ExitCode
 from alexbench.fileio import write_json
@@ -259,8 +258,7 @@ def _thread_counts(value: str | None, device: Device) -> tuple[int, ...]:
         for n in counts:
             opt.check_threads(n)
         return counts
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
+    cores = usable_cores()
     if device is Device.CPU and cores > 1:
         return (cores, cores // 2)
     return (cores,)

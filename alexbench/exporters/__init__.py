@@ -79,6 +79,11 @@ __all__ = [
 ExportOutcome = tuple[ArtifactFormat, ArtifactRecord, "ArtifactStatus"]
 
 
+def _stats(values: Iterable[float]) -> list[float]:
+    """Normalisation statistics as recorded (rounded: float noise must not change an identity)."""
+    return [round(float(v), 6) for v in values]
+
+
 def onnx_metadata(meta: ModelMeta) -> dict[str, str]:
     """What an ONNX file records about its input and output (metadata_props, strings)."""
     return {
@@ -86,14 +91,15 @@ def onnx_metadata(meta: ModelMeta) -> dict[str, str]:
             f"float32 NCHW RGB, {meta.image_size}x{meta.image_size}, "
             "normalised as (pixel / 255 - mean) / std"
         ),
-        "alexbench.mean": json.dumps([round(float(v), 6) for v in meta.mean]),
-        "alexbench.std": json.dumps([round(float(v), 6) for v in meta.std]),
+        "alexbench.mean": json.dumps(_stats(meta.mean)),
+        "alexbench.std": json.dumps(_stats(meta.std)),
         "alexbench.class_names": json.dumps(list(meta.class_names or [])),
         "alexbench.output": f"logits, {meta.num_classes} classes",
     }
 
 
 def _artifact_config(
+    versions: dict[str, str | None],
     fmt: ArtifactFormat,
     weights_sha: str,
     meta: ModelMeta,
@@ -106,24 +112,24 @@ def _artifact_config(
         "weights_sha256": weights_sha,
         "image_size": meta.image_size,
         "num_classes": meta.num_classes,
-        "torch": stack_versions()["torch"],
+        "torch": versions["torch"],
     }
     if fmt is ArtifactFormat.ONNX or fmt in ONNX_VARIANTS:
-        cfg |= {"opset": opset, "onnx_exporter": exporter.value, "onnx": stack_versions()["onnx"]}
+        cfg |= {"opset": opset, "onnx_exporter": exporter.value, "onnx": versions["onnx"]}
         cfg["metadata"] = onnx_metadata(meta)  # class names are not in the model's identity
         if exporter is OnnxExporter.DYNAMO:  # onnxscript writes the dynamo exporter's graph
-            cfg["onnxscript"] = stack_versions()["onnxscript"]
+            cfg["onnxscript"] = versions["onnxscript"]
     if fmt is ArtifactFormat.ONNX_FP16:
-        cfg["onnxruntime"] = stack_versions()["onnxruntime"]
+        cfg["onnxruntime"] = versions["onnxruntime"]
     if fmt is ArtifactFormat.ONNX_INT8:
         cfg |= {
-            "onnxruntime": stack_versions()["onnxruntime"],
+            "onnxruntime": versions["onnxruntime"],
             "calibration": calibration_sha,
             # The recipe shapes the bytes too: a changed default must not reuse old files.
             "recipe": asdict(onnx_int8.DEFAULT_RECIPE),
         }
     if fmt is ArtifactFormat.PT2_INT8:
-        cfg |= {"torchao": stack_versions()["torchao"], "calibration": calibration_sha}
+        cfg |= {"torchao": versions["torchao"], "calibration": calibration_sha}
     return cfg
 
 
@@ -140,8 +146,8 @@ def model_identity(meta: ModelMeta, weights_sha: str) -> dict:
         "weights_sha256": weights_sha,
         "num_classes": meta.num_classes,
         "image_size": meta.image_size,
-        "mean": [round(float(v), 6) for v in meta.mean],
-        "std": [round(float(v), 6) for v in meta.std],
+        "mean": _stats(meta.mean),
+        "std": _stats(meta.std),
     }
 
 
@@ -209,8 +215,7 @@ _BYTES_PER_PARAM = {
 _SPACE_MARGIN = 1.1, 32 * 2**20  # x1.1 + 32 MiB: headers, graphs, the filesystem's own needs
 
 
-def _bytes_needed(fmt: ArtifactFormat, loaded: LoadedModel) -> int:
-    params = sum(p.numel() for p in loaded.model.parameters())
+def _bytes_needed(fmt: ArtifactFormat, params: int) -> int:
     factor, extra = _SPACE_MARGIN
     return int(params * _BYTES_PER_PARAM.get(fmt, 4) * factor + extra)
 
@@ -363,7 +368,8 @@ def _export_locked(
             )
         _remove_artifacts(out_dir, old)
         old = None
-    manifest = Manifest(source=source, model={k: v for k, v in vars(meta).items()})
+    versions = stack_versions()  # read once: every file's config key and record use them
+    manifest = Manifest(source=source, model=dict(vars(meta)), versions=versions)
     if old is not None:  # same model: keep the records of formats not requested this time
         manifest.artifacts.update(old.artifacts)
     formats = list(dict.fromkeys(formats))
@@ -385,8 +391,9 @@ def _export_locked(
         metadata=onnx_metadata(meta),
     )
     outcomes: list[ExportOutcome] = []
+    params = sum(p.numel() for p in loaded.model.parameters())
     for fmt in formats:
-        cfg = _artifact_config(fmt, weights_sha, meta, opset, onnx_exporter, calib_sha)
+        cfg = _artifact_config(versions, fmt, weights_sha, meta, opset, onnx_exporter, calib_sha)
         key = config_key(cfg)
         record = manifest.artifacts.get(fmt.value)
         state = None if force else _file_state(record, out_dir, key)
@@ -397,7 +404,7 @@ def _export_locked(
             on_export(fmt)
         module = EXPORTERS[fmt]
         target = out_dir / f"alexnet{module.suffix}"
-        require_free_space(out_dir, _bytes_needed(fmt, loaded), target.name)
+        require_free_space(out_dir, _bytes_needed(fmt, params), target.name)
         start = time.perf_counter()
         try:
             with atomic_path(target) as tmp:
@@ -424,7 +431,7 @@ def _export_locked(
             export_seconds=round(seconds, 3),
             config_key=key,
             calibration=fields.get("calibration", ""),
-            versions=stack_versions(),
+            versions=versions,
         )
         manifest.artifacts[fmt.value] = record
         # Saved after each file: a later format's failure leaves a folder that says what it holds.
