@@ -336,11 +336,13 @@ def test_the_int8_config_key_follows_the_recipe(small_model, monkeypatch):
     reused as if it were the new one."""
     from alexbench.exporters import _artifact_config
     from alexbench.exporters.base import OnnxExporter
-    from alexbench.exporters.manifest import config_key
+    from alexbench.exporters.manifest import config_key, stack_versions
+
+    versions = stack_versions()
 
     def key() -> str:
         cfg = _artifact_config(
-            ArtifactFormat.ONNX_INT8, "w", small_model.meta, 18, OnnxExporter.DYNAMO, "c"
+            versions, ArtifactFormat.ONNX_INT8, "w", small_model.meta, 18, OnnxExporter.DYNAMO, "c"
         )
         return config_key(cfg)
 
