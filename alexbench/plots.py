@@ -56,6 +56,8 @@ def plot_training_curves(records: Sequence[dict[str, Any]], path: Path) -> Path:
         ("val_top1", "val top-1"),
         ("val_top5", "val top-5"),
     ):
+        if any(r.get(key) is None for r in records):
+            continue  # top-5 with 5 classes or fewer: always 100%, not recorded
         ax_acc.plot(epochs, [100 * r[key] for r in records], "o-", label=label)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy", ylim=(0, 100))
     for ax in (ax_loss, ax_acc):

@@ -20,6 +20,7 @@ from alexbench.checkpoint import load_model, safe_load
 from alexbench.cli import train as train_cli
 from alexbench.errors import CheckpointError, InputError
 from alexbench.model import build_alexnet, state_dict_sha256
+from alexbench.plots import plot_training_curves
 from alexbench.precision import Precision
 from alexbench.training.config import InitKind, OptimizerKind, ScheduleKind, TrainConfig
 from alexbench.training.data import DatasetKind, DataSpec
@@ -158,6 +159,7 @@ def test_imagefolder_subset_trains(
     data = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=root, image_size=64)
     result = fit(TrainConfig(data=data, epochs=1, batch_size=32, steps_per_epoch=2, out=tmp_path))
     assert len(result.records) == 1 and result.records[0].train_loss > 0
+    assert result.records[0].val_top5 is not None  # ten classes
     meta = load_model(checkpoint=result.best).meta
     assert meta.class_names == CIFAR_CLASSES and meta.mean != (0.485, 0.456, 0.406)
     assert 0 <= result.records[0].data_fraction < 1
@@ -174,6 +176,11 @@ def test_streamed_training_reports_unreadable_images(
                     val_fraction=0.5, cache_limit_bytes=0)  # fmt: skip
     result = fit(TrainConfig(data=data, epochs=1, batch_size=16, out=tmp_path / "r", workers=0))
     assert [r.skipped_images for r in result.records] == [1]
+    # two classes: top-5 is always 100%, so it is not recorded (as evaluate), and the curves skip it
+    assert result.records[0].val_top5 is None
+    history = json.loads((tmp_path / "r" / "history.json").read_text())["epochs"]
+    assert history[0]["val_top5"] is None
+    plot_training_curves(history, tmp_path / "curves.png")
 
 
 def test_bad_training_inputs(tmp_path: Path, synthetic_run: Path) -> None:

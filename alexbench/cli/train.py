@@ -93,7 +93,8 @@ class RichReporter(TrainReporter):
         self.console.print(
             f"epoch {r.epoch}/{self.epochs}  train loss {r.train_loss:.4f}  "
             f"val loss {r.val_loss:.4f}  val top-1 {100 * r.val_top1:.2f}%  "
-            f"top-5 {100 * r.val_top5:.2f}%  lr {r.lr:.3g}  {r.epoch_time_s:.1f} s  "
+            + (f"top-5 {100 * r.val_top5:.2f}%  " if r.val_top5 is not None else "")
+            + f"lr {r.lr:.3g}  {r.epoch_time_s:.1f} s  "
             f"{r.images_per_s:.0f} img/s (data {100 * r.data_fraction:.0f}%)"
             + ("  best" if r.best else ""),
             highlight=False,

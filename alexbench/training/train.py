@@ -66,7 +66,7 @@ class EpochRecord:
     train_top1: float
     val_loss: float
     val_top1: float
-    val_top5: float
+    val_top5: float | None  # None with 5 classes or fewer: always 100% (as in evaluate)
     lr: float
     epoch_time_s: float
     images_per_s: float  # training images per second, all ranks together, data pipeline included
@@ -352,7 +352,8 @@ def _fit(
             lr = s.scheduler.get_last_lr()[0]
             rate, share = seen / max(secs, 1e-9), data_s / max(secs, 1e-9)
             wall = time.perf_counter() - t0
-            rec = EpochRecord(epoch + 1, loss, top1, v_loss, v1, v5, lr, wall, rate, share)
+            v5_or_none = v5 if data.num_classes > 5 else None
+            rec = EpochRecord(epoch + 1, loss, top1, v_loss, v1, v5_or_none, lr, wall, rate, share)
             skipped = train_loader.skipped + val_loader.skipped - skipped_before
             rec.skipped_images = int(all_reduce([skipped], ctx.device)[0])
             rec.best, best_top1 = v1 > best_top1, max(best_top1, v1)
