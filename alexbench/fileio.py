@@ -11,7 +11,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path, PurePath
@@ -99,6 +99,17 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return Path(path)
 
 
+def stale_temporaries(directory: Path, names: Iterable[str]) -> list[Path]:
+    """The temporaries `atomic_path` names for these files in `directory`: those a killed
+    (SIGKILL, power loss) writer left behind. Call it only with the folder locked, so that no
+    live writer's file is among them."""
+    found: list[Path] = []
+    for name in names:
+        stem, suffix = Path(name).stem, Path(name).suffix
+        found += [p for p in directory.glob(f".{stem}.*.tmp{suffix}") if p.is_file()]
+    return found
+
+
 def nearest_existing(path: Path) -> Path:
     """`path`, or the nearest folder above it that exists (where a write there would land)."""
     existing = path.absolute()
@@ -136,11 +147,16 @@ def _open_folder(directory: Path) -> int:
 
 @contextlib.contextmanager
 def folder_lock(
-    directory: Path, on_wait: Callable[[], None] | None = None, timeout_s: float = LOCK_WAIT_S
+    directory: Path,
+    on_wait: Callable[[], None] | None = None,
+    timeout_s: float = LOCK_WAIT_S,
+    *,
+    busy: str | None = None,
 ) -> Iterator[None]:
     """Hold an exclusive lock on `directory` (created if missing) for the block, so that two
     processes never write one artifact folder at once. A second process waits (calling
-    `on_wait` once) and fails in one line after `timeout_s`. The lock is flock(2) on the folder
+    `on_wait` once) and fails in one line after `timeout_s`; with `busy` it fails at once with
+    that reason (a training run holds its folder for hours). The lock is flock(2) on the folder
     itself: no lock file is left behind, and a killed holder releases it."""
     deadline = time.monotonic() + timeout_s
     waited = False
@@ -150,6 +166,8 @@ def folder_lock(
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            if busy is not None:
+                raise InputError(f"{directory}: {busy}") from None
             if not waited and on_wait is not None:
                 on_wait()
             waited = True

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from alexbench.checkpoint import load_model, safe_load
 from alexbench.cli import train as train_cli
 from alexbench.errors import CheckpointError, InputError
+from alexbench.fileio import folder_lock
 from alexbench.model import build_alexnet, state_dict_sha256
 from alexbench.plots import plot_training_curves
 from alexbench.precision import Precision
@@ -181,6 +182,28 @@ def test_streamed_training_reports_unreadable_images(
     history = json.loads((tmp_path / "r" / "history.json").read_text())["epochs"]
     assert history[0]["val_top5"] is None
     plot_training_curves(history, tmp_path / "curves.png")
+
+
+def test_a_run_folder_is_held_for_the_run_and_cleaned_of_a_killed_runs_temporaries(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    busy = pytest.raises(InputError, match="another alexbench train is writing this run")
+    with folder_lock(out), busy:  # another process is training into the same folder
+        fit(tiny_config(out, epochs=1, steps_per_epoch=1))
+    left = [out / ".last.4242-deadbeef.tmp.pt", out / ".history.4242-deadbeef.tmp.json"]
+    mine = out / "notes.txt"  # not a temporary of the run's files: kept
+    for path in [*left, mine]:
+        path.write_bytes(b"x")
+    fit(tiny_config(out, epochs=1, steps_per_epoch=1))
+    assert not any(p.exists() for p in left) and mine.exists()
+    assert not list(out.glob(".*tmp*"))
+    # a run that fails before writing anything does not leave the folder it created
+    absent = tmp_path / "never"
+    data = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tmp_path / "no-data", image_size=64)
+    with pytest.raises(InputError):
+        fit(TrainConfig(data=data, epochs=1, out=absent))
+    assert not absent.exists()
 
 
 def test_bad_training_inputs(tmp_path: Path, synthetic_run: Path) -> None:

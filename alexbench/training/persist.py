@@ -32,6 +32,7 @@ from alexbench.model import num_classes_of
 
 HISTORY_JSON, HISTORY_CSV, CURVES_PNG = "history.json", "history.csv", "curves.png"
 LAST, BEST = "last.pt", "best.pt"
+RUN_FILES = (LAST, BEST, HISTORY_JSON, HISTORY_CSV, CURVES_PNG)  # all a run writes
 
 
 def versions() -> dict[str, str]:

@@ -7,8 +7,10 @@ Every random stream (shuffle, augmentation, dropout) is drawn from a seed derive
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from alexbench.checkpoint import ModelMeta
 from alexbench.devices import require
 from alexbench.errors import AlexbenchError, CheckpointError, InputError, Interrupted
-from alexbench.fileio import require_free_space
+from alexbench.fileio import folder_lock, require_free_space, stale_temporaries
 from alexbench.model import build_alexnet
 from alexbench.precision import Precision
 from alexbench.training.batches import BatchLoader, BatchTransform, augment_config, derive_seed
@@ -42,6 +44,7 @@ from alexbench.training.parts import (
 from alexbench.training.persist import (
     BEST,
     LAST,
+    RUN_FILES,
     EpochState,
     load_resume,
     save_epoch,
@@ -220,13 +223,35 @@ def fit(
     require(config.device)
     ctx = init_distributed(config.device)
     try:
-        with tf32(config.precision):
+        with _run_folder(config.out, ctx), tf32(config.precision):
             return _fit(
                 config, ckpt, ctx, reporter if ctx.is_main and reporter else TrainReporter()
             )
     finally:
         if ctx.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _run_folder(out: Path, ctx: DistContext) -> Iterator[None]:
+    """The writing rank holds the run folder for the whole run: a second `train --out` there
+    fails at once instead of interleaving its checkpoints with this run's. Holding it, the
+    temporaries a killed run left (a SIGKILL mid-save: hundreds of MiB) are removed. A folder
+    this call created is removed again if the run fails before writing anything into it."""
+    if not ctx.is_main:
+        yield
+        return
+    created = not out.exists()
+    try:
+        with folder_lock(out, busy="another alexbench train is writing this run folder"):
+            for path in stale_temporaries(out, RUN_FILES):
+                path.unlink(missing_ok=True)
+            yield
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):  # not empty: the run wrote something; keep it
+                out.rmdir()
+        raise
 
 
 def _build(
