@@ -206,6 +206,9 @@ class LoadedModel:
     model: AlexNet
     meta: ModelMeta
     source: ModelSource
+    # A checkpoint's own image size when --image-size asked for another (AlexNet's adaptive pool
+    # runs at any size, but its accuracy is the one it was trained at): for the CLI's note.
+    trained_image_size: int | None = None
 
     @property
     def eval_crop_fraction(self) -> float:
@@ -344,7 +347,8 @@ def load_model(
 ) -> LoadedModel:
     """Build the model from a project checkpoint, a plain torchvision state dict, or a seed.
 
-    Explicit `num_classes` / `image_size` must agree with a checkpoint's metadata; for a plain
+    An explicit `num_classes` must agree with a checkpoint's metadata; an explicit `image_size`
+    runs the model at that size (recorded in `trained_image_size` when it differs). For a plain
     state dict they fill in what the file does not say.
     """
     if checkpoint is not None and weights is not None:
@@ -366,6 +370,7 @@ def load_model(
 
     path = Path(checkpoint if checkpoint is not None else weights)  # type: ignore[arg-type]
     obj = safe_load(path)
+    trained_at: int | None = None
     if checkpoint is not None:
         if not (isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT):
             raise CheckpointError(
@@ -384,8 +389,8 @@ def load_model(
                 f"{path}: checkpoint has {meta.num_classes} classes, "
                 f"but {num_classes} were asked for"
             )
-        if image_size is not None:
-            meta.image_size = image_size
+        if image_size is not None and image_size != meta.image_size:
+            trained_at, meta.image_size = meta.image_size, image_size
         kind = SourceKind.CHECKPOINT
     else:
         if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
@@ -407,7 +412,7 @@ def load_model(
     model.load_state_dict(sd)
     # Absolute: manifests and results files are read from other working directories.
     source = ModelSource(kind, str(Path(path).resolve()), None, file_sha256(path))
-    return LoadedModel(model.eval(), meta, source)
+    return LoadedModel(model.eval(), meta, source, trained_at)
 
 
 def save_checkpoint(

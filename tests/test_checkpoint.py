@@ -314,3 +314,16 @@ def test_an_empty_file_says_so(tmp_path):
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"empty\.pt: empty file \(0 bytes\)"):
         load_model(checkpoint=tmp_path / "empty.pt")
+
+
+def test_another_image_size_runs_the_checkpoint_there_and_says_so(tmp_path, ckpt_payload, capsys):
+    from alexbench.cli.model_args import note_resized
+
+    path = _edited(tmp_path, ckpt_payload)  # trained at 64 px
+    assert load_model(checkpoint=path).trained_image_size is None
+    assert load_model(checkpoint=path, image_size=64).trained_image_size is None
+    loaded = load_model(checkpoint=path, image_size=96)
+    assert (loaded.meta.image_size, loaded.trained_image_size) == (96, 64)
+    note_resized(loaded)
+    err = capsys.readouterr().err
+    assert err.strip() == "note: running the checkpoint at 96x96; it was trained at 64x64"

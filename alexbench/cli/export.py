@@ -11,7 +11,7 @@ from alexbench.artifacts import CALIBRATED, ArtifactFormat
 from alexbench.checkpoint import Normalization, load_model
 from alexbench.cli import options as opt
 from alexbench.cli.common import Command, console, err_console, handle_errors, parse_enum_list
-from alexbench.cli.model_args import check_model_options
+from alexbench.cli.model_args import check_model_options, note_resized
 from alexbench.errors import InputError
 from alexbench.exporters import (
     DEFAULT_OPSET,
@@ -94,6 +94,7 @@ def export_cmd(
         image_size=image_size,
         normalization=normalize,
     )
+    note_resized(loaded)
     calibration = None
     if calib_data is not None:
         calibration = image_inputs(

@@ -50,7 +50,7 @@ def model_for(
     check_model_options(checkpoint, normalize)
     if normalize is not None and checkpoint is None and weights is None and seed is None:
         seed = 0  # --normalize names a model too (the seeded one), not the last export's
-    return model_for_artifacts(
+    loaded = model_for_artifacts(
         artifacts,
         checkpoint=checkpoint,
         weights=weights,
@@ -59,6 +59,20 @@ def model_for(
         image_size=image_size,
         normalization=normalize,
     )
+    note_resized(loaded)
+    return loaded
+
+
+def note_resized(loaded: LoadedModel) -> None:
+    """Allowed (AlexNet's adaptive pool takes any size), but not silently: accuracy and speed
+    are then those of another input size than the checkpoint was trained for."""
+    if loaded.trained_image_size is not None:
+        size = loaded.meta.image_size
+        err_console.print(
+            f"note: running the checkpoint at {size}x{size}; it was trained at "
+            f"{loaded.trained_image_size}x{loaded.trained_image_size}",
+            markup=False,
+        )
 
 
 def bundle_for(
