@@ -47,12 +47,39 @@ def cpuinfo() -> tuple[str, frozenset[str]] | None:
 
 
 @lru_cache(maxsize=1)
+def cpu_identity() -> str | None:
+    """Vendor, family, model and stepping of the first CPU ("GenuineIntel family 6 model 207
+    stepping 2"): cloud VMs often name every generation alike ("Intel(R) Xeon(R) Processor"),
+    and these numbers still tell them apart. None where /proc/cpuinfo does not say."""
+    fields: dict[str, str] = {}
+    wanted = ("vendor_id", "cpu family", "model", "stepping")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in wanted and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:
+                break  # the first CPU's block ends
+    except OSError:
+        return None
+    if "cpu family" not in fields or "model" not in fields:
+        return None
+    parts = [fields.get("vendor_id", "")]
+    parts += [f"family {fields['cpu family']}", f"model {fields['model']}"]
+    if "stepping" in fields:
+        parts.append(f"stepping {fields['stepping']}")
+    return " ".join(p for p in parts if p)
+
+
+@lru_cache(maxsize=1)
 def cpu_info() -> dict[str, Any]:
     model, flags = cpuinfo() or ("", frozenset())
     model = model or platform.processor() or platform.machine()
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
         "model": model,
+        "id": cpu_identity(),
         "logical_cores": os.cpu_count(),
         "usable_cores": affinity,
         "flags": [f for f in CPU_FLAGS_OF_INTEREST if f in flags],

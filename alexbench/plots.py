@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker as ticker
 import numpy as np
 
+from alexbench.bench.stats import MIN_ITERS_FOR_PERCENTILE
 from alexbench.errors import InputError
 from alexbench.fileio import atomic_path
 from alexbench.results import Run, machine_label, model_label
@@ -42,6 +43,11 @@ def _save(fig: Any, path: Path) -> Path:
         fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _rate(cell: dict[str, Any], ms_key: str, default: float) -> float:
+    ms = cell["stats"].get(ms_key)
+    return default if ms is None else cell["batch"] * 1e3 / ms
 
 
 def plot_training_curves(records: Sequence[dict[str, Any]], path: Path) -> Path:
@@ -153,8 +159,9 @@ def plot_throughput(runs: Sequence[Run], path: Path) -> Path:
                 cells.sort(key=lambda c: c["batch"])
                 x = [pos[c["batch"]] for c in cells]
                 y = [c["stats"]["throughput"] for c in cells]
-                low = [c["batch"] * 1e3 / c["stats"]["p50_ci_high_ms"] for c in cells]
-                high = [c["batch"] * 1e3 / c["stats"]["p50_ci_low_ms"] for c in cells]
+                # The CI of the rate; no bar where the cell has none (5 samples or fewer)
+                low = [_rate(c, "p50_ci_high_ms", v) for c, v in zip(cells, y, strict=True)]
+                high = [_rate(c, "p50_ci_low_ms", v) for c, v in zip(cells, y, strict=True)]
                 err = [[max(v - lo, 0) for v, lo in zip(y, low, strict=True)],
                        [max(hi - v, 0) for v, hi in zip(y, high, strict=True)]]  # fmt: skip
                 ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linewidth=1, label=label,
@@ -191,10 +198,14 @@ def plot_latency(run: Run, path: Path) -> Path:
         if cells:
             ax.boxplot(samples, vert=False, whis=(5, 95), showfliers=False,
                        medianprops={"color": "black"})  # fmt: skip
+            marked: set[str] = set()
             for i, ms in enumerate(samples, start=1):
-                p90, p99 = np.percentile(ms, [90, 99])
-                ax.plot([p90], [i], "v", color="tab:orange", label="p90" if i == 1 else None)
-                ax.plot([p99], [i], "D", color="tab:red", ms=4, label="p99" if i == 1 else None)
+                for q, marker, colour in ((90, "v", "tab:orange"), (99, "D", "tab:red")):
+                    if len(ms) < MIN_ITERS_FOR_PERCENTILE[q]:
+                        continue  # too few samples: it would be the maximum, not a p90/p99
+                    label = f"p{q}" if f"p{q}" not in marked else None
+                    marked.add(f"p{q}")
+                    ax.plot([np.percentile(ms, q)], [i], marker, color=colour, ms=4, label=label)
             ax.set_yticks(range(1, len(cells) + 1), labels, fontsize=8)
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))

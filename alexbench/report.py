@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from alexbench.bench.compare import Comparison, Verdict, key_label
+from alexbench.bench.stats import MIN_ITERS_FOR_PERCENTILE
 from alexbench.evaluate import EvalReport
 from alexbench.precision import PRECISIONS
 from alexbench.runs import RunSummary
@@ -57,6 +58,12 @@ def draw(console: Console, t: TableData, wide: bool = False) -> None:
             markup=False,
             highlight=False,
         )
+
+
+def fmt_ms(v: float) -> str:
+    """Milliseconds to 10 us below 1 ms, where CUDA calls at batch 1 lie (two decimals would
+    print a 5% difference at 0.1 ms as none), else to hundredths."""
+    return f"{v:.3f}" if v < 1 else f"{v:.2f}"
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -266,7 +273,9 @@ def bench_tables(
 
 
 BENCH_LEGEND = (
-    "images/s = batch / median latency; ~ marks a median whose 95% CI is wider than 5%; "
+    "images/s = batch / median latency; with --repeat the median and its 95% CI are over the "
+    "repeats' medians, else over the samples (- below 6); ~ marks a median whose CI is wider "
+    "than 5% (one repeat) or whose repeats lie more than 5% apart; "
     "FAIL rows failed parity and their speed must not be quoted; p90/p99 need 10/100 "
     "samples; ! marks a roofline share above 100% (a measurement problem); mem = the cell's "
     "resident / peak memory above its pre-load baseline; cold start = session creation + "
@@ -282,14 +291,10 @@ def render_bench(
     console.print("  " + BENCH_LEGEND, style="dim")
 
 
-# Order statistics need enough samples: below these counts a p90/p99 is only the maximum.
-MIN_ITERS_FOR_PERCENTILE = {90: 10, 99: 100}
-
-
 def _percentile(s: dict[str, Any], q: int, tone: Tone) -> Entry:
     if s["iterations"] < MIN_ITERS_FOR_PERCENTILE[q]:
         return Entry("-", Tone.DIM)
-    return Entry(f"{s[f'p{q}_ms']:.2f}", tone)
+    return Entry(fmt_ms(s[f"p{q}_ms"]), tone)
 
 
 def _roofline_text(roof: dict[str, Any] | None) -> Entry:
@@ -337,8 +342,9 @@ def _bench_row(c: CellDict, base: dict, best: dict, pipelined: bool) -> list[Ent
         return [*head, *["-"] * (11 if pipelined else 9), status]
     ok = c["status"] == "ok"
     tone = Tone.PLAIN if ok else Tone.VOID
-    p50 = ("~" if s["unstable"] else "") + f"{s['p50_ms']:.2f}"
-    ci = f"[{s['p50_ci_low_ms']:.2f}, {s['p50_ci_high_ms']:.2f}]"
+    p50 = ("~" if s["unstable"] else "") + fmt_ms(s["p50_ms"])
+    low, high = s["p50_ci_low_ms"], s["p50_ci_high_ms"]
+    ci = "-" if low is None or high is None else f"[{fmt_ms(low)}, {fmt_ms(high)}]"
     key = (c["device"], c["batch"])
     fastest = ok and best.get(key) is c
     tput = Entry(f"{s['throughput']:,.1f}", Tone.BEST if fastest else tone)
@@ -361,7 +367,12 @@ def _bench_row(c: CellDict, base: dict, best: dict, pipelined: bool) -> list[Ent
     ]
 
 
-VERDICT_TONE = {Verdict.FASTER: Tone.GOOD, Verdict.SLOWER: Tone.BAD, Verdict.WITHIN_NOISE: Tone.DIM}
+VERDICT_TONE = {
+    Verdict.FASTER: Tone.GOOD,
+    Verdict.SLOWER: Tone.BAD,
+    Verdict.WITHIN_NOISE: Tone.DIM,
+    Verdict.NO_INTERVAL: Tone.WARN,
+}
 
 
 def compare_table(comparison: Comparison, names: tuple[str, str]) -> TableData:
@@ -384,12 +395,12 @@ def compare_table(comparison: Comparison, names: tuple[str, str]) -> TableData:
         row_class="compare",
     )
     for c in comparison.cells:
-        weak = c.weak and c.verdict is not Verdict.WITHIN_NOISE
+        weak = c.weak and c.verdict in (Verdict.FASTER, Verdict.SLOWER)
         word = c.verdict.value + (" (weak)" if weak else "")
         interval = "-" if c.ci_low is None else f"[{c.ci_low:.3f}, {c.ci_high:.3f}]"
         t.add(
-            [*c.key[:3], str(c.key[3]), f"{c.a_repeats}/{c.b_repeats}", f"{c.a_p50_ms:.2f}",
-             f"{c.b_p50_ms:.2f}", f"{c.ratio:.3f}x", interval,
+            [*c.key[:3], str(c.key[3]), f"{c.a_repeats}/{c.b_repeats}", fmt_ms(c.a_p50_ms),
+             fmt_ms(c.b_p50_ms), f"{c.ratio:.3f}x", interval,
              Entry(word, VERDICT_TONE[c.verdict])],
             key_label(c.key),
         )  # fmt: skip
@@ -425,17 +436,22 @@ def _render_compare_legend(console: Console, comparison: Comparison) -> None:
     pct = f"{comparison.threshold * 100:g}%"
     text = (
         f"  B/A images/s > 1: B is faster. faster/slower = the {comparison.confidence:.0%} "
-        f"interval excludes 1 and throughput changed by more than {pct} (--threshold)."
+        f"interval excludes 1 and the ratio is beyond 1+{pct} or 1/(1+{pct}) (--threshold)."
     )
     if any(not c.weak for c in comparison.cells):
         text += (
             " Repeated runs: A/B p50 are geometric means of the per-repeat medians, the interval"
             " a Welch t-interval over them."
         )
-    if any(c.weak for c in comparison.cells):
+    if any(c.weak and c.verdict is not Verdict.NO_INTERVAL for c in comparison.cells):
         text += (
             " A side with 1 repeat: block bootstrap over raw latencies, which misses run-to-run"
             " noise, so verdicts are weak; rerun with bench --repeat 3."
+        )
+    if any(c.verdict is Verdict.NO_INTERVAL for c in comparison.cells):
+        text += (
+            " no interval: a side with 1 repeat and no raw latencies in its file; the ratio"
+            " alone is shown, and --fail-on-regression counts it when beyond the threshold."
         )
     console.print(text, style="dim")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 CELL_STATUSES = ("ok", "parity_failed", "skipped", "error")
 _TIMED_STATUSES = ("ok", "parity_failed")  # cells whose stats the tables and plots show
-_STATS_POSITIVE = "p50_ms p90_ms p99_ms p50_ci_low_ms p50_ci_high_ms throughput"
+_STATS_POSITIVE = "p50_ms p90_ms p99_ms throughput"
 
 
 def _is_number(v: Any) -> bool:
@@ -142,6 +142,10 @@ def _check_cell(c: dict[str, Any], where: str) -> None:
     if stats and status in _TIMED_STATUSES:
         _field(stats, "iterations", f"{where}.stats", "a positive integer")
         _fields(stats, _STATS_POSITIVE, f"{where}.stats", "a positive number")
+        # null: too few samples for a 95% CI of the median
+        _fields(
+            stats, "p50_ci_low_ms p50_ci_high_ms", f"{where}.stats", "a positive number or null"
+        )
         _field(stats, "unstable", f"{where}.stats", "a boolean")
         wall = "wall_throughput" if c["device"] == "cuda" else "wall_throughput?"  # CUDA tables
         _field(stats, wall, f"{where}.stats", "a number or null")

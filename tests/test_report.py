@@ -265,3 +265,25 @@ def test_a_failed_report_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
     assert r.exit_code == 3
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rep.")]  # no staging left
+
+
+def test_a_cell_too_short_for_a_ci_renders_and_plots_without_one(tmp_path):
+    # `bench --min-iters 3` on a slow cell: 3 samples, no 95% CI of the median (stored null)
+    data = load_results(sorted(COMMITTED.glob("xeon-2c/2026*.json"))[0])
+    cell = next(c for c in data["cells"] if c["status"] == "ok")
+    cell["latencies_ns"] = cell["latencies_ns"][:3]
+    cell["stats"] |= {
+        "iterations": 3,
+        "p50_ci_low_ms": None,
+        "p50_ci_high_ms": None,
+        "unstable": True,
+    }
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps(data))
+    r = invoke("report", short, "--wide")
+    assert r.exit_code == 0, r.output
+    row = next(line for line in r.stdout.splitlines() if f"~{cell['stats']['p50_ms']:.2f}" in line)
+    assert row.split("│")[5].strip() == "-"  # the CI column
+    r = invoke("report", short, "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    assert png_size(tmp_path / "rep" / "throughput.png")[0] > 0

@@ -20,9 +20,13 @@ What is done instead, per matched cell (the ratio is always B/A throughput in im
   `weak` (see `bootstrap_ratio_interval`).
 
 A cell is FASTER or SLOWER only when the difference is both significant (the 95% interval
-excludes 1) and material (|ratio - 1| > threshold, 5% by default); otherwise WITHIN_NOISE. The
-threshold also absorbs what no interval from one invocation can see: A and B are separate
-processes, so their run-to-run difference can exceed the spread between repeats of one run.
+excludes 1) and material (the ratio beyond 1 + threshold or below 1 / (1 + threshold), 5% by
+default: symmetric in log space, so B 5% faster and A 5% faster than B are judged alike);
+otherwise WITHIN_NOISE. The threshold also absorbs what no interval from one invocation can see:
+A and B are separate processes, so their run-to-run difference can exceed the spread between
+repeats of one run. A pair with no interval at all (a single-repeat side whose raw latencies
+were stripped from its file) is NO_INTERVAL, never "within noise"; `regressions` counts it when
+its point estimate is slower beyond the threshold, so a CI gate does not pass on no evidence.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Verdict(StrEnum):
     FASTER = "faster"
     SLOWER = "slower"
     WITHIN_NOISE = "within noise"
+    NO_INTERVAL = "no interval"  # no raw latencies to judge the noise by: the ratio alone
 
 
 @dataclass(frozen=True)
@@ -100,9 +105,19 @@ class Comparison:
     confidence: float = CONFIDENCE
 
 
+def slower_beyond(ratio: float, threshold: float) -> bool:
+    return ratio < 1 / (1 + threshold)
+
+
 def regressions(comparison: Comparison) -> list[CellComparison]:
-    """Matched cells where B is slower than A beyond the threshold (weak verdicts included)."""
-    return [c for c in comparison.cells if c.verdict is Verdict.SLOWER]
+    """Matched cells where B is slower than A beyond the threshold (weak verdicts included, and
+    cells with no interval whose ratio alone is beyond it)."""
+    return [
+        c
+        for c in comparison.cells
+        if c.verdict is Verdict.SLOWER
+        or (c.verdict is Verdict.NO_INTERVAL and slower_beyond(c.ratio, comparison.threshold))
+    ]
 
 
 def nothing_compared(comparison: Comparison) -> str:
@@ -211,6 +226,11 @@ def _why_not_comparable(ca: dict[str, Any], cb: dict[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
+def _geometric_mean(medians_ms: list[float]) -> float:
+    """Where several repeats' medians are centred, as the bench tables do (stats.py)."""
+    return math.exp(float(np.mean(np.log(medians_ms))))
+
+
 def compare_cells(
     key: CellKey, ca: dict[str, Any], cb: dict[str, Any], threshold: float = DEFAULT_THRESHOLD
 ) -> CellComparison:
@@ -220,8 +240,7 @@ def compare_cells(
     interval: RatioInterval | None
     if not weak:
         interval = welch_ratio_interval(ma, mb)
-        a_centre = math.exp(float(np.mean(np.log(ma))))
-        b_centre = math.exp(float(np.mean(np.log(mb))))
+        a_centre, b_centre = _geometric_mean(ma), _geometric_mean(mb)
     else:
         lat_a = np.asarray(ca.get("latencies_ns") or [], dtype=np.float64)
         lat_b = np.asarray(cb.get("latencies_ns") or [], dtype=np.float64)
@@ -230,14 +249,16 @@ def compare_cells(
             a_centre, b_centre = float(np.median(lat_a)) / 1e6, float(np.median(lat_b)) / 1e6
         else:  # raw latencies stripped from a file: a point estimate and no interval
             interval = None
-            a_centre, b_centre = float(np.mean(ma)), float(np.mean(mb))
+            a_centre, b_centre = _geometric_mean(ma), _geometric_mean(mb)
     ratio = a_centre / b_centre
     low = interval.low if interval else None
     high = interval.high if interval else None
     significant = low is not None and high is not None and (low > 1 or high < 1)
-    if significant and ratio > 1 + threshold:
+    if interval is None:
+        verdict = Verdict.NO_INTERVAL
+    elif significant and ratio > 1 + threshold:
         verdict = Verdict.FASTER
-    elif significant and ratio < 1 - threshold:
+    elif significant and slower_beyond(ratio, threshold):
         verdict = Verdict.SLOWER
     else:
         verdict = Verdict.WITHIN_NOISE
@@ -289,6 +310,45 @@ def _source_identity(src: Any) -> Any:
     return (src.get("kind"), src.get("file_sha256") or src.get("path"))
 
 
+BUSIER_LOAD = 1.0  # a load-average difference (runnable processes) that is worth a warning
+
+# What tells two machines apart beyond the CPU's and GPU's names: VMs of different generations
+# share one name ("Intel(R) Xeon(R) Processor"), and a flag (AMX, AVX-512) or the cores given
+# decides which kernels run and how fast; a GPU's driver and CUDA decide its libraries.
+_MACHINE_FIELDS = (
+    ("cpu", ("environment", "cpu", "model")),
+    ("cpu id", ("environment", "cpu", "id")),
+    ("cpu flags", ("environment", "cpu", "flags")),
+    ("logical cores", ("environment", "cpu", "logical_cores")),
+    ("usable cores", ("environment", "cpu", "usable_cores")),
+    ("gpu", ("environment", "gpu", "name")),
+    ("gpu capability", ("environment", "gpu", "capability")),
+    ("gpu driver", ("environment", "gpu", "driver")),
+    ("cuda", ("environment", "gpu", "cuda")),
+    ("cudnn", ("environment", "gpu", "cudnn")),
+)
+
+
+def _machine_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    out = []
+    for label, path in _MACHINE_FIELDS:
+        va, vb = _get(a, *path), _get(b, *path)
+        if label == "gpu":
+            va, vb = va or "none", vb or "none"
+        elif va is None or vb is None:
+            continue  # not recorded on one side (an older file): nothing to tell
+        if va == vb:
+            continue
+        if isinstance(va, list) and isinstance(vb, list):
+            gone, new = sorted(set(va) - set(vb)), sorted(set(vb) - set(va))
+            parts = [f"only A has {' '.join(gone)}"] * bool(gone)
+            parts += [f"only B has {' '.join(new)}"] * bool(new)
+            out.append(f"{label}: {'; '.join(parts)}")
+        else:
+            out.append(f"{label} {_fmt(va)} vs {_fmt(vb)}")
+    return out
+
+
 def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """What makes the two runs not measure the same thing, one line each (empty: comparable)."""
     out: list[str] = []
@@ -312,19 +372,22 @@ def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             "backends ran different files"
         )
     # Machine.
-    machine = []
-    cpu_a, cpu_b = _get(a, "environment", "cpu", "model"), _get(b, "environment", "cpu", "model")
-    if cpu_a != cpu_b:
-        machine.append(f"cpu {_fmt(cpu_a)} vs {_fmt(cpu_b)}")
-    gpu_a = _get(a, "environment", "gpu", "name") or "none"
-    gpu_b = _get(b, "environment", "gpu", "name") or "none"
-    if gpu_a != gpu_b:
-        machine.append(f"gpu {gpu_a} vs {gpu_b}")
+    machine = _machine_differences(a, b)
     host_a, host_b = _get(a, "environment", "host"), _get(b, "environment", "host")
     if machine:
         out.append("different machine: " + ", ".join(machine))
     elif host_a != host_b:
         out.append(f"different host: {_fmt(host_a)} vs {_fmt(host_b)} (same cpu and gpu model)")
+    plat_a, plat_b = _get(a, "environment", "platform"), _get(b, "environment", "platform")
+    if plat_a != plat_b and plat_a and plat_b:
+        out.append(f"different OS: {plat_a} vs {plat_b}")
+    load = [_get(p, "environment", "load_average_1m") for p in (a, b)]
+    if all(isinstance(v, int | float) for v in load) and abs(load[0] - load[1]) >= BUSIER_LOAD:
+        # One runnable process more on a 2-core machine takes half of it from the cells.
+        out.append(
+            f"machine load differed when the runs started: 1-minute load average {load[0]:g} "
+            f"(A) vs {load[1]:g} (B); other work slows the busier run"
+        )
     # Library versions.
     ver_a = _get(a, "environment", "versions") or {}
     ver_b = _get(b, "environment", "versions") or {}

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-# A cell whose 95% CI of the median is wider than this (relative to the median) is flagged:
-# its median moves too much between runs to quote without a caveat.
+from alexbench.bench.intervals import CONFIDENCE, t_quantile
+
+# A cell whose 95% CI of the median is wider than this (relative to the median), or whose
+# repeats' medians lie further apart than this, is flagged: its median moves too much between
+# runs to quote without a caveat.
 UNSTABLE_CI_REL_WIDTH = 0.05
+# Order statistics need enough samples: below these counts a p90/p99 is only the maximum, so
+# tables and plots leave them out (the JSON and CSV keep them, beside the sample count).
+MIN_ITERS_FOR_PERCENTILE = {90: 10, 99: 100}
 
 
 @dataclass(frozen=True)
@@ -27,18 +34,24 @@ class LatencyStats:
     p95_ms: float
     p99_ms: float
     max_ms: float
-    p50_ci_low_ms: float
-    p50_ci_high_ms: float
+    # The median's 95% CI; None when the samples are too few for one (5 or fewer).
+    p50_ci_low_ms: float | None
+    p50_ci_high_ms: float | None
     throughput: float  # images/s = batch / median latency
     wall_throughput: float  # images/s = batch * iterations / wall time of the throughput loop
     unstable: bool
+    # With several repeats, p50 and its CI are over the repeats' medians (`compute_stats`);
+    # the other figures are over every latency of every repeat.
+    repeats: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int]:
-    """0-based order-statistic ranks (lo, hi) bracketing the median with >= `confidence`.
+def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int] | None:
+    """0-based order-statistic ranks (lo, hi) bracketing the median with >= `confidence`, or
+    None when no pair of samples does (n <= 5 at 95%: even [min, max] covers the median with
+    only 1 - 2 / 2**n, 0.94 for 5 samples, 0.75 for 3).
 
     Distribution-free: the number of samples below the true median is Binomial(n, 1/2), so
     [x_(lo), x_(hi)] covers it with probability P(lo < B <= hi). Uses the exact binomial CDF.
@@ -57,9 +70,26 @@ def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int]:
     alpha = (1 - confidence) / 2
     # Largest lo with P(B <= lo) <= alpha (the CI excludes at most alpha in each tail).
     lo = max((k for k in range(n + 1) if cdf[k] <= alpha), default=-1)
-    lo_rank = max(lo, 0)
-    hi_rank = min(n - 1 - lo_rank, n - 1)
-    return lo_rank, hi_rank
+    if lo < 0:
+        return None
+    return lo, n - 1 - lo
+
+
+def repeats_interval(
+    medians_ms: Sequence[float], confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
+    """(centre, low, high) of several repeats' medians: the geometric mean and a t interval on
+    their logarithms (k - 1 degrees of freedom). Run-to-run noise is multiplicative and what
+    repeats measure; pooling the repeats' samples instead would weight a fast repeat (more
+    samples in the same --min-time) above a slow one and take the pool for independent draws,
+    which the repeats' spread contradicts. `compare` centres runs the same way."""
+    logs = np.log(np.asarray(medians_ms, dtype=np.float64))
+    k = len(logs)
+    if k < 2:
+        raise ValueError("need at least two repeats")
+    mean = float(logs.mean())
+    half = t_quantile(0.5 + confidence / 2, k - 1) * float(logs.std(ddof=1)) / math.sqrt(k)
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
 
 
 def compute_stats(
@@ -67,17 +97,32 @@ def compute_stats(
     batch: int,
     wall_ns: int,
     wall_iterations: int | None = None,
+    repeat_medians_ms: Sequence[float] = (),
 ) -> LatencyStats:
     """Statistics of the latency samples; `wall_ns` over `wall_iterations` (default: as many as
-    latencies) is the throughput loop's wall clock."""
+    latencies) is the throughput loop's wall clock.
+
+    With two or more `repeat_medians_ms` (the samples are those repeats' pooled), the median
+    and its CI are those of the repeats (`repeats_interval`) and the cell is unstable when the
+    repeats' medians lie more than 5% apart; the percentiles, mean and extremes stay over every
+    sample. Else the median's CI is from order statistics, and a CI wider than 5% is unstable."""
     lat = np.sort(np.asarray(latencies_ns, dtype=np.float64)) / 1e6  # ms
     n = len(lat)
     if n == 0:
         raise ValueError("no latencies recorded")
     p50, p90, p95, p99 = np.percentile(lat, [50, 90, 95, 99])  # linear interpolation
-    lo, hi = median_ci_ranks(n)
-    ci_low, ci_high = float(lat[lo]), float(lat[hi])
-    unstable = n < 10 or (ci_high - ci_low) / p50 > UNSTABLE_CI_REL_WIDTH
+    ci_low: float | None
+    ci_high: float | None
+    if len(repeat_medians_ms) >= 2:
+        p50, ci_low, ci_high = repeats_interval(repeat_medians_ms)
+        spread = max(repeat_medians_ms) / min(repeat_medians_ms) - 1
+        unstable = n < 10 or spread > UNSTABLE_CI_REL_WIDTH
+    else:
+        ranks = median_ci_ranks(n)
+        ci_low, ci_high = (float(lat[ranks[0]]), float(lat[ranks[1]])) if ranks else (None, None)
+        unstable = (
+            n < 10 or ranks is None or (lat[ranks[1]] - lat[ranks[0]]) / p50 > UNSTABLE_CI_REL_WIDTH
+        )
     return LatencyStats(
         iterations=n,
         batch=batch,
@@ -96,4 +141,5 @@ def compute_stats(
         if wall_ns > 0
         else float("nan"),
         unstable=bool(unstable),
+        repeats=max(1, len(repeat_medians_ms)),
     )

@@ -309,7 +309,8 @@ _SEVERITY = [CellStatus.ERROR, CellStatus.PARITY_FAILED, CellStatus.OK, CellStat
 
 
 def merge_repeats(results: Sequence[CellResult]) -> list[CellResult]:
-    """One cell per key: latencies pooled in repeat order, `repeats` listing each repeat's median.
+    """One cell per key: latencies pooled in repeat order, `repeats` listing each repeat's median;
+    the cell's median and its CI are over those medians (`compute_stats`).
 
     Cold start, parity and memory come from the first repeat; the status is the worst of any
     repeat (a crash or a parity failure in repeat 3 is not hidden by repeats 1 and 2).
@@ -342,7 +343,11 @@ def merge_repeats(results: Sequence[CellResult]) -> list[CellResult]:
             wall_ns = sum(int(rep["wall_s"] * 1e9) for rep in out.repeats)
             wall_iters = sum(rep.get("wall_iterations", rep["iterations"]) for rep in out.repeats)
             out.stats = compute_stats(
-                np.asarray(out.latencies_ns), first.batch, wall_ns, wall_iters
+                np.asarray(out.latencies_ns),
+                first.batch,
+                wall_ns,
+                wall_iters,
+                [float(rep["p50_ms"]) for rep in out.repeats],
             )
             peaks = [r.memory.get("peak_bytes") for r in timed if r.memory.get("peak_bytes")]
             if peaks:

@@ -11,6 +11,7 @@ from alexbench import report
 from alexbench.bench.compare import (
     CellKey,
     Comparison,
+    Verdict,
     compare_runs,
     nothing_compared,
     regressions,
@@ -82,10 +83,13 @@ def compare_cmd(
     if fail_on_regression:
         slower = regressions(comparison)
         if slower:
-            weak = sum(c.weak for c in slower)
+            blind = sum(c.verdict is Verdict.NO_INTERVAL for c in slower)
+            weak = sum(c.weak for c in slower) - blind
+            notes = [f"{weak} on single-repeat evidence"] * bool(weak)
+            notes += [f"{blind} on the ratio alone, with no interval"] * bool(blind)
             err_console.print(
                 f"error: {len(slower)} cell(s) regressed: B slower than A by more than "
-                f"{threshold * 100:g}%" + (f" ({weak} on single-repeat evidence)" if weak else ""),
+                f"{threshold * 100:g}%" + (f" ({'; '.join(notes)})" if notes else ""),
                 markup=False,
             )
             raise typer.Exit(1)

@@ -180,7 +180,7 @@ def test_error_cells_and_empty_sweeps_exit_4(small_artifacts, tmp_path):
     assert r.exit_code == 4 and "nothing was measured" in r.stderr
 
 
-def test_repeat_pools_latencies_and_keeps_each_repeat(small_artifacts, tmp_path):
+def test_repeat_keeps_each_repeat_and_centres_the_median_on_them(small_artifacts, tmp_path):
     r = invoke(
         "bench", "--artifacts", small_artifacts, "--out", tmp_path, "--backend", "eager",
         "--precision", "fp32", "--batch", "1,2", "--repeat", "3", *FAST,
@@ -195,7 +195,13 @@ def test_repeat_pools_latencies_and_keeps_each_repeat(small_artifacts, tmp_path)
         assert sum(rep["iterations"] for rep in reps) == len(cell["latencies_ns"])
         first = np.array(cell["latencies_ns"][: reps[0]["iterations"]]) / 1e6
         assert reps[0]["p50_ms"] == pytest.approx(np.median(first))
-        assert cell["stats"]["p50_ms"] == pytest.approx(np.median(cell["latencies_ns"]) / 1e6)
+        # the cell's median and CI are the repeats' (geometric mean, t interval), not the pool's
+        medians = np.array([rep["p50_ms"] for rep in reps])
+        stats = cell["stats"]
+        assert stats["p50_ms"] == pytest.approx(np.exp(np.log(medians).mean()))
+        assert stats["p50_ci_low_ms"] <= stats["p50_ms"] <= stats["p50_ci_high_ms"]
+        assert stats["repeats"] == 3 and stats["iterations"] == len(cell["latencies_ns"])
+        assert stats["p90_ms"] == pytest.approx(np.percentile(cell["latencies_ns"], 90) / 1e6)
 
 
 def _bench_subprocess(artifacts, results, tmp_path):

@@ -322,6 +322,33 @@ def test_different_model_machine_versions_and_threads_warn(tmp_path):
     ]
 
 
+def test_machines_with_one_cpu_name_are_told_apart_by_id_flags_cores_kernel_and_load():
+    # Two VM generations both called "Intel(R) Xeon(R) Processor": nothing was warned.
+    a, b = make_run(1), make_run(2)
+    for run, cpu_id, flags, cores, kernel, load in (
+        (a, "GenuineIntel family 6 model 207 stepping 2", ["avx2", "avx512f"], 2, "6.1", 0.7),
+        (b, "GenuineIntel family 6 model 143 stepping 8", ["avx2", "amx_bf16"], 4, "5.4", 2.9),
+    ):
+        env = run["environment"]
+        env["cpu"] = {"model": "Intel(R) Xeon(R) Processor", "id": cpu_id, "flags": flags,
+                      "logical_cores": cores, "usable_cores": 2}  # fmt: skip
+        env["platform"], env["load_average_1m"] = f"Linux-{kernel}-x86_64", load
+    warnings = compare_runs(a, b).warnings
+    assert warnings[0] == (
+        "different machine: cpu id GenuineIntel family 6 model 207 stepping 2 vs GenuineIntel "
+        "family 6 model 143 stepping 8, cpu flags: only A has avx512f; only B has amx_bf16, "
+        "logical cores 2 vs 4"
+    )
+    assert "different OS: Linux-6.1-x86_64 vs Linux-5.4-x86_64" in warnings
+    assert any(
+        w.startswith("machine load differed") and "0.7 (A) vs 2.9 (B)" in w for w in warnings
+    )
+    assert not compare_runs(a, copy.deepcopy(a)).warnings
+    older = copy.deepcopy(a)  # a file from before the id was recorded: nothing to compare
+    del older["environment"]["cpu"]["id"]
+    assert not compare_runs(a, older).warnings
+
+
 def test_incomplete_run_is_named_by_compare_and_report(tmp_path):
     a, b = make_run(1), make_run(2, keys=KEYS[:2])
     b["settings"]["backends"] = ["eager", "onnxruntime"]  # 4 cells asked for, 2 finished
@@ -367,3 +394,37 @@ def test_incomplete_repeated_run_counts_cell_runs():
         "cells": [{"runs": 2}, {"runs": 2}, {"runs": 1}, {"runs": 1}],
     }  # fmt: skip
     assert incomplete_description(payload) == "(interrupted: SIGINT): 6 of 12 cell runs finished"
+
+
+def test_the_threshold_is_symmetric_so_a_slowdown_is_judged_like_a_speed_up():
+    tight = {"shift": 0.0003, "sd": 0.0003, "spikes": 0.0}
+    base = make_run(1, **tight)
+    # B/A 0.9512 (B 5.13% slower in latency): beyond 1 / 1.05 = 0.9524, so slower, as its
+    # mirror image 1.0513 is faster; under the old 1 - threshold (0.95) it was within noise.
+    slower = compare_runs(base, make_run(2, scale=1.0513, **tight))
+    assert all(c.ratio == pytest.approx(0.9512, abs=6e-4) for c in slower.cells)
+    assert all(c.verdict is Verdict.SLOWER for c in slower.cells)
+    assert len(regressions(slower)) == len(KEYS)
+    faster = compare_runs(base, make_run(2, scale=1 / 1.0513, **tight))
+    assert all(c.verdict is Verdict.FASTER for c in faster.cells)
+    inside = compare_runs(base, make_run(2, scale=1.045, **tight))  # B/A 0.957: a 4.5% change
+    assert all(c.verdict is Verdict.WITHIN_NOISE and c.significant for c in inside.cells)
+
+
+def test_stripped_single_repeat_files_have_no_interval_and_still_gate(tmp_path):
+    # A single repeat and no raw latencies (stripped to shrink the file): no interval can be
+    # computed. A 2x slowdown was "within noise" and passed --fail-on-regression.
+    a, b = make_run(1, repeats=1), make_run(2, repeats=1, scale=2.0)
+    for run in (a, b):
+        for cell in run["cells"]:
+            cell["latencies_ns"] = []
+    comp = compare_runs(a, b)
+    assert all(c.verdict is Verdict.NO_INTERVAL and c.ci_low is None for c in comp.cells)
+    assert all(c.ratio == pytest.approx(0.5, rel=0.05) for c in comp.cells)
+    assert len(regressions(comp)) == len(KEYS)
+    r = invoke("compare", write(tmp_path, "a.json", a), write(tmp_path, "b.json", b),
+               "--fail-on-regression")  # fmt: skip
+    assert r.exit_code == 1 and "no interval" in r.stdout and "within noise" not in r.stdout
+    assert "4 on the ratio alone, with no interval" in r.stderr
+    same = compare_runs(a, a)  # no interval, but no change: not a regression
+    assert not regressions(same) and all(c.verdict is Verdict.NO_INTERVAL for c in same.cells)

@@ -102,6 +102,10 @@ def test_above_100_percent_is_flagged_not_clamped():
     slow = roofline_point(layers, 64, Precision.FP32, bound_s * 2, CEIL)
     assert not slow.exceeds_ceiling and slow.pct_of_ceiling == pytest.approx(50.0, abs=0.1)
     assert fast.to_dict()["exceeds_ceiling"] is True
+    # 0.04% above the bound rounds to 100.0 but is above it all the same
+    exact = roofline_point(layers, 64, Precision.FP32, 1.0, CEIL).roofline_ms / 1e3
+    barely = roofline_point(layers, 64, Precision.FP32, exact / 1.0004, CEIL)
+    assert barely.pct_of_ceiling == 100.0 and barely.exceeds_ceiling
 
 
 def test_bandwidth_of_the_weights_working_set():

@@ -60,6 +60,28 @@ def test_median_ci_ranks_match_published_tables(n, ranks):
     assert median_ci_ranks(n) == ranks  # 0-based; tables list (2, 9), (6, 15), (40, 61)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+def test_too_few_samples_have_no_95_percent_ci(n):
+    # Even [min, max] covers the median with only 1 - 2 / 2**n (0.94 for 5 samples): no CI.
+    assert median_ci_ranks(n) is None
+    s = compute_stats(np.arange(1, n + 1) * 1_000_000, batch=1, wall_ns=10**9)
+    assert (s.p50_ci_low_ms, s.p50_ci_high_ms) == (None, None) and s.unstable
+    assert median_ci_ranks(6) == (0, 5)  # 1 - 2 / 64 = 0.969
+
+
+def test_the_ci_over_repeats_is_a_t_interval_on_their_log_medians():
+    medians = [10.0, 10.3, 9.9, 10.2]
+    logs = np.log(medians)
+    half = 3.182446305284263 * logs.std(ddof=1) / 2  # t(0.975, 3 df), from published tables
+    s = compute_stats([10_000_000] * 40, 1, 10**9, repeat_medians_ms=medians)
+    assert s.p50_ms == pytest.approx(np.exp(logs.mean()))
+    assert s.p50_ci_low_ms == pytest.approx(np.exp(logs.mean() - half), rel=1e-6)
+    assert s.p50_ci_high_ms == pytest.approx(np.exp(logs.mean() + half), rel=1e-6)
+    assert s.repeats == 4 and not s.unstable  # 9.9 to 10.3 ms: 4% apart
+    flagged = compute_stats([10_000_000] * 40, 1, 10**9, repeat_medians_ms=[10.0, 10.6])
+    assert flagged.unstable
+
+
 def test_timer_records_known_latencies_rotates_inputs_and_obeys_run_length():
     durations = [3_000_000, 5_000_000, 4_000_000]
     session = ScriptedSession(durations)

@@ -1,6 +1,7 @@
 """Merging repeats: pooled latencies, the worst status wins, each repeat's median kept."""
 
 import numpy as np
+import pytest
 
 from alexbench.bench.stats import compute_stats
 from alexbench.bench.sweep import CellResult, CellStatus, merge_repeats
@@ -26,7 +27,10 @@ def test_merge_pools_latencies_in_repeat_order_and_keeps_medians():
     (merged,) = merge_repeats(runs)
     assert [r["p50_ms"] for r in merged.repeats] == [1.1, 2.0, 3.0]
     assert merged.latencies_ns[:3] == [1_000_000, 1_100_000, 1_200_000]
-    assert merged.stats.iterations == 9 and merged.stats.p50_ms == 2.0
+    geomean = (1.1 * 2.0 * 3.0) ** (1 / 3)  # the repeats' medians, each weighted once
+    assert merged.stats.iterations == 9 and merged.stats.p50_ms == pytest.approx(geomean)
+    assert merged.stats.repeats == 3 and merged.stats.unstable  # 1.1 to 3.0 ms apart
+    assert merged.stats.max_ms == 3.0 and merged.stats.min_ms == 1.0  # extremes: every sample
     assert merged.memory["peak_bytes"] == 300 and merged.status is CellStatus.OK
     assert merged.stats.wall_throughput == 9 / (sum([1.0, 1.1, 1.2, 2, 2, 2.2, 3, 3, 3]) / 1e3)
 
@@ -48,3 +52,21 @@ def test_exit_code_rules():
     assert outcome(measured=3, parity_failed=1, errors=1) is ExitCode.PARITY_FAILED
     assert outcome(measured=3, parity_failed=0, errors=1) is ExitCode.CELLS_FAILED
     assert outcome(measured=0, parity_failed=0, errors=0) is ExitCode.CELLS_FAILED
+
+
+def test_a_fast_repeat_with_more_samples_does_not_pull_the_median_or_narrow_its_ci():
+    # One repeat at 10 ms and two at 30 ms, each stopped by the same --min-time: the fast one
+    # has three times the samples. The pool's median would be 10.1 ms with a CI of [10.06,
+    # 10.18] and no ~ flag, while two repeats of three say 30 ms.
+    rng = np.random.default_rng(0)
+    runs = [
+        _cell(i, list(centre + rng.normal(0, 0.05, n)))
+        for i, (centre, n) in enumerate([(10.0, 100), (30.0, 34), (30.0, 34)])
+    ]
+    (merged,) = merge_repeats(runs)
+    s = merged.stats
+    medians = [r["p50_ms"] for r in merged.repeats]
+    assert s.p50_ms == pytest.approx(np.exp(np.mean(np.log(medians))))  # about 20.8 ms
+    assert s.p50_ci_low_ms < min(medians) and s.p50_ci_high_ms > max(medians)
+    assert s.unstable and s.throughput == pytest.approx(1e3 / s.p50_ms)
+    assert s.iterations == 168  # the other figures are still over every sample
