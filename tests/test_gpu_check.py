@@ -72,3 +72,18 @@ def test_cpu_dry_run_runs_every_step_and_packs_logs_and_results(tmp_path):
     assert any(n.startswith("gpu-check/results/ceilings/") for n in names)
     assert not [n for n in names if n.endswith((".onnx", ".pt", ".pt2", ".pth"))]
     assert all(m.size <= MAX_FILE_BYTES for m in members.values())
+
+
+def test_steps_the_budget_left_out_read_as_not_run_not_as_failed(tmp_path):
+    # A slow but healthy machine: every step left out by the budget. It said FAIL before.
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT), GPU_CHECK_BUDGET_S="25")
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "--cpu-dry-run", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    summary = (out / "summary.txt").read_text()
+    assert proc.returncode != 0, summary  # not a pass: nothing was checked
+    assert "RESULT: INCOMPLETE, no step failed but 14 of 14 were not run:" in summary
+    assert "FAIL" not in summary and summary.count("NOTRUN") == 14
+    assert "  not run: pytest-cuda (not run: budget spent)" in summary

@@ -142,8 +142,13 @@ def time_throughput(
     time per call from events recorded around each call, or None without events)."""
     k = len(prepared)
     # Events are created before the clock starts: only recording them is inside the loop.
+    # torch.cuda.Event creates its CUDA event lazily, at its first record(), so each is
+    # recorded once here (later records overwrite it).
     pairs = [(events(), events()) for _ in range(iterations)] if events is not None else []
     stream = session.event_stream  # None: torch's current stream
+    for begin, end in pairs:
+        begin.record(stream)
+        end.record(stream)
     session.synchronize()
     start = clock()
     if pairs:

@@ -107,3 +107,22 @@ def test_cpu_throughput_is_the_latency_loop():
     rl = RunLength(warmup=0, min_seconds=0.0, min_iters=7, max_iters=7)
     t = time_session(session, [0], rl, clock=stream.clock)
     assert t.wall_ns == int(t.latencies_ns.sum()) and t.device_ns is None
+
+
+class LazyEvent(FakeEvent):
+    """torch.cuda.Event creates its CUDA event at its first record(), which costs host time."""
+
+    CREATE_NS = 3_000
+
+    def record(self, stream=None) -> None:
+        if self.at is None:
+            self.stream.host += self.CREATE_NS
+        super().record(stream)
+
+
+def test_event_creation_stays_out_of_the_timed_throughput_loop():
+    stream = FakeStream()
+    session = AsyncSession(stream)
+    rl = RunLength(warmup=2, min_seconds=0.0, min_iters=20, max_iters=20)
+    t = time_session(session, [0, 1, 2], rl, clock=stream.clock, events=lambda: LazyEvent(stream))
+    assert t.wall_ns == LAUNCH_NS + 20 * KERNEL_NS  # 40 creations inside would add 120 us
