@@ -20,6 +20,7 @@ from alexbench.training.data import (
     MemorySplit,
     NormalizeChoice,
     Split,
+    SplitMethod,
     StreamSplit,
     channel_stats,
     holdout,
@@ -63,7 +64,7 @@ def test_imagefolder_decodes_into_memory_with_seeded_holdout(cifar20: Path) -> N
     assert data.class_names == CIFAR_CLASSES
     train, val = data.splits[Split.TRAIN], data.splits[Split.VAL]
     assert isinstance(train, MemorySplit) and isinstance(val, MemorySplit)
-    assert (len(train), len(val)) == (180, 20)
+    assert (len(train), len(val)) == (179, 21)  # each image by its path hash: about 10%
     assert train.images.dtype == torch.uint8 and tuple(train.images.shape[1:]) == (3, 32, 32)
     assert data.skipped == []
     # "dataset" normalisation is measured from the decoded training images
@@ -71,12 +72,37 @@ def test_imagefolder_decodes_into_memory_with_seeded_holdout(cifar20: Path) -> N
     assert data.mean != NORMALIZATION_STATS[Normalization.IMAGENET][0]
 
 
-def test_holdout_is_seeded_and_disjoint() -> None:
-    samples = [(f"f{i}", i % 3) for i in range(50)]
-    train, val = holdout(samples, 0.2, seed=1)
-    assert len(val) == 10 and not set(train) & set(val) and len(train) + len(val) == 50
-    assert holdout(samples, 0.2, seed=1) == (train, val)
-    assert holdout(samples, 0.2, seed=2)[1] != val
+@pytest.mark.parametrize("method", list(SplitMethod))
+def test_holdout_is_seeded_and_disjoint(method: SplitMethod) -> None:
+    samples = [(f"d/c{i % 3}/f{i}.jpg", i % 3) for i in range(500)]
+    train, val = holdout(samples, 0.2, 1, method, "d")
+    assert 70 <= len(val) <= 130 and not set(train) & set(val)
+    assert sorted(train + val) == sorted(samples)
+    assert holdout(samples, 0.2, 1, method, "d") == (train, val)
+    assert holdout(samples, 0.2, 2, method, "d")[1] != val
+
+
+def test_the_hash_split_keeps_held_out_images_held_out_when_the_folder_changes() -> None:
+    # The shuffle split moved 39 of 40 held-out images when one image was added, so evaluate
+    # scored images the model had trained on as held out (25% became 85% in an audit).
+    samples = [(f"/data/c{i % 10}/{i:04d}.jpg", i % 10) for i in range(400)]
+    _, val = holdout(samples, 0.1, 0, SplitMethod.HASH, "/data")
+    grown = [*samples, ("/data/c3/new.jpg", 3)]
+    _, val_grown = holdout(grown, 0.1, 0, SplitMethod.HASH, "/data")
+    assert set(val) <= set(val_grown) and len(set(val_grown) - set(val)) <= 1
+    shrunk = [s for s in samples if s != samples[7]]
+    train_shrunk, _ = holdout(shrunk, 0.1, 0, SplitMethod.HASH, "/data")
+    assert not set(train_shrunk) & set(val)  # nothing held out became training data
+    # the folder may move: the split is by the path within it
+    moved = [(p.replace("/data/", "/mnt/x/"), y) for p, y in samples]
+    assert [p for p, _ in holdout(moved, 0.1, 0, SplitMethod.HASH, "/mnt/x")[1]] == [
+        p.replace("/data/", "/mnt/x/") for p, _ in val
+    ]
+    _, val_shuffled = holdout(grown, 0.1, 0, SplitMethod.SHUFFLE)
+    _, val_before = holdout(samples, 0.1, 0, SplitMethod.SHUFFLE)
+    assert len(set(val_shuffled) & set(val_before)) < 10  # why the old split was replaced
+    tiny = [("/t/a/1.jpg", 0), ("/t/b/2.jpg", 1), ("/t/b/3.jpg", 1)]
+    assert len(holdout(tiny, 0.01, 0, SplitMethod.HASH, "/t")[1]) == 1  # at least one image
 
 
 def test_streaming_yields_the_same_batches_as_the_cache(cifar20: Path) -> None:
@@ -147,12 +173,13 @@ def test_sixteen_bit_images_are_scaled_to_eight_bits(tmp_path: Path) -> None:
             (tmp_path / "mix" / cls).mkdir(parents=True, exist_ok=True)
             shutil.copy(tmp_path / name, tmp_path / "mix" / cls / f"{i}{Path(name).suffix}")
     for limit in (2 * 1024**3, 0):
-        data = load_data(folder_spec(tmp_path / "mix", val_fraction=0.5, cache_limit_bytes=limit))
+        # one image held out (the fewest a split takes), the other 5 of both kinds in training
+        data = load_data(folder_spec(tmp_path / "mix", val_fraction=0.01, cache_limit_bytes=limit))
         loader = BatchLoader(
             data.splits[Split.TRAIN], 8, device=CPU, shuffle=False, drop_last=False, workers=0
         )
         ((images, _),) = list(loader.epoch(0))
-        assert images.dtype == torch.uint8 and len(images) == 3
+        assert images.dtype == torch.uint8 and len(images) == 5
         assert all(torch.equal(im, images[0]) for im in images)
 
 

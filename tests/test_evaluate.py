@@ -203,6 +203,26 @@ def test_which_share_of_a_folder_is_scored(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     old = {"data_dir": "cifar", "val_fraction": 0.1}
     assert _val_fraction(None, Path("cifar"), old, Split.VAL) == 0.1
+    # DIR and DIR/train are one folder: scoring "every image" of DIR/train scored the images
+    # the model trained on (85% where its held-out share gave 25%)
+    (tmp_path / "cifar" / "train").mkdir(parents=True)
+    assert _val_fraction(None, tmp_path / "cifar" / "train", trained, Split.VAL) == 0.2
+    inside = {"data_dir": str(tmp_path / "cifar" / "train"), "val_fraction": 0.2}
+    assert _val_fraction(None, tmp_path / "cifar", inside, Split.VAL) == 0.2
+
+
+def test_another_split_of_the_runs_folder_is_not_called_held_out(tmp_path: Path) -> None:
+    from alexbench.cli.evaluate import held_out_mismatch
+
+    trained = {"data_dir": str(tmp_path), "val_fraction": 0.1, "split_seed": 0}
+    spec = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tmp_path, image_size=64)
+    assert held_out_mismatch(spec, trained) is None
+    other_seed = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tmp_path, image_size=64,
+                          split_seed=1)  # fmt: skip
+    assert "include ones the model trained on" in (held_out_mismatch(other_seed, trained) or "")
+    other_dir = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tmp_path / "x", image_size=64,
+                         val_fraction=0.5)  # fmt: skip
+    assert held_out_mismatch(other_dir, trained) is None  # another folder: a test set
 
 
 def test_cli_evaluate_scores_both_int8_models_calibrated_on_calib_data(

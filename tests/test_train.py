@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 
 from alexbench.checkpoint import load_model, safe_load
 from alexbench.cli import train as train_cli
-from alexbench.errors import CheckpointError, InputError
+from alexbench.errors import CheckpointError, DataError, InputError
 from alexbench.fileio import folder_lock
 from alexbench.model import build_alexnet, state_dict_sha256
 from alexbench.plots import plot_training_curves
@@ -137,6 +138,45 @@ def test_resume_keeps_the_recorded_data_location_unless_moved() -> None:
     assert (resumed.data.data_dir, resumed.epochs, resumed.seed) == (Path("/data/cifar"), 5, 3)
     assert resumed.out == Path("elsewhere") and resumed.data.image_size == 64
     assert here.resumed_with(recipe, Path("/mnt/cifar")).data.data_dir == Path("/mnt/cifar")
+    # recorded absolute, as a new run records it, so evaluate finds it from anywhere
+    assert here.resumed_with(recipe, Path("rel")).data.data_dir == Path("rel").resolve()
+
+
+def test_a_resume_on_changed_data_is_refused_and_keeps_its_normalisation(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    root, tree = extract_cifar_subset(tmp_path_factory), tmp_path / "d"
+    for cls in ("cat", "dog", "ship"):
+        shutil.copytree(root / "train" / cls, tree / "train" / cls)
+    data = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tree, image_size=64, val_fraction=0.3)
+    config = TrainConfig(data=data, epochs=3, batch_size=8, steps_per_epoch=1, out=tmp_path / "r")
+    with pytest.raises(TrainingInterrupted):
+        fit(config, reporter=_InterruptAt(epoch=2, step=1))
+    last = tmp_path / "r" / "last.pt"
+    started = safe_load(last)
+    assert started["data_fingerprint"]["val"] + started["data_fingerprint"]["train"] == 60
+    # streamed now (--cache-limit-gb 0): ImageNet statistics would replace the measured ones
+    streamed = replace(config, data=replace(data, cache_limit_bytes=0), workers=0)
+    shutil.copy(tree / "train" / "cat" / sorted(os.listdir(tree / "train" / "cat"))[0],
+                tree / "train" / "cat" / "zz-new.jpg")  # fmt: skip
+    with pytest.raises(DataError, match="training data changed since this run started"):
+        fit(config, resume=last)
+    (tree / "train" / "cat" / "zz-new.jpg").unlink()
+    result = fit(streamed, resume=last)
+    meta = load_model(checkpoint=result.last).meta
+    assert meta.mean == tuple(started["meta"]["mean"]) and meta.std == tuple(started["meta"]["std"])
+    assert meta.mean != (0.485, 0.456, 0.406)
+
+
+def test_the_history_records_the_rate_each_epoch_ended_with(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, epochs=2, schedule=ScheduleKind.COSINE, warmup_epochs=1.0)
+    result = fit(config)
+    # 3 steps an epoch, warm-up over the first 3: the last warm-up step runs at (2+1)/(3+1)
+    # of the peak; the scheduler's next rate (the peak itself) was recorded before.
+    peak = 0.02
+    assert result.records[0].lr == pytest.approx(peak * 3 / 4)
+    with pytest.raises(InputError, match=r"--warmup-epochs \(2\) must be less than --epochs"):
+        tiny_config(tmp_path, epochs=2, schedule=ScheduleKind.COSINE, warmup_epochs=2.0)
 
 
 def test_dropout_is_a_training_knob_only_and_round_trips() -> None:

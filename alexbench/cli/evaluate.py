@@ -39,8 +39,10 @@ from alexbench.training.data import (
     DataSpec,
     NormalizeChoice,
     Split,
+    SplitMethod,
     check_crop_fraction,
     load_data,
+    same_training_folder,
 )
 
 # torchvision's ImageNet evaluation: resize to 256, centre crop 224.
@@ -162,6 +164,10 @@ def evaluate_cmd(
         cache_limit_bytes=opt.cache_limit_bytes(cache_limit_gb),
     )  # fmt: skip
     data = load_data(spec, (split,))
+    mismatch = held_out_mismatch(spec, trained) if split is Split.VAL else None
+    if mismatch:  # said in the report too, which otherwise reads "held out from training"
+        data.description += f"; NOT the run's held-out split: {mismatch}"
+        err_console.print(f"warning: {mismatch}", markup=False)
     console.print(f"Data: {data.description}", markup=False, highlight=False)
     if data.skipped:
         err_console.print(
@@ -254,6 +260,10 @@ def scoring_spec(
         augment=Augment.NONE,
         val_fraction=_val_fraction(val_fraction, data_dir, trained, split),
         split_seed=split_seed if split_seed is not None else trained.get("split_seed", 0),
+        # As the run split its folder; a run recorded before the hash split shuffled.
+        split_method=SplitMethod(trained.get("split_method", "shuffle"))
+        if trained
+        else SplitMethod.HASH,
         normalize=NormalizeChoice.NONE,  # the model's own mean/std normalise, not the data's
         synthetic_size=synthetic_size or trained.get("synthetic_size", 2000),
         crop_fraction=crop_fraction if crop_fraction is not None else default_crop,
@@ -270,11 +280,25 @@ def _val_fraction(
     absolute; an older relative record is read from the working directory."""
     if given is not None:
         return given
-    recorded = trained.get("data_dir")
-    same = bool(recorded) and Path(recorded).resolve() == Path(data_dir).resolve()
-    if same or split is Split.TRAIN:
+    if same_training_folder(trained.get("data_dir"), data_dir) or split is Split.TRAIN:
         return float(trained.get("val_fraction", 0.1))
     return 0.0
+
+
+def held_out_mismatch(spec: DataSpec, trained: dict[str, Any]) -> str | None:
+    """Why the images scored from the run's own folder are not the ones it held out (another
+    --val-fraction or --split-seed than it trained with), or None."""
+    if spec.kind is not DatasetKind.IMAGEFOLDER or spec.val_fraction <= 0:
+        return None
+    if not same_training_folder(trained.get("data_dir"), spec.data_dir):
+        return None
+    run = (float(trained.get("val_fraction", 0.1)), int(trained.get("split_seed", 0)))
+    if (spec.val_fraction, spec.split_seed) == run:
+        return None
+    return (
+        f"--val-fraction {spec.val_fraction:g} / --split-seed {spec.split_seed} are not the run's "
+        f"({run[0]:g} / {run[1]}): the scored images include ones the model trained on"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -72,9 +72,11 @@ class TrainConfig:
             (self.weight_decay is None or self.weight_decay >= 0,
              f"--weight-decay must be >= 0, got {self.weight_decay}"),
             (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
-            # Longer than the run, the learning rate never leaves the ramp (100 of 1: near 0).
-            (self.schedule is not ScheduleKind.COSINE or self.warmup_epochs <= self.epochs,
-             f"--warmup-epochs ({self.warmup_epochs:g}) must not exceed --epochs ({self.epochs})"),
+            # As long as the run or longer, the learning rate never leaves the ramp (100 of 1:
+            # near 0; 1 of 1: the peak at the last step, and no decay at all).
+            (self.schedule is not ScheduleKind.COSINE or self.warmup_epochs < self.epochs,
+             f"--warmup-epochs ({self.warmup_epochs:g}) must be less than --epochs "
+             f"({self.epochs})"),
             (0 <= self.label_smoothing < 1,
              f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
@@ -104,8 +106,8 @@ class TrainConfig:
         kw = {k: v for k, v in recipe.items() if k in {f.name for f in fields(self)}}
         data = dict(kw.pop("data"), download=self.data.download)
         data["cache_limit_bytes"] = self.data.cache_limit_bytes
-        if data_dir is not None:
-            data["data_dir"] = str(data_dir)
+        if data_dir is not None:  # absolute, as a new run records it: evaluate finds it again
+            data["data_dir"] = str(Path(data_dir).resolve())
         kw.update(
             data=DataSpec.from_dict(data),
             optimizer=OptimizerKind(kw["optimizer"]),

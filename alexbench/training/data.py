@@ -9,6 +9,7 @@ through a DataLoader whose workers only decode and resize.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,18 @@ class Augment(StrEnum):
     NONE = "none"
 
 
+class SplitMethod(StrEnum):
+    """How an ImageFolder without val/ is split into train and held-out images."""
+
+    # Each image by itself: held out when a seeded hash of its path within the folder falls
+    # below the fraction (the split TensorFlow's retraining example made). Adding or removing
+    # images moves no other image across, so a model's held-out images stay held out.
+    HASH = "hash"
+    # A seeded shuffle of the whole list (runs recorded before "hash"): one image more or less
+    # reshuffles everything, and images a model trained on become "held out".
+    SHUFFLE = "shuffle"
+
+
 class NormalizeChoice(StrEnum):
     DATASET = "dataset"  # CIFAR-10's table, or measured from the decoded training images
     IMAGENET = "imagenet"
@@ -75,6 +88,7 @@ class DataSpec:
     # Evaluation's centre crop: the share of the resized image kept. 1.0 sees the whole image
     # (how this project trains); torchvision scores its ImageNet weights at 224/256 = 0.875.
     crop_fraction: float = 1.0
+    split_method: SplitMethod = SplitMethod.HASH
 
     def __post_init__(self) -> None:
         if self.image_size < MIN_IMAGE_SIZE:
@@ -97,6 +111,7 @@ class DataSpec:
             data_dir=str(self.data_dir),
             normalize=self.normalize.value,
             augment=self.augment.value,
+            split_method=self.split_method.value,
         )
         return d
 
@@ -108,6 +123,8 @@ class DataSpec:
             data_dir=Path(known.get("data_dir", "data")),
             normalize=NormalizeChoice(known.get("normalize", "dataset")),
             augment=_augment_from(known.get("augment", Augment.CROP_FLIP.value)),
+            # Recorded before the method was: those runs split by shuffling.
+            split_method=SplitMethod(known.get("split_method", SplitMethod.SHUFFLE.value)),
         )
         return cls(**known)
 
@@ -159,6 +176,9 @@ class LoadedData:
     std: tuple[float, ...]
     description: str
     skipped: list[str] = field(default_factory=list)  # unreadable images left out at load time
+    # Which files each split holds (an ImageFolder's; None for fixed datasets): a resumed run
+    # must see the images it started on (`file_fingerprint`).
+    fingerprint: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -272,13 +292,26 @@ def _cifar10(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
 # -- ImageFolder -------------------------------------------------------------------------------
 
 
+def training_root(root: Path) -> Path:
+    """Where an ImageFolder's training classes are: DIR/train, else DIR itself."""
+    return root / "train" if (root / "train").is_dir() else root
+
+
+def same_training_folder(recorded: str | os.PathLike[str] | None, given: Path) -> bool:
+    """Whether `given` is the folder a run recorded, spelled either way (DIR or DIR/train,
+    relative or absolute): its held-out split then applies."""
+    if not recorded:
+        return False
+    return training_root(Path(recorded)).resolve() == training_root(Path(given)).resolve()
+
+
 def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
     root = spec.data_dir
     if not root.is_dir():
         raise DataError(
             f"{root}: no such directory (expected an ImageFolder tree {root}/train/<class>/*.jpg)"
         )
-    train_root = root / "train" if (root / "train").is_dir() else root
+    train_root = training_root(root)
     val_root = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
     if splits == (Split.VAL,):  # evaluation: a held-out set is scored whole
         return _finish_imagefolder(spec, splits, *_held_out(spec, root, train_root, val_root))
@@ -293,9 +326,25 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
     else:
         if spec.val_fraction <= 0:
             raise DataError(f"{root}: no val/ or test/ split; pass --val-fraction > 0")
-        train_samples, val_samples = holdout(train_samples, spec.val_fraction, spec.split_seed)
-        how = f"val = {spec.val_fraction:g} of train held out (seed {spec.split_seed})"
-    return _finish_imagefolder(spec, splits, names, train_samples, val_samples, how)
+        train_samples, val_samples = holdout(
+            train_samples, spec.val_fraction, spec.split_seed, spec.split_method, train_root
+        )
+        how = f"val = {spec.val_fraction:g} of train held out ({_split_words(spec)})"
+    data = _finish_imagefolder(spec, splits, names, train_samples, val_samples, how)
+    data.fingerprint = file_fingerprint(root, train_samples, val_samples)
+    return data
+
+
+def file_fingerprint(
+    root: Path, train: list[tuple[str, int]], val: list[tuple[str, int]]
+) -> dict[str, Any]:
+    """Image counts per split and a hash of every (split, path within `root`, label): a file
+    added, removed, renamed or moved to another class or split changes it."""
+    h = hashlib.sha256()
+    for name, samples in (("train", train), ("val", val)):
+        for path, label in sorted(samples):
+            h.update(f"{name}\0{Path(os.path.relpath(path, root)).as_posix()}\0{label}\n".encode())
+    return {"train": len(train), "val": len(val), "sha256": h.hexdigest()}
 
 
 def _remap(
@@ -326,16 +375,20 @@ def _held_out(
     names, samples = find_samples(train_root)
     if spec.val_fraction <= 0:
         return names, [], samples, f"every image of {train_root}"
-    _, val_samples = holdout(samples, spec.val_fraction, spec.split_seed)
+    _, val_samples = holdout(
+        samples, spec.val_fraction, spec.split_seed, spec.split_method, train_root
+    )
     return (
         names,
         [],
         val_samples,
-        (
-            f"the {spec.val_fraction:g} of {train_root} held out from training "
-            f"(seed {spec.split_seed})"
-        ),
+        f"the {spec.val_fraction:g} of {train_root} held out from training ({_split_words(spec)})",
     )
+
+
+def _split_words(spec: DataSpec) -> str:
+    how = "by path hash" if spec.split_method is SplitMethod.HASH else "shuffled"
+    return f"{how}, seed {spec.split_seed}"
 
 
 def _finish_imagefolder(
@@ -379,16 +432,39 @@ def _finish_imagefolder(
 
 
 def holdout(
-    samples: list[tuple[str, int]], fraction: float, seed: int
+    samples: list[tuple[str, int]],
+    fraction: float,
+    seed: int,
+    method: SplitMethod = SplitMethod.HASH,
+    root: str | os.PathLike[str] | None = None,
 ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """Seeded split of a sample list into (train, held-out); the same seed gives the same split."""
-    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
-    n_val = max(1, round(len(samples) * fraction))
-    if n_val >= len(samples):
+    """Seeded split of a sample list into (train, held-out), in the list's order; the same
+    seed gives the same split. HASH (see `SplitMethod`) keys each image by its path relative
+    to `root` (so the folder may move) and holds out about `fraction` of them, at least one."""
+    if method is SplitMethod.SHUFFLE:
+        order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, round(len(samples) * fraction))
+        held = set(order[:n_val].tolist())
+    else:
+        draws = [_path_draw(path, seed, root) for path, _ in samples]
+        held = {i for i, u in enumerate(draws) if u < fraction}
+        # A tiny folder may draw none or all: then the lowest draw is held out, or the
+        # highest trained on (deterministic, and only where a folder has a handful of images).
+        if not held and samples:
+            held = {min(range(len(samples)), key=draws.__getitem__)}
+        elif len(held) == len(samples) > 1:
+            held.discard(max(range(len(samples)), key=draws.__getitem__))
+    if len(held) >= len(samples):
         raise DataError(f"--val-fraction {fraction} leaves no training images")
-    val = sorted(order[:n_val])
-    train = sorted(order[n_val:])
-    return [samples[i] for i in train], [samples[i] for i in val]
+    train = [s for i, s in enumerate(samples) if i not in held]
+    return train, [s for i, s in enumerate(samples) if i in held]
+
+
+def _path_draw(path: str, seed: int, root: str | os.PathLike[str] | None) -> float:
+    """A uniform number in [0, 1) fixed by the seed and the image's path within `root`."""
+    rel = Path(os.path.relpath(path, root) if root is not None else path).as_posix()
+    digest = hashlib.sha256(f"{seed}\0{rel}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def _decode_all(

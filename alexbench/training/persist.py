@@ -83,6 +83,7 @@ class EpochState:
     best_top1: float
     world_size: int
     train_state: dict[str, Any]  # optimizer, scheduler, scaler, rng
+    data_fingerprint: dict[str, Any] | None = None  # LoadedData.fingerprint
 
 
 def save_epoch(out: Path, model: torch.nn.Module, meta: ModelMeta, state: EpochState) -> None:
@@ -107,6 +108,8 @@ def save_epoch(out: Path, model: torch.nn.Module, meta: ModelMeta, state: EpochS
         "best_top1": state.best_top1,
     }
     extra = dict(common, train_config=state.recipe, train_state=state.train_state)
+    if state.data_fingerprint is not None:
+        extra["data_fingerprint"] = state.data_fingerprint
     # best.pt before last.pt: an interrupt between the two then leaves last.pt one epoch behind
     # (its best_top1 still matching best.pt), never a last.pt that records a newer best.
     if record["best"]:  # weights and meta only: best.pt is for evaluation and export

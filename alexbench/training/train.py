@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from alexbench.checkpoint import ModelMeta
 from alexbench.devices import require
-from alexbench.errors import AlexbenchError, CheckpointError, InputError, Interrupted
+from alexbench.errors import AlexbenchError, CheckpointError, DataError, InputError, Interrupted
 from alexbench.fileio import folder_lock, require_free_space, stale_temporaries
 from alexbench.model import build_alexnet
 from alexbench.precision import Precision
@@ -70,7 +70,7 @@ class EpochRecord:
     val_loss: float
     val_top1: float
     val_top5: float | None  # None with 5 classes or fewer: always 100% (as in evaluate)
-    lr: float
+    lr: float  # the rate of the epoch's last step (the scheduler's next one is not used yet)
     epoch_time_s: float
     images_per_s: float  # training images per second, all ranks together, data pipeline included
     data_fraction: float  # share of the training time spent fetching and transforming batches
@@ -122,8 +122,9 @@ def train_one_epoch(
     epoch: int,
     steps: int,
     reporter: TrainReporter,
-) -> tuple[float, float, int, float, float]:
-    """At most `steps` batches of this rank's shard -> loss, top-1, images, seconds, data secs."""
+) -> tuple[float, float, int, float, float, float]:
+    """At most `steps` batches of this rank's shard -> loss, top-1, images, seconds, data secs,
+    and the learning rate of the epoch's last step."""
     s.model.train()
     rank = dist.get_rank() if dist.is_initialized() else 0
     gen = torch.Generator(s.device)
@@ -131,6 +132,7 @@ def train_one_epoch(
     loss_sum = torch.zeros((), dtype=torch.float64, device=s.device)
     correct = torch.zeros((), dtype=torch.int64, device=s.device)
     seen, data_time, start = 0, 0.0, time.perf_counter()
+    lr_used = s.optimizer.param_groups[0]["lr"]
     batches = loader.epoch(epoch)
     update_every = max(1, steps // 100) if s.device.type == "cuda" else 1  # .item() syncs CUDA
     for step in range(steps):
@@ -151,6 +153,7 @@ def train_one_epoch(
             nn.utils.clip_grad_norm_(s.model.parameters(), s.config.clip_grad)
         s.scaler.step(s.optimizer)
         s.scaler.update()
+        lr_used = s.optimizer.param_groups[0]["lr"]  # before the scheduler moves it on
         s.scheduler.step()
         loss_sum += loss.detach().double() * labels.numel()
         correct += (logits.detach().argmax(1) == labels).sum()
@@ -161,7 +164,7 @@ def train_one_epoch(
     elapsed = time.perf_counter() - start
     total_loss, total_correct, total = all_reduce([loss_sum.item(), correct.item(), seen], s.device)
     n = max(total, 1)
-    return total_loss / n, total_correct / n, int(total), elapsed, data_time
+    return total_loss / n, total_correct / n, int(total), elapsed, data_time, lr_used
 
 
 def evaluate_split(
@@ -321,6 +324,27 @@ def _train_state(s: TrainStep) -> dict[str, Any]:
     }
 
 
+def _check_same_data(ckpt: dict[str, Any], data: LoadedData) -> None:
+    """A resumed run continues on the images it started on, normalised as it started: other
+    files would move images between its training and validation splits (validation would
+    score images it trained on, and best.pt be chosen on another set), and --cache-limit-gb
+    may switch a folder between measured and ImageNet statistics."""
+    then = ckpt.get("data_fingerprint")
+    if isinstance(then, dict) and data.fingerprint is not None and then != data.fingerprint:
+        counts = ", ".join(f"{k} {then.get(k)} -> {data.fingerprint[k]}" for k in ("train", "val"))
+        same = then.get("train") == data.fingerprint["train"]
+        same = same and then.get("val") == data.fingerprint["val"]
+        raise DataError(
+            "the training data changed since this run started ("
+            + ("same counts, other files" if same else f"images: {counts}")
+            + "): a resumed run must see the images it started on; start a new run instead"
+        )
+    meta = ckpt.get("meta") or {}
+    mean, std = meta.get("mean"), meta.get("std")
+    if isinstance(mean, list | tuple) and isinstance(std, list | tuple):
+        data.mean, data.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
 def _load_data(spec: DataSpec, ctx: DistContext) -> LoadedData:
     if not (ctx.enabled and spec.download):
         return load_data(spec)
@@ -336,6 +360,8 @@ def _fit(
     config: TrainConfig, ckpt: dict[str, Any] | None, ctx: DistContext, reporter: TrainReporter
 ) -> TrainResult:
     data = _load_data(config.data, ctx)
+    if ckpt is not None:
+        _check_same_data(ckpt, data)
     model, s, train_loader, val_loader, steps = _build(config, data, ctx, ckpt)
     size, cl = config.data.image_size, config.channels_last
     train_tf = BatchTransform(size, data.mean, data.std, augment_config(config.data.augment), cl)
@@ -368,13 +394,12 @@ def _fit(
             reporter.on_epoch_start(epoch + 1, config.epochs, steps)
             t0 = time.perf_counter()
             skipped_before = train_loader.skipped + val_loader.skipped
-            loss, top1, seen, secs, data_s = train_one_epoch(
+            loss, top1, seen, secs, data_s, lr = train_one_epoch(
                 s, train_loader, train_tf, epoch, steps, reporter
             )
             v_loss, v1, v5 = evaluate_split(
                 model, val_loader, val_tf, s.criterion, config.precision, ctx.device
             )
-            lr = s.scheduler.get_last_lr()[0]
             rate, share = seen / max(secs, 1e-9), data_s / max(secs, 1e-9)
             wall = time.perf_counter() - t0
             v5_or_none = v5 if data.num_classes > 5 else None
@@ -387,7 +412,7 @@ def _fit(
                 history = [asdict(r) for r in records]
                 state = EpochState(
                     config.recipe(), config.data.to_dict(), data.description, history,
-                    best_top1, ctx.world_size, _train_state(s),
+                    best_top1, ctx.world_size, _train_state(s), data.fingerprint,
                 )  # fmt: skip
                 save_epoch(out, model, meta, state)
                 reporter.on_history(out, history)
