@@ -27,6 +27,7 @@ from alexbench.exporters.manifest import Manifest
 from alexbench.inputs import random_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import ort_cache as ortmod
+from alexbench.runtimes.base import SessionOptions
 from alexbench.runtimes.onnxruntime import OnnxRuntime
 from alexbench.runtimes.ort_cache import CACHE_DIR, ENTRY_DATA, ENTRY_MODEL
 
@@ -349,3 +350,70 @@ def test_the_int8_config_key_follows_the_recipe(small_model, monkeypatch):
     before = key()
     monkeypatch.setattr(int8, "DEFAULT_RECIPE", int8.Recipe(per_channel=False))
     assert key() != before
+
+
+class _Stream:
+    """Stands in for the torch stream ORT was given: counts synchronisations."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def synchronize(self) -> None:
+        self.log.append("sync")
+
+
+class _Binding:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def copy_outputs_to_cpu(self) -> list[np.ndarray]:
+        self.log.append("copy")
+        return [np.zeros((1, 3), dtype=np.float32)]
+
+
+class _CudaSess:
+    def __init__(self) -> None:
+        self.run_options: list[object] = []
+
+    def run_with_iobinding(self, binding: object, run_options: object = None) -> None:
+        self.run_options.append(run_options)
+
+    def get_session_options(self) -> onnxruntime.SessionOptions:
+        so = onnxruntime.SessionOptions()
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as load sets it
+        return so
+
+    def get_providers(self) -> list[str]:
+        return ["CUDAExecutionProvider"]
+
+    def get_provider_options(self) -> dict[str, dict[str, str]]:
+        return {"CUDAExecutionProvider": {"use_tf32": "0"}}
+
+
+@pytest.mark.parametrize(
+    ("accepted", "transfers", "asynchronous"),
+    [(True, False, True), (True, True, False), (False, False, False)],
+)
+def test_a_cuda_run_on_our_stream_returns_when_enqueued_and_is_synchronised_before_reading(
+    accepted, transfers, asynchronous
+):
+    # ORT's CUDA run waits for its stream by default, which made the throughput loop
+    # synchronous per call for ORT alone; on the stream we synchronise ourselves it must not.
+    from alexbench.runtimes.onnxruntime import ASYNC_RUN_KEY, OnnxRuntimeSession
+
+    log: list[str] = []
+    sess = _CudaSess()
+    opts = SessionOptions(include_transfers=transfers)
+    session = OnnxRuntimeSession(
+        sess, Device.CUDA, Precision.FP32, opts, stream=_Stream(log), stream_accepted=accepted
+    )
+    binding = _Binding(log)
+    session.run((binding,))
+    (options,) = sess.run_options
+    if asynchronous:
+        assert options.get_run_config_entry(ASYNC_RUN_KEY) == "1"
+    else:
+        assert options is None  # ORT's default: the run returns when the device is done
+    assert session.info()["run_returns_when_enqueued"] is asynchronous
+    session.to_numpy(binding)
+    assert log == (["sync", "copy"] if accepted else ["copy"])  # ready before it is read

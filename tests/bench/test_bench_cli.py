@@ -153,7 +153,9 @@ def test_cuda_bench_cells_follow_the_timing_contract(small_artifacts, tmp_path, 
         if flag == "--include-transfers":
             assert session["include_transfers"] is True
         if c["device_time"] is not None:  # kernels on torch's stream: events bracket them
-            assert 0 < c["device_time"]["p50_ms"] <= c["stats"]["p50_ms"] * 1.05
+            # A part of the latency, from another loop: noise at a fraction of a millisecond
+            # (transfers and ORT cells come close to it) gets 20% and 20 us of slack.
+            assert 0 < c["device_time"]["p50_ms"] <= c["stats"]["p50_ms"] * 1.2 + 0.02
         assert c["stats"]["wall_throughput"] > 0
     assert ok["eager"]["device_time"] is not None
 
