@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,29 @@ def _find_shared_tarball() -> Path:
 
 
 SHARED_TARBALL = _find_shared_tarball()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Machine caches (the measured ceilings) go to a folder of the session's, inherited by the
+    commands tests run: a quick measurement taken while the suite loads the machine must never
+    become the user's cached ceilings (it did: the next `bench` scored against it)."""
+    cache = tempfile.mkdtemp(prefix="alexbench-test-cache-")
+    config.stash[_CACHE_KEY] = (cache, os.environ.get("XDG_CACHE_HOME"))
+    os.environ["XDG_CACHE_HOME"] = cache
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cache, before = config.stash.get(_CACHE_KEY, (None, None))
+    if cache is None:
+        return
+    shutil.rmtree(cache, ignore_errors=True)
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
+_CACHE_KEY = pytest.StashKey[tuple]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
