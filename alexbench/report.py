@@ -63,7 +63,7 @@ def draw(console: Console, t: TableData, wide: bool = False) -> None:
 def fmt_ms(v: float) -> str:
     """Milliseconds to 10 us below 1 ms, where CUDA calls at batch 1 lie (two decimals would
     print a 5% difference at 0.1 ms as none), else to hundredths."""
-    return f"{v:.3f}" if v < 1 else f"{v:.2f}"
+    return f"{v:.3f}" if v < 0.9995 else f"{v:.2f}"  # 0.9996 reads 1.00, not 1.000
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -174,7 +174,8 @@ def render_ceilings(console: Console, c: dict[str, Any]) -> None:
     """One machine's measured ceilings: the best GEMM per dtype (and which library reached it)
     and the read bandwidth for each working-set size."""
     table = Table(
-        title=f"Ceilings: {c['device']} ({c['machine']}), {c['threads']} thread(s)",
+        # the machine key's first part: the CPU or GPU name (the rest is its cache identity)
+        title=f"Ceilings: {c['device']} ({c['machine'].split('|')[0]}), {c['threads']} thread(s)",
         title_justify="left",
     )
     for col in ("dtype", "GFLOP/s (int8: GOP/s)", "best source"):
@@ -275,10 +276,8 @@ def bench_tables(
 
 
 BENCH_LEGEND = (
-    "images/s = batch / median latency (wall img/s: every call counted, slow ones too); "
-    "with --repeat the median and its 95% CI are over the "
-    "repeats' medians, else over the samples (- below 6); ~ marks a median whose CI is wider "
-    "than 5% (one repeat) or whose repeats lie more than 5% apart; "
+    "images/s = batch / median latency (wall img/s: every call counted); the median and its 95% "
+    "CI: {centre}; ~ marks a median whose CI is wider than 5% of it (or missing); "
     "FAIL rows failed parity and their speed must not be quoted; p90/p99 need 10/100 "
     "samples; ! marks a roofline share above 100% (a measurement problem); mem = the cell's "
     "resident / peak memory above its pre-load baseline; cold start = session creation + "
@@ -291,7 +290,21 @@ def render_bench(
 ) -> None:
     for table in bench_tables(cells, title):
         draw(console, table, wide)
-    console.print("  " + BENCH_LEGEND, style="dim")
+    console.print("  " + bench_legend(cells), style="dim")
+
+
+def bench_legend(cells: Sequence[CellDict]) -> str:
+    """BENCH_LEGEND, saying how these cells' medians and CIs were computed (files written
+    before the repeats' medians were centred store statistics pooled over the repeats)."""
+    ways = []
+    timed = [c for c in cells if c.get("stats")]
+    if any((c["stats"].get("repeats") or 1) >= 2 for c in timed):
+        ways.append("over the repeats' medians (geometric mean, t interval)")
+    if any(int(c.get("runs", 1)) >= 2 and "repeats" not in c["stats"] for c in timed):
+        ways.append("pooled over every repeat's samples (as older files store them)")
+    if any(int(c.get("runs", 1)) < 2 for c in timed) or not ways:
+        ways.append("over the samples, from order statistics (- below 6 samples)")
+    return BENCH_LEGEND.format(centre="; ".join(ways))
 
 
 def _percentile(s: dict[str, Any], q: int, tone: Tone) -> Entry:

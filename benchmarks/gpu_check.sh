@@ -30,7 +30,8 @@
 #   bench, bench-graphs, bench-transfers  ~45 each (cap 150)  the same 4 backends x fp32, tf32,
 #                        fp16, bf16 x batch 1,64,256 = 48 cells (45 run: torchscript's fp16/bf16
 #                        trace the cast model at load, ~1 s each; onnxruntime bf16 is unsupported,
-#                        with the reason). --min-time 0.1 --min-iters 20: ~0.4 s a cell (latency
+#                        with the reason); bench-graphs without onnxruntime (36 cells), which does
+#                        not apply graphs. --min-time 0.1 --min-iters 20: ~0.4 s a cell (latency
 #                        loop, then a throughput loop as long) + ~1 s a session + ~10 s start-up
 #   train-fp16, train-bf16  ~15 each (cap 120)  synthetic 1024 images, 64 px, batch 128, 1 epoch
 #   -- ~340 s without torch.compile. compile's `default` mode is Inductor's default on CUDA (no
@@ -175,6 +176,9 @@ write_summary() {
                 # Not run is not failed: a slow but healthy machine must not read as broken.
                 status=NOTRUN
                 notrun+=("${NAMES[i]} (${NOTES[i]})")
+            elif [ "${NOTES[i]#cut by the budget}" != "${NOTES[i]}" ]; then
+                status=CUT
+                notrun+=("${NAMES[i]} (${NOTES[i]})")
             elif [ "${NOTES[i]}" != ok ]; then
                 status=FAIL
                 failed+=("${NAMES[i]} (rc ${RCS[i]}${NOTES[i]:+, ${NOTES[i]}})")
@@ -187,12 +191,12 @@ write_summary() {
             echo "RESULT: FAIL, ${#failed[@]} of $n steps failed:"
             printf '  %s\n' "${failed[@]}"
         elif [ "${#notrun[@]}" -gt 0 ]; then
-            echo "RESULT: INCOMPLETE, no step failed but ${#notrun[@]} of $n were not run:"
+            echo "RESULT: INCOMPLETE, no step failed but ${#notrun[@]} of $n were not run or cut short:"
         else
             echo "RESULT: PASS, all $n steps exited 0"
         fi
         if [ "${#notrun[@]}" -gt 0 ]; then
-            printf '  not run: %s\n' "${notrun[@]}"
+            printf '  not run or cut: %s\n' "${notrun[@]}"
         fi
     } >"$SUMMARY.part" && mv -f "$SUMMARY.part" "$SUMMARY"
 }
@@ -234,6 +238,9 @@ step() {
         t1=$(clock)
         if is_ok "$rc" "$ok"; then
             note=ok
+        elif { [ "$rc" = 124 ] || [ "$rc" = 137 ]; } && [ "$limit" -lt "$cap" ]; then
+            # Stopped by the run's budget, not by its own cap: not a failure of the step.
+            note="cut by the budget after ${limit}s (cap ${cap}s)"
         elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
             note="timed out after ${limit}s"
         elif grep -q '^Traceback (most recent call last)' "$log"; then

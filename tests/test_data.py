@@ -105,6 +105,14 @@ def test_the_hash_split_keeps_held_out_images_held_out_when_the_folder_changes()
     assert len(holdout(tiny, 0.01, 0, SplitMethod.HASH, "/t")[1]) == 1  # at least one image
 
 
+def test_the_file_fingerprint_is_the_same_for_dir_and_dir_train(cifar20: Path) -> None:
+    # evaluate takes DIR and DIR/train for one folder; a resume given the other spelling was
+    # refused as "other files"
+    a = load_data(folder_spec(cifar20, val_fraction=0.2)).fingerprint
+    b = load_data(folder_spec(cifar20 / "train", val_fraction=0.2)).fingerprint
+    assert a == b and a is not None and a["train"] + a["val"] == 200
+
+
 def test_streaming_yields_the_same_batches_as_the_cache(cifar20: Path) -> None:
     mem = load_data(folder_spec(cifar20), (Split.VAL,))
     stream = load_data(folder_spec(cifar20, cache_limit_bytes=0), (Split.VAL,))

@@ -225,6 +225,23 @@ def test_another_split_of_the_runs_folder_is_not_called_held_out(tmp_path: Path)
     assert held_out_mismatch(other_dir, trained) is None  # another folder: a test set
 
 
+def test_a_run_that_validated_on_val_held_nothing_out_of_its_train_folder(tmp_path: Path) -> None:
+    from alexbench.cli.evaluate import _val_fraction, held_out_mismatch
+
+    (tmp_path / "ds" / "train").mkdir(parents=True)
+    (tmp_path / "ds" / "val").mkdir()
+    trained = {"data_dir": str(tmp_path / "ds"), "val_fraction": 0.1, "split_seed": 0}
+    # ds/train is all training images: scored whole, and said to be, not "held out" by hash
+    assert _val_fraction(None, tmp_path / "ds" / "train", trained, Split.VAL) == 0.0
+    train_spec = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tmp_path / "ds" / "train",
+                          image_size=64, val_fraction=0.0)  # fmt: skip
+    assert "the folder the model trained on" in (held_out_mismatch(train_spec, trained) or "")
+    # ds itself: its val/ is scored whole whatever the seed
+    seeded = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tmp_path / "ds", image_size=64,
+                      split_seed=7)  # fmt: skip
+    assert held_out_mismatch(seeded, trained) is None
+
+
 def test_cli_evaluate_scores_both_int8_models_calibrated_on_calib_data(
     run_dir: Path, tmp_path: Path, cifar_subset: Path
 ) -> None:

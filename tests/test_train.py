@@ -177,6 +177,9 @@ def test_the_history_records_the_rate_each_epoch_ended_with(tmp_path: Path) -> N
     assert result.records[0].lr == pytest.approx(peak * 3 / 4)
     with pytest.raises(InputError, match=r"--warmup-epochs \(2\) must be less than --epochs"):
         tiny_config(tmp_path, epochs=2, schedule=ScheduleKind.COSINE, warmup_epochs=2.0)
+    # a run recorded while warm-up as long as the run was allowed still resumes
+    recipe = dict(config.recipe(), warmup_epochs=2.0)
+    assert TrainConfig().resumed_with(recipe).warmup_epochs == 2.0
 
 
 def test_dropout_is_a_training_knob_only_and_round_trips() -> None:

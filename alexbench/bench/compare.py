@@ -61,8 +61,10 @@ class Verdict(StrEnum):
 class CellComparison:
     """One cell present and `ok` in both runs.
 
-    `a_p50_ms`/`b_p50_ms` are the centres the ratio is computed from: the median latency of a
-    single-repeat run, or the geometric mean of the per-repeat medians of a repeated one; so
+    `a_p50_ms`/`b_p50_ms` are the centres the ratio is computed from: with repeats on both
+    sides the geometric mean of each side's per-repeat medians (the bench table's p50);
+    otherwise each side's median over all its raw latencies, which the block bootstrap
+    resamples (for a repeated side this can differ slightly from its table's p50); so
     `ratio == a_p50_ms / b_p50_ms` (B/A throughput, > 1: B is faster)."""
 
     key: CellKey
@@ -386,7 +388,8 @@ def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         # One runnable process more on a 2-core machine takes half of it from the cells.
         out.append(
             f"machine load differed when the runs started: 1-minute load average {load[0]:g} "
-            f"(A) vs {load[1]:g} (B); other work slows the busier run"
+            f"(A) vs {load[1]:g} (B): other work, or the residue of a run just before (a "
+            "sweep started right after another inherits its load), may slow the busier one"
         )
     # Library versions.
     ver_a = _get(a, "environment", "versions") or {}

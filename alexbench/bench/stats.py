@@ -11,9 +11,9 @@ import numpy as np
 
 from alexbench.bench.intervals import CONFIDENCE, t_quantile
 
-# A cell whose 95% CI of the median is wider than this (relative to the median), or whose
-# repeats' medians lie further apart than this, is flagged: its median moves too much between
-# runs to quote without a caveat.
+# A cell whose 95% CI of the median (over its samples, or over its repeats' medians) is wider
+# than this, relative to the median, is flagged: its median is not pinned down well enough to
+# quote without a caveat.
 UNSTABLE_CI_REL_WIDTH = 0.05
 # Order statistics need enough samples: below these counts a p90/p99 is only the maximum, so
 # tables and plots leave them out (the JSON and CSV keep them, beside the sample count).
@@ -103,9 +103,10 @@ def compute_stats(
     latencies) is the throughput loop's wall clock.
 
     With two or more `repeat_medians_ms` (the samples are those repeats' pooled), the median
-    and its CI are those of the repeats (`repeats_interval`) and the cell is unstable when the
-    repeats' medians lie more than 5% apart; the percentiles, mean and extremes stay over every
-    sample. Else the median's CI is from order statistics, and a CI wider than 5% is unstable."""
+    and its CI are those of the repeats (`repeats_interval`); the other percentiles, the mean
+    and the extremes stay over every sample (so when the repeats disagree the centre may lie
+    above the pooled p90). Else the median's CI is from order statistics. Either way a cell is
+    unstable when its CI is wider than 5% of the median, or missing, or from under 10 samples."""
     lat = np.sort(np.asarray(latencies_ns, dtype=np.float64)) / 1e6  # ms
     n = len(lat)
     if n == 0:
@@ -115,14 +116,15 @@ def compute_stats(
     ci_high: float | None
     if len(repeat_medians_ms) >= 2:
         p50, ci_low, ci_high = repeats_interval(repeat_medians_ms)
-        spread = max(repeat_medians_ms) / min(repeat_medians_ms) - 1
-        unstable = n < 10 or spread > UNSTABLE_CI_REL_WIDTH
     else:
         ranks = median_ci_ranks(n)
         ci_low, ci_high = (float(lat[ranks[0]]), float(lat[ranks[1]])) if ranks else (None, None)
-        unstable = (
-            n < 10 or ranks is None or (lat[ranks[1]] - lat[ranks[0]]) / p50 > UNSTABLE_CI_REL_WIDTH
-        )
+    unstable = (
+        n < 10
+        or ci_low is None
+        or ci_high is None
+        or (ci_high - ci_low) / p50 > UNSTABLE_CI_REL_WIDTH
+    )
     return LatencyStats(
         iterations=n,
         batch=batch,

@@ -40,7 +40,8 @@ def compare_cmd(
         0.05,
         "--threshold",
         help="Smallest throughput change called faster/slower, a fraction in [0, 1) "
-        "(0.05 = 5%); smaller significant differences are reported as within noise.",
+        "(0.05: B/A above 1.05 or below 1/1.05); smaller significant differences are "
+        "reported as within noise.",
     ),
     fail_on_regression: bool = typer.Option(
         False,
@@ -104,7 +105,8 @@ def comparison_dict(comparison: Comparison, baseline: Path, candidate: Path) -> 
     """The comparison as `compare --json` prints it: the figures and words of the table, with
     each cell's key spelled out, and None where an interval could not be computed."""
     return {
-        "schema": "alexbench-compare/1",
+        # /2: verdict "no interval" (a side without raw latencies), symmetric threshold
+        "schema": "alexbench-compare/2",
         "a": str(baseline),
         "b": str(candidate),
         "a_complete": comparison.a_complete,

@@ -43,6 +43,8 @@ from alexbench.training.data import (
     check_crop_fraction,
     load_data,
     same_training_folder,
+    trained_on_whole,
+    val_folder,
 )
 
 # torchvision's ImageNet evaluation: resize to 256, centre crop 224.
@@ -286,10 +288,14 @@ def _val_fraction(
 
 
 def held_out_mismatch(spec: DataSpec, trained: dict[str, Any]) -> str | None:
-    """Why the images scored from the run's own folder are not the ones it held out (another
-    --val-fraction or --split-seed than it trained with), or None."""
-    if spec.kind is not DatasetKind.IMAGEFOLDER or spec.val_fraction <= 0:
+    """Why the images scored from the run's own folder are not the ones it held out (its
+    training folder, or another --val-fraction or --split-seed than it trained with), or None."""
+    if spec.kind is not DatasetKind.IMAGEFOLDER:
         return None
+    if trained_on_whole(trained.get("data_dir"), spec.data_dir):
+        return f"{spec.data_dir} is the folder the model trained on, every image of it"
+    if spec.val_fraction <= 0 or val_folder(spec.data_dir) is not None:
+        return None  # every image of a test set, or the run folder's own val/ whole
     if not same_training_folder(trained.get("data_dir"), spec.data_dir):
         return None
     run = (float(trained.get("val_fraction", 0.1)), int(trained.get("split_seed", 0)))

@@ -5,7 +5,7 @@ neither, so the two never import each other."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import InitVar, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -59,9 +59,12 @@ class TrainConfig:
     out: Path = Path("runs/train")
     workers: int | None = None
 
+    # A stored recipe being resumed: rules added after it was recorded do not apply to it.
+    resuming: InitVar[bool] = False
+
     RUNTIME_FIELDS = ("device", "out", "workers")
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, resuming: bool) -> None:
         """Every number checked before any data loads or any epoch runs, in the CLI's words."""
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
@@ -74,7 +77,8 @@ class TrainConfig:
             (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
             # As long as the run or longer, the learning rate never leaves the ramp (100 of 1:
             # near 0; 1 of 1: the peak at the last step, and no decay at all).
-            (self.schedule is not ScheduleKind.COSINE or self.warmup_epochs < self.epochs,
+            (self.schedule is not ScheduleKind.COSINE or self.warmup_epochs < self.epochs
+             or (resuming and self.warmup_epochs == self.epochs),  # allowed until 2026-11-27
              f"--warmup-epochs ({self.warmup_epochs:g}) must be less than --epochs "
              f"({self.epochs})"),
             (0 <= self.label_smoothing < 1,
@@ -116,4 +120,5 @@ class TrainConfig:
             init=InitKind(kw.get("init", InitKind.TORCHVISION.value)),
             precision=Precision(kw["precision"]),
         )
-        return TrainConfig(**kw, **{k: getattr(self, k) for k in self.RUNTIME_FIELDS})
+        runtime = {k: getattr(self, k) for k in self.RUNTIME_FIELDS}
+        return TrainConfig(**kw, **runtime, resuming=True)

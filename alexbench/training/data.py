@@ -297,12 +297,29 @@ def training_root(root: Path) -> Path:
     return root / "train" if (root / "train").is_dir() else root
 
 
+def val_folder(root: Path) -> Path | None:
+    """An ImageFolder's own validation set: DIR/val, else DIR/test, else None."""
+    return next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+
+
 def same_training_folder(recorded: str | os.PathLike[str] | None, given: Path) -> bool:
-    """Whether `given` is the folder a run recorded, spelled either way (DIR or DIR/train,
-    relative or absolute): its held-out split then applies."""
+    """Whether `given` is the folder a run recorded and held a share of out, spelled either
+    way (DIR or DIR/train, relative or absolute): its held-out split then applies. A run whose
+    folder had val/ or test/ held nothing out of DIR/train: that is its training set."""
     if not recorded:
         return False
-    return training_root(Path(recorded)).resolve() == training_root(Path(given)).resolve()
+    run_root = Path(recorded)
+    if val_folder(run_root) is not None:
+        return run_root.resolve() == Path(given).resolve()
+    return training_root(run_root).resolve() == training_root(Path(given)).resolve()
+
+
+def trained_on_whole(recorded: str | os.PathLike[str] | None, given: Path) -> bool:
+    """Whether `given` is the training folder of a run that validated on DIR/val or DIR/test:
+    every image in it is one the model trained on."""
+    if not recorded or val_folder(Path(recorded)) is None:
+        return False
+    return (Path(recorded) / "train").resolve() == Path(given).resolve()
 
 
 def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
@@ -312,7 +329,7 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
             f"{root}: no such directory (expected an ImageFolder tree {root}/train/<class>/*.jpg)"
         )
     train_root = training_root(root)
-    val_root = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+    val_root = val_folder(root)
     if splits == (Split.VAL,):  # evaluation: a held-out set is scored whole
         return _finish_imagefolder(spec, splits, *_held_out(spec, root, train_root, val_root))
     if val_root is not None and train_root == root:
@@ -331,20 +348,24 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
         )
         how = f"val = {spec.val_fraction:g} of train held out ({_split_words(spec)})"
     data = _finish_imagefolder(spec, splits, names, train_samples, val_samples, how)
-    data.fingerprint = file_fingerprint(root, train_samples, val_samples)
+    data.fingerprint = file_fingerprint(
+        (train_root, train_samples), (val_root or train_root, val_samples)
+    )
     return data
 
 
 def file_fingerprint(
-    root: Path, train: list[tuple[str, int]], val: list[tuple[str, int]]
+    train: tuple[Path, list[tuple[str, int]]], val: tuple[Path, list[tuple[str, int]]]
 ) -> dict[str, Any]:
-    """Image counts per split and a hash of every (split, path within `root`, label): a file
-    added, removed, renamed or moved to another class or split changes it."""
+    """Image counts per split and a hash of every (split, path within the split's folder,
+    label): a file added, removed, renamed or moved to another class or split changes it; the
+    folders' own names and places (DIR or DIR/train given, a moved tree) do not."""
     h = hashlib.sha256()
-    for name, samples in (("train", train), ("val", val)):
+    for name, (folder, samples) in (("train", train), ("val", val)):
         for path, label in sorted(samples):
-            h.update(f"{name}\0{Path(os.path.relpath(path, root)).as_posix()}\0{label}\n".encode())
-    return {"train": len(train), "val": len(val), "sha256": h.hexdigest()}
+            rel = Path(os.path.relpath(path, folder)).as_posix()
+            h.update(f"{name}\0{rel}\0{label}\n".encode())
+    return {"train": len(train[1]), "val": len(val[1]), "sha256": h.hexdigest()}
 
 
 def _remap(

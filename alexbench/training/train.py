@@ -244,14 +244,15 @@ def _run_folder(out: Path, ctx: DistContext) -> Iterator[None]:
     if not ctx.is_main:
         yield
         return
-    created = not out.exists()
+    created, held = not out.exists(), False
     try:
         with folder_lock(out, busy="another alexbench train is writing this run folder"):
+            held = True
             for path in stale_temporaries(out, RUN_FILES):
                 path.unlink(missing_ok=True)
             yield
     except BaseException:
-        if created:
+        if created and held:  # never the folder of the run that holds the lock
             with contextlib.suppress(OSError):  # not empty: the run wrote something; keep it
                 out.rmdir()
         raise
