@@ -30,7 +30,8 @@ def runs_dir(tmp_path: Path) -> Path:
         dst = root / "xeon" / (f"z{i}.json" if i % 2 else f"deeper/a{i}.json")
         shutil.copy(XEON / name, dst)
     data = json.loads((XEON / RUNS[0]).read_text())
-    data |= {"complete": False, "interrupted": "SIGINT", "created": "2026-11-27T09:00:00+00:00"}
+    # dated after every committed run, so it sorts last whatever runs are committed later
+    data |= {"complete": False, "interrupted": "SIGINT", "created": "2030-01-01T09:00:00+00:00"}
     data["cells"] = data["cells"][:3]
     (root / "partial.json").write_text(json.dumps(data))
     (root / "history.json").write_text(json.dumps({"epochs": []}))
@@ -44,7 +45,7 @@ def test_list_runs_summarises_the_committed_results(runs_dir: Path) -> None:
     listing = list_runs([runs_dir])
     assert len(listing.runs) == len(RUNS) + 1
     dates = [r.created for r in listing.runs]
-    assert dates == sorted(dates) and dates[-1] == datetime(2026, 11, 27, 9, tzinfo=UTC)
+    assert dates == sorted(dates) and dates[-1] == datetime(2030, 1, 1, 9, tzinfo=UTC)
     first = listing.runs[0]
     assert first.created == datetime(2026, 11, 26, 18, 50, 47, tzinfo=UTC)
     assert (first.host, first.devices, first.cpu, first.gpu) == ("vm", ["cpu"], "Intel Xeon", None)
