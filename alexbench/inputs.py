@@ -33,10 +33,13 @@ def image_inputs(
     seed: int = 0,
     option: str = "--data-dir",
     crop_fraction: float = 1.0,
+    from_end: bool = False,
 ) -> InputSet:
     """`count` images drawn (seeded) from an ImageFolder tree or a flat folder of images,
     decoded, resized and centre-cropped like evaluation data (`crop_fraction`: the model's
-    `eval_crop_fraction`), then normalised with the model's statistics."""
+    `eval_crop_fraction`), then normalised with the model's statistics. `from_end`: taken
+    from the far end of the seeded order, so that verify's images are not the calibration
+    images (drawn from the near end) when both options name one folder."""
     # Imported here: it pulls in torchvision's decoders, which `export`/`bench` rarely need.
     import torchvision.transforms.v2.functional as TF
 
@@ -49,6 +52,8 @@ def image_inputs(
     if not files:
         raise DataError(f"{option} {directory}: no image files found")
     order = np.random.default_rng(seed).permutation(len(files))
+    if from_end:
+        order = order[::-1]
     images: list[torch.Tensor] = []
     skipped = 0
     for i in order:

@@ -62,9 +62,9 @@ def compare(
         margin = top2[:, 1] - top2[:, 0]
     else:
         margin = np.full(len(ref), np.inf)
-    # A flip only counts when the reference clearly preferred its class (margin beyond the
-    # error the tolerance allows on both logits); otherwise it is a near tie.
-    counted = disagree & (margin > 2 * threshold)
+    # A flip only counts when the reference clearly preferred its class (margin beyond twice
+    # the tie threshold: the error expected on both logits); otherwise it is a near tie.
+    counted = disagree & (margin > 2 * tol.tie_threshold(scale))
     mismatches, ties = int(counted.sum()), int((disagree & ~counted).sum())
     agreement = float(1.0 - disagree.mean()) if len(ref) else 1.0
 

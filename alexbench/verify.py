@@ -89,10 +89,11 @@ def run_cell(
     options: SessionOptions | None = None,
 ) -> Cell:
     runtime = get_runtime(backend)
-    reason = cell_unavailable(runtime, bundle, device, precision)
+    reason = cell_unavailable(runtime, bundle, device, precision, checking=True)
     if reason:
         return Cell(backend, device, precision, Status.UNSUPPORTED, message=reason)
     cell = Cell(backend, device, precision, Status.ERROR)
+    note = runtime.supports(device, precision) and runtime.checks_only(device, precision)
     try:
         start = time.perf_counter()
         session = runtime.load(bundle, device, precision, options)
@@ -118,6 +119,7 @@ def run_cell(
     bad = [b.batch for b in cell.batches if not b.passed]
     if cell.parity.passed and not bad:
         cell.status = Status.PASS
+        cell.message = note or ""
     else:
         cell.status = Status.FAIL
         parts = [cell.parity.reason] if cell.parity.reason else []

@@ -417,3 +417,26 @@ def test_a_cuda_run_on_our_stream_returns_when_enqueued_and_is_synchronised_befo
     assert session.info()["run_returns_when_enqueued"] is asynchronous
     session.to_numpy(binding)
     assert log == (["sync", "copy"] if accepted else ["copy"])  # ready before it is read
+
+
+def test_an_existing_int8_file_is_used_without_calibration_images(small_model, int8_folder):
+    # Calibration images make an int8 file; verifying or timing the one a user has needs none
+    # (the cell was "unsupported" and verify said PASS beside an unchecked int8 file).
+    from alexbench.exporters import NEEDS_CALIBRATION, prepare_bundle
+
+    seen: list[Path] = []
+    bundle = prepare_bundle(small_model, int8_folder, [ArtifactFormat.ONNX_INT8])
+    assert bundle.artifacts[ArtifactFormat.ONNX_INT8] == int8_folder / "alexnet.int8.onnx"
+    # another model (seed 1) finds no int8 file of its own there: still needs calibration
+    other = load_model(seed=1, num_classes=SMALL_CLASSES, image_size=SMALL_SIZE)
+    bundle = prepare_bundle(other, int8_folder, [ArtifactFormat.ONNX_INT8])
+    assert ArtifactFormat.ONNX_INT8 not in bundle.artifacts
+    assert bundle.missing[ArtifactFormat.ONNX_INT8] == NEEDS_CALIBRATION
+    # a changed file is used as it is, and said to differ (verify must test the file on disk)
+    copy = int8_folder.parent / "int8-copy"
+    shutil.copytree(int8_folder, copy)
+    with open(copy / "alexnet.int8.onnx", "ab") as f:
+        f.write(b"\0")
+    prepare_bundle(small_model, copy, [ArtifactFormat.ONNX_INT8],
+                   on_modified=lambda fmt, path: seen.append(path))  # fmt: skip
+    assert seen == [copy / "alexnet.int8.onnx"]

@@ -42,3 +42,21 @@ def test_shape_mismatch_and_nan_fail():
     bad[0, 0] = np.nan
     r = compare(ref, bad)
     assert not r.passed and "non-finite" in r.reason
+
+
+def test_int8_top1_flips_past_its_typical_error_fail_though_within_its_wide_tolerance():
+    # Every row's top two logits (10 and 8) swapped: an error of 2 is inside int8's 0.25 x 10
+    # threshold and the cosine stays 0.976, so only the top-1 gate can catch it. Judged by the
+    # error threshold itself, a counted flip implied a failed error check: the gate was dead.
+    ref = np.zeros((16, 10))
+    ref[:, 0], ref[:, 1] = 10, 8
+    out = ref.copy()
+    out[:, 0], out[:, 1] = 8, 10
+    result = compare(ref, out, Precision.INT8)
+    assert not result.passed and result.reason == "16 top-1 mismatches"
+    assert result.max_abs_err <= result.threshold  # the error check alone would have passed
+    near = ref.copy()
+    near[:, 1] = 9.5  # a 5% gap: a near tie for int8, forgiven when it flips
+    flipped = near.copy()
+    flipped[:, 0], flipped[:, 1] = 9.5, 10
+    assert compare(near, flipped, Precision.INT8).passed

@@ -136,3 +136,38 @@ def test_cuda_runtimes_match_cpu_reference(backend, precision, cuda_bundle, smal
         assert info["providers"][0] == "CUDAExecutionProvider"
         # ORT took the torch stream it was offered: CUDA events can time its kernels.
         assert info["device_time"] is True and session.event_stream is not None
+
+
+def test_verify_checks_the_fp16_onnx_file_on_cpu_though_bench_does_not_time_it(
+    cuda_bundle, tmp_path
+):
+    # The fp16 ONNX file was never opened on a CPU-only machine, yet `verify --precision fp16`
+    # said PASS (eager/pt2/torchscript fp16 cast in memory): a corrupted file passed.
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from alexbench.inputs import random_inputs
+    from alexbench.verify import Status, reference_logits, run_cell
+
+    runtime = get_runtime(Backend.ONNXRUNTIME)
+    assert cell_unavailable(runtime, cuda_bundle, Device.CPU, Precision.FP16)  # not timed
+    inputs = random_inputs(8, cuda_bundle.loaded.meta.image_size, 0)
+    ref = reference_logits(cuda_bundle, inputs)
+    cell = run_cell(cuda_bundle, Backend.ONNXRUNTIME, Device.CPU, Precision.FP16, inputs, ref)
+    assert cell.status is Status.PASS and "computed in fp32" in cell.message
+    # the same file with two classes' output rows swapped: caught
+    model = onnx.load(str(cuda_bundle.artifacts[ArtifactFormat.ONNX_FP16]))
+    last_gemm = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
+    for init in model.graph.initializer:
+        if init.name in last_gemm.input[1:]:
+            w = numpy_helper.to_array(init).copy()
+            w[[0, 1]] = w[[1, 0]]
+            init.CopyFrom(numpy_helper.from_array(w, init.name))
+    swapped = tmp_path / "alexnet.fp16.onnx"
+    onnx.save(model, str(swapped))
+    bad = ModelBundle(
+        cuda_bundle.loaded, {**cuda_bundle.artifacts, ArtifactFormat.ONNX_FP16: swapped}
+    )
+    cell = run_cell(bad, Backend.ONNXRUNTIME, Device.CPU, Precision.FP16, inputs, ref)
+    assert cell.status is Status.FAIL and np.isfinite(cell.parity.max_abs_err)

@@ -85,16 +85,18 @@ def bundle_for(
     devices: Sequence[Device] = (Device.CPU,),
     calib_data: Path | None = None,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
+    checking: bool = False,
 ) -> ModelBundle:
     """`loaded` (from `model_for`) with every artifact its cells need (exported when missing or
     stale; int8 calibrated on `calib_data`), in `artifacts` or, without it, in the model's own
-    folder under exports/."""
+    folder under exports/. `checking`: for verify, which also checks the files of pairs that
+    are not timed (`Runtime.checks_only`)."""
     needed: list[ArtifactFormat] = []
     for b in backends:
         runtime = get_runtime(b)
         for p in precisions:
             fmt = runtime.artifact_for(p)
-            usable = any(unsupported_reason(runtime, d, p) is None for d in devices)
+            usable = any(unsupported_reason(runtime, d, p, checking) is None for d in devices)
             if fmt is not None and usable and fmt not in needed:
                 needed.append(fmt)
     calibration = None

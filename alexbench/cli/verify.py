@@ -100,11 +100,19 @@ def verify_cmd(
     )  # fmt: skip
     bundle = bundle_for(
         console, artifacts, backends, loaded, precisions=precisions, devices=devices,
-        calib_data=calib_data, calib_samples=calib_samples,
+        calib_data=calib_data, calib_samples=calib_samples, checking=True,
     )  # fmt: skip
     meta = bundle.loaded.meta
     inputs = (
-        image_inputs(data, batch, meta, seed or 0, "--data-dir", bundle.loaded.eval_crop_fraction)
+        image_inputs(
+            data,
+            batch,
+            meta,
+            seed or 0,
+            "--data-dir",
+            bundle.loaded.eval_crop_fraction,
+            from_end=True,  # not the --calib-data images when both name one folder
+        )
         if data is not None
         else random_inputs(batch, meta.image_size, seed or 0)
     )

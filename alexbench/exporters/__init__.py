@@ -455,13 +455,18 @@ def prepare_bundle(
     """
     formats = list(dict.fromkeys(formats))
     missing: dict[ArtifactFormat, str] = {}
+    kept: dict[ArtifactFormat, Path] = {}
     if kwargs.get("calibration") is None:
         for fmt in CALIBRATED:
             if fmt in formats:
                 formats.remove(fmt)
-                missing[fmt] = NEEDS_CALIBRATION
+                found = _calibrated_on_disk(loaded, Path(out_dir), fmt, on_modified)
+                if found is None:
+                    missing[fmt] = NEEDS_CALIBRATION
+                else:
+                    kept[fmt] = found
     if not formats:
-        return ModelBundle(loaded, {}, missing, Path(out_dir))
+        return ModelBundle(loaded, kept, missing, Path(out_dir))
     _, outcomes = ensure_artifacts(
         loaded,
         Path(out_dir),
@@ -473,7 +478,32 @@ def prepare_bundle(
     for fmt, _, state in outcomes:
         if state is ArtifactStatus.MODIFIED and on_modified:
             on_modified(fmt, paths[fmt])
-    return ModelBundle(loaded, paths, missing, Path(out_dir))
+    return ModelBundle(loaded, paths | kept, missing, Path(out_dir))
+
+
+def _calibrated_on_disk(
+    loaded: LoadedModel,
+    directory: Path,
+    fmt: ArtifactFormat,
+    on_modified: Callable[[ArtifactFormat, Path], None] | None,
+) -> Path | None:
+    """An int8 file this model's export already made in `directory`, when no calibration images
+    are given: calibration is needed to make one, not to verify or time the one a user has
+    (it was skipped, and `verify` said PASS beside it). Used as it is, like any artifact."""
+    manifest = Manifest.load(directory) if directory.is_dir() else None
+    record = manifest.artifacts.get(fmt.value) if manifest is not None else None
+    if manifest is None or record is None:
+        return None
+    if _manifest_identity(manifest) != model_identity(loaded.meta, loaded.weights_sha256):
+        return None  # another model's: the export path refuses it, with the reason
+    path = directory / record.path
+    if not path.is_file():
+        return None
+    if on_modified and (
+        path.stat().st_size != record.size_bytes or file_sha256(path) != record.sha256
+    ):
+        on_modified(fmt, path)
+    return path
 
 
 def model_for_artifacts(

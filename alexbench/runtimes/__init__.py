@@ -57,22 +57,32 @@ def get_runtime(backend: Backend) -> Runtime:
     return getattr(importlib.import_module(module_name), cls_name)()
 
 
-def unsupported_reason(runtime: Runtime, device: Device, precision: Precision) -> str | None:
-    """Why this cell cannot run here (library missing, no such device, pair unsupported)."""
+def unsupported_reason(
+    runtime: Runtime, device: Device, precision: Precision, checking: bool = False
+) -> str | None:
+    """Why this cell cannot run here (library missing, no such device, pair unsupported).
+    `checking`: for its numbers only (verify), where `Runtime.checks_only` pairs run too."""
     cuda_only = spec(precision).cuda_only and device is not Device.CUDA
+    refused = runtime.supports(device, precision)
+    if refused and checking and runtime.checks_only(device, precision):
+        refused = None
     return (
         runtime.available()
         or (None if is_available(device) else f"{device.value} is not available on this machine")
         or (f"{precision.value} is a CUDA tensor-core mode" if cuda_only else None)
-        or runtime.supports(device, precision)
+        or refused
     )
 
 
 def cell_unavailable(
-    runtime: Runtime, bundle: ModelBundle, device: Device, precision: Precision
+    runtime: Runtime,
+    bundle: ModelBundle,
+    device: Device,
+    precision: Precision,
+    checking: bool = False,
 ) -> str | None:
     """`unsupported_reason`, or why this bundle lacks the artifact the cell needs."""
-    reason = unsupported_reason(runtime, device, precision)
+    reason = unsupported_reason(runtime, device, precision, checking)
     if reason:
         return reason
     fmt = runtime.artifact_for(precision)

@@ -116,6 +116,11 @@ class Runtime(abc.ABC):
     def supports(self, device: Device, precision: Precision) -> str | None:
         """None when supported, else the reason it is not (shown as 'unsupported: <reason>')."""
 
+    def checks_only(self, device: Device, precision: Precision) -> str | None:
+        """Why a pair `supports` refuses can still be run for its numbers (verify's parity: the
+        artifact's outputs are right even where timing them would mislead), else None."""
+        return None
+
     @abc.abstractmethod
     def load(
         self,

@@ -191,6 +191,13 @@ class OnnxRuntime(Runtime):
     def artifact_for(self, precision: Precision) -> ArtifactFormat | None:
         return VARIANTS.get(precision)
 
+    def checks_only(self, device: Device, precision: Precision) -> str | None:
+        if precision is Precision.FP16 and device is Device.CPU:
+            # The file a consumer ships still has to be right: its fp16 weights are what ORT's
+            # CPU provider casts back and computes with.
+            return "the fp16 file's outputs, computed in fp32 by ORT's CPU provider (not timed)"
+        return None
+
     def supports(self, device: Device, precision: Precision) -> str | None:
         if precision is Precision.BF16:
             return "no bf16 ONNX variant (ORT's bf16 kernel coverage is partial)"
