@@ -166,9 +166,13 @@ def test_int8_and_fp16_variants(small_model, tmp_path, cifar_subset):
     ref = get_runtime(Backend.EAGER).load(bundle, Device.CPU, Precision.FP32)(x)
     result = compare(ref, session(x), Precision.INT8)
     assert result.passed and result.max_abs_err > 0, result
-    # Without calibration images the int8 cell is unavailable with the reason, not an error.
+    # Without calibration images the int8 file already made is used as it is; where there
+    # is none, the int8 cell is unavailable with the reason, not an error.
     plain = prepare_bundle(small_model, tmp_path, [ArtifactFormat.ONNX_INT8])
-    reason = cell_unavailable(ort_rt, plain, Device.CPU, Precision.INT8)
+    int8 = ArtifactFormat.ONNX_INT8
+    assert plain.artifacts[int8] == bundle.artifacts[int8]
+    empty = prepare_bundle(small_model, tmp_path / "none", [int8])
+    reason = cell_unavailable(ort_rt, empty, Device.CPU, Precision.INT8)
     assert "--calib-data" in reason
 
 
