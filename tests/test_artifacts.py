@@ -233,3 +233,30 @@ def test_export_force_never_deletes_a_file_outside_the_folder(small_artifacts, t
     with pytest.raises(InputError, match="unreadable manifest"):
         ensure_artifacts(load_model(seed=3, **SMALL), folder, TS, force=True)
     assert victim.read_text() == "keep me"
+
+
+def test_verify_keeps_a_stale_file_and_says_what_differs(small_model, tmp_path):
+    # A file made by other library versions was re-exported first, so verify checked a new
+    # file and the user's one was gone (a corrupted stale file passed that way).
+    from alexbench.exporters import prepare_bundle
+
+    out = tmp_path / "art"
+    ensure_artifacts(small_model, out, [ArtifactFormat.ONNX])
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["artifacts"]["onnx"]["versions"]["torch"] = "2.13.0"
+    manifest["artifacts"]["onnx"]["config_key"] = "0" * 16
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with open(out / "alexnet.onnx", "ab") as f:
+        f.write(b"\0")  # the user's file, whatever its bytes: the one to check
+    before = (out / "alexnet.onnx").read_bytes()
+    stale: list[str] = []
+    exported: list[ArtifactFormat] = []
+    bundle = prepare_bundle(
+        small_model, out, [ArtifactFormat.ONNX], keep_stale=True,
+        on_stale=lambda fmt, path, why: stale.append(why), on_export=exported.append,
+    )  # fmt: skip
+    assert bundle.artifacts[ArtifactFormat.ONNX] == out / "alexnet.onnx" and not exported
+    assert (out / "alexnet.onnx").read_bytes() == before
+    assert stale == [f"made with torch 2.13.0, here {torch.__version__}"]
+    prepare_bundle(small_model, out, [ArtifactFormat.ONNX], on_export=exported.append)
+    assert exported == [ArtifactFormat.ONNX]  # bench and export make a fresh one

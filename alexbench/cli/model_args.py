@@ -90,7 +90,7 @@ def bundle_for(
     """`loaded` (from `model_for`) with every artifact its cells need (exported when missing or
     stale; int8 calibrated on `calib_data`), in `artifacts` or, without it, in the model's own
     folder under exports/. `checking`: for verify, which also checks the files of pairs that
-    are not timed (`Runtime.checks_only`)."""
+    are not timed (`Runtime.checks_only`) and keeps stale files as they are."""
     needed: list[ArtifactFormat] = []
     for b in backends:
         runtime = get_runtime(b)
@@ -128,6 +128,13 @@ def bundle_for(
             ),
             on_modified=lambda f, p: err_console.print(
                 f"warning: {p} differs from the sha256 in its manifest; using it as it is",
+                markup=False,
+            ),
+            # verify checks the files a user has; a stale one is not replaced first
+            keep_stale=checking,
+            on_stale=lambda f, p, why: err_console.print(
+                f"warning: {p} is stale ({why}); checking it as it is "
+                f"(`alexbench export --out {folder}` makes a fresh one)",
                 markup=False,
             ),
         )

@@ -249,6 +249,7 @@ class ArtifactStatus(StrEnum):
     EXPORTED = "exported"
     REUSED = "reused"  # config and sha256 match the manifest
     MODIFIED = "modified"  # config matches but the file's bytes changed since export
+    STALE = "stale"  # made with other settings or versions; kept as it is (verify)
 
 
 def _file_state(record: ArtifactRecord | None, directory: Path, key: str) -> ArtifactStatus | None:
@@ -271,6 +272,7 @@ def ensure_artifacts(
     onnx_exporter: OnnxExporter = OnnxExporter.DYNAMO,
     force: bool = False,
     keep_modified: bool = False,
+    keep_stale: bool = False,
     calibration: InputSet | None = None,
     on_export: Callable[[ArtifactFormat], None] | None = None,
     on_wait: Callable[[], None] | None = None,
@@ -284,6 +286,9 @@ def ensure_artifacts(
     A file made from the same inputs whose bytes changed since export is re-exported by
     `export`, but kept as it is when `keep_modified` (verify/bench): those must test the file a
     user actually has, or a corrupted artifact would be silently repaired instead of caught.
+    With `keep_stale` (verify), a file of this model made with other settings or library
+    versions is kept too (STALE) rather than replaced by a new one, which would be checked
+    instead of the file the user ships.
     """
     formats = list(formats)
     check_opset(opset, onnx_exporter, formats)  # before any work: nothing half-made to undo
@@ -296,7 +301,8 @@ def ensure_artifacts(
         with folder_lock(out_dir, on_wait):
             return _export_locked(
                 loaded, out_dir, formats, weights_sha, opset=opset, onnx_exporter=onnx_exporter,
-                force=force, keep_modified=keep_modified, calibration=calibration,
+                force=force, keep_modified=keep_modified, keep_stale=keep_stale,
+                calibration=calibration,
                 on_export=on_export, force_hint=force_hint,
             )  # fmt: skip
     except BaseException:
@@ -340,6 +346,7 @@ def _export_locked(
     onnx_exporter: OnnxExporter,
     force: bool,
     keep_modified: bool,
+    keep_stale: bool,
     calibration: InputSet | None,
     on_export: Callable[[ArtifactFormat], None] | None,
     force_hint: str,
@@ -397,7 +404,11 @@ def _export_locked(
         key = config_key(cfg)
         record = manifest.artifacts.get(fmt.value)
         state = None if force else _file_state(record, out_dir, key)
-        if state is ArtifactStatus.REUSED or (state is ArtifactStatus.MODIFIED and keep_modified):
+        if state is None and keep_stale and record is not None:
+            state = ArtifactStatus.STALE if (out_dir / record.path).is_file() else None
+        if state in (ArtifactStatus.REUSED, ArtifactStatus.STALE) or (
+            state is ArtifactStatus.MODIFIED and keep_modified
+        ):
             outcomes.append((fmt, record, state))  # type: ignore[arg-type]
             continue
         if on_export:
@@ -446,12 +457,14 @@ def prepare_bundle(
     out_dir: Path,
     formats: Iterable[ArtifactFormat],
     on_modified: Callable[[ArtifactFormat, Path], None] | None = None,
+    on_stale: Callable[[ArtifactFormat, Path, str], None] | None = None,
     **kwargs: object,
 ) -> ModelBundle:
     """Export what is missing or stale and return the model plus its artifact paths.
 
     Artifacts whose bytes differ from the manifest are used as they are (and reported through
-    `on_modified`): verifying the file on disk is the point.
+    `on_modified`): verifying the file on disk is the point. With `keep_stale=True` (verify) a
+    stale one is too, reported through `on_stale` with what differs.
     """
     formats = list(dict.fromkeys(formats))
     missing: dict[ArtifactFormat, str] = {}
@@ -475,10 +488,23 @@ def prepare_bundle(
         **kwargs,  # type: ignore[arg-type]
     )
     paths = {fmt: Path(out_dir) / rec.path for fmt, rec, _ in outcomes}
-    for fmt, _, state in outcomes:
+    for fmt, rec, state in outcomes:
         if state is ArtifactStatus.MODIFIED and on_modified:
             on_modified(fmt, paths[fmt])
+        if state is ArtifactStatus.STALE and on_stale:
+            on_stale(fmt, paths[fmt], _staleness(rec))
     return ModelBundle(loaded, paths | kept, missing, Path(out_dir))
+
+
+def _staleness(record: ArtifactRecord) -> str:
+    """What differs between how a kept file was made and what an export would do now."""
+    now = stack_versions()
+    diffs = [
+        f"{name} {record.versions.get(name)}, here {now.get(name)}"
+        for name in sorted(set(record.versions) | set(now))
+        if record.versions and record.versions.get(name) != now.get(name)
+    ]
+    return "made with " + ", ".join(diffs) if diffs else "made with other export settings"
 
 
 def _calibrated_on_disk(
