@@ -10,6 +10,7 @@ import torch
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
+from alexbench.checkpoint import file_sha256
 from alexbench.cli import app
 from alexbench.errors import CheckpointError
 
@@ -81,6 +82,12 @@ def test_corrupted_onnx_weights_make_verify_exit_1(artifacts_copy, tmp_path):
     assert "FAIL" in r.stdout and "differs from the sha256" in r.stderr
     report = json.loads((corrupt / "verify-report.json").read_text())
     assert report["passed"] is False
+    # the report names the bytes it checked, which the manifest no longer does
+    manifest = json.loads((corrupt / "manifest.json").read_text())
+    checked = report["artifact_sha256"]["onnx"]
+    assert (
+        checked == file_sha256(corrupt / "alexnet.onnx") != manifest["artifacts"]["onnx"]["sha256"]
+    )
 
 
 def test_verify_exit_codes_for_crashed_and_empty_runs(artifacts_copy, tmp_path):
