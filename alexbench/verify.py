@@ -117,7 +117,8 @@ def run_cell(
         cell.message = f"{type(e).__name__}: {first}"
         return cell
     bad = [b.batch for b in cell.batches if not b.passed]
-    if cell.parity.passed and not bad:
+    wrong_meta = metadata_mismatch(cell.session_info.get("onnx_metadata"), bundle)
+    if cell.parity.passed and not bad and not wrong_meta:
         cell.status = Status.PASS
         cell.message = note or ""
     else:
@@ -125,8 +126,29 @@ def run_cell(
         parts = [cell.parity.reason] if cell.parity.reason else []
         if bad:
             parts.append(f"dynamic batch failed at {bad}")
+        if wrong_meta:
+            parts.append(wrong_meta)
         cell.message = "; ".join(parts)
     return cell
+
+
+def metadata_mismatch(declared: dict[str, str] | None, bundle: ModelBundle) -> str:
+    """What an ONNX file's metadata_props say about its inputs and outputs that the model does
+    not (a consumer without the manifest normalises by them), or "". A file written before
+    the props existed declares none: nothing to check."""
+    if not declared:
+        return ""
+    from alexbench.exporters import onnx_metadata  # exporters import torch.onnx: only here
+
+    expected = onnx_metadata(bundle.loaded.meta)
+    wrong = [k for k, v in declared.items() if k in expected and v != expected[k]]
+    if not wrong:
+        return ""
+    first = wrong[0]
+    return (
+        f"metadata_props {', '.join(wrong)} differ from the model "
+        f"({first}: file {declared[first]!r}, model {expected[first]!r})"
+    )
 
 
 @dataclass

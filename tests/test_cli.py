@@ -90,6 +90,25 @@ def test_corrupted_onnx_weights_make_verify_exit_1(artifacts_copy, tmp_path):
     )
 
 
+def test_wrong_onnx_metadata_fails_verify_though_the_numbers_match(artifacts_copy, tmp_path):
+    # A consumer without the manifest normalises by the file's metadata_props: ImageNet's
+    # mean/std in a file of a model normalised otherwise passed verify.
+    edited = tmp_path / "meta"
+    shutil.copytree(artifacts_copy, edited)
+    model = onnx.load(str(edited / "alexnet.onnx"))
+    props = {p.key: p for p in model.metadata_props}
+    right = props["alexbench.mean"].value
+    props["alexbench.mean"].value = "[0.1, 0.2, 0.3]"
+    onnx.save(model, str(edited / "alexnet.onnx"))
+    r = invoke("verify", "--artifacts", edited, "--batch", 2, "--backend", "onnxruntime")
+    assert r.exit_code == 1, r.output
+    report = json.loads((edited / "verify-report.json").read_text())
+    (cell,) = report["cells"]
+    assert cell["status"] == "FAIL" and cell["parity"]["passed"]  # the numbers were right
+    assert "metadata_props alexbench.mean differ from the model" in cell["message"]
+    assert right in cell["message"]
+
+
 def test_verify_exit_codes_for_crashed_and_empty_runs(artifacts_copy, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(artifacts_copy, broken)

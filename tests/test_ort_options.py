@@ -389,6 +389,11 @@ class _CudaSess:
     def get_provider_options(self) -> dict[str, dict[str, str]]:
         return {"CUDAExecutionProvider": {"use_tf32": "0"}}
 
+    def get_modelmeta(self) -> object:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(custom_metadata_map={"alexbench.output": "logits, 3 classes"})
+
 
 @pytest.mark.parametrize(
     ("accepted", "transfers", "asynchronous"),

@@ -157,6 +157,9 @@ class OnnxRuntimeSession(Session):
             "include_transfers": self._transfers,
             "cuda_graphs": False,
         }
+        # What the file tells consumers without the manifest (verify checks it against the model)
+        meta = self.sess.get_modelmeta().custom_metadata_map
+        out["onnx_metadata"] = {k: v for k, v in meta.items() if k.startswith("alexbench.")}
         if self.device is not Device.CUDA:
             out["optimized_model_cache"] = None if self.cache is None else self.cache.to_dict()
         else:
