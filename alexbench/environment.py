@@ -30,39 +30,33 @@ CPU_FLAGS_OF_INTEREST = (
 
 
 @lru_cache(maxsize=1)
-def cpuinfo() -> tuple[str, frozenset[str]] | None:
-    """The first CPU's model name and instruction-set flags from /proc/cpuinfo, read once per
-    process (None where it cannot be read)."""
-    model, flags = "", None
+def _cpuinfo_fields() -> dict[str, str] | None:
+    """Each /proc/cpuinfo key's first value (the first CPU's), read once per process; None
+    where the file cannot be read."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and not model:
-                model = value.strip()
-            elif key.strip() == "flags" and flags is None:
-                flags = frozenset(value.split())
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         return None
-    return model, flags or frozenset()
+    return fields
 
 
-@lru_cache(maxsize=1)
+def cpuinfo() -> tuple[str, frozenset[str]] | None:
+    """The first CPU's model name and instruction-set flags (None where /proc/cpuinfo cannot
+    be read)."""
+    fields = _cpuinfo_fields()
+    if fields is None:
+        return None
+    return fields.get("model name", ""), frozenset(fields.get("flags", "").split())
+
+
 def cpu_identity() -> str | None:
     """Vendor, family, model and stepping of the first CPU ("GenuineIntel family 6 model 207
     stepping 2"): cloud VMs often name every generation alike ("Intel(R) Xeon(R) Processor"),
     and these numbers still tell them apart. None where /proc/cpuinfo does not say."""
-    fields: dict[str, str] = {}
-    wanted = ("vendor_id", "cpu family", "model", "stepping")
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in wanted and key not in fields:
-                fields[key] = value.strip()
-            if not line.strip() and fields:
-                break  # the first CPU's block ends
-    except OSError:
-        return None
+    fields = _cpuinfo_fields() or {}
     if "cpu family" not in fields or "model" not in fields:
         return None
     parts = [fields.get("vendor_id", "")]

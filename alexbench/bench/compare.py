@@ -44,6 +44,7 @@ from alexbench.bench.intervals import (
     bootstrap_ratio_interval,
     welch_ratio_interval,
 )
+from alexbench.bench.stats import geometric_mean
 
 DEFAULT_THRESHOLD = 0.05
 
@@ -228,11 +229,6 @@ def _why_not_comparable(ca: dict[str, Any], cb: dict[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
-def _geometric_mean(medians_ms: list[float]) -> float:
-    """Where several repeats' medians are centred, as the bench tables do (stats.py)."""
-    return math.exp(float(np.mean(np.log(medians_ms))))
-
-
 def compare_cells(
     key: CellKey, ca: dict[str, Any], cb: dict[str, Any], threshold: float = DEFAULT_THRESHOLD
 ) -> CellComparison:
@@ -242,7 +238,7 @@ def compare_cells(
     interval: RatioInterval | None
     if not weak:
         interval = welch_ratio_interval(ma, mb)
-        a_centre, b_centre = _geometric_mean(ma), _geometric_mean(mb)
+        a_centre, b_centre = geometric_mean(ma), geometric_mean(mb)
     else:
         lat_a = np.asarray(ca.get("latencies_ns") or [], dtype=np.float64)
         lat_b = np.asarray(cb.get("latencies_ns") or [], dtype=np.float64)
@@ -251,7 +247,7 @@ def compare_cells(
             a_centre, b_centre = float(np.median(lat_a)) / 1e6, float(np.median(lat_b)) / 1e6
         else:  # raw latencies stripped from a file: a point estimate and no interval
             interval = None
-            a_centre, b_centre = _geometric_mean(ma), _geometric_mean(mb)
+            a_centre, b_centre = geometric_mean(ma), geometric_mean(mb)
     ratio = a_centre / b_centre
     low = interval.low if interval else None
     high = interval.high if interval else None

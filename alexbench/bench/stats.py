@@ -75,6 +75,11 @@ def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int] |
     return lo, n - 1 - lo
 
 
+def geometric_mean(values: Sequence[float]) -> float:
+    """The centre of several repeats' medians (timing noise is multiplicative)."""
+    return math.exp(float(np.mean(np.log(np.asarray(values, dtype=np.float64)))))
+
+
 def repeats_interval(
     medians_ms: Sequence[float], confidence: float = CONFIDENCE
 ) -> tuple[float, float, float]:

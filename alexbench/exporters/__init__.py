@@ -522,12 +522,11 @@ def _calibrated_on_disk(
         return None
     if _manifest_identity(manifest) != model_identity(loaded.meta, loaded.weights_sha256):
         return None  # another model's: the export path refuses it, with the reason
+    state = _file_state(record, directory, record.config_key)  # its own key: only the bytes
+    if state is None:
+        return None  # recorded, but the file is gone
     path = directory / record.path
-    if not path.is_file():
-        return None
-    if on_modified and (
-        path.stat().st_size != record.size_bytes or file_sha256(path) != record.sha256
-    ):
+    if state is ArtifactStatus.MODIFIED and on_modified:
         on_modified(fmt, path)
     return path
 

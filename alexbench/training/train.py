@@ -333,8 +333,7 @@ def _check_same_data(ckpt: dict[str, Any], data: LoadedData) -> None:
     then = ckpt.get("data_fingerprint")
     if isinstance(then, dict) and data.fingerprint is not None and then != data.fingerprint:
         counts = ", ".join(f"{k} {then.get(k)} -> {data.fingerprint[k]}" for k in ("train", "val"))
-        same = then.get("train") == data.fingerprint["train"]
-        same = same and then.get("val") == data.fingerprint["val"]
+        same = all(then.get(k) == data.fingerprint[k] for k in ("train", "val"))
         raise DataError(
             "the training data changed since this run started ("
             + ("same counts, other files" if same else f"images: {counts}")
