@@ -140,7 +140,7 @@ def metadata_mismatch(declared: dict[str, str] | None, bundle: ModelBundle) -> s
         return ""
     from alexbench.exporters import onnx_metadata  # exporters import torch.onnx: only here
 
-    expected = onnx_metadata(bundle.loaded.meta)
+    expected = onnx_metadata(bundle.loaded)
     wrong = [k for k, v in declared.items() if k in expected and v != expected[k]]
     if not wrong:
         return ""

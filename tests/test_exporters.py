@@ -48,6 +48,24 @@ def test_onnx_is_one_file_with_dynamic_batch_and_named_io(small_artifacts):
     assert json.loads(props["alexbench.mean"]) == [0.485, 0.456, 0.406]
     assert f"{SMALL_SIZE}x{SMALL_SIZE}" in props["alexbench.input"]
     assert props["alexbench.output"] == f"logits, {SMALL_CLASSES} classes"
+    # How an image becomes the input, as evaluate scores it (alexbench's models: whole images).
+    assert f"shorter side to {SMALL_SIZE} px" in props["alexbench.preprocess"]
+    assert f"centre-crop {SMALL_SIZE}x{SMALL_SIZE}" in props["alexbench.preprocess"]
+    m = json.loads((small_artifacts / MANIFEST_NAME).read_text())
+    assert m["model"]["preprocess"] == props["alexbench.preprocess"]
+
+
+def test_preprocessing_of_torchvision_style_weights_is_their_256_224_crop(small_model):
+    """A plain state dict is scored as torchvision scores its ImageNet weights; the files say so."""
+    from dataclasses import replace
+
+    from alexbench.checkpoint import LoadedModel, ModelSource, SourceKind
+    from alexbench.exporters import onnx_metadata
+
+    meta = replace(small_model.meta, image_size=224)
+    loaded = LoadedModel(small_model.model, meta, ModelSource(SourceKind.WEIGHTS, "w.pth"))
+    text = onnx_metadata(loaded)["alexbench.preprocess"]
+    assert "shorter side to 256 px" in text and "centre-crop 224x224" in text
 
 
 def test_torchscript_loads_in_a_process_that_never_imported_alexbench(small_artifacts):

@@ -343,7 +343,7 @@ def test_the_int8_config_key_follows_the_recipe(small_model, monkeypatch):
 
     def key() -> str:
         cfg = _artifact_config(
-            versions, ArtifactFormat.ONNX_INT8, "w", small_model.meta, 18, OnnxExporter.DYNAMO, "c"
+            versions, ArtifactFormat.ONNX_INT8, "w", small_model, 18, OnnxExporter.DYNAMO, "c"
         )
         return config_key(cfg)
 

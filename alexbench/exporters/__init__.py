@@ -84,8 +84,17 @@ def _stats(values: Iterable[float]) -> list[float]:
     return [round(float(v), 6) for v in values]
 
 
-def onnx_metadata(meta: ModelMeta) -> dict[str, str]:
+def preprocessing(loaded: LoadedModel) -> str:
+    """How an image file becomes this model's input, as evaluation scores it: in the manifest
+    and each ONNX file, since a consumer who resizes another way feeds the model other pixels."""
+    from alexbench.training.data_files import preprocessing as describe  # torchvision: lazily
+
+    return describe(loaded.meta.image_size, loaded.eval_crop_fraction)
+
+
+def onnx_metadata(loaded: LoadedModel) -> dict[str, str]:
     """What an ONNX file records about its input and output (metadata_props, strings)."""
+    meta = loaded.meta
     return {
         "alexbench.input": (
             f"float32 NCHW RGB, {meta.image_size}x{meta.image_size}, "
@@ -95,6 +104,7 @@ def onnx_metadata(meta: ModelMeta) -> dict[str, str]:
         "alexbench.std": json.dumps(_stats(meta.std)),
         "alexbench.class_names": json.dumps(list(meta.class_names or [])),
         "alexbench.output": f"logits, {meta.num_classes} classes",
+        "alexbench.preprocess": preprocessing(loaded),
     }
 
 
@@ -102,11 +112,12 @@ def _artifact_config(
     versions: dict[str, str | None],
     fmt: ArtifactFormat,
     weights_sha: str,
-    meta: ModelMeta,
+    loaded: LoadedModel,
     opset: int,
     exporter: OnnxExporter,
     calibration_sha: str | None = None,
 ) -> dict:
+    meta = loaded.meta
     cfg = {
         "format": fmt.value,
         "weights_sha256": weights_sha,
@@ -116,7 +127,7 @@ def _artifact_config(
     }
     if fmt is ArtifactFormat.ONNX or fmt in ONNX_VARIANTS:
         cfg |= {"opset": opset, "onnx_exporter": exporter.value, "onnx": versions["onnx"]}
-        cfg["metadata"] = onnx_metadata(meta)  # class names are not in the model's identity
+        cfg["metadata"] = onnx_metadata(loaded)  # class names are not in the model's identity
         if exporter is OnnxExporter.DYNAMO:  # onnxscript writes the dynamo exporter's graph
             cfg["onnxscript"] = versions["onnxscript"]
     if fmt is ArtifactFormat.ONNX_FP16:
@@ -376,7 +387,8 @@ def _export_locked(
         _remove_artifacts(out_dir, old)
         old = None
     versions = stack_versions()  # read once: every file's config key and record use them
-    manifest = Manifest(source=source, model=dict(vars(meta)), versions=versions)
+    model = dict(vars(meta)) | {"preprocess": preprocessing(loaded)}
+    manifest = Manifest(source=source, model=model, versions=versions)
     if old is not None:  # same model: keep the records of formats not requested this time
         manifest.artifacts.update(old.artifacts)
     formats = list(dict.fromkeys(formats))
@@ -395,12 +407,12 @@ def _export_locked(
         calibration=calibration.batch if calibration is not None else None,
         calibration_desc=calibration.description if calibration is not None else "",
         onnx_path=out_dir / f"alexnet{onnx_exporter_module.suffix}",
-        metadata=onnx_metadata(meta),
+        metadata=onnx_metadata(loaded),
     )
     outcomes: list[ExportOutcome] = []
     params = sum(p.numel() for p in loaded.model.parameters())
     for fmt in formats:
-        cfg = _artifact_config(versions, fmt, weights_sha, meta, opset, onnx_exporter, calib_sha)
+        cfg = _artifact_config(versions, fmt, weights_sha, loaded, opset, onnx_exporter, calib_sha)
         key = config_key(cfg)
         record = manifest.artifacts.get(fmt.value)
         state = None if force else _file_state(record, out_dir, key)

@@ -106,6 +106,16 @@ def resize_size(image_size: int, crop_fraction: float) -> int:
     return max(image_size, round(image_size / crop_fraction))
 
 
+def preprocessing(image_size: int, crop_fraction: float) -> str:
+    """How evaluation, calibration and verify turn an image file into the model's input (what
+    `fit_square` and the centre crop after it do), for consumers of exported files."""
+    resize = resize_size(image_size, crop_fraction)
+    return (
+        f"decode as 8-bit RGB, resize the shorter side to {resize} px (bilinear, antialiased), "
+        f"centre-crop {image_size}x{image_size}, then (pixel / 255 - mean) / std per channel"
+    )
+
+
 def _header_size(path: str) -> tuple[int, int] | None:
     """(width, height) from the file header alone (PIL decodes no pixels here), or None."""
     try:
