@@ -2,7 +2,9 @@
 
 - CPU: process RSS. `resident` = RSS after load + first run - baseline; `peak` = the RSS high-water
   mark during timing (VmHWM, reset through /proc/self/clear_refs) - baseline.
-- CUDA, torch runtimes: torch's caching allocator (allocated bytes), the same two figures.
+- CUDA, torch runtimes: torch's caching allocator, the same two figures in *reserved* bytes (what
+  the process holds on the device through torch): a CUDA graph's activations live in its private
+  pool, reserved but not allocated between replays, so allocated bytes left them out of the peak.
 - CUDA, ONNX Runtime: its arena is outside torch's allocator, so device-wide used memory
   (`torch.cuda.mem_get_info`) is the only honest reading; it includes other processes and cannot
   give a peak, so `peak` is the reading after timing (ORT's arena grows and is not returned).
@@ -29,7 +31,7 @@ _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 class MemoryScope(StrEnum):
     PROCESS_RSS = "process RSS"
-    TORCH_CUDA_ALLOCATOR = "torch CUDA allocator"
+    TORCH_CUDA_ALLOCATOR = "torch CUDA allocator, reserved"
     CUDA_DEVICE_USED = "CUDA device used (all processes)"
 
 
@@ -74,7 +76,7 @@ def _cuda_used(device_wide: bool) -> int | None:
     import torch
 
     if not device_wide:
-        return torch.cuda.memory_allocated()
+        return torch.cuda.memory_reserved()
     with contextlib.suppress(RuntimeError):
         free, total = torch.cuda.mem_get_info()
         return total - free
@@ -140,7 +142,7 @@ class CellMemory:
         else:
             import torch
 
-            self.peak_bytes = _minus(torch.cuda.max_memory_allocated(), self.baseline_bytes)
+            self.peak_bytes = _minus(torch.cuda.max_memory_reserved(), self.baseline_bytes)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
