@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from alexbench.bench.stats import LatencyStats
+from alexbench.bench.stats import MIN_ITERS_FOR_PERCENTILE, LatencyStats
 from alexbench.bench.sweep import BenchSpec, CellResult, CellStatus, iter_sweep
 from alexbench.bench.timer import RunLength
 from alexbench.devices import Device
@@ -52,8 +52,12 @@ PRUNE_BELOW = 0.5
 # nothing, but e.g. compiling); a non-default torch.compile mode autotunes kernels per shape.
 UNKNOWN_RUNTIME_FACTOR = 2.0
 COMPILE_MODE_FACTOR = 3.0
-# Below this many timed calls a p99 is an interpolation between the slowest calls seen.
-P99_MIN_SAMPLES = 100
+# torch.compile's first try compiles once per batch size, whatever the other runtimes cost: 25 s
+# for two batch sizes on the 2-core Xeon VM, where twice the slowest other trial guessed 7 s.
+COMPILE_S_PER_BATCH = 10.0
+# Below this many timed calls a p99 is an interpolation between the slowest calls seen (bench
+# leaves such a p99 out of its tables).
+P99_MIN_SAMPLES = MIN_ITERS_FOR_PERCENTILE[99]
 # torch.compile gets its modes tried; it is also the runtime whose first try costs the most.
 COMPILING = Backend.COMPILE
 
@@ -113,7 +117,9 @@ class Candidate:
             compile_mode=self.compile_mode,
         )
 
-    def bench_command(self, batch: int, model_args: Sequence[str] = ()) -> str:
+    def bench_command(
+        self, batch: int, model_args: Sequence[str] = (), run_args: Sequence[str] = ()
+    ) -> str:
         """The `alexbench bench` command that measures this configuration at `batch`."""
         args = ["alexbench", "bench", "--backend", self.backend.value]
         args += ["--precision", self.precision.value, "--batch", str(batch)]
@@ -124,7 +130,7 @@ class Candidate:
             args += ["--compile-mode", self.compile_mode.value]
         if self.cuda_graphs:
             args.append("--cuda-graphs")
-        return shlex.join([*args, *model_args])
+        return shlex.join([*args, *run_args, *model_args])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,7 +192,8 @@ def search_space(
     cuda_graph_backends: Iterable[Backend] = (),
 ) -> SearchSpace:
     """Every backend x precision that `unavailable` does not rule out, in first-pass order:
-    torch.compile last, then by precision (fp32 of every runtime first), then by backend."""
+    torch.compile last, then by precision (fp32 of every runtime first, whatever the order of
+    `precisions`; the rest in that order), then by backend."""
     backends, precisions = list(backends), list(precisions)
     runnable, skipped = [], []
     for b in backends:
@@ -197,8 +204,11 @@ def search_space(
             else:
                 runnable.append((b, p))
     runnable.sort(
-        key=lambda bp: (bp[0] is COMPILING, precisions.index(bp[1]), backends.index(bp[0]))
-    )
+        key=lambda bp: (
+            bp[0] is COMPILING, bp[1] is not Precision.FP32,  # whatever order --precision has
+            precisions.index(bp[1]), backends.index(bp[0]),
+        )
+    )  # fmt: skip
     return SearchSpace(
         device, tuple(runnable), tuple(threads) or (None,), tuple(compile_modes),
         frozenset(cuda_graph_backends), tuple(skipped),
@@ -283,6 +293,18 @@ class Pick:
     batch: int
     trial: Trial
     cell: CellResult
+    # The runner-up when the two medians' 95% intervals overlap (or one has none): which of
+    # the two is faster is not settled by this run.
+    rival: Trial | None = None
+    by_p99: bool = False  # chosen for its p99 (--latency-budget-ms): remeasured with a real one
+
+    @property
+    def p99_from_few_calls(self) -> bool:
+        return _stats(self.cell).iterations < P99_MIN_SAMPLES
+
+    def command(self, model_args: Sequence[str] = ()) -> str:
+        run = ["--min-iters", str(P99_MIN_SAMPLES)] if self.by_p99 else []
+        return self.trial.candidate.bench_command(self.batch, model_args, run)
 
     def to_dict(self, model_args: Sequence[str] = ()) -> dict[str, Any]:
         s = _stats(self.cell)
@@ -293,7 +315,9 @@ class Pick:
             "p50_ms": s.p50_ms,
             "p99_ms": s.p99_ms,
             "iterations": s.iterations,
-            "command": self.trial.candidate.bench_command(self.batch, model_args),
+            "p99_from_few_calls": self.p99_from_few_calls,
+            "toss_up_with": None if self.rival is None else self.rival.candidate.to_dict(),
+            "command": self.command(model_args),
         }
 
 
@@ -427,7 +451,7 @@ def tune(
     def attempt(candidate: Candidate, stage: Stage) -> None:
         nonlocal planned
         left = budget_s - (clock() - start)
-        estimate = estimate_cost(candidate, trials)
+        estimate = estimate_cost(candidate, trials, len(batches))
         if left <= 0 or (estimate is not None and estimate > left):
             guess = "" if estimate is None else f"estimated {estimate:.0f} s, "
             detail = f"{guess}{max(left, 0):.0f} s of the {budget_s:g} s budget left"
@@ -463,7 +487,7 @@ def tune(
     for candidate in queue:
         attempt(candidate, Stage.VARIANT)
 
-    winners = {b: Pick(b, *ranked[0]) for b in batches if (ranked := _passing(trials, b))}
+    winners = {b: _pick(b, ranked) for b in batches if (ranked := _passing(trials, b))}
     pick = None
     if latency_budget_ms is not None:
         pick = _latency_pick(trials, batches, latency_budget_ms)
@@ -494,11 +518,23 @@ def _passing(trials: Sequence[Trial], batch: int) -> list[tuple[Trial, CellResul
     return [(t, c) for t, c in _ranked(trials, batch) if c.status is CellStatus.OK]
 
 
+def _pick(batch: int, ranked: Sequence[tuple[Trial, CellResult]], by_p99: bool = False) -> Pick:
+    """The first of `ranked` (fastest first), with the runner-up as its rival when the order of
+    the two may be noise: their medians' 95% intervals overlap, or one has none."""
+    (trial, cell), rival = ranked[0], None
+    if len(ranked) > 1:
+        best, second = _stats(cell), _stats(ranked[1][1])
+        high, low = best.p50_ci_high_ms, second.p50_ci_low_ms
+        if high is None or low is None or high >= low:
+            rival = ranked[1][0]
+    return Pick(batch, trial, cell, rival, by_p99)
+
+
 def _latency_pick(trials: Sequence[Trial], batches: Sequence[int], budget_ms: float) -> Pick | None:
     for batch in sorted(batches, reverse=True):
         fits = [(t, c) for t, c in _passing(trials, batch) if _stats(c).p99_ms <= budget_ms]
         if fits:
-            return Pick(batch, *fits[0])  # ranked: the fastest of those that fit
+            return _pick(batch, fits, by_p99=True)  # ranked: the fastest of those that fit
     return None
 
 
@@ -561,9 +597,12 @@ def _variants_in_order(
     return [v for _, parent in scored for v in space.variants(parent)]
 
 
-def estimate_cost(candidate: Candidate, trials: Sequence[Trial]) -> float | None:
-    """Seconds `candidate` is expected to take, from the trials so far (None: nothing measured
-    yet, so nothing to go on). Conservative: what costs more is rounded up, never down."""
+def estimate_cost(
+    candidate: Candidate, trials: Sequence[Trial], batch_sizes: int = 1
+) -> float | None:
+    """Seconds `candidate` is expected to take at `batch_sizes` batch sizes, from the trials so
+    far (None: nothing measured yet, so nothing to go on). Conservative: what costs more is
+    rounded up, never down."""
     if not trials:
         return None
     same_pair = [t for t in trials if t.candidate.pair == candidate.pair]
@@ -583,7 +622,10 @@ def estimate_cost(candidate: Candidate, trials: Sequence[Trial]) -> float | None
     same_backend = [t.seconds for t in trials if t.candidate.backend is candidate.backend]
     if same_backend:
         return max(same_backend)
-    return max(t.seconds for t in trials) * UNKNOWN_RUNTIME_FACTOR
+    guess = max(t.seconds for t in trials) * UNKNOWN_RUNTIME_FACTOR
+    if candidate.backend is COMPILING:
+        guess = max(guess, COMPILE_S_PER_BATCH * batch_sizes)
+    return guess
 
 
 # ------------------------------------------------------------------ tables (drawn by report.draw)

@@ -28,6 +28,7 @@ from alexbench.runtimes import Backend
 from alexbench.runtimes.base import CompileMode
 from alexbench.tune import (
     COMPILE_MODE_FACTOR,
+    COMPILE_S_PER_BATCH,
     PRUNE_BELOW,
     UNKNOWN_RUNTIME_FACTOR,
     Candidate,
@@ -69,8 +70,10 @@ class StandIn:
         cost_s: float | dict[Backend, float] = 1.0,
         failing: Sequence[tuple[Backend, Precision]] = (),
         thread_speedup: dict[int, float] | None = None,
+        spread: float = 0.0,
     ) -> None:
         self.latency_ms, self.clock, self.cost_s = latency_ms, clock, cost_s
+        self.spread = spread  # calls spread evenly over ms * (1 +- spread) (0: all equal)
         self.failing = set(failing)
         self.thread_speedup = thread_speedup or {}
         self.calls: list[Candidate] = []
@@ -82,7 +85,7 @@ class StandIn:
         cells = []
         for b in batches:
             ms = self.latency_ms[c.pair][b] / self.thread_speedup.get(c.threads or 0, 1.0)
-            lat = np.full(20, int(ms * 1e6), dtype=np.int64)
+            lat = (np.linspace(1 - self.spread, 1 + self.spread, 20) * ms * 1e6).astype(np.int64)
             status = CellStatus.PARITY_FAILED if c.pair in self.failing else CellStatus.OK
             cell = CellResult(c.backend, c.device, c.precision, b, status)
             cell.stats = compute_stats(lat, b, int(lat.sum()))
@@ -162,6 +165,16 @@ def test_after_fp32_the_precisions_of_the_faster_runtimes_come_first():
     ]  # fmt: skip
 
 
+def test_fp32_goes_first_whatever_the_order_precisions_are_given_in():
+    clock = FakeClock()
+    pairs = [(E, BF16), (ORT, BF16), (E, FP32), (ORT, FP32)]  # as --precision bf16,fp32 gives
+    measure = StandIn({p: {1: 5.0} for p in pairs}, clock, cost_s=4.0)
+    tune(space(pairs), [1], measure, 13.0, clock=clock)
+    # A budget for three trials compares the runtimes at fp32, the precision that always passes
+    # (given bf16 first, they ran eager and onnxruntime at bf16, and eager at fp32 only).
+    assert [c.pair for c in measure.calls] == [(E, FP32), (ORT, FP32), (E, BF16)]
+
+
 def test_the_budget_stops_the_search_and_reports_what_was_not_tried():
     clock = FakeClock()
     pairs = [(E, FP32), (T, FP32), (ORT, FP32), (E, BF16)]
@@ -192,10 +205,11 @@ def test_an_underestimated_trial_overruns_once_and_nothing_starts_after():
     pairs = [(E, FP32), (C, FP32), (ORT, FP32)]
     measure = StandIn({p: {1: 5.0} for p in pairs}, clock, cost_s={E: 4.0, C: 40.0, ORT: 4.0})
     result = tune(space(pairs, threads=(2, 1)), [1], measure, 20.0, clock=clock)
-    # compile goes last in the first pass; estimated at 2x the slowest trial (8 s), it fits
-    # the 12 s left, really takes 40 s, and nothing starts once the budget is spent.
+    # compile goes last in the first pass; estimated at its floor for one batch size (10 s,
+    # above 2x the slowest trial), it fits the 12 s left, really takes 40 s, and nothing
+    # starts once the budget is spent.
     assert [c.backend for c in measure.calls] == [E, ORT, C]
-    assert result.trials[-1].estimate_s == 8.0 and result.elapsed_s == 48.0
+    assert result.trials[-1].estimate_s == COMPILE_S_PER_BATCH and result.elapsed_s == 48.0
     cut = [n for n in result.not_tried if n.reason is NotTriedReason.BUDGET]
     assert {n.candidate.backend for n in cut} == {E, ORT, C} and all(n.candidate.threads == 1
                                                                   for n in cut)  # fmt: skip
@@ -213,6 +227,9 @@ def test_latency_budget_picks_the_largest_batch_whose_p99_fits():
     assert pick.trial.candidate.backend is ORT  # both fit at 8; onnxruntime is the faster
     assert pick.cell.stats.p99_ms == pytest.approx(7.0)
     assert result.found
+    # Its p99 came from 20 calls: said, and the command measures a real one.
+    assert pick.p99_from_few_calls and pick.to_dict()["p99_from_few_calls"]
+    assert "--min-iters 100" in pick.command() and "--min-iters" not in result.winners[8].command()
     # 35 ms: batch 32 now fits for onnxruntime only.
     result = tune(sp, [1, 8, 32], measure, 100.0, latency_budget_ms=35.0, clock=clock)
     assert (result.latency_pick.batch, result.latency_pick.trial.candidate.backend) == (32, ORT)
@@ -304,6 +321,38 @@ def test_cost_estimates_come_from_the_trials_so_far():
     assert estimate_cost(Candidate(ORT, FP32, CPU, 4), trials) == 30.0 * UNKNOWN_RUNTIME_FACTOR
     mode = Candidate(C, FP32, CPU, 4, CompileMode.MAX_AUTOTUNE)
     assert estimate_cost(mode, trials) == 30.0 * COMPILE_MODE_FACTOR
+    # An untried torch.compile compiles once per batch size, however cheap the others were.
+    quick = [trial(base, 1.0)]
+    assert estimate_cost(Candidate(C, FP32, CPU, 4), quick, 3) == 3 * COMPILE_S_PER_BATCH
+
+
+def test_a_winner_inside_the_runner_up_s_interval_is_called_a_toss_up():
+    lat = {(E, FP32): {1: 10.0}, (ORT, FP32): {1: 9.5}}  # 5% apart
+    clock = FakeClock()
+    noisy = tune(space(list(lat)), [1], StandIn(lat, clock, spread=0.3), 100.0, clock=clock)
+    pick = noisy.winners[1]
+    assert pick.trial.candidate.backend is ORT and pick.rival is not None
+    assert pick.rival.candidate.backend is E
+    assert pick.to_dict()["toss_up_with"]["backend"] == "eager"
+    # The same medians from steady calls: the order is settled.
+    clock = FakeClock()
+    steady = tune(space(list(lat)), [1], StandIn(lat, clock), 100.0, clock=clock)
+    assert steady.winners[1].rival is None and steady.winners[1].to_dict()["toss_up_with"] is None
+
+
+def test_the_printed_command_pins_the_model_it_measured(tmp_path, monkeypatch):
+    from alexbench.cli.tune import _model_args
+
+    monkeypatch.chdir(tmp_path)
+    none = dict.fromkeys(["artifacts", "checkpoint", "weights", "seed", "num_classes",
+                          "image_size", "normalize", "calib_data"])  # fmt: skip
+    # No model named: the folder tune measured, not whatever `export` made last.
+    assert _model_args(none, Path("exports/ab12")) == [
+        "--artifacts", str(tmp_path / "exports" / "ab12"),
+    ]  # fmt: skip
+    # Paths absolute: the command may run from another folder.
+    args = _model_args(none | {"checkpoint": Path("run/best.pt")}, Path("exports/cd34"))
+    assert args == ["--checkpoint", str(tmp_path / "run" / "best.pt")]
 
 
 def test_compile_gets_its_modes_and_goes_last():
@@ -436,6 +485,51 @@ def test_max_accuracy_drop_scores_each_pair_once_on_real_images(small_artifacts,
     assert acc[("eager", "fp32")]["drop_pp"] == 0.0
     assert abs(acc[("onnxruntime", "fp32")]["drop_pp"]) < 5  # 30 images: one is 3.3 pt
     assert len(doc["trials"]) == 2 and doc["max_accuracy_drop_pp"] == 100
+
+
+def test_accuracy_on_the_folder_a_checkpoint_trained_on_is_said_not_held_out(
+    cifar_subset, tmp_path, monkeypatch
+):
+    """evaluate's warning, in tune too: scoring the run's training images as held out inflates
+    every pair's top-1 silently. And a limit finer than one image's worth is said to be."""
+    from alexbench.checkpoint import ModelMeta, save_checkpoint
+    from alexbench.model import build_alexnet
+
+    monkeypatch.chdir(tmp_path)
+    ds = tmp_path / "ds"
+    shutil.copytree(cifar_subset, ds / "train")
+    shutil.copytree(cifar_subset, ds / "val")
+    classes = sorted(p.name for p in cifar_subset.iterdir())
+    data = {"kind": "imagefolder", "data_dir": str(ds), "val_fraction": 0.1, "split_seed": 0,
+            "split_method": "hash"}  # fmt: skip
+    meta = ModelMeta(num_classes=10, image_size=64, class_names=classes,
+                     provenance={"data": data})  # fmt: skip
+    ck = save_checkpoint(tmp_path / "ck.pt", build_alexnet(num_classes=10, seed=0), meta)
+    r = invoke(
+        "tune", "--checkpoint", ck, "--artifacts", tmp_path / "exp", "--batch", "1",
+        "--backend", "eager", "--precision", "fp32", "--threads", "2", "--data-dir",
+        ds / "train", "--max-accuracy-drop", "1", "--json", *SHORT,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "is the folder the model trained on" in r.stderr
+    assert "one image is 3.3 points of top-1 on 30 images" in r.stderr
+    settings = json.loads(r.stdout)["settings"]
+    assert settings["accuracy_images"] == 30
+    assert "NOT the run's held-out split" in settings["accuracy_data"]
+
+
+def test_a_latency_budget_times_enough_calls_for_a_real_p99(small_artifacts):
+    r = invoke(
+        "tune", "--artifacts", small_artifacts, "--batch", "1", "--backend", "eager",
+        "--precision", "fp32", "--threads", "2", "--latency-budget-ms", "10000",
+        "--min-time", "0.02", "--device", "cpu", "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["settings"]["run_length"]["min_iters"] == 100
+    pick = doc["latency_pick"]
+    assert pick["iterations"] >= 100 and not pick["p99_from_few_calls"]
+    assert "--min-iters 100" in pick["command"]
 
 
 def test_latency_budget_end_to_end_states_when_nothing_fits(small_artifacts):

@@ -166,10 +166,8 @@ def evaluate_cmd(
         cache_limit_bytes=opt.cache_limit_bytes(cache_limit_gb),
     )  # fmt: skip
     data = load_data(spec, (split,))
-    mismatch = held_out_mismatch(spec, trained) if split is Split.VAL else None
-    if mismatch:  # said in the report too, which otherwise reads "held out from training"
-        data.description += f"; NOT the run's held-out split: {mismatch}"
-        err_console.print(f"warning: {mismatch}", markup=False)
+    if split is Split.VAL:
+        note_held_out(data, spec, trained)
     console.print(f"Data: {data.description}", markup=False, highlight=False)
     if data.skipped:
         err_console.print(
@@ -285,6 +283,15 @@ def _val_fraction(
     if same_training_folder(trained.get("data_dir"), data_dir) or split is Split.TRAIN:
         return float(trained.get("val_fraction", 0.1))
     return 0.0
+
+
+def note_held_out(data: Any, spec: DataSpec, trained: dict[str, Any]) -> None:
+    """Warn, and say in the data's description (which reports print as "held out from
+    training" otherwise), when the images scored as held out are not the run's held-out ones."""
+    mismatch = held_out_mismatch(spec, trained)
+    if mismatch:
+        data.description += f"; NOT the run's held-out split: {mismatch}"
+        err_console.print(f"warning: {mismatch}", markup=False)
 
 
 def held_out_mismatch(spec: DataSpec, trained: dict[str, Any]) -> str | None:

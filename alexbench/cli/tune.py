@@ -50,9 +50,11 @@ from alexbench.runtimes import Backend, ModelBundle, cell_unavailable, get_runti
 from alexbench.runtimes.base import CompileMode
 from alexbench.tune import (
     DEFAULT_TIME_BUDGET_S,
+    P99_MIN_SAMPLES,
     TUNE_SCHEMA,
     Candidate,
     PairAccuracy,
+    Pick,
     SearchSpace,
     Trial,
     TuneResult,
@@ -66,6 +68,7 @@ from alexbench.tune import (
 )
 
 EVAL_BATCH = 64  # images per forward pass while measuring held-out accuracy
+SHORT_RUN_ITERS = 10  # --min-iters without --latency-budget-ms: a short run per candidate
 
 
 @handle_errors
@@ -118,11 +121,12 @@ def tune_cmd(
         "--min-time",
         help="Seconds of timed work per cell (and no fewer than --min-iters iterations).",
     ),
-    min_iters: int = typer.Option(
-        10,
+    min_iters: int | None = typer.Option(
+        None,
         "--min-iters",
-        help="Fewest timed iterations per cell, 1 or more (100 for a p99 that is not the "
-        "slowest call seen).",
+        help="Fewest timed iterations per cell, 1 or more (default 10; 100 with "
+        "--latency-budget-ms, whose p99 would otherwise be the slowest call seen).",
+        show_default=False,
     ),
     out: Path | None = opt.out_file(
         "Write every trial, the winners and their commands to this JSON file."
@@ -165,6 +169,8 @@ def tune_cmd(
     device = opt.device_default(device)
     require(device)
     thread_counts = _thread_counts(threads, device)
+    if min_iters is None:  # a p99 from fewer calls is the slowest call seen, not a p99
+        min_iters = SHORT_RUN_ITERS if latency_budget_ms is None else P99_MIN_SAMPLES
     _check_numbers(time_budget, latency_budget_ms, max_accuracy_drop, min_time, min_iters)
     if max_accuracy_drop is not None and data_dir is None:
         raise InputError("--max-accuracy-drop needs --data-dir (the held-out images to score)")
@@ -190,7 +196,10 @@ def tune_cmd(
         err_console.print(f"warning: {busy}", markup=False)
     environment = capture()
     started = time.monotonic()  # the budget covers the accuracy check and the search
-    accuracy = _accuracy(bundle, data, space, device, quiet=as_json) if data is not None else None
+    accuracy, scored = None, None
+    if data is not None:
+        accuracy, scored = _accuracy(bundle, data, space, device, quiet=as_json)
+        _warn_coarse(scored, max_accuracy_drop)
     display = _Display(quiet=as_json, budget_s=time_budget)
     with display:
         result = tune(
@@ -200,7 +209,7 @@ def tune_cmd(
             max_accuracy_drop_pp=max_accuracy_drop, started=started,
             on_start=display.on_start, on_trial=display.on_trial,
         )  # fmt: skip
-    model_args = _model_args(ctx.params)
+    model_args = _model_args(ctx.params, bundle.directory)
     doc = {
         "schema": TUNE_SCHEMA,
         "created": now().isoformat(timespec="seconds"),
@@ -217,6 +226,9 @@ def tune_cmd(
             "threads": list(thread_counts),
             "run_length": {"warmup": 2, "min_seconds": min_time, "min_iters": min_iters},
             "data_dir": None if data_dir is None else str(data_dir),
+            # What the top-1 drops were measured on: one image is 100 / images points.
+            "accuracy_images": scored,
+            "accuracy_data": None if data is None else data.description,
         },
     } | result.to_dict(model_args)
     if out is not None:
@@ -311,7 +323,7 @@ def _space(
 
 def _held_out(data_dir: Path, loaded: LoadedModel) -> Any:
     """The held-out images `evaluate` would score in `data_dir`, checked against the model."""
-    from alexbench.cli.evaluate import scoring_spec
+    from alexbench.cli.evaluate import note_held_out, scoring_spec
     from alexbench.evaluate import check_compatible
     from alexbench.training.data import DatasetKind, Split, load_data, same_training_folder
 
@@ -323,6 +335,7 @@ def _held_out(data_dir: Path, loaded: LoadedModel) -> Any:
         DatasetKind(kind) if known else DatasetKind.IMAGEFOLDER, data_dir, loaded, Split.VAL
     )  # fmt: skip
     data = load_data(spec, (Split.VAL,))
+    note_held_out(data, spec, trained)  # e.g. the folder it trained on, scored whole
     check_compatible(ModelBundle(loaded), data)
     console.print(f"Held-out data: {data.description}", markup=False, highlight=False)
     return data
@@ -330,8 +343,9 @@ def _held_out(data_dir: Path, loaded: LoadedModel) -> Any:
 
 def _accuracy(
     bundle: ModelBundle, data: Any, space: SearchSpace, device: Device, quiet: bool
-) -> dict[tuple[Backend, Precision], PairAccuracy]:
-    """Top-1 per (backend, precision), once each (evaluate's code, one pass over the images)."""
+) -> tuple[dict[tuple[Backend, Precision], PairAccuracy], int]:
+    """Top-1 per (backend, precision), once each (evaluate's code, one pass over the images),
+    and how many images were scored."""
     from alexbench.evaluate import evaluate_model
     from alexbench.training.data import Split
 
@@ -349,7 +363,19 @@ def _accuracy(
             f"{time.monotonic() - t0:.1f} s",
             markup=False,
         )
-    return accuracy_by_pair(rep)
+    return accuracy_by_pair(rep), rep.samples
+
+
+def _warn_coarse(images: int, max_drop_pp: float | None) -> None:
+    """One image's worth of top-1 above the allowed drop: the limit is finer than the data can
+    resolve (a single image decides), which the user should know before trusting it."""
+    step = 100 / images if images else math.inf
+    if max_drop_pp and step > max_drop_pp:  # 0 asks for no drop at all: one image may decide
+        err_console.print(
+            f"warning: one image is {step:.2g} points of top-1 on {images} images, more than "
+            f"--max-accuracy-drop {max_drop_pp:g}: a single image decides; score more images",
+            markup=False,
+        )
 
 
 class _Display:
@@ -408,15 +434,24 @@ def _trial_line(trial: Trial) -> str:
     return ", ".join(parts) + f" ({trial.seconds:.1f} s)"
 
 
-def _model_args(params: dict[str, Any]) -> list[str]:
-    """The model and artifact options given to tune, for the reproducing bench command."""
+_MODEL_OPTIONS = (
+    ("artifacts", "--artifacts"), ("checkpoint", "--checkpoint"), ("weights", "--weights"),
+    ("seed", "--seed"), ("num_classes", "--num-classes"), ("image_size", "--image-size"),
+    ("normalize", "--normalize"),
+)  # fmt: skip
+
+
+def _model_args(params: dict[str, Any], artifacts_dir: Path | None) -> list[str]:
+    """The model and artifact options given to tune, for the reproducing bench command: paths
+    absolute (it may run from another folder) and, when tune was given no model, the artifact
+    folder it measured (bench would take whatever `export` ran last by then)."""
     args: list[str] = []
-    for name, flag in (
-        ("artifacts", "--artifacts"), ("checkpoint", "--checkpoint"), ("weights", "--weights"),
-        ("seed", "--seed"), ("num_classes", "--num-classes"), ("image_size", "--image-size"),
-        ("normalize", "--normalize"), ("calib_data", "--calib-data"),
-    ):  # fmt: skip
+    if artifacts_dir is not None and all(params.get(n) is None for n, _ in _MODEL_OPTIONS):
+        args += ["--artifacts", str(artifacts_dir.resolve())]
+    for name, flag in (*_MODEL_OPTIONS, ("calib_data", "--calib-data")):
         value = params.get(name)
+        if isinstance(value, Path):
+            value = value.resolve()
         if value is not None:
             args += [flag, str(getattr(value, "value", value))]
     if params.get("calib_data") is not None:  # always: a default can change between releases
@@ -452,13 +487,24 @@ def _render(result: TuneResult, model_args: list[str], wide: bool) -> None:
             continue
         s = pick.cell.stats
         assert s is not None
-        console.print(
+        _print_pick(
             f"  batch {b}: {pick.trial.candidate.label}: {s.throughput:,.1f} images/s, "
-            f"p50 {s.p50_ms:.2f} ms, p99 {s.p99_ms:.2f} ms",
+            f"p50 {s.p50_ms:.2f} ms, p99 {_p99(pick)} ms", pick, model_args,
+        )  # fmt: skip
+    unmeasured = sorted({p.trial.candidate.precision.value for p in result.winners.values()}
+                        - {Precision.FP32.value})  # fmt: skip
+    if unmeasured and not result.accuracy:
+        console.print(
+            f"  Winners at {'/'.join(unmeasured)} passed parity against eager fp32 on random "
+            "inputs only; their accuracy was not measured (--max-accuracy-drop PP --data-dir "
+            "DIR scores it on held-out images).",
             markup=False, highlight=False,
         )  # fmt: skip
-        console.print(f"    {pick.trial.candidate.bench_command(b, model_args)}",
-                      markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+    if any(p.p99_from_few_calls for p in result.winners.values()):
+        console.print(
+            f"  * p99 from fewer than {P99_MIN_SAMPLES} timed calls: close to the slowest call "
+            "seen.", markup=False, highlight=False,
+        )  # fmt: skip
     if result.latency_budget_ms is None:
         return
     pick = result.latency_pick
@@ -466,13 +512,36 @@ def _render(result: TuneResult, model_args: list[str], wide: bool) -> None:
         return  # said on stderr, as the error it is
     s = pick.cell.stats
     assert s is not None
-    console.print(
+    _print_pick(
         f"Largest batch within p99 <= {result.latency_budget_ms:g} ms: batch {pick.batch}, "
-        f"{pick.trial.candidate.label}: p99 {s.p99_ms:.2f} ms, {s.throughput:,.1f} images/s",
-        markup=False, highlight=False,
+        f"{pick.trial.candidate.label}: p99 {_p99(pick)} ms, {s.throughput:,.1f} images/s",
+        pick, model_args,
     )  # fmt: skip
-    console.print(f"    {pick.trial.candidate.bench_command(pick.batch, model_args)}",
-                  markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+    if pick.p99_from_few_calls:
+        console.print(
+            f"  * that p99 is from {s.iterations} timed calls, fewer than {P99_MIN_SAMPLES}: "
+            "close to the slowest call seen; the command above measures a real one.",
+            markup=False, highlight=False,
+        )  # fmt: skip
+
+
+def _p99(pick: Pick) -> str:
+    s = pick.cell.stats
+    assert s is not None
+    return f"{s.p99_ms:.2f}" + ("*" if pick.p99_from_few_calls else "")
+
+
+def _print_pick(line: str, pick: Pick, model_args: list[str]) -> None:
+    """A pick's line, a toss-up with its runner-up said, and the command that measures it."""
+    console.print(line, markup=False, highlight=False)
+    if pick.rival is not None:
+        console.print(
+            f"    a toss-up with {pick.rival.candidate.label}: their medians' 95% intervals "
+            "overlap on this short run; rerun both with --repeat 3 before choosing",
+            markup=False, highlight=False,
+        )  # fmt: skip
+    console.print(f"    {pick.command(model_args)}", markup=False, highlight=False,
+                  soft_wrap=True)  # fmt: skip
 
 
 def _nothing_found(result: TuneResult) -> str:
