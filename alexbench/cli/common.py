@@ -10,10 +10,11 @@ import json
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -120,6 +121,15 @@ def _out_of_memory(e: BaseException) -> bool:
     )
 
 
+def _fail(line: str, code: int) -> NoReturn:
+    """Inside an `except`: one line on stderr and `code`; with --debug the traceback before it
+    and the same code (a script or CI gate reads the same status with or without --debug)."""
+    if state.debug:
+        traceback.print_exc()
+    err_console.print(line, markup=False)
+    raise typer.Exit(code) from None
+
+
 def handle_errors(fn: F) -> F:
     """Turn expected failures into one line on stderr and a non-zero exit (traceback: --debug)."""
 
@@ -132,32 +142,22 @@ def handle_errors(fn: F) -> F:
         except (typer.Exit, typer.Abort):
             raise
         except (AlexbenchError, Interrupted) as e:
-            if state.debug:
-                raise
-            err_console.print(f"error: {e}", markup=False)
-            raise typer.Exit(e.exit_code) from None
+            _fail(f"error: {e}", e.exit_code)
         except KeyboardInterrupt:
-            if state.debug:
-                raise
-            err_console.print("error: interrupted", markup=False)
-            raise typer.Exit(ExitCode.INTERRUPTED) from None
+            _fail("error: interrupted", ExitCode.INTERRUPTED)
         except Exception as e:
-            if state.debug:
-                raise
             if _out_of_memory(e):  # sizes the machine cannot hold: the input, not a bug
-                err_console.print(
+                _fail(
                     f"error: out of memory ({type(e).__name__}): reduce the sizes asked for "
                     "(--batch, --image-size, --threads)",
-                    markup=False,
+                    ExitCode.BAD_INPUT,
                 )
-                raise typer.Exit(ExitCode.BAD_INPUT) from None
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            err_console.print(
+            _fail(
                 f"error: unexpected {type(e).__name__}: {first} "
                 "(rerun with --debug for the traceback)",
-                markup=False,
+                ExitCode.UNEXPECTED,
             )
-            raise typer.Exit(ExitCode.UNEXPECTED) from None
 
     return wrapper  # type: ignore[return-value]
 
