@@ -36,7 +36,7 @@ class AlexNet(nn.Module):
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
         # Adaptive pooling makes any input >= 64 px end in a 256x6x6 = 9216 feature vector.
-        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.avgpool = nn.AdaptiveAvgPool2d((POOLED_SIDE, POOLED_SIDE))
         self.classifier = nn.Sequential(
             nn.Dropout(p=dropout),
             nn.Linear(256 * 6 * 6, 4096),
@@ -52,6 +52,18 @@ class AlexNet(nn.Module):
         x = self.avgpool(x)
         x = torch.flatten(x, 1)
         return self.classifier(x)
+
+
+POOLED_SIDE = 6  # the adaptive pool's output: 6x6 per channel, whatever the input size
+
+
+def feature_map_side(image_size: int) -> int:
+    """The side of `features`' output for a square input (224 -> 6, 256 -> 7, 64 -> 1): the
+    conv 11/4 pad 2 and the three 3/2 max pools; the other convs keep the size."""
+    side = (image_size + 2 * 2 - 11) // 4 + 1
+    for _ in range(3):
+        side = (side - 3) // 2 + 1
+    return side
 
 
 def build_alexnet(

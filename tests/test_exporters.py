@@ -155,12 +155,33 @@ def test_legacy_onnx_exporter_at_224(tmp_path):
     assert np.abs(sess.run(None, {"input": x})[0] - ref).max() < 1e-4
 
 
-def test_legacy_exporter_limit_is_a_one_line_error(small_model, tmp_path):
-    with pytest.raises(ExportError, match="onnx export failed: .*adaptive_avg_pool2d"):
+def test_legacy_exporter_limit_is_a_one_line_error(small_model, tmp_path, capfd):
+    """Refused before the exporter runs (it dumps its whole graph on stdout before failing),
+    for any size whose feature map is not a multiple of 6, above 224 px too."""
+    with pytest.raises(InputError, match=r"64 px model: its feature map is 1x1.* 223-254 px"):
         ensure_artifacts(
             small_model, tmp_path, [ArtifactFormat.ONNX], onnx_exporter=OnnxExporter.LEGACY
         )
-    assert not list(tmp_path.glob("*.onnx"))
+    assert not list(tmp_path.iterdir()) and capfd.readouterr().out == ""
+    from alexbench.exporters import check_legacy_size
+
+    with pytest.raises(InputError, match="256 px model: its feature map is 7x7"):
+        check_legacy_size(256, OnnxExporter.LEGACY, [ArtifactFormat.ONNX_INT8])
+    check_legacy_size(224, OnnxExporter.LEGACY, [ArtifactFormat.ONNX])
+    check_legacy_size(430, OnnxExporter.LEGACY, [ArtifactFormat.ONNX])  # 12x12
+    check_legacy_size(256, OnnxExporter.DYNAMO, [ArtifactFormat.ONNX])
+    check_legacy_size(256, OnnxExporter.LEGACY, [ArtifactFormat.PT2])
+
+
+@pytest.mark.parametrize("size", [64, 97, 223, 224, 256, 430])
+def test_feature_map_side_is_the_model_s(size):
+    import torch
+
+    from alexbench.model import AlexNet, feature_map_side
+
+    with torch.no_grad():
+        out = AlexNet(num_classes=2).features(torch.zeros(1, 3, size, size))
+    assert out.shape[-2:] == (feature_map_side(size),) * 2
 
 
 def test_int8_and_fp16_variants(small_model, tmp_path, cifar_subset):

@@ -47,6 +47,7 @@ from alexbench.exporters.base import (
 from alexbench.exporters.manifest import ArtifactRecord, Manifest, config_key, stack_versions
 from alexbench.fileio import atomic_path, folder_lock, require_free_space
 from alexbench.inputs import InputSet
+from alexbench.model import MIN_IMAGE_SIZE, POOLED_SIDE, feature_map_side
 
 EXPORTERS: dict[ArtifactFormat, ModuleType] = {
     ArtifactFormat.TORCHSCRIPT: torchscript_exporter,
@@ -303,6 +304,7 @@ def ensure_artifacts(
     """
     formats = list(formats)
     check_opset(opset, onnx_exporter, formats)  # before any work: nothing half-made to undo
+    check_legacy_size(loaded.meta.image_size, onnx_exporter, formats)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a directory")
@@ -327,6 +329,39 @@ ONNX_FAMILY = (ArtifactFormat.ONNX, ArtifactFormat.ONNX_FP16, ArtifactFormat.ONN
 # quantiser writes them into an older model anyway, which then fails the checker and ORT.
 INT8_MIN_OPSET = 13
 DYNAMO_MIN_OPSET = 18  # torch.onnx's dynamo exporter builds 18 and cannot always convert down
+
+
+def check_legacy_size(
+    image_size: int, exporter: OnnxExporter, formats: list[ArtifactFormat]
+) -> None:
+    """The legacy exporter writes the adaptive pool as a fixed AveragePool, so the feature map's
+    side must be a multiple of the pooled 6; refused here in one line (the exporter itself dumps
+    its whole TorchScript graph on stdout before failing)."""
+    if exporter is not OnnxExporter.LEGACY or not any(f in ONNX_FAMILY for f in formats):
+        return
+    side = feature_map_side(image_size)
+    if side % POOLED_SIDE:
+        low, high = _legacy_sizes_near(image_size)
+        raise InputError(
+            f"--onnx-exporter legacy cannot export a {image_size} px model: its feature map is "
+            f"{side}x{side}, and the legacy exporter needs a multiple of {POOLED_SIDE} (the "
+            f"nearest sizes that work: {low}-{high} px); the dynamo exporter (the default) "
+            "takes any size"
+        )
+
+
+def _legacy_sizes_near(image_size: int) -> tuple[int, int]:
+    """The run of image sizes whose feature map is a multiple of the pooled side (223-254 for
+    6x6, 415-446 for 12x12, ...) nearest to `image_size`."""
+    runs: list[list[int]] = []
+    for size in range(MIN_IMAGE_SIZE, 2 * image_size + 256):
+        if feature_map_side(size) % POOLED_SIDE == 0:
+            if runs and runs[-1][1] == size - 1:
+                runs[-1][1] = size
+            else:
+                runs.append([size, size])
+    low, high = min(runs, key=lambda r: min(abs(image_size - r[0]), abs(image_size - r[1])))
+    return low, high
 
 
 def check_opset(opset: int, exporter: OnnxExporter, formats: list[ArtifactFormat]) -> None:
