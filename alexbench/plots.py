@@ -130,55 +130,72 @@ def _title(runs: Sequence[Run], device: str) -> str:
     return f"{' | '.join(models)}\n{device}: {' | '.join(machines)}, {when}"
 
 
+# A line style per precision, beside the colour per backend x precision (tab20's paired shades
+# are hard to tell apart in small panels).
+_PRECISION_STYLE = {"fp32": "-", "tf32": "-.", "bf16": "--", "fp16": (0, (5, 1)), "int8": ":"}
+
+
 def plot_throughput(runs: Sequence[Run], path: Path) -> Path:
-    """Images/s against batch size per backend x precision (x run), one panel per device.
+    """Images/s against batch size per backend x precision: one panel per device and run (small
+    multiples: one plot of many runs' lines cannot be read), one colour per backend x precision
+    in every panel, and a common y scale per device.
 
     The measured batch sizes are the ticks (evenly spaced: nothing is drawn between them as
     if it had been measured); markers sit only where a cell was measured; the error bars are
     the 95% CI of the median latency turned into images/s."""
     devices = _devices(runs)
-    fig, axes = plt.subplots(1, len(devices), figsize=(7 * len(devices), 4.8), squeeze=False)
     several = len(runs) > 1
-    styles = ["-", "--", ":", "-."]
-    # One colour per backend x precision across runs (the runs differ by line style).
+    panels = [(device, r) for device in devices for r in runs]
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.6 * ncols + 2.6, 3.4 * nrows + 1.2), squeeze=False
+    )
     kinds = sorted({(c["backend"], c["precision"]) for r in runs for c in r.data["cells"]})
     palette = plt.get_cmap("tab20" if len(kinds) > 10 else "tab10")
     colours = {k: palette(i % palette.N) for i, k in enumerate(kinds)}
-    for ax, device in zip(axes[0], devices, strict=True):
-        batches = sorted({c["batch"] for r in runs for c in _passed(r.data["cells"], device)})
+    top: dict[str, float] = {}
+    drawn: dict[tuple[str, str], Any] = {}
+    for ax, (device, r) in zip(axes.flat, panels, strict=False):
+        cells = sorted(_passed(r.data["cells"], device), key=lambda c: c["batch"])
+        batches = sorted({c["batch"] for c in cells})
         pos = {b: i for i, b in enumerate(batches)}
-        for k, r in enumerate(runs):
-            series: dict[str, list[dict[str, Any]]] = {}
-            colour: dict[str, Any] = {}
-            for c in _passed(r.data["cells"], device):
-                label = f"{c['backend']} {c['precision']}"
-                label = f"{r.name}: {label}" if several else label
-                series.setdefault(label, []).append(c)
-                colour[label] = colours[(c["backend"], c["precision"])]
-            for label, cells in sorted(series.items()):
-                cells.sort(key=lambda c: c["batch"])
-                x = [pos[c["batch"]] for c in cells]
-                y = [c["stats"]["throughput"] for c in cells]
-                # The CI of the rate; no bar where the cell has none (5 samples or fewer)
-                low = [_rate(c, "p50_ci_high_ms", v) for c, v in zip(cells, y, strict=True)]
-                high = [_rate(c, "p50_ci_low_ms", v) for c, v in zip(cells, y, strict=True)]
-                err = [[max(v - lo, 0) for v, lo in zip(y, low, strict=True)],
-                       [max(hi - v, 0) for v, hi in zip(y, high, strict=True)]]  # fmt: skip
-                ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linewidth=1, label=label,
-                            linestyle=styles[k % len(styles)], color=colour[label])  # fmt: skip
+        series: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for c in cells:
+            series.setdefault((c["backend"], c["precision"]), []).append(c)
+        for kind, kind_cells in sorted(series.items()):
+            x = [pos[c["batch"]] for c in kind_cells]
+            y = [c["stats"]["throughput"] for c in kind_cells]
+            # The CI of the rate; no bar where the cell has none (5 samples or fewer)
+            low = [_rate(c, "p50_ci_high_ms", v) for c, v in zip(kind_cells, y, strict=True)]
+            high = [_rate(c, "p50_ci_low_ms", v) for c, v in zip(kind_cells, y, strict=True)]
+            err = [[max(v - lo, 0) for v, lo in zip(y, low, strict=True)],
+                   [max(hi - v, 0) for v, hi in zip(y, high, strict=True)]]  # fmt: skip
+            drawn[kind] = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linewidth=1,
+                                      color=colours[kind],
+                                      linestyle=_PRECISION_STYLE.get(kind[1], "-"))  # fmt: skip
+            tops = [v + e for v, e in zip(y, err[1], strict=True)]
+            top[device] = max(top.get(device, 0.0), *tops)
         ax.set_xticks(range(len(batches)), [str(b) for b in batches])
         ax.set_xlim(-0.5, max(len(batches) - 0.5, 0.5))
-        ax.set_ylim(bottom=0)
-        ax.set(xlabel="batch size (measured sizes only)", ylabel="throughput (images/s)")
-        ax.set_title(_title(runs, device), fontsize=9)
+        ax.set(xlabel="batch size (measured sizes only)", ylabel=f"{device} images/s")
+        ax.set_title(f"{r.name} ({device})" if several else _title(runs, device), fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            title = "run: backend precision" if several else "backend precision"
-            ax.legend(fontsize=7, title=title, title_fontsize=7, loc="upper left",
-                      bbox_to_anchor=(1.01, 1.0))  # fmt: skip
-        else:
+        if not series:
             ax.text(0.5, 0.5, "no cell passed parity", ha="center", transform=ax.transAxes)
-    fig.suptitle("alexbench: throughput, cells that passed parity (95% CI bars)", fontsize=10)
+    for ax, (device, _) in zip(axes.flat, panels, strict=False):
+        ax.set_ylim(0, top.get(device, 1.0) * 1.08)  # one scale per device: panels compare
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    if drawn:
+        kinds_drawn = sorted(drawn)
+        fig.legend([drawn[k] for k in kinds_drawn], [f"{b} {p}" for b, p in kinds_drawn],
+                   fontsize=7, title="backend precision", title_fontsize=7,
+                   loc="upper left", bbox_to_anchor=(1.0, 0.95))  # fmt: skip
+    heading = "alexbench: throughput, cells that passed parity (95% CI bars)"
+    if several:  # each panel names its run; what they share is said once
+        heading += "\n" + "\n".join(_title(runs, device) for device in devices)
+    fig.suptitle(heading, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -287,3 +287,16 @@ def test_a_cell_too_short_for_a_ci_renders_and_plots_without_one(tmp_path):
     r = invoke("report", short, "--out", tmp_path / "rep")
     assert r.exit_code == 0, r.output
     assert png_size(tmp_path / "rep" / "throughput.png")[0] > 0
+
+
+def test_several_runs_get_a_panel_each_on_one_scale(tmp_path):
+    """One plot holding every run's lines could not be read (9 runs: 60 legend entries): each
+    run gets its own panel, three to a row, one colour per backend x precision throughout."""
+    from alexbench.plots import plot_throughput
+
+    runs, _ = collect_runs(sorted(COMMITTED.glob("xeon-2c/2026*.json"))[:4])
+    one = png_size(plot_throughput(runs[:1], tmp_path / "one.png"))
+    three = png_size(plot_throughput(runs[:3], tmp_path / "three.png"))
+    four = png_size(plot_throughput(runs, tmp_path / "four.png"))
+    assert three[0] > 2 * one[0] and three[1] < 1.3 * one[1]  # a row of three panels
+    assert four[1] > 1.6 * three[1]  # the fourth starts a second row
