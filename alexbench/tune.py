@@ -631,7 +631,8 @@ def estimate_cost(
 # ------------------------------------------------------------------ tables (drawn by report.draw)
 
 
-def _p99_text(c: CellResult) -> str:
+def p99_text(c: CellResult) -> str:
+    """A p99 for the tables and lines: marked * when from fewer calls than a p99 needs."""
     s = _stats(c)
     return f"{s.p99_ms:.2f}" + ("*" if s.iterations < P99_MIN_SAMPLES else "")
 
@@ -679,7 +680,7 @@ def batch_table(result: TuneResult, batch: int) -> TableData:
             figures: list[Entry | str] = [
                 Entry(f"{c.stats.throughput:,.1f}", Tone.BEST if is_winner else tone),
                 Entry(f"{c.stats.p50_ms:.2f}", tone),
-                Entry(_p99_text(c), tone),
+                Entry(p99_text(c), tone),
             ]
             starred |= c.stats.iterations < P99_MIN_SAMPLES
         else:

@@ -61,6 +61,7 @@ from alexbench.tune import (
     accuracy_by_pair,
     batch_table,
     not_tried_table,
+    p99_text,
     search_space,
     sweep_measure,
     tune,
@@ -489,7 +490,7 @@ def _render(result: TuneResult, model_args: list[str], wide: bool) -> None:
         assert s is not None
         _print_pick(
             f"  batch {b}: {pick.trial.candidate.label}: {s.throughput:,.1f} images/s, "
-            f"p50 {s.p50_ms:.2f} ms, p99 {_p99(pick)} ms", pick, model_args,
+            f"p50 {s.p50_ms:.2f} ms, p99 {p99_text(pick.cell)} ms", pick, model_args,
         )  # fmt: skip
     unmeasured = sorted({p.trial.candidate.precision.value for p in result.winners.values()}
                         - {Precision.FP32.value})  # fmt: skip
@@ -514,7 +515,7 @@ def _render(result: TuneResult, model_args: list[str], wide: bool) -> None:
     assert s is not None
     _print_pick(
         f"Largest batch within p99 <= {result.latency_budget_ms:g} ms: batch {pick.batch}, "
-        f"{pick.trial.candidate.label}: p99 {_p99(pick)} ms, {s.throughput:,.1f} images/s",
+        f"{pick.trial.candidate.label}: p99 {p99_text(pick.cell)} ms, {s.throughput:,.1f} images/s",
         pick, model_args,
     )  # fmt: skip
     if pick.p99_from_few_calls:
@@ -523,12 +524,6 @@ def _render(result: TuneResult, model_args: list[str], wide: bool) -> None:
             "close to the slowest call seen; the command above measures a real one.",
             markup=False, highlight=False,
         )  # fmt: skip
-
-
-def _p99(pick: Pick) -> str:
-    s = pick.cell.stats
-    assert s is not None
-    return f"{s.p99_ms:.2f}" + ("*" if pick.p99_from_few_calls else "")
 
 
 def _print_pick(line: str, pick: Pick, model_args: list[str]) -> None:
