@@ -282,8 +282,8 @@ def plot_roofline(run: Run, path: Path) -> Path:
             f"{bw:,.1f}" for bw in (bandwidths[0], bandwidths[-1])[: len(bandwidths)]
         )
         ax.text(span[0], span[0] * bandwidths[-1] * 1.3, f"read {bw_text} GB/s", fontsize=7)
-        markers = dict(zip(("eager", "torchscript", "pt2", "onnxruntime", "compile"), "osD^v",
-                           strict=True))  # fmt: skip
+        markers = dict(zip(("eager", "torchscript", "pt2", "onnxruntime", "compile", "openvino"),
+                           "osD^vP", strict=True))  # fmt: skip
         for c, x in zip(cells, xs, strict=True):
             r = c["roofline"]
             ax.plot([x], [r["gflops"]], markers.get(c["backend"], "o"), ms=7,

@@ -44,6 +44,22 @@ def test_results_json_validates_against_the_schema(bench_run):
     jsonschema.validate(json.loads(json_path.read_text()), RESULTS_JSON_SCHEMA)
 
 
+def test_the_schema_names_every_backend_device_and_precision_and_takes_the_committed_runs():
+    from alexbench.devices import Device
+    from alexbench.precision import Precision
+    from alexbench.runtimes import Backend
+
+    props = RESULTS_JSON_SCHEMA["properties"]["cells"]["items"]["properties"]
+    for key, enum in (("backend", Backend), ("device", Device), ("precision", Precision)):
+        assert props[key]["enum"] == [m.value for m in enum], key
+    jsonschema = pytest.importorskip("jsonschema")
+    committed = Path(__file__).parents[2] / "results" / "xeon-2c"
+    for path in sorted(committed.glob("2026*.json")):
+        data = json.loads(path.read_text())
+        if data["schema"] == RESULTS_JSON_SCHEMA["properties"]["schema"]["const"]:
+            jsonschema.validate(data, RESULTS_JSON_SCHEMA)
+
+
 def test_results_json_and_csv_agree_and_csv_opens_in_pandas(bench_run):
     r, results = bench_run
     (json_path,) = results.glob("*.json")
