@@ -19,16 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from alexbench import plots
-from alexbench.bench.compare import compare_runs, key_label
+from alexbench.bench.compare import (
+    compare_runs,
+    incomplete_description,
+    is_complete,
+    key_label,
+    model_identity,
+)
 from alexbench.errors import InputError
 from alexbench.evaluate import EVALUATE_SCHEMA
 from alexbench.fileio import write_text
 from alexbench.report import (
     accuracy_table,
+    bench_legend,
     bench_tables,
     cell_id,
     compare_table,
     fastest_cells,
+    fmt_ms,
     speedup_base,
 )
 from alexbench.results import Run, collect_runs, machine_label, model_label
@@ -183,7 +191,7 @@ def environment_table(run: Run) -> TableData:
     versions = env.get("versions") or {}
     pairs = [
         ("created", d.get("created", "-")),
-        ("complete", "yes" if d.get("complete", True) else f"no ({d.get('interrupted')})"),
+        ("complete", "yes" if is_complete(d) else f"no {incomplete_description(d)}"),
         ("host", f"{env.get('host', '-')} ({env.get('platform', '-')})"),
         ("cpu", f"{machine_label(d, 'cpu')}; flags {', '.join(cpu.get('flags') or []) or '-'}"),
         (
@@ -272,12 +280,12 @@ def runs_table(runs: list[Run]) -> TableData:
         cells = r.data["cells"]
         devices = list(dict.fromkeys(c["device"] for c in cells))
         ok = sum(c["status"] == "ok" for c in cells)
-        done = r.data.get("complete", True)
+        done = is_complete(r.data)
         t.add(
             [r.name, str(r.data.get("created") or "-")[:19].replace("T", " "), ",".join(devices),
              "; ".join(machine_label(r.data, d) for d in devices), model_label(r.data),
              f"{ok} passed of {len(cells)}",
-             Entry("yes", Tone.GOOD) if done else Entry("no (interrupted)", Tone.WARN)],
+             Entry("yes", Tone.GOOD) if done else Entry("no", Tone.WARN)],
             r.name,
         )  # fmt: skip
     return t
@@ -306,7 +314,8 @@ def fastest_table(runs: list[Run]) -> TableData:
             ref = base.get((device, batch))
             t.add(
                 [r.name, device, str(batch), c["backend"], c["precision"],
-                 Entry(f"{tput:,.1f}", Tone.BEST), f"{c['stats']['p50_ms']:.2f}",
+                 Entry(f"{tput:,.1f}", Tone.BEST),
+                 ("~" if c["stats"]["unstable"] else "") + fmt_ms(c["stats"]["p50_ms"]),
                  f"{tput / ref:.2f}x" if ref else "-"],
                 None,
             )  # fmt: skip
@@ -315,18 +324,24 @@ def fastest_table(runs: list[Run]) -> TableData:
 
 DEFINITIONS = [
     ("p50 ms", "median latency of one call, host clock from submitting a batch to its result "
-     "being ready, the device synchronised every call"),
-    ("95% CI", "confidence interval of the median (order statistics); ~ marks a CI wider than 5%"),
+     "being ready, the device synchronised every call; with --repeat, the geometric mean of "
+     "the repeats' medians"),
+    ("95% CI", "confidence interval of the median: from order statistics over the samples (none "
+     "below 6), or with --repeat a t interval over the repeats' medians; ~ marks a median whose "
+     "CI is wider than 5% of it or missing"),
     ("p90 / p99 ms", "90th / 99th percentile latency; shown only with at least 10 / 100 samples"),
     ("images/s", "batch / median latency"),
-    ("wall img/s", "CUDA: images over the wall clock of back-to-back calls (no sync per call)"),
+    ("wall img/s", "images over the wall clock of the throughput loop, every call counted (on "
+     "CUDA back-to-back calls with no sync per call)"),
     ("device ms", "CUDA: median time between CUDA events around each call on its stream"),
-    ("vs eager", "throughput over eager fp32 at the same device and batch"),
+    ("vs eager", "throughput over eager fp32 at the same device and batch (- where the run has "
+     "no eager fp32 cell there)"),
     ("% ceiling", "achieved share of the measured roofline bound (compute: best GEMM of the "
      "precision; memory: read bandwidth for the weights); ! above 100% means the measurement or "
      "the ceiling is wrong"),
     ("mem res/peak", "resident and peak memory of the cell above its pre-load baseline (CPU: "
-     "process RSS; CUDA: allocator or device memory)"),
+     "process RSS; CUDA: torch's allocator, reserved bytes, or device-wide used memory for "
+     "ONNX Runtime)"),
     ("cold start", "session creation + first call (first batch size); +first call at later sizes"),
     ("status", "PASS: parity passed and timed; FAIL: outputs differ from eager fp32 beyond the "
      "tolerance, its speed must not be quoted; ERROR: crashed; SKIPPED: not applicable here"),
@@ -363,12 +378,21 @@ def build_page(
         summary.figures.append(Figure("throughput.png", "Throughput against batch size"))
         sections.append(summary)
     if len(runs) > 1:
-        base = runs[0]
         compare = Section(
-            f"Compare: every run against {base.name}",
+            "Compare: each run against the first run of the same model",
             text=["B/A > 1: B is faster (see Definitions for the verdicts)."],
         )
-        for other in runs[1:]:
+        firsts: dict[tuple[Any, ...], Run] = {}
+        for other in runs:
+            # Verdicts between different models (weights, classes, size) would mean nothing.
+            base = firsts.setdefault(model_identity(other.data), other)
+            if base is other:
+                if other is not runs[0]:
+                    compare.text.append(
+                        f"{other.name}: the first run of its model ({model_label(other.data)}): "
+                        "not compared with the runs of other models."
+                    )
+                continue
             comparison = compare_runs(base.data, other.data, threshold)
             table = compare_table(comparison, (base.name, other.name))
             table.notes += [f"warning: {w}" for w in comparison.warnings]
@@ -387,10 +411,13 @@ def build_page(
                 "the command as typed): --artifacts, --normalize and the int8 --calib-data "
                 "folder are not in it."
             )
-        if run.data.get("complete") is False:
-            section.text.append(f"Incomplete run: {run.data.get('interrupted')}.")
+        if not is_complete(run.data):
+            section.text.append(f"Incomplete run {incomplete_description(run.data)}.")
         section.tables.append(environment_table(run))
-        section.tables += bench_tables(run.data["cells"], f"Cells of {run.name}", run.name, True)
+        cell_tables = bench_tables(run.data["cells"], f"Cells of {run.name}", run.name, True)
+        if cell_tables:  # how this run's medians and CIs were computed, as the terminal says
+            cell_tables[-1].notes.append(bench_legend(run.data["cells"]))
+        section.tables += cell_tables
         section.tables.append(parity_table(run))
         for kind, plot in (("latency", plots.plot_latency), ("roofline", plots.plot_roofline)):
             name = f"{kind}-{i + 1}.png"
@@ -486,7 +513,8 @@ def to_html(page: Page, out_dir: Path) -> str:
 
 
 def _md_cell(entry: Entry) -> str:
-    text = entry.text.replace("|", "\\|") or " "
+    # ~ (an unstable median) escaped: beside ~~strikethrough~~ it would read as markup.
+    text = entry.text.replace("|", "\\|").replace("~", "\\~") or " "
     if entry.tone is Tone.VOID:
         return f"~~{text}~~"
     if entry.tone in (Tone.BEST, Tone.BAD):

@@ -276,8 +276,9 @@ def bench_tables(
 
 
 BENCH_LEGEND = (
-    "images/s = batch / median latency (wall img/s: every call counted); the median and its 95% "
-    "CI: {centre}; ~ marks a median whose CI is wider than 5% of it (or missing); "
+    "images/s = batch / median latency (wall img/s: every call counted); vs eager = images/s "
+    "over eager fp32's at the same device and batch (- where the run has none); the median and "
+    "its 95% CI: {centre}; ~ marks a median whose CI is wider than 5% of it (or missing); "
     "FAIL rows failed parity and their speed must not be quoted; p90/p99 need 10/100 "
     "samples; ! marks a roofline share above 100% (a measurement problem); mem = the cell's "
     "resident / peak memory above its pre-load baseline; cold start = session creation + "
@@ -294,15 +295,13 @@ def render_bench(
 
 
 def bench_legend(cells: Sequence[CellDict]) -> str:
-    """BENCH_LEGEND, saying how these cells' medians and CIs were computed (files written
-    before the repeats' medians were centred store statistics pooled over the repeats)."""
+    """BENCH_LEGEND, saying how these cells' medians and CIs were computed (older files' pooled
+    statistics are recentred on their repeats when read: `results.load_results`)."""
     ways = []
     timed = [c for c in cells if c.get("stats")]
     if any((c["stats"].get("repeats") or 1) >= 2 for c in timed):
         ways.append("over the repeats' medians (geometric mean, t interval)")
-    if any(int(c.get("runs", 1)) >= 2 and "repeats" not in c["stats"] for c in timed):
-        ways.append("pooled over every repeat's samples (as older files store them)")
-    if any(int(c.get("runs", 1)) < 2 for c in timed) or not ways:
+    if any((c["stats"].get("repeats") or 1) < 2 for c in timed) or not ways:
         ways.append("over the samples, from order statistics (- below 6 samples)")
     return BENCH_LEGEND.format(centre="; ".join(ways))
 
@@ -341,13 +340,14 @@ def _cold_text(cold: dict[str, Any]) -> str:
     return f"{cold['session_create_s']:.2f}s+{first:.0f}ms"
 
 
-def _pipelined_cells(c: CellDict) -> list[Entry | str]:
-    """wall img/s (throughput loop) and median device time (CUDA events; CUDA tables)."""
+def _pipelined_cells(c: CellDict, tone: Tone = Tone.PLAIN) -> list[Entry | str]:
+    """wall img/s (throughput loop) and median device time (CUDA events; CUDA tables), in
+    the row's tone (struck through on a FAIL row, like its other speeds)."""
     s, dev = c.get("stats"), c.get("device_time")
     if c["status"] == "error" or not s:
         return ["-", "-"]
     wall = "-" if s.get("wall_throughput") is None else f"{s['wall_throughput']:,.1f}"
-    return [wall, "-" if not dev else f"{dev['p50_ms']:.3f}"]
+    return [Entry(wall, tone), Entry("-" if not dev else f"{dev['p50_ms']:.3f}", tone)]
 
 
 def _bench_row(c: CellDict, base: dict, best: dict, pipelined: bool) -> list[Entry | str]:
@@ -374,7 +374,7 @@ def _bench_row(c: CellDict, base: dict, best: dict, pipelined: bool) -> list[Ent
         _percentile(s, 90, tone),
         _percentile(s, 99, tone),
         tput,
-        *_pipelined_cells(c)[: 2 if pipelined else 1],
+        *_pipelined_cells(c, tone)[: 2 if pipelined else 1],
         speed,
         pct,
         _memory_text(c.get("memory") or {}),

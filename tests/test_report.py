@@ -237,7 +237,7 @@ def test_report_reads_old_schema_empty_and_undated_runs(tmp_path):
                "--out", tmp_path / "rep")  # fmt: skip
     assert r.exit_code == 0, r.output
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "results-schema1" in md and "Incomplete run: SIGINT" in md
+    assert "results-schema1" in md and "Incomplete run (interrupted: SIGINT): 0 of 48" in md
     for png in (tmp_path / "rep").glob("*.png"):
         png_size(png)
 
@@ -300,3 +300,26 @@ def test_several_runs_get_a_panel_each_on_one_scale(tmp_path):
     four = png_size(plot_throughput(runs, tmp_path / "four.png"))
     assert three[0] > 2 * one[0] and three[1] < 1.3 * one[1]  # a row of three panels
     assert four[1] > 1.6 * three[1]  # the fourth starts a second row
+
+
+def test_pages_mark_unstable_and_failed_figures_and_compare_only_like_models(tmp_path):
+    """The headline table keeps the ~ and sub-ms precision of the cells table (escaped in
+    Markdown, where ~~ is strikethrough); a FAIL row's wall img/s is struck through like its
+    images/s; runs of different models are not given verdicts against each other."""
+    first, other_model = sorted(COMMITTED.glob("xeon-2c/2026*.json"))[:2], None
+    data = load_results(first[0])
+    ok = [c for c in data["cells"] if c["status"] == "ok"]
+    ok[0]["stats"] |= {"p50_ms": 0.2963, "throughput": ok[0]["batch"] / 0.2963e-3, "unstable": True}
+    ok[1]["status"] = "parity_failed"
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    other_model = load_results(first[1])
+    other_model["model"]["meta"]["num_classes"] = 10
+    (tmp_path / "b.json").write_text(json.dumps(other_model))
+    r = invoke("report", tmp_path / "a.json", tmp_path / "b.json", "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| \\~0.296 |" in md  # the fastest-cell table (it is the fastest at its batch)
+    wall = f"{ok[1]['stats']['wall_throughput']:,.1f}"
+    assert f"~~{wall}~~" in md
+    assert "the first run of its model" in md and "compare: B=" not in md
+    assert "CI: over the repeats' medians (geometric mean, t interval)" in md  # the legend

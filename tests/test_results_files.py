@@ -156,7 +156,39 @@ def test_files_bench_writes_stay_valid(tmp_path: Path, name: str) -> None:
     assert results_problem(data) is None
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(data))
-    assert load_results(path) == data
+    loaded = load_results(path)
+    for c in loaded["cells"] + data["cells"]:  # recentred on reading (see the next test)
+        c.pop("stats"), c.pop("roofline")
+    assert loaded == data
+
+
+def test_a_file_with_pooled_repeats_is_read_centred_on_its_repeats_medians() -> None:
+    """Older files pooled every repeat's samples for the median and its CI; report showed
+    that while compare centred on the repeats' medians, so one cell had two p50s. Read now
+    as `bench` computes it, the report's table and compare agree."""
+    from alexbench.bench.compare import compare_runs
+    from alexbench.bench.stats import repeats_interval
+
+    raw = valid()
+    loaded = load_results(RUN)
+    for before, after in zip(raw["cells"], loaded["cells"], strict=True):
+        if not before["stats"]:
+            continue
+        medians = [r["p50_ms"] for r in before["repeats"]]
+        centre, low, high = repeats_interval(medians)
+        s = after["stats"]
+        assert (s["p50_ms"], s["p50_ci_low_ms"], s["p50_ci_high_ms"]) == (centre, low, high)
+        assert s["throughput"] == pytest.approx(after["batch"] / centre * 1e3)
+        assert s["p99_ms"] == before["stats"]["p99_ms"] and s["repeats"] == 3
+        pct = after["roofline"]["pct_of_ceiling"]
+        assert pct == pytest.approx(100 * after["roofline"]["roofline_ms"] / centre, abs=0.05)
+    # compare's A p50 is the table's, against a run with one repeat too
+    single = ROOT / "results" / "xeon-2c" / "20261126-185344_vm_cpu.json"
+    for cmp in compare_runs(loaded, load_results(single)).cells:
+        cell = next(c for c in loaded["cells"] if (c["backend"], c["device"], c["precision"],
+                                                    c["batch"]) == cmp.key)  # fmt: skip
+        assert cmp.a_p50_ms == pytest.approx(cell["stats"]["p50_ms"])
+        assert cmp.ci_low < cmp.ratio < cmp.ci_high
 
 
 def test_every_committed_results_file_is_valid() -> None:

@@ -32,7 +32,7 @@ its point estimate is slower beyond the threshold, so a CI gate does not pass on
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -171,13 +171,22 @@ def cell_counts(payload: dict[str, Any]) -> tuple[int, int | None]:
 
 
 def is_complete(payload: dict[str, Any]) -> bool:
-    return payload.get("complete") is not False  # files from before the field: complete
+    """Not interrupted (files from before the field: not), and holding every cell run its
+    settings ask for (a file cut short or edited by hand says `complete` with cells missing)."""
+    if payload.get("complete") is False:
+        return False
+    present, expected = cell_counts(payload)
+    return expected is None or present >= expected
 
 
 def incomplete_description(payload: dict[str, Any]) -> str:
     """'interrupted: SIGINT): 5 of 12 cells finished' style tail used by report and compare."""
     present, expected = cell_counts(payload)
-    why = payload.get("interrupted") or "reason not recorded"
+    why = payload.get("interrupted") or (
+        "cells missing from a file marked complete"
+        if payload.get("complete") is not False
+        else "reason not recorded"
+    )
     done = f"{present} of {expected}" if expected is not None else f"{present}"
     unit = "cell runs" if int((payload.get("settings") or {}).get("repeat") or 1) > 1 else "cells"
     return f"(interrupted: {why}): {done} {unit} finished"
@@ -193,8 +202,13 @@ def compare_runs(
     cells_b = {cell_key(c): c for c in b.get("cells") or []}
     out = Comparison(
         cells=[],
-        only_in_a=[k for k in cells_a if k not in cells_b],
-        only_in_b=[k for k in cells_b if k not in cells_a],
+        # A cell skipped in one run and absent from the other was measured in neither.
+        only_in_a=[
+            k for k, c in cells_a.items() if k not in cells_b and c.get("status") != "skipped"
+        ],
+        only_in_b=[
+            k for k, c in cells_b.items() if k not in cells_a and c.get("status") != "skipped"
+        ],
         not_comparable=[],
         warnings=run_warnings(a, b),
         a_complete=is_complete(a),
@@ -243,8 +257,15 @@ def compare_cells(
         lat_a = np.asarray(ca.get("latencies_ns") or [], dtype=np.float64)
         lat_b = np.asarray(cb.get("latencies_ns") or [], dtype=np.float64)
         if len(lat_a) and len(lat_b) and np.median(lat_a) > 0 and np.median(lat_b) > 0:
+            pooled_a, pooled_b = float(np.median(lat_a)) / 1e6, float(np.median(lat_b)) / 1e6
             interval = bootstrap_ratio_interval(lat_a, lat_b)
-            a_centre, b_centre = float(np.median(lat_a)) / 1e6, float(np.median(lat_b)) / 1e6
+            # The centres the tables show (a side with repeats: their medians' geometric mean,
+            # not its pooled samples' median), the bootstrap's interval moved with its ratio.
+            a_centre = geometric_mean(ma) if len(ma) >= 2 else pooled_a
+            b_centre = geometric_mean(mb) if len(mb) >= 2 else pooled_b
+            shift = (a_centre / b_centre) / (pooled_a / pooled_b)
+            interval = replace(interval, ratio=interval.ratio * shift,
+                               low=interval.low * shift, high=interval.high * shift)  # fmt: skip
         else:  # raw latencies stripped from a file: a point estimate and no interval
             interval = None
             a_centre, b_centre = geometric_mean(ma), geometric_mean(mb)
@@ -345,6 +366,16 @@ def _machine_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         else:
             out.append(f"{label} {_fmt(va)} vs {_fmt(vb)}")
     return out
+
+
+def model_identity(run: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two runs' models the same: image size, class count and weights (the fields
+    `run_warnings` reports as "different model")."""
+    return (
+        _get(run, "model", "meta", "image_size"),
+        _get(run, "model", "meta", "num_classes"),
+        _source_identity(_get(run, "model", "source")),
+    )
 
 
 def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:

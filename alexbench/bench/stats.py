@@ -97,6 +97,17 @@ def repeats_interval(
     return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
 
 
+def is_unstable(samples: int, p50: float, ci_low: float | None, ci_high: float | None) -> bool:
+    """The `~` rule: a median whose 95% CI is wider than 5% of it, or has none, or rests on
+    fewer than 10 samples."""
+    return (
+        samples < 10
+        or ci_low is None
+        or ci_high is None
+        or (ci_high - ci_low) / p50 > UNSTABLE_CI_REL_WIDTH
+    )
+
+
 def compute_stats(
     latencies_ns: np.ndarray | list[int],
     batch: int,
@@ -124,12 +135,7 @@ def compute_stats(
     else:
         ranks = median_ci_ranks(n)
         ci_low, ci_high = (float(lat[ranks[0]]), float(lat[ranks[1]])) if ranks else (None, None)
-    unstable = (
-        n < 10
-        or ci_low is None
-        or ci_high is None
-        or (ci_high - ci_low) / p50 > UNSTABLE_CI_REL_WIDTH
-    )
+    unstable = is_unstable(n, float(p50), ci_low, ci_high)
     return LatencyStats(
         iterations=n,
         batch=batch,

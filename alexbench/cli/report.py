@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from alexbench import report
-from alexbench.bench.compare import incomplete_description
+from alexbench.bench.compare import incomplete_description, is_complete
 from alexbench.cli import options as opt
 from alexbench.cli.common import (
     WIDE_OPTION,
@@ -98,7 +98,7 @@ def _render_run(run: object, wide: bool) -> None:
         + f", onnxruntime {env['versions'].get('onnxruntime')}",
         markup=False,
     )
-    if data.get("complete") is False:
+    if not is_complete(data):
         line = f"incomplete run {incomplete_description(data)}"
         console.print(line, style="bold yellow", markup=False, highlight=False)
     report.render_bench(console, data["cells"], run.path.name, wide=wide)

@@ -428,3 +428,19 @@ def test_stripped_single_repeat_files_have_no_interval_and_still_gate(tmp_path):
     assert "4 on the ratio alone, with no interval" in r.stderr
     same = compare_runs(a, a)  # no interval, but no change: not a regression
     assert not regressions(same) and all(c.verdict is Verdict.NO_INTERVAL for c in same.cells)
+
+
+def test_a_cell_skipped_in_one_run_and_absent_from_the_other_is_not_listed():
+    a, b = make_run(1, keys=KEYS[:2]), make_run(2, keys=KEYS[:2])
+    a["cells"].append(make_cell(("openvino", "cpu", "fp32", 1), None, status="skipped"))
+    assert compare_runs(a, b).only_in_a == []
+
+
+def test_a_file_marked_complete_with_cells_missing_is_incomplete():
+    from alexbench.bench.compare import incomplete_description, is_complete
+
+    run = make_run(1)
+    assert is_complete(run)
+    run["cells"].pop()  # edited by hand, or cut short without the flag
+    assert not is_complete(run)
+    assert "cells missing from a file marked complete" in incomplete_description(run)
