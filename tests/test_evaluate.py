@@ -223,6 +223,9 @@ def test_another_split_of_the_runs_folder_is_not_called_held_out(tmp_path: Path)
     other_dir = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tmp_path / "x", image_size=64,
                          val_fraction=0.5)  # fmt: skip
     assert held_out_mismatch(other_dir, trained) is None  # another folder: a test set
+    whole = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tmp_path, image_size=64,
+                     val_fraction=0.0)  # fmt: skip
+    assert "--val-fraction 0 scores every image of" in (held_out_mismatch(whole, trained) or "")
 
 
 def test_a_run_that_validated_on_val_held_nothing_out_of_its_train_folder(tmp_path: Path) -> None:

@@ -209,6 +209,35 @@ def test_imagefolder_subset_trains(
     assert 0 <= result.records[0].data_fraction < 1
 
 
+def test_evaluate_knows_training_images_by_their_bytes_in_a_renamed_copy(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """A copied (or moved, or renamed) training folder scored as a test set: its paths are not
+    the run's, its bytes are. The checkpoint records a sample of its training images' hashes."""
+    from alexbench.cli import app
+
+    root = extract_cifar_subset(tmp_path_factory)
+    data = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=root, image_size=64, val_fraction=0.2)
+    config = TrainConfig(data=data, epochs=1, batch_size=32, steps_per_epoch=1, out=tmp_path / "r")
+    best = fit(config).best
+    record = load_model(checkpoint=best).meta.provenance["trained_images"]
+    assert 140 <= record["images"] <= 180 and len(record["sample"]) == record["images"]
+    copy = tmp_path / "copy"
+    for f in (root / "train").rglob("*.jpg"):
+        (copy / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, copy / f.parent.name / f"x_{f.name}")
+    args = ["evaluate", "--checkpoint", best, "--dataset", "imagefolder", "--backend", "eager",
+            "--precision", "fp32", "--out", tmp_path / "e.json"]  # fmt: skip
+    r = CliRunner().invoke(app, [str(a) for a in [*args, "--data-dir", copy]])
+    assert r.exit_code == 0, r.output
+    found = f"{record['images']} of 200 scored images checked are byte-identical"
+    assert found in r.stderr and f"about {record['images'] / 200:.0%}" in r.stderr
+    assert "NOT the run's held-out split" in json.loads((tmp_path / "e.json").read_text())["data"]
+    # The run's own folder: its held-out images only, none of them trained on, no warning.
+    r = CliRunner().invoke(app, [str(a) for a in [*args, "--data-dir", root]])
+    assert r.exit_code == 0 and "byte-identical" not in r.stderr and "warning" not in r.stderr
+
+
 def test_streamed_training_reports_unreadable_images(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:

@@ -167,7 +167,7 @@ def evaluate_cmd(
     )  # fmt: skip
     data = load_data(spec, (split,))
     if split is Split.VAL:
-        note_held_out(data, spec, trained)
+        note_held_out(data, spec, meta.provenance)
     console.print(f"Data: {data.description}", markup=False, highlight=False)
     if data.skipped:
         err_console.print(
@@ -285,10 +285,17 @@ def _val_fraction(
     return 0.0
 
 
-def note_held_out(data: Any, spec: DataSpec, trained: dict[str, Any]) -> None:
+def note_held_out(data: Any, spec: DataSpec, provenance: dict[str, Any]) -> None:
     """Warn, and say in the data's description (which reports print as "held out from
-    training" otherwise), when the images scored as held out are not the run's held-out ones."""
-    mismatch = held_out_mismatch(spec, trained)
+    training" otherwise), when the images scored as held out are not the run's held-out ones:
+    by their folder and split settings, else by their bytes (a copied, moved or renamed
+    training folder; `seen.trained_overlap`)."""
+    from alexbench.training.seen import trained_overlap
+
+    mismatch = held_out_mismatch(spec, provenance.get("data") or {})
+    if mismatch is None:
+        overlap = trained_overlap(data.files.get(Split.VAL, []), provenance.get("trained_images"))
+        mismatch = overlap.describe() if overlap else None
     if mismatch:
         data.description += f"; NOT the run's held-out split: {mismatch}"
         err_console.print(f"warning: {mismatch}", markup=False)
@@ -301,10 +308,15 @@ def held_out_mismatch(spec: DataSpec, trained: dict[str, Any]) -> str | None:
         return None
     if trained_on_whole(trained.get("data_dir"), spec.data_dir):
         return f"{spec.data_dir} is the folder the model trained on, every image of it"
-    if spec.val_fraction <= 0 or val_folder(spec.data_dir) is not None:
-        return None  # every image of a test set, or the run folder's own val/ whole
+    if val_folder(spec.data_dir) is not None:
+        return None  # the run folder's own val/ (or a test set's), whole
     if not same_training_folder(trained.get("data_dir"), spec.data_dir):
         return None
+    if spec.val_fraction <= 0:
+        return (
+            f"--val-fraction 0 scores every image of {spec.data_dir}, the folder the model "
+            "trained on"
+        )
     run = (float(trained.get("val_fraction", 0.1)), int(trained.get("split_seed", 0)))
     if (spec.val_fraction, spec.split_seed) == run:
         return None

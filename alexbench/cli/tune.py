@@ -336,7 +336,7 @@ def _held_out(data_dir: Path, loaded: LoadedModel) -> Any:
         DatasetKind(kind) if known else DatasetKind.IMAGEFOLDER, data_dir, loaded, Split.VAL
     )  # fmt: skip
     data = load_data(spec, (Split.VAL,))
-    note_held_out(data, spec, trained)  # e.g. the folder it trained on, scored whole
+    note_held_out(data, spec, loaded.meta.provenance)  # e.g. its training folder, or a copy
     check_compatible(ModelBundle(loaded), data)
     console.print(f"Held-out data: {data.description}", markup=False, highlight=False)
     return data

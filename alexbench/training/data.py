@@ -29,6 +29,7 @@ from alexbench.training.data_files import (
     resize_size,
     resolution_for,
 )
+from alexbench.training.seen import training_sample
 
 DEFAULT_CACHE_LIMIT_BYTES = 2 * 1024**3  # decoded CIFAR-10 is 150 MB; ImageNet-size folders stream
 SYNTHETIC_RESOLUTION = 32
@@ -179,6 +180,10 @@ class LoadedData:
     # Which files each split holds (an ImageFolder's; None for fixed datasets): a resumed run
     # must see the images it started on (`file_fingerprint`).
     fingerprint: dict[str, Any] | None = None
+    # An ImageFolder's files per loaded split, and (training) the content hashes of a sample of
+    # its training files, which checkpoints record (`seen.training_sample`).
+    files: dict[Split, list[str]] = field(default_factory=dict)
+    train_sample: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -331,7 +336,10 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
     train_root = training_root(root)
     val_root = val_folder(root)
     if splits == (Split.VAL,):  # evaluation: a held-out set is scored whole
-        return _finish_imagefolder(spec, splits, *_held_out(spec, root, train_root, val_root))
+        names, _, scored, how = _held_out(spec, root, train_root, val_root)
+        data = _finish_imagefolder(spec, splits, names, [], scored, how)
+        data.files = {Split.VAL: [p for p, _ in scored]}
+        return data
     if val_root is not None and train_root == root:
         # Without this, val/ would be read as one more training class: leaked validation data.
         raise DataError(f"{root} has {val_root.name}/ but no train/: move the classes into train/")
@@ -351,6 +359,12 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
     data.fingerprint = file_fingerprint(
         (train_root, train_samples), (val_root or train_root, val_samples)
     )
+    data.files = {
+        Split.TRAIN: [p for p, _ in train_samples],
+        Split.VAL: [p for p, _ in val_samples],
+    }
+    if Split.TRAIN in splits:
+        data.train_sample = training_sample(data.files[Split.TRAIN])
     return data
 
 

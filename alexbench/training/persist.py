@@ -84,6 +84,7 @@ class EpochState:
     world_size: int
     train_state: dict[str, Any]  # optimizer, scheduler, scaler, rng
     data_fingerprint: dict[str, Any] | None = None  # LoadedData.fingerprint
+    trained_images: dict[str, Any] | None = None  # LoadedData.train_sample
 
 
 def save_epoch(out: Path, model: torch.nn.Module, meta: ModelMeta, state: EpochState) -> None:
@@ -101,6 +102,8 @@ def save_epoch(out: Path, model: torch.nn.Module, meta: ModelMeta, state: EpochS
         "versions": versions(),
         "host": platform.node() or os.environ.get("HOSTNAME", ""),
     }
+    if state.trained_images is not None:  # evaluate recognises these images by their bytes
+        meta.provenance["trained_images"] = state.trained_images
     common = {
         "epoch": record["epoch"],
         "metrics": record,

@@ -413,6 +413,7 @@ def _fit(
                 state = EpochState(
                     config.recipe(), config.data.to_dict(), data.description, history,
                     best_top1, ctx.world_size, _train_state(s), data.fingerprint,
+                    data.train_sample,
                 )  # fmt: skip
                 save_epoch(out, model, meta, state)
                 reporter.on_history(out, history)
