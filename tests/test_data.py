@@ -443,3 +443,23 @@ def test_verify_images_are_not_the_calibration_images_of_the_same_folder(cifar20
     verify = image_inputs(cifar20, 32, meta, 0, "--data-dir", from_end=True).batch
     flat_c, flat_v = calib.reshape(32, -1), verify.reshape(32, -1)
     assert not any((flat_v == row).all(axis=1).any() for row in flat_c)
+
+
+def test_image_files_follow_linked_folders_once_and_take_torchvisions_extensions(tmp_path):
+    """As torchvision's ImageFolder reads a folder: linked sub-folders followed (a link back up
+    the tree read once, not forever), .pgm among the extensions."""
+    import os
+
+    from alexbench.training.data_files import image_files
+
+    cls = tmp_path / "cls"
+    (cls / "sub").mkdir(parents=True)
+    (cls / "x.jpg").write_bytes(b"1")
+    (cls / "sub" / "y.pgm").write_bytes(b"2")
+    os.symlink(cls, cls / "sub" / "loop")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "z.png").write_bytes(b"3")
+    os.symlink(outside, cls / "linked")
+    names = [os.path.relpath(p, cls) for p in image_files(cls)]
+    assert names == ["x.jpg", os.path.join("linked", "z.png"), os.path.join("sub", "y.pgm")]

@@ -16,12 +16,22 @@ from alexbench.errors import DataError
 
 # What PIL raises for a file it cannot read as an image.
 _PIL_UNREADABLE = (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+# torchvision's ImageFolder's list (IMG_EXTENSIONS), so a folder holds the same images here.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def image_files(folder: Path) -> list[str]:
+    """Every image file under `folder`, sorted; hidden files and folders left out. Linked
+    folders are followed, as torchvision's ImageFolder follows them (each real folder once: a
+    link back up the tree is not a loop)."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found += [
             os.path.join(dirpath, f)
