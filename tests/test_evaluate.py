@@ -156,6 +156,21 @@ def test_cli_evaluate_plain_state_dict(run_dir: Path, tmp_path: Path) -> None:
     assert doc["data"].endswith("resize 73, centre crop 64")
 
 
+def test_plain_weights_on_an_image_folder_say_classes_are_matched_by_order(
+    run_dir: Path, tmp_path: Path, cifar_subset: Path
+) -> None:
+    weights = tmp_path / "plain.pth"
+    torch.save(load_model(checkpoint=run_dir / "best.pt").model.state_dict(), weights)
+    args = ["evaluate", "--weights", str(weights), "--image-size", "64", "--backend", "eager",
+            "--precision", "fp32", "--dataset", "imagefolder", "--data-dir", str(cifar_subset),
+            "--artifacts", str(tmp_path / "x")]  # fmt: skip
+    result = CliRunner().invoke(_local_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "output i is scored as the i-th class folder in sorted order (airplane," in (
+        " ".join(result.stderr.split())
+    )
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -175,6 +175,12 @@ def evaluate_cmd(
             markup=False,
         )
     check_compatible(ModelBundle(loaded), data)
+    if not meta.class_names and data.spec.kind is DatasetKind.IMAGEFOLDER:
+        err_console.print(
+            f"note: the model records no class names: output i is scored as the i-th class "
+            f"folder in sorted order ({', '.join(data.class_names[:3])}, ...)",
+            markup=False,
+        )
     bundle = bundle_for(
         console, artifacts, backends, loaded, precisions=precisions, devices=(device,),
         calib_data=calib_data, calib_samples=calib_samples,
