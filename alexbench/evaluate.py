@@ -61,6 +61,13 @@ class EvalReport:
     confusion: np.ndarray  # (true, predicted) counts of the reference model
     skipped_images: int = 0  # unreadable files left out of the split (at load or while streaming)
 
+    @property
+    def balanced_top1(self) -> float | None:
+        """The reference's top-1 with every class weighted once (the mean of the per-class
+        accuracies of the classes with images): the headline top-1 weights classes by size."""
+        scored = [a for a in self.per_class_accuracy if a is not None]
+        return float(np.mean(scored)) if scored else None
+
     def to_dict(self) -> dict[str, Any]:
         cells = []
         for c in self.cells:
@@ -75,6 +82,7 @@ class EvalReport:
             "reference": {"backend": REFERENCE[0].value, "precision": REFERENCE[1].value},
             "cells": cells,
             "per_class_accuracy": dict(zip(self.class_names, self.per_class_accuracy, strict=True)),
+            "balanced_top1": self.balanced_top1,
             "confusion": self.confusion.tolist(),
             "skipped_images": self.skipped_images,
         }

@@ -533,6 +533,13 @@ def render_evaluation(out: Console, report: EvalReport, wide: bool = False) -> N
             name, str(int(report.confusion[i].sum())), _pct(report.per_class_accuracy[i])
         )
     out.print(per_class)
+    counts = [int(n) for n in report.confusion.sum(axis=1) if n]
+    if report.balanced_top1 is not None and counts and max(counts) > 2 * min(counts):
+        out.print(
+            f"Classes are imbalanced ({min(counts)}-{max(counts)} images): top-1 above weights "
+            f"the large ones; balanced top-1 (each class once) {_pct(report.balanced_top1)}",
+            markup=False, highlight=False,
+        )  # fmt: skip
     if len(names) > MAX_CONFUSION_CLASSES:
         out.print(f"(confusion matrix of {len(names)} classes: see --plot or --json)")
         return

@@ -346,3 +346,23 @@ def test_a_test_set_with_some_of_the_models_classes_is_scored_by_name(
     shutil.copy(cifar / "ship" / "0000.jpg", tmp_path / "test" / "ship")
     with pytest.raises(DataError, match="has classes the model does not predict: ship"):
         evaluate_model(bundle, load_data(spec, (Split.VAL,)), [Backend.EAGER], [], Device.CPU)
+
+
+def test_imbalanced_classes_get_a_balanced_top1() -> None:
+    import io
+
+    import numpy as np
+    from rich.console import Console
+
+    from alexbench.devices import Device
+    from alexbench.evaluate import EvalReport
+    from alexbench.report import render_evaluation
+
+    # 10 images of a, all right; 2 of b, both wrong: top-1 83%, each class once 50%.
+    confusion = np.array([[10, 0], [2, 0]])
+    rep = EvalReport(["a", "b"], "val", 12, Device.CPU, [], [1.0, 0.0], confusion)
+    assert rep.balanced_top1 == 0.5 and rep.to_dict()["balanced_top1"] == 0.5
+    out = io.StringIO()
+    render_evaluation(Console(file=out, width=150), rep)
+    assert "Classes are imbalanced (2-10 images)" in out.getvalue()
+    assert "balanced top-1 (each class once) 50.00%" in out.getvalue()
