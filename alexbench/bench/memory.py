@@ -121,6 +121,16 @@ class CellMemory:
         self.baseline_bytes = self._read()
         self.host_baseline_bytes = _status_bytes("VmRSS")
 
+    def cell_started(self) -> None:
+        """Before a cell's first call: the allocator's cache of the session's earlier batch
+        sizes handed back, so that reserved bytes count this cell's memory, not theirs (a live
+        CUDA graph's pool is not in the cache: it stays counted, as it stays held)."""
+        if self.device is Device.CUDA and not self.device_wide:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+
     def loaded(self) -> None:
         self.resident_bytes = _minus(self._read(), self.baseline_bytes)
         self.host_resident_bytes = _minus(_status_bytes("VmRSS"), self.host_baseline_bytes)

@@ -256,6 +256,7 @@ def _measure(
     run_length: RunLength,
     memory: CellMemory,
 ) -> None:
+    memory.cell_started()
     prepared = [session.prepare(x[: cell.batch]) for x in pool]
     t0 = time.perf_counter_ns()
     out = session.run(prepared[0])

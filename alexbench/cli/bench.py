@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -189,9 +190,8 @@ def bench_cmd(
                 json_path, csv_path = write_results(out, payload)
         except Interrupted as e:  # arrived while saving: saved anyway, then honoured
             interrupted = interrupted or e
-    if crash is not None and state.debug:
-        err_console.print(f"finished cells saved to {json_path}", markup=False)
-        raise crash
+    if crash is not None and state.debug:  # the traceback, then the same line and exit code
+        traceback.print_exception(crash)
     emit_json(payload)
     report.render_bench(console, payload["cells"], "alexbench bench", wide=wide)
     console.print(f"Results: {json_path} and {csv_path}")

@@ -305,6 +305,12 @@ def test_a_crash_outside_any_cell_still_saves_the_finished_cells(
     data = json.loads(path.read_text())
     assert data["complete"] is False and data["interrupted"].startswith("aborted: RuntimeError")
     assert [c["batch"] for c in data["cells"]] == [1] and data["cells"][0]["status"] == "ok"
+    # --debug: the traceback first, then the same line and the same exit code.
+    r = invoke(
+        "--debug", "bench", "--artifacts", small_artifacts, "--out", tmp_path / "d",
+        "--backend", "eager", "--precision", "fp32", "--batch", "1,2,3", *FAST,
+    )  # fmt: skip
+    assert r.exit_code == 3 and "Traceback" in r.stderr and "the sweep failed" in r.stderr
 
 
 def test_two_runs_in_the_same_second_keep_both_files(tmp_path):

@@ -22,6 +22,9 @@ class _Allocator:
     def reset_peaks(self) -> None:
         self.peak_allocated, self.peak_reserved = self.allocated, self.reserved
 
+    def empty_cache(self) -> None:  # cached blocks handed back; a graph's pool is allocated
+        self.reserved = self.allocated
+
 
 @pytest.fixture
 def allocator(monkeypatch) -> _Allocator:
@@ -33,7 +36,7 @@ def allocator(monkeypatch) -> _Allocator:
     monkeypatch.setattr(cuda, "max_memory_reserved", lambda *_: a.peak_reserved)
     monkeypatch.setattr(cuda, "reset_peak_memory_stats", lambda *_: a.reset_peaks())
     monkeypatch.setattr(cuda, "synchronize", lambda *_: None)
-    monkeypatch.setattr(cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(cuda, "empty_cache", a.empty_cache)
     return a
 
 
@@ -52,3 +55,18 @@ def test_a_cuda_graph_cell_counts_its_pool_in_resident_and_peak(allocator):
     assert mem.scope is MemoryScope.TORCH_CUDA_ALLOCATOR and "reserved" in mem.scope.value
     assert mem.resident_bytes == 650 * mib  # allocated bytes would say 250 MiB
     assert mem.peak_bytes == 650 * mib
+
+
+def test_a_later_batch_size_does_not_count_an_earlier_one_s_cache(allocator):
+    mib = 1 << 20
+    session = CellMemory(Device.CUDA, device_wide=False)
+    session.baseline()  # nothing held
+    allocator.hold(allocated=250 * mib, reserved=250 * mib)  # the weights
+    # batch 256 ran before: its activations freed, 2 GiB left cached by the allocator
+    allocator.hold(allocated=250 * mib, reserved=2298 * mib)
+    cell = CellMemory(session.device, session.device_wide, session.baseline_bytes)
+    cell.cell_started()
+    # batch 1's first call needs 270 MiB reserved: from the cache if it still holds 2 GiB
+    allocator.hold(allocated=260 * mib, reserved=max(allocator.reserved, 270 * mib))
+    cell.loaded()
+    assert cell.resident_bytes == 270 * mib  # not the 2 GiB batch 256 left in the cache
