@@ -24,7 +24,7 @@ from alexbench.bench.compare import (
     incomplete_description,
     is_complete,
     key_label,
-    model_identity,
+    run_model_identity,
 )
 from alexbench.errors import InputError
 from alexbench.evaluate import EVALUATE_SCHEMA
@@ -385,7 +385,7 @@ def build_page(
         firsts: dict[tuple[Any, ...], Run] = {}
         for other in runs:
             # Verdicts between different models (weights, classes, size) would mean nothing.
-            base = firsts.setdefault(model_identity(other.data), other)
+            base = firsts.setdefault(run_model_identity(other.data), other)
             if base is other:
                 if other is not runs[0]:
                     compare.text.append(

@@ -145,7 +145,11 @@ def plot_throughput(runs: Sequence[Run], path: Path) -> Path:
     the 95% CI of the median latency turned into images/s."""
     devices = _devices(runs)
     several = len(runs) > 1
-    panels = [(device, r) for device in devices for r in runs]
+    # A run that never ran on a device gets no panel there (a CPU run in a CUDA row).
+    panels = [
+        (d, r) for d in devices for r in runs if any(c["device"] == d for c in r.data["cells"])
+    ]
+    panels = panels or [(devices[0], runs[0])]  # no cells at all: one empty panel says so
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(

@@ -631,6 +631,12 @@ def estimate_cost(
 # ------------------------------------------------------------------ tables (drawn by report.draw)
 
 
+P99_FOOTNOTE = (
+    f"* p99 from fewer than {P99_MIN_SAMPLES} timed calls: close to the slowest call seen "
+    f"(--min-iters {P99_MIN_SAMPLES} for a real p99)"
+)
+
+
 def p99_text(c: CellResult) -> str:
     """A p99 for the tables and lines: marked * when from fewer calls than a p99 needs."""
     s = _stats(c)
@@ -704,10 +710,7 @@ def batch_table(result: TuneResult, batch: int) -> TableData:
         if c.status is not CellStatus.OK:
             t.notes.append(f"{text} {cand.label}: {c.reason}")
     if starred:
-        t.notes.append(
-            f"* p99 from fewer than {P99_MIN_SAMPLES} timed calls: close to the slowest call "
-            "seen (--min-iters 100 for a real p99)"
-        )
+        t.notes.append(P99_FOOTNOTE)
     if acc:
         t.notes.append("top-1 drop: points of held-out top-1 below eager fp32")
     return t

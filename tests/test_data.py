@@ -461,5 +461,6 @@ def test_image_files_follow_linked_folders_once_and_take_torchvisions_extensions
     outside.mkdir()
     (outside / "z.png").write_bytes(b"3")
     os.symlink(outside, cls / "linked")
+    os.symlink(tmp_path, cls / "up")  # above the class: its siblings are not this class's
     names = [os.path.relpath(p, cls) for p in image_files(cls)]
     assert names == ["x.jpg", os.path.join("linked", "z.png"), os.path.join("sub", "y.pgm")]

@@ -300,6 +300,13 @@ def test_several_runs_get_a_panel_each_on_one_scale(tmp_path):
     four = png_size(plot_throughput(runs, tmp_path / "four.png"))
     assert three[0] > 2 * one[0] and three[1] < 1.3 * one[1]  # a row of three panels
     assert four[1] > 1.6 * three[1]  # the fourth starts a second row
+    # A run on another device gets a panel there only: one row, not a row per device.
+    cuda = load_results(runs[1].path)
+    for c in cuda["cells"]:
+        c["device"] = "cuda"
+    mixed = [runs[0], type(runs[1])(runs[1].name, runs[1].path, cuda)]
+    two = png_size(plot_throughput(mixed, tmp_path / "mixed.png"))
+    assert two[1] < 1.3 * one[1]
 
 
 def test_pages_mark_unstable_and_failed_figures_and_compare_only_like_models(tmp_path):

@@ -31,3 +31,14 @@ def test_a_sample_finds_the_trained_on_share_of_a_scored_set(tmp_path):
     assert 0.3 < overlap.share < 0.7
     assert trained_overlap(mixed[:200], record) is None  # none of these was trained on
     assert trained_overlap(mixed, None) is None and trained_overlap(mixed, {"sample": []}) is None
+
+
+def test_a_duplicate_or_two_is_not_called_a_trained_on_test_set(tmp_path):
+    train = _files(tmp_path / "train", 400)
+    record = training_sample(train, size=400)
+    scored = _files(tmp_path / "test", 300, start=1000)
+    dup = tmp_path / "test" / "dup.jpg"
+    dup.write_bytes(Path(train[7]).read_bytes())
+    overlap = trained_overlap([*scored, str(dup)], record)
+    assert overlap is not None and overlap.found == 1 and not overlap.trained_on
+    assert "duplicates across the splits?" in overlap.describe()

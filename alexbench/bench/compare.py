@@ -182,13 +182,11 @@ def is_complete(payload: dict[str, Any]) -> bool:
 def incomplete_description(payload: dict[str, Any]) -> str:
     """'interrupted: SIGINT): 5 of 12 cells finished' style tail used by report and compare."""
     present, expected = cell_counts(payload)
-    why = payload.get("interrupted") or (
-        "cells missing from a file marked complete"
-        if payload.get("complete") is not False
-        else "reason not recorded"
-    )
     done = f"{present} of {expected}" if expected is not None else f"{present}"
     unit = "cell runs" if int((payload.get("settings") or {}).get("repeat") or 1) > 1 else "cells"
+    if payload.get("complete") is not False:  # not interrupted: cells missing from the file
+        return f"(cells missing): {done} {unit} in the file"
+    why = payload.get("interrupted") or "reason not recorded"
     return f"(interrupted: {why}): {done} {unit} finished"
 
 
@@ -368,7 +366,7 @@ def _machine_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return out
 
 
-def model_identity(run: dict[str, Any]) -> tuple[Any, ...]:
+def run_model_identity(run: dict[str, Any]) -> tuple[Any, ...]:
     """What makes two runs' models the same: image size, class count and weights (the fields
     `run_warnings` reports as "different model")."""
     return (

@@ -301,7 +301,10 @@ def note_held_out(data: Any, spec: DataSpec, provenance: dict[str, Any]) -> None
     mismatch = held_out_mismatch(spec, provenance.get("data") or {})
     if mismatch is None:
         overlap = trained_overlap(data.files.get(Split.VAL, []), provenance.get("trained_images"))
-        mismatch = overlap.describe() if overlap else None
+        if overlap is not None and not overlap.trained_on:  # a duplicate or two: said, no more
+            err_console.print(f"note: {overlap.describe()}", markup=False)
+        elif overlap is not None:
+            mismatch = overlap.describe()
     if mismatch:
         data.description += f"; NOT the run's held-out split: {mismatch}"
         err_console.print(f"warning: {mismatch}", markup=False)

@@ -50,6 +50,7 @@ from alexbench.runtimes import Backend, ModelBundle, cell_unavailable, get_runti
 from alexbench.runtimes.base import CompileMode
 from alexbench.tune import (
     DEFAULT_TIME_BUDGET_S,
+    P99_FOOTNOTE,
     P99_MIN_SAMPLES,
     TUNE_SCHEMA,
     Candidate,
@@ -492,7 +493,8 @@ def _render(result: TuneResult, model_args: list[str], wide: bool) -> None:
             f"  batch {b}: {pick.trial.candidate.label}: {s.throughput:,.1f} images/s, "
             f"p50 {s.p50_ms:.2f} ms, p99 {p99_text(pick.cell)} ms", pick, model_args,
         )  # fmt: skip
-    unmeasured = sorted({p.trial.candidate.precision.value for p in result.winners.values()}
+    picks = [*result.winners.values(), *([result.latency_pick] if result.latency_pick else [])]
+    unmeasured = sorted({p.trial.candidate.precision.value for p in picks}
                         - {Precision.FP32.value})  # fmt: skip
     if unmeasured and not result.accuracy:
         console.print(
@@ -502,10 +504,7 @@ def _render(result: TuneResult, model_args: list[str], wide: bool) -> None:
             markup=False, highlight=False,
         )  # fmt: skip
     if any(p.p99_from_few_calls for p in result.winners.values()):
-        console.print(
-            f"  * p99 from fewer than {P99_MIN_SAMPLES} timed calls: close to the slowest call "
-            "seen.", markup=False, highlight=False,
-        )  # fmt: skip
+        console.print(f"  {P99_FOOTNOTE}", markup=False, highlight=False)
     if result.latency_budget_ms is None:
         return
     pick = result.latency_pick

@@ -26,9 +26,11 @@ def image_files(folder: Path) -> list[str]:
     link back up the tree is not a loop)."""
     found = []
     seen: set[str] = set()
+    top = os.path.realpath(folder)
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in seen:
+        # A link to a folder above this one would read its sibling classes as this class.
+        if real in seen or top.startswith(real + os.sep):
             dirnames[:] = []
             continue
         seen.add(real)

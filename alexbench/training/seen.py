@@ -41,13 +41,28 @@ def training_sample(paths: Sequence[str], size: int = SAMPLE_SIZE) -> dict[str, 
     return {"images": len(paths), "sample": hashes}
 
 
+# Below both, a match or two is taken for duplicates across splits (datasets have some), not a
+# training folder scored as a test set.
+MIN_FOUND, MIN_SHARE = 3, 0.01
+
+
 @dataclass(frozen=True)
 class Overlap:
     checked: int  # scored files hashed
     found: int  # of those, byte-identical to a sampled training file
     share: float  # estimated share of the scored images that the model trained on
 
+    @property
+    def trained_on(self) -> bool:
+        """Enough matches to say the scored set holds training images, not a few duplicates."""
+        return self.found >= MIN_FOUND or self.share >= MIN_SHARE
+
     def describe(self) -> str:
+        if not self.trained_on:
+            return (
+                f"{self.found} of {self.checked} scored images checked are byte-identical to "
+                "images the model trained on (duplicates across the splits?)"
+            )
         return (
             f"{self.found} of {self.checked} scored images checked are byte-identical to images "
             f"the model trained on: about {min(self.share, 1.0):.0%} of the scored images were "

@@ -443,4 +443,4 @@ def test_a_file_marked_complete_with_cells_missing_is_incomplete():
     assert is_complete(run)
     run["cells"].pop()  # edited by hand, or cut short without the flag
     assert not is_complete(run)
-    assert "cells missing from a file marked complete" in incomplete_description(run)
+    assert incomplete_description(run) == "(cells missing): 3 of 4 cells in the file"
