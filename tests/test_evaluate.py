@@ -268,7 +268,9 @@ def test_cli_evaluate_scores_both_int8_models_calibrated_on_calib_data(
     args += ["--artifacts", str(tmp_path / "exports")]
     result = CliRunner().invoke(_local_app(), [*args, "--calib-data", str(cifar_subset)])
     assert result.exit_code == 0, result.output
-    cells = {(c["backend"], c["precision"]): c for c in json.loads(result.stdout)["cells"]}
+    doc = json.loads(result.stdout)
+    cells = {(c["backend"], c["precision"]): c for c in doc["cells"]}
+    assert str(cifar_subset) in doc["int8_calibration"]["onnx-int8"]  # what int8 saw
     pt2e = importlib.util.find_spec("torchao") is not None  # the GPU image has none
     for backend in ("onnxruntime", "compile") if pt2e else ("onnxruntime",):
         int8 = cells[backend, "int8"]
@@ -290,6 +292,16 @@ def test_cli_evaluate_scores_both_int8_models_calibrated_on_calib_data(
     assert "--calib-data" in cells["onnxruntime", "int8"]["reason"]
     if pt2e:
         assert "--calib-data" in cells["compile", "int8"]["reason"]
+
+
+def test_calibration_and_scored_folders_overlap_when_one_holds_the_other(tmp_path: Path) -> None:
+    from alexbench.cli.evaluate import _nested
+
+    (tmp_path / "ds" / "train").mkdir(parents=True)
+    (tmp_path / "test").mkdir()
+    assert _nested(tmp_path / "ds" / "train", tmp_path / "ds")
+    assert _nested(tmp_path / "ds", tmp_path / "ds" / "train")
+    assert not _nested(tmp_path / "ds" / "train", tmp_path / "test")
 
 
 def test_left_out_images_empty_classes_and_few_classes_are_reported_as_such(

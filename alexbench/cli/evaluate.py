@@ -181,6 +181,18 @@ def evaluate_cmd(
             f"folder in sorted order ({', '.join(data.class_names[:3])}, ...)",
             markup=False,
         )
+    scored_folder = data.spec.kind is DatasetKind.IMAGEFOLDER
+    if (
+        calib_data
+        and Precision.INT8 in precisions
+        and scored_folder
+        and _nested(calib_data, data_dir)
+    ):
+        err_console.print(
+            f"warning: --calib-data {calib_data} and the scored folder {data_dir} overlap: int8 "
+            "may be calibrated on images it is scored on, so its top-1 may read high",
+            markup=False,
+        )
     bundle = bundle_for(
         console, artifacts, backends, loaded, precisions=precisions, devices=(device,),
         calib_data=calib_data, calib_samples=calib_samples,
@@ -204,6 +216,8 @@ def evaluate_cmd(
         "schema": EVALUATE_SCHEMA,
         "model": {"source": bundle.loaded.source.to_dict(), "meta": vars(meta)},
         "data": data.description,
+        # What the int8 artifacts scored here were calibrated on (the manifest's record).
+        "int8_calibration": _int8_calibration(bundle),
     }
     emit_json(payload)
     if out is not None:
@@ -275,6 +289,26 @@ def scoring_spec(
         crop_fraction=crop_fraction if crop_fraction is not None else default_crop,
         **data_options,
     )
+
+
+def _nested(a: Path, b: Path) -> bool:
+    """One folder is the other or holds it."""
+    ra, rb = a.resolve(), b.resolve()
+    return ra == rb or ra in rb.parents or rb in ra.parents
+
+
+def _int8_calibration(bundle: ModelBundle) -> dict[str, str]:
+    """Per int8 artifact in the bundle, the images its manifest says it was calibrated on."""
+    from alexbench.exporters.manifest import Manifest
+
+    manifest = Manifest.load(bundle.directory) if bundle.directory else None
+    if manifest is None:
+        return {}
+    return {
+        fmt.value: manifest.artifacts[fmt.value].calibration
+        for fmt in bundle.artifacts
+        if fmt.value in manifest.artifacts and manifest.artifacts[fmt.value].calibration
+    }
 
 
 def _val_fraction(
