@@ -22,8 +22,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 def image_files(folder: Path) -> list[str]:
     """Every image file under `folder`, sorted; hidden files and folders left out. Linked
-    folders are followed, as torchvision's ImageFolder follows them (each real folder once: a
-    link back up the tree is not a loop)."""
+    folders are followed, as torchvision's ImageFolder follows them, each real folder once (a
+    loop is read once) and never one that holds `folder` (its other classes are not this one)."""
     found = []
     seen: set[str] = set()
     top = os.path.realpath(folder)

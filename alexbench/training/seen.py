@@ -3,9 +3,10 @@ hashes of a sample of its training images, and `evaluate` (and `tune --max-accur
 looks for them among the images it scores.
 
 Paths cannot tell: a training folder copied, moved, mounted elsewhere or with its files renamed
-or re-encoded holds the same images under other names, and scoring them as a test set inflated
-top-1 silently (89% held out read 98-100%). A sample is enough: if the scored images include a
-share f of the training images, about f of the sample turns up among them.
+holds the same images under other names, and scoring them as a test set inflated top-1 silently
+(89% held out read 98-100%). A sample is enough: if the scored images include a share f of the
+training images, about f of the sample turns up among them. Re-encoded copies (other bytes) are
+not recognised.
 """
 
 from __future__ import annotations
