@@ -335,7 +335,7 @@ def test_a_recipe_is_applied_and_described(small_model, int8_folder, tmp_path):
 def test_the_int8_config_key_follows_the_recipe(small_model, monkeypatch):
     """A changed default recipe makes another file: an int8 model quantised the old way is never
     reused as if it were the new one."""
-    from alexbench.exporters import _artifact_config
+    from alexbench.exporters import _artifact_config, onnx_metadata
     from alexbench.exporters.base import OnnxExporter
     from alexbench.exporters.manifest import config_key, stack_versions
 
@@ -343,7 +343,14 @@ def test_the_int8_config_key_follows_the_recipe(small_model, monkeypatch):
 
     def key() -> str:
         cfg = _artifact_config(
-            versions, ArtifactFormat.ONNX_INT8, "w", small_model, 18, OnnxExporter.DYNAMO, "c"
+            versions,
+            ArtifactFormat.ONNX_INT8,
+            "w",
+            small_model.meta,
+            onnx_metadata(small_model),
+            18,
+            OnnxExporter.DYNAMO,
+            "c",
         )
         return config_key(cfg)
 

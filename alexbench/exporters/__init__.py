@@ -85,16 +85,12 @@ def _stats(values: Iterable[float]) -> list[float]:
     return [round(float(v), 6) for v in values]
 
 
-def preprocessing(loaded: LoadedModel) -> str:
-    """How an image file becomes this model's input, as evaluation scores it: in the manifest
-    and each ONNX file, since a consumer who resizes another way feeds the model other pixels."""
-    from alexbench.training.data_files import preprocessing as describe  # torchvision: lazily
-
-    return describe(loaded.meta.image_size, loaded.eval_crop_fraction)
-
-
 def onnx_metadata(loaded: LoadedModel) -> dict[str, str]:
-    """What an ONNX file records about its input and output (metadata_props, strings)."""
+    """What an ONNX file records about its input and output (metadata_props, strings). The
+    preprocessing is evaluate's (the manifest says it too): a consumer who resizes another way
+    feeds the model other pixels."""
+    from alexbench.training.data_files import preprocessing  # torchvision: imported lazily
+
     meta = loaded.meta
     return {
         "alexbench.input": (
@@ -105,7 +101,7 @@ def onnx_metadata(loaded: LoadedModel) -> dict[str, str]:
         "alexbench.std": json.dumps(_stats(meta.std)),
         "alexbench.class_names": json.dumps(list(meta.class_names or [])),
         "alexbench.output": f"logits, {meta.num_classes} classes",
-        "alexbench.preprocess": preprocessing(loaded),
+        "alexbench.preprocess": preprocessing(meta.image_size, loaded.eval_crop_fraction),
     }
 
 
@@ -113,12 +109,14 @@ def _artifact_config(
     versions: dict[str, str | None],
     fmt: ArtifactFormat,
     weights_sha: str,
-    loaded: LoadedModel,
+    meta: ModelMeta,
+    metadata: dict[str, str],
     opset: int,
     exporter: OnnxExporter,
     calibration_sha: str | None = None,
 ) -> dict:
-    meta = loaded.meta
+    """What makes one artifact file: a changed value makes another file. `metadata`: the ONNX
+    files' metadata_props (`onnx_metadata`), computed once per export."""
     cfg = {
         "format": fmt.value,
         "weights_sha256": weights_sha,
@@ -128,7 +126,7 @@ def _artifact_config(
     }
     if fmt is ArtifactFormat.ONNX or fmt in ONNX_VARIANTS:
         cfg |= {"opset": opset, "onnx_exporter": exporter.value, "onnx": versions["onnx"]}
-        cfg["metadata"] = onnx_metadata(loaded)  # class names are not in the model's identity
+        cfg["metadata"] = metadata  # class names are not in the model's identity
         if exporter is OnnxExporter.DYNAMO:  # onnxscript writes the dynamo exporter's graph
             cfg["onnxscript"] = versions["onnxscript"]
     if fmt is ArtifactFormat.ONNX_FP16:
@@ -422,7 +420,8 @@ def _export_locked(
         _remove_artifacts(out_dir, old)
         old = None
     versions = stack_versions()  # read once: every file's config key and record use them
-    model = dict(vars(meta)) | {"preprocess": preprocessing(loaded)}
+    metadata = onnx_metadata(loaded)  # the ONNX files' props; the manifest says the same
+    model = dict(vars(meta)) | {"preprocess": metadata["alexbench.preprocess"]}
     manifest = Manifest(source=source, model=model, versions=versions)
     if old is not None:  # same model: keep the records of formats not requested this time
         manifest.artifacts.update(old.artifacts)
@@ -442,12 +441,14 @@ def _export_locked(
         calibration=calibration.batch if calibration is not None else None,
         calibration_desc=calibration.description if calibration is not None else "",
         onnx_path=out_dir / f"alexnet{onnx_exporter_module.suffix}",
-        metadata=onnx_metadata(loaded),
+        metadata=metadata,
     )
     outcomes: list[ExportOutcome] = []
     params = sum(p.numel() for p in loaded.model.parameters())
     for fmt in formats:
-        cfg = _artifact_config(versions, fmt, weights_sha, loaded, opset, onnx_exporter, calib_sha)
+        cfg = _artifact_config(
+            versions, fmt, weights_sha, meta, metadata, opset, onnx_exporter, calib_sha
+        )
         key = config_key(cfg)
         record = manifest.artifacts.get(fmt.value)
         state = None if force else _file_state(record, out_dir, key)

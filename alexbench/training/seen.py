@@ -15,6 +15,8 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from alexbench.checkpoint import file_sha256
+
 SAMPLE_SIZE = 512  # training files hashed per run (16 hex digits each in the checkpoint)
 MAX_CHECKED = 20_000  # scored files hashed at most (a seeded subset beyond that)
 _DIGITS = 16
@@ -23,8 +25,7 @@ _DIGITS = 16
 def content_hash(path: str) -> str | None:
     """The first 64 bits of the file's sha256, or None when it cannot be read."""
     try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()[:_DIGITS]
+        return file_sha256(path)[:_DIGITS]
     except OSError:
         return None
 
