@@ -69,6 +69,11 @@ MIB = 1 << 20
 CPU_GEMM_SIZES = {True: (1024, 2048), False: (1024, 2048, 3072)}  # keyed by `quick`
 CUDA_GEMM_SIZES = {True: (4096, 8192), False: (4096, 8192, 12288)}
 GEMM_REPS = {True: 3, False: 5}
+# A library's GEMM whose next size would take longer than this to measure (at the rate of the size
+# just measured) stops at that size. Such a kernel is a slow fallback (fp16 torch.mm on a CPU
+# without AVX-512 FP16: 1-2.5 GFLOP/s, one core; the full sizes took over 10 minutes on an AMD
+# EPYC VM, 35 s in all with this stop); a larger size would not lift it to the fp32 floor.
+GEMM_SIZE_BUDGET_S = 10.0
 # Read-bandwidth working sets: from READ_MIN_MIB up, multiplied by this step (4 quick, 2 full),
 # then one buffer of at least 4x the last-level cache (main memory).
 READ_MIN_MIB = 4
@@ -167,6 +172,12 @@ def _best_seconds(fn: Callable[[], Any], device: Device, reps: int) -> float:
 
 def _gflops(n: int, seconds: float) -> float:
     return 2 * n**3 / seconds / 1e9
+
+
+def _next_size_seconds(gflops: float, next_n: int, reps: int) -> float:
+    """Estimated time to measure size `next_n` (a warm-up and `reps` calls) at the rate `gflops`
+    reached on the size before it."""
+    return (reps + 1) * 2 * next_n**3 / (gflops * 1e9) if gflops > 0 else float("inf")
 
 
 # --- threads -------------------------------------------------------------------------------------
@@ -482,11 +493,12 @@ def measure_ceilings(
     by_source: dict[str, dict[str, float]] = {}
     best: dict[str, tuple[float, str]] = {}
     failed: list[str] = []
+    stopped: list[str] = []
     with _thread_count(n_threads) as numpy_ok:
         for dtype, sources in _gemm_sources(device, n_threads, numpy_ok).items():
             by_source[dtype] = {}
             for source, fn in sources.items():
-                for n in sizes:
+                for i, n in enumerate(sizes):
                     try:
                         value = fn(n, reps)
                     except Exception as e:  # a library without this kernel here: skip it
@@ -496,6 +508,11 @@ def measure_ceilings(
                         by_source[dtype][source] = round(value, 1)
                     if value > best.get(dtype, (0.0, ""))[0]:
                         best[dtype] = (value, f"{source} n={n}")
+                    if i + 1 < len(sizes) and (
+                        _next_size_seconds(value, sizes[i + 1], reps) > GEMM_SIZE_BUDGET_S
+                    ):
+                        stopped.append(f"{dtype} {source} at n={n} ({value:.1f} GFLOP/s)")
+                        break
         # No dtype below fp32: a kernel can always compute a narrower type through fp32, so a
         # slower narrow GEMM in one library (bf16 torch.mm on a CPU without AMX) is not a bound
         # for another library's conv in that type.
@@ -532,6 +549,12 @@ def measure_ceilings(
     )
     if failed:
         method += " Unavailable: " + ", ".join(failed) + "."
+    if stopped:
+        method += (
+            f" Stopped before a size that would take over {GEMM_SIZE_BUDGET_S:.0f} s: "
+            + ", ".join(stopped)
+            + "."
+        )
     return Ceilings(
         device=device.value,
         machine=_machine_key(device),

@@ -279,3 +279,19 @@ def test_a_slowed_small_working_set_does_not_lower_the_bound(monkeypatch):
     c = measure_ceilings(Device.CPU, 1, gemm_sizes=(64,), read_sizes_mib=(4, 8, 16))
     assert c.read_bandwidth_by_mib == {"4": 30.0, "8": 30.0, "16": 20.0}
     assert c.read_bandwidth_gbs == 20.0
+
+
+def test_a_slow_fallback_gemm_stops_before_a_size_that_would_take_minutes(monkeypatch):
+    # fp16 torch.mm on a CPU without AVX-512 FP16 ran at ~2.5 GFLOP/s: n=3072 took minutes a call.
+    seen: list[tuple[str, int]] = []
+
+    def rate(name, gflops):
+        return lambda n, reps: seen.append((name, n)) or gflops
+
+    sources = {"fp32": {"torch.mm": rate("fp32", 100.0)}, "fp16": {"torch.mm": rate("fp16", 2.5)}}
+    _fake_measurement(monkeypatch, sources)
+    c = measure_ceilings(Device.CPU, 1, gemm_sizes=(1024, 2048, 3072), read_sizes_mib=(4,))
+    assert seen == [("fp32", 1024), ("fp32", 2048), ("fp32", 3072), ("fp16", 1024)]
+    assert c.gemm_by_source["fp16"] == {"torch.mm": 2.5}
+    assert c.gemm_gflops["fp16"] == 100.0  # fp32's floor still applies
+    assert "fp16 torch.mm at n=1024 (2.5 GFLOP/s)" in c.method
