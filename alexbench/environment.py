@@ -7,6 +7,7 @@ import os
 import platform
 import socket
 import subprocess
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -155,12 +156,46 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def _cpu_busy_seconds() -> tuple[float, float] | None:
+    """(CPU seconds the whole machine has been busy, of which this process), or None where
+    /proc/stat is not there."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is inside user already)
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def others_cpu_now(seconds: float = 0.5) -> float | None:
+    """Cores' worth of CPU the other processes used over the next `seconds`, this process
+    sleeping meanwhile (its own threads, e.g. an OpenMP pool still spinning, are left out)."""
+    before = _cpu_busy_seconds()
+    if before is None:
+        return None
+    time.sleep(seconds)
+    after = _cpu_busy_seconds()
+    if after is None:
+        return None
+    return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / seconds
+
+
 def busy_warning() -> str | None:
+    """A warning when other processes are using the CPU now. The 1-minute load average alone
+    lags by minutes: right after a sweep or an export it reads busy on an idle machine, so it
+    decides only where the CPU time cannot be sampled."""
     load, cores = load_average(), usable_cores()
-    if load is not None and load > 0.5 * cores:
-        return (
-            f"the machine is busy (load average {load:.2f} on {cores} cores): timings will be noisy"
-        )
+    others = others_cpu_now()
+    if others is None:
+        busy = load is not None and load > 0.5 * cores
+        now = ""
+    else:
+        busy = others > 0.25 * cores
+        now = f"{others:.1f} of {cores} cores used by other processes, "
+    if busy:
+        return f"the machine is busy ({now}load average {load}): timings will be noisy"
     return None
 
 

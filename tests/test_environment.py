@@ -1,0 +1,51 @@
+"""The busy-machine warning: other processes' CPU use now, not the lagging load average."""
+
+from __future__ import annotations
+
+import pytest
+
+from alexbench import environment
+
+
+def _machine(monkeypatch, load, busy_s, own_s, cores=2):
+    """/proc/stat's busy seconds and this process's CPU seconds at each read, over one sample."""
+    reads = iter(zip(busy_s, own_s, strict=True))
+    monkeypatch.setattr(environment, "_cpu_busy_seconds", lambda: next(reads))
+    monkeypatch.setattr(environment, "load_average", lambda: load)
+    monkeypatch.setattr(environment, "usable_cores", lambda: cores)
+    monkeypatch.setattr(environment.time, "sleep", lambda s: None)
+
+
+def test_a_high_load_average_from_work_that_ended_is_not_busy(monkeypatch):
+    # Right after a sweep the 1-minute average reads 1.8 on an idle 2-core machine.
+    _machine(monkeypatch, 1.8, busy_s=(100.0, 100.02), own_s=(5.0, 5.0))
+    assert environment.busy_warning() is None
+
+
+def test_other_processes_using_a_core_now_is_busy(monkeypatch):
+    _machine(monkeypatch, 0.3, busy_s=(100.0, 100.5), own_s=(5.0, 5.0))
+    warning = environment.busy_warning()
+    assert warning and "1.0 of 2 cores used by other processes" in warning
+
+
+def test_this_process_own_threads_are_not_other_processes(monkeypatch):
+    # An OpenMP pool still spinning after the last torch call: this process's time, left out.
+    _machine(monkeypatch, 1.8, busy_s=(100.0, 101.0), own_s=(5.0, 6.0))
+    assert environment.others_cpu_now() == pytest.approx(0.0)
+
+
+def test_without_proc_stat_the_load_average_decides(monkeypatch):
+    monkeypatch.setattr(environment, "_cpu_busy_seconds", lambda: None)
+    monkeypatch.setattr(environment, "usable_cores", lambda: 2)
+    monkeypatch.setattr(environment, "load_average", lambda: 1.5)
+    assert "load average 1.5" in (environment.busy_warning() or "")
+    monkeypatch.setattr(environment, "load_average", lambda: 0.4)
+    assert environment.busy_warning() is None
+
+
+def test_proc_stat_is_read_where_it_exists():
+    sample = environment._cpu_busy_seconds()
+    if sample is None:
+        pytest.skip("no /proc/stat here")
+    busy, own = sample
+    assert busy > 0 and own > 0
