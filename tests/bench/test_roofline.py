@@ -295,3 +295,19 @@ def test_a_slow_fallback_gemm_stops_before_a_size_that_would_take_minutes(monkey
     assert c.gemm_by_source["fp16"] == {"torch.mm": 2.5}
     assert c.gemm_gflops["fp16"] == 100.0  # fp32's floor still applies
     assert "fp16 torch.mm at n=1024 (2.5 GFLOP/s)" in c.method
+
+
+def test_the_1x1_conv_source_is_an_n_cubed_gemm():
+    # Its GFLOP/s counts 2 n^3: the convolution must be that GEMM (out = W @ X over n positions).
+    n = 48
+    x = torch.randn(1, n, n, 1)
+    w = torch.randn(n, n, 1, 1)
+    out = torch.conv2d(x, w)
+    assert out.shape == (1, n, n, 1)
+    torch.testing.assert_close(out[0, :, :, 0], w[:, :, 0, 0] @ x[0, :, :, 0], rtol=1e-4, atol=1e-4)
+    sources = roofline._gemm_sources(Device.CPU, 1, numpy_ok=False)
+    assert (
+        "torch 1x1 conv (oneDNN)" in sources["fp32"]
+        and "torch 1x1 conv (oneDNN)" in sources["bf16"]
+    )
+    assert sources["fp32"]["torch 1x1 conv (oneDNN)"](64, 1) > 0
