@@ -24,6 +24,7 @@ from alexbench.bench.compare import (
     incomplete_description,
     is_complete,
     key_label,
+    run_machine_identity,
     run_model_identity,
 )
 from alexbench.errors import InputError
@@ -283,12 +284,18 @@ def runs_table(runs: list[Run]) -> TableData:
         done = is_complete(r.data)
         t.add(
             [r.name, str(r.data.get("created") or "-")[:19].replace("T", " "), ",".join(devices),
-             "; ".join(machine_label(r.data, d) for d in devices), model_label(r.data),
+             run_machine_label(r.data), model_label(r.data),
              f"{ok} passed of {len(cells)}",
              Entry("yes", Tone.GOOD) if done else Entry("no", Tone.WARN)],
             r.name,
         )  # fmt: skip
     return t
+
+
+def run_machine_label(data: dict[str, Any]) -> str:
+    """The hardware of every device a run's cells ran on."""
+    devices = dict.fromkeys(c["device"] for c in data["cells"])
+    return "; ".join(machine_label(data, d) for d in devices)
 
 
 def fastest_table(runs: list[Run]) -> TableData:
@@ -379,18 +386,21 @@ def build_page(
         sections.append(summary)
     if len(runs) > 1:
         compare = Section(
-            "Compare: each run against the first run of the same model",
+            "Compare: each run against the first run of the same model on the same machine",
             text=["B/A > 1: B is faster (see Definitions for the verdicts)."],
         )
         firsts: dict[tuple[Any, ...], Run] = {}
         for other in runs:
-            # Verdicts between different models (weights, classes, size) would mean nothing.
-            base = firsts.setdefault(run_model_identity(other.data), other)
+            # Verdicts between different models (weights, classes, size) or different machines
+            # would mean nothing: each run is judged against its own model's on its own machine.
+            key = (run_model_identity(other.data), run_machine_identity(other.data))
+            base = firsts.setdefault(key, other)
             if base is other:
                 if other is not runs[0]:
                     compare.text.append(
-                        f"{other.name}: the first run of its model ({model_label(other.data)}): "
-                        "not compared with the runs of other models."
+                        f"{other.name}: the first run of its model ({model_label(other.data)}) "
+                        f"on its machine ({run_machine_label(other.data)}): not compared with "
+                        "the runs of other models or machines."
                     )
                 continue
             comparison = compare_runs(base.data, other.data, threshold)

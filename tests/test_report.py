@@ -312,7 +312,7 @@ def test_several_runs_get_a_panel_each_on_one_scale(tmp_path):
 def test_pages_mark_unstable_and_failed_figures_and_compare_only_like_models(tmp_path):
     """The headline table keeps the ~ and sub-ms precision of the cells table (escaped in
     Markdown, where ~~ is strikethrough); a FAIL row's wall img/s is struck through like its
-    images/s; runs of different models are not given verdicts against each other."""
+    images/s; runs of different models or machines are not given verdicts against each other."""
     first, other_model = sorted(COMMITTED.glob("xeon-2c/2026*.json"))[:2], None
     data = load_results(first[0])
     ok = [c for c in data["cells"] if c["status"] == "ok"]
@@ -322,11 +322,16 @@ def test_pages_mark_unstable_and_failed_figures_and_compare_only_like_models(tmp
     other_model = load_results(first[1])
     other_model["model"]["meta"]["num_classes"] = 10
     (tmp_path / "b.json").write_text(json.dumps(other_model))
-    r = invoke("report", tmp_path / "a.json", tmp_path / "b.json", "--out", tmp_path / "rep")
+    other_cpu = json.loads(json.dumps(data))  # a's model, measured on another CPU
+    other_cpu["environment"]["cpu"] |= {"model": "AMD EPYC", "flags": ["avx2", "avx512_bf16"]}
+    (tmp_path / "c.json").write_text(json.dumps(other_cpu))
+    files = [tmp_path / f"{n}.json" for n in "abc"]
+    r = invoke("report", *files, "--out", tmp_path / "rep")
     assert r.exit_code == 0, r.output
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| \\~0.296 |" in md  # the fastest-cell table (it is the fastest at its batch)
     wall = f"{ok[1]['stats']['wall_throughput']:,.1f}"
     assert f"~~{wall}~~" in md
     assert "the first run of its model" in md and "compare: B=" not in md
+    assert "on its machine (AMD EPYC, 2 cores)" in md  # c is not judged against a's CPU
     assert "CI: over the repeats' medians (geometric mean, t interval)" in md  # the legend

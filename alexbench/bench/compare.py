@@ -376,6 +376,19 @@ def run_model_identity(run: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def run_machine_identity(run: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two runs' machines the same where a report pairs runs: the CPU's model, flags
+    and usable cores, and the GPU's name (the CPU id is left out: older files lack it, and
+    `run_warnings` still names any difference)."""
+    flags = _get(run, "environment", "cpu", "flags")
+    return (
+        _get(run, "environment", "cpu", "model"),
+        tuple(sorted(flags)) if isinstance(flags, list) else None,
+        _get(run, "environment", "cpu", "usable_cores"),
+        _get(run, "environment", "gpu", "name"),
+    )
+
+
 def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """What makes the two runs not measure the same thing, one line each (empty: comparable)."""
     out: list[str] = []
