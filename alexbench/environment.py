@@ -157,14 +157,26 @@ def usable_cores() -> int:
 
 
 def _cpu_busy_seconds() -> tuple[float, float] | None:
-    """(CPU seconds the whole machine has been busy, of which this process), or None where
-    /proc/stat is not there."""
+    """(CPU seconds the cores this process may run on have been busy, of which this process),
+    or None where /proc/stat is not there. Cores outside the affinity (a container's cpuset)
+    are left out: work there does not slow the cells."""
+    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    busy, cores = 0, 0
     try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *values = line.split()
+            if not (name.startswith("cpu") and name[3:].isdigit()):
+                continue
+            if mine is not None and int(name[3:]) not in mine:
+                continue
+            # user nice system idle iowait irq softirq steal (guest time is inside user)
+            fields = [int(v) for v in values[:8]]
+            busy += sum(fields) - fields[3] - fields[4]
+            cores += 1
+    except (OSError, ValueError, IndexError):
         return None
-    # user nice system idle iowait irq softirq steal (guest time is inside user already)
-    busy = sum(fields[:8]) - fields[3] - fields[4]
+    if not cores:
+        return None
     own = os.times()
     return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
 
