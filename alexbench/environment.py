@@ -194,12 +194,11 @@ def others_cpu_now(seconds: float = 0.5) -> float | None:
     return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / seconds
 
 
-def busy_warning() -> str | None:
-    """A warning when other processes are using the CPU now. The 1-minute load average alone
-    lags by minutes: right after a sweep or an export it reads busy on an idle machine, so it
-    decides only where the CPU time cannot be sampled."""
+def busy_warning(others: float | None) -> str | None:
+    """A warning when other processes are using the CPU now (`others`: `others_cpu_now()`).
+    The 1-minute load average alone lags by minutes: right after a sweep or an export it reads
+    busy on an idle machine, so it decides only where the CPU time could not be sampled."""
     load, cores = load_average(), usable_cores()
-    others = others_cpu_now()
     if others is None:
         busy = load is not None and load > 0.5 * cores
         now = ""

@@ -213,6 +213,7 @@ def environment_table(run: Run) -> TableData:
             f"{env.get('load_average_1m', '-')} before, "
             f"{env.get('load_average_1m_after', '-')} after",
         ),
+        ("other processes at start", _cores_text(env.get("others_cpu_cores"))),
         ("git commit", str(env.get("git_commit") or "-")),
         ("model", model_label(d)),
         ("timing", str(settings.get("timing", "-"))),
@@ -290,6 +291,10 @@ def runs_table(runs: list[Run]) -> TableData:
             r.name,
         )  # fmt: skip
     return t
+
+
+def _cores_text(cores: Any) -> str:
+    return f"{cores:.1f} cores" if isinstance(cores, int | float) else "-"
 
 
 def run_machine_label(data: dict[str, Any]) -> str:

@@ -19,12 +19,12 @@ def _machine(monkeypatch, load, busy_s, own_s, cores=2):
 def test_a_high_load_average_from_work_that_ended_is_not_busy(monkeypatch):
     # Right after a sweep the 1-minute average reads 1.8 on an idle 2-core machine.
     _machine(monkeypatch, 1.8, busy_s=(100.0, 100.02), own_s=(5.0, 5.0))
-    assert environment.busy_warning() is None
+    assert environment.busy_warning(environment.others_cpu_now()) is None
 
 
 def test_other_processes_using_a_core_now_is_busy(monkeypatch):
     _machine(monkeypatch, 0.3, busy_s=(100.0, 100.5), own_s=(5.0, 5.0))
-    warning = environment.busy_warning()
+    warning = environment.busy_warning(environment.others_cpu_now())
     assert warning and "1.0 of 2 cores used by other processes" in warning
 
 
@@ -38,9 +38,9 @@ def test_without_proc_stat_the_load_average_decides(monkeypatch):
     monkeypatch.setattr(environment, "_cpu_busy_seconds", lambda: None)
     monkeypatch.setattr(environment, "usable_cores", lambda: 2)
     monkeypatch.setattr(environment, "load_average", lambda: 1.5)
-    assert "load average 1.5" in (environment.busy_warning() or "")
+    assert "load average 1.5" in (environment.busy_warning(environment.others_cpu_now()) or "")
     monkeypatch.setattr(environment, "load_average", lambda: 0.4)
-    assert environment.busy_warning() is None
+    assert environment.busy_warning(environment.others_cpu_now()) is None
 
 
 def test_proc_stat_is_read_where_it_exists():

@@ -328,6 +328,7 @@ def _source_identity(src: Any) -> Any:
 
 
 BUSIER_LOAD = 1.0  # a load-average difference (runnable processes) that is worth a warning
+BUSIER_OTHERS = 0.5  # a difference in other processes' CPU use at the start (cores), the same
 
 # What tells two machines apart beyond the CPU's and GPU's names: VMs of different generations
 # share one name ("Intel(R) Xeon(R) Processor"), and a flag (AMX, AVX-512) or the cores given
@@ -421,8 +422,16 @@ def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     plat_a, plat_b = _get(a, "environment", "platform"), _get(b, "environment", "platform")
     if plat_a != plat_b and plat_a and plat_b:
         out.append(f"different OS: {plat_a} vs {plat_b}")
+    others = [_get(p, "environment", "others_cpu_cores") for p in (a, b)]
     load = [_get(p, "environment", "load_average_1m") for p in (a, b)]
-    if all(isinstance(v, int | float) for v in load) and abs(load[0] - load[1]) >= BUSIER_LOAD:
+    if all(isinstance(v, int | float) for v in others):
+        # Sampled when each run started: unlike the load average, no residue of earlier work.
+        if abs(others[0] - others[1]) >= BUSIER_OTHERS:
+            out.append(
+                f"other processes used {others[0]:.1f} (A) vs {others[1]:.1f} (B) cores when "
+                "the runs started: the busier one may have been slowed"
+            )
+    elif all(isinstance(v, int | float) for v in load) and abs(load[0] - load[1]) >= BUSIER_LOAD:
         # One runnable process more on a 2-core machine takes half of it from the cells.
         out.append(
             f"machine load differed when the runs started: 1-minute load average {load[0]:g} "

@@ -94,6 +94,7 @@ def test_results_json_and_csv_agree_and_csv_opens_in_pandas(bench_run):
     assert data["environment"]["cpu"]["model"] and data["model"]["artifacts"]["onnx"]
     assert data["complete"] is True and data["interrupted"] is None
     assert "load_average_1m_after" in data["environment"]
+    assert isinstance(data["environment"]["others_cpu_cores"], float)  # sampled at the start
     assert "images/s" in r.stdout and "skipped" in r.stdout
 
 

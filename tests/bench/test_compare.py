@@ -349,6 +349,19 @@ def test_machines_with_one_cpu_name_are_told_apart_by_id_flags_cores_kernel_and_
     assert not compare_runs(a, older).warnings
 
 
+def test_other_processes_sampled_at_the_start_decide_over_the_lagging_load_average():
+    # B started right after a sweep: load average 1.8 on an idle machine (0.0 cores in use).
+    a, b = make_run(1), make_run(2)
+    a["environment"] |= {"load_average_1m": 0.2, "others_cpu_cores": 0.0}
+    b["environment"] |= {"load_average_1m": 1.8, "others_cpu_cores": 0.0}
+    assert not compare_runs(a, b).warnings
+    b["environment"]["others_cpu_cores"] = 1.0  # another process took a core of the two
+    assert compare_runs(a, b).warnings == [
+        "other processes used 0.0 (A) vs 1.0 (B) cores when the runs started: the busier one "
+        "may have been slowed"
+    ]
+
+
 def test_incomplete_run_is_named_by_compare_and_report(tmp_path):
     a, b = make_run(1), make_run(2, keys=KEYS[:2])
     b["settings"]["backends"] = ["eager", "onnxruntime"]  # 4 cells asked for, 2 finished
