@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from alexbench.checkpoint import load_model, safe_load
 from alexbench.cli import train as train_cli
-from alexbench.errors import CheckpointError, DataError, InputError
+from alexbench.errors import AlexbenchError, CheckpointError, DataError, InputError
 from alexbench.fileio import folder_lock
 from alexbench.model import build_alexnet, state_dict_sha256
 from alexbench.plots import plot_training_curves
@@ -128,6 +128,28 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path: Path) -> None:
     for key, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][key]), key
     assert [r.train_loss for r in resumed.records] == [r.train_loss for r in straight.records]
+
+
+def test_a_run_resumed_into_another_folder_takes_its_best_checkpoint_along(
+    tmp_path: Path,
+) -> None:
+    run, moved = tmp_path / "run", tmp_path / "moved"
+    with pytest.raises(TrainingInterrupted):
+        fit(tiny_config(run, lr=1e-12), reporter=_InterruptAt(epoch=2, step=2))
+    # lr 1e-12: epoch 2 scores as epoch 1 did, so it is not a new best and writes no best.pt.
+    result = fit(tiny_config(moved), resume=run / "last.pt")
+    assert not result.records[1].best
+    assert (moved / "best.pt").read_bytes() == (run / "best.pt").read_bytes()
+    assert safe_load(moved / "last.pt")["epoch"] == 2
+    (run / "best.pt").unlink()
+    with pytest.raises(InputError, match="best.pt: missing, so the run's best checkpoint"):
+        fit(tiny_config(tmp_path / "third"), resume=run / "last.pt")
+
+
+def test_a_diverged_run_stops_and_saves_nothing_of_its_nan_epoch(tmp_path: Path) -> None:
+    with pytest.raises(AlexbenchError, match=r"training diverged in epoch 1: .*NaN/inf"):
+        fit(tiny_config(tmp_path / "run", epochs=1, lr=1e6))
+    assert not list((tmp_path / "run").glob("*.pt"))
 
 
 def test_resume_keeps_the_recorded_data_location_unless_moved() -> None:
@@ -386,6 +408,9 @@ def test_cli_train_synthetic_one_epoch(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = runner.invoke(_local_app(), args)  # refuses to overwrite a finished run
     assert again.exit_code == 2 and "already holds a run" in again.stderr
+    other = tmp_path / "other"  # nor does a resume of another run into it
+    into = runner.invoke(_local_app(), ["train", "--resume", str(other / "last.pt"), *args[-2:]])
+    assert into.exit_code == 2 and "already holds a run" in into.stderr
     assert "--force to replace it" in again.stderr
     small = runner.invoke(_local_app(), ["train", "--dataset", "synthetic", "--image-size", "32"])
     assert small.exit_code == 2

@@ -252,7 +252,8 @@ def train_cmd(
         out = resume.parent if resume else Path("runs") / f"{dataset.value}-{image_size}px"
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file, expected a folder")
-    if resume is None and (out / "last.pt").exists() and not force:
+    in_place = resume is not None and out.resolve() == resume.parent.resolve()
+    if not in_place and (out / "last.pt").exists() and not force:
         raise InputError(
             f"{out} already holds a run: --resume {out / 'last.pt'} to continue it, "
             "--force to replace it, or --out for a new folder"

@@ -72,8 +72,8 @@ class TrainConfig:
             (self.lr is None or (self.lr > 0 and math.isfinite(self.lr)),
              f"--lr must be a positive number, got {self.lr}"),
             (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
-            (self.weight_decay is None or self.weight_decay >= 0,
-             f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (self.weight_decay is None or 0 <= self.weight_decay < math.inf,
+             f"--weight-decay must be a finite number >= 0, got {self.weight_decay}"),
             (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
             # As long as the run or longer, the learning rate never leaves the ramp (100 of 1:
             # near 0; 1 of 1: the peak at the last step, and no decay at all).

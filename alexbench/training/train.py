@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -23,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from alexbench.checkpoint import ModelMeta
 from alexbench.devices import require
 from alexbench.errors import AlexbenchError, CheckpointError, DataError, InputError, Interrupted
-from alexbench.fileio import folder_lock, require_free_space, stale_temporaries
+from alexbench.fileio import atomic_path, folder_lock, require_free_space, stale_temporaries
 from alexbench.model import build_alexnet
 from alexbench.precision import Precision
 from alexbench.training.batches import BatchLoader, BatchTransform, augment_config, derive_seed
@@ -52,6 +53,21 @@ from alexbench.training.persist import (
 )
 
 _DROPOUT_STREAM, _AUGMENT_STREAM = 1, 2  # the shuffle uses stream 0 (batches.py)
+
+
+class TrainingDiverged(AlexbenchError):
+    """The weights or the validation loss became NaN/inf: the epoch is not saved (a best.pt of
+    NaN weights would be exported and benchmarked as if it were a model)."""
+
+
+def _diverged(model: nn.Module, train_loss: float, val_loss: float) -> str | None:
+    """What is not finite after an epoch, in words (None: all finite)."""
+    bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        return f"{len(bad)} weight tensor(s) hold NaN/inf ({bad[0]} first)"
+    if not math.isfinite(val_loss):
+        return f"the validation loss is {val_loss}"
+    return None
 
 
 class TrainingInterrupted(AlexbenchError):
@@ -210,7 +226,8 @@ def fit(
     """Train, or continue from the last.pt `resume` (its stored recipe wins; only the device,
     output, workers and, with `resume_data_dir`, the data location come from `config`)."""
     ckpt = load_resume(resume) if resume is not None else None
-    if ckpt is not None:
+    carried_best: Path | None = None
+    if resume is not None and ckpt is not None:
         try:
             config = config.resumed_with(ckpt["train_config"], resume_data_dir)
         except (KeyError, TypeError, ValueError) as e:
@@ -220,6 +237,7 @@ def fit(
                 f"{resume}: the run already finished its {config.epochs} epochs (a resumed run "
                 "keeps its recipe, epochs included); start a new run to train longer"
             )
+        carried_best = _best_to_carry(resume, config.out)
     if not 0.0 <= config.dropout < 1.0:
         raise InputError(f"dropout {config.dropout} is outside [0, 1)")
     check_precision(config.precision, config.device)
@@ -228,11 +246,35 @@ def fit(
     try:
         with _run_folder(config.out, ctx), tf32(config.precision):
             return _fit(
-                config, ckpt, ctx, reporter if ctx.is_main and reporter else TrainReporter()
+                config,
+                ckpt,
+                ctx,
+                reporter if ctx.is_main and reporter else TrainReporter(),
+                carried_best,
             )
     finally:
         if ctx.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _best_to_carry(resume: Path, out: Path) -> Path | None:
+    """The run's best.pt when it resumes into another folder (None in place). The resumed run
+    writes best.pt only when it beats the best so far, so without it the new folder would have
+    no best.pt, or keep another run's."""
+    if out.resolve() == resume.parent.resolve():
+        return None
+    best = resume.parent / BEST
+    if not best.is_file():
+        raise InputError(
+            f"{best}: missing, so the run's best checkpoint cannot go with it to --out {out}; "
+            "resume it in its own folder"
+        )
+    return best
+
+
+def _carry_best(best: Path, out: Path) -> None:
+    with atomic_path(out / BEST) as tmp:
+        shutil.copyfile(best, tmp)
 
 
 @contextlib.contextmanager
@@ -357,7 +399,11 @@ def _load_data(spec: DataSpec, ctx: DistContext) -> LoadedData:
 
 
 def _fit(
-    config: TrainConfig, ckpt: dict[str, Any] | None, ctx: DistContext, reporter: TrainReporter
+    config: TrainConfig,
+    ckpt: dict[str, Any] | None,
+    ctx: DistContext,
+    reporter: TrainReporter,
+    carried_best: Path | None = None,
 ) -> TrainResult:
     data = _load_data(config.data, ctx)
     if ckpt is not None:
@@ -400,6 +446,13 @@ def _fit(
             v_loss, v1, v5 = evaluate_split(
                 model, val_loader, val_tf, s.criterion, config.precision, ctx.device
             )
+            broken = _diverged(model, loss, v_loss)
+            if broken:
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch + 1}: {broken} (train loss {loss:.4g}); "
+                    f"epoch {epoch + 1} was not saved. Lower --lr (or set --clip-grad), and "
+                    "check the data's normalisation"
+                )
             rate, share = seen / max(secs, 1e-9), data_s / max(secs, 1e-9)
             wall = time.perf_counter() - t0
             v5_or_none = v5 if data.num_classes > 5 else None
@@ -415,9 +468,12 @@ def _fit(
                     best_top1, ctx.world_size, _train_state(s), data.fingerprint,
                     data.train_sample,
                 )  # fmt: skip
+                if carried_best is not None and not rec.best:  # before last.pt, as save_epoch
+                    _carry_best(carried_best, out)
+                carried_best = None
                 save_epoch(out, model, meta, state)
+                saved = epoch + 1  # last.pt holds this epoch, whatever interrupts the plot
                 reporter.on_history(out, history)
-                saved = epoch + 1
             reporter.on_epoch_end(rec)
     except (KeyboardInterrupt, Interrupted) as e:
         last = out / LAST
