@@ -14,6 +14,7 @@ from alexbench.checkpoint import NORMALIZATION_STATS, Normalization
 from alexbench.errors import DataError, InputError
 from alexbench.training.batches import AugmentConfig, BatchLoader, BatchTransform, augment_config
 from alexbench.training.data import (
+    MIN_STD,
     Augment,
     DatasetKind,
     DataSpec,
@@ -276,6 +277,42 @@ def test_bad_folders_give_one_line_errors(tmp_path: Path, layout: str, message: 
     assert "\n" not in str(info.value)
 
 
+def test_a_class_none_of_whose_images_can_be_read_and_a_single_class_are_refused(
+    tmp_path: Path,
+) -> None:
+    from PIL import Image
+
+    root = tmp_path / "data"
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (32, 32), (40 * i, 90, 10)).save(root / cls / f"{i}.png")
+    (root / "zzz").mkdir()
+    for i in range(4):  # a class the model would have an output for and never see
+        (root / "zzz" / f"{i}.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"class zzz: none of its \d training image\(s\) could"):
+        load_data(folder_spec(root, val_fraction=0.25))
+    shutil.rmtree(root / "zzz")
+    shutil.rmtree(root / "dog")  # one class: loss 0 and top-1 100% from the first step
+    with pytest.raises(DataError, match=r"one class folder \(cat\); training needs at least 2"):
+        load_data(folder_spec(root, val_fraction=0.25))
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_before_it_is_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 745 KB PNG of 16000 x 16000 decoded to 768 MB: torchvision's decoders have no limit.
+    from PIL import Image
+
+    from alexbench.training.data_files import decode_image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)
+    Image.new("RGB", (120, 120)).save(tmp_path / "big.png")
+    Image.new("RGB", (90, 90)).save(tmp_path / "small.png")
+    assert decode_image(str(tmp_path / "big.png"), 32) is None
+    assert decode_image(str(tmp_path / "small.png"), 32) is not None
+
+
 def test_missing_cifar10_says_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         load_data(DataSpec(kind=DatasetKind.CIFAR10, data_dir=tmp_path, image_size=64))
@@ -380,6 +417,8 @@ def test_channel_stats_match_numpy() -> None:
     ref = images.numpy().astype(np.float64) / 255
     assert np.allclose(mean, ref.mean((0, 2, 3)), atol=1e-4)
     assert np.allclose(std, ref.std((0, 2, 3)), atol=1e-4)
+    images[:, 2] = 0  # a channel that never varies: one grey level, not a division by 0
+    assert channel_stats(images)[1][2] == MIN_STD
 
 
 def test_normalize_choice_overrides_dataset_statistics() -> None:

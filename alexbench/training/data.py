@@ -216,6 +216,9 @@ def _normalization(spec: DataSpec, data: LoadedData) -> tuple[tuple[float, ...],
     return NORMALIZATION_STATS[Normalization.IMAGENET]
 
 
+MIN_STD = 0.0039  # one grey level (1/255), the floor of a measured channel std
+
+
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], ...]:
     """Per-channel mean and std of uint8 images in [0, 1], in chunks to bound float memory."""
     total = torch.zeros(3, dtype=torch.float64)
@@ -226,8 +229,12 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
         total_sq += (x * x).sum(dim=(0, 2, 3))
     count = images.shape[0] * images.shape[2] * images.shape[3]
     mean = total / count
-    std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
-    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+    std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
+    # At least one grey level, after rounding: a channel that never varies (blue always 0)
+    # would otherwise be divided by 0, and the run train on NaN.
+    return tuple(round(float(v), 4) for v in mean), tuple(
+        max(round(float(v), 4), MIN_STD) for v in std
+    )
 
 
 # -- synthetic ---------------------------------------------------------------------------------
@@ -344,6 +351,10 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
         # Without this, val/ would be read as one more training class: leaked validation data.
         raise DataError(f"{root} has {val_root.name}/ but no train/: move the classes into train/")
     names, train_samples = find_samples(train_root)
+    if len(names) < 2:  # one class: the loss is 0 and top-1 100% from the first step
+        raise DataError(
+            f"{train_root}: one class folder ({names[0]}); training needs at least 2 classes"
+        )
     if val_root is not None:
         val_names, val_samples = find_samples(val_root)
         val_samples = _remap(val_root, val_names, val_samples, train_root, names)
@@ -366,6 +377,18 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
     if Split.TRAIN in splits:
         data.train_sample = training_sample(data.files[Split.TRAIN])
     return data
+
+
+def _require_every_class(names: list[str], listed: list, decoded: torch.Tensor) -> None:
+    """A class whose training images were all unreadable would be an output the model never
+    sees a sample of: refused, as an empty class folder is."""
+    lost = sorted({y for _, y in listed} - set(decoded.unique().tolist()))
+    if lost:
+        counts = sum(y == lost[0] for _, y in listed)
+        more = f" (and {len(lost) - 1} other class(es))" if len(lost) > 1 else ""
+        raise DataError(
+            f"class {names[lost[0]]}: none of its {counts} training image(s) could be read{more}"
+        )
 
 
 def file_fingerprint(
@@ -456,6 +479,8 @@ def _finish_imagefolder(
             break
         except NotNative:  # an image of another size among the probed ones: all at output size
             resolution = spec.resize_size
+    if isinstance(out.get(Split.TRAIN), MemorySplit):
+        _require_every_class(names, train_samples, out[Split.TRAIN].labels)
     mode = "decoded in memory" if in_memory else "streamed"
     if skipped:  # history.json and checkpoints carry the description: the count goes with them
         mode += f", {len(skipped)} unreadable left out"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,11 +66,32 @@ def find_samples(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     return classes, samples
 
 
+def _too_many_pixels(data: torch.Tensor) -> bool:
+    """Whether the header (read by PIL without decoding) declares more pixels than PIL's
+    decompression-bomb limit: a 745 KB PNG of 16000 x 16000 decodes to 768 MB, and torchvision's
+    decoders, which run first, have no such limit. Formats PIL cannot read pass on."""
+    try:
+        with warnings.catch_warnings():  # over the limit is refused here, not warned about
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
+                return im.width * im.height > (Image.MAX_IMAGE_PIXELS or math.inf)
+    except Image.DecompressionBombError:
+        return True
+    except _PIL_UNREADABLE:
+        return False
+
+
 def _decode_raw(path: str) -> torch.Tensor | None:
     """uint8 (3, H, W), or None when the file is not a readable image. 16-bit images (PNG, TIFF)
     are scaled to 8 bits, never wrapped or clipped: everything downstream reads uint8 / 255."""
     try:
-        img = tio.decode_image(tio.read_file(path), mode=tio.ImageReadMode.RGB)
+        data = tio.read_file(path)
+    except (RuntimeError, OSError):
+        return None
+    if _too_many_pixels(data):
+        return None
+    try:
+        img = tio.decode_image(data, mode=tio.ImageReadMode.RGB)
         return img if img.dtype == torch.uint8 else TF.to_dtype(img, torch.uint8, scale=True)
     except (RuntimeError, ValueError, OSError):
         pass  # torchvision's decoders cover JPEG/PNG/WebP/GIF; PIL reads the rest
