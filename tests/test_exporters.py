@@ -126,6 +126,16 @@ def test_opsets_the_formats_cannot_have_are_refused_before_any_export(small_mode
     with pytest.raises(InputError, match="--opset 12: the int8 ONNX model needs opset 13"):
         ensure_artifacts(small_model, tmp_path, formats, **legacy)
     assert list(tmp_path.iterdir()) == []
+    from alexbench.exporters import legacy_max_opset
+
+    too_new = {"opset": legacy_max_opset() + 1, "onnx_exporter": OnnxExporter.LEGACY}
+    with pytest.raises(
+        InputError, match=f"legacy ONNX exporter writes opset {too_new['opset'] - 1}"
+    ):
+        ensure_artifacts(
+            small_model, tmp_path, [ArtifactFormat.PT2, ArtifactFormat.ONNX], **too_new
+        )
+    assert list(tmp_path.iterdir()) == []  # not even the pt2 file
     # Formats with no ONNX file take any opset in range (bench and verify pass the default).
     ensure_artifacts(small_model, tmp_path, [ArtifactFormat.PT2], opset=17)
 
@@ -142,10 +152,14 @@ def test_legacy_onnx_exporter_at_224(tmp_path):
     from alexbench.checkpoint import load_model
 
     loaded = load_model(num_classes=SMALL_CLASSES)  # 224 px: the legacy exporter needs a 6x6 map
-    _, out = ensure_artifacts(
-        loaded, tmp_path, [ArtifactFormat.ONNX], opset=17, onnx_exporter=OnnxExporter.LEGACY
-    )
+    formats = [ArtifactFormat.ONNX, ArtifactFormat.ONNX_FP16]
+    _, out = ensure_artifacts(loaded, tmp_path, formats, opset=8, onnx_exporter=OnnxExporter.LEGACY)
     assert "legacy" in out[0][1].exporter
+    # Below IR 4 the weights are graph inputs too: the fp16 file must still hold fp16 weights.
+    fp16 = onnx.load(str(tmp_path / "alexnet.fp16.onnx"))
+    assert {t.data_type for t in fp16.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    kinds = {i.name: i.type.tensor_type.elem_type for i in fp16.graph.input}
+    assert kinds["input"] == onnx.TensorProto.FLOAT  # fed like every other variant
     sess = ort.InferenceSession(str(tmp_path / "alexnet.onnx"), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((3, 3, 224, 224), dtype=np.float32)
     import torch

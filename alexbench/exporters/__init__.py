@@ -362,12 +362,25 @@ def _legacy_sizes_near(image_size: int) -> tuple[int, int]:
     return low, high
 
 
+def legacy_max_opset() -> int:
+    """The highest opset torch's TorchScript-based exporter writes (23 in torch 2.14: asked for
+    24 it printed its whole graph and failed after the TorchScript file was written)."""
+    from torch.onnx import _constants  # private, hence the fallback
+
+    return int(getattr(_constants, "ONNX_MAX_OPSET", 20))
+
+
 def check_opset(opset: int, exporter: OnnxExporter, formats: list[ArtifactFormat]) -> None:
     """Refuse an opset that a requested ONNX format cannot be written in (an InputError)."""
     if opset < 7 or opset > 25:
         raise InputError(f"--opset {opset} is outside the supported range 7..25")
     if not any(f in ONNX_FAMILY for f in formats):
         return
+    if exporter is OnnxExporter.LEGACY and opset > legacy_max_opset():
+        raise InputError(
+            f"--opset {opset}: the legacy ONNX exporter writes opset {legacy_max_opset()} at "
+            "most (the dynamo exporter, the default, goes higher)"
+        )
     if exporter is OnnxExporter.DYNAMO and opset < DYNAMO_MIN_OPSET:
         raise InputError(
             f"--opset {opset}: the dynamo ONNX exporter makes opset {DYNAMO_MIN_OPSET} or above "

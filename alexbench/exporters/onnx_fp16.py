@@ -21,13 +21,36 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     if request.onnx_path is None:
         raise ExportError("the fp16 variant needs the fp32 ONNX model first")
     model = onnx.load(str(request.onnx_path))
-    converted = convert_float_to_float16(model, keep_io_types=True)
+    # The model's own inputs and outputs stay fp32, by name: below IR version 4 (the legacy
+    # exporter at opset 7/8) every weight is a graph input too, and keep_io_types=True kept
+    # them all fp32 (a "fp16" file as big as the fp32 one, casting its weights at run time).
+    weights = {t.name for t in model.graph.initializer}
+    io = [i.name for i in model.graph.input if i.name not in weights]
+    io += [o.name for o in model.graph.output]
+    converted = convert_float_to_float16(model, keep_io_types=io)
+    _require_fp16_weights(converted)
     _topological_sort(converted.graph)
     onnx.save(converted, str(path))
     return {
-        "exporter": "onnxruntime.transformers.float16 (keep_io_types)",
+        "exporter": "onnxruntime.transformers.float16 (model inputs/outputs kept fp32)",
         "opset": check_file(path),
     }
+
+
+def _require_fp16_weights(model: onnx.ModelProto) -> None:
+    """The weights must be float16 now (a few fp32 scalars may stay): else the file is fp32 in
+    all but name."""
+    sizes = {"fp32": 0, "other": 0}
+    for t in model.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= d
+        sizes["fp32" if t.data_type == onnx.TensorProto.FLOAT else "other"] += n
+    if sizes["fp32"] > 0.01 * (sizes["fp32"] + sizes["other"]):
+        raise ExportError(
+            f"the fp16 conversion left {sizes['fp32']:,} weight values in fp32: the file would "
+            "be fp16 in name only"
+        )
 
 
 def _topological_sort(graph: onnx.GraphProto) -> None:
