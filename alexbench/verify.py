@@ -134,21 +134,25 @@ def run_cell(
 
 def metadata_mismatch(declared: dict[str, str] | None, bundle: ModelBundle) -> str:
     """What an ONNX file's metadata_props say about its inputs and outputs that the model does
-    not (a consumer without the manifest normalises by them), or "". A file written before
-    the props existed declares none: nothing to check."""
+    not, or lacks (a consumer without the manifest normalises by them), or "". A file written
+    before the props existed declares none: nothing to check."""
     if not declared:
         return ""
     from alexbench.exporters import onnx_metadata  # exporters import torch.onnx: only here
 
     expected = onnx_metadata(bundle.loaded)
+    # A file with some of the props but not all lost the others (an edit, another tool's
+    # rewrite): a consumer that falls back to defaults (ImageNet's mean/std) computes otherwise.
+    missing = [k for k in expected if k not in declared]
     wrong = [k for k, v in declared.items() if k in expected and v != expected[k]]
-    if not wrong:
-        return ""
-    first = wrong[0]
-    return (
-        f"metadata_props {', '.join(wrong)} differ from the model "
-        f"({first}: file {declared[first]!r}, model {expected[first]!r})"
-    )
+    parts = [f"metadata_props {', '.join(missing)} missing"] if missing else []
+    if wrong:
+        first = wrong[0]
+        parts.append(
+            f"metadata_props {', '.join(wrong)} differ from the model "
+            f"({first}: file {declared[first]!r}, model {expected[first]!r})"
+        )
+    return "; ".join(parts)
 
 
 @dataclass

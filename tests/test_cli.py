@@ -98,6 +98,7 @@ def test_wrong_onnx_metadata_fails_verify_though_the_numbers_match(artifacts_cop
     props = {p.key: p for p in model.metadata_props}
     right = props["alexbench.mean"].value
     props["alexbench.mean"].value = "[0.1, 0.2, 0.3]"
+    model.metadata_props.remove(props["alexbench.std"])  # a consumer would fall back to a default
     onnx.save(model, str(edited / "alexnet.onnx"))
     r = invoke("verify", "--artifacts", edited, "--batch", 2, "--backend", "onnxruntime")
     assert r.exit_code == 1, r.output
@@ -105,6 +106,7 @@ def test_wrong_onnx_metadata_fails_verify_though_the_numbers_match(artifacts_cop
     (cell,) = report["cells"]
     assert cell["status"] == "FAIL" and cell["parity"]["passed"]  # the numbers were right
     assert "metadata_props alexbench.mean differ from the model" in cell["message"]
+    assert "metadata_props alexbench.std missing" in cell["message"]
     assert right in cell["message"]
 
 
