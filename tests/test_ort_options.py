@@ -305,6 +305,11 @@ def test_the_manifest_records_the_default_int8_recipe(int8_folder):
     assert record.exporter == "onnxruntime.quantization.quantize_static (QDQ, per-channel, MinMax)"
     scales = _weight_scales(int8_folder / "alexnet.int8.onnx")
     assert len(scales) == 8 and all(s.ndim == 1 and s.size > 1 for s in scales)  # per channel
+    model = onnx.load(str(int8_folder / "alexnet.int8.onnx"), load_external_data=False)
+    # Only the operator sets its nodes use (quant_pre_process declared com.microsoft and more).
+    assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"} | {
+        n.domain for n in model.graph.node
+    }
 
 
 def test_a_recipe_is_applied_and_described(small_model, int8_folder, tmp_path):

@@ -78,6 +78,21 @@ def _output_layer(path: Path) -> list[str]:
     return [n.name for n in graph.node if OUTPUT_NAME in n.output]
 
 
+def _drop_unused_domains(path: Path) -> None:
+    """quant_pre_process declares operator sets no node uses (com.microsoft, ai.onnx.training,
+    ...): a strict converter may refuse a file that needs domains it lacks. Only the default
+    domain and those the nodes use stay."""
+    import onnx
+
+    model = onnx.load(str(path))
+    used = {"", "ai.onnx"} | {n.domain for n in model.graph.node}
+    kept = [o for o in model.opset_import if o.domain in used]
+    if len(kept) < len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+        onnx.save(model, str(path))
+
+
 def export(request: ExportRequest, path: Path, recipe: Recipe | None = None) -> dict[str, Any]:
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -123,6 +138,7 @@ def export(request: ExportRequest, path: Path, recipe: Recipe | None = None) -> 
             calibrate_method=CalibrationMethod[recipe.calibration.value],
             nodes_to_exclude=exclude,
         )
+    _drop_unused_domains(path)
     return {
         "exporter": recipe.describe(),
         "opset": check_file(path),  # the quantiser may raise the opset: record the file's
