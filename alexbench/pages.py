@@ -309,6 +309,7 @@ def fastest_table(runs: list[Run]) -> TableData:
         "Fastest cell that passed parity, per device and batch",
         [
             Column("run", right=False),
+            Column("machine", right=False),  # the runs may come from several machines
             Column("device", right=False),
             Column("batch"),
             Column("backend", right=False),
@@ -325,7 +326,8 @@ def fastest_table(runs: list[Run]) -> TableData:
             tput = c["stats"]["throughput"]
             ref = base.get((device, batch))
             t.add(
-                [r.name, device, str(batch), c["backend"], c["precision"],
+                [r.name, machine_label(r.data, device), device, str(batch), c["backend"],
+                 c["precision"],
                  Entry(f"{tput:,.1f}", Tone.BEST),
                  ("~" if c["stats"]["unstable"] else "") + fmt_ms(c["stats"]["p50_ms"]),
                  f"{tput / ref:.2f}x" if ref else "-"],
