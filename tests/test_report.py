@@ -335,3 +335,12 @@ def test_pages_mark_unstable_and_failed_figures_and_compare_only_like_models(tmp
     assert "the first run of its model" in md and "compare: B=" not in md
     assert "on its machine (AMD EPYC, 2 cores)" in md  # c is not judged against a's CPU
     assert "CI: over the repeats' medians (geometric mean, t interval)" in md  # the legend
+
+
+def test_a_very_wide_interval_does_not_set_the_throughput_scale():
+    # A two-repeat t interval 40,000 images/s wide on a 75 images/s cell flattened every panel.
+    from alexbench.plots import scale_top
+
+    assert scale_top([75.0, 800.0], [41_000.0, 40.0]) == 840.0
+    assert scale_top([100.0], [30.0]) == 130.0  # an ordinary bar is shown whole
+    assert scale_top([], []) == 0.0
