@@ -44,9 +44,9 @@ def load_program(path: Path) -> torch.export.ExportedProgram:
 
 def memory_format_for(device: Device) -> str:
     """The layout the PyTorch runtimes run in. On CPU, channels_last (NHWC) was faster at every
-    precision and batch measured (benchmarks/layout_check.py, Intel Xeon 2 cores: 0.72-0.90x the
-    contiguous latency, results/xeon-2c/layout-check_vm_cpu.json). CUDA keeps NCHW until a GPU
-    session measures it."""
+    precision and batch measured (benchmarks/layout_check.py, 2 cores: 0.72-0.90x the contiguous
+    latency on an Intel Xeon, 0.71-0.91x on an AMD EPYC; results/*/layout-check_vm_cpu.json).
+    CUDA keeps NCHW until a GPU session measures it."""
     return "channels_last" if device is Device.CPU else "contiguous"
 
 
