@@ -60,7 +60,7 @@ class TrainingDiverged(AlexbenchError):
     NaN weights would be exported and benchmarked as if it were a model)."""
 
 
-def _diverged(model: nn.Module, train_loss: float, val_loss: float) -> str | None:
+def _diverged(model: nn.Module, val_loss: float) -> str | None:
     """What is not finite after an epoch, in words (None: all finite)."""
     bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:
@@ -446,7 +446,7 @@ def _fit(
             v_loss, v1, v5 = evaluate_split(
                 model, val_loader, val_tf, s.criterion, config.precision, ctx.device
             )
-            broken = _diverged(model, loss, v_loss)
+            broken = _diverged(model, v_loss)
             if broken:
                 raise TrainingDiverged(
                     f"training diverged in epoch {epoch + 1}: {broken} (train loss {loss:.4g}); "
