@@ -232,6 +232,8 @@ def test_corrupt_image_is_skipped_not_fatal(cifar20: Path, tmp_path: Path) -> No
     assert [Path(p).name for p in data.skipped] == ["9999.jpg"]
     assert len(data.splits[Split.TRAIN]) + len(data.splits[Split.VAL]) == 40
     stream = load_data(folder_spec(root, val_fraction=0.5, cache_limit_bytes=0))
+    assert "ImageNet mean/std (a streamed folder is not measured)" in stream.description
+    assert "ImageNet" not in data.description  # measured in memory
     loaders = [
         BatchLoader(stream.splits[s], 64, device=CPU, shuffle=False, drop_last=False, workers=0)
         for s in Split

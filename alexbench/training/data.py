@@ -213,6 +213,8 @@ def _normalization(spec: DataSpec, data: LoadedData) -> tuple[tuple[float, ...],
     if isinstance(train, MemorySplit):
         return channel_stats(train.images)
     # Measuring a streamed folder would cost a full pass; ImageNet's statistics are the norm there.
+    if train is not None:  # said where the run's description (history, checkpoints) goes
+        data.description += "; ImageNet mean/std (a streamed folder is not measured)"
     return NORMALIZATION_STATS[Normalization.IMAGENET]
 
 
