@@ -235,7 +235,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train-folder-missing", ["train", "--dataset", "imagefolder", "--data-dir", "{tmp}/nope",
                               "--out", "{tmp}/r"], "nope"),
     ("train-folder-one-class", ["train", "--dataset", "imagefolder", "--data-dir",
-                                "{oneclass}", "--out", "{tmp}/r"], "training images"),
+                                "{oneclass}", "--out", "{tmp}/r"], "at least 2 classes"),
     ("train-optimizer", ["train", "--dataset", "synthetic", "--optimizer", "lbfgs", "--out",
                          "{tmp}/r"], "lbfgs"),
     ("train-schedule", ["train", "--dataset", "synthetic", "--schedule", "step", "--out",
