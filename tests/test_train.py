@@ -136,6 +136,9 @@ def test_a_run_resumed_into_another_folder_takes_its_best_checkpoint_along(
     run, moved = tmp_path / "run", tmp_path / "moved"
     with pytest.raises(TrainingInterrupted):
         fit(tiny_config(run, lr=1e-12), reporter=_InterruptAt(epoch=2, step=2))
+    # Stopped before its first save, a run resumed elsewhere names the file that continues it.
+    with pytest.raises(TrainingInterrupted, match=f"checkpoint: {run / 'last.pt'} \\(epoch 1\\)"):
+        fit(tiny_config(moved), resume=run / "last.pt", reporter=_InterruptAt(epoch=2, step=1))
     # lr 1e-12: epoch 2 scores as epoch 1 did, so it is not a new best and writes no best.pt.
     result = fit(tiny_config(moved), resume=run / "last.pt")
     assert not result.records[1].best

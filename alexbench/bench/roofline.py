@@ -69,10 +69,10 @@ MIB = 1 << 20
 CPU_GEMM_SIZES = {True: (1024, 2048), False: (1024, 2048, 3072)}  # keyed by `quick`
 CUDA_GEMM_SIZES = {True: (4096, 8192), False: (4096, 8192, 12288)}
 GEMM_REPS = {True: 3, False: 5}
-# A library's GEMM whose next size would take longer than this to measure (at the rate of the size
-# just measured) stops at that size. Such a kernel is a slow fallback (fp16 torch.mm on a CPU
-# without AVX-512 FP16: 1-2.5 GFLOP/s, one core; the full sizes took over 10 minutes on an AMD
-# EPYC VM, 35 s in all with this stop); a larger size would not lift it to the fp32 floor.
+# A library's GEMM of a type other than fp32 that runs below fp32's rate, and whose next size would
+# take longer than this to measure, stops at that size. Such a kernel is a slow fallback (fp16
+# torch.mm on a CPU without AVX-512 FP16: 1-2.5 GFLOP/s, one core; the full sizes took over 10
+# minutes on an AMD EPYC VM, 35 s in all with this stop); the fp32 floor applies to it anyway.
 GEMM_SIZE_BUDGET_S = 10.0
 # Read-bandwidth working sets: from READ_MIN_MIB up, multiplied by this step (4 quick, 2 full),
 # then one buffer of at least 4x the last-level cache (main memory).
@@ -530,8 +530,13 @@ def measure_ceilings(
                         by_source[dtype][source] = round(value, 1)
                     if value > best.get(dtype, (0.0, ""))[0]:
                         best[dtype] = (value, f"{source} n={n}")
-                    if i + 1 < len(sizes) and (
-                        _next_size_seconds(value, sizes[i + 1], reps) > GEMM_SIZE_BUDGET_S
+                    # Only a type below fp32's rate stops: fp32's floor applies to it anyway,
+                    # while a slow machine's own fp32 GEMM must reach its larger sizes.
+                    below_fp32 = dtype != "fp32" and value < best.get("fp32", (0.0, ""))[0]
+                    if (
+                        below_fp32
+                        and i + 1 < len(sizes)
+                        and _next_size_seconds(value, sizes[i + 1], reps) > GEMM_SIZE_BUDGET_S
                     ):
                         stopped.append(f"{dtype} {source} at n={n} ({value:.1f} GFLOP/s)")
                         break
@@ -573,7 +578,8 @@ def measure_ceilings(
         method += " Unavailable: " + ", ".join(failed) + "."
     if stopped:
         method += (
-            f" Stopped before a size that would take over {GEMM_SIZE_BUDGET_S:.0f} s: "
+            f" Below fp32 and stopped before a size that would take over"
+            f" {GEMM_SIZE_BUDGET_S:.0f} s: "
             + ", ".join(stopped)
             + "."
         )

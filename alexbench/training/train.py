@@ -250,6 +250,7 @@ def fit(
                 ckpt,
                 ctx,
                 reporter if ctx.is_main and reporter else TrainReporter(),
+                resume,
                 carried_best,
             )
     finally:
@@ -273,8 +274,11 @@ def _best_to_carry(resume: Path, out: Path) -> Path | None:
 
 
 def _carry_best(best: Path, out: Path) -> None:
-    with atomic_path(out / BEST) as tmp:
-        shutil.copyfile(best, tmp)
+    try:
+        with atomic_path(out / BEST) as tmp:
+            shutil.copyfile(best, tmp)
+    except OSError as e:  # removed or unreadable since the run started
+        raise CheckpointError(f"{best}: cannot copy it to {out} ({e.strerror or e})") from e
 
 
 @contextlib.contextmanager
@@ -403,6 +407,7 @@ def _fit(
     ckpt: dict[str, Any] | None,
     ctx: DistContext,
     reporter: TrainReporter,
+    resume: Path | None = None,
     carried_best: Path | None = None,
 ) -> TrainResult:
     data = _load_data(config.data, ctx)
@@ -432,7 +437,9 @@ def _fit(
     )
     if ctx.is_main:
         require_free_space(out, _checkpoint_bytes(model, config, out), "the run's checkpoints")
-    saved = start_epoch  # the epoch that last.pt holds, for the interrupt message
+    # The last.pt that continues this run and its epoch, for the interrupt message: the one
+    # resumed from (perhaps in another folder) until this run writes its own.
+    last, saved = (resume, start_epoch) if resume is not None else (out / LAST, 0)
     try:
         for epoch in range(start_epoch, config.epochs):
             # Dropout draws from the global generator: reseed it per (seed, epoch, rank).
@@ -450,8 +457,8 @@ def _fit(
             if broken:
                 raise TrainingDiverged(
                     f"training diverged in epoch {epoch + 1}: {broken} (train loss {loss:.4g}); "
-                    f"epoch {epoch + 1} was not saved. Lower --lr (or set --clip-grad), and "
-                    "check the data's normalisation"
+                    f"epoch {epoch + 1} was not saved. In a new run lower --lr (or set "
+                    "--clip-grad), and check the data's normalisation"
                 )
             rate, share = seen / max(secs, 1e-9), data_s / max(secs, 1e-9)
             wall = time.perf_counter() - t0
@@ -472,11 +479,10 @@ def _fit(
                     _carry_best(carried_best, out)
                 carried_best = None
                 save_epoch(out, model, meta, state)
-                saved = epoch + 1  # last.pt holds this epoch, whatever interrupts the plot
+                last, saved = out / LAST, epoch + 1  # whatever interrupts the plot below
                 reporter.on_history(out, history)
             reporter.on_epoch_end(rec)
     except (KeyboardInterrupt, Interrupted) as e:
-        last = out / LAST
         why = str(e) if isinstance(e, Interrupted) else "interrupted"
         code = e.exit_code if isinstance(e, Interrupted) else TrainingInterrupted.exit_code
         if not saved:  # best.pt may be written; last.pt, which --resume reads, is not
