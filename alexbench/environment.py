@@ -182,16 +182,17 @@ def _cpu_busy_seconds() -> tuple[float, float] | None:
 
 
 def others_cpu_now(seconds: float = 0.5) -> float | None:
-    """Cores' worth of CPU the other processes used over the next `seconds`, this process
-    sleeping meanwhile (its own threads, e.g. an OpenMP pool still spinning, are left out)."""
-    before = _cpu_busy_seconds()
+    """Cores' worth of CPU the other processes (and the hypervisor's steal) used over the next
+    `seconds`, this process sleeping meanwhile (its own threads, e.g. an OpenMP pool still
+    spinning, are left out)."""
+    before, start = _cpu_busy_seconds(), time.monotonic()
     if before is None:
         return None
     time.sleep(seconds)
-    after = _cpu_busy_seconds()
-    if after is None:
+    after, elapsed = _cpu_busy_seconds(), time.monotonic() - start
+    if after is None or elapsed <= 0:
         return None
-    return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / seconds
+    return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / elapsed
 
 
 def busy_warning(others: float | None) -> str | None:
@@ -199,15 +200,11 @@ def busy_warning(others: float | None) -> str | None:
     The 1-minute load average alone lags by minutes: right after a sweep or an export it reads
     busy on an idle machine, so it decides only where the CPU time could not be sampled."""
     load, cores = load_average(), usable_cores()
-    if others is None:
-        busy = load is not None and load > 0.5 * cores
-        now = ""
-    else:
-        busy = others > 0.25 * cores
-        now = f"{others:.1f} of {cores} cores used by other processes, "
-    if busy:
-        return f"the machine is busy ({now}load average {load}): timings will be noisy"
-    return None
+    parts = [] if others is None else [f"{others:.1f} of {cores} cores in use by others"]
+    if load is not None:
+        parts.append(f"load average {load:.2f}")
+    busy = load is not None and load > 0.5 * cores if others is None else others > 0.25 * cores
+    return f"the machine is busy ({', '.join(parts)}): timings will be noisy" if busy else None
 
 
 def capture() -> dict[str, Any]:

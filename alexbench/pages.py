@@ -24,6 +24,7 @@ from alexbench.bench.compare import (
     incomplete_description,
     is_complete,
     key_label,
+    machine_differences,
     run_machine_identity,
     run_model_identity,
 )
@@ -404,10 +405,13 @@ def build_page(
             base = firsts.setdefault(key, other)
             if base is other:
                 if other is not runs[0]:
+                    # Machines of one name are told apart by what differs (flags, cores, GPU).
+                    differs = machine_differences(runs[0].data, other.data)
+                    against = f"; against {runs[0].name}: {', '.join(differs)}" if differs else ""
                     compare.text.append(
                         f"{other.name}: the first run of its model ({model_label(other.data)}) "
-                        f"on its machine ({run_machine_label(other.data)}): not compared with "
-                        "the runs of other models or machines."
+                        f"on its machine ({run_machine_label(other.data)}{against}): not "
+                        "compared with the runs of other models or machines."
                     )
                 continue
             comparison = compare_runs(base.data, other.data, threshold)

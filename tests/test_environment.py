@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from alexbench import environment
@@ -13,7 +15,9 @@ def _machine(monkeypatch, load, busy_s, own_s, cores=2):
     monkeypatch.setattr(environment, "_cpu_busy_seconds", lambda: next(reads))
     monkeypatch.setattr(environment, "load_average", lambda: load)
     monkeypatch.setattr(environment, "usable_cores", lambda: cores)
-    monkeypatch.setattr(environment.time, "sleep", lambda s: None)
+    clock = iter([0.0, 0.5])  # the sample spans half a second, without waiting for it
+    fake_time = SimpleNamespace(sleep=lambda s: None, monotonic=lambda: next(clock))
+    monkeypatch.setattr(environment, "time", fake_time)
 
 
 def test_a_high_load_average_from_work_that_ended_is_not_busy(monkeypatch):
@@ -25,7 +29,7 @@ def test_a_high_load_average_from_work_that_ended_is_not_busy(monkeypatch):
 def test_other_processes_using_a_core_now_is_busy(monkeypatch):
     _machine(monkeypatch, 0.3, busy_s=(100.0, 100.5), own_s=(5.0, 5.0))
     warning = environment.busy_warning(environment.others_cpu_now())
-    assert warning and "1.0 of 2 cores used by other processes" in warning
+    assert warning and "1.0 of 2 cores in use by others" in warning
 
 
 def test_this_process_own_threads_are_not_other_processes(monkeypatch):
@@ -38,7 +42,7 @@ def test_without_proc_stat_the_load_average_decides(monkeypatch):
     monkeypatch.setattr(environment, "_cpu_busy_seconds", lambda: None)
     monkeypatch.setattr(environment, "usable_cores", lambda: 2)
     monkeypatch.setattr(environment, "load_average", lambda: 1.5)
-    assert "load average 1.5" in (environment.busy_warning(environment.others_cpu_now()) or "")
+    assert "load average 1.50" in (environment.busy_warning(environment.others_cpu_now()) or "")
     monkeypatch.setattr(environment, "load_average", lambda: 0.4)
     assert environment.busy_warning(environment.others_cpu_now()) is None
 

@@ -333,7 +333,8 @@ def test_pages_mark_unstable_and_failed_figures_and_compare_only_like_models(tmp
     wall = f"{ok[1]['stats']['wall_throughput']:,.1f}"
     assert f"~~{wall}~~" in md
     assert "the first run of its model" in md and "compare: B=" not in md
-    assert "on its machine (AMD EPYC, 2 cores)" in md  # c is not judged against a's CPU
+    # c is not judged against a's CPU, and the note says what differs
+    assert "on its machine (AMD EPYC, 2 cores; against a: cpu Intel(R) Xeon(R) Processor vs" in md
     assert "CI: over the repeats' medians (geometric mean, t interval)" in md  # the legend
 
 

@@ -347,7 +347,7 @@ _MACHINE_FIELDS = (
 )
 
 
-def _machine_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def machine_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     out = []
     for label, path in _MACHINE_FIELDS:
         va, vb = _get(a, *path), _get(b, *path)
@@ -413,7 +413,7 @@ def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             "backends ran different files"
         )
     # Machine.
-    machine = _machine_differences(a, b)
+    machine = machine_differences(a, b)
     host_a, host_b = _get(a, "environment", "host"), _get(b, "environment", "host")
     if machine:
         out.append("different machine: " + ", ".join(machine))

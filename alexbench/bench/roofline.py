@@ -579,9 +579,7 @@ def measure_ceilings(
     if stopped:
         method += (
             f" Below fp32 and stopped before a size that would take over"
-            f" {GEMM_SIZE_BUDGET_S:.0f} s: "
-            + ", ".join(stopped)
-            + "."
+            f" {GEMM_SIZE_BUDGET_S:.0f} s: " + ", ".join(stopped) + "."
         )
     return Ceilings(
         device=device.value,

@@ -363,11 +363,14 @@ def _legacy_sizes_near(image_size: int) -> tuple[int, int]:
 
 
 def legacy_max_opset() -> int:
-    """The highest opset torch's TorchScript-based exporter writes (23 in torch 2.14: asked for
-    24 it printed its whole graph and failed after the TorchScript file was written)."""
-    from torch.onnx import _constants  # private, hence the fallback
-
-    return int(getattr(_constants, "ONNX_MAX_OPSET", 20))
+    """The highest opset torch's TorchScript-based exporter supports (20 in torch 2.14; it
+    warns "not supported" for 21-23, and asked for 24 it printed its whole graph and failed
+    after the TorchScript file was written)."""
+    try:
+        from torch.onnx import _constants  # private, hence the fallbacks
+    except ImportError:
+        return 20
+    return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
 
 
 def check_opset(opset: int, exporter: OnnxExporter, formats: list[ArtifactFormat]) -> None:

@@ -85,7 +85,8 @@ def _drop_unused_domains(path: Path) -> None:
     import onnx
 
     model = onnx.load(str(path))
-    used = {"", "ai.onnx"} | {n.domain for n in model.graph.node}
+    nodes = [*model.graph.node, *(n for f in model.functions for n in f.node)]
+    used = {"", "ai.onnx"} | {n.domain for n in nodes} | {f.domain for f in model.functions}
     kept = [o for o in model.opset_import if o.domain in used]
     if len(kept) < len(model.opset_import):
         del model.opset_import[:]

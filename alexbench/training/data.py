@@ -214,10 +214,11 @@ def _normalization(spec: DataSpec, data: LoadedData) -> tuple[tuple[float, ...],
         return channel_stats(train.images)
     # Measuring a streamed folder would cost a full pass; ImageNet's statistics are the norm there.
     if train is not None:  # said where the run's description (history, checkpoints) goes
-        data.description += "; ImageNet mean/std (a streamed folder is not measured)"
+        data.description += STREAMED_STATS_NOTE
     return NORMALIZATION_STATS[Normalization.IMAGENET]
 
 
+STREAMED_STATS_NOTE = "; ImageNet mean/std (a streamed folder is not measured)"
 MIN_STD = 0.0039  # one grey level (1/255), the floor of a measured channel std
 
 
@@ -382,15 +383,15 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
 
 
 def _require_every_class(names: list[str], listed: list, decoded: torch.Tensor) -> None:
-    """A class whose training images were all unreadable would be an output the model never
-    sees a sample of: refused, as an empty class folder is."""
-    lost = sorted({y for _, y in listed} - set(decoded.unique().tolist()))
+    """A class with no readable training image (all unreadable, or all held out for
+    validation) would be an output the model never sees a sample of: refused, as an empty class
+    folder is. Decoded splits only: a streamed one meets its unreadable files as it reads."""
+    lost = sorted(set(range(len(names))) - set(decoded.unique().tolist()))
     if lost:
-        counts = sum(y == lost[0] for _, y in listed)
+        count = sum(y == lost[0] for _, y in listed)
+        why = f"none of its {count} could be read" if count else "all went to validation"
         more = f" (and {len(lost) - 1} other class(es))" if len(lost) > 1 else ""
-        raise DataError(
-            f"class {names[lost[0]]}: none of its {counts} training image(s) could be read{more}"
-        )
+        raise DataError(f"class {names[lost[0]]}: no training image, {why}{more}")
 
 
 def file_fingerprint(

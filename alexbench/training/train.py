@@ -29,7 +29,13 @@ from alexbench.model import build_alexnet
 from alexbench.precision import Precision
 from alexbench.training.batches import BatchLoader, BatchTransform, augment_config, derive_seed
 from alexbench.training.config import OptimizerKind, TrainConfig
-from alexbench.training.data import DataSpec, LoadedData, Split, load_data
+from alexbench.training.data import (
+    STREAMED_STATS_NOTE,
+    DataSpec,
+    LoadedData,
+    Split,
+    load_data,
+)
 from alexbench.training.parts import (
     DistContext,
     all_reduce,
@@ -389,6 +395,9 @@ def _check_same_data(ckpt: dict[str, Any], data: LoadedData) -> None:
     mean, std = meta.get("mean"), meta.get("std")
     if isinstance(mean, list | tuple) and isinstance(std, list | tuple):
         data.mean, data.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        # The run's statistics, whatever this load would have used (a run that started in
+        # memory may resume streamed).
+        data.description = data.description.replace(STREAMED_STATS_NOTE, "")
 
 
 def _load_data(spec: DataSpec, ctx: DistContext) -> LoadedData:
