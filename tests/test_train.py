@@ -322,6 +322,7 @@ def test_hand_edited_resume_checkpoints_fail_in_one_line(
     light = {k: v for k, v in real.items() if k not in ("state_dict", "train_state")}
     light["state_dict"] = real["state_dict"]  # only the weights: no optimizer state to save
     light["train_state"] = {k: {} for k in ("optimizer", "scheduler", "scaler", "rng")}
+    shutil.copyfile(synthetic_run / "best.pt", tmp_path / "best.pt")  # beside them, as in a run
 
     def resume_with(name: str, **edits: object) -> None:
         torch.save({**light, **edits}, tmp_path / name)
