@@ -204,6 +204,10 @@ def load_data(spec: DataSpec, splits: tuple[Split, ...] = (Split.TRAIN, Split.VA
     return data
 
 
+STREAMED_STATS_NOTE = "; ImageNet mean/std (a streamed folder is not measured)"
+MIN_STD = 0.0039  # one grey level (1/255), the floor of a measured channel std
+
+
 def _normalization(spec: DataSpec, data: LoadedData) -> tuple[tuple[float, ...], ...]:
     if spec.normalize is not NormalizeChoice.DATASET:
         return NORMALIZATION_STATS[Normalization(spec.normalize.value)]
@@ -213,13 +217,9 @@ def _normalization(spec: DataSpec, data: LoadedData) -> tuple[tuple[float, ...],
     if isinstance(train, MemorySplit):
         return channel_stats(train.images)
     # Measuring a streamed folder would cost a full pass; ImageNet's statistics are the norm there.
-    if train is not None:  # said where the run's description (history, checkpoints) goes
+    if set(data.splits) == {Split.TRAIN, Split.VAL}:  # training: its description says so
         data.description += STREAMED_STATS_NOTE
     return NORMALIZATION_STATS[Normalization.IMAGENET]
-
-
-STREAMED_STATS_NOTE = "; ImageNet mean/std (a streamed folder is not measured)"
-MIN_STD = 0.0039  # one grey level (1/255), the floor of a measured channel std
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], ...]:
@@ -354,7 +354,8 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
         # Without this, val/ would be read as one more training class: leaked validation data.
         raise DataError(f"{root} has {val_root.name}/ but no train/: move the classes into train/")
     names, train_samples = find_samples(train_root)
-    if len(names) < 2:  # one class: the loss is 0 and top-1 100% from the first step
+    training = set(splits) == {Split.TRAIN, Split.VAL}  # not evaluate --split train
+    if training and len(names) < 2:  # one class: loss 0 and top-1 100% from the first step
         raise DataError(
             f"{train_root}: one class folder ({names[0]}); training needs at least 2 classes"
         )
@@ -482,7 +483,7 @@ def _finish_imagefolder(
             break
         except NotNative:  # an image of another size among the probed ones: all at output size
             resolution = spec.resize_size
-    if isinstance(out.get(Split.TRAIN), MemorySplit):
+    if set(splits) == {Split.TRAIN, Split.VAL} and isinstance(out[Split.TRAIN], MemorySplit):
         _require_every_class(names, train_samples, out[Split.TRAIN].labels)
     mode = "decoded in memory" if in_memory else "streamed"
     if skipped:  # history.json and checkpoints carry the description: the count goes with them
