@@ -3,6 +3,7 @@ inputs and outputs kept (casts at the edges) so that every variant is fed the sa
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,7 @@ def _require_fp16_weights(model: onnx.ModelProto) -> None:
     all but name."""
     sizes = {"fp32": 0, "other": 0}
     for t in model.graph.initializer:
-        n = 1
-        for d in t.dims:
-            n *= d
-        sizes["fp32" if t.data_type == onnx.TensorProto.FLOAT else "other"] += n
+        sizes["fp32" if t.data_type == onnx.TensorProto.FLOAT else "other"] += math.prod(t.dims)
     if sizes["fp32"] > 0.01 * (sizes["fp32"] + sizes["other"]):
         raise ExportError(
             f"the fp16 conversion left {sizes['fp32']:,} weight values in fp32: the file would "
