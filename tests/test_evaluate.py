@@ -378,3 +378,29 @@ def test_imbalanced_classes_get_a_balanced_top1() -> None:
     render_evaluation(Console(file=out, width=150), rep)
     assert "Classes are imbalanced (2-10 images)" in out.getvalue()
     assert "balanced top-1 (each class once) 50.00%" in out.getvalue()
+
+
+def test_hold_out_options_on_a_folder_with_its_own_val_split_are_said_to_be_ignored(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import shutil
+
+    from alexbench.checkpoint import ModelMeta, save_checkpoint
+
+    cifar = extract_cifar_subset(tmp_path_factory) / "train"
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            shutil.copytree(cifar / name, tmp_path / "ds" / split / name)
+    ckpt = tmp_path / "two.pt"
+    model = load_model(seed=1, num_classes=2, image_size=64).model
+    save_checkpoint(
+        ckpt, model, ModelMeta(num_classes=2, image_size=64, class_names=["cat", "dog"])
+    )
+    args = ["evaluate", "--checkpoint", str(ckpt), "--dataset", "imagefolder"]
+    args += ["--data-dir", str(tmp_path / "ds"), "--backend", "eager"]
+    args += ["--artifacts", str(tmp_path / "exports"), "--val-fraction", "0.3"]
+    result = CliRunner().invoke(_local_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "--val-fraction ignored: " in result.stderr and "has val/, which is scored whole" in (
+        result.stderr
+    )

@@ -166,6 +166,18 @@ def evaluate_cmd(
         cache_limit_bytes=opt.cache_limit_bytes(cache_limit_gb),
     )  # fmt: skip
     data = load_data(spec, (split,))
+    given = [
+        n
+        for n, v in (("--val-fraction", val_fraction), ("--split-seed", split_seed))
+        if v is not None
+    ]
+    own_val = val_folder(spec.data_dir) if spec.kind is DatasetKind.IMAGEFOLDER else None
+    if given and own_val is not None:  # the folder's own split decides, not a hold-out
+        err_console.print(
+            f"warning: {' and '.join(given)} ignored: {spec.data_dir} has {own_val.name}/, "
+            "which is scored whole (its train/ is the training split)",
+            markup=False,
+        )
     if split is Split.VAL:
         note_held_out(data, spec, meta.provenance)
     console.print(f"Data: {data.description}", markup=False, highlight=False)
