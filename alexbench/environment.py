@@ -207,6 +207,13 @@ def busy_warning(others: float | None) -> str | None:
     return f"the machine is busy ({', '.join(parts)}): timings will be noisy" if busy else None
 
 
+def capture_before_measuring() -> tuple[dict[str, Any], str | None]:
+    """The environment as a measurement starts, with other processes' CPU use sampled then
+    (`others_cpu_cores`), and the busy-machine warning (None on an idle machine)."""
+    others = others_cpu_now()
+    return capture() | {"others_cpu_cores": others}, busy_warning(others)
+
+
 def capture() -> dict[str, Any]:
     return {
         "load_average_1m": load_average(),

@@ -46,7 +46,7 @@ from alexbench.cli.common import (
 )
 from alexbench.cli.model_args import bundle_for, model_for
 from alexbench.devices import Device, available_devices, require
-from alexbench.environment import busy_warning, capture, load_average, others_cpu_now
+from alexbench.environment import capture_before_measuring, load_average
 from alexbench.errors import InputError, Interrupted
 from alexbench.exit_codes import ExitCode, outcome
 from alexbench.precision import Precision
@@ -156,9 +156,7 @@ def bench_cmd(
         RunLength(warmup, min_time, min_iters, max_iters), options, seed or 0, repeat,
     )  # fmt: skip
     # Before the sweep: the load average must describe the machine, not this benchmark.
-    environment = capture()
-    environment["others_cpu_cores"] = others = others_cpu_now()
-    busy = busy_warning(others)
+    environment, busy = capture_before_measuring()
     if busy:
         err_console.print(f"warning: {busy}")
     with console.status("measuring the machine's ceilings (cached per machine and threads)..."):

@@ -166,12 +166,13 @@ def evaluate_cmd(
         cache_limit_bytes=opt.cache_limit_bytes(cache_limit_gb),
     )  # fmt: skip
     data = load_data(spec, (split,))
+    scored_folder = spec.kind is DatasetKind.IMAGEFOLDER
     given = [
         n
         for n, v in (("--val-fraction", val_fraction), ("--split-seed", split_seed))
         if v is not None
     ]
-    own_val = val_folder(spec.data_dir) if spec.kind is DatasetKind.IMAGEFOLDER else None
+    own_val = val_folder(spec.data_dir) if scored_folder else None
     if given and own_val is not None:  # the folder's own split decides, not a hold-out
         err_console.print(
             f"warning: {' and '.join(given)} ignored: {spec.data_dir} has {own_val.name}/, "
@@ -187,13 +188,12 @@ def evaluate_cmd(
             markup=False,
         )
     check_compatible(ModelBundle(loaded), data)
-    if not meta.class_names and data.spec.kind is DatasetKind.IMAGEFOLDER:
+    if not meta.class_names and scored_folder:
         err_console.print(
             f"note: the model records no class names: output i is scored as the i-th class "
             f"folder in sorted order ({', '.join(data.class_names[:3])}, ...)",
             markup=False,
         )
-    scored_folder = data.spec.kind is DatasetKind.IMAGEFOLDER
     if (
         calib_data
         and Precision.INT8 in precisions

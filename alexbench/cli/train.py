@@ -24,7 +24,7 @@ from alexbench.precision import Precision
 from alexbench.training.config import InitKind, OptimizerKind, ScheduleKind, TrainConfig
 from alexbench.training.data import Augment, DatasetKind, DataSpec, NormalizeChoice
 from alexbench.training.persist import CURVES_PNG
-from alexbench.training.train import EpochRecord, TrainReporter, fit
+from alexbench.training.train import EpochRecord, TrainReporter, fit, resumes_in_place
 
 
 class TrainPrecision(StrEnum):
@@ -252,7 +252,7 @@ def train_cmd(
         out = resume.parent if resume else Path("runs") / f"{dataset.value}-{image_size}px"
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file, expected a folder")
-    in_place = resume is not None and out.resolve() == resume.parent.resolve()
+    in_place = resume is not None and resumes_in_place(resume, out)
     if not in_place and (out / "last.pt").exists() and not force:
         raise InputError(
             f"{out} already holds a run: --resume {out / 'last.pt'} to continue it, "

@@ -40,7 +40,7 @@ from alexbench.cli.common import (
 )
 from alexbench.cli.model_args import bundle_for, model_for
 from alexbench.devices import Device, require
-from alexbench.environment import busy_warning, capture, others_cpu_now, usable_cores
+from alexbench.environment import capture_before_measuring, usable_cores
 from alexbench.errors import InputError
 from alexbench.exit_codes import ExitCode
 from alexbench.fileio import write_json
@@ -193,11 +193,9 @@ def tune_cmd(
         calib_data=calib_data, calib_samples=calib_samples,
     )  # fmt: skip
     space = _space(bundle, device, backends, precisions, thread_counts)
-    others = others_cpu_now()
-    busy = busy_warning(others)
+    environment, busy = capture_before_measuring()
     if busy:
         err_console.print(f"warning: {busy}", markup=False)
-    environment = capture() | {"others_cpu_cores": others}
     started = time.monotonic()  # the budget covers the accuracy check and the search
     accuracy, scored = None, None
     if data is not None:

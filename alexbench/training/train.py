@@ -264,11 +264,16 @@ def fit(
             dist.destroy_process_group()
 
 
+def resumes_in_place(resume: Path, out: Path) -> bool:
+    """Whether a run resumed from `resume` writes into the folder it came from."""
+    return out.resolve() == resume.parent.resolve()
+
+
 def _best_to_carry(resume: Path, out: Path) -> Path | None:
     """The run's best.pt when it resumes into another folder (None in place). The resumed run
     writes best.pt only when it beats the best so far, so without it the new folder would have
     no best.pt, or keep another run's."""
-    if out.resolve() == resume.parent.resolve():
+    if resumes_in_place(resume, out):
         return None
     best = resume.parent / BEST
     if not best.is_file():
