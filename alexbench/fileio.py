@@ -118,6 +118,27 @@ def nearest_existing(path: Path) -> Path:
     return existing
 
 
+def missing_folders(path: Path) -> list[Path]:
+    """`path` and every folder above it that does not exist yet, deepest first: what writing
+    there creates, and so what a failure before anything was written should remove again."""
+    missing: list[Path] = []
+    folder = path.absolute()
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove `folders` (deepest first, from `missing_folders`), stopping at the first that is
+    not empty: a failed first write leaves no empty folder behind, and never removes a file."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (the run wrote something), or already gone: keep the rest
+            return
+
+
 def require_free_space(directory: Path, need_bytes: int, what: str) -> None:
     """Refuse, in one line, to start writing `what` where the disk cannot hold it: torch's
     serializers abort the whole process (C++ terminate, exit 134) on a full disk, half-written

@@ -65,8 +65,13 @@ def test_a_failed_first_export_leaves_no_folder(tmp_path, monkeypatch):
     # Fails inside the folder lock, after the folder was made for it.
     monkeypatch.setattr(exporters.EXPORTERS[ArtifactFormat.TORCHSCRIPT], "export", broken)
     with pytest.raises(ExportError, match="exporter crashed"):
-        ensure_artifacts(load_model(seed=1, **SMALL), tmp_path / "new", TS)
-    assert not (tmp_path / "new").exists()
+        ensure_artifacts(load_model(seed=1, **SMALL), tmp_path / "new" / "a" / "b", TS)
+    assert not (tmp_path / "new").exists()  # nor the folders above it that it made
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "mine.txt").write_text("x")
+    with pytest.raises(ExportError, match="exporter crashed"):
+        ensure_artifacts(load_model(seed=1, **SMALL), tmp_path / "kept" / "a", TS)
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["mine.txt"]
 
 
 def test_sources_are_absolute_and_found_by_hash_when_moved(tmp_path, monkeypatch):

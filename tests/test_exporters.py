@@ -285,7 +285,7 @@ def test_a_disk_too_small_is_refused_before_writing(small_model, tmp_path, monke
     real = shutil_module.disk_usage
     monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(1 << 40, 0, 50 * 2**20))
     with pytest.raises(InputError, match=r"not enough free disk space .* for alexnet\.pt: about"):
-        ensure_artifacts(small_model, tmp_path / "art", [ArtifactFormat.TORCHSCRIPT])
-    assert not (tmp_path / "art").exists()  # a refused first export leaves no folder
+        ensure_artifacts(small_model, tmp_path / "art" / "a", [ArtifactFormat.TORCHSCRIPT])
+    assert not (tmp_path / "art").exists()  # a refused first export leaves no folder above
     monkeypatch.setattr(fileio.shutil, "disk_usage", real)
     ensure_artifacts(small_model, tmp_path / "art", [ArtifactFormat.TORCHSCRIPT])

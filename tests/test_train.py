@@ -459,10 +459,10 @@ def test_resume_names_the_recipe_options_it_ignores(synthetic_run: Path, tmp_pat
     from alexbench.cli import app
 
     args = ["train", "--resume", str(synthetic_run / "last.pt"), "--epochs", "9", "--lr", "0.5"]
-    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "more")])
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "more" / "runs" / "a")])
     assert "warning: ignored with --resume: --epochs, --lr" in r.stderr
     assert r.exit_code == 2 and "already finished" in r.stderr  # the stored 2 epochs are done
-    assert not (tmp_path / "more").exists()
+    assert not (tmp_path / "more").exists()  # nor the folders above the run's it created
 
 
 def test_a_disk_too_small_for_the_checkpoints_is_refused_before_training(

@@ -45,7 +45,13 @@ from alexbench.exporters.base import (
     OnnxExporter,
 )
 from alexbench.exporters.manifest import ArtifactRecord, Manifest, config_key, stack_versions
-from alexbench.fileio import atomic_path, folder_lock, require_free_space
+from alexbench.fileio import (
+    atomic_path,
+    folder_lock,
+    missing_folders,
+    remove_empty_folders,
+    require_free_space,
+)
 from alexbench.inputs import InputSet
 from alexbench.model import MIN_IMAGE_SIZE, POOLED_SIDE, feature_map_side
 
@@ -307,9 +313,10 @@ def ensure_artifacts(
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a directory")
     weights_sha = loaded.weights_sha256
-    created = not out_dir.exists()
+    created, held = missing_folders(out_dir), False
     try:
         with folder_lock(out_dir, on_wait):
+            held = True
             return _export_locked(
                 loaded, out_dir, formats, weights_sha, opset=opset, onnx_exporter=onnx_exporter,
                 force=force, keep_modified=keep_modified, keep_stale=keep_stale,
@@ -317,8 +324,8 @@ def ensure_artifacts(
                 on_export=on_export, force_hint=force_hint,
             )  # fmt: skip
     except BaseException:
-        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # a refused or failed first export leaves no empty folder behind
+        if held:  # a refused or failed first export leaves no empty folder behind
+            remove_empty_folders(created)
         raise
 
 

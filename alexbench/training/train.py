@@ -24,7 +24,14 @@ from torch.nn.parallel import DistributedDataParallel
 from alexbench.checkpoint import ModelMeta
 from alexbench.devices import require
 from alexbench.errors import AlexbenchError, CheckpointError, DataError, InputError, Interrupted
-from alexbench.fileio import atomic_path, folder_lock, require_free_space, stale_temporaries
+from alexbench.fileio import (
+    atomic_path,
+    folder_lock,
+    missing_folders,
+    remove_empty_folders,
+    require_free_space,
+    stale_temporaries,
+)
 from alexbench.model import build_alexnet
 from alexbench.precision import Precision
 from alexbench.training.batches import BatchLoader, BatchTransform, augment_config, derive_seed
@@ -297,11 +304,12 @@ def _run_folder(out: Path, ctx: DistContext) -> Iterator[None]:
     """The writing rank holds the run folder for the whole run: a second `train --out` there
     fails at once instead of interleaving its checkpoints with this run's. Holding it, the
     temporaries a killed run left (a SIGKILL mid-save: hundreds of MiB) are removed. A folder
-    this call created is removed again if the run fails before writing anything into it."""
+    this call created (and the folders above it it created) is removed again if the run fails
+    before writing anything into it."""
     if not ctx.is_main:
         yield
         return
-    created, held = not out.exists(), False
+    created, held = missing_folders(out), False
     try:
         with folder_lock(out, busy="another alexbench train is writing this run folder"):
             held = True
@@ -309,9 +317,8 @@ def _run_folder(out: Path, ctx: DistContext) -> Iterator[None]:
                 path.unlink(missing_ok=True)
             yield
     except BaseException:
-        if created and held:  # never the folder of the run that holds the lock
-            with contextlib.suppress(OSError):  # not empty: the run wrote something; keep it
-                out.rmdir()
+        if held:  # never the folder of the run that holds the lock
+            remove_empty_folders(created)
         raise
 
 
