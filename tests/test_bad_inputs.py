@@ -19,9 +19,15 @@ from typer.testing import CliRunner
 
 from alexbench.checkpoint import ModelMeta, load_model, save_checkpoint
 from alexbench.cli import app
-from alexbench.cli.common import parse_enum_list, parse_int_list, split_list
+from alexbench.cli.common import (
+    parse_backend_list,
+    parse_enum_list,
+    parse_int_list,
+    split_list,
+)
 from alexbench.errors import AlexbenchError
 from alexbench.precision import Precision
+from alexbench.runtimes import Backend
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = sorted((ROOT / "results" / "xeon-2c").glob("2026*.json"))[0]
@@ -342,8 +348,8 @@ _TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=3
 @given(_TEXT)
 def test_list_parsers_return_values_or_one_clean_error(value):
     for parse in (
-        lambda v: split_list(v, "--x"),
         lambda v: parse_int_list(v, "--batch"),
+        lambda v: parse_backend_list(v),
         lambda v: parse_enum_list(v, Precision, "--precision"),
     ):
         try:
@@ -352,6 +358,20 @@ def test_list_parsers_return_values_or_one_clean_error(value):
             assert "\n" not in str(e) and str(e)
             continue
         assert out and len(out) == len(set(out))
+    try:
+        assert all(split_list(value, "--x"))
+    except AlexbenchError as e:
+        assert "\n" not in str(e) and str(e)
+
+
+def test_list_values_that_name_one_cell_are_one_value():
+    # A cell listed twice would be measured twice and merged as if the two were repeats.
+    assert parse_int_list("1,01, 1", "--batch") == [1]
+    assert parse_enum_list("fp32,FP32,bf16", Precision, "--precision") == [
+        Precision.FP32,
+        Precision.BF16,
+    ]
+    assert parse_backend_list("ort,onnxruntime,eager") == [Backend.ONNXRUNTIME, Backend.EAGER]
 
 
 @settings(

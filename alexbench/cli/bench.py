@@ -37,11 +37,11 @@ from alexbench.cli.common import (
     handle_errors,
     invoked_command,
     json_output,
+    parse_backend_list,
     parse_enum_list,
     parse_int_list,
     signals_as_interrupts,
     signals_deferred,
-    split_list,
     state,
 )
 from alexbench.cli.model_args import bundle_for, model_for
@@ -51,7 +51,7 @@ from alexbench.errors import InputError, Interrupted
 from alexbench.exit_codes import ExitCode, outcome
 from alexbench.precision import Precision
 from alexbench.results import RESULTS_SCHEMA, ceilings_dict, now, write_results
-from alexbench.runtimes import ModelBundle, SessionOptions, parse_backend
+from alexbench.runtimes import ModelBundle, SessionOptions
 from alexbench.runtimes.base import CompileMode
 
 DEFAULT_BACKENDS = "eager,torchscript,pt2,onnxruntime"
@@ -125,7 +125,7 @@ def bench_cmd(
 
       alexbench bench --out results/mine --json > run.json  (stdout: the results document)
     """
-    backends = [parse_backend(b) for b in split_list(backend, "--backend")]
+    backends = parse_backend_list(backend)
     devices = parse_enum_list(device, Device, "--device") if device else available_devices()
     for d in devices:
         require(d)

@@ -23,6 +23,7 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 from alexbench.errors import AlexbenchError, InputError, Interrupted
 from alexbench.exit_codes import ExitCode
 from alexbench.fileio import jsonable, nearest_existing
+from alexbench.runtimes import Backend, parse_backend
 
 try:  # typer >= 0.26 vendors Click as typer._click (the release pinned in pyproject)
     from typer import _click as click
@@ -268,11 +269,15 @@ def split_list(value: str, option: str) -> list[str]:
     items = [v.strip() for v in value.split(",")]
     if not value.strip() or any(not v for v in items):
         raise InputError(f"{option}: expected a comma-separated list, got '{shown(value)}'")
-    return list(dict.fromkeys(items))  # de-duplicate, keep order
+    return items
+
+
+# The parsed values are de-duplicated, not the strings: "1,01", "fp32,FP32" and "ort,onnxruntime"
+# each name one cell, and a cell measured twice would be merged as if it were two repeats.
 
 
 def parse_enum_list(value: str, enum: type[E], option: str) -> list[E]:
-    out = []
+    out: list[E] = []
     for item in split_list(value, option):
         try:
             out.append(enum(item.lower()))
@@ -281,11 +286,11 @@ def parse_enum_list(value: str, enum: type[E], option: str) -> list[E]:
             raise InputError(
                 f"{option}: unknown value '{shown(item)}' (choose from {choices})"
             ) from None
-    return out
+    return list(dict.fromkeys(out))
 
 
 def parse_int_list(value: str, option: str, minimum: int = 1) -> list[int]:
-    out = []
+    out: list[int] = []
     for item in split_list(value, option):
         try:
             n = int(item)
@@ -294,7 +299,11 @@ def parse_int_list(value: str, option: str, minimum: int = 1) -> list[int]:
         if n < minimum:
             raise InputError(f"{option}: {n} is below the minimum of {minimum}")
         out.append(n)
-    return out
+    return list(dict.fromkeys(out))
+
+
+def parse_backend_list(value: str, option: str = "--backend") -> list[Backend]:
+    return list(dict.fromkeys(parse_backend(b) for b in split_list(value, option)))
 
 
 # ------------------------------------------------------------------ --json and --wide

@@ -21,9 +21,9 @@ from alexbench.cli.common import (
     err_console,
     handle_errors,
     json_output,
+    parse_backend_list,
     parse_enum_list,
     signals_as_interrupts,
-    split_list,
 )
 from alexbench.devices import Device, require
 from alexbench.errors import InputError
@@ -32,7 +32,6 @@ from alexbench.exit_codes import ExitCode, outcome
 from alexbench.fileio import write_json
 from alexbench.precision import Precision
 from alexbench.report import render_evaluation
-from alexbench.runtimes import parse_backend
 from alexbench.training.data import (
     Augment,
     DatasetKind,
@@ -147,7 +146,7 @@ def evaluate_cmd(
 
         check_plot_path(plot)
     opt.cache_limit_bytes(cache_limit_gb)  # checked before any work
-    backends = [parse_backend(b) for b in split_list(backend, "--backend")]
+    backends = parse_backend_list(backend)
     precisions = parse_enum_list(precision, Precision, "--precision")
     device = opt.device_default(device)
     require(device)

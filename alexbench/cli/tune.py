@@ -34,9 +34,9 @@ from alexbench.cli.common import (
     handle_errors,
     invoked_command,
     json_output,
+    parse_backend_list,
     parse_enum_list,
     parse_int_list,
-    split_list,
 )
 from alexbench.cli.model_args import bundle_for, model_for
 from alexbench.devices import Device, require
@@ -46,7 +46,7 @@ from alexbench.exit_codes import ExitCode
 from alexbench.fileio import write_json
 from alexbench.precision import Precision
 from alexbench.results import now
-from alexbench.runtimes import Backend, ModelBundle, cell_unavailable, get_runtime, parse_backend
+from alexbench.runtimes import Backend, ModelBundle, cell_unavailable, get_runtime
 from alexbench.runtimes.base import CompileMode
 from alexbench.tune import (
     DEFAULT_TIME_BUDGET_S,
@@ -163,11 +163,10 @@ def tune_cmd(
     batches = parse_int_list(batch, "--batch", minimum=1)
     precisions = parse_enum_list(precision, Precision, "--precision")
     backends = (
-        [parse_backend(b) for b in split_list(backend, "--backend")]
+        parse_backend_list(backend)
         if backend is not None
         else list(Backend)  # whatever the registry offers; unavailable ones are skipped
     )
-    backends = list(dict.fromkeys(backends))  # aliases (ort, onnxruntime) name one backend
     device = opt.device_default(device)
     require(device)
     thread_counts = _thread_counts(threads, device)

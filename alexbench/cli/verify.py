@@ -19,9 +19,9 @@ from alexbench.cli.common import (
     err_console,
     handle_errors,
     json_output,
+    parse_backend_list,
     parse_enum_list,
     signals_as_interrupts,
-    split_list,
 )
 from alexbench.cli.model_args import bundle_for, model_for
 from alexbench.devices import Device, available_devices, require
@@ -31,7 +31,7 @@ from alexbench.exit_codes import ExitCode, outcome_of
 from alexbench.fileio import write_json
 from alexbench.inputs import image_inputs, random_inputs
 from alexbench.precision import Precision
-from alexbench.runtimes import SessionOptions, parse_backend
+from alexbench.runtimes import SessionOptions
 from alexbench.runtimes.base import CompileMode
 from alexbench.verify import Status, run_verify
 
@@ -84,7 +84,7 @@ def verify_cmd(
 
       alexbench verify --json  (stdout: the report document, as written to --out)
     """
-    backends = [parse_backend(b) for b in split_list(backend, "--backend")]
+    backends = parse_backend_list(backend)
     devices = parse_enum_list(device, Device, "--device") if device else available_devices()
     for d in devices:
         require(d)
