@@ -347,6 +347,20 @@ _MACHINE_FIELDS = (
 )
 
 
+# Options that change nothing in a run without a cell they apply to: --cudnn-benchmark is on by
+# default in a CPU-only run too, and --compile-mode is read by torch.compile cells only.
+_CUDA_OPTIONS = ("cudnn_benchmark", "cuda_graphs", "include_transfers")
+
+
+def _option_applies(option: str, *runs: dict[str, Any]) -> bool:
+    cells = [c for run in runs for c in run.get("cells") or [] if isinstance(c, dict)]
+    if option in _CUDA_OPTIONS:
+        return any(c.get("device") == "cuda" for c in cells)
+    if option == "compile_mode":
+        return any(c.get("backend") == "compile" for c in cells)
+    return True
+
+
 def machine_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     out = []
     for label, path in _MACHINE_FIELDS:
@@ -468,7 +482,7 @@ def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     odiff = [
         f"{k} {_fmt(opts_a.get(k))} vs {_fmt(opts_b.get(k))}"
         for k in dict.fromkeys([*opts_a, *opts_b])
-        if k != "threads" and opts_a.get(k) != opts_b.get(k)
+        if k != "threads" and opts_a.get(k) != opts_b.get(k) and _option_applies(k, a, b)
     ]
     if odiff:
         out.append("different session options: " + ", ".join(odiff))

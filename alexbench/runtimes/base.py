@@ -57,6 +57,13 @@ class SessionOptions:
     compile_mode: CompileMode = CompileMode.DEFAULT  # torch.compile only
 
 
+def compile_mode_not_applied(options: SessionOptions, compiles: bool) -> dict[str, str]:
+    """--compile-mode for a cell that torch.compile does not make (recorded with the cell)."""
+    if compiles or options.compile_mode is CompileMode.DEFAULT:
+        return {}
+    return {"compile_mode_not_applied": "only torch.compile has modes"}
+
+
 class Session(abc.ABC):
     """One loaded model on one device at one precision."""
 

@@ -15,7 +15,6 @@ Inductor backend lets `timing_problem` check that every timed call ran the compi
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import inspect
 import itertools
 import logging
@@ -148,6 +147,8 @@ def _release(code: types.CodeType, scope: dict[str, Any]) -> None:
 class CompileSession(TorchModuleSession):
     """A compiled module that proves, after timing, that the timed calls ran compiled code."""
 
+    compiled = True
+
     def __init__(
         self,
         module: torch.nn.Module,
@@ -188,9 +189,9 @@ class CompileSession(TorchModuleSession):
             setattr(cfg, name, max(getattr(cfg, name), self._limit))
             self._limit = getattr(cfg, name)  # the limit that applies, for the error message
         compiled = torch.compile(fn, fullgraph=True, dynamic=False, backend=self._backend, **limit)
-        # Inductor applies CUDA graphs itself; a manual capture would hide the calls we count.
-        opts = dataclasses.replace(options, cuda_graphs=False)
-        super().__init__(compiled, device, precision, settings, opts)
+        # Inductor applies CUDA graphs itself (`compiled`): a manual capture would hide the
+        # calls we count.
+        super().__init__(compiled, device, precision, settings, options)
         self._release = weakref.finalize(self, _release, self._code, scope)
         self._calls = 0
         self._compile_s: float | None = None

@@ -18,6 +18,7 @@ from alexbench.runtimes.base import (
     Runtime,
     Session,
     SessionOptions,
+    compile_mode_not_applied,
 )
 from alexbench.runtimes.ort_cache import (
     CACHE_DIR,
@@ -167,6 +168,7 @@ class OnnxRuntimeSession(Session):
             out["run_returns_when_enqueued"] = self._run_options is not None
             cuda_opts = self.sess.get_provider_options().get(CUDA_EP, {})
             out["use_tf32"] = cuda_opts.get("use_tf32")
+        out.update(compile_mode_not_applied(self._opts, compiles=False))
         if self._opts.cuda_graphs:
             out["cuda_graphs_not_applied"] = "ONNX Runtime's sessions are not captured here"
         if self._opts.include_transfers and not self._transfers:

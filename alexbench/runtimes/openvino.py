@@ -35,6 +35,7 @@ from alexbench.runtimes.base import (
     Runtime,
     Session,
     SessionOptions,
+    compile_mode_not_applied,
 )
 
 INSTALL_HINT = "openvino is not installed: pip install 'alexbench[openvino]'"
@@ -254,6 +255,7 @@ class OpenVinoSession(Session):
             out["compute_layer_precisions"] = entry.compute_precisions
             out["compute_primitives"] = entry.primitives
             out["int8_ops"] = entry.int8_ops
+        out.update(compile_mode_not_applied(self.options, compiles=False))
         if self.options.cuda_graphs or self.options.include_transfers:
             out["cuda_options_not_applied"] = "OpenVINO runs on the CPU here"
         return out

@@ -14,7 +14,14 @@ import torch
 from alexbench.devices import Device, torch_device
 from alexbench.errors import ExportError
 from alexbench.precision import Precision, spec
-from alexbench.runtimes.base import ArtifactFormat, ModelBundle, Runtime, Session, SessionOptions
+from alexbench.runtimes.base import (
+    ArtifactFormat,
+    ModelBundle,
+    Runtime,
+    Session,
+    SessionOptions,
+    compile_mode_not_applied,
+)
 
 
 def cast_support(device: Device, precision: Precision) -> str | None:
@@ -61,19 +68,20 @@ def apply_torch_settings(device: Device, precision: Precision, options: SessionO
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = options.cudnn_benchmark
-    return {
-        "torch_threads": torch.get_num_threads(),
-        "allow_tf32": tf32,
-        "cudnn_benchmark": options.cudnn_benchmark,
-    }
+    applied = {"torch_threads": torch.get_num_threads(), "allow_tf32": tf32}
+    if device is Device.CUDA:  # cuDNN runs on CUDA only: a CPU cell has no such setting
+        applied["cudnn_benchmark"] = options.cudnn_benchmark
+    return applied
 
 
-def _not_applied(opts: SessionOptions, cuda: bool, transfers: bool) -> dict[str, str]:
+def _not_applied(
+    opts: SessionOptions, cuda: bool, transfers: bool, compiled: bool
+) -> dict[str, str]:
     """Requested flags that this cell does not apply, with why (recorded with the cell)."""
-    out = {}
+    out = compile_mode_not_applied(opts, compiled)
     if opts.cuda_graphs and not cuda:
         out["cuda_graphs_not_applied"] = "CUDA graphs exist on CUDA only"
-    elif opts.cuda_graphs and transfers:
+    elif opts.cuda_graphs and transfers and not compiled:  # Inductor's graphs copy the input
         out["cuda_graphs_not_applied"] = "--include-transfers copies through the host each call"
     if opts.include_transfers and not cuda:
         out["include_transfers_not_applied"] = "CPU inputs already are in host memory"
@@ -82,6 +90,10 @@ def _not_applied(opts: SessionOptions, cuda: bool, transfers: bool) -> dict[str,
 
 class TorchModuleSession(Session):
     """Runs any callable torch module (eager, scripted, exported, compiled)."""
+
+    # A torch.compile module: Inductor applies --compile-mode and its own CUDA graphs, so this
+    # class captures none itself.
+    compiled = False
 
     def __init__(
         self,
@@ -104,7 +116,7 @@ class TorchModuleSession(Session):
         # End-to-end mode: inputs stay in pinned host memory as fp32 (the bytes every runtime
         # moves), are cast on the device, and fp32 logits come back to the host in `run`.
         self._transfers = cuda and opts.include_transfers
-        self._graphs = cuda and opts.cuda_graphs and not self._transfers
+        self._graphs = cuda and opts.cuda_graphs and not self._transfers and not self.compiled
         self.device_time_measurable = cuda
         # One captured graph per prepared input tensor (its own static input): replay needs no
         # copy, so graph and non-graph cells time the same work.
@@ -113,7 +125,7 @@ class TorchModuleSession(Session):
             settings,
             include_transfers=self._transfers,
             cuda_graphs=self._graphs,
-            **_not_applied(opts, cuda, self._transfers),
+            **_not_applied(opts, cuda, self._transfers, self.compiled),
         )
 
     def prepare(self, batch: np.ndarray) -> torch.Tensor:

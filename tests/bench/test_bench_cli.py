@@ -269,7 +269,7 @@ def test_cuda_flags_on_cpu_are_recorded_as_not_applied(small_artifacts, tmp_path
     r = invoke(
         "bench", "--artifacts", small_artifacts, "--out", tmp_path, "--backend",
         "eager,onnxruntime", "--precision", "fp32", "--batch", "1", "--cuda-graphs",
-        "--include-transfers", *FAST,
+        "--include-transfers", "--compile-mode", "max-autotune", *FAST,
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     (path,) = tmp_path.glob("*.json")
@@ -279,7 +279,25 @@ def test_cuda_flags_on_cpu_are_recorded_as_not_applied(small_artifacts, tmp_path
         session = cell["session"]
         assert session["cuda_graphs"] is False and session["include_transfers"] is False
         assert session["cuda_graphs_not_applied"] and session["include_transfers_not_applied"]
+        assert session["compile_mode_not_applied"] and "cudnn_benchmark" not in session
         assert cell["device_time"] is None and cell["timing_method"] == "host clock"
+
+
+def test_compile_records_cuda_graphs_on_cpu_as_not_applied(small_bundle):
+    from alexbench.devices import Device
+    from alexbench.precision import Precision
+    from alexbench.runtimes import Backend, SessionOptions, get_runtime
+    from alexbench.runtimes.base import CompileMode
+
+    opts = SessionOptions(cuda_graphs=True, compile_mode=CompileMode.MAX_AUTOTUNE)
+    session = get_runtime(Backend.COMPILE).load(small_bundle, Device.CPU, Precision.FP32, opts)
+    try:  # read before the first call: nothing is compiled yet
+        info = session.info()
+    finally:
+        session.close()
+    assert info["cuda_graphs"] is False and info["cuda_graphs_not_applied"]
+    assert "compile_mode_not_applied" not in info  # its mode applies: the CPU form of it
+    assert info["compile_mode"] == "max-autotune-no-cudagraphs"
 
 
 def test_a_crash_outside_any_cell_still_saves_the_finished_cells(

@@ -322,6 +322,18 @@ def test_different_model_machine_versions_and_threads_warn(tmp_path):
     ]
 
 
+def test_options_are_compared_only_where_a_cell_applies_them():
+    a, b = make_run(1), make_run(2)  # CPU cells of eager and onnxruntime only
+    b["settings"]["options"] |= {"cudnn_benchmark": True, "compile_mode": "max-autotune"}
+    assert compare_runs(a, b).warnings == []
+    b["cells"][0]["device"] = "cuda"
+    b["cells"][1]["backend"] = "compile"
+    assert compare_runs(a, b).warnings == [
+        "different session options: cudnn_benchmark False vs True, compile_mode default vs "
+        "max-autotune"
+    ]
+
+
 def test_machines_with_one_cpu_name_are_told_apart_by_id_flags_cores_kernel_and_load():
     # Two VM generations both called "Intel(R) Xeon(R) Processor": nothing was warned.
     a, b = make_run(1), make_run(2)
