@@ -104,6 +104,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("tune-time-budget-zero", ["tune", "--time-budget", "0"], "--time-budget"),
     ("tune-time-budget-inf", ["tune", "--time-budget", "inf"], "--time-budget"),
     ("tune-min-time-nan", ["tune", "--min-time", "nan"], "--min-time"),
+    ("tune-min-iters-above-cap", ["tune", "--min-iters", "20000"], "--min-iters"),
+    ("tune-latency-budget-inf", ["tune", "--latency-budget-ms", "inf"], "--latency-budget-ms"),
     ("bench-repeat-zero", ["bench", "--repeat", "0"], "--repeat"),
     ("bench-compile-mode", ["bench", "--compile-mode", "fastest"], "fastest"),
     ("bench-calib-samples-zero", ["bench", "--calib-samples", "0"], "--calib-samples"),

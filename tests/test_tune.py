@@ -527,6 +527,7 @@ def test_a_latency_budget_times_enough_calls_for_a_real_p99(small_artifacts):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["settings"]["run_length"]["min_iters"] == 100
+    assert doc["settings"]["run_length"]["warmup_calls"] == 3  # each rotating input once
     pick = doc["latency_pick"]
     assert pick["iterations"] >= 100 and not pick["p99_from_few_calls"]
     assert "--min-iters 100" in pick["command"]

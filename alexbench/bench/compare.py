@@ -488,10 +488,10 @@ def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         out.append("different session options: " + ", ".join(odiff))
     run_a = _get(a, "settings", "run_length") or {}
     run_b = _get(b, "settings", "run_length") or {}
-    rdiff = [
-        f"{k} {_fmt(run_a.get(k))} vs {_fmt(run_b.get(k))}"
-        for k in dict.fromkeys([*run_a, *run_b])
-        if run_a.get(k) != run_b.get(k)
+    rdiff = [  # keys both record: warmup_calls is newer than the first results files
+        f"{k} {_fmt(run_a[k])} vs {_fmt(run_b[k])}"
+        for k in run_a
+        if k in run_b and run_a[k] != run_b[k]
     ]
     if rdiff:
         out.append("different run length: " + ", ".join(rdiff))

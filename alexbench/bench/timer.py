@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -36,6 +36,16 @@ class RunLength:
     min_seconds: float = 1.0
     min_iters: int = 10
     max_iters: int = 10_000
+
+    def warmup_calls(self, inputs: int) -> int:
+        """The untimed calls before timing: `warmup`, and each of the `inputs` prepared inputs
+        at least once (a runtime that captures a CUDA graph per input, or compiles on first
+        sight, must not do it inside the timed loops)."""
+        return max(self.warmup, inputs)
+
+    def to_dict(self, inputs: int) -> dict[str, int | float]:
+        """As recorded with results: what was asked, and the warm-up calls that ran."""
+        return asdict(self) | {"warmup_calls": self.warmup_calls(inputs)}
 
 
 class DeviceEvent(Protocol):
@@ -90,9 +100,7 @@ def time_session(
     if not prepared:
         raise ValueError("need at least one prepared input")
     k = len(prepared)
-    # Every prepared input is run at least once before timing: a runtime that captures a CUDA
-    # graph per input (or compiles on first sight) must not do it inside the timed loops.
-    for i in range(max(run_length.warmup, k)):
+    for i in range(run_length.warmup_calls(k)):
         session.run(prepared[i % k])
     session.synchronize()
     session.timing_started()

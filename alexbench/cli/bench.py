@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from alexbench import report
 from alexbench.bench.roofline import load_or_measure, model_work
 from alexbench.bench.sweep import (
+    ROTATING_INPUTS,
     BenchSpec,
     CellResult,
     CellStatus,
@@ -66,7 +67,13 @@ def bench_cmd(
     batch: str = opt.batch_list("1,16"),
     precision: str = opt.precision_list("fp32,bf16"),
     threads: int | None = opt.THREADS,
-    warmup: int = typer.Option(3, "--warmup", help="Untimed iterations per cell.", min=0),
+    warmup: int = typer.Option(
+        3,
+        "--warmup",
+        help=f"Untimed iterations per cell (each of the {ROTATING_INPUTS} rotating inputs runs "
+        "once at least).",
+        min=0,
+    ),
     min_time: float = typer.Option(
         1.0,
         "--min-time",
@@ -238,7 +245,7 @@ def _payload(
             "precisions": [p.value for p in spec.precisions],
             "batches": list(spec.batches),
             "repeat": spec.repeat,
-            "run_length": asdict(spec.run_length),
+            "run_length": spec.run_length.to_dict(ROTATING_INPUTS),
             "options": asdict(spec.options),
             "seed": spec.seed,
             "timing": TIMING_METHOD,

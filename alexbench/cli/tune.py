@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from alexbench import report
+from alexbench.bench.sweep import ROTATING_INPUTS
 from alexbench.bench.timer import RunLength
 from alexbench.checkpoint import LoadedModel, Normalization
 from alexbench.cli import options as opt
@@ -173,6 +174,7 @@ def tune_cmd(
     if min_iters is None:  # a p99 from fewer calls is the slowest call seen, not a p99
         min_iters = SHORT_RUN_ITERS if latency_budget_ms is None else P99_MIN_SAMPLES
     _check_numbers(time_budget, latency_budget_ms, max_accuracy_drop, min_time, min_iters)
+    run_length = RunLength(ROTATING_INPUTS, min_time, min_iters)  # each input warmed once
     if max_accuracy_drop is not None and data_dir is None:
         raise InputError("--max-accuracy-drop needs --data-dir (the held-out images to score)")
     if data_dir is not None and max_accuracy_drop is None:
@@ -204,7 +206,7 @@ def tune_cmd(
     with display:
         result = tune(
             space, batches,
-            sweep_measure(bundle, RunLength(2, min_time, min_iters), seed or 0, display.on_label),
+            sweep_measure(bundle, run_length, seed or 0, display.on_label),
             time_budget, latency_budget_ms=latency_budget_ms, accuracy=accuracy,
             max_accuracy_drop_pp=max_accuracy_drop, started=started,
             on_start=display.on_start, on_trial=display.on_trial,
@@ -224,7 +226,7 @@ def tune_cmd(
             "backends": [b.value for b in backends],
             "precisions": [p.value for p in precisions],
             "threads": list(thread_counts),
-            "run_length": {"warmup": 2, "min_seconds": min_time, "min_iters": min_iters},
+            "run_length": run_length.to_dict(ROTATING_INPUTS),
             "data_dir": None if data_dir is None else str(data_dir),
             # What the top-1 drops were measured on: one image is 100 / images points.
             "accuracy_images": scored,
@@ -252,13 +254,20 @@ def _check_numbers(
     """Every number checked before any work (`not x > 0` also refuses nan)."""
     if not (math.isfinite(time_budget) and time_budget > 0):
         raise InputError(f"--time-budget must be a finite number of seconds > 0, got {time_budget}")
-    if latency_budget_ms is not None and not latency_budget_ms > 0:
-        raise InputError(f"--latency-budget-ms must be above 0, got {latency_budget_ms}")
+    if latency_budget_ms is not None and not (
+        math.isfinite(latency_budget_ms) and latency_budget_ms > 0
+    ):
+        raise InputError(
+            f"--latency-budget-ms must be a finite number above 0, got {latency_budget_ms}"
+        )
     if max_accuracy_drop is not None and not max_accuracy_drop >= 0:
         raise InputError(f"--max-accuracy-drop must be 0 or more points, got {max_accuracy_drop}")
     opt.check_min_time(min_time)
-    if min_iters < 1:
-        raise InputError(f"--min-iters must be at least 1, got {min_iters}")
+    if not 1 <= min_iters <= RunLength.max_iters:
+        raise InputError(
+            f"--min-iters must be 1 to {RunLength.max_iters} (the most timed calls of a cell), "
+            f"got {min_iters}"
+        )
 
 
 def _thread_counts(value: str | None, device: Device) -> tuple[int, ...]:

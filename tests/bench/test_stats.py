@@ -1,3 +1,5 @@
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
@@ -96,6 +98,7 @@ def test_timer_records_known_latencies_rotates_inputs_and_obeys_run_length():
     assert sum(expected) >= 50_000_000 and sum(expected[:-1]) < 50_000_000  # stop at min time
     assert timing.wall_ns == sum(expected)
     assert session.calls[:6] == ["a", "b", "c", "a", "b", "c"]  # warm-up all 3, then rotation
+    assert rl.to_dict(len(prepared)) | {"warmup": 2} == asdict(rl) | {"warmup_calls": 3}
     stats = compute_stats(timing.latencies_ns, 1, timing.wall_ns)
     assert stats.p50_ms == float(np.median(np.array(expected) / 1e6))
 
