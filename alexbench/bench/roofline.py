@@ -616,9 +616,39 @@ def _load_cached(path: Path, quick: bool) -> Ceilings | None:
         ceilings = Ceilings(**data)
     except (OSError, ValueError, TypeError):
         return None
-    if ceilings.quick and not quick:
-        return None
+    if not _well_formed(ceilings) or (ceilings.quick and not quick):
+        return None  # a cache edited by hand or by other code is measured again, not trusted
     return ceilings
+
+
+def _well_formed(c: Ceilings) -> bool:
+    """Every value of the types the roofline computes with: a string where a number belongs
+    crashed `bench` after its sweep, losing every cell."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    def numbers(d: Any) -> bool:
+        return isinstance(d, dict) and all(number(v) and v >= 0 for v in d.values())
+
+    return (
+        all(isinstance(v, str) for v in (c.device, c.machine, c.measured_at, c.method))
+        and all(isinstance(v, int) and number(v) for v in (c.threads, c.llc_bytes))
+        and c.threads > 0
+        and c.llc_bytes >= 0
+        and number(c.read_bandwidth_gbs)
+        and c.read_bandwidth_gbs > 0
+        and number(c.copy_bandwidth_gbs)
+        and numbers(c.gemm_gflops)
+        and isinstance(c.gemm_source, dict)
+        and all(isinstance(v, str) for v in c.gemm_source.values())
+        and isinstance(c.gemm_by_source, dict)
+        and all(numbers(d) for d in c.gemm_by_source.values())
+        and numbers(c.read_bandwidth_by_mib)
+        and all(k.isdigit() for k in c.read_bandwidth_by_mib)
+        and isinstance(c.quick, bool)
+        and (c.load_average_1m is None or number(c.load_average_1m))
+    )
 
 
 def load_or_measure(

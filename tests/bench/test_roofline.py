@@ -230,6 +230,11 @@ def test_cache_per_thread_count_and_format(monkeypatch, tmp_path):
         {**old_format, "bandwidth_gbs": 40.0},
         {**asdict(one), "cache_format": CACHE_FORMAT - 1},
         {**asdict(one), "unknown_field": 1},
+        # Edited by hand: values of the wrong type (they crashed bench after its sweep).
+        {**asdict(one), "gemm_gflops": {"fp32": "101"}},
+        {**asdict(one), "read_bandwidth_by_mib": {"4": None}},
+        {**asdict(one), "gemm_by_source": {"fp32": {"torch.mm": float("nan")}}},
+        {**asdict(one), "llc_bytes": "32M"},
     ):
         p1.write_text(json.dumps(stale))
         before = len(measured)
