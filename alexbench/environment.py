@@ -149,6 +149,18 @@ def load_average() -> float | None:
         return None
 
 
+def available_memory_bytes() -> int | None:
+    """Memory the kernel says a new allocation can get without swapping (MemAvailable), or None
+    where /proc/meminfo does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity where the OS says, else all)."""
     if hasattr(os, "sched_getaffinity"):

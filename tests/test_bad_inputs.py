@@ -105,6 +105,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("tune-time-budget-inf", ["tune", "--time-budget", "inf"], "--time-budget"),
     ("tune-min-time-nan", ["tune", "--min-time", "nan"], "--min-time"),
     ("tune-min-iters-above-cap", ["tune", "--min-iters", "20000"], "--min-iters"),
+    ("bench-batch-beyond-memory", ["bench", "--batch", "1,9000000"], "--batch 9000000: its 3"),
+    ("tune-batch-beyond-memory", ["tune", "--batch", "9000000"], "--batch 9000000: its 3"),
     ("tune-latency-budget-inf", ["tune", "--latency-budget-ms", "inf"], "--latency-budget-ms"),
     ("bench-repeat-zero", ["bench", "--repeat", "0"], "--repeat"),
     ("bench-compile-mode", ["bench", "--compile-mode", "fastest"], "fastest"),

@@ -39,7 +39,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from alexbench.devices import Device, synchronize, torch_device
-from alexbench.environment import cpu_info, gpu_info, load_average
+from alexbench.environment import available_memory_bytes, cpu_info, gpu_info, load_average
 from alexbench.errors import AlexbenchError
 from alexbench.fileio import write_json
 from alexbench.model import AlexNet
@@ -445,11 +445,8 @@ def _llc_bytes(device: Device) -> int:
 def _free_bytes(device: Device) -> int:
     if device is Device.CUDA:
         return int(torch.cuda.mem_get_info()[0])
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 4 << 30
+    available = available_memory_bytes()
+    return 4 << 30 if available is None else available
 
 
 def _read_sizes_mib(device: Device, quick: bool, llc: int) -> list[int]:

@@ -27,6 +27,8 @@ from alexbench.bench.roofline import Ceilings, RooflinePoint, model_layers, roof
 from alexbench.bench.stats import LatencyStats, compute_stats
 from alexbench.bench.timer import RunLength, time_session
 from alexbench.devices import Device
+from alexbench.environment import available_memory_bytes
+from alexbench.errors import InputError
 from alexbench.parity import ParityResult, compare
 from alexbench.precision import Precision
 from alexbench.runtimes import Backend, ModelBundle, SessionOptions, cell_unavailable, get_runtime
@@ -151,6 +153,21 @@ def finish_cells(
                 layers, c.batch, c.precision, c.stats.p50_ms / 1e3, ceilings.get(c.device)
             )
     return cells
+
+
+def check_input_pool(batches: Sequence[int], image_size: int) -> None:
+    """Refuse, before any work, a batch size whose rotating inputs alone cannot be held in
+    memory: every cell's inputs are cut from one pool sized to the largest batch, so it failed
+    as out of memory before the first cell, smaller batches unmeasured."""
+    largest = max(batches)
+    need = ROTATING_INPUTS * largest * 3 * image_size * image_size * 4  # fp32
+    available = available_memory_bytes()
+    if available is not None and need > available:
+        raise InputError(
+            f"--batch {largest}: its {ROTATING_INPUTS} input batches alone need "
+            f"{need / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB of memory "
+            "available"
+        )
 
 
 def iter_sweep(

@@ -18,6 +18,7 @@ from alexbench.bench.sweep import (
     BenchSpec,
     CellResult,
     CellStatus,
+    check_input_pool,
     count_cells,
     error_reason,
     finish_cells,
@@ -147,6 +148,7 @@ def bench_cmd(
         artifacts, checkpoint=checkpoint, weights=weights, seed=seed,
         num_classes=num_classes, image_size=image_size, normalize=normalize,
     )  # fmt: skip
+    check_input_pool(batches, loaded.meta.image_size)
     bundle = bundle_for(
         console, artifacts, backends, loaded, precisions=precisions, devices=devices,
         calib_data=calib_data, calib_samples=calib_samples,
@@ -182,6 +184,13 @@ def bench_cmd(
         except Exception as e:
             crash = e  # re-raised under --debug once the finished cells are saved
             aborted = error_reason(e)
+        stopped = str(interrupted) if interrupted else aborted and f"the sweep failed ({aborted})"
+        if stopped and not finished:  # an empty run saved would become the newest run
+            if crash is not None and state.debug:
+                traceback.print_exception(crash)
+            line = f"error: {stopped} before any cell finished: nothing saved"
+            err_console.print(line, markup=False)
+            raise typer.Exit(interrupted.exit_code if interrupted else ExitCode.UNEXPECTED)
         # Signals stay caught from the end of the sweep until the results are on disk: a
         # second Ctrl-C, or the SIGTERM of a `timeout`, must not lose the finished cells.
         try:

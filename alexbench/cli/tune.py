@@ -20,7 +20,7 @@ from rich.progress import (
 )
 
 from alexbench import report
-from alexbench.bench.sweep import ROTATING_INPUTS
+from alexbench.bench.sweep import ROTATING_INPUTS, check_input_pool
 from alexbench.bench.timer import RunLength
 from alexbench.checkpoint import LoadedModel, Normalization
 from alexbench.cli import options as opt
@@ -187,6 +187,7 @@ def tune_cmd(
         artifacts, checkpoint=checkpoint, weights=weights, seed=seed,
         num_classes=num_classes, image_size=image_size, normalize=normalize,
     )  # fmt: skip
+    check_input_pool(batches, loaded.meta.image_size)
     # The images are read and checked against the model before anything is exported.
     data = _held_out(data_dir, loaded) if data_dir is not None else None
     bundle = bundle_for(

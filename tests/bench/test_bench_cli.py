@@ -306,10 +306,11 @@ def test_a_crash_outside_any_cell_still_saves_the_finished_cells(
     import alexbench.cli.bench as bench_cli
 
     real = bench_cli.iter_sweep
+    crash_at = [1]
 
     def crashing_after_one_cell(*args, **kwargs):  # the real sweep, then a fault between cells
         for i, cell in enumerate(real(*args, **kwargs)):
-            if i == 1:
+            if i == crash_at[0]:
                 raise RuntimeError("CUDA error: an illegal memory access was encountered")
             yield cell
 
@@ -330,6 +331,13 @@ def test_a_crash_outside_any_cell_still_saves_the_finished_cells(
         "--backend", "eager", "--precision", "fp32", "--batch", "1,2,3", *FAST,
     )  # fmt: skip
     assert r.exit_code == 3 and "Traceback" in r.stderr and "the sweep failed" in r.stderr
+    crash_at[0] = 0  # before any cell: an empty run would have become the newest run
+    r = invoke(
+        "bench", "--artifacts", small_artifacts, "--out", tmp_path / "none", "--backend",
+        "eager", "--precision", "fp32", "--batch", "1", *FAST,
+    )  # fmt: skip
+    assert r.exit_code == 3 and "before any cell finished: nothing saved" in r.stderr
+    assert not (tmp_path / "none").exists()
 
 
 def test_two_runs_in_the_same_second_keep_both_files(tmp_path):
