@@ -41,7 +41,7 @@ from alexbench.report import (
     fmt_ms,
     speedup_base,
 )
-from alexbench.results import Run, collect_runs, machine_label, model_label
+from alexbench.results import Run, collect_runs, json_files, machine_label, model_label
 from alexbench.results_shape import evaluation_problem
 from alexbench.tables import Column, Entry, TableData, Tone
 
@@ -111,9 +111,7 @@ def load_inputs(paths: list[Path]) -> tuple[list[Run], list[Evaluation], list[st
     taken: set[Path] = set()
     broken: list[str] = []  # evaluate reports found in folders that the report cannot show
     for path in paths:
-        if not path.exists():
-            raise InputError(f"{path}: no such file or folder")
-        for f in sorted(path.rglob("*.json")) if path.is_dir() else [path]:
+        for f in json_files(path):
             try:
                 evaluation = _evaluation(f)
             except InputError as e:

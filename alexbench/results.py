@@ -235,6 +235,21 @@ class Run:
     data: dict[str, Any]
 
 
+def json_files(path: Path) -> list[Path]:
+    """The JSON files a results path names: the file itself, or every regular *.json file in a
+    folder and below it. Anything else named *.json in a folder (a FIFO, which would block the
+    read forever; a link that leads nowhere; a folder) is passed over."""
+    if path.is_dir():
+        return [f for f in sorted(path.rglob("*.json")) if f.is_file()]
+    if path.is_file():
+        return [path]
+    if path.is_symlink():
+        raise InputError(f"{path}: a link that leads to no file (a loop, or a missing target)")
+    if path.exists():
+        raise InputError(f"{path}: not a regular file or folder")
+    raise InputError(f"{path}: no such file or folder")
+
+
 def collect_runs(
     paths: list[Path], exclude: frozenset[Path] = frozenset(), allow_empty: bool = False
 ) -> tuple[list[Run], list[str]]:
@@ -245,20 +260,15 @@ def collect_runs(
     runs: list[Run] = []
     skipped: list[str] = []
     for path in paths:
-        if path.resolve() in exclude:
-            continue
-        if path.is_dir():
-            for candidate in sorted(path.rglob("*.json")):
-                if candidate.resolve() in exclude:  # taken by the caller (evaluate reports)
-                    continue
-                try:
-                    runs.append(Run(candidate.stem, candidate, load_results(candidate)))
-                except InputError as e:
-                    skipped.append(str(e))
-        elif path.exists():
-            runs.append(Run(path.stem, path, load_results(path)))
-        else:
-            raise InputError(f"{path}: no such file or folder")
+        for candidate in json_files(path):
+            if candidate.resolve() in exclude:  # taken by the caller (evaluate reports)
+                continue
+            try:
+                runs.append(Run(candidate.stem, candidate, load_results(candidate)))
+            except InputError as e:
+                if not path.is_dir():  # a file named explicitly must be a results file
+                    raise
+                skipped.append(str(e))
     if not runs and not allow_empty:
         where = ", ".join(str(p) for p in paths)
         if skipped:  # say why, when the only candidates were rejected (a broken results file)

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from alexbench.bench.compare import is_complete
-from alexbench.errors import InputError
-from alexbench.results import READABLE_SCHEMAS
+from alexbench.results import READABLE_SCHEMAS, json_files
 from alexbench.results_shape import results_problem
 
 
@@ -159,14 +158,8 @@ def _candidates(paths: Iterable[Path]) -> dict[Path, str]:
     """Each JSON file to look at, with the name to show for it (relative to its folder)."""
     found: dict[Path, str] = {}
     for p in paths:
-        if p.is_dir():
-            for f in sorted(p.rglob("*.json")):
-                if f.is_file():
-                    found.setdefault(f, str(f.relative_to(p)))
-        elif p.is_file():
-            found.setdefault(p, str(p))
-        else:
-            raise InputError(f"{p}: no such file or directory")
+        for f in json_files(p):
+            found.setdefault(f, str(f.relative_to(p)) if p.is_dir() else str(p))
     return found
 
 

@@ -136,3 +136,20 @@ def test_short_cpu_names() -> None:
     )
     assert short_cpu_name("AMD EPYC 7763 64-Core Processor") == "AMD EPYC 7763 64-Core"
     assert short_cpu_name("") is None
+
+
+def test_links_that_lead_nowhere_and_fifos_named_json_are_passed_over(tmp_path: Path) -> None:
+    import os
+
+    root = tmp_path / "odd"
+    root.mkdir()
+    shutil.copy(XEON / RUNS[0], root / "run.json")
+    (root / "loop.json").symlink_to("loop.json")  # Path.resolve raised RuntimeError on it
+    os.mkfifo(root / "pipe.json")  # reading it blocked report forever
+    for command in ("results", "report"):
+        r = invoke(command, root)
+        assert r.exit_code == 0 and RUNS[0][:8] in r.output.replace("-", ""), r.output
+        r = invoke(command, root / "loop.json")
+        assert r.exit_code == 2 and "a link that leads to no file" in r.stderr, r.output
+        r = invoke(command, root / "pipe.json")
+        assert r.exit_code == 2 and "not a regular file" in r.stderr, r.output
