@@ -190,7 +190,7 @@ def environment_table(run: Run) -> TableData:
     cpu, gpu = env.get("cpu") or {}, env.get("gpu") or {}
     versions = env.get("versions") or {}
     pairs = [
-        ("created", d.get("created", "-")),
+        ("created", d.get("created") or "-"),
         ("complete", "yes" if is_complete(d) else f"no {incomplete_description(d)}"),
         ("host", f"{env.get('host', '-')} ({env.get('platform', '-')})"),
         ("cpu", f"{machine_label(d, 'cpu')}; flags {', '.join(cpu.get('flags') or []) or '-'}"),

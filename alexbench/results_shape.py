@@ -102,7 +102,10 @@ def _check_results(d: dict[str, Any]) -> None:
     cpu = _field(env, "cpu", "environment", "an object")
     _field(cpu, "model", "environment.cpu", "a string or null")
     _field(cpu, "flags?", "environment.cpu", "a list or null")
-    _field(env, "versions", "environment", "an object")
+    versions = _field(env, "versions", "environment", "an object")
+    for name in versions:
+        _field(versions, name, "environment.versions", "a string or null")
+    _fields(env, "host? platform?", "environment", "a string or null")
     gpu = _field(env, "gpu?", "environment", "an object or null")
     if gpu:
         _field(gpu, "name", "environment.gpu", "a string")

@@ -226,15 +226,16 @@ def test_report_default_is_the_newest_run(tmp_path, monkeypatch):
 
 def test_report_reads_old_schema_empty_and_undated_runs(tmp_path):
     """A schema /1 file (this project's own, from its history), a run interrupted before its
-    first cell and a file without a date are still reported, not crashed on."""
+    first cell and files without a date (absent or null) are still reported, not crashed on."""
     old = ROOT / "tests" / "fixtures" / "results-schema1.json"  # not data/: .gitignore
     data = load_results(sorted(COMMITTED.glob("xeon-2c/2026*.json"))[0])
     empty = data | {"cells": [], "complete": False, "interrupted": "SIGINT"}
     (tmp_path / "empty.json").write_text(json.dumps(empty))
     undated = {k: v for k, v in data.items() if k != "created"}
     (tmp_path / "undated.json").write_text(json.dumps(undated))
+    (tmp_path / "nulldate.json").write_text(json.dumps(data | {"created": None}))
     r = invoke("report", old, tmp_path / "empty.json", tmp_path / "undated.json",
-               "--out", tmp_path / "rep")  # fmt: skip
+               tmp_path / "nulldate.json", "--out", tmp_path / "rep")  # fmt: skip
     assert r.exit_code == 0, r.output
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "results-schema1" in md and "Incomplete run (interrupted: SIGINT): 0 of 48" in md

@@ -86,6 +86,8 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("roofline-list", _set("ok.roofline", []), "].roofline is a list, expected an object"),
     ("cpu-missing", _set("environment.cpu", _DELETE), "environment.cpu is missing"),
     ("versions-string", _set("environment.versions", "2.9"), "environment.versions is a string"),
+    ("host-number", _set("environment.host", 5), "environment.host is 5, expected a string"),
+    ("version-list", _set("environment.versions.torch", ["2"]), "versions.torch is a list"),
     ("gpu-without-name", _set("environment.gpu", {"cuda": "13"}), "environment.gpu.name is"),
     ("model-list", _set("model", []), "model is a list, expected an object"),
     ("artifacts-list", _set("model.artifacts", ["onnx"]), "model.artifacts is a list"),
@@ -145,6 +147,7 @@ def _valid_variants() -> dict[str, dict[str, Any]]:
     error |= {"status": "error", "reason": "OverflowError: boom", "stats": None, "repeats": []}
     out["error-cell"] = d
     out["undated"] = {k: v for k, v in valid().items() if k != "created"}
+    out["date-null"] = valid() | {"created": None}
     out["no-cells"] = valid() | {"cells": [], "complete": False, "interrupted": "SIGINT"}
     out["schema-1"] = json.loads(OLD.read_text())
     return out
