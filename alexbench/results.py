@@ -133,15 +133,18 @@ def write_results(results_dir: Path, payload: dict[str, Any]) -> tuple[Path, Pat
     stem = results_stem(created, payload["settings"]["devices"])
     results_dir.mkdir(parents=True, exist_ok=True)
     # Two runs finishing in the same second (two processes, one folder) must not overwrite each
-    # other: the name is claimed with an exclusive create, then filled atomically.
+    # other: the name is claimed with an exclusive create, then filled atomically. A name whose
+    # CSV is taken (an orphan, or anything else) is not free either.
     for n in itertools.count(1):
         name = stem if n == 1 else f"{stem}-{n}"
         json_path, csv_path = results_dir / f"{name}.json", results_dir / f"{name}.csv"
         try:
             os.close(os.open(json_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-            break
         except FileExistsError:
             continue
+        if not os.path.lexists(csv_path):
+            break
+        json_path.unlink()
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -150,8 +153,7 @@ def write_results(results_dir: Path, payload: dict[str, Any]) -> tuple[Path, Pat
         write_json(json_path, payload)
         write_text(csv_path, buf.getvalue())
     except BaseException:
-        if json_path.exists() and json_path.stat().st_size == 0:
-            json_path.unlink()  # the claimed name, never filled: no empty results file left
+        json_path.unlink(missing_ok=True)  # this call's name: no empty JSON, none without CSV
         raise
     return json_path, csv_path
 

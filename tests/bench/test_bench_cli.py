@@ -347,3 +347,13 @@ def test_two_runs_in_the_same_second_keep_both_files(tmp_path):
     first, second = write_results(tmp_path, run), write_results(tmp_path, run)
     assert first[0] != second[0] and second[0].name.endswith("-2.json")
     assert load_results(first[0]) == load_results(second[0]) == run
+    # A name whose CSV is taken is not free: an orphan CSV is never overwritten, and a folder
+    # by that name (IsADirectoryError after the JSON was written) is passed over too.
+    stem = first[0].stem
+    first[0].unlink()
+    third = write_results(tmp_path, run)
+    assert third[0].name == f"{stem}-3.json" and (tmp_path / f"{stem}.csv").is_file()
+    (tmp_path / f"{stem}-4.csv").mkdir()  # free by the JSON's name only
+    (tmp_path / f"{stem}-4.csv" / "x").write_text("x")
+    assert write_results(tmp_path, run)[0].name == f"{stem}-5.json"
+    assert not (tmp_path / f"{stem}-4.json").exists()
