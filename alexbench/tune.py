@@ -294,9 +294,10 @@ class Pick:
     trial: Trial
     cell: CellResult
     # The runner-up when the two medians' 95% intervals overlap (or one has none): which of
-    # the two is faster is not settled by this run.
+    # the two is faster is not settled by this run; `rival_why` says which of the two it was.
     rival: Trial | None = None
     by_p99: bool = False  # chosen for its p99 (--latency-budget-ms): remeasured with a real one
+    rival_why: str = ""
 
     @property
     def p99_from_few_calls(self) -> bool:
@@ -317,6 +318,7 @@ class Pick:
             "iterations": s.iterations,
             "p99_from_few_calls": self.p99_from_few_calls,
             "toss_up_with": None if self.rival is None else self.rival.candidate.to_dict(),
+            "toss_up_why": self.rival_why or None,
             "command": self.command(model_args),
         }
 
@@ -518,16 +520,23 @@ def _passing(trials: Sequence[Trial], batch: int) -> list[tuple[Trial, CellResul
     return [(t, c) for t, c in _ranked(trials, batch) if c.status is CellStatus.OK]
 
 
+# Why a pick's runner-up is called a toss-up (said after "a toss-up with X: ").
+OVERLAP = "their medians' 95% intervals overlap on this short run"
+NO_INTERVAL = "too few timed calls for a 95% interval of a median (6 at least)"
+
+
 def _pick(batch: int, ranked: Sequence[tuple[Trial, CellResult]], by_p99: bool = False) -> Pick:
     """The first of `ranked` (fastest first), with the runner-up as its rival when the order of
     the two may be noise: their medians' 95% intervals overlap, or one has none."""
-    (trial, cell), rival = ranked[0], None
+    (trial, cell), rival, why = ranked[0], None, ""
     if len(ranked) > 1:
         best, second = _stats(cell), _stats(ranked[1][1])
         high, low = best.p50_ci_high_ms, second.p50_ci_low_ms
-        if high is None or low is None or high >= low:
-            rival = ranked[1][0]
-    return Pick(batch, trial, cell, rival, by_p99)
+        if high is None or low is None:
+            rival, why = ranked[1][0], NO_INTERVAL
+        elif high >= low:
+            rival, why = ranked[1][0], OVERLAP
+    return Pick(batch, trial, cell, rival, by_p99, why)
 
 
 def _latency_pick(trials: Sequence[Trial], batches: Sequence[int], budget_ms: float) -> Pick | None:

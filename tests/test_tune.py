@@ -17,6 +17,7 @@ from onnx import numpy_helper
 from PIL import Image
 from typer.testing import CliRunner
 
+from alexbench import tune as tune_module
 from alexbench.bench.stats import compute_stats
 from alexbench.bench.sweep import CellResult, CellStatus
 from alexbench.cli import app
@@ -71,8 +72,10 @@ class StandIn:
         failing: Sequence[tuple[Backend, Precision]] = (),
         thread_speedup: dict[int, float] | None = None,
         spread: float = 0.0,
+        calls: int = 20,
     ) -> None:
         self.latency_ms, self.clock, self.cost_s = latency_ms, clock, cost_s
+        self.n_calls = calls  # timed calls per cell
         self.spread = spread  # calls spread evenly over ms * (1 +- spread) (0: all equal)
         self.failing = set(failing)
         self.thread_speedup = thread_speedup or {}
@@ -85,7 +88,8 @@ class StandIn:
         cells = []
         for b in batches:
             ms = self.latency_ms[c.pair][b] / self.thread_speedup.get(c.threads or 0, 1.0)
-            lat = (np.linspace(1 - self.spread, 1 + self.spread, 20) * ms * 1e6).astype(np.int64)
+            spread = np.linspace(1 - self.spread, 1 + self.spread, self.n_calls)
+            lat = (spread * ms * 1e6).astype(np.int64)
             status = CellStatus.PARITY_FAILED if c.pair in self.failing else CellStatus.OK
             cell = CellResult(c.backend, c.device, c.precision, b, status)
             cell.stats = compute_stats(lat, b, int(lat.sum()))
@@ -334,10 +338,16 @@ def test_a_winner_inside_the_runner_up_s_interval_is_called_a_toss_up():
     assert pick.trial.candidate.backend is ORT and pick.rival is not None
     assert pick.rival.candidate.backend is E
     assert pick.to_dict()["toss_up_with"]["backend"] == "eager"
+    assert pick.to_dict()["toss_up_why"] == tune_module.OVERLAP
     # The same medians from steady calls: the order is settled.
     clock = FakeClock()
     steady = tune(space(list(lat)), [1], StandIn(lat, clock), 100.0, clock=clock)
     assert steady.winners[1].rival is None and steady.winners[1].to_dict()["toss_up_with"] is None
+    # Too few calls for an interval: not an overlap, and said so (7x apart was "overlapping").
+    clock = FakeClock()
+    far = {(E, FP32): {1: 70.0}, (ORT, FP32): {1: 10.0}}
+    few = tune(space(list(far)), [1], StandIn(far, clock, calls=3), 100.0, clock=clock)
+    assert few.winners[1].to_dict()["toss_up_why"] == tune_module.NO_INTERVAL
 
 
 def test_the_printed_command_pins_the_model_it_measured(tmp_path, monkeypatch):

@@ -538,8 +538,8 @@ def _print_pick(line: str, pick: Pick, model_args: list[str]) -> None:
     console.print(line, markup=False, highlight=False)
     if pick.rival is not None:
         console.print(
-            f"    a toss-up with {pick.rival.candidate.label}: their medians' 95% intervals "
-            "overlap on this short run; rerun both with --repeat 3 before choosing",
+            f"    a toss-up with {pick.rival.candidate.label}: {pick.rival_why}; rerun both "
+            "with --repeat 3 before choosing",
             markup=False, highlight=False,
         )  # fmt: skip
     console.print(f"    {pick.command(model_args)}", markup=False, highlight=False,
