@@ -72,6 +72,8 @@ def compare_cmd(
         raise InputError(f"--threshold must be >= 0 and < 1 (0.05 = 5%), got {threshold}")
     a, b = load_results(baseline), load_results(candidate)
     comparison = compare_runs(a, b, threshold)
+    if baseline.resolve() == candidate.resolve():
+        comparison.warnings.insert(0, "A and B are the same file: every ratio is 1 by construction")
     emit_json(comparison_dict(comparison, baseline, candidate))
     report.render_compare(console, comparison, (baseline.name, candidate.name), wide=wide)
     if not comparison.cells:

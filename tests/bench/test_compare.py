@@ -469,3 +469,9 @@ def test_a_file_marked_complete_with_cells_missing_is_incomplete():
     run["cells"].pop()  # edited by hand, or cut short without the flag
     assert not is_complete(run)
     assert incomplete_description(run) == "(cells missing): 3 of 4 cells in the file"
+
+
+def test_a_file_compared_with_itself_is_said_to_be_one_file(tmp_path):
+    path = write(tmp_path, "a.json", make_run(1))
+    r = invoke("compare", path, path)
+    assert r.exit_code == 0 and "warning: A and B are the same file" in r.stdout + r.stderr
