@@ -35,6 +35,7 @@ def test_a_folder_holds_one_model_and_force_replaces_it_whole(tmp_path):
     ensure_artifacts(load_model(seed=1, **SMALL), out, TS)
     (out / "alexnet.pt2").write_bytes(b"orphan")  # an artifact no manifest lists
     (out / "notes.txt").write_text("mine")  # not alexbench's: kept by --force
+    (out / "alexnet.pth").write_text("my weights")  # named like ours, but no artifact's name
     with pytest.raises(InputError, match="holds the artifacts of another model.*seed 1"):
         ensure_artifacts(load_model(seed=2, **SMALL), out, TS)
     assert Manifest.load(out).source["seed"] == 1  # untouched by the refusal
@@ -42,6 +43,7 @@ def test_a_folder_holds_one_model_and_force_replaces_it_whole(tmp_path):
     manifest, _ = ensure_artifacts(two, out, [ArtifactFormat.ONNX], force=True)
     assert manifest.source["seed"] == 2 and set(manifest.artifacts) == {"onnx"}
     assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "alexnet.pth").read_text() == "my weights"  # was deleted by alexnet.*
     assert not (out / "alexnet.pt").exists()  # seed 1's TorchScript file went with it
     assert not (out / "alexnet.pt2").exists()  # and the orphan artifact beside it
 

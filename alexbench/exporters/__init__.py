@@ -247,13 +247,17 @@ def _remove_stale_temporaries(directory: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+# The file names an export writes (alexnet.onnx, ...): only these are ever replaced or removed;
+# the user's own alexnet.pth or alexnet.notes.txt beside them are not alexbench's.
+ARTIFACT_NAMES = frozenset(f"alexnet{module.suffix}" for module in EXPORTERS.values())
+
+
 def _remove_artifacts(directory: Path, manifest: Manifest) -> None:
     """--force: the folder is handed over whole; the other model's files go first: those in
-    its manifest, any other artifact file (an orphan of an older export) and its verify
-    report. Files alexbench did not make are left alone."""
+    its manifest, any other file by an artifact's name (an orphan of an older export) and its
+    verify report. Other files (alexnet.pth: perhaps the very weights being exported) stay."""
     names = {record.path for record in manifest.artifacts.values()}
-    names |= {p.name for p in directory.glob("alexnet.*")}
-    names |= {"verify-report.json", "manifest.json"}
+    names |= ARTIFACT_NAMES | {"verify-report.json", "manifest.json"}
     for name in names:
         (directory / name).unlink(missing_ok=True)
     # ONNX Runtime's optimised copies of the old model (runtimes/ort_cache.py): never served for
@@ -423,7 +427,7 @@ def _export_locked(
     _remove_stale_temporaries(out_dir)
     old = Manifest.load(out_dir)
     if old is None and not force:  # files named like ours that no manifest says we made
-        theirs = sorted(p.name for p in out_dir.glob("alexnet.*") if p.is_file())
+        theirs = sorted(name for name in ARTIFACT_NAMES if (out_dir / name).is_file())
         if theirs:
             raise InputError(
                 f"{out_dir} holds {', '.join(theirs)} but no manifest.json: alexbench did not "
