@@ -267,3 +267,23 @@ def test_verify_keeps_a_stale_file_and_says_what_differs(small_model, tmp_path):
     assert stale == [f"made with torch 2.13.0, here {torch.__version__}"]
     prepare_bundle(small_model, out, [ArtifactFormat.ONNX], on_export=exported.append)
     assert exported == [ArtifactFormat.ONNX]  # bench and export make a fresh one
+
+
+def test_a_variant_is_never_made_from_a_changed_onnx_file(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    out, other = tmp_path / "mine", tmp_path / "other"
+    mine = load_model(seed=1, **SMALL)
+    ensure_artifacts(mine, out, [ArtifactFormat.ONNX])
+    ensure_artifacts(load_model(seed=2, **SMALL), other, [ArtifactFormat.ONNX])
+    shutil.copy(other / "alexnet.onnx", out / "alexnet.onnx")  # another model's file, kept
+    _, outcomes = ensure_artifacts(mine, out, [ArtifactFormat.ONNX_FP16], keep_modified=True)
+    assert [s.value for _, _, s in outcomes] == ["modified", "exported"]
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
+    sess = ort.InferenceSession(out / "alexnet.fp16.onnx", providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        want = mine.model(torch.from_numpy(x)).numpy()
+    assert np.allclose(got, want, atol=2e-2, rtol=2e-2)  # seed 1's weights, not seed 2's
+    assert not list(out.glob(".alexnet.*"))  # the fresh parent it was made from is gone

@@ -9,13 +9,15 @@ each file, so it always describes what the folder holds.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
@@ -472,6 +474,7 @@ def _export_locked(
     )
     outcomes: list[ExportOutcome] = []
     params = sum(p.numel() for p in loaded.model.parameters())
+    genuine_parent = True  # alexnet.onnx is what this export makes (not changed, not stale)
     for fmt in formats:
         cfg = _artifact_config(
             versions, fmt, weights_sha, meta, metadata, opset, onnx_exporter, calib_sha
@@ -485,6 +488,8 @@ def _export_locked(
             state is ArtifactStatus.MODIFIED and keep_modified
         ):
             outcomes.append((fmt, record, state))  # type: ignore[arg-type]
+            if fmt is ArtifactFormat.ONNX:
+                genuine_parent = state is ArtifactStatus.REUSED
             continue
         if on_export:
             on_export(fmt)
@@ -493,8 +498,11 @@ def _export_locked(
         require_free_space(out_dir, _bytes_needed(fmt, params), target.name)
         start = time.perf_counter()
         try:
-            with atomic_path(target) as tmp:
-                fields = module.export(request, tmp)
+            with (
+                atomic_path(target) as tmp,
+                _parent_onnx(request, out_dir, fmt in ONNX_VARIANTS and not genuine_parent) as req,
+            ):
+                fields = module.export(req, tmp)
         except AlexbenchError:
             raise
         except Exception as e:
@@ -525,6 +533,25 @@ def _export_locked(
         outcomes.append((fmt, record, ArtifactStatus.EXPORTED))
     manifest.save(out_dir)
     return manifest, outcomes
+
+
+@contextlib.contextmanager
+def _parent_onnx(request: ExportRequest, out_dir: Path, fresh: bool) -> Iterator[ExportRequest]:
+    """The request a variant (fp16, int8) is made with. Its fp32 parent is alexnet.onnx, unless
+    that file was kept although it is not what this export makes (changed since export, or
+    made with other settings: verify and evaluate test such a file as it is): then a fresh
+    fp32 export beside it, removed after. A variant made from a changed file was recorded as
+    this model's, and evaluate scored it without a word."""
+    if not fresh:
+        yield request
+        return
+    # Named like atomic_path's temporaries, so a killed export's copy is cleaned up next time.
+    parent = out_dir / f".alexnet.parent-{os.getpid()}.tmp.onnx"
+    try:
+        EXPORTERS[ArtifactFormat.ONNX].export(request, parent)
+        yield dataclasses.replace(request, onnx_path=parent)
+    finally:
+        parent.unlink(missing_ok=True)
 
 
 def prepare_bundle(
