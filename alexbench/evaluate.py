@@ -48,6 +48,7 @@ class EvalCell:
     requested: bool = True  # False: the reference, run only to compare against
     _preds: list[np.ndarray] = field(default_factory=list, repr=False)
     _hits5: int = 0
+    _nonfinite: int = 0  # images whose logits hold inf or NaN: their ranking means nothing
 
 
 @dataclass
@@ -169,11 +170,19 @@ def evaluate_model(
                 cell.status, cell.reason = CellStatus.ERROR, f"{type(e).__name__}: {e}"
                 sessions.pop(i).close()
                 continue
+            cell._nonfinite += int((~np.isfinite(logits)).any(axis=1).sum())
             top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
             cell._preds.append(top[:, 0])
             cell._hits5 += int((top == y[:, None]).any(axis=1).sum())
     for sess in sessions.values():
         sess.close()
+    for cell in cells:
+        if cell.status is CellStatus.OK and cell._nonfinite:  # fp16 overflow, blown-up weights
+            cell.status = CellStatus.ERROR
+            cell.reason = (
+                f"{cell._nonfinite} image(s) gave logits that are not finite (inf or NaN): "
+                "an accuracy from them would not be the model's"
+            )
     if ref.status is not CellStatus.OK:
         raise AlexbenchError(f"the eager fp32 reference failed: {ref.reason}")
     if not labels_all:

@@ -404,3 +404,18 @@ def test_hold_out_options_on_a_folder_with_its_own_val_split_are_said_to_be_igno
     assert "--val-fraction ignored: " in result.stderr and "has val/, which is scored whole" in (
         result.stderr
     )
+
+
+def test_a_cell_whose_logits_are_not_finite_is_an_error_not_an_accuracy(tmp_path: Path) -> None:
+    loaded = load_model(seed=0, num_classes=10, image_size=64)
+    with torch.no_grad():  # logits far beyond fp16's range (65504); fine in fp32
+        loaded.model.classifier[6].weight.mul_(1e8)
+    bundle = prepare_bundle(loaded, tmp_path / "exports", [])
+    data = load_data(SYNTHETIC, (Split.VAL,))
+    report = evaluate_model(bundle, data, [Backend.EAGER], [Precision.FP32, Precision.FP16],
+                            Device.CPU)  # fmt: skip
+    cells = {c.precision: c for c in report.cells}
+    assert cells[Precision.FP32].status is CellStatus.OK
+    fp16 = cells[Precision.FP16]
+    assert fp16.status is CellStatus.ERROR and "not finite" in (fp16.reason or "")
+    assert fp16.top1 is None  # 22% was shown as "ok" for a cell with 67% inf/NaN logits
