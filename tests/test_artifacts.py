@@ -287,3 +287,13 @@ def test_a_variant_is_never_made_from_a_changed_onnx_file(tmp_path):
         want = mine.model(torch.from_numpy(x)).numpy()
     assert np.allclose(got, want, atol=2e-2, rtol=2e-2)  # seed 1's weights, not seed 2's
     assert not list(out.glob(".alexnet.*"))  # the fresh parent it was made from is gone
+
+
+def test_a_folder_without_manifest_holding_files_names_no_model(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    assert model_for_artifacts(folder).source.seed == 0  # empty: the seeded default goes there
+    (folder / "model.onnx").write_bytes(b"the user's own")
+    with pytest.raises(InputError, match=r"has no manifest\.json, so it names no model"):
+        model_for_artifacts(folder)  # verify checked a seeded export beside it and said PASS
+    assert model_for_artifacts(folder, seed=3, **SMALL).source.seed == 3  # a model named

@@ -273,6 +273,13 @@ def test_a_users_own_file_in_a_folder_without_manifest_is_not_overwritten(small_
     assert mine.read_bytes() == b"my own model" and not (tmp_path / "manifest.json").exists()
     ensure_artifacts(small_model, tmp_path, [ArtifactFormat.ONNX], force=True)  # asked for
     assert mine.read_bytes() != b"my own model"
+    # A manifest that does not list the file: verify replaced it, then said PASS of its own.
+    ensure_artifacts(small_model, tmp_path, [ArtifactFormat.TORCHSCRIPT])
+    mine = tmp_path / "alexnet.pt2"
+    mine.write_bytes(b"my own program")
+    with pytest.raises(InputError, match=r"holds alexnet\.pt2, which its manifest\.json does not"):
+        ensure_artifacts(small_model, tmp_path, [ArtifactFormat.PT2], keep_modified=True)
+    assert mine.read_bytes() == b"my own program"
 
 
 def test_a_disk_too_small_is_refused_before_writing(small_model, tmp_path, monkeypatch):

@@ -495,6 +495,12 @@ def _export_locked(
             on_export(fmt)
         module = EXPORTERS[fmt]
         target = out_dir / f"alexnet{module.suffix}"
+        if record is None and target.exists() and not force:  # a file the manifest never listed
+            raise InputError(
+                f"{out_dir} holds {target.name}, which its manifest.json does not list: "
+                f"alexbench did not make it (or was stopped before recording it); give another "
+                f"folder, or {force_hint} to replace it"
+            )
         require_free_space(out_dir, _bytes_needed(fmt, params), target.name)
         start = time.perf_counter()
         try:
@@ -633,6 +639,18 @@ def _calibrated_on_disk(
     return path
 
 
+def _require_no_foreign_files(folder: Path) -> None:
+    """A folder named with --artifacts and no model: without a manifest it says no model, and
+    files in it (a model.onnx of the user's) would sit beside a seeded model's export that
+    verify then passed, never having looked at them."""
+    if folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir()):
+        raise InputError(
+            f"{folder} has no manifest.json, so it names no model (alexbench did not export "
+            "into it): name one (--checkpoint, --weights or --seed), or give an empty or new "
+            "folder"
+        )
+
+
 def model_for_artifacts(
     artifacts_dir: Path | None,
     *,
@@ -649,6 +667,8 @@ def model_for_artifacts(
     explicit = any(v is not None for v in (checkpoint, weights, seed, num_classes, image_size))
     folder = artifacts_dir if artifacts_dir is not None else latest_folder()
     manifest = None if explicit or folder is None else Manifest.load(Path(folder))
+    if manifest is None and not explicit and artifacts_dir is not None:
+        _require_no_foreign_files(Path(artifacts_dir))
     if manifest is None:
         return load_model(
             checkpoint=checkpoint,
