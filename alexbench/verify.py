@@ -93,7 +93,14 @@ def run_cell(
     if reason:
         return Cell(backend, device, precision, Status.UNSUPPORTED, message=reason)
     cell = Cell(backend, device, precision, Status.ERROR)
-    note = runtime.supports(device, precision) and runtime.checks_only(device, precision)
+    notes = [runtime.supports(device, precision) and runtime.checks_only(device, precision)]
+    if runtime.artifact is not None and runtime.artifact_for(precision) is None:
+        # A PASS here says nothing of the exported file: say so beside it.
+        notes.append(
+            f"made from the PyTorch model at load (cast to {precision.value}): the exported "
+            "file is not read at this precision"
+        )
+    note = "; ".join(n for n in notes if n)
     try:
         start = time.perf_counter()
         session = runtime.load(bundle, device, precision, options)

@@ -171,3 +171,16 @@ def test_verify_checks_the_fp16_onnx_file_on_cpu_though_bench_does_not_time_it(
     )
     cell = run_cell(bad, Backend.ONNXRUNTIME, Device.CPU, Precision.FP16, inputs, ref)
     assert cell.status is Status.FAIL and np.isfinite(cell.parity.max_abs_err)
+
+
+def test_a_torchscript_cast_cell_says_it_does_not_read_the_file(small_bundle):
+    # Its PASS stood beside a garbage alexnet.pt without a word: the cell traces the model.
+    from alexbench.inputs import random_inputs
+    from alexbench.verify import Status, reference_logits, run_cell
+
+    inputs = random_inputs(4, small_bundle.loaded.meta.image_size, 0)
+    ref = reference_logits(small_bundle, inputs)
+    cell = run_cell(small_bundle, Backend.TORCHSCRIPT, Device.CPU, Precision.BF16, inputs, ref)
+    assert cell.status is Status.PASS and "the exported file is not read" in cell.message
+    cell = run_cell(small_bundle, Backend.TORCHSCRIPT, Device.CPU, Precision.FP32, inputs, ref)
+    assert cell.status is Status.PASS and not cell.message
