@@ -20,11 +20,12 @@ from typing import Any
 import torch
 
 from alexbench.errors import CheckpointError, InputError
-from alexbench.fileio import atomic_path
+from alexbench.fileio import atomic_path, is_int, is_number
 from alexbench.model import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_NUM_CLASSES,
     IN_CHANNELS,
+    MAX_IMAGE_SIZE,
     MIN_IMAGE_SIZE,
     AlexNet,
     build_alexnet,
@@ -93,7 +94,7 @@ class ModelMeta:
 
         def integer(name: str, low: int, high: int | None = None) -> int:
             v = raw[name]
-            if not _is_int(v):
+            if not is_int(v):
                 raise bad(name, f"is {_show(v)}, expected an integer")
             if v < low:
                 raise bad(name, f"is {v}, below the minimum of {low}")
@@ -105,7 +106,7 @@ class ModelMeta:
             v = raw[name]
             if not (isinstance(v, (list, tuple)) and len(v) == IN_CHANNELS):
                 raise bad(name, f"is {_show(v)}, expected {IN_CHANNELS} numbers (one per channel)")
-            if not all(_is_number(x) and math.isfinite(x) for x in v):
+            if not all(is_number(x) and math.isfinite(x) for x in v):
                 raise bad(name, f"is {_show(v)}, expected {IN_CHANNELS} finite numbers")
             if positive and not all(x > 0 for x in v):
                 raise bad(name, f"is {_show(v)}, every value must be above 0")
@@ -115,7 +116,7 @@ class ModelMeta:
         if "num_classes" in raw:
             meta.num_classes = integer("num_classes", 1, MAX_NUM_CLASSES)
         if "image_size" in raw:
-            meta.image_size = integer("image_size", MIN_IMAGE_SIZE)
+            meta.image_size = integer("image_size", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
         if "mean" in raw:
             meta.mean = triple("mean", positive=False)
         if "std" in raw:
@@ -141,14 +142,6 @@ class ModelMeta:
         return meta
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _show(v: Any, limit: int = 40) -> str:
     """A value for a one-line message: its repr, shortened, on one line."""
     text = " ".join(repr(v).split())
@@ -159,7 +152,7 @@ def check_format_version(path: Path, obj: dict[str, Any]) -> None:
     """Refuse a checkpoint written by a newer alexbench (or with a nonsensical version). A file
     without a version is read as version 1, which is what the first checkpoints were."""
     version = obj.get("version", CHECKPOINT_VERSION)
-    if not _is_int(version) or version < 1:
+    if not is_int(version) or version < 1:
         raise CheckpointError(
             f"{path}: checkpoint 'version' is {_show(version)}, not a format version "
             f"(this build reads version {CHECKPOINT_VERSION})"
@@ -355,6 +348,8 @@ def load_model(
         raise InputError("give either --checkpoint or --weights, not both")
     if image_size is not None and image_size < MIN_IMAGE_SIZE:
         raise InputError(f"--image-size {image_size} is below the minimum of {MIN_IMAGE_SIZE}")
+    if image_size is not None and image_size > MAX_IMAGE_SIZE:
+        raise InputError(f"--image-size {image_size} is above the maximum of {MAX_IMAGE_SIZE}")
     if num_classes is not None and num_classes < 1:
         raise InputError(f"--num-classes must be at least 1, got {num_classes}")
     if num_classes is not None and num_classes > MAX_NUM_CLASSES:

@@ -57,6 +57,16 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def is_int(v: Any) -> bool:
+    """An integer read from JSON or a checkpoint (true/false are not: bool is an int subclass)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    """An int or float read from JSON or a checkpoint, not a bool (NaN and inf included)."""
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def jsonable(obj: Any) -> Any:
     """`obj` as plain JSON values: enums as their values, dataclasses as dicts, paths as strings,
     numpy scalars and arrays as numbers and lists, and NaN or infinity as None (JSON has none)."""

@@ -14,6 +14,11 @@ from torch import nn
 DEFAULT_NUM_CLASSES = 1000
 DEFAULT_IMAGE_SIZE = 224
 MIN_IMAGE_SIZE = 64  # below this the third max-pool sees a feature map smaller than its kernel
+# Far above any size AlexNet is run at: at 4096 px one image's first feature map is 256 MiB.
+# Larger sizes failed deep inside numpy or torch ("array is too big") instead of in one line.
+MAX_IMAGE_SIZE = 4096
+# torch and numpy take seeds as non-negative 64-bit integers (torch: C long long).
+MAX_SEED = 2**63 - 1
 IN_CHANNELS = 3
 
 

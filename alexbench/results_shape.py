@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from alexbench.fileio import is_int, is_number
+
 # `report`, `compare`, `results` and the report's pages and plots index into a results file
 # directly (cell["batch"], cell["stats"]["throughput"], environment["cpu"]["model"]), so a file
 # with the right schema value but a broken structure would crash them. `results_problem` checks,
@@ -21,23 +23,15 @@ _TIMED_STATUSES = ("ok", "parity_failed")  # cells whose stats the tables and pl
 _STATS_POSITIVE = "p50_ms p90_ms p99_ms throughput"
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _is_integer(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 _EXPECTED: dict[str, Callable[[Any], bool]] = {
     "an object": lambda v: isinstance(v, dict),
     "a list": lambda v: isinstance(v, list),
     "a string": lambda v: isinstance(v, str),
     "a boolean": lambda v: isinstance(v, bool),
-    "a number": _is_number,
-    "a positive number": lambda v: _is_number(v) and v > 0,  # NaN is not > 0
-    "a positive integer": lambda v: _is_integer(v) and v >= 1,
-    "a list of numbers": lambda v: isinstance(v, list) and all(_is_number(x) for x in v),
+    "a number": is_number,
+    "a positive number": lambda v: is_number(v) and v > 0,  # NaN is not > 0
+    "a positive integer": lambda v: is_int(v) and v >= 1,
+    "a list of numbers": lambda v: isinstance(v, list) and all(is_number(x) for x in v),
 }
 
 

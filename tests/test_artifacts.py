@@ -209,6 +209,10 @@ def _set(doc: dict, dotted: str, value: object) -> None:
         (("model.mean", [0.5, 0.5]), "model.mean must be 3 finite numbers"),
         (("model.std", [0.2, 0.0, 0.2]), "model.std must be 3 finite numbers above 0"),
         (("source.seed", "abc"), "source.seed must be an integer"),
+        # Each of these passed and crashed later ("unexpected ValueError/TypeError").
+        (("source.seed", 2**70), "source.seed must be an integer from 0 to"),
+        (("model.num_classes", True), "model.num_classes must be an integer from 1 to"),
+        (("model.image_size", 10**9), "model.image_size must be an integer from 64 to 4,096"),
         (("artifacts.torchscript.path", None), "is not a file name"),
         (("artifacts.torchscript.path", "../victim.txt"), "is not a file name"),
         (("artifacts.torchscript.path", "/tmp/victim.txt"), "is not a file name"),

@@ -105,6 +105,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("tune-time-budget-inf", ["tune", "--time-budget", "inf"], "--time-budget"),
     ("tune-min-time-nan", ["tune", "--min-time", "nan"], "--min-time"),
     ("tune-min-iters-above-cap", ["tune", "--min-iters", "20000"], "--min-iters"),
+    ("verify-image-size-huge", ["verify", "--image-size", "100000000"], "above the maximum"),
     ("bench-batch-beyond-memory", ["bench", "--batch", "1,9000000"], "--batch 9000000: its 3"),
     ("tune-batch-beyond-memory", ["tune", "--batch", "9000000"], "--batch 9000000: its 3"),
     ("tune-latency-budget-inf", ["tune", "--latency-budget-ms", "inf"], "--latency-budget-ms"),

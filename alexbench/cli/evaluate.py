@@ -30,6 +30,7 @@ from alexbench.errors import InputError
 from alexbench.evaluate import EVALUATE_SCHEMA, CellStatus, check_compatible, evaluate_model
 from alexbench.exit_codes import ExitCode, outcome
 from alexbench.fileio import write_json
+from alexbench.model import MAX_SEED
 from alexbench.precision import Precision
 from alexbench.report import render_evaluation
 from alexbench.training.data import (
@@ -86,7 +87,7 @@ def evaluate_cmd(
         "--split-seed",
         help="Seed of the held-out split (default: the checkpoint's, else 0).",
         min=0,
-        max=opt.MAX_SEED,
+        max=MAX_SEED,
     ),
     synthetic_size: int | None = typer.Option(
         None,

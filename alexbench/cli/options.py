@@ -21,6 +21,7 @@ import typer
 from alexbench.devices import Device
 from alexbench.environment import usable_cores
 from alexbench.errors import InputError
+from alexbench.model import MAX_SEED
 from alexbench.runtimes.base import CompileMode
 
 # ------------------------------------------------------------------ the model
@@ -35,8 +36,6 @@ WEIGHTS = typer.Option(
     None, "--weights", help="A plain torchvision AlexNet state dict file (e.g. ImageNet weights).",
     dir_okay=False,
 )  # fmt: skip
-# torch and numpy take seeds as non-negative 64-bit integers (torch: C long long).
-MAX_SEED = 2**63 - 1
 SEED = typer.Option(
     None, "--seed", help="Seed of the random-init default model (default: 0).", min=0, max=MAX_SEED
 )

@@ -20,6 +20,7 @@ from alexbench.cli import options as opt
 from alexbench.cli.common import Command, click, console, err_console, handle_errors
 from alexbench.devices import Device
 from alexbench.errors import InputError
+from alexbench.model import MAX_SEED
 from alexbench.precision import Precision
 from alexbench.training.config import InitKind, OptimizerKind, ScheduleKind, TrainConfig
 from alexbench.training.data import Augment, DatasetKind, DataSpec, NormalizeChoice
@@ -194,7 +195,7 @@ def train_cmd(
     ),
     device: Device | None = opt.device_one(),
     seed: int = typer.Option(
-        0, "--seed", help="Seeds init, shuffling, augmentation, dropout.", min=0, max=opt.MAX_SEED
+        0, "--seed", help="Seeds init, shuffling, augmentation, dropout.", min=0, max=MAX_SEED
     ),
     split_seed: int = typer.Option(
         0,
@@ -202,7 +203,7 @@ def train_cmd(
         help="Seed of the held-out validation split; kept apart from --seed so that runs with "
         "different seeds are scored on the same images.",
         min=0,
-        max=opt.MAX_SEED,
+        max=MAX_SEED,
     ),
     steps_per_epoch: int | None = typer.Option(
         None, "--steps-per-epoch", help="Cap the batches per epoch (quick checks).", min=1

@@ -12,9 +12,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from alexbench.checkpoint import SourceKind
+from alexbench.checkpoint import MAX_NUM_CLASSES, SourceKind
 from alexbench.errors import InputError
-from alexbench.fileio import write_json
+from alexbench.fileio import is_int, write_json
+from alexbench.model import MAX_IMAGE_SIZE, MAX_SEED, MIN_IMAGE_SIZE
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = "alexbench-manifest/1"
@@ -119,9 +120,12 @@ def _check_shape(d: Any) -> None:
         raise ValueError(f"a {source['kind']} source needs its path")
     if not isinstance(model, dict):
         raise ValueError("model must be an object")
-    for key in ("num_classes", "image_size"):
-        if not (isinstance(model.get(key), int) and model[key] >= 1):
-            raise ValueError(f"model.{key} must be a positive integer")
+    for key, low, high in (
+        ("num_classes", 1, MAX_NUM_CLASSES),
+        ("image_size", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
+    ):
+        if not (is_int(model.get(key)) and low <= model[key] <= high):
+            raise ValueError(f"model.{key} must be an integer from {low} to {high:,}")
     for key in ("mean", "std"):  # model_for_artifacts normalises with them
         values = model.get(key)
         if not (
@@ -131,8 +135,10 @@ def _check_shape(d: Any) -> None:
             and (key == "mean" or all(v > 0 for v in values))
         ):
             raise ValueError(f"model.{key} must be 3 finite numbers{' above 0' * (key == 'std')}")
-    if source["kind"] == "seeded" and not isinstance(source.get("seed", 0), int | None):
-        raise ValueError("source.seed must be an integer")
+    seed = source.get("seed")
+    seed_ok = seed is None or (is_int(seed) and 0 <= seed <= MAX_SEED)
+    if source["kind"] == "seeded" and not seed_ok:
+        raise ValueError(f"source.seed must be an integer from 0 to {MAX_SEED:,}")
     if not isinstance(arts, dict) or not all(isinstance(v, dict) for v in arts.values()):
         raise ValueError("artifacts must be an object of records")
     for fmt, record in arts.items():
