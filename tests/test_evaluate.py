@@ -419,3 +419,24 @@ def test_a_cell_whose_logits_are_not_finite_is_an_error_not_an_accuracy(tmp_path
     fp16 = cells[Precision.FP16]
     assert fp16.status is CellStatus.ERROR and "not finite" in (fp16.reason or "")
     assert fp16.top1 is None  # 22% was shown as "ok" for a cell with 67% inf/NaN logits
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("split_method", "bogus", "'provenance.data.split_method' is 'bogus', expected one of"),
+        ("val_fraction", "x", "'provenance.data.val_fraction' is 'x', expected a number in"),
+        ("data_dir", 5, "'provenance.data.data_dir' is 5, expected a path"),
+    ],
+)
+def test_a_checkpoint_with_an_odd_data_record_is_refused_in_one_line(
+    run_dir: Path, tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    # Each gave "unexpected ValueError/TypeError" (exit 3) deep in the split.
+    ckpt = torch.load(run_dir / "best.pt", weights_only=True)
+    ckpt["meta"]["provenance"]["data"][field] = value
+    torch.save(ckpt, tmp_path / "edited.pt")
+    args = ["evaluate", "--checkpoint", str(tmp_path / "edited.pt"), "--artifacts", str(tmp_path)]
+    result = CliRunner().invoke(_local_app(), args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and message in result.stderr

@@ -42,6 +42,7 @@ from alexbench.training.data import (
     SplitMethod,
     check_crop_fraction,
     load_data,
+    recorded_data,
     same_training_folder,
     trained_on_whole,
     val_folder,
@@ -157,7 +158,7 @@ def evaluate_cmd(
         num_classes=num_classes, image_size=image_size, normalize=normalize,
     )  # fmt: skip
     meta = loaded.meta
-    trained: dict[str, Any] = meta.provenance.get("data") or {}
+    trained = recorded_data(loaded)
     dataset, data_dir = _dataset_for(dataset, data_dir, trained)
     spec = scoring_spec(
         dataset, data_dir, loaded, split,
@@ -283,7 +284,7 @@ def scoring_spec(
     no augmentation, the held-out share and seed the checkpoint's training used where it applies
     (see `_val_fraction`), and the model's own normalisation. `data_options`: how they are read
     (download, cache limit)."""
-    trained: dict[str, Any] = loaded.meta.provenance.get("data") or {}
+    trained = recorded_data(loaded)
     default_crop = loaded.eval_crop_fraction
     return DataSpec(
         kind=kind,

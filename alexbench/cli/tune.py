@@ -335,9 +335,15 @@ def _held_out(data_dir: Path, loaded: LoadedModel) -> Any:
     """The held-out images `evaluate` would score in `data_dir`, checked against the model."""
     from alexbench.cli.evaluate import note_held_out, scoring_spec
     from alexbench.evaluate import check_compatible
-    from alexbench.training.data import DatasetKind, Split, load_data, same_training_folder
+    from alexbench.training.data import (
+        DatasetKind,
+        Split,
+        load_data,
+        recorded_data,
+        same_training_folder,
+    )
 
-    trained: dict[str, Any] = loaded.meta.provenance.get("data") or {}
+    trained = recorded_data(loaded)
     same = same_training_folder(trained.get("data_dir"), data_dir)
     kind = trained.get("kind") if same else None
     known = kind in {k.value for k in DatasetKind}

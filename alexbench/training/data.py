@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -19,9 +20,10 @@ from typing import Any
 
 import torch
 
-from alexbench.checkpoint import NORMALIZATION_STATS, Normalization
-from alexbench.errors import DataError, InputError
-from alexbench.model import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE
+from alexbench.checkpoint import NORMALIZATION_STATS, LoadedModel, Normalization
+from alexbench.errors import CheckpointError, DataError, InputError
+from alexbench.fileio import is_int, is_number
+from alexbench.model import DEFAULT_IMAGE_SIZE, MAX_SEED, MIN_IMAGE_SIZE
 from alexbench.training.data_files import (
     NotNative,
     decode_image,
@@ -133,6 +135,36 @@ class DataSpec:
 # Below this the image is resized to over 5x the input size and most of it thrown away (0.001
 # resized a 64 px input's images to 64,000 px); torchvision's recipes use 0.875 to 1.
 MIN_CROP_FRACTION = 0.2
+
+
+# What evaluate and tune read of a checkpoint's record of its training data (provenance.data,
+# a DataSpec's dict), each with what it must be: a checkpoint edited or written elsewhere fails
+# in one line naming the field, not with "unexpected ValueError" deep in the split.
+_RECORDED: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "kind": ("one of " + ", ".join(DatasetKind), lambda v: v in set(DatasetKind)),
+    "data_dir": ("a path (a string)", lambda v: isinstance(v, str)),
+    "split_method": ("one of " + ", ".join(SplitMethod), lambda v: v in set(SplitMethod)),
+    "val_fraction": ("a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1),
+    "split_seed": ("an integer from 0", lambda v: is_int(v) and 0 <= v <= MAX_SEED),
+    "synthetic_size": ("an integer from 1", lambda v: is_int(v) and v >= 1),
+    "crop_fraction": (
+        f"a number in [{MIN_CROP_FRACTION}, 1]",
+        lambda v: is_number(v) and MIN_CROP_FRACTION <= v <= 1,
+    ),
+}
+
+
+def recorded_data(loaded: LoadedModel) -> dict[str, Any]:
+    """The checkpoint's record of the data it was trained on (empty when it has none), with
+    every field evaluate and tune read checked."""
+    data: dict[str, Any] = loaded.meta.provenance.get("data") or {}
+    for name, (expected, ok) in _RECORDED.items():
+        if name in data and data[name] is not None and not ok(data[name]):
+            raise CheckpointError(
+                f"{loaded.source.path}: metadata 'provenance.data.{name}' is "
+                f"{data[name]!r:.40}, expected {expected}"
+            )
+    return data
 
 
 def check_crop_fraction(value: float) -> None:
