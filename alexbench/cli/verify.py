@@ -98,24 +98,24 @@ def verify_cmd(
         artifacts, checkpoint=checkpoint, weights=weights, seed=seed,
         num_classes=num_classes, image_size=image_size, normalize=normalize,
     )  # fmt: skip
-    bundle = bundle_for(
-        console, artifacts, backends, loaded, precisions=precisions, devices=devices,
-        calib_data=calib_data, calib_samples=calib_samples, checking=True,
-    )  # fmt: skip
-    meta = bundle.loaded.meta
-    inputs = (
+    meta = loaded.meta
+    inputs = (  # read before any export: a folder without images fails first
         image_inputs(
             data,
             batch,
             meta,
             seed or 0,
             "--data-dir",
-            bundle.loaded.eval_crop_fraction,
+            loaded.eval_crop_fraction,
             from_end=True,  # not the --calib-data images when both name one folder
         )
         if data is not None
         else random_inputs(batch, meta.image_size, seed or 0)
     )
+    bundle = bundle_for(
+        console, artifacts, backends, loaded, precisions=precisions, devices=devices,
+        calib_data=calib_data, calib_samples=calib_samples, checking=True,
+    )  # fmt: skip
     options = SessionOptions(threads=threads, compile_mode=compile_mode)
     out = report_path or (bundle.directory or Path(".")) / "verify-report.json"
     check_output_file(out, "--out")  # before the work, not after it
