@@ -12,6 +12,7 @@ import math
 import os
 import pickle
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -247,14 +248,44 @@ def safe_load(path: str | os.PathLike[str]) -> Any:
         detail = next(
             (ln for ln in lines if ln.startswith("Unsupported")), lines[-1] if lines else ""
         )
-        raise CheckpointError(f"{p}: not a PyTorch checkpoint ({detail})") from e
+        raise _not_a_checkpoint(p, detail) from e
     except Exception as e:
         # (a text file gives KeyError from the legacy unpickler, a truncated zip BadZipFile, ...)
         if p.stat().st_size == 0:
             raise CheckpointError(f"{p}: empty file (0 bytes), not a PyTorch checkpoint") from e
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         what = f"{type(e).__name__}: {msg}" if msg and msg != type(e).__name__ else type(e).__name__
-        raise CheckpointError(f"{p}: not a PyTorch checkpoint ({what})") from e
+        raise _not_a_checkpoint(p, what) from e
+
+
+def _not_a_checkpoint(p: Path, detail: str) -> CheckpointError:
+    """The error for a file torch.load refused: an exported model named as such (torch's own
+    words suggest weights_only=False, never the way here), else torch's reason."""
+    kind = _exported_kind(p)
+    if kind:
+        return CheckpointError(
+            f"{p}: {kind}, not a checkpoint or state dict: give the weights it was made from"
+        )
+    return CheckpointError(f"{p}: not a PyTorch checkpoint ({detail})")
+
+
+def _exported_kind(p: Path) -> str | None:
+    """What an exported model file passed as weights is, from its contents (None: not one)."""
+    if zipfile.is_zipfile(p):
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+        if any("/code/" in n for n in names):
+            return "a TorchScript program (torch.jit.save)"
+        if any(n.endswith("/archive_format") for n in names):
+            return "a torch.export program (.pt2)"
+        return None
+    try:
+        import onnx
+
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception:
+        return None
+    return "an ONNX model" if len(model.graph.node) else None
 
 
 def strip_ddp_prefix(sd: Any) -> Any:
@@ -269,13 +300,26 @@ def strip_ddp_prefix(sd: Any) -> Any:
     return sd
 
 
+def _holds_tensors(v: Any) -> bool:
+    return isinstance(v, dict) and bool(v) and all(isinstance(t, torch.Tensor) for t in v.values())
+
+
 def validate_state_dict(path: Path, sd: Any) -> dict[str, torch.Tensor]:
     """Check names, dimensions, shapes and dtypes against AlexNet's before anything is built
     (a corrupt class count would otherwise allocate the model it describes)."""
     if not isinstance(sd, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()
     ):
-        raise CheckpointError(f"{path}: not a state dict (expected a mapping of names to tensors)")
+        inner = [k for k, v in sd.items() if _holds_tensors(v)] if isinstance(sd, dict) else []
+        hint = (
+            f"; it holds one under '{inner[0]}': save that mapping itself "
+            f"(torch.save(obj[{inner[0]!r}], path))"
+            if len(inner) == 1
+            else ""
+        )
+        raise CheckpointError(
+            f"{path}: not a state dict (expected a mapping of names to tensors{hint})"
+        )
     if CLASSIFIER_WEIGHT not in sd:
         hint = ""
         if f"{DDP_PREFIX}{CLASSIFIER_WEIGHT}" in sd:

@@ -327,3 +327,26 @@ def test_another_image_size_runs_the_checkpoint_there_and_says_so(tmp_path, ckpt
     note_resized(loaded)
     err = capsys.readouterr().err
     assert err.strip() == "note: running the checkpoint at 96x96; it was trained at 64x64"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("alexnet.pt", "a TorchScript program"),
+        ("alexnet.pt2", "a torch.export program"),
+        ("alexnet.onnx", "an ONNX model"),
+    ],
+)
+def test_an_exported_model_given_as_weights_is_named(small_artifacts, name, kind):
+    # torch's own message suggested weights_only=False ("will likely succeed").
+    with pytest.raises(CheckpointError) as e:
+        load_model(weights=small_artifacts / name)
+    assert f"{name}: {kind}" in str(e.value) and "not a checkpoint or state dict" in str(e.value)
+    assert "weights_only" not in str(e.value)
+
+
+def test_a_state_dict_wrapped_in_a_mapping_says_where_it_is(tmp_path):
+    sd = load_model(seed=0, num_classes=10, image_size=64).model.state_dict()
+    torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "wrapped.pt")
+    with pytest.raises(CheckpointError, match=r"it holds one under 'state_dict'"):
+        load_model(weights=tmp_path / "wrapped.pt")
