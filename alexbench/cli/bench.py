@@ -71,8 +71,8 @@ def bench_cmd(
     warmup: int = typer.Option(
         3,
         "--warmup",
-        help=f"Untimed iterations per cell (each of the {ROTATING_INPUTS} rotating inputs runs "
-        "once at least).",
+        help=f"Untimed iterations per cell (and never fewer than the {ROTATING_INPUTS} rotating "
+        "inputs: each runs once untimed).",
         min=0,
     ),
     min_time: float = typer.Option(
