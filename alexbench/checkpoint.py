@@ -271,19 +271,22 @@ def _not_a_checkpoint(p: Path, detail: str) -> CheckpointError:
 
 def _exported_kind(p: Path) -> str | None:
     """What an exported model file passed as weights is, from its contents (None: not one)."""
-    if zipfile.is_zipfile(p):
-        with zipfile.ZipFile(p) as z:
-            names = z.namelist()
-        if any("/code/" in n for n in names):
-            return "a TorchScript program (torch.jit.save)"
-        if any(n.endswith("/archive_format") for n in names):
-            return "a torch.export program (.pt2)"
-        return None
     try:
+        if zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as z:
+                names = z.namelist()
+            if any("/code/" in n for n in names):
+                return "a TorchScript program (torch.jit.save)"
+            if any(n.endswith("/archive_format") for n in names):
+                return "a torch.export program (.pt2)"
+            return None
+        with p.open("rb") as f:
+            if f.read(1) != b"\x08":  # an ONNX ModelProto opens with its ir_version field
+                return None
         import onnx
 
         model = onnx.load(str(p), load_external_data=False)
-    except Exception:
+    except Exception:  # a corrupt zip (BadZipFile), unreadable, or no protobuf: not one
         return None
     return "an ONNX model" if len(model.graph.node) else None
 

@@ -1,6 +1,12 @@
 """A small exception hierarchy. The CLI turns any AlexbenchError into one line on stderr."""
 
 
+def shown(value: str) -> str:
+    """A value as an error message may quote it: control characters (a newline would break the
+    one-line error) escaped."""
+    return value if value.isprintable() else value.encode("unicode_escape").decode("ascii")
+
+
 class AlexbenchError(Exception):
     """Base class: an expected failure with a message fit for one line."""
 

@@ -192,7 +192,7 @@ def environment_table(run: Run) -> TableData:
     pairs = [
         ("created", d.get("created") or "-"),
         ("complete", "yes" if is_complete(d) else f"no {incomplete_description(d)}"),
-        ("host", f"{env.get('host', '-')} ({env.get('platform', '-')})"),
+        ("host", f"{env.get('host') or '-'} ({env.get('platform') or '-'})"),
         ("cpu", f"{machine_label(d, 'cpu')}; flags {', '.join(cpu.get('flags') or []) or '-'}"),
         (
             "gpu",

@@ -153,12 +153,17 @@ def write_results(results_dir: Path, payload: dict[str, Any]) -> tuple[Path, Pat
         write_json(json_path, payload)
         write_text(csv_path, buf.getvalue())
     except BaseException:
-        json_path.unlink(missing_ok=True)  # this call's name: no empty JSON, none without CSV
+        # The claimed name, never filled: no empty results file. A written JSON stays even when
+        # its CSV could not be written: it holds every measured cell, and the CSV derives from it.
+        if json_path.exists() and json_path.stat().st_size == 0:
+            json_path.unlink()
         raise
     return json_path, csv_path
 
 
 def load_results(path: Path) -> dict[str, Any]:
+    if Path(path).exists() and not Path(path).is_file():  # a FIFO would block the read forever
+        raise InputError(f"{path}: not a regular file")
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:

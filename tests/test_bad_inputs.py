@@ -106,6 +106,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("tune-min-time-nan", ["tune", "--min-time", "nan"], "--min-time"),
     ("tune-min-iters-above-cap", ["tune", "--min-iters", "20000"], "--min-iters"),
     ("verify-image-size-huge", ["verify", "--image-size", "100000000"], "above the maximum"),
+    ("train-image-size-huge", ["train", "--image-size", "5000"], "above the maximum of 4096"),
     ("bench-batch-beyond-memory", ["bench", "--batch", "1,9000000"], "--batch 9000000: its 3"),
     ("tune-batch-beyond-memory", ["tune", "--batch", "9000000"], "--batch 9000000: its 3"),
     ("tune-latency-budget-inf", ["tune", "--latency-budget-ms", "inf"], "--latency-budget-ms"),
@@ -378,6 +379,8 @@ def test_list_values_that_name_one_cell_are_one_value():
         Precision.BF16,
     ]
     assert parse_backend_list("ort,onnxruntime,eager") == [Backend.ONNXRUNTIME, Backend.EAGER]
+    with pytest.raises(AlexbenchError, match=r"unknown backend '0\\n0'"):  # found by hypothesis
+        parse_backend_list("0\n0")
 
 
 @settings(

@@ -427,6 +427,7 @@ def test_a_cell_whose_logits_are_not_finite_is_an_error_not_an_accuracy(tmp_path
         ("split_method", "bogus", "'provenance.data.split_method' is 'bogus', expected one of"),
         ("val_fraction", "x", "'provenance.data.val_fraction' is 'x', expected a number in"),
         ("data_dir", 5, "'provenance.data.data_dir' is 5, expected a path"),
+        ("kind", ["cifar10"], "'provenance.data.kind' is ['cifar10'], expected one of"),
     ],
 )
 def test_a_checkpoint_with_an_odd_data_record_is_refused_in_one_line(

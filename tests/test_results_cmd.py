@@ -153,3 +153,5 @@ def test_links_that_lead_nowhere_and_fifos_named_json_are_passed_over(tmp_path: 
         assert r.exit_code == 2 and "a link that leads to no file" in r.stderr, r.output
         r = invoke(command, root / "pipe.json")
         assert r.exit_code == 2 and "not a regular file" in r.stderr, r.output
+    r = invoke("compare", root / "run.json", root / "pipe.json")  # compare reads files itself
+    assert r.exit_code == 2 and "not a regular file" in r.stderr, r.output

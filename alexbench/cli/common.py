@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from alexbench.errors import AlexbenchError, InputError, Interrupted
+from alexbench.errors import AlexbenchError, InputError, Interrupted, shown
 from alexbench.exit_codes import ExitCode
 from alexbench.fileio import jsonable, nearest_existing
 from alexbench.runtimes import Backend, parse_backend
@@ -257,12 +257,6 @@ def invoked_command(ctx: typer.Context) -> str:
         shown_value = value.value if isinstance(value, Enum) else value
         parts += [opts[0], shlex.quote(str(shown_value))]
     return " ".join(parts)
-
-
-def shown(value: str) -> str:
-    """A value as an error message may quote it: control characters (a newline would break the
-    one-line error) escaped."""
-    return value if value.isprintable() else value.encode("unicode_escape").decode("ascii")
 
 
 def split_list(value: str, option: str) -> list[str]:

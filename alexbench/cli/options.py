@@ -45,7 +45,7 @@ NUM_CLASSES = typer.Option(
 IMAGE_SIZE = typer.Option(
     None,
     "--image-size",
-    help="Input height and width in pixels, at least 64 (default: 224, or the checkpoint's).",
+    help="Input height and width in pixels, 64 to 4096 (default: 224, or the checkpoint's).",
 )
 NORMALIZE = typer.Option(
     None,

@@ -130,7 +130,7 @@ def train_cmd(
         help="Share of train held out for validation, in [0, 1), when there is no val/ or test/.",
     ),
     image_size: int = typer.Option(
-        224, "--image-size", help="Training resolution in pixels, at least 64."
+        224, "--image-size", help="Training resolution in pixels, 64 to 4096."
     ),
     augment: Augment = typer.Option(
         Augment.CROP_FLIP,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 
 from alexbench.devices import Device, is_available
-from alexbench.errors import InputError, UnsupportedError
+from alexbench.errors import InputError, UnsupportedError, shown
 from alexbench.precision import Precision, spec
 from alexbench.runtimes.base import (
     BACKEND_ALIASES,
@@ -49,7 +49,7 @@ def parse_backend(name: str) -> Backend:
         return Backend(key)
     except ValueError:
         choices = ", ".join(b.value for b in Backend)
-        raise InputError(f"unknown backend '{name}' (choose from {choices})") from None
+        raise InputError(f"unknown backend '{shown(name)}' (choose from {choices})") from None
 
 
 def get_runtime(backend: Backend) -> Runtime:

@@ -23,7 +23,7 @@ import torch
 from alexbench.checkpoint import NORMALIZATION_STATS, LoadedModel, Normalization
 from alexbench.errors import CheckpointError, DataError, InputError
 from alexbench.fileio import is_int, is_number
-from alexbench.model import DEFAULT_IMAGE_SIZE, MAX_SEED, MIN_IMAGE_SIZE
+from alexbench.model import DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIZE, MAX_SEED, MIN_IMAGE_SIZE
 from alexbench.training.data_files import (
     NotNative,
     decode_image,
@@ -98,6 +98,10 @@ class DataSpec:
             raise InputError(
                 f"--image-size {self.image_size} is below the minimum of {MIN_IMAGE_SIZE}"
             )
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise InputError(
+                f"--image-size {self.image_size} is above the maximum of {MAX_IMAGE_SIZE}"
+            )
         if not 0.0 <= self.val_fraction < 1.0:
             raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         check_crop_fraction(self.crop_fraction)
@@ -137,13 +141,20 @@ class DataSpec:
 MIN_CROP_FRACTION = 0.2
 
 
+def _values(enum: type[StrEnum]) -> list[str]:
+    return [m.value for m in enum]  # a list: `in` on it takes unhashable values too
+
+
 # What evaluate and tune read of a checkpoint's record of its training data (provenance.data,
 # a DataSpec's dict), each with what it must be: a checkpoint edited or written elsewhere fails
 # in one line naming the field, not with "unexpected ValueError" deep in the split.
 _RECORDED: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "kind": ("one of " + ", ".join(DatasetKind), lambda v: v in set(DatasetKind)),
+    "kind": ("one of " + ", ".join(DatasetKind), lambda v: v in _values(DatasetKind)),
     "data_dir": ("a path (a string)", lambda v: isinstance(v, str)),
-    "split_method": ("one of " + ", ".join(SplitMethod), lambda v: v in set(SplitMethod)),
+    "split_method": (
+        "one of " + ", ".join(SplitMethod),
+        lambda v: v in _values(SplitMethod),
+    ),
     "val_fraction": ("a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1),
     "split_seed": ("an integer from 0", lambda v: is_int(v) and 0 <= v <= MAX_SEED),
     "synthetic_size": ("an integer from 1", lambda v: is_int(v) and v >= 1),
