@@ -41,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from alexbench.devices import Device, synchronize, torch_device
 from alexbench.environment import available_memory_bytes, cpu_info, gpu_info, load_average
 from alexbench.errors import AlexbenchError
-from alexbench.fileio import write_json
+from alexbench.fileio import is_number, write_json
 from alexbench.model import AlexNet
 from alexbench.precision import Precision
 
@@ -623,7 +623,7 @@ def _well_formed(c: Ceilings) -> bool:
     crashed `bench` after its sweep, losing every cell."""
 
     def number(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        return is_number(v) and math.isfinite(v)
 
     def numbers(d: Any) -> bool:
         return isinstance(d, dict) and all(number(v) and v >= 0 for v in d.values())

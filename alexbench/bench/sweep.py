@@ -149,9 +149,12 @@ def finish_cells(
     cells = merge_repeats(results)
     for c in cells:
         if c.stats is not None:
-            c.roofline = roofline_point(
-                layers, c.batch, c.precision, c.stats.p50_ms / 1e3, ceilings.get(c.device)
-            )
+            try:
+                c.roofline = roofline_point(
+                    layers, c.batch, c.precision, c.stats.p50_ms / 1e3, ceilings.get(c.device)
+                )
+            except Exception:  # an annotation: its failure must not lose the measured cells
+                c.roofline = None
     return cells
 
 

@@ -252,7 +252,7 @@ def _dataset_for(
     """--dataset and --data-dir as given; else the dataset the checkpoint records it was trained
     on (and, unless --data-dir is given, its folder); else cifar10 in data/. Says which."""
     recorded = trained.get("kind")
-    if dataset is None and recorded in {k.value for k in DatasetKind}:
+    if dataset is None and recorded is not None:  # a valid kind: recorded_data checked it
         dataset = DatasetKind(recorded)
         data_dir = data_dir or Path(trained.get("data_dir") or "data")
         console.print(

@@ -345,10 +345,9 @@ def _held_out(data_dir: Path, loaded: LoadedModel) -> Any:
 
     trained = recorded_data(loaded)
     same = same_training_folder(trained.get("data_dir"), data_dir)
-    kind = trained.get("kind") if same else None
-    known = kind in {k.value for k in DatasetKind}
+    kind = trained.get("kind") if same else None  # a valid kind: recorded_data checked it
     spec = scoring_spec(
-        DatasetKind(kind) if known else DatasetKind.IMAGEFOLDER, data_dir, loaded, Split.VAL
+        DatasetKind(kind) if kind else DatasetKind.IMAGEFOLDER, data_dir, loaded, Split.VAL
     )  # fmt: skip
     data = load_data(spec, (Split.VAL,))
     note_held_out(data, spec, loaded.meta.provenance)  # e.g. its training folder, or a copy

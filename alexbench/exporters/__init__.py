@@ -319,20 +319,20 @@ def ensure_artifacts(
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a directory")
     weights_sha = loaded.weights_sha256
-    created, held = missing_folders(out_dir), False
-    try:
-        with folder_lock(out_dir, on_wait):
-            held = True
+    created = missing_folders(out_dir)
+    with folder_lock(out_dir, on_wait):
+        try:
             return _export_locked(
                 loaded, out_dir, formats, weights_sha, opset=opset, onnx_exporter=onnx_exporter,
                 force=force, keep_modified=keep_modified, keep_stale=keep_stale,
                 calibration=calibration,
                 on_export=on_export, force_hint=force_hint,
             )  # fmt: skip
-    except BaseException:
-        if held:  # a refused or failed first export leaves no empty folder behind
+        except BaseException:
+            # A refused or failed first export leaves no empty folder behind (removed with the
+            # lock held: a waiting export then makes and locks a new one).
             remove_empty_folders(created)
-        raise
+            raise
 
 
 ONNX_FAMILY = (ArtifactFormat.ONNX, ArtifactFormat.ONNX_FP16, ArtifactFormat.ONNX_INT8)
@@ -501,13 +501,14 @@ def _export_locked(
                 f"alexbench did not make it (or was stopped before recording it); give another "
                 f"folder, or {force_hint} to replace it"
             )
-        require_free_space(out_dir, _bytes_needed(fmt, params), target.name)
+        fresh_parent = fmt in ONNX_VARIANTS and not genuine_parent
+        need = _bytes_needed(fmt, params)
+        if fresh_parent:  # made beside it for the time of this export
+            need += _bytes_needed(ArtifactFormat.ONNX, params)
+        require_free_space(out_dir, need, target.name)
         start = time.perf_counter()
         try:
-            with (
-                atomic_path(target) as tmp,
-                _parent_onnx(request, out_dir, fmt in ONNX_VARIANTS and not genuine_parent) as req,
-            ):
+            with atomic_path(target) as tmp, _parent_onnx(request, out_dir, fresh_parent) as req:
                 fields = module.export(req, tmp)
         except AlexbenchError:
             raise

@@ -14,7 +14,7 @@ from typing import Any
 
 from alexbench.checkpoint import MAX_NUM_CLASSES, SourceKind
 from alexbench.errors import InputError
-from alexbench.fileio import is_int, write_json
+from alexbench.fileio import is_int, is_number, write_json
 from alexbench.model import MAX_IMAGE_SIZE, MAX_SEED, MIN_IMAGE_SIZE
 
 MANIFEST_NAME = "manifest.json"
@@ -131,7 +131,7 @@ def _check_shape(d: Any) -> None:
         if not (
             isinstance(values, list)
             and len(values) == 3
-            and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+            and all(is_number(v) and math.isfinite(v) for v in values)
             and (key == "mean" or all(v > 0 for v in values))
         ):
             raise ValueError(f"model.{key} must be 3 finite numbers{' above 0' * (key == 'std')}")

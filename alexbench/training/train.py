@@ -309,17 +309,15 @@ def _run_folder(out: Path, ctx: DistContext) -> Iterator[None]:
     if not ctx.is_main:
         yield
         return
-    created, held = missing_folders(out), False
-    try:
-        with folder_lock(out, busy="another alexbench train is writing this run folder"):
-            held = True
-            for path in stale_temporaries(out, RUN_FILES):
-                path.unlink(missing_ok=True)
+    created = missing_folders(out)
+    with folder_lock(out, busy="another alexbench train is writing this run folder"):
+        for path in stale_temporaries(out, RUN_FILES):
+            path.unlink(missing_ok=True)
+        try:
             yield
-    except BaseException:
-        if held:  # never the folder of the run that holds the lock
-            remove_empty_folders(created)
-        raise
+        except BaseException:
+            remove_empty_folders(created)  # with the lock held: never another run's folder
+            raise
 
 
 def _build(
