@@ -322,6 +322,12 @@ def ceilings_cmd(
     device: str | None = opt.device_list(),
     threads: int | None = opt.THREADS,
     force: bool = opt.force("Measure again even when this machine's ceilings are cached."),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help="Fewer GEMM sizes and repeats, as bench measures on its first run (about a third "
+        "of the time).",
+    ),
 ) -> None:
     """Measure (and cache) this machine's GEMM throughput per dtype and read bandwidth.
 
@@ -332,7 +338,7 @@ def ceilings_cmd(
     for d in devices:
         require(d)
         with console.status(f"measuring {d.value} ceilings..."):
-            c = load_or_measure(d, threads=threads, force=force, quick=False)
+            c = load_or_measure(d, threads=threads, force=force, quick=quick)
         report.render_ceilings(console, asdict(c))
 
 
