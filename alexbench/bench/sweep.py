@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from alexbench.bench.timer import RunLength, time_session
 from alexbench.devices import Device
 from alexbench.environment import available_memory_bytes
 from alexbench.errors import InputError
+from alexbench.model import IN_CHANNELS
 from alexbench.parity import ParityResult, compare
 from alexbench.precision import Precision
 from alexbench.runtimes import Backend, ModelBundle, SessionOptions, cell_unavailable, get_runtime
@@ -158,16 +160,21 @@ def finish_cells(
     return cells
 
 
+def _pool_shape(batches: Sequence[int], image_size: int) -> tuple[int, int, int, int]:
+    """One rotating input: every cell's batch is cut from the front of it."""
+    return (max(batches), IN_CHANNELS, image_size, image_size)
+
+
 def check_input_pool(batches: Sequence[int], image_size: int) -> None:
     """Refuse, before any work, a batch size whose rotating inputs alone cannot be held in
     memory: every cell's inputs are cut from one pool sized to the largest batch, so it failed
     as out of memory before the first cell, smaller batches unmeasured."""
-    largest = max(batches)
-    need = ROTATING_INPUTS * largest * 3 * image_size * image_size * 4  # fp32
+    shape = _pool_shape(batches, image_size)
+    need = ROTATING_INPUTS * math.prod(shape) * 4  # fp32
     available = available_memory_bytes()
     if available is not None and need > available:
         raise InputError(
-            f"--batch {largest}: its {ROTATING_INPUTS} input batches alone need "
+            f"--batch {shape[0]}: its {ROTATING_INPUTS} input batches alone need "
             f"{need / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB of memory "
             "available"
         )
@@ -182,7 +189,7 @@ def iter_sweep(
     finished cell; `on_cell(None, label)` reports what is about to run."""
     meta = bundle.loaded.meta
     rng = np.random.default_rng(spec.seed)
-    shape = (max(spec.batches), 3, meta.image_size, meta.image_size)
+    shape = _pool_shape(spec.batches, meta.image_size)
     pool = [rng.standard_normal(shape, dtype=np.float32) for _ in range(ROTATING_INPUTS)]
     parity_x = pool[0][:PARITY_SAMPLES]
     eager = get_runtime(Backend.EAGER).load(bundle, Device.CPU, Precision.FP32)

@@ -184,13 +184,13 @@ def bench_cmd(
         except Exception as e:
             crash = e  # re-raised under --debug once the finished cells are saved
             aborted = error_reason(e)
-        stopped = str(interrupted) if interrupted else aborted and f"the sweep failed ({aborted})"
+        if crash is not None and state.debug:  # the traceback, then the same line and exit code
+            traceback.print_exception(crash)
+        stopped = _stopped(interrupted, aborted)
         if stopped and not finished:  # an empty run saved would become the newest run
-            if crash is not None and state.debug:
-                traceback.print_exception(crash)
-            line = f"error: {stopped} before any cell finished: nothing saved"
-            err_console.print(line, markup=False)
-            raise typer.Exit(interrupted.exit_code if interrupted else ExitCode.UNEXPECTED)
+            why, code = stopped
+            err_console.print(f"error: {why} before any cell finished: nothing saved", markup=False)
+            raise typer.Exit(code)
         # Signals stay caught from the end of the sweep until the results are on disk: a
         # second Ctrl-C, or the SIGTERM of a `timeout`, must not lose the finished cells.
         try:
@@ -205,20 +205,28 @@ def bench_cmd(
                 json_path, csv_path = write_results(out, payload)
         except Interrupted as e:  # arrived while saving: saved anyway, then honoured
             interrupted = interrupted or e
-    if crash is not None and state.debug:  # the traceback, then the same line and exit code
-        traceback.print_exception(crash)
     emit_json(payload)
     report.render_bench(console, payload["cells"], "alexbench bench", wide=wide)
     console.print(f"Results: {json_path} and {csv_path}")
-    if interrupted is not None or aborted is not None:
-        why = str(interrupted) if interrupted else f"the sweep failed ({aborted})"
+    stopped = _stopped(interrupted, aborted)  # again: a signal may have come while saving
+    if stopped:
+        why, code = stopped
         marked = "complete" if payload["complete"] else "marked incomplete"
         err_console.print(
             f"error: {why}: {len(cells)} finished cell(s) saved ({marked}) to {json_path}",
             markup=False,
         )
-        raise typer.Exit(interrupted.exit_code if interrupted else ExitCode.UNEXPECTED)
+        raise typer.Exit(code)
     raise typer.Exit(_exit_code(cells))
+
+
+def _stopped(interrupted: Interrupted | None, aborted: str | None) -> tuple[str, int] | None:
+    """Why the sweep ended early, and the exit code that says so (None: it ran to the end)."""
+    if interrupted is not None:
+        return str(interrupted), interrupted.exit_code
+    if aborted is not None:
+        return f"the sweep failed ({aborted})", ExitCode.UNEXPECTED
+    return None
 
 
 def _payload(

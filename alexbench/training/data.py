@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -141,6 +141,12 @@ class DataSpec:
 MIN_CROP_FRACTION = 0.2
 
 
+def _training(splits: Iterable[Split]) -> bool:
+    """Data loaded for training (both splits), not the one split evaluate --split train reads:
+    the class-count checks and the streamed-statistics note apply to training only."""
+    return set(splits) == {Split.TRAIN, Split.VAL}
+
+
 def _values(enum: type[StrEnum]) -> list[str]:
     return [m.value for m in enum]  # a list: `in` on it takes unhashable values too
 
@@ -260,7 +266,7 @@ def _normalization(spec: DataSpec, data: LoadedData) -> tuple[tuple[float, ...],
     if isinstance(train, MemorySplit):
         return channel_stats(train.images)
     # Measuring a streamed folder would cost a full pass; ImageNet's statistics are the norm there.
-    if set(data.splits) == {Split.TRAIN, Split.VAL}:  # training: its description says so
+    if _training(data.splits):  # its description says so
         data.description += STREAMED_STATS_NOTE
     return NORMALIZATION_STATS[Normalization.IMAGENET]
 
@@ -397,7 +403,7 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
         # Without this, val/ would be read as one more training class: leaked validation data.
         raise DataError(f"{root} has {val_root.name}/ but no train/: move the classes into train/")
     names, train_samples = find_samples(train_root)
-    training = set(splits) == {Split.TRAIN, Split.VAL}  # not evaluate --split train
+    training = _training(splits)
     if training and len(names) < 2:  # one class: loss 0 and top-1 100% from the first step
         raise DataError(
             f"{train_root}: one class folder ({names[0]}); training needs at least 2 classes"
@@ -526,7 +532,7 @@ def _finish_imagefolder(
             break
         except NotNative:  # an image of another size among the probed ones: all at output size
             resolution = spec.resize_size
-    if set(splits) == {Split.TRAIN, Split.VAL} and isinstance(out[Split.TRAIN], MemorySplit):
+    if _training(splits) and isinstance(out[Split.TRAIN], MemorySplit):
         _require_every_class(names, train_samples, out[Split.TRAIN].labels)
     mode = "decoded in memory" if in_memory else "streamed"
     if skipped:  # history.json and checkpoints carry the description: the count goes with them
