@@ -176,8 +176,12 @@ def test_bf16_without_cpu_support_is_unsupported(monkeypatch):
 
 @pytest.fixture
 def no_openvino(monkeypatch):
-    """openvino made unimportable, as on a machine without the extra."""
+    """openvino made unimportable, as on a machine without the extra (and no Core cached by
+    an earlier test, which would hide a call that imports it)."""
     monkeypatch.setitem(sys.modules, "openvino", None)
+    ov_rt._core.cache_clear()
+    yield
+    ov_rt._core.cache_clear()
 
 
 def test_missing_openvino_gives_the_install_hint(no_openvino, small_bundle):

@@ -62,16 +62,19 @@ def unsupported_reason(
 ) -> str | None:
     """Why this cell cannot run here (library missing, no such device, pair unsupported).
     `checking`: for its numbers only (verify), where `Runtime.checks_only` pairs run too."""
-    cuda_only = spec(precision).cuda_only and device is not Device.CUDA
+    # In this order: `supports` may need the runtime's library (OpenVINO asks its plugin about
+    # bf16), so it is asked only once the library is known to import.
+    missing = runtime.available()
+    if missing:
+        return missing
+    if not is_available(device):
+        return f"{device.value} is not available on this machine"
+    if spec(precision).cuda_only and device is not Device.CUDA:
+        return f"{precision.value} is a CUDA tensor-core mode"
     refused = runtime.supports(device, precision)
     if refused and checking and runtime.checks_only(device, precision):
-        refused = None
-    return (
-        runtime.available()
-        or (None if is_available(device) else f"{device.value} is not available on this machine")
-        or (f"{precision.value} is a CUDA tensor-core mode" if cuda_only else None)
-        or refused
-    )
+        return None
+    return refused
 
 
 def cell_unavailable(
