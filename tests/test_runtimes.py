@@ -6,6 +6,7 @@ import torch
 from alexbench.devices import Device
 from alexbench.errors import InputError, UnsupportedError
 from alexbench.exporters import ensure_artifacts
+from alexbench.exporters.torchscript import trace_and_freeze
 from alexbench.parity import compare
 from alexbench.precision import Precision
 from alexbench.runtimes import (
@@ -18,6 +19,8 @@ from alexbench.runtimes import (
     parse_backend,
     unsupported_reason,
 )
+from alexbench.runtimes.base import SessionOptions
+from alexbench.runtimes.torchscript import follow_cudnn_settings
 
 from .conftest import SMALL_CLASSES
 
@@ -74,6 +77,35 @@ def test_torchscript_bf16_is_traced_from_the_cast_model_and_says_so(small_bundle
     fp32 = ts.load(small_bundle, Device.CPU, Precision.FP32)
     assert fp32.info()["module_source"] == "exported file"
     assert all(w.dtype == torch.float32 for w in _frozen_weights(fp32.module))
+
+
+def _conv_switches(graph: torch.Graph) -> set[tuple[bool, bool]]:
+    """(benchmark, allow_tf32) of each convolution: inputs 9 and 12 of aten::_convolution."""
+    nodes = graph.findAllNodes("aten::_convolution")
+    assert len(nodes) == 5
+    return {tuple(list(n.inputs())[i].toIValue() for i in (9, 12)) for n in nodes}
+
+
+def test_torchscript_convolutions_follow_the_sessions_cudnn_flags(small_bundle, small_batch):
+    """A trace keeps the cuDNN flags of its moment in each convolution, and ATen obeys those: a
+    file traced with allow_tf32 on (torch's default) would run TF32 in an fp32 cell on CUDA."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = True, False
+        traced = trace_and_freeze(small_bundle.loaded.model, torch.from_numpy(small_batch))
+        assert _conv_switches(traced.graph) == {(False, True)}  # what a file holds
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = False, True
+        assert follow_cudnn_settings(traced) == 5
+        assert _conv_switches(traced.graph) == {(True, False)}
+        ts = get_runtime(Backend.TORCHSCRIPT)
+        for benchmark in (True, False):
+            torch.backends.cudnn.allow_tf32 = True  # the session sets it off for fp32
+            opts = SessionOptions(cudnn_benchmark=benchmark)
+            session = ts.load(small_bundle, Device.CPU, Precision.FP32, opts)
+            session(small_batch)
+            assert _conv_switches(torch.jit.last_executed_optimized_graph()) == {(benchmark, False)}
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
 
 
 def test_compile_runtime_matches_eager(small_bundle, small_batch, reference):

@@ -18,6 +18,30 @@ from alexbench.runtimes.torch_common import TorchRuntime, cast_copy, memory_form
 # A cast precision has no file of its own: freezing inlined the weights as fp32 constants, which
 # no `.to()` can reach, so the artifact can only run as exported.
 _CAST = (Precision.FP16, Precision.BF16)
+# torch.jit.trace stores each convolution's cuDNN switches as constants of the graph, taken from
+# the global flags at trace time, and ATen runs the convolution with those, not with the flags of
+# the moment. A file traced with torch's defaults (allow_tf32 on) would run TF32 convolutions in
+# an fp32 cell on CUDA, and ignore --cudnn-benchmark. The inputs of aten::_convolution:
+_CONV_SWITCHES = {9: "benchmark", 10: "deterministic", 11: "enabled", 12: "allow_tf32"}
+
+
+def follow_cudnn_settings(module: torch.jit.ScriptModule) -> int:
+    """Rewrite the switches of every traced convolution to torch.backends.cudnn's flags now (the
+    session's, set before the module is made). Before the module's first call: the executor keeps
+    the plan it made then. Returns how many convolutions it rewrote."""
+    count = 0
+    for sub in module.modules():
+        graph = getattr(sub, "graph", None)  # a frozen module has one graph, inlined
+        if graph is None:
+            continue
+        for node in graph.findAllNodes("aten::_convolution"):
+            for index, flag in _CONV_SWITCHES.items():
+                value = graph.insertConstant(bool(getattr(torch.backends.cudnn, flag)))
+                value.node().moveBefore(node)
+                node.replaceInput(index, value)
+            count += 1
+        torch._C._jit_pass_dce(graph)  # the constants they replace
+    return count
 
 
 class TorchScriptRuntime(TorchRuntime):
@@ -44,12 +68,15 @@ class TorchScriptRuntime(TorchRuntime):
         self, bundle: ModelBundle, device: Device, precision: Precision
     ) -> torch.nn.Module:
         if precision in _CAST:
-            return self._trace_cast(bundle, device, precision)
-        path = self.artifact_path(bundle)
-        # map_location moves the frozen constants to the target device at load time.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
-            return torch.jit.load(str(path), map_location=device.value)
+            module = self._trace_cast(bundle, device, precision)
+        else:
+            path = self.artifact_path(bundle)
+            # map_location moves the frozen constants to the target device at load time.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
+                module = torch.jit.load(str(path), map_location=device.value)
+        follow_cudnn_settings(module)
+        return module
 
     def _trace_cast(
         self, bundle: ModelBundle, device: Device, precision: Precision
