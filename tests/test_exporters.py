@@ -74,6 +74,10 @@ def test_torchscript_loads_in_a_process_that_never_imported_alexbench(small_arti
         f"m = torch.jit.load({str(small_artifacts / 'alexnet.pt')!r})\n"
         f"y = m(torch.zeros(3, 3, {SMALL_SIZE}, {SMALL_SIZE}))\n"
         "assert 'alexbench' not in sys.modules\n"
+        # (benchmark, allow_tf32) stored in each convolution: fp32 for any consumer on CUDA
+        "convs = m.graph.findAllNodes('aten::_convolution')\n"
+        "assert {(n.inputsAt(9).toIValue(), n.inputsAt(12).toIValue()) for n in convs} == "
+        "{(False, False)}, convs\n"
         "print(tuple(y.shape))\n"
     )
     out = subprocess.run(

@@ -26,7 +26,11 @@ def trace_and_freeze(
 
 
 def export(request: ExportRequest, path: Path) -> dict[str, Any]:
-    frozen = trace_and_freeze(request.model, request.example_input())
+    # A trace keeps each convolution's cuDNN switches as constants (runtimes/torchscript.py):
+    # the file is made with TF32 off so that it computes fp32 convolutions for any consumer on
+    # CUDA, not just for alexbench's runtime, which sets them per session.
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, allow_tf32=False):
+        frozen = trace_and_freeze(request.model, request.example_input())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
         torch.jit.save(frozen, str(path))
