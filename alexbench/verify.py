@@ -3,6 +3,7 @@ plus the dynamic-batch check (batch 1, 2, an odd size and the largest requested)
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -101,6 +102,7 @@ def run_cell(
             "file is not read at this precision"
         )
     note = "; ".join(n for n in notes if n)
+    session = None
     try:
         start = time.perf_counter()
         session = runtime.load(bundle, device, precision, options)
@@ -122,6 +124,9 @@ def run_cell(
     except Exception as e:  # one broken cell must not hide the others
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         cell.message = f"{type(e).__name__}: {first}"
+        if session is not None:  # its device memory and graph pools, before the next cell
+            with contextlib.suppress(Exception):
+                session.close()
         return cell
     bad = [b.batch for b in cell.batches if not b.passed]
     wrong_meta = metadata_mismatch(cell.session_info.get("onnx_metadata"), bundle)

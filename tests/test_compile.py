@@ -203,6 +203,21 @@ def test_a_cuda_graph_inductor_skips_is_an_error_not_a_silent_fallback() -> None
         assert "triton.cudagraph_or_error" not in compile_rt.inductor_patches(mode)
 
 
+def test_a_cuda_graph_inductor_skips_at_run_time_is_a_problem(bundle: ModelBundle) -> None:
+    """Skips decided at run time (a mutated input, re-recording) only log and count, whatever
+    cudagraph_or_error says: the session reads Inductor's counter. No compile needed here."""
+    from torch._dynamo.utils import counters
+
+    session = _load(bundle)
+    session.timing_started()
+    assert session.timing_problem() is None
+    counters["inductor"]["cudagraph_skips"] += 1  # as Inductor's skip on a GPU does
+    assert session.timing_problem() is None  # a CPU session asked for no graphs
+    session._cuda_graphs = True  # what reduce-overhead on CUDA sets
+    assert "Inductor skipped CUDA graphs 1 time(s)" in session.timing_problem()
+    session.close()
+
+
 def test_info_records_requested_and_applied_mode(bundle: ModelBundle) -> None:
     session = _load(bundle, compile_mode=CompileMode.REDUCE_OVERHEAD)
     info = session.info()  # before any call: nothing compiled yet

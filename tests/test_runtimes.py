@@ -216,3 +216,20 @@ def test_a_torchscript_cast_cell_says_it_does_not_read_the_file(small_bundle):
     assert cell.status is Status.PASS and "the exported file is not read" in cell.message
     cell = run_cell(small_bundle, Backend.TORCHSCRIPT, Device.CPU, Precision.FP32, inputs, ref)
     assert cell.status is Status.PASS and not cell.message
+
+
+def test_a_cell_that_fails_after_loading_still_closes_its_session(small_bundle, monkeypatch):
+    # An error cell kept its session (on CUDA: its device memory and graph pools) until garbage
+    # collection, under the next cells' memory figures.
+    from alexbench import verify
+    from alexbench.inputs import random_inputs
+    from alexbench.runtimes.torch_common import TorchModuleSession
+
+    inputs = random_inputs(2, small_bundle.loaded.meta.image_size, 0)
+    ref = verify.reference_logits(small_bundle, inputs)
+    closed = []
+    monkeypatch.setattr(TorchModuleSession, "close", lambda self: closed.append(self))
+    monkeypatch.setattr(verify, "compare", lambda *a, **k: 1 / 0)  # a failure after the load
+    cell = verify.run_cell(small_bundle, Backend.EAGER, Device.CPU, Precision.FP32, inputs, ref)
+    assert cell.status is verify.Status.ERROR and "ZeroDivisionError" in cell.message
+    assert len(closed) == 1

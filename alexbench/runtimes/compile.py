@@ -109,6 +109,13 @@ def inductor_patches(mode: str) -> dict[str, Any]:
     return patches
 
 
+def _cudagraph_skips() -> int:
+    """Inductor's process-wide count of CUDA graphs it declined to capture or replay."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])
+
+
 class _CountingInductor:
     """A torch.compile backend: Inductor with `patches`; its compiled graphs count their calls
     (one attribute increment per call, nothing measurable next to a forward pass)."""
@@ -202,6 +209,7 @@ class CompileSession(TorchModuleSession):
         self._int8_kernels = {"conv": 0, "linear": 0}
         # Inductor's counters when the last input was prepared (the baseline of its compile)
         self._counts = pt2e.int8_kernel_counts() if self._int8 else {}
+        self._skips = _cudagraph_skips()  # Inductor's count before this session compiled
 
     def prepare(self, batch: Any) -> torch.Tensor:
         if self._int8:  # read here, untimed: a new batch size compiles on its first call
@@ -251,6 +259,15 @@ class CompileSession(TorchModuleSession):
             )
         if graph_calls > calls:
             return f"{graph_calls} compiled graphs ran in {calls} calls: a graph break ran eager"
+        skips = _cudagraph_skips() - self._skips
+        if self._cuda_graphs and skips:
+            # cudagraph_or_error covers the skips Inductor decides while compiling; those it
+            # decides at run time (an input mutated, too many re-recordings) read the global
+            # config, and only log and count.
+            return (
+                f"Inductor skipped CUDA graphs {skips} time(s) in this session (its log says "
+                "why): the cell would run without graphs"
+            )
         if self._int8 and not any(self._int8_kernels.values()):
             return (
                 "the int8 program compiled without oneDNN int8 kernels (freezing or torchao's "

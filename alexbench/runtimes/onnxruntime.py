@@ -111,6 +111,9 @@ class OnnxRuntimeSession(Session):
             return (binding, host)
         ort = _ort()
         value = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+        # ORT copies on the legacy default stream, which the torch stream it runs on does not
+        # wait for: the copy must be done before a timed call reads the input (untimed here).
+        torch.cuda.synchronize()
         binding.bind_ortvalue_input(INPUT_NAME, value)
         out = self._output_value(x.shape[0])
         if out is None:
