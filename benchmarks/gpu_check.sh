@@ -6,23 +6,27 @@
 #                                                             (CI runs this: tests/test_gpu_check.py)
 #
 # It installs nothing. Each step runs under `timeout`, logs to its own file, and never stops the
-# script. At the end OUTDIR holds two files only (a device call brings back at most 8):
-# summary.txt (each step, its exit code and duration; ONNX Runtime's version and providers) and
-# gpu-check.tar.gz (every log, results JSON/CSV, verify report, training history, ceilings, junit
-# XML; no model files). Both are rewritten after every step, so a run cut off still returns what
-# it finished. Exported models, checkpoints and pytest's temporary files go to a scratch folder
-# under $TMPDIR (or /tmp), deleted at the end. Exit status: 0 if every step exited 0, else 1.
+# script. OUTDIR holds at most three files at any time (a device call brings back at most 8, and
+# none more than 2 folders down): summary.txt (each step, its exit code and duration; ONNX
+# Runtime's version and whether its CUDA provider loads) and gpu-check.tar.gz (every log, results
+# JSON/CSV, verify report, training history, ceilings, junit XML; no model files), both rewritten
+# after every step, and running-step.log, the log of the step under way (moved into the tarball
+# when it ends), so that a run killed mid-step still returns what it finished and why it hung.
+# The logs and results are gathered, and models, checkpoints and pytest's temporary files kept,
+# in a scratch folder under $TMPDIR (or /tmp), deleted at the end. Exit status: 0 if every step
+# exited 0, else 1.
 #
 # Environment: PYTHON (default python3: the machine's own, or the venv's in the dry run);
 # GPU_CHECK_BUDGET_S (seconds for the whole run: no step starts, and a running step is stopped,
-# past it; default 470 on the GPU, 420 in the dry run); GPU_CHECK_KEEP=1 keeps the unpacked
-# OUTDIR/gpu-check folder. If /tmp/site exists (onnxruntime-gpu installed there, see
-# ../shared/device/ort-gpu-parts.sh) it goes first on PYTHONPATH, then the repository.
+# past it; default 470 on the GPU, 420 in the dry run: set it to what the device call's limit
+# allows, about 70 s less than its timeout_s); GPU_CHECK_KEEP=1 gathers into OUTDIR/gpu-check
+# instead and keeps it. If /tmp/site exists (onnxruntime-gpu unpacked there by
+# benchmarks/ort_gpu_wheel.sh) it goes first on PYTHONPATH, then the repository.
 #
 # Budget on one H100 (planned seconds; the cap is each step's timeout). The steps run in this
 # order, torch.compile's last, so that a slow compile can only cut compile cells short:
 #   pytest-cuda          ~75  (cap 150)  collection, small-model exports, 1 compile, 3 bench CLIs
-#   info, ort-providers  ~10  (cap 60 each)
+#   info, ort-probe      ~15  (cap 60 each)  ort-probe runs a one-node model on ORT's CUDA provider
 #   ceilings --force     ~20  (cap 120)  GEMM n=4096..12288 per dtype, HBM read ladder to 1 GiB
 #   verify               ~70  (cap 240)  exports the 224 px artifacts first (~233 MB ONNX, its fp16
 #                                        variant, .pt, .pt2), then eager, torchscript, pt2,
@@ -59,19 +63,34 @@ fi
 [ $# -eq 1 ] || usage
 case "$1" in -*) usage ;; esac
 
+for tool in timeout tar awk; do
+    command -v "$tool" >/dev/null 2>&1 || {
+        echo "gpu_check: '$tool' is not on PATH" >&2
+        exit 2
+    }
+done
 REPO=$(cd "$(dirname "$0")/.." && pwd) || exit 2
 cd "$REPO" || exit 2
 mkdir -p "$1" || exit 2
 OUTDIR=$(cd "$1" && pwd) || exit 2
-STAGE=$OUTDIR/gpu-check
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX") || exit 2
+if [ "${GPU_CHECK_KEEP:-0}" = 1 ]; then
+    STAGE=$OUTDIR/gpu-check
+else
+    STAGE=$WORK/gpu-check # outside OUTDIR: a kill must not leave dozens of files there
+fi
 SUMMARY=$OUTDIR/summary.txt
 TARBALL=$OUTDIR/gpu-check.tar.gz
-rm -rf "$STAGE" "$SUMMARY" "$TARBALL"
+RUNNING=$OUTDIR/running-step.log
+rm -rf "$OUTDIR/gpu-check" "$SUMMARY" "$TARBALL" "$RUNNING"
 mkdir -p "$STAGE/logs" "$STAGE/results" || exit 2
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX") || exit 2
 
 PY=${PYTHON:-python3}
+ORT_GPU="no /tmp/site"
 if [ -d /tmp/site ]; then
+    ORT_GPU="/tmp/site is first on PYTHONPATH"
+    compgen -G '/tmp/site/onnxruntime_gpu-*.dist-info' >/dev/null ||
+        ORT_GPU="$ORT_GPU, but holds no onnxruntime_gpu-*.dist-info"
     PYTHONPATH="/tmp/site:$REPO${PYTHONPATH:+:$PYTHONPATH}"
 else
     PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
@@ -117,6 +136,7 @@ BACKENDS=eager,torchscript,pt2,onnxruntime
 ALEX=("$PY" -m alexbench --debug) # --debug: a crash leaves its traceback in the log (exit 1)
 ART=(--artifacts "$WORK/exports")
 RESERVE=10  # seconds kept back for the summary and the tarball
+GRACE=10    # timeout's -k: a step that ignores SIGTERM is killed this much later
 MIN_STEP=20 # no step is started with less time than this left
 
 interrupted=0
@@ -151,7 +171,7 @@ is_ok() { # RC "ACCEPTED CODES"
 pack() {
     [ -f "$SUMMARY" ] && cp "$SUMMARY" "$STAGE/summary.txt"
     # Model files never belong here; the patterns guard against a step that put one in anyway.
-    if tar -C "$OUTDIR" --exclude='*.onnx' --exclude='*.pt' --exclude='*.pt2' \
+    if tar -C "$(dirname "$STAGE")" --exclude='*.onnx' --exclude='*.pt' --exclude='*.pt2' \
         --exclude='*.pth' -czf "$TARBALL.part" gpu-check; then
         mv -f "$TARBALL.part" "$TARBALL"
     else
@@ -168,7 +188,7 @@ write_summary() {
         echo "repo:        $REPO ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo 'no git'))"
         echo "python:      $PY ($PY_VERSION)"
         echo "gpu:         $GPU_LINE"
-        echo "ort-gpu:     $([ -d /tmp/site ] && echo '/tmp/site is first on PYTHONPATH' || echo 'no /tmp/site')"
+        echo "ort-gpu:     $ORT_GPU"
         echo "onnxruntime: $ORT_LINE"
         echo
         printf '%-24s %5s %8s %6s  %-6s %s\n' step rc seconds limit result log
@@ -178,7 +198,8 @@ write_summary() {
                 # Not run is not failed: a slow but healthy machine must not read as broken.
                 status=NOTRUN
                 notrun+=("${NAMES[i]} (${NOTES[i]})")
-            elif [ "${NOTES[i]#cut by the budget}" != "${NOTES[i]}" ]; then
+            elif [ "${NOTES[i]#cut by the budget}" != "${NOTES[i]}" ] ||
+                [ "${NOTES[i]#interrupted}" != "${NOTES[i]}" ]; then
                 status=CUT
                 notrun+=("${NAMES[i]} (${NOTES[i]})")
             elif [ "${NOTES[i]}" != ok ]; then
@@ -210,7 +231,8 @@ step() {
     local idx=${#NAMES[@]}
     local rel
     rel=$(printf 'logs/%02d-%s.log' $((idx + 1)) "$name")
-    local log=$STAGE/$rel limit=$cap left=$((BUDGET - SECONDS - RESERVE)) rc note t0 t1
+    # The log is written in OUTDIR while the step runs (a kill leaves it there), then moved in.
+    local log=$RUNNING limit=$cap left=$((BUDGET - SECONDS - RESERVE - GRACE)) rc note t0 t1
     [ "$left" -lt "$limit" ] && limit=$left
     {
         echo "# step:    $name"
@@ -228,7 +250,7 @@ step() {
     else
         t0=$(clock)
         # In the background, so that a signal to this script reaches the step at once.
-        timeout -k 10 "$limit" "$@" >>"$log" 2>&1 </dev/null &
+        timeout -k "$GRACE" "$limit" "$@" >>"$log" 2>&1 </dev/null &
         local child=$!
         wait "$child"
         rc=$?
@@ -238,7 +260,9 @@ step() {
             rc=$?
         fi
         t1=$(clock)
-        if is_ok "$rc" "$ok"; then
+        if [ "$interrupted" = 1 ]; then
+            note="interrupted by a signal"
+        elif is_ok "$rc" "$ok"; then
             note=ok
         elif { [ "$rc" = 124 ] || [ "$rc" = 137 ]; } && [ "$limit" -lt "$cap" ]; then
             # Stopped by the run's budget, not by its own cap: not a failure of the step.
@@ -254,6 +278,7 @@ step() {
     local secs
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
     echo "# rc: $rc, ${secs}s${note:+ ($note)}" >>"$log"
+    mv -f "$log" "$STAGE/$rel"
     NAMES+=("$name")
     RCS+=("$rc")
     SECS+=("$secs")
@@ -298,8 +323,7 @@ step pytest-cuda 150 "$PYTEST_OK" "$PY" -m pytest -q -m cuda -p no:cacheprovider
 
 # 2. Versions, devices, providers.
 step info 60 0 "${ALEX[@]}" info
-step ort-providers 60 0 "$PY" -c \
-    "import onnxruntime as o; print(o.__version__, o.get_available_providers())"
+step ort-probe 60 0 "$PY" benchmarks/ort_probe.py
 ORT_LINE=$(grep -v '^#' "$STAGE/${LOGS[${#LOGS[@]} - 1]}" | tail -n 1)
 write_summary
 

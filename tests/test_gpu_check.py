@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
@@ -17,7 +21,7 @@ BENCH_STEPS = [
     "bench-compile", "bench-compile-graphs", "bench-compile-transfers",
 ]  # fmt: skip
 STEPS = [
-    "pytest-cuda", "info", "ort-providers", "ceilings", "verify",
+    "pytest-cuda", "info", "ort-probe", "ceilings", "verify",
     *BENCH_STEPS[:3], "train-fp32", "train-bf16", "verify-compile", *BENCH_STEPS[3:],
 ]  # fmt: skip
 MAX_FILE_BYTES = 4 << 20  # logs and results only: a model file is tens of MB even at 64 px
@@ -42,7 +46,8 @@ def test_cpu_dry_run_runs_every_step_and_packs_logs_and_results(tmp_path):
     assert [r[0] for r in rows] == STEPS, summary
     assert all(r[1] == "0" and r[4] == "ok" for r in rows), summary
     assert "RESULT: PASS, all 14 steps exited 0" in summary
-    assert re.search(r"^onnxruntime: \d+\.\d+\S* \[.*'CPUExecutionProvider'", summary, re.M)
+    ort = r"^onnxruntime: \d+\.\d+\S* built \[.*\]; session ran on \['CPUExecutionProvider'\]"
+    assert re.search(ort + ": no CUDA provider$", summary, re.M), summary
 
     # Only the summary and the tarball are left: the unpacked folder and the scratch folder with
     # the exported models and checkpoints are gone.
@@ -87,3 +92,47 @@ def test_steps_the_budget_left_out_read_as_not_run_not_as_failed(tmp_path):
     assert "RESULT: INCOMPLETE, no step failed but 14 of 14 were not run or cut short:" in summary
     assert "FAIL" not in summary and summary.count("NOTRUN") == 14
     assert "  not run or cut: pytest-cuda (not run: budget spent)" in summary
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_run_stopped_mid_step_leaves_few_files_and_the_hung_steps_log(tmp_path, sig):
+    """The device call brings back at most 8 files, none deeper than 2 folders: OUTDIR never
+    holds the unpacked folder, and the log of the step under way is there if the call kills the
+    run (SIGKILL) or stops it (SIGTERM: that step reads as interrupted, not failed). A stand-in
+    python passes pytest and hangs in `info`, so no step costs anything."""
+    fake = tmp_path / "python"
+    fake.write_text(
+        '#!/bin/bash\ncase "$*" in *" info") echo hanging; exec sleep 60 ;; esac\necho "3.x"\n'
+    )
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=str(fake), GPU_CHECK_BUDGET_S="300")
+    proc = subprocess.Popen(
+        ["bash", str(SCRIPT), "--cpu-dry-run", str(out)], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    running = out / "running-step.log"
+    deadline = time.monotonic() + 60
+    while "hanging" not in (running.read_text() if running.is_file() else ""):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()
+        time.sleep(0.1)
+    if sig is signal.SIGKILL:  # as the device call does at its limit: the whole group
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+        assert sorted(p.name for p in out.iterdir()) == [
+            "gpu-check.tar.gz",
+            "running-step.log",
+            "summary.txt",
+        ]
+        assert "# step:    info" in running.read_text()
+        assert re.search(r"^pytest-cuda +0 .* ok ", (out / "summary.txt").read_text(), re.M)
+        return
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == 1
+    summary = (out / "summary.txt").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["gpu-check.tar.gz", "summary.txt"]
+    assert re.search(r"^info +\S+ .* CUT +logs/02-info.log$", summary, re.M), summary
+    assert "info (interrupted by a signal)" in summary and "FAIL" not in summary
+    assert "ceilings (not run: interrupted)" in summary
+    with tarfile.open(out / "gpu-check.tar.gz") as tar:
+        assert "hanging" in tar.extractfile("gpu-check/logs/02-info.log").read().decode()
