@@ -260,10 +260,10 @@ step() {
             rc=$?
         fi
         t1=$(clock)
-        if [ "$interrupted" = 1 ]; then
-            note="interrupted by a signal"
-        elif is_ok "$rc" "$ok"; then
+        if is_ok "$rc" "$ok"; then
             note=ok
+        elif [ "$interrupted" = 1 ]; then
+            note="interrupted by a signal"
         elif { [ "$rc" = 124 ] || [ "$rc" = 137 ]; } && [ "$limit" -lt "$cap" ]; then
             # Stopped by the run's budget, not by its own cap: not a failure of the step.
             note="cut by the budget after ${limit}s (cap ${cap}s)"

@@ -20,8 +20,9 @@ from alexbench.runtimes.torch_common import TorchRuntime, cast_copy, memory_form
 _CAST = (Precision.FP16, Precision.BF16)
 # torch.jit.trace stores each convolution's cuDNN switches as constants of the graph, taken from
 # the global flags at trace time, and ATen runs the convolution with those, not with the flags of
-# the moment. A file traced with torch's defaults (allow_tf32 on) would run TF32 convolutions in
-# an fp32 cell on CUDA, and ignore --cudnn-benchmark. The inputs of aten::_convolution:
+# the moment. A file traced with torch's defaults (allow_tf32 on; the exporter turns it off)
+# would run TF32 convolutions in an fp32 cell on CUDA, and every file would ignore
+# --cudnn-benchmark. The inputs of aten::_convolution:
 _CONV_SWITCHES = {9: "benchmark", 10: "deterministic", 11: "enabled", 12: "allow_tf32"}
 
 
