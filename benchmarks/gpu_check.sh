@@ -18,8 +18,9 @@
 #
 # Environment: PYTHON (default python3: the machine's own, or the venv's in the dry run);
 # GPU_CHECK_BUDGET_S (seconds for the whole run: no step starts, and a running step is stopped,
-# past it; default 470 on the GPU, 420 in the dry run: set it to what the device call's limit
-# allows, about 70 s less than its timeout_s); GPU_CHECK_KEEP=1 gathers into OUTDIR/gpu-check
+# past it; default 480 on the GPU, 420 in the dry run: set it to what the device call's limit
+# allows, about 60 s less than its timeout_s, which leaves time for packing and the transfer
+# back; a step is stopped 20 s before the budget ends, RESERVE plus timeout's GRACE); GPU_CHECK_KEEP=1 gathers into OUTDIR/gpu-check
 # instead and keeps it. If /tmp/site exists (onnxruntime-gpu unpacked there by
 # benchmarks/ort_gpu_wheel.sh) it goes first on PYTHONPATH, then the repository.
 #
@@ -46,7 +47,7 @@
 #   bench-compile-graphs ~20  (cap 120)  bf16 x 1,256 with --cuda-graphs (Inductor's
 #                                        reduce-overhead: new graphs, cached Triton kernels)
 #   bench-compile-transfers ~15 (cap 90) bf16 x 1,256 with --include-transfers (cache hits)
-#   -- total ~465 s. GPU_CHECK_BUDGET_S=470 is a hard stop: a step still running then is
+#   -- total ~465 s. GPU_CHECK_BUDGET_S=480 is a hard stop: a step still running then is
 #   stopped (bench saves its finished cells), later ones are listed as not run; packing ~2 s.
 set -u
 
@@ -117,7 +118,7 @@ if [ "$DRY" = 1 ]; then
     CEIL=(--quick) # the full CPU measurement took 34 s of the suite's dry run; quick: 12
 else
     MODE="cuda"
-    BUDGET=${GPU_CHECK_BUDGET_S:-470}
+    BUDGET=${GPU_CHECK_BUDGET_S:-480}
     DEV=cuda
     PRECISIONS=fp32,tf32,fp16,bf16
     BATCHES=1,64,256
@@ -140,7 +141,8 @@ GRACE=10    # timeout's -k: a step that ignores SIGTERM is killed this much late
 MIN_STEP=20 # no step is started with less time than this left
 
 interrupted=0
-trap 'interrupted=1' INT TERM
+CHILD="" # the step under way: the trap stops it too, even if the signal came before `wait`
+trap 'interrupted=1; [ -n "$CHILD" ] && kill -TERM "$CHILD" 2>/dev/null' INT TERM
 trap 'rm -rf "$WORK"' EXIT
 
 # Per-step records, in order (indexed arrays: no bash 4 associative arrays needed).
@@ -250,15 +252,18 @@ step() {
     else
         t0=$(clock)
         # In the background, so that a signal to this script reaches the step at once.
+        # `timeout` makes its own process group: a kill of this script's group does not reach
+        # the step (the device tool ends every process of the call when it returns).
         timeout -k "$GRACE" "$limit" "$@" >>"$log" 2>&1 </dev/null &
-        local child=$!
-        wait "$child"
+        CHILD=$!
+        wait "$CHILD"
         rc=$?
         if [ "$interrupted" = 1 ]; then
-            kill -TERM "$child" 2>/dev/null
-            wait "$child"
+            kill -TERM "$CHILD" 2>/dev/null
+            wait "$CHILD"
             rc=$?
         fi
+        CHILD=""
         t1=$(clock)
         if is_ok "$rc" "$ok"; then
             note=ok

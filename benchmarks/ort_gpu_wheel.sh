@@ -6,7 +6,7 @@
 # carries 64 MiB *with the working tree* (about 5.5 MiB here), so its 64,000,000-byte parts are
 # refused. Unpacked and packed again as tar.xz the package is about 204 MB: 4 parts of ~51 MB.
 #
-# Here, in the repository's root (needs the package registry; ~1.5 min on 2 cores):
+# Here, in the repository's root (needs the package registry; about 70 s on 2 cores):
 #   bash benchmarks/ort_gpu_wheel.sh prepare [VERSION | path/to/onnxruntime_gpu-*.whl]
 #     -> .ortgpu/p0 .. .ortgpu/pN-1, one part each plus SHA256SUMS; /.ortgpu/ goes into
 #        .git/info/exclude. It prints the calls to make.
@@ -19,15 +19,16 @@
 #   (`;`, not `&&`: the check runs without the GPU build if the install fails). If a reply
 #   says the machine was not warm, the parts before it are gone: skip to the check.
 #   install: every part's sha256 is checked, then the package is unpacked into /tmp/site, which
-#   gpu_check.sh puts first on PYTHONPATH. A missing or damaged part leaves no /tmp/site, and
-#   exits 1 saying which.
+#   gpu_check.sh puts first on PYTHONPATH; only its own two folders there are replaced (other
+#   wheels carried into /tmp/site stay). A missing or damaged part installs nothing (and removes
+#   an earlier onnxruntime there), and exits 1 saying which.
 #
 # Environment (for tests): ORTGPU_DIR (prepare's output, default REPO/.ortgpu), ORTGPU_PARTS
-# (number of parts; default: the fewest that fit the limit), ORTGPU_INBOX (default /tmp/ortgpu),
-# ORTGPU_SITE (default /tmp/site), PYTHON (default python3).
+# (number of parts; default: the fewest that fit the limit), ORTGPU_LIMIT (bytes a call carries),
+# ORTGPU_INBOX (default /tmp/ortgpu), ORTGPU_SITE (default /tmp/site), PYTHON (default python3).
 set -euo pipefail
 
-LIMIT=$((64 * 1024 * 1024)) # what one device call carries, working tree included
+LIMIT=${ORTGPU_LIMIT:-$((64 * 1024 * 1024))} # what one device call carries, tree included
 MARGIN=$((4 * 1024 * 1024)) # room for the tree to grow between prepare and the calls
 PY=${PYTHON:-python3}
 
@@ -37,12 +38,20 @@ die() {
 }
 
 prepare() {
-    local what=${1:-1.31.1} root out whl name tree size max parts per i
+    local what=${1:-1.31.1} root out exclude whl name tree size max parts per i
     root=$(git rev-parse --show-toplevel 2>/dev/null) || die "run prepare in the repository"
     out=${ORTGPU_DIR:-$root/.ortgpu}
+    # What travels with every call: tracked and untracked-not-ignored files (a deleted tracked
+    # file is listed but gone, hence the -f test).
+    tree=$(cd "$root" && git ls-files -co --exclude-standard -z |
+        "$PY" -c 'import os, sys
+print(sum(os.path.getsize(p) for p in sys.stdin.read().split("\0") if p and os.path.isfile(p)))')
+    max=$((LIMIT - tree - MARGIN))
+    [ "$max" -gt 0 ] || die "the working tree ($tree bytes) leaves no room in a $LIMIT-byte call"
     if [ -z "${ORTGPU_DIR:-}" ]; then
-        grep -qx '/.ortgpu/' "$root/.git/info/exclude" 2>/dev/null ||
-            echo '/.ortgpu/' >>"$root/.git/info/exclude"
+        exclude=$(cd "$root" && git rev-parse --path-format=absolute --git-path info/exclude)
+        mkdir -p "$(dirname "$exclude")"
+        grep -qx '/.ortgpu/' "$exclude" 2>/dev/null || echo '/.ortgpu/' >>"$exclude"
     fi
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/ortgpu.XXXXXX") # global: the EXIT trap removes it
     trap 'rm -rf "$tmp"' EXIT
@@ -60,11 +69,11 @@ prepare() {
     case "$name" in onnxruntime_gpu-*.whl) ;; *) die "$name is not an onnxruntime-gpu wheel" ;; esac
     mkdir -p "$tmp/pkg"
     "$PY" -m zipfile -e "$whl" "$tmp/pkg" || die "$name is not a readable wheel"
+    # A wheel's .data folder needs pip's install scheme; unpacking is enough only without one.
+    ! compgen -G "$tmp/pkg/*.data" >/dev/null || die "$name has a .data folder: install it with pip"
     # xz -6 over all cores; the device unpacks with Python's lzma (no xz binary needed there).
     tar -C "$tmp/pkg" -cf - . | xz -T0 -6 >"$tmp/pkg.tar.xz"
     size=$(stat -c %s "$tmp/pkg.tar.xz")
-    tree=$(git -C "$root" ls-files -co --exclude-standard -z | (cd "$root" && du -cb --files0-from=- | tail -n 1 | cut -f1))
-    max=$((LIMIT - tree - MARGIN))
     parts=${ORTGPU_PARTS:-$(((size + max - 1) / max))}
     per=$(((size + parts - 1) / parts))
     [ "$per" -le "$max" ] || die "$parts parts of $per bytes exceed $max bytes a call"
@@ -87,33 +96,39 @@ prepare() {
 }
 
 install() {
-    local inbox=${ORTGPU_INBOX:-/tmp/ortgpu} site=${ORTGPU_SITE:-/tmp/site} name
+    local inbox=${ORTGPU_INBOX:-/tmp/ortgpu} site=${ORTGPU_SITE:-/tmp/site} name new
+    local -a listed
     [ -f "$inbox/SHA256SUMS" ] || die "no $inbox/SHA256SUMS: no part arrived"
     name=$(cat "$inbox/WHEEL")
+    # Only onnxruntime's own folders: /tmp/site may hold other carried wheels.
+    rm -rf "$site/onnxruntime" "$site"/onnxruntime_gpu-*.dist-info
     if ! (cd "$inbox" && sha256sum --quiet -c SHA256SUMS) >&2; then
-        rm -rf "$site"
         die "a part of $name is missing or damaged (the machine was replaced between calls?):" \
             "no GPU build installed"
     fi
-    rm -rf "$site"
     mkdir -p "$site"
-    # Parts in name order are the archive; Python unpacks the stream (tarfile + lzma).
-    if ! cat "$inbox"/part-* | "$PY" -c '
+    new=$(mktemp -d "$site/.ortgpu.XXXXXX")
+    # The parts SHA256SUMS lists, in its order, are the archive (a stray file is not read);
+    # Python unpacks the stream (tarfile + lzma: no xz binary needed).
+    mapfile -t listed < <(awk '{ print $2 }' "$inbox/SHA256SUMS")
+    if ! (cd "$inbox" && cat "${listed[@]}") | "$PY" -c '
 import sys, tarfile
 with tarfile.open(fileobj=sys.stdin.buffer, mode="r|xz") as t:
     t.extractall(sys.argv[1], filter="data")
-' "$site"; then
-        rm -rf "$site"
+' "$new"; then
+        rm -rf "$new"
         die "unpacking $name failed: no GPU build installed"
     fi
-    echo "installed $name into $site ($(du -sh "$site" | cut -f1))"
+    mv "$new"/* "$site"/
+    rm -rf "$new"
+    echo "installed $name into $site ($(du -sh "$site/onnxruntime" | cut -f1))"
 }
 
 case "${1:-}" in
 prepare) prepare "${2:-}" ;;
 install) install ;;
 *)
-    sed -n 2,27p "$0" >&2
+    awk 'NR > 1 && /^set -euo/ { exit } NR > 1' "$0" >&2
     exit 2
     ;;
 esac

@@ -94,6 +94,15 @@ def test_steps_the_budget_left_out_read_as_not_run_not_as_failed(tmp_path):
     assert "  not run or cut: pytest-cuda (not run: budget spent)" in summary
 
 
+def _kill_groups_running(marker: str) -> None:
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_text():
+                os.killpg(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue  # gone meanwhile, or not a group leader's
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_a_run_stopped_mid_step_leaves_few_files_and_the_hung_steps_log(tmp_path, sig):
     """The device call brings back at most 8 files, none deeper than 2 folders: OUTDIR never
@@ -106,7 +115,7 @@ def test_a_run_stopped_mid_step_leaves_few_files_and_the_hung_steps_log(tmp_path
     )
     fake.chmod(0o755)
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHON=str(fake), GPU_CHECK_BUDGET_S="300")
+    env = dict(os.environ, PYTHON=str(fake), GPU_CHECK_BUDGET_S="300", TMPDIR=str(tmp_path))
     proc = subprocess.Popen(
         ["bash", str(SCRIPT), "--cpu-dry-run", str(out)], cwd=tmp_path, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -116,9 +125,10 @@ def test_a_run_stopped_mid_step_leaves_few_files_and_the_hung_steps_log(tmp_path
     while "hanging" not in (running.read_text() if running.is_file() else ""):
         assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()
         time.sleep(0.1)
-    if sig is signal.SIGKILL:  # as the device call does at its limit: the whole group
+    if sig is signal.SIGKILL:  # as the device call does at its limit
         os.killpg(proc.pid, sig)
         proc.wait(timeout=30)
+        _kill_groups_running(str(fake))  # `timeout` made its own group, which the kill missed
         assert sorted(p.name for p in out.iterdir()) == [
             "gpu-check.tar.gz",
             "running-step.log",

@@ -40,20 +40,41 @@ def test_parts_rebuild_the_package_and_a_damaged_one_installs_nothing(tmp_path: 
 
     inbox, site = tmp_path / "inbox", tmp_path / "site"
     inbox.mkdir()
+    (site / "other_pkg").mkdir(parents=True)  # another wheel carried into /tmp/site
     for k in range(3):  # what the three device calls copy into /tmp/ortgpu
         for f in (parts / f"p{k}").iterdir():
             (inbox / f.name).write_bytes(f.read_bytes())
+    (inbox / "part-03").write_bytes(b"stray")  # not in SHA256SUMS: never read
     env = {"ORTGPU_INBOX": str(inbox), "ORTGPU_SITE": str(site)}
     r = _run("install", env)
     assert r.returncode == 0, r.stderr
     for name, text in files.items():
         assert (site / name).read_text() == text
+    assert sorted(p.name for p in site.iterdir()) == [
+        "onnxruntime", "onnxruntime_gpu-9.9.9.dist-info", "other_pkg"
+    ]  # fmt: skip
 
     (inbox / "part-01").write_bytes(b"truncated")  # a replaced machine, a broken transfer
     r = _run("install", env)
     assert r.returncode == 1
     assert "missing or damaged" in r.stderr and "no GPU build installed" in r.stderr
-    assert not site.exists()  # gpu_check.sh must not think a GPU build is there
+    # gpu_check.sh must not find a GPU build there; the other wheel stays.
+    assert sorted(p.name for p in site.iterdir()) == ["other_pkg"]
+    (inbox / "SHA256SUMS").unlink()
+    r = _run("install", env)
+    assert r.returncode == 1 and "no part arrived" in r.stderr
+
+
+def test_parts_are_sized_to_fit_a_call_beside_the_working_tree(tmp_path: Path) -> None:
+    wheel = tmp_path / "onnxruntime_gpu-9.9.9-cp312-cp312-manylinux_2_28_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("onnxruntime/__init__.py", "")
+    parts = tmp_path / "parts"
+    r = _run("prepare", {"ORTGPU_DIR": str(parts)}, str(wheel))  # 64 MiB a call: one part
+    assert r.returncode == 0, r.stderr
+    assert "in 1 parts" in r.stdout and sorted(p.name for p in parts.iterdir()) == ["p0"]
+    r = _run("prepare", {"ORTGPU_DIR": str(parts), "ORTGPU_LIMIT": "1000000"}, str(wheel))
+    assert r.returncode == 1 and "leaves no room in a 1000000-byte call" in r.stderr
 
 
 def test_prepare_refuses_a_file_that_is_not_an_onnxruntime_gpu_wheel(tmp_path: Path) -> None:

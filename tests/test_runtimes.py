@@ -83,7 +83,9 @@ def _conv_switches(graph: torch.Graph) -> set[tuple[bool, bool]]:
     """(benchmark, allow_tf32) of each convolution: inputs 9 and 12 of aten::_convolution."""
     nodes = graph.findAllNodes("aten::_convolution")
     assert len(nodes) == 5
-    return {tuple(list(n.inputs())[i].toIValue() for i in (9, 12)) for n in nodes}
+    assert all(n.schema().endswith("bool benchmark, bool deterministic, bool cudnn_enabled, "
+                                   "bool allow_tf32) -> Tensor") for n in nodes)  # fmt: skip
+    return {(n.inputsAt(9).toIValue(), n.inputsAt(12).toIValue()) for n in nodes}
 
 
 def test_torchscript_convolutions_follow_the_sessions_cudnn_flags(small_bundle, small_batch):

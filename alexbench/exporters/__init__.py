@@ -148,6 +148,10 @@ def _artifact_config(
         }
     if fmt is ArtifactFormat.PT2_INT8:
         cfg |= {"torchao": versions["torchao"], "calibration": calibration_sha}
+    if fmt is ArtifactFormat.TORCHSCRIPT:
+        # Traced with cuDNN's TF32 and benchmark switches off (exporters/torchscript.py): a file
+        # traced before that, with them as torch left them, is made again.
+        cfg["cudnn_switches"] = "off"
     return cfg
 
 

@@ -209,11 +209,12 @@ class CompileSession(TorchModuleSession):
         self._int8_kernels = {"conv": 0, "linear": 0}
         # Inductor's counters when the last input was prepared (the baseline of its compile)
         self._counts = pt2e.int8_kernel_counts() if self._int8 else {}
-        self._skips = _cudagraph_skips()  # Inductor's count before this session compiled
+        self._skips = _cudagraph_skips()  # Inductor's count when the last input was prepared
 
     def prepare(self, batch: Any) -> torch.Tensor:
         if self._int8:  # read here, untimed: a new batch size compiles on its first call
             self._counts = pt2e.int8_kernel_counts()
+        self._skips = _cudagraph_skips()  # a skip is then this batch size's, not an earlier one's
         return super().prepare(batch)
 
     def run(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -112,7 +112,8 @@ class OnnxRuntimeSession(Session):
         ort = _ort()
         value = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
         # ORT copies on the legacy default stream, which the torch stream it runs on does not
-        # wait for: the copy must be done before a timed call reads the input (untimed here).
+        # wait for. ORT synchronises that copy itself; this makes sure, untimed, that it is done
+        # before a timed call reads the input.
         torch.cuda.synchronize()
         binding.bind_ortvalue_input(INPUT_NAME, value)
         out = self._output_value(x.shape[0])

@@ -22,24 +22,48 @@ _CAST = (Precision.FP16, Precision.BF16)
 # the global flags at trace time, and ATen runs the convolution with those, not with the flags of
 # the moment. A file traced with torch's defaults (allow_tf32 on; the exporter turns it off)
 # would run TF32 convolutions in an fp32 cell on CUDA, and every file would ignore
-# --cudnn-benchmark. The inputs of aten::_convolution:
-_CONV_SWITCHES = {9: "benchmark", 10: "deterministic", 11: "enabled", 12: "allow_tf32"}
+# --cudnn-benchmark. aten::_convolution's switch arguments, by name (positions differ between
+# its overloads: the deprecated one has no allow_tf32):
+_SWITCHES = ("benchmark", "deterministic", "cudnn_enabled", "allow_tf32")
+
+
+def _cudnn_now() -> dict[str, bool]:
+    cudnn = torch.backends.cudnn
+    return {
+        "benchmark": bool(cudnn.benchmark),
+        # What the tracer itself stores: either kind of determinism asked for.
+        "deterministic": bool(cudnn.deterministic) or torch.are_deterministic_algorithms_enabled(),
+        "cudnn_enabled": bool(cudnn.enabled),
+        "allow_tf32": bool(cudnn.allow_tf32),
+    }
+
+
+def _graphs(module: torch.jit.ScriptModule) -> list[torch.Graph]:
+    """The forward graph of the module and its submodules (a frozen module has one, inlined)."""
+    graphs = []
+    for sub in module.modules():
+        try:
+            graphs.append(sub.graph)
+        except (AttributeError, RuntimeError):  # a submodule without forward (a ModuleList)
+            continue
+    return graphs
 
 
 def follow_cudnn_settings(module: torch.jit.ScriptModule) -> int:
     """Rewrite the switches of every traced convolution to torch.backends.cudnn's flags now (the
     session's, set before the module is made). Before the module's first call: the executor keeps
     the plan it made then. Returns how many convolutions it rewrote."""
+    now = _cudnn_now()
     count = 0
-    for sub in module.modules():
-        graph = getattr(sub, "graph", None)  # a frozen module has one graph, inlined
-        if graph is None:
-            continue
+    for graph in _graphs(module):
         for node in graph.findAllNodes("aten::_convolution"):
-            for index, flag in _CONV_SWITCHES.items():
-                value = graph.insertConstant(bool(getattr(torch.backends.cudnn, flag)))
+            names = [a.name for a in torch._C.parse_schema(node.schema()).arguments]
+            for name in _SWITCHES:
+                if name not in names:  # an overload without it (no allow_tf32 before 1.7)
+                    continue
+                value = graph.insertConstant(now[name])
                 value.node().moveBefore(node)
-                node.replaceInput(index, value)
+                node.replaceInput(names.index(name), value)
             count += 1
         torch._C._jit_pass_dce(graph)  # the constants they replace
     return count
