@@ -39,7 +39,8 @@
 #                        not apply graphs. --min-time 0.1 --min-iters 20: ~0.4 s a cell (latency
 #                        loop, then a throughput loop as long) + ~1 s a session + ~10 s start-up
 #   train-fp16, train-bf16  ~15 each (cap 120)  synthetic 1024 images, 64 px, batch 128, 1 epoch
-#   -- ~340 s without torch.compile. compile's `default` mode is Inductor's default on CUDA (no
+#   profile              ~15  (cap 60)   torch.profiler, eager bf16 at batch 1 and 256
+#   -- ~355 s without torch.compile. compile's `default` mode is Inductor's default on CUDA (no
 #   autotuning; max-autotune would cost 20-60 s per shape): ~5 s a compile, and a shape and
 #   dtype compiled once is an FX-graph-cache hit later in the run:
 #   verify-compile       ~45  (cap 150)  compile x 4 precisions at batch 2 (compiles 2 and 1)
@@ -47,7 +48,7 @@
 #   bench-compile-graphs ~20  (cap 120)  bf16 x 1,256 with --cuda-graphs (Inductor's
 #                                        reduce-overhead: new graphs, cached Triton kernels)
 #   bench-compile-transfers ~15 (cap 90) bf16 x 1,256 with --include-transfers (cache hits)
-#   -- total ~465 s. GPU_CHECK_BUDGET_S=480 is a hard stop: a step still running then is
+#   -- total ~480 s. GPU_CHECK_BUDGET_S=480 is a hard stop: a step still running then is
 #   stopped (bench saves its finished cells), later ones are listed as not run; packing ~2 s.
 set -u
 
@@ -116,6 +117,7 @@ if [ "$DRY" = 1 ]; then
     CG=(--precision fp32 --batch 1)
     CT=(--precision fp32 --batch 1)
     CEIL=(--quick) # the full CPU measurement took 34 s of the suite's dry run; quick: 12
+    PROF=(--precision bf16 --batch 1,2 --image-size 64 --num-classes 10 --iters 5)
 else
     MODE="cuda"
     BUDGET=${GPU_CHECK_BUDGET_S:-480}
@@ -132,6 +134,7 @@ else
     CG=(--precision bf16 --batch "1,256")
     CT=(--precision bf16 --batch "1,256")
     CEIL=()
+    PROF=(--precision bf16 --batch 1,256) # the two targets' cells, eager (no compile)
 fi
 BACKENDS=eager,torchscript,pt2,onnxruntime
 ALEX=("$PY" -m alexbench --debug) # --debug: a crash leaves its traceback in the log (exit 1)
@@ -365,7 +368,12 @@ for p in $TRAIN_PRECISIONS; do
         "$WORK/train-$p/curves.png"
 done
 
-# 7. torch.compile: parity at every precision, then a few bench cells per mode (see the budget).
+# 7. Where the time goes in the targets' cells (kernels, matrix share, host time per call), so
+#    that a target missed in this run comes back with its profile.
+step profile 60 0 "$PY" benchmarks/profile_cells.py --device "$DEV" "${PROF[@]}" \
+    --out "$STAGE/results/profile.json"
+
+# 8. torch.compile: parity at every precision, then a few bench cells per mode (see the budget).
 step verify-compile 150 0 "${ALEX[@]}" verify --device "$DEV" --backend compile \
     --precision "$CV_PRECISIONS" --batch 2 "${ART[@]}" \
     --out "$STAGE/results/verify-compile-report.json" ${MODEL[@]+"${MODEL[@]}"}

@@ -3,6 +3,7 @@ with tiny settings, so that it is known to work before a GPU is lent (about 2.5 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,7 +23,8 @@ BENCH_STEPS = [
 ]  # fmt: skip
 STEPS = [
     "pytest-cuda", "info", "ort-probe", "ceilings", "verify",
-    *BENCH_STEPS[:3], "train-fp32", "train-bf16", "verify-compile", *BENCH_STEPS[3:],
+    *BENCH_STEPS[:3], "train-fp32", "train-bf16", "profile", "verify-compile",
+    *BENCH_STEPS[3:],
 ]  # fmt: skip
 MAX_FILE_BYTES = 4 << 20  # logs and results only: a model file is tens of MB even at 64 px
 
@@ -45,7 +47,7 @@ def test_cpu_dry_run_runs_every_step_and_packs_logs_and_results(tmp_path):
     rows = re.findall(r"^(\S+)\s+(\S+)\s+([\d.]+)\s+(\d+)\s+(ok|FAIL)\s+(\S+)$", summary, re.M)
     assert [r[0] for r in rows] == STEPS, summary
     assert all(r[1] == "0" and r[4] == "ok" for r in rows), summary
-    assert "RESULT: PASS, all 14 steps exited 0" in summary
+    assert "RESULT: PASS, all 15 steps exited 0" in summary
     ort = r"^onnxruntime: \d+\.\d+\S* built \[.*\]; session ran on \['CPUExecutionProvider'\]"
     assert re.search(ort + ": no CUDA provider$", summary, re.M), summary
 
@@ -60,6 +62,10 @@ def test_cpu_dry_run_runs_every_step_and_packs_logs_and_results(tmp_path):
     with tarfile.open(out / "gpu-check.tar.gz") as tar:
         members = {m.name: m for m in tar.getmembers() if m.isfile()}
         summary_in_tar = tar.extractfile(members["gpu-check/summary.txt"]).read().decode()
+        profile = json.loads(tar.extractfile(members["gpu-check/results/profile.json"]).read())
+    # Where a cell's time goes: its top ops, most of it in the matrix work (~90% here).
+    assert [c["batch"] for c in profile["cells"]] == [1, 2]
+    assert all(c["top"] and c["matrix_share"] > 0.5 for c in profile["cells"]), profile
     names = set(members)
     assert summary_in_tar == summary
     for i, step in enumerate(STEPS, 1):
@@ -72,6 +78,7 @@ def test_cpu_dry_run_runs_every_step_and_packs_logs_and_results(tmp_path):
         "results/verify-report.json", "results/verify-compile-report.json",
         "results/pytest-cuda.xml", "results/exports/manifest.json",
         "results/train-bf16/history.json", "results/train-fp32/history.json",
+        "results/profile.json",
     ]:  # fmt: skip
         assert f"gpu-check/{name}" in names, name
     assert any(n.startswith("gpu-check/results/ceilings/") for n in names)
@@ -89,8 +96,8 @@ def test_steps_the_budget_left_out_read_as_not_run_not_as_failed(tmp_path):
     )  # fmt: skip
     summary = (out / "summary.txt").read_text()
     assert proc.returncode != 0, summary  # not a pass: nothing was checked
-    assert "RESULT: INCOMPLETE, no step failed but 14 of 14 were not run or cut short:" in summary
-    assert "FAIL" not in summary and summary.count("NOTRUN") == 14
+    assert "RESULT: INCOMPLETE, no step failed but 15 of 15 were not run or cut short:" in summary
+    assert "FAIL" not in summary and summary.count("NOTRUN") == 15
     assert "  not run or cut: pytest-cuda (not run: budget spent)" in summary
 
 
