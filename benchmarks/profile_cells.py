@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from alexbench.checkpoint import load_model
 from alexbench.devices import Device
+from alexbench.inputs import random_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import Backend, ModelBundle, SessionOptions, get_runtime
 
@@ -46,8 +46,7 @@ def profile_cell(
     loaded = load_model(seed=0, num_classes=classes, image_size=size)
     bundle = ModelBundle(loaded, {})
     session = get_runtime(backend).load(bundle, device, precision, SessionOptions())
-    x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
-    prepared = session.prepare(x)
+    prepared = session.prepare(random_inputs(batch, size).batch)  # bench's kind of input
     for _ in range(5):  # cuDNN autotuning and compilation stay out of the profile
         session.run(prepared)
     session.synchronize()
