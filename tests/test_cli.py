@@ -202,6 +202,30 @@ def test_debug_shows_traceback(tmp_path):
     assert "no such file" in r.stderr and "Traceback" not in r.output
 
 
+def test_ctrl_c_while_the_commands_import_is_one_line(tmp_path):
+    # The entry point imports torch before any command's error handling exists; a Ctrl-C there
+    # (seconds on a cold start) must still be one line and 130. A finder that raises on torch's
+    # import stands in for the keypress, so the test does not race a real signal.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Keypress:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Keypress())\n"
+        "sys.argv = ['alexbench', 'info']\n"
+        "from alexbench.__main__ import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 130 and proc.stderr == "error: interrupted\n", proc.stderr
+
+
 @pytest.mark.parametrize(
     "error",
     [
