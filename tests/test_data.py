@@ -317,6 +317,21 @@ def test_an_image_over_the_pixel_limit_is_skipped_before_it_is_decoded(
     assert decode_image(str(tmp_path / "small.png"), 32) is not None
 
 
+def test_an_animated_gif_under_a_jpg_name_reads_as_its_first_frame(tmp_path: Path) -> None:
+    # The decoder goes by content, not name: torchvision returns (frames, 3, H, W) for it.
+    from PIL import Image
+
+    from alexbench.training.data_files import decode_image
+
+    frames = [Image.new("RGB", (40, 40), c) for c in ((200, 10, 10), (10, 200, 10))]
+    frames[0].save(tmp_path / "a.jpg", format="GIF", save_all=True, append_images=frames[1:])
+    img = decode_image(str(tmp_path / "a.jpg"), 32)
+    assert img is not None and img.shape == (3, 32, 32)
+    with Image.open(tmp_path / "a.jpg") as pil:  # PIL's (and ImageFolder's) first frame
+        first = torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(img[:, 16, 16], first[:, 20, 20])
+
+
 def test_missing_cifar10_says_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         load_data(DataSpec(kind=DatasetKind.CIFAR10, data_dir=tmp_path, image_size=64))

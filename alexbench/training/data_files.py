@@ -92,6 +92,8 @@ def _decode_raw(path: str) -> torch.Tensor | None:
         return None
     try:
         img = tio.decode_image(data, mode=tio.ImageReadMode.RGB)
+        if img.ndim == 4:  # an animated GIF, whatever its name says: (frames, 3, H, W)
+            img = img[0]  # its first frame, as PIL (and so torchvision's ImageFolder) reads it
         return img if img.dtype == torch.uint8 else TF.to_dtype(img, torch.uint8, scale=True)
     except (RuntimeError, ValueError, OSError):
         pass  # torchvision's decoders cover JPEG/PNG/WebP/GIF; PIL reads the rest
