@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from alexbench.artifact_checks import file_problems
 from alexbench.devices import Device
 from alexbench.inputs import InputSet
 from alexbench.parity import ParityResult, compare
@@ -129,8 +130,8 @@ def run_cell(
                 session.close()
         return cell
     bad = [b.batch for b in cell.batches if not b.passed]
-    wrong_meta = metadata_mismatch(cell.session_info.get("onnx_metadata"), bundle)
-    if cell.parity.passed and not bad and not wrong_meta:
+    wrong_file = file_problems(cell.session_info, bundle, precision)
+    if cell.parity.passed and not bad and not wrong_file:
         cell.status = Status.PASS
         cell.message = note or ""
     else:
@@ -138,33 +139,10 @@ def run_cell(
         parts = [cell.parity.reason] if cell.parity.reason else []
         if bad:
             parts.append(f"dynamic batch failed at {bad}")
-        if wrong_meta:
-            parts.append(wrong_meta)
+        if wrong_file:
+            parts.append(wrong_file)
         cell.message = "; ".join(parts)
     return cell
-
-
-def metadata_mismatch(declared: dict[str, str] | None, bundle: ModelBundle) -> str:
-    """What an ONNX file's metadata_props say about its inputs and outputs that the model does
-    not, or lacks (a consumer without the manifest normalises by them), or "". A file written
-    before the props existed declares none: nothing to check."""
-    if not declared:
-        return ""
-    from alexbench.exporters import onnx_metadata  # exporters import torch.onnx: only here
-
-    expected = onnx_metadata(bundle.loaded)
-    # A file with some of the props but not all lost the others (an edit, another tool's
-    # rewrite): a consumer that falls back to defaults (ImageNet's mean/std) computes otherwise.
-    missing = [k for k in expected if k not in declared]
-    wrong = [k for k, v in declared.items() if k in expected and v != expected[k]]
-    parts = [f"metadata_props {', '.join(missing)} missing"] if missing else []
-    if wrong:
-        first = wrong[0]
-        parts.append(
-            f"metadata_props {', '.join(wrong)} differ from the model "
-            f"({first}: file {declared[first]!r}, model {expected[first]!r})"
-        )
-    return "; ".join(parts)
 
 
 @dataclass

@@ -110,6 +110,46 @@ def test_wrong_onnx_metadata_fails_verify_though_the_numbers_match(artifacts_cop
     assert right in cell["message"]
 
 
+def test_a_file_that_is_not_its_precision_or_says_the_wrong_preprocessing_fails_everywhere(
+    small_model, artifacts_copy, tmp_path
+):
+    # Parity passes within the variant's tolerance: an fp32 file in the int8 slot (a copy, a
+    # swap) was verified and timed as int8, and bench quoted a file with wrong metadata_props.
+    from alexbench.artifacts import ArtifactFormat
+    from alexbench.bench.sweep import BenchSpec, CellStatus, run_sweep
+    from alexbench.bench.timer import RunLength
+    from alexbench.devices import Device
+    from alexbench.inputs import random_inputs
+    from alexbench.precision import Precision
+    from alexbench.runtimes import Backend, ModelBundle
+    from alexbench.verify import Status, reference_logits, run_cell
+
+    edited = tmp_path / "alexnet.onnx"
+    model = onnx.load(str(artifacts_copy / "alexnet.onnx"))
+    props = {p.key: p for p in model.metadata_props}
+    props["alexbench.mean"].value = "[0.5, 0.5, 0.5]"
+    onnx.save(model, str(edited))
+    fp32 = artifacts_copy / "alexnet.onnx"
+    bundle = ModelBundle(small_model, {ArtifactFormat.ONNX: edited, ArtifactFormat.ONNX_INT8: fp32})
+    inputs = random_inputs(2, SMALL_SIZE, seed=0)
+    reference = reference_logits(bundle, inputs)
+    int8 = run_cell(bundle, Backend.ONNXRUNTIME, Device.CPU, Precision.INT8, inputs, reference)
+    assert int8.status is Status.FAIL and int8.parity.passed, int8.message
+    assert "the int8 file is not an int8 model: 0% of its weight values are INT8/UINT8" in (
+        int8.message
+    )
+    assert int8.session_info["onnx_weight_values"]["FLOAT"] > 0
+    short = RunLength(warmup=1, min_seconds=0.0, min_iters=3, max_iters=3)
+    spec = BenchSpec(
+        [Backend.ONNXRUNTIME], [Device.CPU], [Precision.FP32, Precision.INT8], [1], short
+    )
+    fp32_cell, int8_cell = run_sweep(bundle, spec, {Device.CPU: None})
+    assert fp32_cell.status is CellStatus.PARITY_FAILED and fp32_cell.parity.passed
+    assert "metadata_props alexbench.mean differ from the model" in fp32_cell.reason
+    assert int8_cell.status is CellStatus.PARITY_FAILED
+    assert "not an int8 model" in int8_cell.reason
+
+
 def test_verify_exit_codes_for_crashed_and_empty_runs(artifacts_copy, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(artifacts_copy, broken)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from alexbench.artifact_checks import file_problems
 from alexbench.bench.memory import CellMemory
 from alexbench.bench.roofline import Ceilings, RooflinePoint, model_layers, roofline_point
 from alexbench.bench.stats import LatencyStats, compute_stats
@@ -252,8 +253,9 @@ def _session_cells(
                 cell.session_create_s = round(create_s, 4)
             try:
                 _measure(
-                    cell, session, pool, reference, spec.run_length, dataclasses.replace(memory)
-                )
+                    cell, session, pool, reference, spec.run_length, dataclasses.replace(memory),
+                    bundle,
+                )  # fmt: skip
             except Exception as e:  # OOM or a runtime failure: record, go on
                 cell.status, cell.reason = CellStatus.ERROR, error_reason(e)
                 _release_device(device)
@@ -282,6 +284,7 @@ def _measure(
     reference: np.ndarray,
     run_length: RunLength,
     memory: CellMemory,
+    bundle: ModelBundle,
 ) -> None:
     memory.cell_started()
     prepared = [session.prepare(x[: cell.batch]) for x in pool]
@@ -309,10 +312,14 @@ def _measure(
         cell.status, cell.reason = CellStatus.ERROR, timing.problem
     elif logits.shape[0] != cell.batch:
         cell.status, cell.reason = CellStatus.PARITY_FAILED, f"output batch {logits.shape[0]}"
-    elif cell.parity.passed:
-        cell.status = CellStatus.OK
-    else:
+    elif not cell.parity.passed:
         cell.status, cell.reason = CellStatus.PARITY_FAILED, cell.parity.reason
+    elif wrong_file := file_problems(cell.session_info, bundle, cell.precision):
+        # Right numbers from the wrong file (fp32 in the int8 slot) or a file that tells its
+        # consumers the wrong preprocessing: verify fails it, so its speed is not quoted here.
+        cell.status, cell.reason = CellStatus.PARITY_FAILED, wrong_file
+    else:
+        cell.status = CellStatus.OK
 
 
 def _repeat_summary(stats: LatencyStats, wall_ns: int, wall_iterations: int) -> dict[str, Any]:

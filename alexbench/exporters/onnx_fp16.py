@@ -3,12 +3,12 @@ inputs and outputs kept (casts at the edges) so that every variant is fed the sa
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import onnx
 
+from alexbench.artifact_checks import weight_values
 from alexbench.errors import ExportError
 from alexbench.exporters.base import ExportRequest
 from alexbench.exporters.onnx import check_file
@@ -41,12 +41,11 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
 def _require_fp16_weights(model: onnx.ModelProto) -> None:
     """The weights must be float16 now (a few fp32 scalars may stay): else the file is fp32 in
     all but name."""
-    sizes = {"fp32": 0, "other": 0}
-    for t in model.graph.initializer:
-        sizes["fp32" if t.data_type == onnx.TensorProto.FLOAT else "other"] += math.prod(t.dims)
-    if sizes["fp32"] > 0.01 * (sizes["fp32"] + sizes["other"]):
+    values = weight_values(model)
+    fp32 = values.get("FLOAT", 0)
+    if fp32 > 0.01 * sum(values.values()):
         raise ExportError(
-            f"the fp16 conversion left {sizes['fp32']:,} weight values in fp32: the file would "
+            f"the fp16 conversion left {fp32:,} weight values in fp32: the file would "
             "be fp16 in name only"
         )
 

@@ -1,0 +1,96 @@
+"""What a loaded file says about itself that parity cannot catch.
+
+Parity compares numbers within the precision's tolerance, so an fp32 ONNX file in the int8 or
+fp16 slot (a copy, a swap, another tool's output) passes as int8 or fp16 and is timed as such;
+and an ONNX file's metadata_props (how a consumer without the manifest feeds it) can be wrong
+while its numbers are right. verify and bench both fail such a cell, by these checks.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from alexbench.precision import Precision
+
+if TYPE_CHECKING:
+    import onnx
+
+    from alexbench.runtimes import ModelBundle
+
+# The element types a precision's weights are stored in (ONNX's names), for the ONNX variants.
+VARIANT_WEIGHT_TYPES = {
+    Precision.FP16: frozenset({"FLOAT16"}),
+    Precision.INT8: frozenset({"INT8", "UINT8"}),
+}
+# A variant holds most of its weight values in its type; scales, zero points and int32 biases
+# (a QDQ file) or a few fp32 scalars (an fp16 file) are the rest. An fp32 file holds none.
+MIN_VARIANT_SHARE = 0.5
+
+
+def weight_values(model: onnx.ModelProto) -> dict[str, int]:
+    """How many weight values (initializer elements) an ONNX model stores per element type."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for t in model.graph.initializer:
+        name = onnx.TensorProto.DataType.Name(t.data_type)
+        counts[name] = counts.get(name, 0) + math.prod(t.dims)
+    return dict(sorted(counts.items()))
+
+
+def onnx_weight_values(path: Path) -> dict[str, int]:
+    """`weight_values` of a file, read without its external data (the sizes are in the header)."""
+    import onnx
+
+    return weight_values(onnx.load(str(path), load_external_data=False))
+
+
+def precision_mismatch(values: dict[str, int] | None, precision: Precision) -> str:
+    """Why an ONNX file's weights are not stored in `precision`'s type, or "" (no record, or
+    a precision served by the fp32 file)."""
+    wanted = VARIANT_WEIGHT_TYPES.get(precision)
+    if not values or wanted is None:
+        return ""
+    total = sum(values.values())
+    share = sum(n for t, n in values.items() if t in wanted) / total if total else 0.0
+    if share >= MIN_VARIANT_SHARE:
+        return ""
+    stored = ", ".join(f"{t} {n / total:.0%}" for t, n in values.items() if n >= total / 200)
+    return (
+        f"the {precision.value} file is not an {precision.value} model: {share:.0%} of its weight "
+        f"values are {'/'.join(sorted(wanted))} ({stored})"
+    )
+
+
+def metadata_mismatch(declared: dict[str, str] | None, bundle: ModelBundle) -> str:
+    """What an ONNX file's metadata_props say about its inputs and outputs that the model does
+    not, or lacks (a consumer without the manifest normalises by them), or "". A file written
+    before the props existed declares none: nothing to check."""
+    if not declared:
+        return ""
+    from alexbench.exporters import onnx_metadata  # exporters import torch.onnx: only here
+
+    expected = onnx_metadata(bundle.loaded)
+    # A file with some of the props but not all lost the others (an edit, another tool's
+    # rewrite): a consumer that falls back to defaults (ImageNet's mean/std) computes otherwise.
+    missing = [k for k in expected if k not in declared]
+    wrong = [k for k, v in declared.items() if k in expected and v != expected[k]]
+    parts = [f"metadata_props {', '.join(missing)} missing"] if missing else []
+    if wrong:
+        first = wrong[0]
+        parts.append(
+            f"metadata_props {', '.join(wrong)} differ from the model "
+            f"({first}: file {declared[first]!r}, model {expected[first]!r})"
+        )
+    return "; ".join(parts)
+
+
+def file_problems(session_info: dict[str, Any], bundle: ModelBundle, precision: Precision) -> str:
+    """Everything wrong with the file a session loaded, from its `info()`, or ""."""
+    parts = [
+        precision_mismatch(session_info.get("onnx_weight_values"), precision),
+        metadata_mismatch(session_info.get("onnx_metadata"), bundle),
+    ]
+    return "; ".join(p for p in parts if p)
