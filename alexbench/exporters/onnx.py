@@ -61,17 +61,29 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
     ]
 
 
+# Node metadata the dynamo exporter writes that names this machine's files: the Python stack
+# of each node's source line (absolute paths to the package and the venv). It made the same
+# weights export to other bytes after any edit of model.py or from another install folder, and
+# shipped the exporting machine's paths inside the model.
+_MACHINE_SPECIFIC_NODE_PROPS = frozenset({"pkg.torch.onnx.stack_trace"})
+
+
 def stamp(path: Path, metadata: dict[str, str]) -> None:
     """Write `metadata` into the file's metadata_props (ONNX Runtime's session.get_modelmeta()
-    reads them), so the file says how to feed it without the manifest beside it."""
-    if not metadata:
-        return
+    reads them), so the file says how to feed it without the manifest beside it; drop the
+    exporter's machine-specific node metadata, so that the file depends on the weights and
+    library versions only."""
     model = onnx.load(str(path))
     keep = [p for p in model.metadata_props if p.key not in metadata]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
+    for node in model.graph.node:
+        props = [p for p in node.metadata_props if p.key not in _MACHINE_SPECIFIC_NODE_PROPS]
+        if len(props) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(props)
     onnx.save(model, str(path))
 
 
