@@ -52,8 +52,11 @@ def test_same_model_other_normalisation_is_another_model(tmp_path):
     out = tmp_path / "x"
     ensure_artifacts(load_model(seed=1, **SMALL), out, TS)
     other = load_model(seed=1, normalization=Normalization.NONE, **SMALL)
-    with pytest.raises(InputError, match="another model"):
+    with pytest.raises(InputError, match="another model") as refused:
         ensure_artifacts(other, out, TS)
+    # The two descriptions differ where the models do, not only in the word "another".
+    assert "mean [0.485, 0.456, 0.406]" in str(refused.value)
+    assert "mean [0.0, 0.0, 0.0]" in str(refused.value), str(refused.value)
     assert folder_for(other) != folder_for(load_model(seed=1, **SMALL))
 
 

@@ -193,6 +193,13 @@ def describe_model(source: dict, identity: dict) -> str:
     )
 
 
+def _normalisation(identity: dict, other: dict) -> str:
+    """', mean [..], std [..]' where the two identities normalise differently (describe_model
+    leaves it out, and two models that differ only there read the same without it)."""
+    keys = [k for k in ("mean", "std") if identity.get(k) != other.get(k)]
+    return "".join(f", {k} {identity.get(k)}" for k in keys)
+
+
 def folder_for(loaded: LoadedModel, root: Path = DEFAULT_ROOT) -> Path:
     """The model's own folder under `root`: 'seeded0-1000c-224px-3f9a2b1c'-style name, whose
     hash covers the whole identity (weights, classes, size, normalisation)."""
@@ -446,9 +453,10 @@ def _export_locked(
         if not force:
             raise InputError(
                 f"{out_dir} holds the artifacts of another model "
-                f"({describe_model(old.source, held)}), not of "
-                f"{describe_model(source, identity)}: give another folder (or none: each model "
-                f"gets its own under exports/), or {force_hint} to replace them"
+                f"({describe_model(old.source, held)}{_normalisation(held, identity)}), not of "
+                f"{describe_model(source, identity)}{_normalisation(identity, held)}: give "
+                f"another folder (or none: each model gets its own under exports/), or "
+                f"{force_hint} to replace them"
             )
         _remove_artifacts(out_dir, old)
         old = None
