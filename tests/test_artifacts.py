@@ -315,3 +315,37 @@ def test_a_folder_without_manifest_holding_files_names_no_model(tmp_path):
     with pytest.raises(InputError, match=r"has no manifest\.json, so it names no model"):
         model_for_artifacts(folder)  # verify checked a seeded export beside it and said PASS
     assert model_for_artifacts(folder, seed=3, **SMALL).source.seed == 3  # a model named
+
+
+@pytest.mark.parametrize("kind", ["seeded", "checkpoint", "weights"])
+def test_the_model_options_in_hints_name_the_same_model(kind, tmp_path):
+    # The hints of a stale or foreign folder (`alexbench export --out DIR ...`) must name the
+    # folder's model: without options export names the default 1000-class seeded model.
+    import shlex
+
+    from alexbench.cli.model_args import model_options
+    from alexbench.exporters import model_identity
+
+    seeded = load_model(seed=3, normalization=Normalization.CIFAR10, **SMALL)
+    if kind == "seeded":
+        loaded = seeded
+    elif kind == "checkpoint":
+        path = save_checkpoint(tmp_path / "c.pt", seeded.model, seeded.meta)
+        loaded = load_model(checkpoint=path, image_size=96)  # run at another size than trained
+    else:
+        torch.save(seeded.model.state_dict(), tmp_path / "w.pth")
+        loaded = load_model(weights=tmp_path / "w.pth", image_size=64)
+    words = shlex.split(model_options(loaded))
+    args = dict(zip(words[::2], words[1::2], strict=True))
+    kwargs = {
+        "checkpoint": args.get("--checkpoint"),
+        "weights": args.get("--weights"),
+        "seed": int(args.get("--seed", 0)),
+        "num_classes": int(args["--num-classes"]) if "--num-classes" in args else None,
+        "image_size": int(args["--image-size"]) if "--image-size" in args else None,
+        "normalization": Normalization(args["--normalize"]) if "--normalize" in args else None,
+    }
+    again = load_model(**kwargs)
+    assert model_identity(again.meta, again.weights_sha256) == model_identity(
+        loaded.meta, loaded.weights_sha256
+    ), model_options(loaded)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from rich.console import Console
 
 from alexbench.artifacts import CALIBRATED, ArtifactFormat, ModelBundle
-from alexbench.checkpoint import LoadedModel, Normalization
+from alexbench.checkpoint import NORMALIZATION_STATS, LoadedModel, Normalization, SourceKind
 from alexbench.cli.common import err_console
 from alexbench.cli.options import DEFAULT_CALIB_SAMPLES
 from alexbench.devices import Device
@@ -63,6 +64,27 @@ def model_for(
     return loaded
 
 
+def model_options(loaded: LoadedModel) -> str:
+    """The options that name `loaded` on a command line, for a hint to run verbatim (without
+    them `export --out DIR` names the default seeded model, which DIR does not hold)."""
+    src, meta = loaded.source, loaded.meta
+    if src.kind is SourceKind.CHECKPOINT:  # it records its classes, size and normalisation
+        parts = [f"--checkpoint {shlex.quote(str(src.path))}"]
+        if loaded.trained_image_size is not None:
+            parts.append(f"--image-size {meta.image_size}")
+        return " ".join(parts)
+    if src.kind is SourceKind.WEIGHTS:  # the file says its classes
+        parts = [f"--weights {shlex.quote(str(src.path))}"]
+    else:
+        parts = [f"--seed {src.seed}", f"--num-classes {meta.num_classes}"]
+    parts.append(f"--image-size {meta.image_size}")
+    stats = (tuple(meta.mean), tuple(meta.std))
+    norm = next((n for n, s in NORMALIZATION_STATS.items() if s == stats), None)
+    if norm is not None and norm is not Normalization.IMAGENET:
+        parts.append(f"--normalize {norm.value}")
+    return " ".join(parts)
+
+
 def note_resized(loaded: LoadedModel) -> None:
     """Allowed (AlexNet's adaptive pool takes any size), but not silently: accuracy and speed
     are then those of another input size than the checkpoint was trained for."""
@@ -106,6 +128,8 @@ def bundle_for(
         )
     folder = artifacts if artifacts is not None else folder_for(loaded)
     opset, exporter = recorded_onnx_settings(folder)
+    out_options = f"--out {shlex.quote(str(folder))}"  # and the model's, for hints to run
+    options = model_options(loaded)
 
     def exporting(fmt: ArtifactFormat) -> None:
         # A lasting line, not only the status spinner: piped output must say it exported too.
@@ -121,7 +145,7 @@ def bundle_for(
             onnx_exporter=exporter,
             calibration=calibration,
             # These commands have no --force: the export command that replaces the folder.
-            force_hint=f"`alexbench export --out {folder} --force` (same model options)",
+            force_hint=f"`alexbench export {out_options} {options} --force`",
             on_export=exporting,
             on_wait=lambda: err_console.print(
                 f"waiting for another alexbench process writing {folder}...", markup=False
@@ -134,7 +158,8 @@ def bundle_for(
             keep_stale=checking,
             on_stale=lambda f, p, why: err_console.print(
                 f"warning: {p} is stale ({why}); checking it as it is "
-                f"(`alexbench export --out {folder}` makes a fresh one)",
+                f"(`alexbench export {out_options} --format {f.value} {options}` "
+                "makes a fresh one)",
                 markup=False,
             ),
         )
