@@ -290,7 +290,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("bench-old-results-dir", ["bench", "--results-dir", "{txt.file}"], "txt.file"),
     ("verify-old-report", ["verify", "--report", "{dir}"], "is a directory"),
     ("evaluate-unreadable", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset",
-                             "imagefolder", "--data-dir", "{oneclass}"], "could be read"),
+                             "imagefolder", "--data-dir", "{oneclass}"], "could not be read"),
     ("evaluate-class-count", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset",
                               "imagefolder", "--data-dir", "{twoclass}"], "classes"),
 ]  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tarfile
 from pathlib import Path
@@ -28,6 +29,7 @@ from alexbench.training.data import (
     load_data,
     make_synthetic,
 )
+from alexbench.training.data_files import find_samples
 from tests.conftest import SHARED_TARBALL
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer"]
@@ -219,8 +221,33 @@ def test_a_folder_of_unreadable_images_is_named(tmp_path: Path) -> None:
     for cls in ("a", "b"):
         (tmp_path / "fake" / cls).mkdir(parents=True)
         (tmp_path / "fake" / cls / "x.jpg").write_bytes(b"not an image")
-    with pytest.raises(DataError, match=r"fake/(a|b|val)?.*: none of the \d images could be read"):
+    with pytest.raises(DataError, match=r"fake/(a|b|val)?.*could not be read"):
         load_data(folder_spec(tmp_path / "fake", val_fraction=0.5))
+
+
+def test_a_drawn_validation_split_of_one_unreadable_file_says_how_to_redraw(
+    cifar20: Path, tmp_path: Path
+) -> None:
+    # 12 good images could not train because the hash split held out only the broken file, and
+    # the message named that file as a folder ("none of the 1 images").
+    root = tmp_path / "d"
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for src in sorted((cifar20 / "train" / cls).iterdir())[:6]:
+            shutil.copy(src, root / cls / src.name)
+    (root / "cat" / "zero.jpg").write_bytes(b"")
+    spec = folder_spec(root, val_fraction=0.1)
+    seed = next(  # a split seed that holds out the broken file alone
+        s for s in range(200)
+        if [p for p, _ in holdout(find_samples(root)[1], 0.1, s, spec.split_method, root)[1]]
+        == [str(root / "cat" / "zero.jpg")]
+    )  # fmt: skip
+    with pytest.raises(DataError) as info:
+        load_data(dataclasses.replace(spec, split_seed=seed))
+    assert str(info.value) == (
+        f"{root / 'cat' / 'zero.jpg'}: the val split's only image could not be read; another "
+        "--split-seed or --val-fraction draws other files"
+    )
 
 
 def test_corrupt_image_is_skipped_not_fatal(cifar20: Path, tmp_path: Path) -> None:

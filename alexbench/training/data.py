@@ -526,7 +526,10 @@ def _finish_imagefolder(
         try:
             for split in splits:
                 if in_memory:
-                    out[split] = _decode_all(chosen[split], resolution, skipped, native)
+                    out[split] = _decode_all(
+                        chosen[split], resolution, skipped, native, f"the {split.value} split",
+                        REDRAW_HINT if split is Split.VAL and "held out" in how else "",
+                    )  # fmt: skip
                 else:
                     out[split] = StreamSplit(chosen[split], resolution)
             break
@@ -580,8 +583,17 @@ def _path_draw(path: str, seed: int, root: str | os.PathLike[str] | None) -> flo
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+# A drawn validation split can hold only unreadable files while the training split is fine.
+REDRAW_HINT = "; another --split-seed or --val-fraction draws other files"
+
+
 def _decode_all(
-    samples: list[tuple[str, int]], resolution: int, skipped: list[str], native: bool = False
+    samples: list[tuple[str, int]],
+    resolution: int,
+    skipped: list[str],
+    native: bool = False,
+    what: str = "the split",
+    hint: str = "",
 ) -> MemorySplit:
     images = torch.empty(len(samples), 3, resolution, resolution, dtype=torch.uint8)
     labels = torch.empty(len(samples), dtype=torch.int64)
@@ -594,6 +606,8 @@ def _decode_all(
         images[n], labels[n] = img, label
         n += 1
     if n == 0:
+        if len(samples) == 1:  # commonpath would name the file as if it were a folder
+            raise DataError(f"{samples[0][0]}: {what}'s only image could not be read{hint}")
         where = os.path.commonpath([p for p, _ in samples]) if samples else "?"
-        raise DataError(f"{where}: none of the {len(samples)} images could be read")
+        raise DataError(f"{where}: none of {what}'s {len(samples)} images could be read{hint}")
     return MemorySplit(images[:n].clone() if n < len(samples) else images, labels[:n])
