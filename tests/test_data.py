@@ -217,6 +217,30 @@ def test_val_split_without_train_folder_is_an_error(cifar20: Path, tmp_path: Pat
         load_data(folder_spec(root))
 
 
+def test_classes_named_train_or_test_are_classes_and_stray_folders_beside_train_are_named(
+    cifar20: Path, tmp_path: Path
+) -> None:
+    # A class folder named train or test was read as a split folder: "no class folders", or
+    # "has test/ but no train/", or (train/ with subfolders) every other class left out.
+    def fill(folder: Path, src: str) -> None:
+        folder.mkdir(parents=True)
+        for f in sorted((cifar20 / "train" / src).iterdir())[:4]:
+            shutil.copy(f, folder / f.name)
+
+    classes = tmp_path / "classes"
+    for name, src in (("bus", "cat"), ("car", "dog"), ("test", "frog"), ("train", "ship")):
+        fill(classes / name, src)
+    data = load_data(folder_spec(classes, val_fraction=0.25))
+    assert data.class_names == ["bus", "car", "test", "train"]
+    assert len(data.files[Split.TRAIN]) + len(data.files[Split.VAL]) == 16
+    split = tmp_path / "split"
+    for name, src in (("cat", "cat"), ("dog", "dog")):
+        fill(split / "train" / name, src)
+    fill(split / "extras" / "frog", "frog")  # not a class of train/: it would be left out
+    with pytest.raises(DataError, match=r"extras/ beside the split folders train/ would be ign"):
+        load_data(folder_spec(split, val_fraction=0.25))
+
+
 def test_a_folder_of_unreadable_images_is_named(tmp_path: Path) -> None:
     for cls in ("a", "b"):
         (tmp_path / "fake" / cls).mkdir(parents=True)

@@ -25,6 +25,7 @@ from alexbench.errors import CheckpointError, DataError, InputError
 from alexbench.fileio import is_int, is_number
 from alexbench.model import DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIZE, MAX_SEED, MIN_IMAGE_SIZE
 from alexbench.training.data_files import (
+    IMAGE_EXTENSIONS,
     NotNative,
     decode_image,
     find_samples,
@@ -356,14 +357,47 @@ def _cifar10(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
 # -- ImageFolder -------------------------------------------------------------------------------
 
 
+SPLIT_FOLDERS = ("train", "val", "test")
+
+
+def _subfolders(root: Path) -> list[str]:
+    try:
+        return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    except OSError:
+        return []  # a missing or unreadable folder: the loader says so, by name
+
+
+def _holds_images(folder: Path) -> bool:
+    try:
+        return any(
+            f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS) and f.name[0] != "."
+            for f in folder.iterdir()
+        )
+    except OSError:
+        return False
+
+
+def split_folders(root: Path) -> tuple[list[str], list[str]]:
+    """(split folders, other folders) of an ImageFolder DIR split as DIR/train (+ val/ or test/),
+    or ([], classes) when DIR's folders are its classes. A class may be named train or test:
+    beside other folders, a split folder holds class folders and a class folder its images."""
+    names = _subfolders(root)
+    splits = [n for n in names if n in SPLIT_FOLDERS]
+    others = [n for n in names if n not in SPLIT_FOLDERS]
+    if not splits or (others and any(_holds_images(root / n) for n in splits)):
+        return [], names
+    return splits, others
+
+
 def training_root(root: Path) -> Path:
     """Where an ImageFolder's training classes are: DIR/train, else DIR itself."""
-    return root / "train" if (root / "train").is_dir() else root
+    return root / "train" if "train" in split_folders(root)[0] else root
 
 
 def val_folder(root: Path) -> Path | None:
     """An ImageFolder's own validation set: DIR/val, else DIR/test, else None."""
-    return next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+    splits = split_folders(root)[0]
+    return next((root / n for n in ("val", "test") if n in splits), None)
 
 
 def same_training_folder(recorded: str | os.PathLike[str] | None, given: Path) -> bool:
@@ -394,6 +428,13 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
         )
     train_root = training_root(root)
     val_root = val_folder(root)
+    split_names, others = split_folders(root)
+    if "train" in split_names and others:  # they would be left out without a word
+        raise DataError(
+            f"{root}: {', '.join(o + '/' for o in others[:3])}{' ...' if len(others) > 3 else ''}"
+            f" beside the split folders {', '.join(n + '/' for n in split_names)} would be "
+            "ignored: keep every class inside train/ (and val/ or test/)"
+        )
     if splits == (Split.VAL,):  # evaluation: a held-out set is scored whole
         names, _, scored, how = _held_out(spec, root, train_root, val_root)
         data = _finish_imagefolder(spec, splits, names, [], scored, how)
