@@ -17,6 +17,9 @@ class InputSet:
     batch: np.ndarray  # (N, 3, H, W) float32, already normalised
     kind: str  # "random" or "images"
     description: str
+    # What fell short of the request (unreadable files skipped, too few images repeated), for a
+    # warning: calibrating on 30 images repeated to 256 must not pass without a word.
+    shortfall: str = ""
 
 
 def random_inputs(count: int, image_size: int, seed: int = 0) -> InputSet:
@@ -76,6 +79,12 @@ def image_inputs(
         batch = batch.repeat(-(-count // found), 1, 1, 1)[:count]
     note = f", {skipped} unreadable skipped" if skipped else ""
     crop = f", centre crop {crop_fraction:g}" if crop_fraction < 1.0 else ""
+    short = [f"{skipped} unreadable file(s) skipped"] if skipped else []
+    if found < count:
+        short.append(f"{found} image(s) repeated to make the {count} asked for")
     return InputSet(
-        batch.numpy().astype(np.float32), "images", f"{found} images from {directory}{crop}{note}"
+        batch.numpy().astype(np.float32),
+        "images",
+        f"{found} images from {directory}{crop}{note}",
+        "; ".join(short),
     )

@@ -178,6 +178,24 @@ def test_verify_on_real_images(artifacts_copy, cifar_subset):
                "--backend", "eager,onnxruntime")  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "images from" in r.stdout
+    assert "warning" not in r.stderr  # enough readable images: nothing to say
+
+
+def test_a_folder_short_of_readable_images_is_warned_about(artifacts_copy, cifar_subset, tmp_path):
+    # Calibration on 30 images repeated to 256, or 3 unreadable files skipped, was recorded in
+    # the manifest only; export said nothing.
+    few = tmp_path / "few"
+    few.mkdir()
+    for src in sorted(cifar_subset.rglob("*.jpg"))[:2]:
+        shutil.copy(src, few / src.name)
+    (few / "broken.jpg").write_bytes(b"not a jpeg")
+    r = invoke("verify", "--artifacts", artifacts_copy, "--batch", 4, "--data-dir", few,
+               "--backend", "eager")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert (
+        f"warning: --data-dir {few}: 1 unreadable file(s) skipped; 2 image(s) repeated to make "
+        "the 4 asked for"
+    ) in r.stderr
 
 
 @pytest.mark.parametrize(

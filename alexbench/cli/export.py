@@ -11,7 +11,7 @@ from alexbench.artifacts import CALIBRATED, ArtifactFormat
 from alexbench.checkpoint import Normalization, load_model
 from alexbench.cli import options as opt
 from alexbench.cli.common import Command, console, err_console, handle_errors, parse_enum_list
-from alexbench.cli.model_args import check_model_options, note_resized
+from alexbench.cli.model_args import check_model_options, note_resized, read_images
 from alexbench.errors import InputError
 from alexbench.exporters import (
     DEFAULT_OPSET,
@@ -22,7 +22,6 @@ from alexbench.exporters import (
     point_latest,
 )
 from alexbench.exporters.base import NEEDS_CALIBRATION
-from alexbench.inputs import image_inputs
 
 
 @handle_errors
@@ -97,9 +96,7 @@ def export_cmd(
     note_resized(loaded)
     calibration = None
     if calib_data is not None:
-        calibration = image_inputs(
-            calib_data, calib_samples, loaded.meta, 0, "--calib-data", loaded.eval_crop_fraction
-        )
+        calibration = read_images(calib_data, calib_samples, loaded, "--calib-data")
     folder = out if out is not None else folder_for(loaded)
     console.print(
         f"Model: AlexNet, {loaded.meta.num_classes} classes, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -20,7 +21,7 @@ from alexbench.exporters import (
     prepare_bundle,
     recorded_onnx_settings,
 )
-from alexbench.inputs import image_inputs
+from alexbench.inputs import InputSet, image_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import Backend, get_runtime, unsupported_reason
 
@@ -85,6 +86,17 @@ def model_options(loaded: LoadedModel) -> str:
     return " ".join(parts)
 
 
+def read_images(
+    directory: Path, count: int, loaded: LoadedModel, option: str, **kw: Any
+) -> InputSet:
+    """`image_inputs` for `option`, with a warning where the folder fell short of `count`."""
+    inputs = image_inputs(directory, count, loaded.meta, option=option,
+                          crop_fraction=loaded.eval_crop_fraction, **kw)  # fmt: skip
+    if inputs.shortfall:
+        err_console.print(f"warning: {option} {directory}: {inputs.shortfall}", markup=False)
+    return inputs
+
+
 def note_resized(loaded: LoadedModel) -> None:
     """Allowed (AlexNet's adaptive pool takes any size), but not silently: accuracy and speed
     are then those of another input size than the checkpoint was trained for."""
@@ -123,9 +135,7 @@ def bundle_for(
                 needed.append(fmt)
     calibration = None
     if calib_data is not None and any(f in CALIBRATED for f in needed):
-        calibration = image_inputs(
-            calib_data, calib_samples, loaded.meta, 0, "--calib-data", loaded.eval_crop_fraction
-        )
+        calibration = read_images(calib_data, calib_samples, loaded, "--calib-data")
     folder = artifacts if artifacts is not None else folder_for(loaded)
     opset, exporter = recorded_onnx_settings(folder)
     out_options = f"--out {shlex.quote(str(folder))}"  # and the model's, for hints to run

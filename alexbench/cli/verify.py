@@ -23,13 +23,13 @@ from alexbench.cli.common import (
     parse_enum_list,
     signals_as_interrupts,
 )
-from alexbench.cli.model_args import bundle_for, model_for
+from alexbench.cli.model_args import bundle_for, model_for, read_images
 from alexbench.devices import Device, available_devices, require
 from alexbench.environment import capture
 from alexbench.errors import DataError
 from alexbench.exit_codes import ExitCode, outcome_of
 from alexbench.fileio import write_json
-from alexbench.inputs import image_inputs, random_inputs
+from alexbench.inputs import random_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import SessionOptions
 from alexbench.runtimes.base import CompileMode
@@ -100,14 +100,8 @@ def verify_cmd(
     )  # fmt: skip
     meta = loaded.meta
     inputs = (  # read before any export: a folder without images fails first
-        image_inputs(
-            data,
-            batch,
-            meta,
-            seed or 0,
-            "--data-dir",
-            loaded.eval_crop_fraction,
-            from_end=True,  # not the --calib-data images when both name one folder
+        read_images(  # from the far end: not the --calib-data images when both name one folder
+            data, batch, loaded, "--data-dir", seed=seed or 0, from_end=True
         )
         if data is not None
         else random_inputs(batch, meta.image_size, seed or 0)
