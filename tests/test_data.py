@@ -241,6 +241,23 @@ def test_classes_named_train_or_test_are_classes_and_stray_folders_beside_train_
         load_data(folder_spec(split, val_fraction=0.25))
 
 
+def test_a_class_held_out_whole_says_how_to_keep_some(cifar20: Path, tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    for cls, n in (("cat", 8), ("dog", 1)):
+        (root / cls).mkdir(parents=True)
+        for src in sorted((cifar20 / "train" / cls).iterdir())[:n]:
+            shutil.copy(src, root / cls / src.name)
+    spec = folder_spec(root, val_fraction=0.3)
+    samples = find_samples(root)[1]
+    seed = next(  # a split seed that holds out dog's one image
+        s for s in range(200)
+        if any(y == 1 for _, y in holdout(samples, 0.3, s, spec.split_method, root)[1])
+    )  # fmt: skip
+    with pytest.raises(DataError, match=r"^class dog: no training image, all went to validation "
+                       r"\(a smaller --val-fraction or a val/ folder keeps some\)$"):  # fmt: skip
+        load_data(dataclasses.replace(spec, split_seed=seed))
+
+
 def test_a_folder_of_unreadable_images_is_named(tmp_path: Path) -> None:
     for cls in ("a", "b"):
         (tmp_path / "fake" / cls).mkdir(parents=True)

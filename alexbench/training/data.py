@@ -480,7 +480,11 @@ def _require_every_class(names: list[str], listed: list, decoded: torch.Tensor) 
     lost = sorted(set(range(len(names))) - set(decoded.unique().tolist()))
     if lost:
         count = sum(y == lost[0] for _, y in listed)
-        why = f"none of its {count} could be read" if count else "all went to validation"
+        why = (
+            f"none of its {count} could be read"
+            if count
+            else "all went to validation (a smaller --val-fraction or a val/ folder keeps some)"
+        )
         more = f" (and {len(lost) - 1} other class(es))" if len(lost) > 1 else ""
         raise DataError(f"class {names[lost[0]]}: no training image, {why}{more}")
 
