@@ -258,6 +258,17 @@ def test_a_class_held_out_whole_says_how_to_keep_some(cifar20: Path, tmp_path: P
         load_data(dataclasses.replace(spec, split_seed=seed))
 
 
+def test_a_class_folder_linked_to_another_class_is_refused(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "d" / cls / "x.png")
+    (tmp_path / "d" / "c").symlink_to(tmp_path / "d" / "a", target_is_directory=True)
+    with pytest.raises(DataError, match=r"class folders a and c are the same folder \(a link\)"):
+        load_data(folder_spec(tmp_path / "d", val_fraction=0.5))
+
+
 def test_a_folder_of_unreadable_images_is_named(tmp_path: Path) -> None:
     for cls in ("a", "b"):
         (tmp_path / "fake" / cls).mkdir(parents=True)

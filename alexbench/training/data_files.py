@@ -56,6 +56,15 @@ def find_samples(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
         raise DataError(f"{root}: cannot list directory ({e.strerror or e})") from e
     if not classes:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/*.jpg)")
+    # A linked class folder that is another class's folder: its images under two labels.
+    real: dict[str, str] = {}
+    for name in classes:
+        twin = real.setdefault(os.path.realpath(root / name), name)
+        if twin != name:
+            raise DataError(
+                f"{root}: class folders {twin} and {name} are the same folder (a link): "
+                "its images would be in two classes"
+            )
     samples: list[tuple[str, int]] = []
     for label, name in enumerate(classes):
         files = image_files(root / name)
