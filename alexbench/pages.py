@@ -9,11 +9,18 @@ script, font or style sheet from elsewhere, so it opens offline and can be maile
 from __future__ import annotations
 
 import base64
+import contextlib
+import ctypes
+import errno
+import fcntl
 import html
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +32,11 @@ from alexbench.bench.compare import (
     is_complete,
     key_label,
     machine_differences,
-    run_machine_identity,
-    run_model_identity,
+    refusal,
 )
 from alexbench.errors import InputError
 from alexbench.evaluate import EVALUATE_SCHEMA
-from alexbench.fileio import write_text
+from alexbench.fileio import missing_folders, remove_empty_folders, write_text
 from alexbench.report import (
     accuracy_table,
     bench_legend,
@@ -41,7 +47,14 @@ from alexbench.report import (
     fmt_ms,
     speedup_base,
 )
-from alexbench.results import Run, collect_runs, json_files, machine_label, model_label
+from alexbench.results import (
+    Run,
+    collect_runs,
+    created_text,
+    json_files,
+    machine_label,
+    model_label,
+)
 from alexbench.results_shape import evaluation_problem
 from alexbench.tables import Column, Entry, TableData, Tone
 
@@ -190,7 +203,7 @@ def environment_table(run: Run) -> TableData:
     cpu, gpu = env.get("cpu") or {}, env.get("gpu") or {}
     versions = env.get("versions") or {}
     pairs = [
-        ("created", d.get("created") or "-"),
+        ("created", created_text(d)),
         ("complete", "yes" if is_complete(d) else f"no {incomplete_description(d)}"),
         ("host", f"{env.get('host') or '-'} ({env.get('platform') or '-'})"),
         ("cpu", f"{machine_label(d, 'cpu')}; flags {', '.join(cpu.get('flags') or []) or '-'}"),
@@ -268,7 +281,7 @@ def runs_table(runs: list[Run]) -> TableData:
         "Runs in this report",
         [
             Column("run", right=False),
-            Column("date", right=False),
+            Column("date (UTC)", right=False),
             Column("devices", right=False),
             Column("machine", right=False),
             Column("model", right=False),
@@ -283,7 +296,7 @@ def runs_table(runs: list[Run]) -> TableData:
         ok = sum(c["status"] == "ok" for c in cells)
         done = is_complete(r.data)
         t.add(
-            [r.name, str(r.data.get("created") or "-")[:19].replace("T", " "), ",".join(devices),
+            [r.name, created_text(r.data).removesuffix(" UTC"), ",".join(devices),
              run_machine_label(r.data), model_label(r.data),
              f"{ok} passed of {len(cells)}",
              Entry("yes", Tone.GOOD) if done else Entry("no", Tone.WARN)],
@@ -395,13 +408,14 @@ def build_page(
             "Compare: each run against the first run of the same model on the same machine",
             text=["B/A > 1: B is faster (see Definitions for the verdicts)."],
         )
-        firsts: dict[tuple[Any, ...], Run] = {}
+        firsts: list[Run] = []
         for other in runs:
             # Verdicts between different models (weights, classes, size) or different machines
-            # would mean nothing: each run is judged against its own model's on its own machine.
-            key = (run_model_identity(other.data), run_machine_identity(other.data))
-            base = firsts.setdefault(key, other)
-            if base is other:
+            # would mean nothing: each run is judged against the first run of its model on its
+            # machine, by the rule `compare` refuses other pairs by.
+            base = next((f for f in firsts if refusal(f.data, other.data) is None), None)
+            if base is None:
+                firsts.append(other)
                 if other is not runs[0]:
                     # Machines of one name are told apart by what differs (flags, cores, GPU).
                     differs = machine_differences(runs[0].data, other.data)
@@ -465,7 +479,7 @@ def build_page(
             tables=[_key_values("Metrics", DEFINITIONS, "definition")],
         )
     )
-    dates = sorted({str(r.data.get("created") or "date unknown")[:10] for r in runs})
+    dates = sorted({created_text(r.data, date_only=True) for r in runs})
     models = dict.fromkeys(model_label(r.data) for r in runs)
     subtitle = f"{' | '.join(models) or 'evaluation'}; {', '.join(dates) or ''}".strip("; ")
     return Page("alexbench report", subtitle, sections)
@@ -562,32 +576,167 @@ def to_markdown(page: Page) -> str:
     return "\n".join(out)
 
 
+# ---------------------------------------------------------------- writing the folder
+#
+# `--out DIR` is replaced as a whole: the report is built in a staging folder beside it
+# (`.DIR.alexbench-report-XXXXXXXX`), then swapped in, so DIR holds either the old report or the
+# new one, never a mix, and no PNG of an earlier report with more runs stays behind. Since the
+# whole folder goes, DIR must be new, empty, or hold nothing but what a report is made of: a
+# folder with anything else in it (the user's files) is refused, never emptied.
+
+_REPORT_FILE = re.compile(
+    r"report\.(?:html|md)|throughput\.png|(?:latency|roofline)-[1-9][0-9]*\.png"
+)
+_STAGING_TAG = "alexbench-report-"
+# A staging folder is locked (flock) while its writer lives; one unlocked and untouched this
+# long was left by a killed writer (SIGKILL, power loss). The age covers the instant between
+# creating a folder and locking it.
+_STALE_AFTER_S = 60.0
+
+
+def check_report_folder(out_dir: Path) -> Path:
+    """The folder `--out out_dir` names (links followed) when a report may replace it: absent,
+    empty, or holding only the files of a report; else a one-line InputError naming what is in
+    the way."""
+    target = out_dir.resolve()
+    if target.exists() and not target.is_dir():
+        raise InputError(f"--out {out_dir}: is a file, expected a folder")
+    if not target.is_dir():
+        return target
+    try:
+        with os.scandir(target) as entries:
+            foreign = sorted(
+                e.name
+                for e in entries
+                if not (_REPORT_FILE.fullmatch(e.name) and e.is_file(follow_symlinks=False))
+            )
+    except OSError as e:
+        raise InputError(f"--out {out_dir}: cannot read the folder ({e.strerror or e})") from None
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise InputError(
+            f"--out {out_dir}: holds {foreign[0]}{more}, not part of an alexbench report: the "
+            "report replaces the whole folder, so give a new or empty folder, or an earlier "
+            "report's"
+        )
+    return target
+
+
+def _remove_stale_staging(parent: Path, name: str) -> None:
+    """Remove the staging folders of `name` that killed writers left in `parent`: named as
+    alexbench names them, and neither locked by a live writer nor recently changed."""
+    prefix = f".{name}.{_STAGING_TAG}"
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix)]
+    except OSError:
+        return  # the write itself will say what is wrong with the folder
+    for entry in entries:
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            if time.time() - entry.stat(follow_symlinks=False).st_mtime < _STALE_AFTER_S:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # locked: a report is being written there now
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one step (Linux renameat2 RENAME_EXCHANGE): True when done, False
+    where the C library, kernel or filesystem cannot (the caller falls back to two renames)."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # not Linux, or a C library without it
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]  # fmt: skip
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Put the finished `staging` folder at `target`; the old report, if any, ends up at the
+    staging path (removed by the caller)."""
+    if not os.path.lexists(target):
+        os.rename(staging, target)
+        return
+    if _exchange(staging, target):
+        return
+    # Two renames: a kill between them leaves no `target`, and both reports under staging
+    # names beside it (the old one is removed by the next run as stale).
+    old = staging.with_name(staging.name + "-old")
+    os.rename(target, old)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        os.rename(old, target)
+        raise
+    os.rename(old, staging)
+
+
+def _folder_mode(target: Path) -> int:
+    """The permissions the report folder gets: those it had, else the umask's (mkdtemp makes
+    its folder 0700, which would hide a shared report from its readers)."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(target.stat().st_mode)
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
 def write_report(
     runs: list[Run], evaluations: list[Evaluation], out_dir: Path, threshold: float = 0.05
 ) -> ReportFiles:
-    """Write report.html, report.md and the PNGs of `runs` and `evaluations` (`load_inputs`).
-
-    Everything is made in a temporary folder beside `out_dir` and moved in at the end, so a
-    failure leaves `out_dir` as it was."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir}: is a file, expected a folder")
-    parent = out_dir.absolute().parent
+    """Write report.html, report.md and the PNGs of `runs` and `evaluations` (`load_inputs`)
+    into `out_dir`, replacing an earlier report there as a whole (see above); a failure
+    leaves `out_dir` as it was."""
+    target = check_report_folder(out_dir)
+    parent = target.parent
+    made = missing_folders(parent)  # removed again when nothing comes of this
+    staging: Path | None = None
+    lock = -1
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
-    except OSError as e:
-        raise InputError(f"--out {out_dir}: cannot write there ({e.strerror or e})") from None
-    try:
+        _remove_stale_staging(parent, target.name)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_STAGING_TAG}", dir=parent))
+        lock = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours: no other run cleans it up
         page = build_page(runs, evaluations, staging, threshold)
         write_text(staging / "report.html", to_html(page, staging))
         write_text(staging / "report.md", to_markdown(page))
-        out_dir.mkdir(exist_ok=True)
-        names = [f.file for s in page.sections for f in s.figures] + ["report.html", "report.md"]
-        for name in names:
-            os.replace(staging / name, out_dir / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        os.chmod(staging, _folder_mode(target))
+        check_report_folder(out_dir)  # again: nothing of the user's came in meanwhile
+        _swap_in(staging, target)
+    except OSError as e:
+        _discard(staging, lock, made)
+        raise InputError(f"--out {out_dir}: cannot write the report ({e.strerror or e})") from None
+    except BaseException:
+        _discard(staging, lock, made)
+        raise
+    _discard(staging, lock, [])  # the old report, now at the staging path
     images = [out_dir / f.file for s in page.sections for f in s.figures]
     return ReportFiles(
         out_dir / "report.html", out_dir / "report.md", images, len(runs), len(evaluations)
     )
+
+
+def _discard(staging: Path | None, lock: int, made: list[Path]) -> None:
+    if lock >= 0:
+        os.close(lock)
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+    remove_empty_folders(made)

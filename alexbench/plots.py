@@ -6,6 +6,7 @@ Rendered with matplotlib's Agg backend (no display needed); every figure is writ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,15 @@ import numpy as np
 from alexbench.bench.stats import MIN_ITERS_FOR_PERCENTILE
 from alexbench.errors import InputError
 from alexbench.fileio import atomic_path
-from alexbench.results import Run, machine_label, model_label
+from alexbench.results import Run, created_text, machine_label, model_label
 
 # The format follows the file's suffix, so `--plot x.pdf` is a PDF, not PNG bytes in a .pdf.
 PLOT_FORMATS = ("png", "pdf", "svg")
+
+# A horizontal box plot: `orientation` replaced `vert` in matplotlib 3.10, and `vert` warns
+# from 3.11 on (pyproject allows 3.8 and later, so both spellings are needed).
+_MPL = tuple(int(p) for p in re.findall(r"\d+", matplotlib.__version__)[:2])
+_HORIZONTAL: dict[str, Any] = {"orientation": "horizontal"} if _MPL >= (3, 10) else {"vert": False}
 
 
 def check_plot_path(path: Path) -> None:
@@ -125,7 +131,7 @@ def _title(runs: Sequence[Run], device: str) -> str:
     """Model, device, machine and date: a PNG on its own must say what it shows."""
     models = dict.fromkeys(model_label(r.data) for r in runs)
     machines = dict.fromkeys(machine_label(r.data, device) for r in runs)
-    dates = sorted({str(r.data.get("created") or "date unknown")[:10] for r in runs})
+    dates = sorted({created_text(r.data, date_only=True) for r in runs})  # UTC, as tables
     when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
     return f"{' | '.join(models)}\n{device}: {' | '.join(machines)}, {when}"
 
@@ -221,7 +227,9 @@ def plot_throughput(runs: Sequence[Run], path: Path) -> Path:
 
 def plot_latency(run: Run, path: Path) -> Path:
     """The distribution of per-call latency of every passing cell, from the raw samples: the box
-    spans p25-p75 with the median (p50) inside, whiskers p5-p95, and p90/p99 marked."""
+    spans p25-p75, whiskers p5-p95, and p90/p99 marked; the line inside is the cell's p50 as
+    the tables give it (with repeats, the geometric mean of their medians), not the median of
+    the pooled samples, so the plot and the tables show one p50 per cell."""
     devices = _devices([run])
     groups = [(d, sorted(_passed(run.data["cells"], d), key=_cell_order)) for d in devices]
     rows = max((len(cells) for _, cells in groups), default=1)
@@ -232,8 +240,9 @@ def plot_latency(run: Run, path: Path) -> Path:
         samples = [np.asarray(c["latencies_ns"], dtype=float) / 1e6 for c in cells]
         labels = [f"{c['backend']} {c['precision']} b{c['batch']}" for c in cells]
         if cells:
-            ax.boxplot(samples, vert=False, whis=(5, 95), showfliers=False,
-                       medianprops={"color": "black"})  # fmt: skip
+            p50s = [c["stats"]["p50_ms"] for c in cells]
+            ax.boxplot(samples, whis=(5, 95), showfliers=False, usermedians=p50s,
+                       medianprops={"color": "black"}, **_HORIZONTAL)  # fmt: skip
             marked: set[str] = set()
             for i, ms in enumerate(samples, start=1):
                 for q, marker, colour in ((90, "v", "tab:orange"), (99, "D", "tab:red")):

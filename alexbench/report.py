@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import re
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -186,6 +189,33 @@ def render_ceilings(console: Console, c: dict[str, Any]) -> None:
     sizes = ", ".join(f"{mib} MiB {gbs:,.1f}" for mib, gbs in c["read_bandwidth_by_mib"].items())
     console.print(f"read bandwidth (GB/s) by working set: {sizes}", markup=False)
     console.print(f"{c['method']}", style="dim", markup=False)
+
+
+# ---------------------------------------------------------------- Python warnings
+
+# matplotlib warns once per missing glyph, naming its code point: one line says it all.
+_GLYPH = re.compile(r"Glyph \d+ .* missing from font")
+
+
+@contextlib.contextmanager
+def warnings_as_lines(console: Console) -> Iterator[None]:
+    """Python warnings raised while a command runs (numpy's RuntimeWarning, matplotlib's
+    UserWarning "Glyph ... missing") printed as `warning: ...` on `console`, one line each and
+    each only once, instead of Python's file name, line number and source line. Also a
+    decorator. Nothing is hidden: errors are exceptions, not warnings, and pass through."""
+    seen: set[str] = set()
+
+    def show(message: Warning | str, category: type[Warning], *_args: Any, **_kw: Any) -> None:
+        text = " ".join(str(message).split()) or category.__name__
+        if _GLYPH.search(text):
+            text = "a character of a plot's labels is not in the font: drawn as a box"
+        if text not in seen:
+            seen.add(text)
+            console.print(f"warning: {text}", style="yellow", markup=False, highlight=False)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 # ---------------------------------------------------------------- bench results (from dicts)
@@ -426,9 +456,8 @@ def compare_table(comparison: Comparison, names: tuple[str, str]) -> TableData:
 def render_compare(
     console: Console, comparison: Comparison, names: tuple[str, str], wide: bool = False
 ) -> None:
-    """Render an `alexbench.bench.compare.Comparison`: warnings, the B/A table, what is missing."""
-    for w in comparison.warnings:
-        console.print(Text(f"warning: {w}", "yellow"))
+    """Render an `alexbench.bench.compare.Comparison`: the B/A table, what is missing (its
+    warnings are the caller's to print, on stderr)."""
     if comparison.cells:
         draw(console, compare_table(comparison, names), wide)
     else:

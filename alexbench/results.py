@@ -17,7 +17,7 @@ from typing import Any
 
 from alexbench.errors import InputError
 from alexbench.fileio import write_json, write_text
-from alexbench.results_shape import results_problem
+from alexbench.results_shape import BACKENDS, DEVICES, PRECISIONS, parse_created, results_problem
 
 # /2 added `complete`, `interrupted`, per-cell `repeats` and baseline-relative memory; /1 files
 # (no repeats, process-wide memory) are still read.
@@ -30,14 +30,16 @@ _CELL_SCHEMA: dict[str, Any] = {
     "required": ["backend", "device", "precision", "batch", "status", "reason", "stats",
                  "latencies_ns", "timing_method", "cold_start", "memory", "parity", "roofline"],
     "properties": {
-        # Literal (importing the enums would import torch); a test keeps them equal.
-        "backend": {"enum": ["eager", "torchscript", "pt2", "onnxruntime", "compile", "openvino"]},
-        "device": {"enum": ["cpu", "cuda"]},
-        "precision": {"enum": ["fp32", "tf32", "fp16", "bf16", "int8"]},
+        # Literal (importing the enums would import torch); a test keeps them equal. The same
+        # tuples make `results_problem` refuse what this schema refuses.
+        "backend": {"enum": list(BACKENDS)},
+        "device": {"enum": list(DEVICES)},
+        "precision": {"enum": list(PRECISIONS)},
         "batch": {"type": "integer", "minimum": 1},
         "status": {"enum": ["ok", "parity_failed", "skipped", "error"]},
         "reason": {"type": "string"},
-        "latencies_ns": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        # A call takes some time: a 0 ns latency is no measurement (and no point on a log axis).
+        "latencies_ns": {"type": "array", "items": {"type": "integer", "minimum": 1}},
         "device_ns": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "device_time": {"type": ["object", "null"], "required": ["p50_ms", "iterations"]},
         "timing_method": {"type": "string"},
@@ -287,8 +289,28 @@ def collect_runs(
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise InputError(f"two results files are both named {twice[0]}: give one of them")
-    runs = sorted(unique.values(), key=lambda r: (str(r.data.get("created") or ""), r.name))
+    # By the time, not the text: "2026-11-27T01:00:00+05:00" is before "2026-11-26T21:00:00Z".
+    # Undated runs first (oldest first was always where an unknown date went).
+    runs = sorted(unique.values(), key=lambda r: (created_utc(r.data) or _UNDATED, r.name))
     return runs, skipped
+
+
+_UNDATED = datetime.min.replace(tzinfo=UTC)
+
+
+def created_utc(data: dict[str, Any]) -> datetime | None:
+    """When a run was made, in UTC (None: the file does not say). `load_results` has checked
+    that a `created` present parses."""
+    value = data.get("created")
+    return parse_created(value) if isinstance(value, str) else None
+
+
+def created_text(data: dict[str, Any], date_only: bool = False) -> str:
+    """A run's `created` for the reader, in UTC whatever offset the file wrote it with."""
+    created = created_utc(data)
+    if created is None:
+        return "date unknown"
+    return created.strftime("%Y-%m-%d" if date_only else "%Y-%m-%d %H:%M:%S UTC")
 
 
 def model_label(data: dict[str, Any]) -> str:

@@ -3,7 +3,9 @@ on: `report`, `compare`, `results` and the report's pages and plots index into t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from alexbench.fileio import is_int, is_number
@@ -15,12 +17,35 @@ from alexbench.fileio import is_int, is_number
 # use, for /1 files as well, except: `created` may be missing (undated runs are reported) and
 # `complete` too (/1 files and older /2 ones predate it). Non-finite numbers are written as
 # null (a failed cell's parity errors, wall_throughput when no wall clock was taken, cold-start
-# and memory figures not measured), so those may be null; the latency figures of a timed cell
-# are finite in any file `bench` writes, and the tables and plots format and divide by them.
+# and memory figures not measured), so those may be null; every number present must be finite
+# (Python's json reads `Infinity`, `NaN` and 1e400 as floats, and a 400-digit integer does not
+# fit a float): the tables format them, the plots scale axes by them, compare takes their logs.
 
 CELL_STATUSES = ("ok", "parity_failed", "skipped", "error")
-_TIMED_STATUSES = ("ok", "parity_failed")  # cells whose stats the tables and plots show
+# RESULTS_JSON_SCHEMA's enums (alexbench.results) are these; a test keeps them equal to the
+# Backend, Device and Precision enums, which are not imported here (they import torch).
+BACKENDS = ("eager", "torchscript", "pt2", "onnxruntime", "compile", "openvino")
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
 _STATS_POSITIVE = "p50_ms p90_ms p99_ms throughput"
+# Integers past int64 reach numpy (latencies, batches) as objects or OverflowError; no count or
+# nanosecond figure of a benchmark comes near it (2**63 ns is 292 years).
+_INT_LIMIT = 2**63
+
+
+def is_finite(v: Any) -> bool:
+    """A JSON number that is a finite float too (not a bool, NaN, infinity, nor an integer too
+    large for a float)."""
+    if not is_number(v):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # math.isfinite(10**400)
+        return False
+
+
+def _is_count(v: Any, low: int) -> bool:
+    return is_int(v) and low <= v < _INT_LIMIT
 
 
 _EXPECTED: dict[str, Callable[[Any], bool]] = {
@@ -28,10 +53,16 @@ _EXPECTED: dict[str, Callable[[Any], bool]] = {
     "a list": lambda v: isinstance(v, list),
     "a string": lambda v: isinstance(v, str),
     "a boolean": lambda v: isinstance(v, bool),
-    "a number": is_number,
-    "a positive number": lambda v: is_number(v) and v > 0,  # NaN is not > 0
-    "a positive integer": lambda v: is_int(v) and v >= 1,
-    "a list of numbers": lambda v: isinstance(v, list) and all(is_number(x) for x in v),
+    "a finite number": is_finite,
+    "a positive number": lambda v: is_finite(v) and v > 0,
+    "a non-negative number": lambda v: is_finite(v) and v >= 0,
+    "a positive integer": lambda v: _is_count(v, 1),
+    "a non-negative integer": lambda v: _is_count(v, 0),
+}
+# Lists checked item by item, so that an error names the first bad item (cells[3].latencies_ns[7]).
+_ITEMS = {
+    "a list of positive integers": "a positive integer",
+    "a list of non-negative integers": "a non-negative integer",
 }
 
 
@@ -42,6 +73,8 @@ class _Invalid(Exception):
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _INT_LIMIT:
+        return f"an integer of {len(str(abs(value)))} digits"  # not 400 digits in one line
     if isinstance(value, bool | int | float):
         return repr(value)
     if isinstance(value, str):
@@ -50,7 +83,7 @@ def _kind(value: Any) -> str:
 
 
 def _field(obj: dict[str, Any], key: str, where: str, expected: str) -> Any:
-    """obj[key] when it is what is `expected` ("a number", "a number or null"), else _Invalid.
+    """obj[key] when it is what is `expected` ("a finite number", "a list or null"), else _Invalid.
     A key ending in "?" may be absent (then None)."""
     bare = key.removesuffix("?")
     name = f"{where}.{bare}" if where else bare
@@ -60,9 +93,31 @@ def _field(obj: dict[str, Any], key: str, where: str, expected: str) -> Any:
         raise _Invalid(f"{name} is missing")
     value = obj[bare]
     base = expected.removesuffix(" or null")
-    if (value is None and base != expected) or _EXPECTED[base](value):
+    if value is None and base != expected:
+        return value
+    if base in _ITEMS and isinstance(value, list):
+        for i, item in enumerate(value):
+            if not _EXPECTED[_ITEMS[base]](item):
+                raise _Invalid(f"{name}[{i}] is {_kind(item)}, expected {_ITEMS[base]}")
+        return value
+    if base not in _ITEMS and _EXPECTED[base](value):
         return value
     raise _Invalid(f"{name} is {_kind(value)}, expected {expected}")
+
+
+def _one_of(obj: dict[str, Any], key: str, where: str, allowed: tuple[str, ...]) -> str:
+    """obj[key] when it is one of `allowed`, else _Invalid naming them."""
+    value = _field(obj, key, where, "a string")
+    if value not in allowed:
+        raise _Invalid(f"{where}.{key} is {value!r}, expected one of {', '.join(allowed)}")
+    return value
+
+
+def parse_created(value: str) -> datetime:
+    """A results file's `created` (ISO-8601) as an aware UTC time: `bench` writes UTC with its
+    offset; a time without one is taken as UTC. ValueError when it is not ISO-8601."""
+    created = datetime.fromisoformat(value)
+    return created.astimezone(UTC) if created.tzinfo else created.replace(tzinfo=UTC)
 
 
 def _fields(obj: dict[str, Any], keys: str, where: str, expected: str) -> None:
@@ -100,6 +155,10 @@ def _check_results(d: dict[str, Any]) -> None:
     for name in versions:
         _field(versions, name, "environment.versions", "a string or null")
     _fields(env, "host? platform?", "environment", "a string or null")
+    # compare subtracts these to warn of a busier machine (a difference of samples: may dip
+    # below 0 by a rounding error)
+    keys = "others_cpu_cores? load_average_1m? load_average_1m_after?"
+    _fields(env, keys, "environment", "a finite number or null")
     gpu = _field(env, "gpu?", "environment", "an object or null")
     if gpu:
         _field(gpu, "name", "environment.gpu", "a string")
@@ -110,33 +169,56 @@ def _check_results(d: dict[str, Any]) -> None:
     _fields(settings, "backends devices batches precisions?", "settings", "a list or null")
     _field(settings, "repeat?", "settings", "a positive integer or null")
     _fields(settings, "run_length? options?", "settings", "an object or null")
+    run_length = settings.get("run_length") or {}
+    # the report rebuilds the command from these (`--min-time 0.5`)
+    keys = "warmup? min_seconds? min_iters? max_iters?"
+    _fields(run_length, keys, "settings.run_length", "a non-negative number or null")
     _field(settings, "command?", "settings", "a string or null")
     ceilings = _field(d, "ceilings", "", "an object or null") or {}
     for device in ceilings:
         c = _field(ceilings, device, "ceilings", "an object or null") or {}
         gemm = _field(c, "gemm_gflops?", f"ceilings.{device}", "an object or null") or {}
         for dtype in gemm:
-            _field(gemm, dtype, f"ceilings.{device}.gemm_gflops", "a number or null")
-        _fields(c, "read_bandwidth_gbs? bandwidth_gbs?", f"ceilings.{device}", "a number or null")
-    _field(d, "created?", "", "a string or null")
+            _field(gemm, dtype, f"ceilings.{device}.gemm_gflops", "a positive number or null")
+        keys = "read_bandwidth_gbs? bandwidth_gbs?"
+        _fields(c, keys, f"ceilings.{device}", "a positive number or null")
+    created = _field(d, "created?", "", "a string or null")
+    if created is not None:
+        try:
+            parse_created(created)
+        except ValueError:  # runs are sorted and dated by it
+            shown = created if len(created) <= 40 else created[:40] + "..."
+            raise _Invalid(f"created is {shown!r}, expected an ISO-8601 date and time") from None
     _field(d, "complete?", "", "a boolean")
     _field(d, "interrupted?", "", "a string or null")
+    seen: dict[tuple[Any, ...], str] = {}
     for where, cell in _objects(_field(d, "cells", "", "a list"), "cells"):
         _check_cell(cell, where)
+        # compare matches cells by this key and the report lists each: a second cell of one
+        # key would be shown twice by one and silently replace the first in the other.
+        key = (cell["backend"], cell["device"], cell["precision"], cell["batch"])
+        if key in seen:
+            label = "/".join(str(k) for k in key[:3]) + f"/b{key[3]}"
+            raise _Invalid(f"{where} repeats {seen[key]} ({label}): one cell per backend, "
+                           "device, precision and batch")  # fmt: skip
+        seen[key] = where
 
 
 def _check_cell(c: dict[str, Any], where: str) -> None:
-    _fields(c, "backend device precision reason timing_method", where, "a string")
+    _one_of(c, "backend", where, BACKENDS)
+    device = _one_of(c, "device", where, DEVICES)
+    _one_of(c, "precision", where, PRECISIONS)
+    _fields(c, "reason timing_method", where, "a string")
     _field(c, "batch", where, "a positive integer")
-    status = _field(c, "status", where, "a string")
-    if status not in CELL_STATUSES:
-        raise _Invalid(f"{where}.status is {status!r}, expected one of {', '.join(CELL_STATUSES)}")
+    status = _one_of(c, "status", where, CELL_STATUSES)
     _field(c, "runs?", where, "a positive integer")
     stats = _field(c, "stats", where, "an object or null")
     if status == "ok" and not stats:
         empty = "null" if stats is None else "empty"
         raise _Invalid(f"{where}.stats is {empty}, but the cell's status is ok (measured)")
-    if stats and status in _TIMED_STATUSES:
+    if stats:
+        # Whatever the status: `bench` keeps the stats of a cell timed and then found invalid
+        # (status error), and the legend, the CSV and the recentring on repeats read them.
         _field(stats, "iterations", f"{where}.stats", "a positive integer")
         _fields(stats, _STATS_POSITIVE, f"{where}.stats", "a positive number")
         # null: too few samples for a 95% CI of the median
@@ -144,34 +226,40 @@ def _check_cell(c: dict[str, Any], where: str) -> None:
             stats, "p50_ci_low_ms p50_ci_high_ms", f"{where}.stats", "a positive number or null"
         )
         _field(stats, "unstable", f"{where}.stats", "a boolean")
-        wall = "wall_throughput" if c["device"] == "cuda" else "wall_throughput?"  # CUDA tables
-        _field(stats, wall, f"{where}.stats", "a number or null")
-    _fields(c, "latencies_ns device_ns?", where, "a list of numbers")
+        _field(stats, "repeats?", f"{where}.stats", "a positive integer or null")
+        wall = "wall_throughput" if device == "cuda" else "wall_throughput?"  # CUDA tables
+        _field(stats, wall, f"{where}.stats", "a positive number or null")
+    # The latency plot draws these on a log scale and compare bootstraps their median: a call
+    # takes some time (the schema says the same).
+    _field(c, "latencies_ns", where, "a list of positive integers")
+    _field(c, "device_ns?", where, "a list of non-negative integers")
     device_time = _field(c, "device_time?", where, "an object or null")
     if device_time:
-        _field(device_time, "p50_ms", f"{where}.device_time", "a number")
+        _field(device_time, "p50_ms", f"{where}.device_time", "a positive number")
     repeats = _field(c, "repeats?", where, "a list or null") or []
     for name, rep in _objects(repeats, f"{where}.repeats"):
         _field(rep, "p50_ms", name, "a positive number or null")
     cold = _field(c, "cold_start", where, "an object or null") or {}
-    _fields(
-        cold, "session_create_s? first_inference_ms?", f"{where}.cold_start", "a number or null"
-    )
+    keys = "session_create_s? first_inference_ms?"
+    _fields(cold, keys, f"{where}.cold_start", "a non-negative number or null")
     memory = _field(c, "memory", where, "an object or null") or {}
+    # above the cell's baseline: may be negative (the baseline held more)
     keys = "resident_bytes? peak_bytes? cuda_max_allocated_bytes? rss_peak_bytes?"
-    _fields(memory, keys, f"{where}.memory", "a number or null")
+    _fields(memory, keys, f"{where}.memory", "a finite number or null")
     parity = _field(c, "parity", where, "an object or null")
     if parity:
         _field(parity, "passed", f"{where}.parity", "a boolean")
-        _fields(parity, "min_cosine top1_agreement", f"{where}.parity", "a number")
-        _fields(parity, "max_abs_err max_rel_err threshold", f"{where}.parity", "a number or null")
+        _fields(parity, "min_cosine top1_agreement", f"{where}.parity", "a finite number")
+        keys = "max_abs_err max_rel_err threshold"
+        _fields(parity, keys, f"{where}.parity", "a finite number or null")
     roofline = _field(c, "roofline", where, "an object or null")
     if roofline:
-        _field(roofline, "pct_of_ceiling", f"{where}.roofline", "a number")
+        _field(roofline, "pct_of_ceiling", f"{where}.roofline", "a finite number")
         _field(roofline, "bound", f"{where}.roofline", "a string")
         _field(roofline, "exceeds_ceiling?", f"{where}.roofline", "a boolean")
-        keys = "gflops? weight_gbs? peak_gflops? read_bandwidth_gbs?"
-        _fields(roofline, keys, f"{where}.roofline", "a number or null")
+        # drawn on log-log axes; roofline_ms is what recentring divides by
+        keys = "gflops? weight_gbs? peak_gflops? read_bandwidth_gbs? roofline_ms?"
+        _fields(roofline, keys, f"{where}.roofline", "a positive number or null")
         _field(roofline, "ceiling_dtype?", f"{where}.roofline", "a string or null")
 
 
@@ -186,8 +274,8 @@ def evaluation_problem(data: dict[str, Any]) -> str | None:
         _field(data, "data?", "", "a string or null")
         for where, c in _objects(_field(data, "cells", "", "a list"), "cells"):
             _fields(c, "backend precision status", where, "a string")
-            _fields(c, "top1? top5? agreement?", where, "a number or null")
-            _field(c, "seconds?", where, "a number")
+            _fields(c, "top1? top5? agreement?", where, "a finite number or null")
+            _field(c, "seconds?", where, "a non-negative number")
             _field(c, "reason?", where, "a string or null")
     except _Invalid as e:
         return str(e)

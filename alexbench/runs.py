@@ -14,7 +14,7 @@ from typing import Any
 
 from alexbench.bench.compare import is_complete
 from alexbench.results import READABLE_SCHEMAS, json_files
-from alexbench.results_shape import results_problem
+from alexbench.results_shape import parse_created, results_problem
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,14 @@ def short_cpu_name(model: str | None) -> str | None:
 
 
 def _created(value: Any) -> datetime | None:
+    """`created` in UTC (shown under "date (UTC)"; sorted by); None when the file has none
+    (`_read` refuses a `created` that does not parse)."""
     if not isinstance(value, str):
         return None
     try:
-        created = datetime.fromisoformat(value)
+        return parse_created(value)
     except ValueError:
         return None
-    return created if created.tzinfo else created.replace(tzinfo=UTC)
 
 
 def _source(source: Any) -> str:

@@ -251,21 +251,169 @@ def test_a_bad_input_beside_an_evaluation_is_still_an_error(tmp_path, evaluation
     assert r.exit_code == 2 and "--plot" in r.stderr and not (tmp_path / "rep").exists()
 
 
+def _earlier_report(out: Path) -> dict[str, bytes]:
+    """A folder holding an earlier report of three runs (stand-in bytes): what it holds."""
+    out.mkdir()
+    for name in ("report.html", "report.md", "throughput.png", "latency-3.png", "roofline-3.png"):
+        (out / name).write_bytes(f"old {name}".encode())
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def _contents(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
 def test_a_failed_report_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
     from alexbench import pages
 
     out = tmp_path / "rep"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    before = _earlier_report(out)
 
     def broken(*_args, **_kw):
         raise RuntimeError("disk gone")
 
     monkeypatch.setattr(pages, "to_markdown", broken)
-    r = invoke("report", COMMITTED / "xeon-2c", "--out", out)
+    r = invoke("report", RUN, "--out", out)
     assert r.exit_code == 3
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert _contents(out) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rep.")]  # no staging left
+
+
+RUN = sorted(COMMITTED.glob("xeon-2c/2026*.json"))[0]
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_report_out_replaces_an_earlier_report_whole(tmp_path, monkeypatch, exchange):
+    # Files were replaced one by one: latency-3.png of an earlier three-run report stayed.
+    from alexbench import pages
+
+    if not exchange:  # a kernel or filesystem without RENAME_EXCHANGE
+        monkeypatch.setattr(pages, "_exchange", lambda _a, _b: False)
+    out = tmp_path / "rep"
+    _earlier_report(out)
+    out.chmod(0o750)
+    r = invoke("report", RUN, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "latency-1.png", "report.html", "report.md", "roofline-1.png", "throughput.png"
+    ]  # fmt: skip
+    assert png_size(out / "latency-1.png")[0] > 0
+    assert (out / "report.md").read_text().startswith("# alexbench report")
+    assert (out.stat().st_mode & 0o777) == 0o750  # the folder keeps its permissions
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no staging folder left
+
+
+def test_report_out_refuses_a_folder_with_other_files(tmp_path):
+    """The report replaces its folder whole, so a folder holding anything a report does not is
+    refused, never emptied: the user's files are not the report's to remove."""
+    out = tmp_path / "mine"
+    before = _earlier_report(out)
+    (out / "notes.txt").write_text("mine")
+    before["notes.txt"] = b"mine"
+    r = invoke("report", RUN, "--out", out)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().splitlines() == [
+        f"error: --out {out}: holds notes.txt, not part of an alexbench report: the report "
+        "replaces the whole folder, so give a new or empty folder, or an earlier report's"
+    ]
+    assert _contents(out) == before
+    r = invoke("report", RUN, "--out", tmp_path / "empty")  # new: made; empty: used
+    assert r.exit_code == 0, r.output
+    (tmp_path / "void").mkdir()
+    assert invoke("report", RUN, "--out", tmp_path / "void").exit_code == 0
+
+
+def test_an_os_error_while_swapping_is_one_line_and_keeps_the_old_report(tmp_path, monkeypatch):
+    import errno
+
+    from alexbench import pages
+
+    out = tmp_path / "rep"
+    before = _earlier_report(out)
+
+    def denied(*_args):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(pages, "_swap_in", denied)
+    r = invoke("report", RUN, "--out", out)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip() == (f"error: --out {out}: cannot write the report (Permission denied)")
+    assert _contents(out) == before and [p.name for p in tmp_path.iterdir()] == ["rep"]
+
+
+def test_staging_folders_of_killed_reports_are_removed_and_live_ones_kept(tmp_path):
+    import fcntl
+
+    out = tmp_path / "rep"
+    dead, live, young, other = (tmp_path / f".rep.{n}" for n in (
+        "alexbench-report-dead0001", "alexbench-report-live0002", "alexbench-report-new00003",
+        "mine"))  # fmt: skip
+    for folder in (dead, live, young, other):
+        folder.mkdir()
+        (folder / "report.md").write_text("left by a SIGKILL")
+    for folder in (dead, live, other):
+        os.utime(folder, (1e9, 1e9))  # untouched for long: the writer is gone
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a report being written there now
+    try:
+        r = invoke("report", RUN, "--out", out)
+    finally:
+        os.close(fd)
+    assert r.exit_code == 0, r.output
+    # Only the unlocked, old one alexbench named is removed: a fresh one may be a writer's
+    # between creating and locking it, and `.rep.mine` is not alexbench's.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["rep", live.name, young.name, other.name]
+    )
+
+
+def test_the_latency_box_median_is_the_cells_p50(tmp_path, monkeypatch):
+    """The box's line was the median of the pooled samples, while the tables (and compare)
+    give each cell one p50: the geometric mean of its repeats' medians."""
+    from matplotlib.axes import Axes
+
+    from alexbench import plots
+    from alexbench.results import Run
+
+    data = load_results(RUN)
+    cells = [c for c in data["cells"] if c["status"] == "ok"]
+    cells[0]["stats"]["p50_ms"] *= 1.2  # well away from the pooled median
+    drawn = []
+    boxplot = Axes.boxplot
+    monkeypatch.setattr(
+        Axes, "boxplot", lambda *a, **k: drawn.append(boxplot(*a, **k)) or drawn[-1]
+    )
+    plots.plot_latency(Run(RUN.stem, RUN, data), tmp_path / "l.png")
+    (boxes,) = drawn
+    # horizontal boxes: each median line runs from (p50, y0) to (p50, y1)
+    medians = sorted(line.get_xdata()[0] for line in boxes["medians"])
+    assert all(line.get_xdata()[0] == line.get_xdata()[1] for line in boxes["medians"])
+    assert medians == pytest.approx(sorted(c["stats"]["p50_ms"] for c in cells))
+
+
+def test_python_warnings_are_one_line_each(tmp_path):
+    """matplotlib's "Glyph ... missing" (a CPU name with an emoji) and numpy's RuntimeWarning
+    came out as file name, line number and source line, once per glyph."""
+    import io
+    import warnings
+
+    from rich.console import Console
+
+    from alexbench.report import warnings_as_lines
+
+    buf = io.StringIO()
+    with warnings_as_lines(Console(file=buf, width=200)):
+        for _ in range(3):
+            warnings.warn("invalid value\n   encountered in subtract", RuntimeWarning, stacklevel=1)
+    assert buf.getvalue() == "warning: invalid value encountered in subtract\n"
+    data = json.loads(RUN.read_text())
+    data["environment"]["cpu"]["model"] = "Ünïcødé CPU™ 💻🖥"
+    (tmp_path / "emoji.json").write_text(json.dumps(data))
+    r = invoke("report", tmp_path / "emoji.json", "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    assert r.stderr.splitlines() == [
+        "warning: a character of a plot's labels is not in the font: drawn as a box"
+    ]
 
 
 def test_a_cell_too_short_for_a_ci_renders_and_plots_without_one(tmp_path):

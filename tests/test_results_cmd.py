@@ -155,3 +155,25 @@ def test_links_that_lead_nowhere_and_fifos_named_json_are_passed_over(tmp_path: 
         assert r.exit_code == 2 and "not a regular file" in r.stderr, r.output
     r = invoke("compare", root / "run.json", root / "pipe.json")  # compare reads files itself
     assert r.exit_code == 2 and "not a regular file" in r.stderr, r.output
+
+
+def test_runs_are_sorted_by_their_time_and_shown_in_utc(tmp_path: Path) -> None:
+    """`created` was sorted as text and shown with its offset under "date (UTC)": 01:00+05:00
+    (20:00 UTC the day before) came after 21:00 UTC and was shown as 01:00."""
+    from alexbench.results import collect_runs
+
+    data = json.loads((XEON / RUNS[0]).read_text())
+    (tmp_path / "east.json").write_text(json.dumps(data | {"created": "2026-11-27T01:00:00+05:00"}))
+    (tmp_path / "west.json").write_text(json.dumps(data | {"created": "2026-11-26T21:00:00Z"}))
+    runs, _ = collect_runs([tmp_path])
+    assert [r.name for r in runs] == ["east", "west"]
+    listing = list_runs([tmp_path])
+    assert [r.file for r in listing.runs] == ["east.json", "west.json"]
+    assert listing.runs[0].created == datetime(2026, 11, 26, 20, tzinfo=UTC)
+    r = invoke("results", tmp_path, "--wide")
+    assert r.exit_code == 0, r.output
+    east = next(line for line in r.stdout.splitlines() if "east.json" in line)
+    assert "2026-11-26 20:00" in east and "2026-11-27" not in east
+    r = invoke("report", tmp_path / "east.json")
+    assert r.exit_code == 0, r.output
+    assert "east.json: 2026-11-26 20:00:00 UTC, host vm" in r.stdout

@@ -46,6 +46,10 @@ def _ok(d: dict[str, Any]) -> dict[str, Any]:
     return next(c for c in d["cells"] if c["status"] == "ok")
 
 
+def _skipped(d: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in d["cells"] if c["status"] == "skipped")
+
+
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     """A mutation setting a dotted path ("environment.cpu"; "ok" is the first ok cell)."""
 
@@ -63,6 +67,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 
 
 _DELETE = object()
+INF, NAN = float("inf"), float("nan")
 
 # (id, mutation, what the error must name)
 BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
@@ -80,7 +85,7 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("unknown-status", _set("ok.status", "fine"), "].status is 'fine', expected one of ok,"),
     ("stats-without-throughput", _set("ok.stats.throughput", _DELETE), "].stats.throughput is"),
     ("p50-null", _set("ok.stats.p50_ms", None), "].stats.p50_ms is null, expected a positive"),
-    ("latencies-text", _set("ok.latencies_ns", ["1", "2"]), "].latencies_ns is a list, expected"),
+    ("latencies-text", _set("ok.latencies_ns", ["1", "2"]), "].latencies_ns[0] is a string, exp"),
     ("repeat-not-object", _set("ok.repeats", [1.0]), "].repeats[0] is 1.0, expected an object"),
     ("parity-without-passed", _set("ok.parity.passed", _DELETE), "].parity.passed is missing"),
     ("roofline-list", _set("ok.roofline", []), "].roofline is a list, expected an object"),
@@ -95,7 +100,40 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("repeat-text", _set("settings.repeat", "3"), "settings.repeat is a string"),
     ("ceilings-list", _set("ceilings", [1]), "ceilings is a list, expected an object"),
     ("complete-text", _set("complete", "yes"), "complete is a string, expected a boolean"),
-]
+    # Non-finite and out-of-range numbers (json reads Infinity, NaN and 400-digit integers):
+    # report printed inf, the plots and compare crashed.
+    ("p50-infinite", _set("ok.stats.p50_ms", INF), "].stats.p50_ms is inf, expected a positive"),
+    ("throughput-inf", _set("ok.stats.throughput", INF), "].stats.throughput is inf, expected"),
+    ("p90-nan", _set("ok.stats.p90_ms", NAN), "].stats.p90_ms is nan, expected a positive"),
+    ("ci-negative", _set("ok.stats.p50_ci_low_ms", -1.0), "].stats.p50_ci_low_ms is -1.0, exp"),
+    ("repeat-p50-inf", lambda d: _ok(d)["repeats"][0].update(p50_ms=INF),
+     "].repeats[0].p50_ms is inf, expected a positive number"),
+    ("latency-inf", _set("ok.latencies_ns", [5, INF]), "].latencies_ns[1] is inf, expected a pos"),
+    ("latency-huge", _set("ok.latencies_ns", [10**400] * 3),
+     "].latencies_ns[0] is an integer of 401 digits, expected a positive integer"),
+    ("latency-negative", _set("ok.latencies_ns", [-5, 7]), "].latencies_ns[0] is -5, expected"),
+    ("latency-zero", _set("ok.latencies_ns", [0, 0]), "].latencies_ns[0] is 0, expected a posit"),
+    ("batch-huge", _set("ok.batch", 10**30), "].batch is an integer of 31 digits, expected"),
+    ("ceiling-inf", lambda d: d["ceilings"]["cpu"]["gemm_gflops"].update(fp32=INF),
+     "ceilings.cpu.gemm_gflops.fp32 is inf, expected a positive number or null"),
+    ("memory-nan", _set("ok.memory.resident_bytes", NAN), "].memory.resident_bytes is nan, ex"),
+    ("roofline-nan", _set("ok.roofline.pct_of_ceiling", NAN), "].roofline.pct_of_ceiling is nan"),
+    ("parity-inf", _set("ok.parity.min_cosine", -INF), "].parity.min_cosine is -inf, expected"),
+    ("cold-negative", _set("ok.cold_start.first_inference_ms", -3.0), "first_inference_ms is -3"),
+    # A skipped cell's stats were read (recentred on repeats) though never checked: a crash.
+    ("skipped-junk-stats", lambda d: _skipped(d).update(stats=_ok(d)["stats"] | {"p50_ms": "x"}),
+     "].stats.p50_ms is a string, expected a positive number"),
+    # What RESULTS_JSON_SCHEMA refuses, the loaders refuse too.
+    ("unknown-backend", _set("ok.backend", "tensorrt"), "].backend is 'tensorrt', expected one"),
+    ("unknown-device", _set("ok.device", "tpu"), "].device is 'tpu', expected one of cpu, cuda"),
+    ("unknown-precision", _set("ok.precision", "fp8"), "].precision is 'fp8', expected one of"),
+    # One cell per key: report showed it twice, compare kept the last one silently.
+    ("duplicate-cell", lambda d: d["cells"].append(copy.deepcopy(_ok(d))),
+     "] repeats cells[0] (eager/cpu/fp32/b1): one cell per backend, device, precision and batch"),
+    # Runs are sorted and dated by it.
+    ("created-garbage", _set("created", "yesterday-ish"),
+     "created is 'yesterday-ish', expected an ISO-8601 date and time"),
+]  # fmt: skip
 IDS = [b[0] for b in BROKEN]
 
 
@@ -209,12 +247,12 @@ def mixed_folder(tmp_path: Path) -> Path:
     folder.mkdir()
     (folder / "good.json").write_text(RUN.read_text())
     for case in ("cells-string", "stats-null-ok", "stats-empty-ok", "cell-without-batch",
-                 "environment-null"):  # fmt: skip
+                 "environment-null", "p50-infinite", "duplicate-cell"):  # fmt: skip
         write_broken(folder, case)
     return folder
 
 
-BROKEN_IN_FOLDER = 5
+BROKEN_IN_FOLDER = 7
 
 
 def test_collect_runs_skips_broken_files_in_a_folder(mixed_folder: Path) -> None:

@@ -89,6 +89,23 @@ class CellComparison:
         )
 
 
+class Difference(StrEnum):
+    """What kind of difference between two runs a warning names, which decides what `compare`
+    does with it: figures from different machines or of different models measure different
+    things, so it refuses them (unless told to go on); a different library version, thread
+    setting or option on one machine is what a comparison is usually made to see."""
+
+    MODEL = "model"  # weights, classes, image size
+    MACHINE = "machine"  # the hardware: CPU model, id, flags and cores; GPU and its capability
+    SETUP = "setup"  # software, settings, load and completeness: warned, still compared
+
+
+@dataclass(frozen=True)
+class RunDifference:
+    kind: Difference
+    text: str  # one line: "different machine: cpu X vs Y"
+
+
 @dataclass(frozen=True)
 class NotComparable:
     key: CellKey
@@ -101,7 +118,7 @@ class Comparison:
     only_in_a: list[CellKey]
     only_in_b: list[CellKey]
     not_comparable: list[NotComparable]
-    warnings: list[str]
+    warnings: list[str]  # every difference's text (RunDifference.text), model and machine first
     a_complete: bool
     b_complete: bool
     threshold: float = DEFAULT_THRESHOLD
@@ -332,8 +349,9 @@ BUSIER_OTHERS = 0.5  # a difference in other processes' CPU use at the start (co
 
 # What tells two machines apart beyond the CPU's and GPU's names: VMs of different generations
 # share one name ("Intel(R) Xeon(R) Processor"), and a flag (AMX, AVX-512) or the cores given
-# decides which kernels run and how fast; a GPU's driver and CUDA decide its libraries.
-_MACHINE_FIELDS = (
+# decides which kernels run and how fast. These are the hardware: runs that differ in any of
+# them are not compared (compare refuses; the report pairs no such runs).
+_HARDWARE_FIELDS = (
     ("cpu", ("environment", "cpu", "model")),
     ("cpu id", ("environment", "cpu", "id")),
     ("cpu flags", ("environment", "cpu", "flags")),
@@ -341,10 +359,15 @@ _MACHINE_FIELDS = (
     ("usable cores", ("environment", "cpu", "usable_cores")),
     ("gpu", ("environment", "gpu", "name")),
     ("gpu capability", ("environment", "gpu", "capability")),
+)
+# A GPU's driver, CUDA and cuDNN decide its libraries: software on the same hardware, warned
+# like a library version (comparing CUDA releases on one GPU is a reason to compare).
+_GPU_SOFTWARE_FIELDS = (
     ("gpu driver", ("environment", "gpu", "driver")),
     ("cuda", ("environment", "gpu", "cuda")),
     ("cudnn", ("environment", "gpu", "cudnn")),
 )
+_MACHINE_FIELDS = _HARDWARE_FIELDS + _GPU_SOFTWARE_FIELDS
 
 
 # Options that change nothing in a run without a cell they apply to: --cudnn-benchmark is on by
@@ -361,9 +384,15 @@ def _option_applies(option: str, *runs: dict[str, Any]) -> bool:
     return True
 
 
-def machine_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def machine_differences(
+    a: dict[str, Any],
+    b: dict[str, Any],
+    fields: tuple[tuple[str, tuple[str, ...]], ...] = _MACHINE_FIELDS,
+) -> list[str]:
+    """What differs between the two runs' machines, one phrase per field of `fields` that both
+    files record ("cpu X vs Y", "cpu flags: only A has avx512f")."""
     out = []
-    for label, path in _MACHINE_FIELDS:
+    for label, path in fields:
         va, vb = _get(a, *path), _get(b, *path)
         if label == "gpu":
             va, vb = va or "none", vb or "none"
@@ -381,32 +410,18 @@ def machine_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return out
 
 
-def run_model_identity(run: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes two runs' models the same: image size, class count and weights (the fields
-    `run_warnings` reports as "different model")."""
-    return (
-        _get(run, "model", "meta", "image_size"),
-        _get(run, "model", "meta", "num_classes"),
-        _source_identity(_get(run, "model", "source")),
-    )
-
-
-def run_machine_identity(run: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes two runs' machines the same where a report pairs runs: the CPU's model, flags
-    and usable cores, and the GPU's name (the CPU id is left out: older files lack it, and
-    `run_warnings` still names any difference)."""
-    flags = _get(run, "environment", "cpu", "flags")
-    return (
-        _get(run, "environment", "cpu", "model"),
-        tuple(sorted(flags)) if isinstance(flags, list) else None,
-        _get(run, "environment", "cpu", "usable_cores"),
-        _get(run, "environment", "gpu", "name"),
-    )
-
-
 def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """What makes the two runs not measure the same thing, one line each (empty: comparable)."""
-    out: list[str] = []
+    return [d.text for d in run_differences(a, b)]
+
+
+def run_differences(a: dict[str, Any], b: dict[str, Any]) -> list[RunDifference]:
+    """Each difference between the two runs that bears on their figures, with its kind."""
+    out: list[RunDifference] = []
+
+    def add(kind: Difference, text: str) -> None:
+        out.append(RunDifference(kind, text))
+
     # Model identity.
     diffs = []
     for label, path in (("image size", "image_size"), ("classes", "num_classes")):
@@ -417,40 +432,50 @@ def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     if _source_identity(sa) != _source_identity(sb):
         diffs.append(f"weights {_describe_source(sa)} vs {_describe_source(sb)}")
     if diffs:
-        out.append("different model: " + ", ".join(diffs))
+        add(Difference.MODEL, "different model: " + ", ".join(diffs))
     arts_a = _get(a, "model", "artifacts") or {}
     arts_b = _get(b, "model", "artifacts") or {}
     changed = [f for f in arts_a if f in arts_b and arts_a[f] != arts_b[f]]
-    if changed and not diffs:
-        out.append(
+    if changed and not diffs:  # one model exported anew (another exporter, opset): compared
+        add(
+            Difference.SETUP,
             f"different exported artifacts ({', '.join(changed)}; sha256 differs): those "
-            "backends ran different files"
+            "backends ran different files",
         )
     # Machine.
-    machine = machine_differences(a, b)
+    machine = machine_differences(a, b, _HARDWARE_FIELDS)
     host_a, host_b = _get(a, "environment", "host"), _get(b, "environment", "host")
     if machine:
-        out.append("different machine: " + ", ".join(machine))
+        add(Difference.MACHINE, "different machine: " + ", ".join(machine))
     elif host_a != host_b:
-        out.append(f"different host: {_fmt(host_a)} vs {_fmt(host_b)} (same cpu and gpu model)")
+        # Hosts of one hardware (VMs renamed per boot, twin machines): warned, not refused.
+        add(
+            Difference.SETUP,
+            f"different host: {_fmt(host_a)} vs {_fmt(host_b)} (same cpu and gpu model)",
+        )
+    gpu_software = machine_differences(a, b, _GPU_SOFTWARE_FIELDS)
+    if gpu_software:
+        add(Difference.SETUP, "different GPU software: " + ", ".join(gpu_software))
     plat_a, plat_b = _get(a, "environment", "platform"), _get(b, "environment", "platform")
     if plat_a != plat_b and plat_a and plat_b:
-        out.append(f"different OS: {plat_a} vs {plat_b}")
+        add(Difference.SETUP, f"different OS: {plat_a} vs {plat_b}")
     others = [_get(p, "environment", "others_cpu_cores") for p in (a, b)]
     load = [_get(p, "environment", "load_average_1m") for p in (a, b)]
     if all(isinstance(v, int | float) for v in others):
         # Sampled when each run started: unlike the load average, no residue of earlier work.
         if abs(others[0] - others[1]) >= BUSIER_OTHERS:
-            out.append(
+            add(
+                Difference.SETUP,
                 f"other processes used {others[0]:.1f} (A) vs {others[1]:.1f} (B) cores when "
-                "the runs started: the busier one may have been slowed"
+                "the runs started: the busier one may have been slowed",
             )
     elif all(isinstance(v, int | float) for v in load) and abs(load[0] - load[1]) >= BUSIER_LOAD:
         # One runnable process more on a 2-core machine takes half of it from the cells.
-        out.append(
+        add(
+            Difference.SETUP,
             f"machine load differed when the runs started: 1-minute load average {load[0]:g} "
             f"(A) vs {load[1]:g} (B): other work, or the residue of a run just before (a "
-            "sweep started right after another inherits its load), may slow the busier one"
+            "sweep started right after another inherits its load), may slow the busier one",
         )
     # Library versions.
     ver_a = _get(a, "environment", "versions") or {}
@@ -461,7 +486,7 @@ def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         if ver_a.get(name) != ver_b.get(name)
     ]
     if vdiff:
-        out.append("different library versions: " + ", ".join(vdiff))
+        add(Difference.SETUP, "different library versions: " + ", ".join(vdiff))
     # Threads.
     threads = []
     for label, path in (
@@ -475,7 +500,7 @@ def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         if va != vb:
             threads.append(f"{label} {_fmt(va)} vs {_fmt(vb)}")
     if threads:
-        out.append("different thread settings: " + ", ".join(threads))
+        add(Difference.SETUP, "different thread settings: " + ", ".join(threads))
     # Other settings that change what is timed.
     opts_a = _get(a, "settings", "options") or {}
     opts_b = _get(b, "settings", "options") or {}
@@ -485,7 +510,7 @@ def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         if k != "threads" and opts_a.get(k) != opts_b.get(k) and _option_applies(k, a, b)
     ]
     if odiff:
-        out.append("different session options: " + ", ".join(odiff))
+        add(Difference.SETUP, "different session options: " + ", ".join(odiff))
     run_a = _get(a, "settings", "run_length") or {}
     run_b = _get(b, "settings", "run_length") or {}
     rdiff = [  # keys both record: warmup_calls is newer than the first results files
@@ -494,9 +519,47 @@ def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         if k in run_b and run_a[k] != run_b[k]
     ]
     if rdiff:
-        out.append("different run length: " + ", ".join(rdiff))
+        add(Difference.SETUP, "different run length: " + ", ".join(rdiff))
     # Completeness.
     for side, payload in (("A", a), ("B", b)):
         if not is_complete(payload):
-            out.append(f"{side} is incomplete {incomplete_description(payload)}")
-    return out
+            add(Difference.SETUP, f"{side} is incomplete {incomplete_description(payload)}")
+    # Model and machine first: what compare refuses, then what it warns of.
+    order = list(Difference)
+    return sorted(out, key=lambda d: order.index(d.kind))
+
+
+def refusal(
+    a: dict[str, Any],
+    b: dict[str, Any],
+    allow_different_machines: bool = False,
+    allow_different_models: bool = False,
+) -> str | None:
+    """Why `compare` will not judge B against A, in one line (None: it will). Figures taken on
+    different hardware or of different models differ for reasons no interval accounts for, so
+    a faster/slower verdict between them (and a --fail-on-regression exit) would mislead."""
+    parts = []
+    diffs = run_differences(a, b)
+    if not allow_different_machines and any(d.kind is Difference.MACHINE for d in diffs):
+        cpu_a, cpu_b = (_get(r, "environment", "cpu", "model") for r in (a, b))
+        gpu_a, gpu_b = (_get(r, "environment", "gpu", "name") for r in (a, b))
+        if cpu_a and cpu_b and cpu_a != cpu_b:
+            where = f"A ran on {cpu_a}, B on {cpu_b}"
+        elif gpu_a != gpu_b:
+            where = f"A ran on {gpu_a or 'no GPU'}, B on {gpu_b or 'no GPU'}"
+        else:  # one CPU name, other hardware: say which fields differ
+            what = ", ".join(machine_differences(a, b, _HARDWARE_FIELDS))
+            where = f"A and B ran on different machines ({what})"
+        parts.append(
+            f"{where}: figures from different machines are not comparable "
+            "(--allow-different-machines to compare anyway)"
+        )
+    if not allow_different_models:
+        model = next((d for d in diffs if d.kind is Difference.MODEL), None)
+        if model is not None:
+            what = model.text.removeprefix("different model: ")
+            parts.append(
+                f"A and B timed different models ({what}): their figures are not comparable "
+                "(--allow-different-models to compare anyway)"
+            )
+    return "; ".join(parts) or None

@@ -14,6 +14,7 @@ from alexbench.bench.compare import (
     Verdict,
     compare_runs,
     nothing_compared,
+    refusal,
     regressions,
 )
 from alexbench.cli.common import (
@@ -33,6 +34,7 @@ from alexbench.results import load_results
 
 @handle_errors
 @json_output
+@report.warnings_as_lines(err_console)  # one line each, on stderr
 def compare_cmd(
     baseline: Path = typer.Argument(..., help="Results JSON A (the baseline)."),
     candidate: Path = typer.Argument(..., help="Results JSON B (the candidate)."),
@@ -49,6 +51,18 @@ def compare_cmd(
         help="Exit 1 when any cell of B is slower than A beyond --threshold (for CI). "
         "With or without it, compare exits 4 when no cell could be compared.",
     ),
+    allow_different_machines: bool = typer.Option(
+        False,
+        "--allow-different-machines",
+        help="Compare runs from different hardware (CPU model, id, flags or cores; GPU) "
+        "anyway; refused otherwise: their figures differ for reasons no interval measures.",
+    ),
+    allow_different_models: bool = typer.Option(
+        False,
+        "--allow-different-models",
+        help="Compare runs of different models (weights, classes, image size) anyway; "
+        "refused otherwise.",
+    ),
     as_json: bool = JSON_OPTION,
     wide: bool = WIDE_OPTION,
 ) -> None:
@@ -60,7 +74,9 @@ def compare_cmd(
 
     Single-repeat runs use a block bootstrap over raw latencies; such verdicts are marked (weak).
 
-    Differences in model, machine, library versions or threads, and incomplete runs, are warned.
+    Runs from different machines or of different models are refused (exit 2) unless allowed.
+
+    Differences in library versions, threads or options, and incomplete runs, are warned.
 
     Exits 4 when no cell is measured (ok) in both runs: nothing was compared, so no CI gate passes.
 
@@ -71,10 +87,16 @@ def compare_cmd(
     if not 0.0 <= threshold < 1.0:  # also rejects nan
         raise InputError(f"--threshold must be >= 0 and < 1 (0.05 = 5%), got {threshold}")
     a, b = load_results(baseline), load_results(candidate)
+    refused = refusal(a, b, allow_different_machines, allow_different_models)
+    if refused:  # before any verdict: a gate must not pass or fail on such a pair
+        raise InputError(refused)
     comparison = compare_runs(a, b, threshold)
     if baseline.resolve() == candidate.resolve():
         comparison.warnings.insert(0, "A and B are the same file: every ratio is 1 by construction")
     emit_json(comparison_dict(comparison, baseline, candidate))
+    # Warnings are about the inputs, like errors: stderr, so stdout holds the table (or JSON).
+    for w in comparison.warnings:
+        err_console.print(f"warning: {w}", style="yellow", markup=False)
     report.render_compare(console, comparison, (baseline.name, candidate.name), wide=wide)
     if not comparison.cells:
         # With or without --fail-on-regression: a comparison of nothing has no result, and

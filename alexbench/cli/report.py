@@ -23,6 +23,7 @@ from alexbench.results import collect_runs
 
 
 @handle_errors
+@report.warnings_as_lines(err_console)  # one line each, on stderr
 def report_cmd(
     results: list[Path] | None = typer.Argument(
         None,
@@ -59,6 +60,7 @@ def report_cmd(
     paths = list(results or [Path("results")])
     if out is not None:
         check_output_dir(out, "--out")
+        pages.check_report_folder(out)  # before any work: a folder of the user's is refused
         runs, evaluations, skipped = pages.load_inputs(paths)
         if plot is not None and not runs:
             raise InputError("--plot draws benchmark runs, and none is among the inputs")
@@ -84,14 +86,14 @@ def report_cmd(
 
 
 def _render_run(run: object, wide: bool) -> None:
-    from alexbench.results import Run
+    from alexbench.results import Run, created_text
 
     assert isinstance(run, Run)
     data = run.data
     env = data["environment"]
     gpu = (env.get("gpu") or {}).get("name")
     console.print(
-        f"{run.path}: {data.get('created') or 'date unknown'}, host {env.get('host')}, "
+        f"{run.path}: {created_text(data)}, host {env.get('host')}, "
         f"cpu {env['cpu']['model']}"
         + (f", gpu {gpu}" if gpu else "")
         + f", torch {env['versions'].get('torch')}"

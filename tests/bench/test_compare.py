@@ -312,9 +312,12 @@ def test_different_model_machine_versions_and_threads_warn(tmp_path):
     assert "different machine: cpu Test CPU 9000 vs Other CPU" in warnings
     assert "different library versions: torch 2.9.0 vs 2.10.0" in warnings
     assert "different thread settings: --threads unset vs 4" in warnings
-    r = invoke("compare", write(tmp_path, "a.json", a), write(tmp_path, "b.json", b))
+    pa, pb = write(tmp_path, "a.json", a), write(tmp_path, "b.json", b)
+    r = invoke("compare", pa, pb, "--allow-different-machines", "--allow-different-models")
     assert r.exit_code == 0
-    assert r.stdout.index("warning: different model") < r.stdout.index("compare: B=")
+    # Warnings are about the inputs: on stderr, before the table (stdout holds only that).
+    assert "warning: different model" in r.stderr and "warning:" not in r.stdout
+    assert "compare: B=" in r.stdout
     same_model = copy.deepcopy(a)
     same_model["model"]["artifacts"]["onnx"] = "ef" * 32
     assert compare_runs(a, same_model).warnings == [
@@ -384,7 +387,7 @@ def test_incomplete_run_is_named_by_compare_and_report(tmp_path):
     assert comp.only_in_a == KEYS[2:]
     pb = write(tmp_path, "b.json", b)
     r = invoke("compare", write(tmp_path, "a.json", a), pb)
-    assert r.exit_code == 0 and "B is incomplete (interrupted: SIGTERM)" in r.stdout
+    assert r.exit_code == 0 and "B is incomplete (interrupted: SIGTERM)" in r.stderr
     r = invoke("report", pb)
     assert r.exit_code == 0, r.output
     assert "incomplete run (interrupted: SIGTERM): 2 of 4 cells finished" in r.stdout
@@ -475,3 +478,65 @@ def test_a_file_compared_with_itself_is_said_to_be_one_file(tmp_path):
     path = write(tmp_path, "a.json", make_run(1))
     r = invoke("compare", path, path)
     assert r.exit_code == 0 and "warning: A and B are the same file" in r.stdout + r.stderr
+
+
+# ------------------------------------------------------------------ machines and models
+
+
+def _with(run: dict, **env) -> dict:
+    run = copy.deepcopy(run)
+    run["environment"] |= env
+    return run
+
+
+REFUSALS = {
+    "cpu": (lambda r: r["environment"]["cpu"].update(model="Other CPU"),
+            "error: A ran on Test CPU 9000, B on Other CPU: figures from different machines are "
+            "not comparable (--allow-different-machines to compare anyway)"),
+    "cpu-flags": (lambda r: r["environment"]["cpu"].update(flags=["avx2"]),
+                  "error: A and B ran on different machines (cpu flags: only A has avx512f): "
+                  "figures from different machines"),
+    "gpu": (lambda r: r["environment"].update(gpu={"name": "NVIDIA H100"}),
+            "error: A ran on no GPU, B on NVIDIA H100: figures from different machines"),
+    "model": (lambda r: r["model"]["meta"].update(num_classes=10),
+              "error: A and B timed different models (classes 1000 vs 10): their figures are "
+              "not comparable (--allow-different-models to compare anyway)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_runs_of_other_machines_or_models_are_refused_unless_allowed(tmp_path, case):
+    # B 20% slower: compare called it "slower" and --fail-on-regression exited 1, with a
+    # warning on stdout, though the two figures came from different machines or models.
+    mutate, message = REFUSALS[case]
+    a, b = make_run(1, keys=KEYS[:2]), make_run(2, keys=KEYS[:2], scale=1.2)
+    a["environment"]["cpu"]["flags"] = ["avx2", "avx512f"]
+    b["environment"]["cpu"]["flags"] = ["avx2", "avx512f"]
+    mutate(b)
+    pa, pb = write(tmp_path, "a.json", a), write(tmp_path, "b.json", b)
+    for args in ([], ["--fail-on-regression"], ["--json"]):
+        r = invoke("compare", pa, pb, *args)
+        assert r.exit_code == 2 and r.stdout == "", r.output
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()]
+        assert r.stderr.startswith(message), r.stderr
+    allow = "--allow-different-models" if case == "model" else "--allow-different-machines"
+    r = invoke("compare", pa, pb, "--fail-on-regression", allow)  # today's behaviour
+    assert r.exit_code == 1 and "slower" in r.stdout, r.output
+    assert "warning: different m" in r.stderr and "warning" not in r.stdout
+
+
+def test_software_differences_on_one_machine_are_compared_with_a_warning_on_stderr(tmp_path):
+    a = make_run(1, keys=KEYS[:2])
+    b = copy.deepcopy(make_run(2, keys=KEYS[:2]))
+    b["environment"]["versions"]["torch"] = "2.10.0"  # the main use: torch A against torch B
+    b["environment"]["host"] = "vm2"  # same hardware, another box: a warning, not a refusal
+    b["settings"]["options"]["threads"] = 4
+    pa, pb = write(tmp_path, "a.json", a), write(tmp_path, "b.json", b)
+    r = invoke("compare", pa, pb, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)  # nothing but the document on stdout
+    assert "different library versions: torch 2.9.0 vs 2.10.0" in doc["warnings"]
+    assert "warning: different library versions: torch 2.9.0 vs 2.10.0" in r.stderr
+    assert "warning: different host: vm vs vm2 (same cpu and gpu model)" in r.stderr
+    r = invoke("compare", pa, pb)
+    assert r.exit_code == 0 and "warning" not in r.stdout and "within noise" in r.stdout
