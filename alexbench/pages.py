@@ -28,6 +28,7 @@ from typing import Any
 from alexbench import plots
 from alexbench.bench.compare import (
     compare_runs,
+    hardware_fields,
     incomplete_description,
     is_complete,
     key_label,
@@ -418,7 +419,9 @@ def build_page(
                 firsts.append(other)
                 if other is not runs[0]:
                     # Machines of one name are told apart by what differs (flags, cores, GPU).
-                    differs = machine_differences(runs[0].data, other.data)
+                    differs = machine_differences(
+                        runs[0].data, other.data, hardware_fields(runs[0].data, other.data)
+                    )
                     against = f"; against {runs[0].name}: {', '.join(differs)}" if differs else ""
                     compare.text.append(
                         f"{other.name}: the first run of its model ({model_label(other.data)}) "
@@ -598,9 +601,18 @@ def check_report_folder(out_dir: Path) -> Path:
     """The folder `--out out_dir` names (links followed) when a report may replace it: absent,
     empty, or holding only the files of a report; else a one-line InputError naming what is in
     the way."""
-    target = out_dir.resolve()
+    try:
+        target = out_dir.resolve()
+    except (OSError, RuntimeError) as e:  # RuntimeError: a link loop (Python 3.11)
+        raise InputError(f"--out {out_dir}: cannot resolve the path ({e})") from None
     if target.exists() and not target.is_dir():
         raise InputError(f"--out {out_dir}: is a file, expected a folder")
+    with contextlib.suppress(OSError):
+        if target == Path.cwd().resolve():  # swapped out, it would leave the shell in a ghost
+            raise InputError(
+                f"--out {out_dir}: is the current folder, which the report would replace "
+                "under the shell; give a subfolder"
+            )
     if not target.is_dir():
         return target
     try:
@@ -641,7 +653,7 @@ def _remove_stale_staging(parent: Path, name: str) -> None:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # locked: a report is being written there now
+        except OSError:  # locked (a report is being written there now), or no locks here
             os.close(fd)
             continue
         try:
@@ -682,8 +694,9 @@ def _swap_in(staging: Path, target: Path) -> None:
     os.rename(target, old)
     try:
         os.rename(staging, target)
-    except OSError:
-        os.rename(old, target)
+    except BaseException:  # an error or an interrupt: the old report goes back in place
+        if not os.path.lexists(target):
+            os.rename(old, target)
         raise
     os.rename(old, staging)
 
@@ -714,7 +727,10 @@ def write_report(
         _remove_stale_staging(parent, target.name)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_STAGING_TAG}", dir=parent))
         lock = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours: no other run cleans it up
+        # Locked, no other run cleans it up. Where there are no such locks (NFS: none on a
+        # folder opened read-only) the age rule alone protects it.
+        with contextlib.suppress(OSError):
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         page = build_page(runs, evaluations, staging, threshold)
         write_text(staging / "report.html", to_html(page, staging))
         write_text(staging / "report.md", to_markdown(page))

@@ -53,6 +53,7 @@ _EXPECTED: dict[str, Callable[[Any], bool]] = {
     "a list": lambda v: isinstance(v, list),
     "a string": lambda v: isinstance(v, str),
     "a boolean": lambda v: isinstance(v, bool),
+    "a scalar": lambda v: isinstance(v, str | int | float) and not isinstance(v, bool),
     "a finite number": is_finite,
     "a positive number": lambda v: is_finite(v) and v > 0,
     "a non-negative number": lambda v: is_finite(v) and v >= 0,
@@ -61,6 +62,7 @@ _EXPECTED: dict[str, Callable[[Any], bool]] = {
 }
 # Lists checked item by item, so that an error names the first bad item (cells[3].latencies_ns[7]).
 _ITEMS = {
+    "a list of strings": "a string",
     "a list of positive integers": "a positive integer",
     "a list of non-negative integers": "a non-negative integer",
 }
@@ -150,7 +152,10 @@ def _check_results(d: dict[str, Any]) -> None:
     env = _field(d, "environment", "", "an object")
     cpu = _field(env, "cpu", "environment", "an object")
     _field(cpu, "model", "environment.cpu", "a string or null")
-    _field(cpu, "flags?", "environment.cpu", "a list or null")
+    # compare sets the flags against each other and prints the rest (machine differences)
+    _field(cpu, "flags?", "environment.cpu", "a list of strings or null")
+    _field(cpu, "id?", "environment.cpu", "a string or null")
+    _fields(cpu, "logical_cores? usable_cores?", "environment.cpu", "a positive integer or null")
     versions = _field(env, "versions", "environment", "an object")
     for name in versions:
         _field(versions, name, "environment.versions", "a string or null")
@@ -162,6 +167,7 @@ def _check_results(d: dict[str, Any]) -> None:
     gpu = _field(env, "gpu?", "environment", "an object or null")
     if gpu:
         _field(gpu, "name", "environment.gpu", "a string")
+        _fields(gpu, "capability? driver? cuda? cudnn?", "environment.gpu", "a scalar or null")
     model = _field(d, "model", "", "an object")
     _fields(model, "source meta artifacts", "model", "an object or null")
     _field(model.get("source") or {}, "path?", "model.source", "a string or null")

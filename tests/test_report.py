@@ -303,6 +303,20 @@ def test_report_out_replaces_an_earlier_report_whole(tmp_path, monkeypatch, exch
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no staging folder left
 
 
+def test_report_out_refuses_the_current_folder_and_a_link_loop(tmp_path, monkeypatch):
+    # Swapped out, the current folder would leave the shell in a deleted folder; a link loop
+    # raised RuntimeError from Path.resolve (exit 3).
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    r = invoke("report", RUN, "--out", ".")
+    assert r.exit_code == 2 and "is the current folder" in r.stderr, r.output
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    r = invoke("report", RUN, "--out", tmp_path / "loop")
+    assert r.exit_code == 2 and "cannot resolve the path" in r.stderr, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "loop"]
+
+
 def test_report_out_refuses_a_folder_with_other_files(tmp_path):
     """The report replaces its folder whole, so a folder holding anything a report does not is
     refused, never emptied: the user's files are not the report's to remove."""

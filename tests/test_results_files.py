@@ -90,6 +90,11 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("parity-without-passed", _set("ok.parity.passed", _DELETE), "].parity.passed is missing"),
     ("roofline-list", _set("ok.roofline", []), "].roofline is a list, expected an object"),
     ("cpu-missing", _set("environment.cpu", _DELETE), "environment.cpu is missing"),
+    # compare makes sets of the flags (a dict in the list: unhashable, exit 3)
+    ("cpu-flags-dict", _set("environment.cpu.flags", ["avx2", {}]),
+     "environment.cpu.flags[1] is an object, expected a string"),
+    ("cpu-cores-text", _set("environment.cpu.usable_cores", "2"),
+     "environment.cpu.usable_cores is a string, expected a positive integer or null"),
     ("versions-string", _set("environment.versions", "2.9"), "environment.versions is a string"),
     ("host-number", _set("environment.host", 5), "environment.host is 5, expected a string"),
     ("version-list", _set("environment.versions.torch", ["2"]), "versions.torch is a list"),

@@ -351,15 +351,18 @@ BUSIER_OTHERS = 0.5  # a difference in other processes' CPU use at the start (co
 # share one name ("Intel(R) Xeon(R) Processor"), and a flag (AMX, AVX-512) or the cores given
 # decides which kernels run and how fast. These are the hardware: runs that differ in any of
 # them are not compared (compare refuses; the report pairs no such runs).
-_HARDWARE_FIELDS = (
+_CPU_FIELDS = (
     ("cpu", ("environment", "cpu", "model")),
     ("cpu id", ("environment", "cpu", "id")),
     ("cpu flags", ("environment", "cpu", "flags")),
     ("logical cores", ("environment", "cpu", "logical_cores")),
     ("usable cores", ("environment", "cpu", "usable_cores")),
+)
+_GPU_FIELDS = (
     ("gpu", ("environment", "gpu", "name")),
     ("gpu capability", ("environment", "gpu", "capability")),
 )
+_HARDWARE_FIELDS = _CPU_FIELDS + _GPU_FIELDS
 # A GPU's driver, CUDA and cuDNN decide its libraries: software on the same hardware, warned
 # like a library version (comparing CUDA releases on one GPU is a reason to compare).
 _GPU_SOFTWARE_FIELDS = (
@@ -382,6 +385,18 @@ def _option_applies(option: str, *runs: dict[str, Any]) -> bool:
     if option == "compile_mode":
         return any(c.get("backend") == "compile" for c in cells)
     return True
+
+
+def hardware_fields(*runs: dict[str, Any]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The hardware that bears on the runs' figures: the CPU always (it feeds CUDA cells too),
+    the GPU only where a run has a CUDA cell (a GPU visible or hidden, CUDA_VISIBLE_DEVICES=,
+    changes nothing a CPU-only sweep measured)."""
+    cuda = any(
+        isinstance(c, dict) and c.get("device") == "cuda"
+        for run in runs
+        for c in run.get("cells") or []
+    )
+    return _HARDWARE_FIELDS if cuda else _CPU_FIELDS
 
 
 def machine_differences(
@@ -443,7 +458,7 @@ def run_differences(a: dict[str, Any], b: dict[str, Any]) -> list[RunDifference]
             "backends ran different files",
         )
     # Machine.
-    machine = machine_differences(a, b, _HARDWARE_FIELDS)
+    machine = machine_differences(a, b, hardware_fields(a, b))
     host_a, host_b = _get(a, "environment", "host"), _get(b, "environment", "host")
     if machine:
         add(Difference.MACHINE, "different machine: " + ", ".join(machine))
@@ -545,10 +560,10 @@ def refusal(
         gpu_a, gpu_b = (_get(r, "environment", "gpu", "name") for r in (a, b))
         if cpu_a and cpu_b and cpu_a != cpu_b:
             where = f"A ran on {cpu_a}, B on {cpu_b}"
-        elif gpu_a != gpu_b:
+        elif gpu_a != gpu_b and hardware_fields(a, b) is _HARDWARE_FIELDS:
             where = f"A ran on {gpu_a or 'no GPU'}, B on {gpu_b or 'no GPU'}"
         else:  # one CPU name, other hardware: say which fields differ
-            what = ", ".join(machine_differences(a, b, _HARDWARE_FIELDS))
+            what = ", ".join(machine_differences(a, b, hardware_fields(a, b)))
             where = f"A and B ran on different machines ({what})"
         parts.append(
             f"{where}: figures from different machines are not comparable "

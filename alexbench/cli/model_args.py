@@ -66,7 +66,7 @@ def model_for(
 
 
 def model_options(loaded: LoadedModel) -> str:
-    """The options that name `loaded` on a command line, for a hint to run verbatim (without
+    """The options that name `loaded` on a command line, for a hint to run as printed (without
     them `export --out DIR` names the default seeded model, which DIR does not hold)."""
     src, meta = loaded.source, loaded.meta
     if src.kind is SourceKind.CHECKPOINT:  # it records its classes, size and normalisation
@@ -84,6 +84,13 @@ def model_options(loaded: LoadedModel) -> str:
     if norm is not None and norm is not Normalization.IMAGENET:
         parts.append(f"--normalize {norm.value}")
     return " ".join(parts)
+
+
+def _calib_hint(fmt: ArtifactFormat, calib_data: Path | None) -> str:
+    """An int8 file is made from calibration images: the folder given, else a placeholder."""
+    if fmt not in CALIBRATED:
+        return ""
+    return f" --calib-data {shlex.quote(str(calib_data)) if calib_data else 'IMAGES_DIR'}"
 
 
 def read_images(
@@ -168,8 +175,8 @@ def bundle_for(
             keep_stale=checking,
             on_stale=lambda f, p, why: err_console.print(
                 f"warning: {p} is stale ({why}); checking it as it is "
-                f"(`alexbench export {out_options} --format {f.value} {options}` "
-                "makes a fresh one)",
+                f"(`alexbench export {out_options} --format {f.value} {options}"
+                f"{_calib_hint(f, calib_data)}` makes a fresh one)",
                 markup=False,
             ),
         )

@@ -560,6 +560,7 @@ def _finish_imagefolder(
     paths = [p for s in splits for p, _ in chosen[s]]
     n_images = sum(len(chosen[s]) for s in splits)
     resolution = resolution_for(paths, spec.resize_size)  # from sampled headers
+    drawn = val_folder(root) is None and spec.val_fraction > 0  # val: a seeded draw of DIR
     while True:
         native = resolution < spec.resize_size
         in_memory = n_images * 3 * resolution**2 <= spec.cache_limit_bytes
@@ -573,7 +574,7 @@ def _finish_imagefolder(
                 if in_memory:
                     out[split] = _decode_all(
                         chosen[split], resolution, skipped, native, f"the {split.value} split",
-                        REDRAW_HINT if split is Split.VAL and "held out" in how else "",
+                        REDRAW_HINT if split is Split.VAL and drawn else "",
                     )  # fmt: skip
                 else:
                     out[split] = StreamSplit(chosen[split], resolution)

@@ -509,7 +509,11 @@ def test_runs_of_other_machines_or_models_are_refused_unless_allowed(tmp_path, c
     # B 20% slower: compare called it "slower" and --fail-on-regression exited 1, with a
     # warning on stdout, though the two figures came from different machines or models.
     mutate, message = REFUSALS[case]
-    a, b = make_run(1, keys=KEYS[:2]), make_run(2, keys=KEYS[:2], scale=1.2)
+    # The GPU decides only where a cell ran on it (see the next test).
+    keys = (
+        [("eager", "cuda", "fp32", 1), ("eager", "cuda", "fp32", 8)] if case == "gpu" else KEYS[:2]
+    )
+    a, b = make_run(1, keys=keys), make_run(2, keys=keys, scale=1.2)
     a["environment"]["cpu"]["flags"] = ["avx2", "avx512f"]
     b["environment"]["cpu"]["flags"] = ["avx2", "avx512f"]
     mutate(b)
@@ -523,6 +527,14 @@ def test_runs_of_other_machines_or_models_are_refused_unless_allowed(tmp_path, c
     r = invoke("compare", pa, pb, "--fail-on-regression", allow)  # today's behaviour
     assert r.exit_code == 1 and "slower" in r.stdout, r.output
     assert "warning: different m" in r.stderr and "warning" not in r.stdout
+
+
+def test_a_gpu_seen_by_one_of_two_cpu_only_runs_does_not_refuse_them(tmp_path):
+    # CUDA_VISIBLE_DEVICES= on one side: the same CPU measured the same cells.
+    a, b = make_run(1, keys=KEYS[:2]), make_run(2, keys=KEYS[:2])
+    b["environment"]["gpu"] = {"name": "NVIDIA H100", "capability": "9.0"}
+    r = invoke("compare", write(tmp_path, "a.json", a), write(tmp_path, "b.json", b))
+    assert r.exit_code == 0 and "within noise" in r.stdout, r.output
 
 
 def test_software_differences_on_one_machine_are_compared_with_a_warning_on_stderr(tmp_path):
