@@ -25,12 +25,13 @@ from alexbench.errors import CheckpointError, DataError, InputError
 from alexbench.fileio import is_int, is_number
 from alexbench.model import DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIZE, MAX_SEED, MIN_IMAGE_SIZE
 from alexbench.training.data_files import (
-    IMAGE_EXTENSIONS,
     NotNative,
     decode_image,
     find_samples,
+    is_image_name,
     resize_size,
     resolution_for,
+    subfolders,
 )
 from alexbench.training.seen import training_sample
 
@@ -360,19 +361,9 @@ def _cifar10(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
 SPLIT_FOLDERS = ("train", "val", "test")
 
 
-def _subfolders(root: Path) -> list[str]:
-    try:
-        return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    except OSError:
-        return []  # a missing or unreadable folder: the loader says so, by name
-
-
 def _holds_images(folder: Path) -> bool:
     try:
-        return any(
-            f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS) and f.name[0] != "."
-            for f in folder.iterdir()
-        )
+        return any(f.is_file() and is_image_name(f.name) for f in folder.iterdir())
     except OSError:
         return False
 
@@ -381,7 +372,10 @@ def split_folders(root: Path) -> tuple[list[str], list[str]]:
     """(split folders, other folders) of an ImageFolder DIR split as DIR/train (+ val/ or test/),
     or ([], classes) when DIR's folders are its classes. A class may be named train or test:
     beside other folders, a split folder holds class folders and a class folder its images."""
-    names = _subfolders(root)
+    try:
+        names = subfolders(root)
+    except OSError:
+        return [], []  # a missing or unreadable folder: the loader says so, by name
     splits = [n for n in names if n in SPLIT_FOLDERS]
     others = [n for n in names if n not in SPLIT_FOLDERS]
     if not splits or (others and any(_holds_images(root / n) for n in splits)):

@@ -23,6 +23,17 @@ _PIL_UNREADABLE = (OSError, ValueError, UnidentifiedImageError, Image.Decompress
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
+def is_image_name(name: str) -> bool:
+    """An image file's name as ImageFolder lists it: a known extension, not hidden."""
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def subfolders(root: Path) -> list[str]:
+    """The names of `root`'s folders (links followed), sorted, hidden ones left out; OSError
+    where `root` cannot be listed."""
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
 def image_files(folder: Path) -> list[str]:
     """Every image file under `folder`, sorted; hidden files and folders left out. Linked
     folders are followed, as torchvision's ImageFolder follows them, each real folder once (a
@@ -38,20 +49,14 @@ def image_files(folder: Path) -> list[str]:
             continue
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [
-            os.path.join(dirpath, f)
-            for f in sorted(filenames)
-            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
-        ]
+        found += [os.path.join(dirpath, f) for f in sorted(filenames) if is_image_name(f)]
     return found
 
 
 def find_samples(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     """Class names (sorted folder names, as ImageFolder assigns them) and (path, label) pairs."""
     try:
-        classes = sorted(
-            d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
-        )
+        classes = subfolders(root)
     except OSError as e:
         raise DataError(f"{root}: cannot list directory ({e.strerror or e})") from e
     if not classes:
