@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from alexbench.bench.compare import is_complete
-from alexbench.results import READABLE_SCHEMAS, json_files
-from alexbench.results_shape import parse_created, results_problem
+from alexbench.results import READABLE_SCHEMAS, created_utc, json_files
+from alexbench.results_shape import results_problem
 
 
 @dataclass(frozen=True)
@@ -84,17 +84,6 @@ def short_cpu_name(model: str | None) -> str | None:
     return short or model.strip()
 
 
-def _created(value: Any) -> datetime | None:
-    """`created` in UTC (shown under "date (UTC)"; sorted by); None when the file has none
-    (`_read` refuses a `created` that does not parse)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return parse_created(value)
-    except ValueError:
-        return None
-
-
 def _source(source: Any) -> str:
     if not isinstance(source, dict):
         return "-"
@@ -119,7 +108,7 @@ def summarize(path: Path, data: dict[str, Any], file: str | None = None) -> RunS
         path=path,
         file=file or str(path),
         schema=str(data.get("schema")),
-        created=_created(data.get("created")),
+        created=created_utc(data),  # `_read` refused a `created` that does not parse
         host=env.get("host"),
         devices=[str(d) for d in devices],
         cpu=short_cpu_name((env.get("cpu") or {}).get("model")),
