@@ -31,6 +31,41 @@ def test_manifest_records_every_artifact(small_artifacts):
     assert onnx_rec["versions"]["onnxscript"] == m["versions"]["onnxscript"]
 
 
+def test_manifest_says_how_to_call_each_file(small_artifacts, small_model, small_batch):
+    """A consumer with only the manifest calls each file by the names it records (None: the
+    input is positional, the output a bare tensor) and gets the model's logits."""
+    import torch
+
+    m = json.loads((small_artifacts / MANIFEST_NAME).read_text())
+    x = torch.from_numpy(small_batch)
+    with torch.no_grad():
+        want = small_model.model.eval()(x).numpy()
+    for fmt, rec in m["artifacts"].items():
+        path = str(small_artifacts / rec["path"])
+        name, out_name = rec["input_name"], rec["output_name"]
+        if fmt == "onnx":
+            sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            got = sess.run([out_name], {name: small_batch})[0]
+            assert rec["usage"].startswith("onnxruntime.InferenceSession(path)")
+        else:
+            assert out_name is None, fmt
+            module = (
+                torch.jit.load(path) if fmt == "torchscript" else torch.export.load(path).module()
+            )
+            with torch.no_grad():
+                got = (module(**{name: x}) if name else module(x)).numpy()
+            if name is None:  # the .pt2 program refuses its input by keyword
+                with pytest.raises(ValueError, match="keyword"), torch.no_grad():
+                    module(input=x)
+        assert got.shape == (len(small_batch), SMALL_CLASSES), fmt
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=fmt)
+        assert rec["dynamic_axes"] == {
+            name or "args[0]": {"0": "batch"},
+            out_name or "output": {"0": "batch"},
+        }
+        assert rec["usage"], fmt
+
+
 def test_onnx_is_one_file_with_dynamic_batch_and_named_io(small_artifacts):
     path = small_artifacts / "alexnet.onnx"
     model = onnx.load(str(path))
@@ -220,6 +255,10 @@ def test_int8_and_fp16_variants(small_model, tmp_path, cifar_subset):
     fmts = [ArtifactFormat.ONNX_INT8, ArtifactFormat.ONNX_FP16]
     bundle = prepare_bundle(small_model, tmp_path, fmts, calibration=calib)
     assert set(bundle.artifacts) >= {*fmts}
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    for fmt in fmts:  # the variants are fed and read by the fp32 file's names
+        rec = manifest["artifacts"][fmt.value]
+        assert (rec["input_name"], rec["output_name"]) == ("input", "logits"), fmt
     onnx.checker.check_model(str(bundle.artifacts[ArtifactFormat.ONNX_FP16]), full_check=True)
     q = onnx.load(str(bundle.artifacts[ArtifactFormat.ONNX_INT8]))
     assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)

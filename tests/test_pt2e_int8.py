@@ -45,6 +45,8 @@ def test_program_holds_int8_weights_only_and_records_its_calibration(int8_folder
     record = manifest.artifacts[ArtifactFormat.PT2_INT8.value]
     assert "X86InductorQuantizer" in record.exporter
     assert record.calibration == calib.description
+    # Run as loaded it computes in fp32: the manifest says how to get the int8 kernels.
+    assert record.input_name is None and "freezing = True" in record.usage
     quantizer_module()
     program = torch.export.load(str(out / record.path))
     weights = {k: v for k, v in program.state_dict.items() if v.dim() >= 2}

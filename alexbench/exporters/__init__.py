@@ -39,9 +39,7 @@ from alexbench.exporters import pt2 as pt2_exporter
 from alexbench.exporters import torchscript as torchscript_exporter
 from alexbench.exporters.base import (
     DEFAULT_OPSET,
-    INPUT_NAME,
     NEEDS_CALIBRATION,
-    OUTPUT_NAME,
     WORK_PREFIX,
     ExportRequest,
     OnnxExporter,
@@ -534,16 +532,21 @@ def _export_locked(
             path=target.name,
             sha256=file_sha256(target),
             size_bytes=target.stat().st_size,
-            input_name=INPUT_NAME,
+            input_name=fields["input_name"],
             input_shape=["batch", 3, s, s],
-            output_name=OUTPUT_NAME,
+            output_name=fields["output_name"],
             output_shape=["batch", n],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            # Keyed by name; an unnamed (positional) input or output by its place.
+            dynamic_axes={
+                fields["input_name"] or "args[0]": {0: "batch"},
+                fields["output_name"] or "output": {0: "batch"},
+            },
             exporter=fields["exporter"],
             opset=fields.get("opset"),
             export_seconds=round(seconds, 3),
             config_key=key,
             calibration=fields.get("calibration", ""),
+            usage=fields["usage"],
             versions=versions,
         )
         manifest.artifacts[fmt.value] = record

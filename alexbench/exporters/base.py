@@ -22,6 +22,27 @@ MAX_DYNAMIC_BATCH = 1 << 16
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
+@dataclass(frozen=True)
+class Interface:
+    """How a consumer calls one exported file, as the manifest records it. A name is None where
+    the file has none to call it by: a .pt2 program takes its input positionally (it was
+    exported from a positional example) and the torch formats return a bare tensor."""
+
+    input_name: str | None
+    output_name: str | None
+    usage: str  # one line a consumer can follow
+
+    def fields(self) -> dict[str, Any]:
+        return {"input_name": self.input_name, "output_name": self.output_name, "usage": self.usage}
+
+
+ONNX_INTERFACE = Interface(
+    INPUT_NAME,
+    OUTPUT_NAME,
+    f'onnxruntime.InferenceSession(path).run(["{OUTPUT_NAME}"], {{"{INPUT_NAME}": x}})[0]',
+)
+
+
 # The int8 exporter's work folder in the artifact folder: named so that the next export there
 # removes it when a process was killed outright (exporters/__init__.py).
 WORK_PREFIX = ".alexnet.work."

@@ -54,9 +54,10 @@ class ArtifactRecord:
     path: str  # file name, relative to the manifest's directory
     sha256: str
     size_bytes: int
-    input_name: str
+    # The names a consumer calls the file by (None: positional input, bare tensor output).
+    input_name: str | None
     input_shape: list[int | str]
-    output_name: str
+    output_name: str | None
     output_shape: list[int | str]
     dynamic_axes: dict[str, dict[int, str]]
     exporter: str
@@ -64,6 +65,7 @@ class ArtifactRecord:
     export_seconds: float
     config_key: str
     calibration: str = ""  # int8 only: the images the quantisation ranges were measured on
+    usage: str = ""  # how to call the file, in one line (manifests before it lack it)
     # The stack that wrote this file (the manifest's top-level versions are the last export's:
     # a file reused from an earlier export keeps its own here).
     versions: dict[str, str | None] = field(default_factory=dict)

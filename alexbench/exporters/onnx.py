@@ -13,7 +13,13 @@ import onnx
 import torch
 
 from alexbench.errors import ExportError
-from alexbench.exporters.base import INPUT_NAME, OUTPUT_NAME, ExportRequest, OnnxExporter
+from alexbench.exporters.base import (
+    INPUT_NAME,
+    ONNX_INTERFACE,
+    OUTPUT_NAME,
+    ExportRequest,
+    OnnxExporter,
+)
 
 suffix = ".onnx"
 
@@ -52,6 +58,7 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     return {
         "exporter": f"torch.onnx.export ({request.onnx_exporter.value})",
         "opset": request.opset,
+        **ONNX_INTERFACE.fields(),  # validate() checked the file's names against it
     }
 
 

@@ -10,7 +10,7 @@ import onnx
 
 from alexbench.artifact_checks import weight_values
 from alexbench.errors import ExportError
-from alexbench.exporters.base import ExportRequest
+from alexbench.exporters.base import ONNX_INTERFACE, ExportRequest
 from alexbench.exporters.onnx import check_file
 
 suffix = ".fp16.onnx"
@@ -35,6 +35,7 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     return {
         "exporter": "onnxruntime.transformers.float16 (model inputs/outputs kept fp32)",
         "opset": check_file(path),
+        **ONNX_INTERFACE.fields(),
     }
 
 

@@ -20,6 +20,7 @@ from alexbench.errors import ExportError
 from alexbench.exporters.base import (
     INPUT_NAME,
     NEEDS_CALIBRATION,
+    ONNX_INTERFACE,
     OUTPUT_NAME,
     WORK_PREFIX,
     ExportRequest,
@@ -144,4 +145,5 @@ def export(request: ExportRequest, path: Path, recipe: Recipe | None = None) -> 
         "exporter": recipe.describe(),
         "opset": check_file(path),  # the quantiser may raise the opset: record the file's
         "calibration": request.calibration_desc,
+        **ONNX_INTERFACE.fields(),
     }

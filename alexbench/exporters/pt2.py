@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from alexbench.exporters.base import ExportRequest
+from alexbench.exporters.base import ExportRequest, Interface
 
 suffix = ".pt2"
 
@@ -19,4 +19,9 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
         dynamic_shapes={"x": {0: request.batch_dim()}},
     )
     torch.export.save(program, str(path))
-    return {"exporter": "torch.export.export"}
+    return {"exporter": "torch.export.export", **PT2_INTERFACE.fields()}
+
+
+# Exported from a positional example, the program's module takes its input positionally only
+# (a keyword fails its input check); its output is a bare tensor.
+PT2_INTERFACE = Interface(None, None, "torch.export.load(path).module()(x)")

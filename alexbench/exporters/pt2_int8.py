@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from alexbench.errors import ExportError
-from alexbench.exporters.base import NEEDS_CALIBRATION, ExportRequest
+from alexbench.exporters.base import NEEDS_CALIBRATION, ExportRequest, Interface
 from alexbench.pt2e import quantizer_module
 
 suffix = ".int8.pt2"
@@ -46,7 +46,19 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     return {
         "exporter": f"torch.export + {QUANTIZER}, MinMax observers",
         "calibration": request.calibration_desc,
+        **INTERFACE.fields(),
     }
+
+
+# Run as loaded, the quantize/dequantize pairs compute in fp32; the int8 kernels come from
+# Inductor with freezing, after torchao's quantizer module has registered its lowerings.
+INTERFACE = Interface(
+    None,
+    None,
+    "import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer; "
+    "torch._inductor.config.freezing = True; "
+    "torch.compile(torch.export.load(path).module())(x) under torch.no_grad(), on a CPU",
+)
 
 
 def _drop_unused_weights(graph: torch.fx.GraphModule) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from alexbench.exporters.base import ExportRequest
+from alexbench.exporters.base import ExportRequest, Interface
 
 suffix = ".pt"
 
@@ -34,4 +34,10 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
         torch.jit.save(frozen, str(path))
-    return {"exporter": "torch.jit.trace + torch.jit.freeze"}
+    # The argument's name as the traced forward declares it: TorchScript also takes it by keyword.
+    (arg,) = [a.name for a in frozen.forward.schema.arguments[1:]]
+    usage = f"torch.jit.load(path)({arg}) or torch.jit.load(path)({arg}=...)"
+    return {
+        "exporter": "torch.jit.trace + torch.jit.freeze",
+        **Interface(arg, None, usage).fields(),
+    }
