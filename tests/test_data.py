@@ -241,6 +241,31 @@ def test_classes_named_train_or_test_are_classes_and_stray_folders_beside_train_
         load_data(folder_spec(split, val_fraction=0.25))
 
 
+def test_images_beside_the_class_or_split_folders_are_refused_not_left_out(
+    cifar20: Path, tmp_path: Path
+) -> None:
+    # ImageFolder lists only images inside class folders: these had no class and were dropped.
+    flat = tmp_path / "flat"
+    shutil.copytree(cifar20 / "train", flat)
+    shutil.copy(cifar20 / "train" / "cat" / "0000.jpg", flat / "stray.jpg")
+    shutil.copy(cifar20 / "train" / "cat" / "0001.jpg", flat / "stray2.JPG")
+    (flat / "notes.txt").write_text("not an image: no reason to refuse")
+    with pytest.raises(DataError, match=r"flat: stray.jpg and 1 more beside the class folders"):
+        load_data(folder_spec(flat))
+    tree = tmp_path / "tree"
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            shutil.copytree(cifar20 / "train" / cls, tree / split / cls)
+    assert load_data(folder_spec(tree)).class_names == ["cat", "dog"]
+    (tree / "cover.png").write_bytes((flat / "stray.jpg").read_bytes())
+    with pytest.raises(DataError, match=r"tree: cover.png beside the split folders"):
+        load_data(folder_spec(tree))
+    (tree / "cover.png").unlink()
+    shutil.copy(flat / "stray.jpg", tree / "val" / "stray.jpg")  # the scored set's own root
+    with pytest.raises(DataError, match=r"val: stray.jpg beside the class folders"):
+        load_data(folder_spec(tree), (Split.VAL,))
+
+
 def test_a_class_held_out_whole_says_how_to_keep_some(cifar20: Path, tmp_path: Path) -> None:
     root = tmp_path / "d"
     for cls, n in (("cat", 8), ("dog", 1)):

@@ -29,6 +29,7 @@ from alexbench.training.data_files import (
     decode_image,
     find_samples,
     is_image_name,
+    refuse_loose_images,
     resize_size,
     resolution_for,
     subfolders,
@@ -429,6 +430,8 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
             f" beside the split folders {', '.join(n + '/' for n in split_names)} would be "
             "ignored: keep every class inside train/ (and val/ or test/)"
         )
+    if split_names:
+        refuse_loose_images(root, "the split folders")
     if splits == (Split.VAL,):  # evaluation: a held-out set is scored whole
         names, _, scored, how = _held_out(spec, root, train_root, val_root)
         data = _finish_imagefolder(spec, splits, names, [], scored, how)

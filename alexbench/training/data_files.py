@@ -53,6 +53,21 @@ def image_files(folder: Path) -> list[str]:
     return found
 
 
+def refuse_loose_images(root: Path, beside: str) -> None:
+    """ImageFolder leaves images beside the class (or split) folders out without a word: they
+    have no class. A training or scored set that silently lacks them is refused instead."""
+    try:
+        loose = sorted(f.name for f in root.iterdir() if f.is_file() and is_image_name(f.name))
+    except OSError:
+        return  # the listing that follows names the folder that cannot be read
+    if loose:
+        more = f" and {len(loose) - 1} more" if len(loose) > 1 else ""
+        raise DataError(
+            f"{root}: {loose[0]}{more} beside {beside} would be ignored (an image needs a "
+            "class): move it into its class's folder, or out of this folder"
+        )
+
+
 def find_samples(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     """Class names (sorted folder names, as ImageFolder assigns them) and (path, label) pairs."""
     try:
@@ -61,6 +76,7 @@ def find_samples(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
         raise DataError(f"{root}: cannot list directory ({e.strerror or e})") from e
     if not classes:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/*.jpg)")
+    refuse_loose_images(root, "the class folders")
     # A linked class folder that is another class's folder: its images under two labels.
     real: dict[str, str] = {}
     for name in classes:
