@@ -317,6 +317,22 @@ def test_report_out_refuses_the_current_folder_and_a_link_loop(tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "loop"]
 
 
+def test_a_plot_inside_the_report_folder_is_refused(tmp_path):
+    # It made the folder hold a file that is not the report's: the next --out refused it.
+    for plot in ("rep/p.png", "rep/sub/p.png"):
+        r = invoke("report", RUN, "--out", tmp_path / "rep", "--plot", tmp_path / plot)
+        assert r.exit_code == 2, r.output
+        assert r.stderr.strip() == (
+            f"error: --plot {tmp_path / plot} is inside --out {tmp_path / 'rep'}, which is "
+            "replaced whole: write the plot elsewhere (the report's folder holds its own "
+            "throughput plot)"
+        )
+    assert list(tmp_path.iterdir()) == []
+    r = invoke("report", RUN, "--out", tmp_path / "rep", "--plot", tmp_path / "p.png")
+    assert r.exit_code == 0 and (tmp_path / "p.png").is_file(), r.output
+    assert invoke("report", RUN, "--out", tmp_path / "rep").exit_code == 0
+
+
 def test_report_out_refuses_a_folder_with_other_files(tmp_path):
     """The report replaces its folder whole, so a folder holding anything a report does not is
     refused, never emptied: the user's files are not the report's to remove."""

@@ -60,6 +60,13 @@ def report_cmd(
     paths = list(results or [Path("results")])
     if out is not None:
         check_output_dir(out, "--out")
+        if plot is not None and plot.resolve().is_relative_to(out.resolve()):
+            # The folder is swapped in whole and must hold only the report's own files: a plot
+            # written into it made the next `report --out` refuse the folder as the user's.
+            raise InputError(
+                f"--plot {plot} is inside --out {out}, which is replaced whole: write the plot "
+                "elsewhere (the report's folder holds its own throughput plot)"
+            )
         pages.check_report_folder(out)  # before any work: a folder of the user's is refused
         runs, evaluations, skipped = pages.load_inputs(paths)
         if plot is not None and not runs:
