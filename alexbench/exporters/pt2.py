@@ -11,6 +11,10 @@ from alexbench.exporters.base import ExportRequest, Interface
 
 suffix = ".pt2"
 
+# Exported from a positional example, the program's module takes its input positionally only
+# (a keyword fails its input check); its output is a bare tensor.
+PT2_INTERFACE = Interface(None, None, "torch.export.load(path).module()(x)")
+
 
 def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     program = torch.export.export(
@@ -20,8 +24,3 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     )
     torch.export.save(program, str(path))
     return {"exporter": "torch.export.export", **PT2_INTERFACE.fields()}
-
-
-# Exported from a positional example, the program's module takes its input positionally only
-# (a keyword fails its input check); its output is a bare tensor.
-PT2_INTERFACE = Interface(None, None, "torch.export.load(path).module()(x)")

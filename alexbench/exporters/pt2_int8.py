@@ -21,6 +21,16 @@ suffix = ".int8.pt2"
 CALIBRATION_BATCH = 8
 QUANTIZER = "torchao X86InductorQuantizer (PT2E static, per-channel int8 weights, u8 activations)"
 
+# Run as loaded, the quantize/dequantize pairs compute in fp32; the int8 kernels come from
+# Inductor with freezing, after torchao's quantizer module has registered its lowerings.
+INTERFACE = Interface(
+    None,
+    None,
+    "import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer; "
+    "torch._inductor.config.freezing = True; "
+    "torch.compile(torch.export.load(path).module())(x) under torch.no_grad(), on a CPU",
+)
+
 
 def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -48,17 +58,6 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
         "calibration": request.calibration_desc,
         **INTERFACE.fields(),
     }
-
-
-# Run as loaded, the quantize/dequantize pairs compute in fp32; the int8 kernels come from
-# Inductor with freezing, after torchao's quantizer module has registered its lowerings.
-INTERFACE = Interface(
-    None,
-    None,
-    "import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer; "
-    "torch._inductor.config.freezing = True; "
-    "torch.compile(torch.export.load(path).module())(x) under torch.no_grad(), on a CPU",
-)
 
 
 def _drop_unused_weights(graph: torch.fx.GraphModule) -> None:
