@@ -295,14 +295,21 @@ def test_cli_evaluate_scores_both_int8_models_calibrated_on_calib_data(
         assert "--calib-data" in cells["compile", "int8"]["reason"]
 
 
-def test_calibration_and_scored_folders_overlap_when_one_holds_the_other(tmp_path: Path) -> None:
-    from alexbench.cli.evaluate import _nested
+def test_calibration_overlaps_the_scored_images_only_where_it_holds_them(tmp_path: Path) -> None:
+    # By folder, DIR/train calibrating while DIR/val was scored was warned about as an overlap.
+    from alexbench.cli.evaluate import _scored_inside
 
-    (tmp_path / "ds" / "train").mkdir(parents=True)
-    (tmp_path / "test").mkdir()
-    assert _nested(tmp_path / "ds" / "train", tmp_path / "ds")
-    assert _nested(tmp_path / "ds", tmp_path / "ds" / "train")
-    assert not _nested(tmp_path / "ds" / "train", tmp_path / "test")
+    for folder in ("ds/train/cat", "ds/val/cat", "test/cat"):
+        (tmp_path / folder).mkdir(parents=True)
+    val = [str(tmp_path / "ds" / "val" / "cat" / f"{i}.jpg") for i in range(3)]
+    held_out = [str(tmp_path / "ds" / "train" / "cat" / "0.jpg")]  # a hold-out of DIR/train
+    assert _scored_inside(tmp_path / "ds" / "train", val) == 0
+    assert _scored_inside(tmp_path / "ds", val) == 3
+    assert _scored_inside(tmp_path / "ds" / "train", held_out) == 1
+    assert _scored_inside(tmp_path / "ds" / "tr", held_out) == 0  # a prefix is not a parent
+    assert _scored_inside(tmp_path / "test", val + held_out) == 0
+    (tmp_path / "link").symlink_to(tmp_path / "ds" / "val")  # the same folder, another path
+    assert _scored_inside(tmp_path / "link", val) == 3
 
 
 def test_left_out_images_empty_classes_and_few_classes_are_reported_as_such(

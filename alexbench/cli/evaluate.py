@@ -3,6 +3,7 @@ any runtime x precision, against the fp32 eager predictions."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def evaluate_cmd(
     weights: Path | None = opt.WEIGHTS,
     num_classes: int | None = opt.NUM_CLASSES,
     image_size: int | None = opt.IMAGE_SIZE,
-    normalize: Normalization | None = opt.NORMALIZE,
+    normalize: Normalization | None = opt.EVALUATE_NORMALIZE,
     dataset: DatasetKind | None = typer.Option(
         None,
         "--dataset",
@@ -100,7 +101,7 @@ def evaluate_cmd(
     precision: str = opt.precision_list("fp32"),
     device: Device | None = opt.device_one(),
     batch_size: int = opt.batch_one(256, "Images per forward pass."),
-    artifacts: Path | None = opt.ARTIFACTS,
+    artifacts: Path | None = opt.EVALUATE_ARTIFACTS,
     plot: Path | None = opt.plot_file(
         "Write a confusion-matrix heat map to this file (.png, .pdf or .svg, by the suffix)."
     ),
@@ -131,7 +132,7 @@ def evaluate_cmd(
 
       alexbench evaluate --checkpoint best.pt --out eval.json  (--json: the same on stdout)
 
-      alexbench evaluate --checkpoint best.pt --backend eager,onnxruntime,compile \
+      alexbench evaluate --checkpoint best.pt --backend eager,onnxruntime,compile \\
           --precision fp32,bf16,int8 --calib-data data/cifar/train   (int8 calibrated there)
     """
     from alexbench.cli.model_args import bundle_for, model_for  # imports the exporters
@@ -195,15 +196,15 @@ def evaluate_cmd(
             f"folder in sorted order ({', '.join(data.class_names[:3])}, ...)",
             markup=False,
         )
-    if (
-        calib_data
-        and Precision.INT8 in precisions
-        and scored_folder
-        and _nested(calib_data, data_dir)
-    ):
+    scored = data.files.get(split, []) if scored_folder else []
+    inside = (
+        _scored_inside(calib_data, scored) if calib_data and Precision.INT8 in precisions else 0
+    )
+    if inside:
         err_console.print(
-            f"warning: --calib-data {calib_data} and the scored folder {data_dir} overlap: int8 "
-            "may be calibrated on images it is scored on, so its top-1 may read high",
+            f"warning: {inside} of the {len(scored)} scored images are inside --calib-data "
+            f"{calib_data}: int8 may be calibrated on images it is scored on, so its top-1 may "
+            "read high",
             markup=False,
         )
     bundle = bundle_for(
@@ -304,10 +305,12 @@ def scoring_spec(
     )
 
 
-def _nested(a: Path, b: Path) -> bool:
-    """One folder is the other or holds it."""
-    ra, rb = a.resolve(), b.resolve()
-    return ra == rb or ra in rb.parents or rb in ra.parents
+def _scored_inside(calib_data: Path, scored: list[str]) -> int:
+    """How many scored images lie inside the calibration folder, which the int8 export draws
+    from. By file, not by folder: DIR/train calibrating while DIR/val is scored is no overlap,
+    though one folder holds the other."""
+    root = os.path.join(os.path.realpath(calib_data), "")
+    return sum(os.path.realpath(f).startswith(root) for f in scored)
 
 
 def _int8_calibration(bundle: ModelBundle) -> dict[str, str]:

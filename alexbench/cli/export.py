@@ -67,7 +67,7 @@ def export_cmd(
 
       alexbench export --checkpoint runs/cifar/best.pt --format onnx --opset 20
 
-      alexbench export --calib-data ../shared/data/cifar10/train   (adds both int8 models)
+      alexbench export --calib-data data/cifar/train   (adds both int8 models)
     """
     fmts = parse_enum_list(formats, ArtifactFormat, "--format")
     check_model_options(checkpoint, normalize)

@@ -53,6 +53,18 @@ NORMALIZE = typer.Option(
     help="Per-channel mean/std the model's input is normalised with, for --weights or the "
     "seeded model (default: imagenet; a --checkpoint records its own).",
 )
+# evaluate always names its model (no seeded model, no exports/latest): its help says so.
+EVALUATE_NORMALIZE = typer.Option(
+    None,
+    "--normalize",
+    help="Per-channel mean/std the model's input is normalised with, for --weights "
+    "(default: imagenet; a --checkpoint records its own).",
+)
+EVALUATE_ARTIFACTS = typer.Option(
+    None, "--artifacts",
+    help="Folder of the model's artifacts (exported if missing or stale; another model's "
+    "folder is refused). Default: the model's own folder under exports/.",
+)  # fmt: skip
 ARTIFACTS = typer.Option(
     None, "--artifacts",
     help="Folder of one model's artifacts (exported if missing or stale; another model's "

@@ -78,7 +78,7 @@ def verify_cmd(
 
       alexbench verify
 
-      alexbench verify --data-dir ../shared/data/cifar10/train --batch 32
+      alexbench verify --data-dir data/cifar/train --batch 32
 
       alexbench verify --backend eager,onnxruntime --precision fp32,bf16 --device cpu
 
