@@ -54,9 +54,9 @@ def test_manifest_says_how_to_call_each_file(small_artifacts, small_model, small
             )
             with torch.no_grad():
                 got = (module(**{name: x}) if name else module(x)).numpy()
-            if name is None:  # the .pt2 program refuses its input by keyword
+            if name is None:  # the .pt2 program refuses its input by keyword, by any name
                 with pytest.raises(ValueError, match="keyword"), torch.no_grad():
-                    module(input=x)
+                    module(x=x)
         assert got.shape == (len(small_batch), SMALL_CLASSES), fmt
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=fmt)
         assert rec["dynamic_axes"] == {
@@ -64,6 +64,31 @@ def test_manifest_says_how_to_call_each_file(small_artifacts, small_model, small
             out_name or "output": {"0": "batch"},
         }
         assert rec["usage"], fmt
+
+
+def test_a_manifest_from_before_the_calling_names_is_brought_up_to_date(small_model, tmp_path):
+    # Schema /1 said "input" -> "logits" for every format; a reused file kept that record.
+    from alexbench.exporters.manifest import MANIFEST_SCHEMA
+
+    ensure_artifacts(small_model, tmp_path, [ArtifactFormat.TORCHSCRIPT])
+    path = tmp_path / MANIFEST_NAME
+    m = json.loads(path.read_text())
+    assert m["schema"] == MANIFEST_SCHEMA == "alexbench-manifest/2"
+    m["schema"] = "alexbench-manifest/1"
+    rec = m["artifacts"]["torchscript"]
+    rec.update(input_name="input", output_name="logits")
+    rec["dynamic_axes"] = {"input": {"0": "batch"}, "logits": {"0": "batch"}}
+    del rec["usage"]
+    path.write_text(json.dumps(m))
+    # Another format asked for: the torchscript record is kept, and corrected with it.
+    _, outcomes = ensure_artifacts(small_model, tmp_path, [ArtifactFormat.PT2])
+    assert [status for _, _, status in outcomes] == [ArtifactStatus.EXPORTED]
+    m = json.loads(path.read_text())
+    rec = m["artifacts"]["torchscript"]
+    assert m["schema"] == "alexbench-manifest/2"
+    assert (rec["input_name"], rec["output_name"]) == ("x", None)
+    assert rec["dynamic_axes"] == {"x": {"0": "batch"}, "output": {"0": "batch"}}
+    assert rec["usage"].startswith("torch.jit.load(path)(x)")
 
 
 def test_onnx_is_one_file_with_dynamic_batch_and_named_io(small_artifacts):

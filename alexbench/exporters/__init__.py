@@ -463,7 +463,7 @@ def _export_locked(
     model = dict(vars(meta)) | {"preprocess": metadata["alexbench.preprocess"]}
     manifest = Manifest(source=source, model=model, versions=versions)
     if old is not None:  # same model: keep the records of formats not requested this time
-        manifest.artifacts.update(old.artifacts)
+        manifest.artifacts.update({k: _with_interface(k, r) for k, r in old.artifacts.items()})
     formats = list(dict.fromkeys(formats))
     if any(f in ONNX_VARIANTS for f in formats) and ArtifactFormat.ONNX not in formats:
         formats.insert(0, ArtifactFormat.ONNX)
@@ -532,21 +532,14 @@ def _export_locked(
             path=target.name,
             sha256=file_sha256(target),
             size_bytes=target.stat().st_size,
-            input_name=fields["input_name"],
             input_shape=["batch", 3, s, s],
-            output_name=fields["output_name"],
             output_shape=["batch", n],
-            # Keyed by name; an unnamed (positional) input or output by its place.
-            dynamic_axes={
-                fields["input_name"] or "args[0]": {0: "batch"},
-                fields["output_name"] or "output": {0: "batch"},
-            },
+            **module.interface.record_fields(),
             exporter=fields["exporter"],
             opset=fields.get("opset"),
             export_seconds=round(seconds, 3),
             config_key=key,
             calibration=fields.get("calibration", ""),
-            usage=fields["usage"],
             versions=versions,
         )
         manifest.artifacts[fmt.value] = record
@@ -555,6 +548,16 @@ def _export_locked(
         outcomes.append((fmt, record, ArtifactStatus.EXPORTED))
     manifest.save(out_dir)
     return manifest, outcomes
+
+
+def _with_interface(key: str, record: ArtifactRecord) -> ArtifactRecord:
+    """A kept record with how to call its file as this version says: manifests written before
+    it recorded "input"/"logits" for every format, which the torch formats are not called by.
+    The names depend on the format, not on the file's bytes."""
+    fmt = next((f for f in ArtifactFormat if f.value == key), None)
+    if fmt is None:  # a format this version does not know: left as it is
+        return record
+    return dataclasses.replace(record, **EXPORTERS[fmt].interface.record_fields())
 
 
 @contextlib.contextmanager

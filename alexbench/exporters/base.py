@@ -32,8 +32,19 @@ class Interface:
     output_name: str | None
     usage: str  # one line a consumer can follow
 
-    def fields(self) -> dict[str, Any]:
-        return {"input_name": self.input_name, "output_name": self.output_name, "usage": self.usage}
+    def record_fields(self) -> dict[str, Any]:
+        """The manifest record's fields it decides. They depend on the format, not on the
+        file's bytes, so a reused file's record is brought up to date with them too."""
+        return {
+            "input_name": self.input_name,
+            "output_name": self.output_name,
+            "usage": self.usage,
+            # Keyed by name; an unnamed (positional) input or output by its place.
+            "dynamic_axes": {
+                self.input_name or "args[0]": {0: "batch"},
+                self.output_name or "output": {0: "batch"},
+            },
+        }
 
 
 ONNX_INTERFACE = Interface(
@@ -77,8 +88,9 @@ class ExportRequest:
 
 class Exporter(Protocol):
     """Write one artifact to `path` (a temporary name; the caller renames it) and return
-    format-specific manifest fields."""
+    format-specific manifest fields ("exporter"; "opset", "calibration" where they apply)."""
 
     suffix: str
+    interface: Interface  # how a consumer calls the file
 
     def __call__(self, request: ExportRequest, path: Path) -> dict[str, Any]: ...

@@ -18,7 +18,10 @@ from alexbench.fileio import is_int, is_number, write_json
 from alexbench.model import MAX_IMAGE_SIZE, MAX_SEED, MIN_IMAGE_SIZE
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_SCHEMA = "alexbench-manifest/1"
+MANIFEST_SCHEMA = "alexbench-manifest/2"
+# /1 lacked `usage` and named every format's input "input" and output "logits"; it is still
+# read, and the next export brings its records up to date (exporters._with_interface).
+READABLE_SCHEMAS = ("alexbench-manifest/1", MANIFEST_SCHEMA)
 
 
 def package_version(name: str) -> str | None:
@@ -113,7 +116,7 @@ def _check_shape(d: Any) -> None:
     lists, and runtimes load them, so a path may never leave the folder."""
     if not isinstance(d, dict):
         raise ValueError("not a JSON object")
-    if d.get("schema") != MANIFEST_SCHEMA:
+    if d.get("schema") not in READABLE_SCHEMAS:
         raise ValueError(f"schema {d.get('schema')!r}")
     source, model, arts = d.get("source"), d.get("model"), d.get("artifacts", {})
     if not isinstance(source, dict) or source.get("kind") not in _SOURCE_KINDS:

@@ -22,6 +22,7 @@ from alexbench.exporters.base import (
 )
 
 suffix = ".onnx"
+interface = ONNX_INTERFACE  # validate() checks the file's names against it
 
 
 def export(request: ExportRequest, path: Path) -> dict[str, Any]:
@@ -58,7 +59,6 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     return {
         "exporter": f"torch.onnx.export ({request.onnx_exporter.value})",
         "opset": request.opset,
-        **ONNX_INTERFACE.fields(),  # validate() checked the file's names against it
     }
 
 

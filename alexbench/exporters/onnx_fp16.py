@@ -14,6 +14,7 @@ from alexbench.exporters.base import ONNX_INTERFACE, ExportRequest
 from alexbench.exporters.onnx import check_file
 
 suffix = ".fp16.onnx"
+interface = ONNX_INTERFACE  # the fp32 file's names, kept
 
 
 def export(request: ExportRequest, path: Path) -> dict[str, Any]:
@@ -35,7 +36,6 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     return {
         "exporter": "onnxruntime.transformers.float16 (model inputs/outputs kept fp32)",
         "opset": check_file(path),
-        **ONNX_INTERFACE.fields(),
     }
 
 

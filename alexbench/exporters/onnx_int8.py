@@ -28,6 +28,7 @@ from alexbench.exporters.base import (
 from alexbench.exporters.onnx import check_file
 
 suffix = ".int8.onnx"
+interface = ONNX_INTERFACE  # the fp32 file's names, kept
 CALIBRATION_BATCH = 8
 
 
@@ -145,5 +146,4 @@ def export(request: ExportRequest, path: Path, recipe: Recipe | None = None) -> 
         "exporter": recipe.describe(),
         "opset": check_file(path),  # the quantiser may raise the opset: record the file's
         "calibration": request.calibration_desc,
-        **ONNX_INTERFACE.fields(),
     }

@@ -13,7 +13,7 @@ suffix = ".pt2"
 
 # Exported from a positional example, the program's module takes its input positionally only
 # (a keyword fails its input check); its output is a bare tensor.
-PT2_INTERFACE = Interface(None, None, "torch.export.load(path).module()(x)")
+interface = Interface(None, None, "torch.export.load(path).module()(x)")
 
 
 def export(request: ExportRequest, path: Path) -> dict[str, Any]:
@@ -23,4 +23,4 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
         dynamic_shapes={"x": {0: request.batch_dim()}},
     )
     torch.export.save(program, str(path))
-    return {"exporter": "torch.export.export", **PT2_INTERFACE.fields()}
+    return {"exporter": "torch.export.export"}

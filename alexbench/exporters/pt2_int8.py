@@ -23,7 +23,7 @@ QUANTIZER = "torchao X86InductorQuantizer (PT2E static, per-channel int8 weights
 
 # Run as loaded, the quantize/dequantize pairs compute in fp32; the int8 kernels come from
 # Inductor with freezing, after torchao's quantizer module has registered its lowerings.
-INTERFACE = Interface(
+interface = Interface(
     None,
     None,
     "import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer; "
@@ -56,7 +56,6 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     return {
         "exporter": f"torch.export + {QUANTIZER}, MinMax observers",
         "calibration": request.calibration_desc,
-        **INTERFACE.fields(),
     }
 
 

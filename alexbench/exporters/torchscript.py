@@ -8,9 +8,12 @@ from typing import Any
 
 import torch
 
+from alexbench.errors import ExportError
 from alexbench.exporters.base import ExportRequest, Interface
 
 suffix = ".pt"
+# The traced forward's argument keeps the model's name for it, so it is also taken by keyword.
+interface = Interface("x", None, "torch.jit.load(path)(x) or torch.jit.load(path)(x=...)")
 
 
 def trace_and_freeze(
@@ -34,10 +37,7 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
         torch.jit.save(frozen, str(path))
-    # The argument's name as the traced forward declares it: TorchScript also takes it by keyword.
-    (arg,) = [a.name for a in frozen.forward.schema.arguments[1:]]
-    usage = f"torch.jit.load(path)({arg}) or torch.jit.load(path)({arg}=...)"
-    return {
-        "exporter": "torch.jit.trace + torch.jit.freeze",
-        **Interface(arg, None, usage).fields(),
-    }
+    args = [a.name for a in frozen.forward.schema.arguments[1:]]
+    if args != [interface.input_name]:  # the manifest would name an argument the file lacks
+        raise ExportError(f"the traced forward takes {args}, not [{interface.input_name!r}]")
+    return {"exporter": "torch.jit.trace + torch.jit.freeze"}
