@@ -69,6 +69,8 @@ def _make_inputs(tmp: Path) -> dict[str, str]:
     for name in ("cat", "dog"):  # real JPEGs, but 2 classes for a 10-class model
         (tmp / "twoclass" / name).mkdir(parents=True)
         Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp / "twoclass" / name / "a.jpg")
+    shutil.copytree(tmp / "twoclass", tmp / "loose")  # an image beside the class folders
+    shutil.copy(tmp / "twoclass" / "cat" / "a.jpg", tmp / "loose" / "stray.jpg")
     noimg = tmp / "noimages" / "train" / "cat"
     noimg.mkdir(parents=True)
     (noimg / "readme.txt").write_text("x")
@@ -184,6 +186,12 @@ CASES: list[tuple[str, list[str], str]] = [
                                  "imagefolder", "--data-dir", "{tmp}/nope"], "nope"),
     ("evaluate-folder-no-images", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset",
                                    "imagefolder", "--data-dir", "{noimages}"], "noimages"),
+    ("evaluate-loose-image", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset",
+                              "imagefolder", "--data-dir", "{loose}", "--val-fraction", "0"],
+     "stray.jpg beside the class folders"),
+    ("train-loose-image", ["train", "--dataset", "imagefolder", "--data-dir", "{loose}",
+                           "--image-size", "64", "--out", "{tmp}/r"],
+     "stray.jpg beside the class folders"),
     ("evaluate-val-fraction", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset", "synthetic",
                                "--val-fraction", "1.5"], "--val-fraction"),
     ("evaluate-crop-zero", ["evaluate", "--checkpoint", "{ckpt.pt}", "--crop-fraction", "0"],

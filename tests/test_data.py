@@ -261,6 +261,12 @@ def test_images_beside_the_class_or_split_folders_are_refused_not_left_out(
     with pytest.raises(DataError, match=r"tree: cover.png beside the split folders"):
         load_data(folder_spec(tree))
     (tree / "cover.png").unlink()
+    # In train/, it stops training, but not the scoring of val/ (train/ only numbers classes).
+    shutil.copy(flat / "stray.jpg", tree / "train" / "stray.jpg")
+    with pytest.raises(DataError, match=r"train: stray.jpg beside the class folders"):
+        load_data(folder_spec(tree))
+    assert len(load_data(folder_spec(tree), (Split.VAL,)).files[Split.VAL]) == 40
+    (tree / "train" / "stray.jpg").unlink()
     shutil.copy(flat / "stray.jpg", tree / "val" / "stray.jpg")  # the scored set's own root
     with pytest.raises(DataError, match=r"val: stray.jpg beside the class folders"):
         load_data(folder_spec(tree), (Split.VAL,))

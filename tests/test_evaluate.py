@@ -299,10 +299,12 @@ def test_calibration_overlaps_the_scored_images_only_where_it_holds_them(tmp_pat
     # By folder, DIR/train calibrating while DIR/val was scored was warned about as an overlap.
     from alexbench.cli.evaluate import _scored_inside
 
-    for folder in ("ds/train/cat", "ds/val/cat", "test/cat"):
+    for folder in ("ds/train/cat", "ds/val/cat", "test/cat", "calib"):
         (tmp_path / folder).mkdir(parents=True)
     val = [str(tmp_path / "ds" / "val" / "cat" / f"{i}.jpg") for i in range(3)]
     held_out = [str(tmp_path / "ds" / "train" / "cat" / "0.jpg")]  # a hold-out of DIR/train
+    for f in [*val, *held_out, str(tmp_path / "ds" / "train" / "cat" / "1.jpg")]:
+        Path(f).write_bytes(b"jpeg")
     assert _scored_inside(tmp_path / "ds" / "train", val) == 0
     assert _scored_inside(tmp_path / "ds", val) == 3
     assert _scored_inside(tmp_path / "ds" / "train", held_out) == 1
@@ -310,6 +312,10 @@ def test_calibration_overlaps_the_scored_images_only_where_it_holds_them(tmp_pat
     assert _scored_inside(tmp_path / "test", val + held_out) == 0
     (tmp_path / "link").symlink_to(tmp_path / "ds" / "val")  # the same folder, another path
     assert _scored_inside(tmp_path / "link", val) == 3
+    # Calibration reads linked folders and files too: a folder of links to scored images.
+    (tmp_path / "calib" / "v").symlink_to(tmp_path / "ds" / "val")
+    (tmp_path / "calib" / "a.jpg").symlink_to(held_out[0])
+    assert _scored_inside(tmp_path / "calib", val + held_out) == 4
 
 
 def test_left_out_images_empty_classes_and_few_classes_are_reported_as_such(

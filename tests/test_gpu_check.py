@@ -1,5 +1,5 @@
 """`benchmarks/gpu_check.sh --cpu-dry-run`: the GPU session's one prepared script, run on the CPU
-with tiny settings, so that it is known to work before a GPU is lent (about 2 min here)."""
+with tiny settings, so that it is known to work before a GPU is lent (about 2.5 min here)."""
 
 from __future__ import annotations
 

@@ -332,6 +332,15 @@ def test_a_plot_inside_the_report_folder_is_refused(tmp_path):
             "throughput plot)"
         )
     assert list(tmp_path.iterdir()) == []
+    # A link loop on either side is one line, not a RuntimeError (exit 3).
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    for out, plot in (("loop", "p.png"), ("rep", "loop.png")):
+        r = invoke("report", RUN, "--out", tmp_path / out, "--plot", tmp_path / plot)
+        assert r.exit_code == 2 and "cannot resolve the path" in r.stderr, r.output
+        assert len(r.stderr.strip().splitlines()) == 1
+    (tmp_path / "loop").unlink()
+    (tmp_path / "loop.png").unlink()
     r = invoke("report", RUN, "--out", tmp_path / "rep", "--plot", tmp_path / "p.png")
     assert r.exit_code == 0 and (tmp_path / "p.png").is_file(), r.output
     assert invoke("report", RUN, "--out", tmp_path / "rep").exit_code == 0

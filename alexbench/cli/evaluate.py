@@ -306,11 +306,15 @@ def scoring_spec(
 
 
 def _scored_inside(calib_data: Path, scored: list[str]) -> int:
-    """How many scored images lie inside the calibration folder, which the int8 export draws
-    from. By file, not by folder: DIR/train calibrating while DIR/val is scored is no overlap,
-    though one folder holds the other."""
-    root = os.path.join(os.path.realpath(calib_data), "")
-    return sum(os.path.realpath(f).startswith(root) for f in scored)
+    """How many scored images the int8 export may calibrate on: those among the files it draws
+    from (image_files, linked folders followed), compared by real path. By file, not by folder:
+    DIR/train calibrating while DIR/val is scored is no overlap, though one holds the other."""
+    from alexbench.training.data_files import image_files
+
+    if not scored or not calib_data.is_dir():
+        return 0  # the calibration itself says what is wrong with the folder
+    drawn = {os.path.realpath(f) for f in image_files(calib_data)}
+    return sum(os.path.realpath(f) in drawn for f in scored)
 
 
 def _int8_calibration(bundle: ModelBundle) -> dict[str, str]:

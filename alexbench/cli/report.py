@@ -60,14 +60,15 @@ def report_cmd(
     paths = list(results or [Path("results")])
     if out is not None:
         check_output_dir(out, "--out")
-        if plot is not None and plot.resolve().is_relative_to(out.resolve()):
+        # Before any work: a folder of the user's is refused.
+        target = pages.check_report_folder(out)
+        if plot is not None and _resolved(plot, "--plot").is_relative_to(target):
             # The folder is swapped in whole and must hold only the report's own files: a plot
             # written into it made the next `report --out` refuse the folder as the user's.
             raise InputError(
                 f"--plot {plot} is inside --out {out}, which is replaced whole: write the plot "
                 "elsewhere (the report's folder holds its own throughput plot)"
             )
-        pages.check_report_folder(out)  # before any work: a folder of the user's is refused
         runs, evaluations, skipped = pages.load_inputs(paths)
         if plot is not None and not runs:
             raise InputError("--plot draws benchmark runs, and none is among the inputs")
@@ -90,6 +91,13 @@ def report_cmd(
     if plot is not None:
         plots.plot_throughput(runs, plot)
         console.print(f"Plot: {plot}", markup=False)
+
+
+def _resolved(path: Path, option: str) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as e:  # RuntimeError: a link loop (Python 3.11)
+        raise InputError(f"{option} {path}: cannot resolve the path ({e})") from None
 
 
 def _render_run(run: object, wide: bool) -> None:

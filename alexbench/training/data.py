@@ -520,7 +520,11 @@ def _held_out(
     if val_root is not None:
         val_names, val_samples = find_samples(val_root)
         if train_root != root:  # classes numbered as training numbered them
-            names, _ = find_samples(train_root)
+            # Its folder names only: its images are not scored (nor listed: ImageNet's 1.3M).
+            try:
+                names = subfolders(train_root)
+            except OSError as e:
+                raise DataError(f"{train_root}: cannot list directory ({e.strerror or e})") from e
             val_samples = _remap(val_root, val_names, val_samples, train_root, names)
         else:
             names = val_names
