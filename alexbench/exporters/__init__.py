@@ -554,8 +554,9 @@ def _with_interface(key: str, record: ArtifactRecord) -> ArtifactRecord:
     """A kept record with how to call its file as this version says: manifests written before
     it recorded "input"/"logits" for every format, which the torch formats are not called by.
     The names depend on the format, not on the file's bytes."""
-    fmt = next((f for f in ArtifactFormat if f.value == key), None)
-    if fmt is None:  # a format this version does not know: left as it is
+    try:
+        fmt = ArtifactFormat(key)
+    except ValueError:  # a format this version does not know: left as it is
         return record
     return dataclasses.replace(record, **EXPORTERS[fmt].interface.record_fields())
 

@@ -26,6 +26,7 @@ from alexbench.fileio import is_int, is_number
 from alexbench.model import DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIZE, MAX_SEED, MIN_IMAGE_SIZE
 from alexbench.training.data_files import (
     NotNative,
+    class_names,
     decode_image,
     find_samples,
     is_image_name,
@@ -521,10 +522,7 @@ def _held_out(
         val_names, val_samples = find_samples(val_root)
         if train_root != root:  # classes numbered as training numbered them
             # Its folder names only: its images are not scored (nor listed: ImageNet's 1.3M).
-            try:
-                names = subfolders(train_root)
-            except OSError as e:
-                raise DataError(f"{train_root}: cannot list directory ({e.strerror or e})") from e
+            names = class_names(train_root)
             val_samples = _remap(val_root, val_names, val_samples, train_root, names)
         else:
             names = val_names

@@ -68,12 +68,18 @@ def refuse_loose_images(root: Path, beside: str) -> None:
         )
 
 
-def find_samples(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
-    """Class names (sorted folder names, as ImageFolder assigns them) and (path, label) pairs."""
+def class_names(root: Path) -> list[str]:
+    """An ImageFolder's class names: its folders' names, sorted, as ImageFolder numbers them;
+    a one-line DataError where `root` cannot be listed."""
     try:
-        classes = subfolders(root)
+        return subfolders(root)
     except OSError as e:
         raise DataError(f"{root}: cannot list directory ({e.strerror or e})") from e
+
+
+def find_samples(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """Class names (sorted folder names, as ImageFolder assigns them) and (path, label) pairs."""
+    classes = class_names(root)
     if not classes:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/*.jpg)")
     refuse_loose_images(root, "the class folders")
