@@ -6,8 +6,9 @@ import sys
 
 
 def main() -> None:
-    # Importing the commands takes seconds (torch); a Ctrl-C then is outside every command's
-    # error handling, so catch it here: one line and 130, not a traceback from deep in an import.
+    # A Ctrl-C while the CLI itself imports (typer, rich) is outside every command's error
+    # handling, so catch it here: one line and 130, not a traceback from deep in an import. (The
+    # command's own module, with torch, is imported later by the group, which does the same.)
     try:
         from alexbench.cli import main as cli_main
     except KeyboardInterrupt:

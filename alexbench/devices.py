@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from enum import StrEnum
-
-import torch
+from typing import TYPE_CHECKING
 
 from alexbench.errors import DeviceUnavailableError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used: the Device enum is also the vocabulary of the commands
+# that only read results (report, results, compare), which start without torch.
 
 
 class Device(StrEnum):
@@ -17,6 +22,8 @@ class Device(StrEnum):
 def is_available(device: Device) -> bool:
     if device is Device.CPU:
         return True
+    import torch
+
     return torch.cuda.is_available()
 
 
@@ -33,14 +40,20 @@ def require(device: Device) -> None:
 
 def synchronize(device: Device) -> None:
     if device is Device.CUDA:
+        import torch
+
         torch.cuda.synchronize()
 
 
 def torch_device(device: Device) -> torch.device:
+    import torch
+
     return torch.device(device.value)
 
 
 def default_threads() -> int:
     """The intra-op thread count every CPU runtime is given without --threads: torch's (one per
     physical core by default), so that no runtime is left to its own, unrecorded choice."""
+    import torch
+
     return torch.get_num_threads()

@@ -26,9 +26,6 @@ from alexbench.training.data import LoadedData, Split
 REFERENCE = (Backend.EAGER, Precision.FP32)
 
 
-EVALUATE_SCHEMA = "alexbench-evaluate/1"  # the JSON `evaluate --out` writes
-
-
 class CellStatus(StrEnum):
     OK = "ok"
     UNSUPPORTED = "unsupported"

@@ -36,7 +36,6 @@ from alexbench.bench.compare import (
     refusal,
 )
 from alexbench.errors import InputError
-from alexbench.evaluate import EVALUATE_SCHEMA
 from alexbench.fileio import missing_folders, remove_empty_folders, write_text
 from alexbench.report import (
     accuracy_table,
@@ -56,7 +55,7 @@ from alexbench.results import (
     machine_label,
     model_label,
 )
-from alexbench.results_shape import evaluation_problem
+from alexbench.results_shape import EVALUATE_SCHEMA, evaluation_problem
 from alexbench.tables import Column, Entry, TableData, Tone
 
 

@@ -6,7 +6,7 @@ import contextlib
 import re
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -14,11 +14,15 @@ from rich.text import Text
 
 from alexbench.bench.compare import Comparison, Verdict, key_label
 from alexbench.bench.stats import MIN_ITERS_FOR_PERCENTILE
-from alexbench.evaluate import EvalReport
-from alexbench.precision import PRECISIONS
 from alexbench.runs import RunSummary
 from alexbench.tables import Column, Entry, TableData, Tone
-from alexbench.verify import Status, VerifyReport
+
+if TYPE_CHECKING:
+    from alexbench.evaluate import EvalReport
+    from alexbench.verify import VerifyReport
+
+# The verify and evaluate renderers import their torch-side names inside: report, results and
+# compare render through this module and start without torch.
 
 TONE_STYLE = {
     Tone.PLAIN: "",
@@ -118,6 +122,8 @@ def render_export(console: Console, directory: str, outcomes: Sequence[tuple]) -
 
 
 def render_tolerances(console: Console, precisions: Sequence) -> None:
+    from alexbench.precision import PRECISIONS
+
     parts = []
     for p in precisions:
         t = PRECISIONS[p].tolerance
@@ -128,6 +134,8 @@ def render_tolerances(console: Console, precisions: Sequence) -> None:
 
 
 def verify_table(report: VerifyReport) -> TableData:
+    from alexbench.verify import Status
+
     t = TableData(
         title=f"Parity vs eager fp32 on cpu — inputs: {report.inputs.description}",
         columns=[

@@ -22,6 +22,8 @@ from alexbench.fileio import is_int, is_number
 # fit a float): the tables format them, the plots scale axes by them, compare takes their logs.
 
 CELL_STATUSES = ("ok", "parity_failed", "skipped", "error")
+EVALUATE_SCHEMA = "alexbench-evaluate/1"  # the JSON `evaluate --out` writes
+
 # RESULTS_JSON_SCHEMA's enums (alexbench.results) are these; a test keeps them equal to the
 # Backend, Device and Precision enums, which are not imported here (they import torch).
 BACKENDS = ("eager", "torchscript", "pt2", "onnxruntime", "compile", "openvino")

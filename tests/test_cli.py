@@ -260,10 +260,12 @@ def test_debug_shows_traceback(tmp_path):
     assert "no such file" in r.stderr and "Traceback" not in r.output
 
 
-def test_ctrl_c_while_the_commands_import_is_one_line(tmp_path):
-    # The entry point imports torch before any command's error handling exists; a Ctrl-C there
-    # (seconds on a cold start) must still be one line and 130. A finder that raises on torch's
-    # import stands in for the keypress, so the test does not race a real signal.
+@pytest.mark.parametrize("module", ["rich", "torch"])
+def test_ctrl_c_while_the_commands_import_is_one_line(tmp_path, module):
+    # The entry point imports the CLI (rich), then the command's module (torch), before any
+    # command's error handling exists; a Ctrl-C there (seconds on a cold start) must still be
+    # one line and 130. A finder that raises on the import stands in for the keypress, so the
+    # test does not race a real signal.
     import subprocess
     import sys
 
@@ -271,7 +273,7 @@ def test_ctrl_c_while_the_commands_import_is_one_line(tmp_path):
         "import sys\n"
         "class Keypress:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'torch':\n"
+        f"        if name == {module!r}:\n"
         "            raise KeyboardInterrupt\n"
         "sys.meta_path.insert(0, Keypress())\n"
         "sys.argv = ['alexbench', 'info']\n"
@@ -306,3 +308,71 @@ def test_out_of_memory_is_one_line_about_the_sizes(error, capsys):
     assert info.value.exit_code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: out of memory") and "--batch" in err and err.count("\n") == 1
+
+
+def test_the_command_list_shows_each_commands_own_first_help_line():
+    # `alexbench --help` lists the commands without importing them (COMMANDS' summaries); each
+    # summary must stay what the command itself says, and every command must be listed.
+    import typer
+
+    from alexbench.cli import COMMANDS
+
+    group = typer.main.get_command(app)
+    ctx = group.make_context("alexbench", ["--debug"])
+    for name, entry in COMMANDS.items():
+        command = group.get_command(ctx, name)
+        assert command.callback.__module__ == f"alexbench.cli.{entry.module}"
+        first = " ".join((command.help or "").split("\n\n")[0].split())
+        assert first == entry.summary, name
+    listing = " ".join(CliRunner().invoke(app, ["--help"]).stdout.split())
+    assert all(f"{n} " in listing for n in COMMANDS)
+    assert "Show saved benchmark runs as tables, or write a report to share." in listing
+
+
+def test_a_mistyped_command_names_the_near_ones_and_no_command_shows_the_help():
+    r = CliRunner().invoke(app, ["repor"])
+    assert r.exit_code == 2
+    assert r.stderr.strip() == (
+        "error: No such command 'repor'. Did you mean 'report', 'export'? (see 'alexbench --help')"
+    )
+    r = CliRunner().invoke(app, [])
+    assert r.exit_code == 2 and "Commands" in r.stdout and "compare" in r.stdout
+    assert r.stderr == ""  # the help alone: no empty "error:" line after it
+
+
+def test_commands_that_only_read_results_start_without_torch(tmp_path):
+    # report, results, compare and --help read JSON and draw tables: importing torch (and
+    # torchvision) for them cost 4-5 s at every start. A fresh process shows what is imported.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    runs = Path(__file__).resolve().parents[1] / "results" / "xeon-2c"
+    a, b = runs / "20261126-185047_vm_cpu.json", runs / "20261126-185344_vm_cpu.json"
+    cases = {
+        "help": (["--help"], 0),
+        "results": (["results", str(runs)], 0),
+        "report": (["report", str(a)], 0),
+        "compare": (["compare", str(a), str(b)], None),  # its verdict sets the exit code
+        "report-help": (["report", "--help"], 0),
+    }
+    for name, (args, code) in cases.items():
+        script = (
+            "import sys\n"
+            f"sys.argv = ['alexbench', *{args!r}]\n"
+            "from alexbench.__main__ import main\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit as e:\n"
+            "    sys.stderr.write(f'exit={e.code}\\n')\n"
+            "heavy = sorted({'torch', 'torchvision', 'onnxruntime'} & set(sys.modules))\n"
+            "sys.stderr.write(f'heavy={heavy}\\n')\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert "heavy=[]" in proc.stderr, (name, proc.stderr[-2000:])
+        if code is not None:
+            assert f"exit={code}" in proc.stderr or "exit=None" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr

@@ -78,11 +78,14 @@ def parse_table(text: str, all_commands: set[str]) -> dict[str, Row]:
 
 
 GROUP = typer.main.get_command(app)
-COMMANDS: dict[str, Any] = {ROOT: GROUP, **GROUP.commands}  # type: ignore[attr-defined]
-ROWS = parse_table(README.read_text(encoding="utf-8"), set(GROUP.commands))  # type: ignore[attr-defined]
-
-
 ROOT_CTX = click.Context(GROUP, info_name=ROOT, **GROUP.context_settings)
+# Every command, each loaded as it is to run (the group imports a command's module on demand).
+SUBCOMMANDS: dict[str, Any] = {
+    n: GROUP.get_command(ROOT_CTX, n)  # type: ignore[attr-defined]
+    for n in GROUP.list_commands(ROOT_CTX)  # type: ignore[attr-defined]
+}
+COMMANDS: dict[str, Any] = {ROOT: GROUP, **SUBCOMMANDS}
+ROWS = parse_table(README.read_text(encoding="utf-8"), set(SUBCOMMANDS))
 
 
 def options_of(name: str) -> list[TyperOption]:

@@ -93,7 +93,7 @@ def bench_cmd(
     cuda_graphs: bool = typer.Option(
         False, "--cuda-graphs", help="CUDA: replay torch runtimes as CUDA graphs."
     ),
-    compile_mode: CompileMode = opt.COMPILE_MODE,
+    compile_mode: CompileMode = opt.compile_mode(),
     repeat: int = typer.Option(
         1,
         "--repeat",
@@ -114,7 +114,7 @@ def bench_cmd(
     calib_samples: int = opt.CALIB_SAMPLES,
     checkpoint: Path | None = opt.CHECKPOINT,
     weights: Path | None = opt.WEIGHTS,
-    seed: int | None = opt.SEED,
+    seed: int | None = opt.seed(),
     num_classes: int | None = opt.NUM_CLASSES,
     image_size: int | None = opt.IMAGE_SIZE,
     normalize: Normalization | None = opt.NORMALIZE,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import functools
 import json
 import os
@@ -14,7 +15,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Any, NoReturn, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,12 +24,17 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 from alexbench.errors import AlexbenchError, InputError, Interrupted, shown
 from alexbench.exit_codes import ExitCode
 from alexbench.fileio import jsonable, nearest_existing
-from alexbench.runtimes import Backend, parse_backend
+
+if TYPE_CHECKING:
+    from alexbench.runtimes import Backend
 
 try:  # typer >= 0.26 vendors Click as typer._click (the release pinned in pyproject)
     from typer import _click as click
 except ImportError:  # an older typer on Click itself: the GPU machine's image is run as it is
     import click  # type: ignore[no-redef]
+
+# Click >= 8.2 answers a bare group with this error, whose message is the help rich has drawn.
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 E = TypeVar("E", bound=Enum)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,8 +64,12 @@ def _one_line_usage_errors(make_context: Callable[[], Any]) -> Any:
     except click.ClickException as e:
         if state.debug:
             raise
-        hint = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
+        if isinstance(e, _NO_ARGS_IS_HELP):  # `alexbench` alone: the help (rich drew it already)
+            if e.format_message().strip():
+                typer.echo(e.format_message())
+            raise typer.Exit(ExitCode.BAD_INPUT) from None
         message = " ".join(e.format_message().replace("Value error, ", "").split())
+        hint = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
         err_console.print(f"error: {message}{hint}", markup=False)
         raise typer.Exit(ExitCode.BAD_INPUT) from None
 
@@ -100,7 +110,19 @@ class Group(TyperGroup):
         )
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
-        return _one_line_usage_errors(lambda: super(Group, self).resolve_command(ctx, args))
+        def resolve() -> Any:
+            try:
+                return super(Group, self).resolve_command(ctx, args)
+            except click.exceptions.UsageError as e:
+                # Typer suggests near names from self.commands, which holds only the commands
+                # loaded so far (they load when run): suggest from every command's name.
+                near = difflib.get_close_matches(args[0], self.list_commands(ctx)) if args else []
+                if near and e.message.startswith("No such command") and "Did you" not in e.message:
+                    names = ", ".join(repr(n) for n in near)
+                    e.message = f"{e.message.rstrip('.')}. Did you mean {names}?"
+                raise
+
+        return _one_line_usage_errors(resolve)
 
 
 class State:
@@ -297,6 +319,8 @@ def parse_int_list(value: str, option: str, minimum: int = 1) -> list[int]:
 
 
 def parse_backend_list(value: str, option: str = "--backend") -> list[Backend]:
+    from alexbench.runtimes import parse_backend  # torch: only for the commands that run models
+
     return list(dict.fromkeys(parse_backend(b) for b in split_list(value, option)))
 
 

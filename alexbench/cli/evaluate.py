@@ -28,12 +28,13 @@ from alexbench.cli.common import (
 )
 from alexbench.devices import Device, require
 from alexbench.errors import InputError
-from alexbench.evaluate import EVALUATE_SCHEMA, CellStatus, check_compatible, evaluate_model
+from alexbench.evaluate import CellStatus, check_compatible, evaluate_model
 from alexbench.exit_codes import ExitCode, outcome
 from alexbench.fileio import write_json
 from alexbench.model import MAX_SEED
 from alexbench.precision import Precision
 from alexbench.report import render_evaluation
+from alexbench.results_shape import EVALUATE_SCHEMA
 from alexbench.training.data import (
     Augment,
     DatasetKind,

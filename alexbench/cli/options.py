@@ -19,10 +19,7 @@ from typing import Any
 import typer
 
 from alexbench.devices import Device
-from alexbench.environment import usable_cores
 from alexbench.errors import InputError
-from alexbench.model import MAX_SEED
-from alexbench.runtimes.base import CompileMode
 
 # ------------------------------------------------------------------ the model
 
@@ -36,9 +33,19 @@ WEIGHTS = typer.Option(
     None, "--weights", help="A plain torchvision AlexNet state dict file (e.g. ImageNet weights).",
     dir_okay=False,
 )  # fmt: skip
-SEED = typer.Option(
-    None, "--seed", help="Seed of the random-init default model (default: 0).", min=0, max=MAX_SEED
-)
+
+
+def seed() -> Any:
+    """--seed of the model-building commands (a function: its bound comes from the torch side,
+    which report, results and compare never import)."""
+    from alexbench.model import MAX_SEED
+
+    return typer.Option(
+        None, "--seed", help="Seed of the random-init default model (default: 0).", min=0,
+        max=MAX_SEED,
+    )  # fmt: skip
+
+
 NUM_CLASSES = typer.Option(
     None, "--num-classes", help="Output classes, at least 1 (default: 1000, or from the weights)."
 )
@@ -83,6 +90,8 @@ def check_threads(threads: int | None) -> None:
     """--threads, where given: at least 1, at most THREADS_PER_CORE_LIMIT per core."""
     if threads is None:
         return
+    from alexbench.environment import usable_cores
+
     cores = usable_cores()
     if not 1 <= threads <= THREADS_PER_CORE_LIMIT * cores:
         raise InputError(
@@ -126,9 +135,14 @@ def cache_limit_bytes(gib: float) -> int:
     return int(gib * 1024**3)
 
 
-COMPILE_MODE = typer.Option(
-    CompileMode.DEFAULT, "--compile-mode", help="torch.compile's mode (compile backend only)."
-)
+def compile_mode() -> Any:
+    """--compile-mode (a function, like seed(): the enum lives with the runtimes)."""
+    from alexbench.runtimes.base import CompileMode
+
+    return typer.Option(
+        CompileMode.DEFAULT, "--compile-mode", help="torch.compile's mode (compile backend only)."
+    )
+
 
 BACKENDS = "eager, torchscript, pt2 (torch.export), onnxruntime, compile, openvino (optional)"
 LIST = "<list>"  # what --help shows for a comma-list option, instead of <str>

@@ -139,7 +139,7 @@ def tune_cmd(
     calib_samples: int = opt.CALIB_SAMPLES,
     checkpoint: Path | None = opt.CHECKPOINT,
     weights: Path | None = opt.WEIGHTS,
-    seed: int | None = opt.SEED,
+    seed: int | None = opt.seed(),
     num_classes: int | None = opt.NUM_CLASSES,
     image_size: int | None = opt.IMAGE_SIZE,
     normalize: Normalization | None = opt.NORMALIZE,
