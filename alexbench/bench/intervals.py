@@ -95,6 +95,19 @@ def t_quantile(p: float, df: float) -> float:
 # ---------------------------------------------------------------------------- intervals
 
 
+def _positive_finite(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
+    """`values` as float64, refused unless every one is a finite time > 0: a zero, negative, NaN
+    or infinite latency would come out as a NaN or infinite interval, not as an error (the
+    results loaders keep such files away; a caller of this module may not)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"{what}: need a non-empty 1-D sequence of times, got shape {x.shape}")
+    bad = ~(np.isfinite(x) & (x > 0))
+    if bad.any():
+        raise ValueError(f"{what}: every time must be finite and > 0, got {x[bad][0]!r}")
+    return x
+
+
 @dataclass(frozen=True)
 class RatioInterval:
     ratio: float  # B/A throughput
@@ -124,8 +137,8 @@ def welch_ratio_interval(
     `--repeat 3` or more. If every repeat median is identical (zero spread) the interval is the
     point itself and the threshold alone decides.
     """
-    la = np.log(np.asarray(a_medians_ms, dtype=np.float64))
-    lb = np.log(np.asarray(b_medians_ms, dtype=np.float64))
+    la = np.log(_positive_finite(a_medians_ms, "A's repeat medians"))
+    lb = np.log(_positive_finite(b_medians_ms, "B's repeat medians"))
     na, nb = len(la), len(lb)
     if na < 2 or nb < 2:
         raise ValueError("welch_ratio_interval needs >= 2 repeats per side")
@@ -219,8 +232,8 @@ def bootstrap_ratio_interval(
     sees only the noise inside the run, not the level shift between runs, so verdicts built on it
     are weak. The RNG is seeded: the same files always give the same interval.
     """
-    a = np.asarray(a_latencies, dtype=np.float64)
-    b = np.asarray(b_latencies, dtype=np.float64)
+    a = _positive_finite(a_latencies, "A's latencies")
+    b = _positive_finite(b_latencies, "B's latencies")
     rng = np.random.default_rng(seed)
     la, lb = block_length(a), block_length(b)
     ma = bootstrap_medians(a, la, resamples, rng)

@@ -196,6 +196,20 @@ def test_bootstrap_is_deterministic():
     assert bootstrap_ratio_interval(a, b) == bootstrap_ratio_interval(a, b)
 
 
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_intervals_refuse_a_time_that_is_not_finite_and_positive(bad):
+    # log(0) and log(NaN) would give a NaN or infinite interval, and a verdict read from it.
+    good = [1.0, 1.1, 0.9]
+    with pytest.raises(ValueError, match="finite and > 0"):
+        welch_ratio_interval(good, [1.0, bad, 1.2])
+    lat = np.full(50, 2.0)
+    lat[7] = bad
+    with pytest.raises(ValueError, match="finite and > 0"):
+        bootstrap_ratio_interval(np.full(50, 2.0), lat)
+    with pytest.raises(ValueError, match="non-empty"):
+        bootstrap_ratio_interval(np.array([]), np.full(50, 2.0))
+
+
 # ------------------------------------------------------------------------------- verdicts
 
 
