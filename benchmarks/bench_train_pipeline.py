@@ -72,7 +72,7 @@ def measure(
     step: TrainStep, loader: object, transform: object, steps: int, epoch: int
 ) -> tuple[float, float]:
     """(images/s, data share) of `steps` training steps."""
-    _, _, seen, secs, data_s = train_one_epoch(
+    _, _, seen, secs, data_s, _ = train_one_epoch(
         step,
         loader,  # type: ignore[arg-type]
         transform,  # type: ignore[arg-type]

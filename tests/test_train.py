@@ -281,6 +281,25 @@ def test_streamed_training_reports_unreadable_images(
     plot_training_curves(history, tmp_path / "curves.png")
 
 
+def test_a_streamed_split_that_reads_no_image_is_refused_as_a_decoded_one_is(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    root, tree = extract_cifar_subset(tmp_path_factory), tmp_path / "d"
+    for cls in ("cat", "dog"):
+        shutil.copytree(root / "train" / cls, tree / "train" / cls)
+        (tree / "val" / cls).mkdir(parents=True)
+        for i in range(3):
+            (tree / "val" / cls / f"{i}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "r"
+    for limit in (0, 2**30):  # streamed, then decoded in memory: the same one-line refusal
+        data = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tree, image_size=64,
+                        cache_limit_bytes=limit)  # fmt: skip
+        config = TrainConfig(data=data, epochs=1, batch_size=16, out=out, workers=0)
+        with pytest.raises(DataError, match="none of the val split's 6 images could be read$"):
+            fit(config)
+        assert not out.exists()  # no epoch recorded as top-1 0% of 0 images, no best.pt
+
+
 def test_a_run_folder_is_held_for_the_run_and_cleaned_of_a_killed_runs_temporaries(
     tmp_path: Path,
 ) -> None:

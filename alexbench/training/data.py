@@ -243,14 +243,18 @@ class LoadedData:
         return len(self.class_names)
 
 
-def load_data(spec: DataSpec, splits: tuple[Split, ...] = (Split.TRAIN, Split.VAL)) -> LoadedData:
-    """Load the requested splits; only those are decoded (evaluation never decodes train)."""
+def load_data(
+    spec: DataSpec, splits: tuple[Split, ...] = (Split.TRAIN, Split.VAL), by_name: bool = False
+) -> LoadedData:
+    """Load the requested splits; only those are decoded (evaluation never decodes train).
+    `by_name`: the consumer matches classes by name (a model that records its class names), so
+    a scored val/ or test/ folder keeps its own classes rather than train/'s numbering."""
     if spec.kind is DatasetKind.SYNTHETIC:
         data = _synthetic(spec, splits)
     elif spec.kind is DatasetKind.CIFAR10:
         data = _cifar10(spec, splits)
     else:
-        data = _imagefolder(spec, splits)
+        data = _imagefolder(spec, splits, by_name)
     data.mean, data.std = _normalization(spec, data)
     if spec.crop_fraction < 1.0:
         data.description += f"; resize {spec.resize_size}, centre crop {spec.image_size}"
@@ -416,7 +420,7 @@ def trained_on_whole(recorded: str | os.PathLike[str] | None, given: Path) -> bo
     return (Path(recorded) / "train").resolve() == Path(given).resolve()
 
 
-def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
+def _imagefolder(spec: DataSpec, splits: tuple[Split, ...], by_name: bool = False) -> LoadedData:
     root = spec.data_dir
     if not root.is_dir():
         raise DataError(
@@ -434,7 +438,7 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
     if split_names:
         refuse_loose_images(root, "the split folders")
     if splits == (Split.VAL,):  # evaluation: a held-out set is scored whole
-        names, _, scored, how = _held_out(spec, root, train_root, val_root)
+        names, _, scored, how = _held_out(spec, root, train_root, val_root, by_name)
         data = _finish_imagefolder(spec, splits, names, [], scored, how)
         data.files = {Split.VAL: [p for p, _ in scored]}
         return data
@@ -513,14 +517,16 @@ def _remap(
 
 
 def _held_out(
-    spec: DataSpec, root: Path, train_root: Path, val_root: Path | None
+    spec: DataSpec, root: Path, train_root: Path, val_root: Path | None, by_name: bool = False
 ) -> tuple[list[str], list, list, str]:
     """What evaluation scores: DIR/val or DIR/test whole (with or without DIR/train beside it);
     else, with --val-fraction 0, every image of DIR (a test set shipped as DIR/<class>/);
     else the part of DIR(/train) that training held out."""
     if val_root is not None:
         val_names, val_samples = find_samples(val_root)
-        if train_root != root:  # classes numbered as training numbered them
+        # A model without class names has output i for train/'s i-th folder: numbered as
+        # training numbered them. One with names is matched by name: train/ has no say.
+        if train_root != root and not by_name:
             # Its folder names only: its images are not scored (nor listed: ImageNet's 1.3M).
             names = class_names(train_root)
             val_samples = _remap(val_root, val_names, val_samples, train_root, names)
@@ -632,6 +638,15 @@ def _path_draw(path: str, seed: int, root: str | os.PathLike[str] | None) -> flo
 REDRAW_HINT = "; another --split-seed or --val-fraction draws other files"
 
 
+def none_readable(samples: list[tuple[str, int]], what: str, hint: str = "") -> DataError:
+    """The error for a split of which no image could be read, named by the folder that holds
+    its images (decoded up front, or found while streaming them)."""
+    if len(samples) == 1:  # commonpath would name the file as if it were a folder
+        return DataError(f"{samples[0][0]}: {what}'s only image could not be read{hint}")
+    where = os.path.commonpath([p for p, _ in samples]) if samples else "?"
+    return DataError(f"{where}: none of {what}'s {len(samples)} images could be read{hint}")
+
+
 def _decode_all(
     samples: list[tuple[str, int]],
     resolution: int,
@@ -651,8 +666,5 @@ def _decode_all(
         images[n], labels[n] = img, label
         n += 1
     if n == 0:
-        if len(samples) == 1:  # commonpath would name the file as if it were a folder
-            raise DataError(f"{samples[0][0]}: {what}'s only image could not be read{hint}")
-        where = os.path.commonpath([p for p, _ in samples]) if samples else "?"
-        raise DataError(f"{where}: none of {what}'s {len(samples)} images could be read{hint}")
+        raise none_readable(samples, what, hint)
     return MemorySplit(images[:n].clone() if n < len(samples) else images, labels[:n])

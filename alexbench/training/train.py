@@ -37,11 +37,15 @@ from alexbench.precision import Precision
 from alexbench.training.batches import BatchLoader, BatchTransform, augment_config, derive_seed
 from alexbench.training.config import OptimizerKind, TrainConfig
 from alexbench.training.data import (
+    REDRAW_HINT,
     STREAMED_STATS_NOTE,
     DataSpec,
     LoadedData,
     Split,
+    StreamSplit,
     load_data,
+    none_readable,
+    val_folder,
 )
 from alexbench.training.parts import (
     DistContext,
@@ -203,8 +207,9 @@ def evaluate_split(
     criterion: nn.Module,
     precision: Precision,
     device: torch.device,
-) -> tuple[float, float, float]:
-    """Loss, top-1 and top-5 over the whole split (summed over ranks)."""
+) -> tuple[float, float, float, int]:
+    """Loss, top-1, top-5 and the number of images scored, over the whole split (summed over
+    ranks)."""
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)
     with torch.inference_mode(), autocast(precision, device):
@@ -215,7 +220,22 @@ def evaluate_split(
             loss = criterion(logits, labels).double() * n
             totals += torch.stack([loss, hit[:, 0].sum(), hit.any(1).sum(), n])
     loss, c1, c5, n = all_reduce(totals.tolist(), device)
-    return loss / max(n, 1), c1 / max(n, 1), c5 / max(n, 1)
+    return loss / max(n, 1), c1 / max(n, 1), c5 / max(n, 1), int(n)
+
+
+def _require_images_read(data: LoadedData, seen: int, scored: int, skipped: int) -> None:
+    """A streamed split meets its unreadable files only as it reads them: one that read none
+    would record loss 0 and top-1 0% from 0 images as an epoch, and save it. Refused as the
+    decoded splits are when none of their images can be read."""
+    if not scored and isinstance(val := data.splits[Split.VAL], StreamSplit):
+        spec = data.spec
+        drawn = spec.data_dir is not None and val_folder(spec.data_dir) is None
+        raise none_readable(val.samples, "the val split", REDRAW_HINT if drawn else "")
+    if not seen and isinstance(data.splits[Split.TRAIN], StreamSplit):
+        raise DataError(
+            f"none of the {skipped} training images this epoch drew could be read; "
+            "remove the unreadable files from the training folder"
+        )
 
 
 def _checkpoint_bytes(model: torch.nn.Module, config: TrainConfig, out: Path) -> int:
@@ -465,13 +485,15 @@ def _fit(
             torch.manual_seed(derive_seed(config.seed, epoch, ctx.rank, _DROPOUT_STREAM))
             reporter.on_epoch_start(epoch + 1, config.epochs, steps)
             t0 = time.perf_counter()
-            skipped_before = train_loader.skipped + val_loader.skipped
+            train_before, val_before = train_loader.skipped, val_loader.skipped
             loss, top1, seen, secs, data_s, lr = train_one_epoch(
                 s, train_loader, train_tf, epoch, steps, reporter
             )
-            v_loss, v1, v5 = evaluate_split(
+            v_loss, v1, v5, scored = evaluate_split(
                 model, val_loader, val_tf, s.criterion, config.precision, ctx.device
             )
+            train_skipped = train_loader.skipped - train_before
+            _require_images_read(data, seen, scored, train_skipped)
             broken = _diverged(model, v_loss)
             if broken:
                 raise TrainingDiverged(
@@ -483,7 +505,7 @@ def _fit(
             wall = time.perf_counter() - t0
             v5_or_none = v5 if data.num_classes > 5 else None
             rec = EpochRecord(epoch + 1, loss, top1, v_loss, v1, v5_or_none, lr, wall, rate, share)
-            skipped = train_loader.skipped + val_loader.skipped - skipped_before
+            skipped = train_skipped + val_loader.skipped - val_before
             rec.skipped_images = int(all_reduce([skipped], ctx.device)[0])
             rec.best, best_top1 = v1 > best_top1, max(best_top1, v1)
             records.append(rec)
