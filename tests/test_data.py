@@ -427,6 +427,27 @@ def test_an_image_over_the_pixel_limit_is_skipped_before_it_is_decoded(
     assert decode_image(str(tmp_path / "small.png"), 32) is not None
 
 
+def test_a_sliver_whose_resize_would_pass_the_pixel_limit_is_left_out_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 20000 x 1 px is 60 KB decoded, but its shorter side resized to 256 is 5.1 million px long.
+    import warnings
+
+    from PIL import Image
+
+    from alexbench.training.data_files import decode_image, resolution_for
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)
+    Image.new("RGB", (200, 2)).save(tmp_path / "sliver.png")  # 32 x 3200 px once resized
+    Image.new("RGB", (40, 20)).save(tmp_path / "wide.png")  # 32 x 64 px
+    Image.new("RGB", (120, 120)).save(tmp_path / "big.png")  # over the limit: PIL warns
+    assert decode_image(str(tmp_path / "sliver.png"), 32) is None
+    assert decode_image(str(tmp_path / "wide.png"), 32).shape == (3, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reading the headers says nothing of its own
+        assert resolution_for([str(tmp_path / "big.png")], 32) == 32
+
+
 def test_an_animated_gif_under_a_jpg_name_reads_as_its_first_frame(tmp_path: Path) -> None:
     # The decoder goes by content, not name: torchvision returns (frames, 3, H, W) for it.
     from PIL import Image

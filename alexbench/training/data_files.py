@@ -102,6 +102,11 @@ def find_samples(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     return classes, samples
 
 
+def _pixel_limit() -> float:
+    """PIL's decompression-bomb limit (about 89 million pixels), the one limit for every size."""
+    return Image.MAX_IMAGE_PIXELS or math.inf
+
+
 def _too_many_pixels(data: torch.Tensor) -> bool:
     """Whether the header (read by PIL without decoding) declares more pixels than PIL's
     decompression-bomb limit: a 745 KB PNG of 16000 x 16000 decodes to 768 MB, and torchvision's
@@ -110,7 +115,7 @@ def _too_many_pixels(data: torch.Tensor) -> bool:
         with warnings.catch_warnings():  # over the limit is refused here, not warned about
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
-                return im.width * im.height > (Image.MAX_IMAGE_PIXELS or math.inf)
+                return im.width * im.height > _pixel_limit()
     except Image.DecompressionBombError:
         return True
     except _PIL_UNREADABLE:
@@ -167,6 +172,11 @@ def decode_image(path: str, resolution: int, native: bool = False) -> torch.Tens
     img = _decode_raw(path)
     if img is None:
         return None
+    h, w = img.shape[-2:]
+    # A sliver (20000 x 1 px) is small on disk and decoded, but its shorter side resized to
+    # `resolution` is gigabytes: left out like an image over the limit, not an out-of-memory.
+    if resolution * (resolution * max(h, w) // max(1, min(h, w))) > _pixel_limit():
+        return None
     if native and tuple(img.shape[-2:]) != (resolution, resolution):
         raise NotNative(path)
     return fit_square(img, resolution)
@@ -193,8 +203,10 @@ def preprocessing(image_size: int, crop_fraction: float) -> str:
 def _header_size(path: str) -> tuple[int, int] | None:
     """(width, height) from the file header alone (PIL decodes no pixels here), or None."""
     try:
-        with Image.open(path) as im:
-            return im.size
+        with warnings.catch_warnings():  # a large image is decoded (or refused) later, silently
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.size
     except _PIL_UNREADABLE:
         return None
 
