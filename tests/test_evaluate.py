@@ -374,6 +374,31 @@ def test_a_test_set_with_some_of_the_models_classes_is_scored_by_name(
         evaluate_model(bundle, load_data(spec, (Split.VAL,)), [Backend.EAGER], [], Device.CPU)
 
 
+def test_a_val_folder_beside_train_is_matched_to_a_named_model_by_its_own_classes(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import shutil
+
+    from alexbench.checkpoint import ModelMeta, save_checkpoint
+
+    names = ["airplane", "automobile", "bird", "cat"]
+    ckpt = tmp_path / "four.pt"
+    model = load_model(seed=1, num_classes=4, image_size=64).model
+    save_checkpoint(ckpt, model, ModelMeta(num_classes=4, image_size=64, class_names=names))
+    cifar = extract_cifar_subset(tmp_path_factory) / "train"
+    for split, classes in (("train", ("bird", "frog")), ("val", ("automobile", "bird"))):
+        for name in classes:  # frog: not the model's, and not scored; automobile: not in train/
+            shutil.copytree(cifar / name, tmp_path / "ds" / split / name)
+    spec = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tmp_path / "ds", image_size=64)
+    data = load_data(spec, (Split.VAL,), by_name=True)
+    bundle = prepare_bundle(load_model(checkpoint=ckpt), tmp_path / "exports", [])
+    report = evaluate_model(bundle, data, [Backend.EAGER], [Precision.FP32], Device.CPU)
+    assert report.confusion.sum(axis=1).tolist() == [0, 20, 20, 0]
+    # A model without names has output i for train/'s i-th folder: val/ must number alike.
+    with pytest.raises(DataError, match="classes not in .*train: automobile"):
+        load_data(spec, (Split.VAL,))
+
+
 def test_imbalanced_classes_get_a_balanced_top1() -> None:
     import io
 

@@ -168,7 +168,7 @@ def evaluate_cmd(
         crop_fraction=crop_fraction, download=download,
         cache_limit_bytes=opt.cache_limit_bytes(cache_limit_gb),
     )  # fmt: skip
-    data = load_data(spec, (split,))
+    data = load_data(spec, (split,), by_name=bool(meta.class_names))
     scored_folder = spec.kind is DatasetKind.IMAGEFOLDER
     given = [
         n
