@@ -295,9 +295,17 @@ def test_a_class_folder_linked_to_another_class_is_refused(tmp_path: Path) -> No
     for cls in ("a", "b"):
         (tmp_path / "d" / cls).mkdir(parents=True)
         Image.new("RGB", (8, 8)).save(tmp_path / "d" / cls / "x.png")
-    (tmp_path / "d" / "c").symlink_to(tmp_path / "d" / "a", target_is_directory=True)
-    with pytest.raises(DataError, match=r"class folders a and c are the same folder \(a link\)"):
-        load_data(folder_spec(tmp_path / "d", val_fraction=0.5))
+    spec = folder_spec(tmp_path / "d", val_fraction=0.5)
+    (tmp_path / "d" / "a" / "sub").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "d" / "a" / "sub" / "y.png")
+    both = r"classes {} and {} both hold .*{} \(through a link\): its images would be in two"
+    links = [("c", "a", "a", "a"), ("c", "a/sub", "a", "sub"), ("b/more", "a", "a", "a")]
+    for link, target, first, real in links:  # a class folder, one into a class, one inside
+        (tmp_path / "d" / link).symlink_to(tmp_path / "d" / target, target_is_directory=True)
+        second = link.split("/")[0]
+        with pytest.raises(DataError, match=both.format(first, second, real)):
+            load_data(spec)
+        (tmp_path / "d" / link).unlink()
 
 
 def test_a_folder_of_unreadable_images_is_named(tmp_path: Path) -> None:

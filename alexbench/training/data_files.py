@@ -38,6 +38,11 @@ def image_files(folder: Path) -> list[str]:
     """Every image file under `folder`, sorted; hidden files and folders left out. Linked
     folders are followed, as torchvision's ImageFolder follows them, each real folder once (a
     loop is read once) and never one that holds `folder` (its other classes are not this one)."""
+    return _walk_images(folder)[0]
+
+
+def _walk_images(folder: Path) -> tuple[list[str], set[str]]:
+    """`image_files` and the real folders they were found in."""
     found = []
     seen: set[str] = set()
     top = os.path.realpath(folder)
@@ -50,7 +55,7 @@ def image_files(folder: Path) -> list[str]:
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found += [os.path.join(dirpath, f) for f in sorted(filenames) if is_image_name(f)]
-    return found
+    return found, seen
 
 
 def refuse_loose_images(root: Path, beside: str) -> None:
@@ -83,21 +88,21 @@ def find_samples(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     if not classes:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/*.jpg)")
     refuse_loose_images(root, "the class folders")
-    # A linked class folder that is another class's folder: its images under two labels.
-    real: dict[str, str] = {}
-    for name in classes:
-        twin = real.setdefault(os.path.realpath(root / name), name)
-        if twin != name:
-            raise DataError(
-                f"{root}: class folders {twin} and {name} are the same folder (a link): "
-                "its images would be in two classes"
-            )
     samples: list[tuple[str, int]] = []
+    owner: dict[str, str] = {}  # real folder -> the class that read it
     for label, name in enumerate(classes):
-        files = image_files(root / name)
+        files, folders = _walk_images(root / name)
         if not files:
             exts = ", ".join(IMAGE_EXTENSIONS[:4])
             raise DataError(f"{root / name}: class folder has no images ({exts}, ...)")
+        for real in sorted(folders):
+            # A class folder linked to another class's folder or into it, or a link inside
+            # a class to another (cat/more -> ../dog): the same images under two labels.
+            if owner.setdefault(real, name) != name:
+                raise DataError(
+                    f"{root}: classes {owner[real]} and {name} both hold {real} (through a "
+                    "link): its images would be in two classes"
+                )
         samples += [(f, label) for f in files]
     return classes, samples
 
