@@ -287,6 +287,11 @@ def test_a_class_held_out_whole_says_how_to_keep_some(cifar20: Path, tmp_path: P
     with pytest.raises(DataError, match=r"^class dog: no training image, all went to validation "
                        r"\(a smaller --val-fraction or a val/ folder keeps some\)$"):  # fmt: skip
         load_data(dataclasses.replace(spec, split_seed=seed))
+    for extra in sorted((root / "cat").iterdir())[1:]:  # one image each: one is held out
+        extra.unlink()
+    only = r"its only image is the one image held out \(a val/ folder or more images help\)$"
+    with pytest.raises(DataError, match=rf"^class (cat|dog): no training image, {only}"):
+        load_data(dataclasses.replace(spec, val_fraction=0.01))
 
 
 def test_a_class_folder_linked_to_another_class_is_refused(tmp_path: Path) -> None:

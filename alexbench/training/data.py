@@ -475,18 +475,19 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...], by_name: bool = Fals
     return data
 
 
-def _require_every_class(names: list[str], listed: list, decoded: torch.Tensor) -> None:
+def _require_every_class(names: list[str], listed: list, decoded: torch.Tensor, held: list) -> None:
     """A class with no readable training image (all unreadable, or all held out for
     validation) would be an output the model never sees a sample of: refused, as an empty class
     folder is. Decoded splits only: a streamed one meets its unreadable files as it reads."""
     lost = sorted(set(range(len(names))) - set(decoded.unique().tolist()))
     if lost:
         count = sum(y == lost[0] for _, y in listed)
-        why = (
-            f"none of its {count} could be read"
-            if count
-            else "all went to validation (a smaller --val-fraction or a val/ folder keeps some)"
-        )
+        if count:
+            why = f"none of its {count} could be read"
+        elif len(held) == 1:  # the least any --val-fraction holds out: a smaller one won't do
+            why = "its only image is the one image held out (a val/ folder or more images help)"
+        else:
+            why = "all went to validation (a smaller --val-fraction or a val/ folder keeps some)"
         more = f" (and {len(lost) - 1} other class(es))" if len(lost) > 1 else ""
         raise DataError(f"class {names[lost[0]]}: no training image, {why}{more}")
 
@@ -587,7 +588,7 @@ def _finish_imagefolder(
         except NotNative:  # an image of another size among the probed ones: all at output size
             resolution = spec.resize_size
     if _training(splits) and isinstance(out[Split.TRAIN], MemorySplit):
-        _require_every_class(names, train_samples, out[Split.TRAIN].labels)
+        _require_every_class(names, train_samples, out[Split.TRAIN].labels, val_samples)
     mode = "decoded in memory" if in_memory else "streamed"
     if skipped:  # history.json and checkpoints carry the description: the count goes with them
         mode += f", {len(skipped)} unreadable left out"
