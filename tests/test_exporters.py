@@ -64,6 +64,23 @@ def test_manifest_says_how_to_call_each_file(small_artifacts, small_model, small
             out_name or "output": {"0": "batch"},
         }
         assert rec["usage"], fmt
+        assert (rec["input_dtype"], rec["output_dtype"], rec["layout"]) == (
+            "float32",
+            "float32",
+            "NCHW",
+        )
+        assert small_batch.dtype == got.dtype == np.float32, fmt  # as the record says
+        if fmt == "onnx":  # as the file itself declares
+            assert _onnx_io_dtypes(Path(path)) == ("float32", "float32")
+
+
+def _onnx_io_dtypes(path: Path) -> tuple[str, str]:
+    """The element types an ONNX file's graph declares for its first input and output."""
+    model = onnx.load(str(path), load_external_data=False)
+    inp, out = model.graph.input[0], model.graph.output[0]
+    return tuple(  # type: ignore[return-value]
+        onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name for v in (inp, out)
+    )
 
 
 def test_a_manifest_from_before_the_calling_names_is_brought_up_to_date(small_model, tmp_path):
@@ -89,6 +106,11 @@ def test_a_manifest_from_before_the_calling_names_is_brought_up_to_date(small_mo
     assert (rec["input_name"], rec["output_name"]) == ("x", None)
     assert rec["dynamic_axes"] == {"x": {"0": "batch"}, "output": {"0": "batch"}}
     assert rec["usage"].startswith("torch.jit.load(path)(x)")
+    assert (rec["input_dtype"], rec["output_dtype"], rec["layout"]) == (
+        "float32",
+        "float32",
+        "NCHW",
+    )
 
 
 def test_onnx_is_one_file_with_dynamic_batch_and_named_io(small_artifacts):
@@ -284,6 +306,9 @@ def test_int8_and_fp16_variants(small_model, tmp_path, cifar_subset):
     for fmt in fmts:  # the variants are fed and read by the fp32 file's names
         rec = manifest["artifacts"][fmt.value]
         assert (rec["input_name"], rec["output_name"]) == ("input", "logits"), fmt
+        # fed and read as float32, as the file itself declares (not float16, not int8)
+        got = _onnx_io_dtypes(bundle.artifacts[fmt])
+        assert got == (rec["input_dtype"], rec["output_dtype"]) == ("float32", "float32"), fmt
     onnx.checker.check_model(str(bundle.artifacts[ArtifactFormat.ONNX_FP16]), full_check=True)
     q = onnx.load(str(bundle.artifacts[ArtifactFormat.ONNX_INT8]))
     assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)

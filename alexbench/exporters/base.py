@@ -20,6 +20,10 @@ EXAMPLE_BATCH = 2
 NEEDS_CALIBRATION = "int8 needs real images to calibrate: pass --calib-data DIR (an image folder)"
 MAX_DYNAMIC_BATCH = 1 << 16
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+# Every format is fed float32 NCHW images and returns float32 logits: the fp16 variant keeps its
+# inputs and outputs fp32 and int8 quantises inside, so a consumer never casts (a test reads
+# each file's own types against these).
+IO_DTYPE, LAYOUT = "float32", "NCHW"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class Interface:
             "input_name": self.input_name,
             "output_name": self.output_name,
             "usage": self.usage,
+            "input_dtype": IO_DTYPE,
+            "output_dtype": IO_DTYPE,
+            "layout": LAYOUT,
             # Keyed by name; an unnamed (positional) input or output by its place.
             "dynamic_axes": {
                 self.input_name or "args[0]": {0: "batch"},

@@ -69,6 +69,10 @@ class ArtifactRecord:
     config_key: str
     calibration: str = ""  # int8 only: the images the quantisation ranges were measured on
     usage: str = ""  # how to call the file, in one line (manifests before it lack it)
+    # What the input and output tensors hold ("" in manifests before it): NCHW float32 images.
+    input_dtype: str = ""
+    output_dtype: str = ""
+    layout: str = ""
     # The stack that wrote this file (the manifest's top-level versions are the last export's:
     # a file reused from an earlier export keeps its own here).
     versions: dict[str, str | None] = field(default_factory=dict)
