@@ -120,6 +120,11 @@ def stale_temporaries(directory: Path, names: Iterable[str]) -> list[Path]:
     return found
 
 
+def not_a_folder(path: Path) -> str:
+    """Why `path`, which is not a directory, cannot be read as one: in the words of a message."""
+    return "a file, not a directory" if path.exists() else "no such directory"
+
+
 def nearest_existing(path: Path) -> Path:
     """`path`, or the nearest folder above it that exists (where a write there would land)."""
     existing = path.absolute()

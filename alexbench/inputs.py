@@ -10,6 +10,7 @@ import torch
 
 from alexbench.checkpoint import ModelMeta
 from alexbench.errors import DataError
+from alexbench.fileio import not_a_folder
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def image_inputs(
 
     directory = Path(directory)
     if not directory.is_dir():
-        raise DataError(f"{option} {directory}: no such directory")
+        raise DataError(f"{option} {directory}: {not_a_folder(directory)}")
     files = image_files(directory)
     if not files:
         raise DataError(f"{option} {directory}: no image files found")

@@ -135,7 +135,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("verify-backend-unknown", ["verify", "--backend", "jax"], "jax"),
     ("verify-device-unknown", ["verify", "--device", "npu"], "npu"),
     ("verify-data-missing", ["verify", "--data-dir", "{tmp}/nope"], "nope"),
-    ("verify-data-file", ["verify", "--data-dir", "{txt.file}"], "txt.file"),
+    ("verify-data-file", ["verify", "--data-dir", "{txt.file}"], "a file, not a directory"),
     ("verify-data-no-images", ["verify", "--data-dir", "{emptydir}"], "no image files found"),
     ("verify-report-dir", ["verify", "--out", "{dir}"], "is a directory"),
     ("verify-report-under-file", ["verify", "--out", "{txt.file}/r.json"], "not a directory"),

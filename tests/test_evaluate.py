@@ -175,6 +175,7 @@ def test_plain_weights_on_an_image_folder_say_classes_are_matched_by_order(
     ("extra", "message"),
     [
         (["--dataset", "imagefolder", "--data-dir", "{tmp}/nowhere"], "no such directory"),
+        (["--dataset", "imagefolder", "--data-dir", "{tmp}/f.txt"], "a file, not a directory"),
         (["--dataset", "synthetic", "--image-size", "32"], "below the minimum of 64"),
         (["--dataset", "synthetic", "--num-classes", "5"], "10 classes, but 5"),
         (["--dataset", "synthetic", "--crop-fraction", "0"], "--crop-fraction must be in [0.2, 1]"),
@@ -184,6 +185,7 @@ def test_cli_evaluate_bad_inputs_fail_in_one_line(
     run_dir: Path, tmp_path: Path, extra: list[str], message: str
 ) -> None:
     args = ["evaluate", "--checkpoint", str(run_dir / "best.pt"), "--artifacts", str(tmp_path)]
+    (tmp_path / "f.txt").write_text("not a folder")
     result = CliRunner().invoke(_local_app(), args + [e.format(tmp=tmp_path) for e in extra])
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()

@@ -28,7 +28,7 @@ from alexbench.devices import Device, available_devices, require
 from alexbench.environment import capture
 from alexbench.errors import DataError
 from alexbench.exit_codes import ExitCode, outcome_of
-from alexbench.fileio import write_json
+from alexbench.fileio import not_a_folder, write_json
 from alexbench.inputs import random_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import SessionOptions
@@ -91,7 +91,7 @@ def verify_cmd(
     precisions = parse_enum_list(precision, Precision, "--precision")
     opt.check_threads(threads)
     if data is not None and not data.is_dir():  # fail before any export work
-        raise DataError(f"--data-dir {data}: no such directory")
+        raise DataError(f"--data-dir {data}: {not_a_folder(data)}")
     if report_path is not None:
         check_output_file(report_path, "--out")
     loaded = model_for(

@@ -22,7 +22,7 @@ import torch
 
 from alexbench.checkpoint import NORMALIZATION_STATS, LoadedModel, Normalization
 from alexbench.errors import CheckpointError, DataError, InputError
-from alexbench.fileio import is_int, is_number
+from alexbench.fileio import is_int, is_number, not_a_folder
 from alexbench.model import DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIZE, MAX_SEED, MIN_IMAGE_SIZE
 from alexbench.training.data_files import (
     NotNative,
@@ -424,7 +424,8 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...], by_name: bool = Fals
     root = spec.data_dir
     if not root.is_dir():
         raise DataError(
-            f"{root}: no such directory (expected an ImageFolder tree {root}/train/<class>/*.jpg)"
+            f"{root}: {not_a_folder(root)} (expected an ImageFolder tree "
+            f"{root}/train/<class>/*.jpg)"
         )
     train_root = training_root(root)
     val_root = val_folder(root)
