@@ -178,6 +178,16 @@ def test_sixteen_bit_images_are_scaled_to_eight_bits(tmp_path: Path) -> None:
         img = decode_image(str(tmp_path / name), 48)
         assert img is not None and img.dtype == torch.uint8 and img.shape == (3, 48, 48), name
         assert torch.equal(img, eight), name
+    # 32-bit samples that hold 8-bit values read as 8-bit; a dark 16-bit PGM (it opens as the
+    # same 32-bit mode) reads as 16-bit, as the 16-bit PNG of its pixels does.
+    Image.fromarray(grey8.astype(np.int32)).save(tmp_path / "g32.tif")
+    assert torch.equal(decode_image(str(tmp_path / "g32.tif"), 48), eight)
+    dark = grey8.astype(">u2")  # every value <= 255 of 65535
+    (tmp_path / "dark.pgm").write_bytes(b"P5\n48 48\n65535\n" + dark.tobytes())
+    Image.fromarray(dark.astype(np.uint16)).save(tmp_path / "dark.png")
+    from_pgm = decode_image(str(tmp_path / "dark.pgm"), 48)
+    assert torch.equal(from_pgm, decode_image(str(tmp_path / "dark.png"), 48))
+    assert from_pgm.max() == 0  # 255 of 65535 is under one 8-bit level, not 255 of 255
     # A folder that mixes the two decodes to one dtype: batches stack, pixels do not wrap.
     for i, name in enumerate(("g8.png", "g16.png", "g16.tif")):
         for cls in ("a", "b"):

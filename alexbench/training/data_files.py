@@ -146,8 +146,11 @@ def _decode_raw(path: str) -> torch.Tensor | None:
     try:
         with Image.open(path) as im:
             if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey: PIL's RGB clips it
+                stored_16 = _stored_16_bit(im)  # before the pixels load: PIL drops its tiles
                 values = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
-                if im.mode == "I" and values.max() <= 255:  # 32-bit samples holding 8-bit ones
+                # 32-bit samples holding 8-bit ones, unless the file says 16-bit (a dark
+                # 16-bit PGM opens as "I" too, and would be read 256x too bright)
+                if im.mode == "I" and not stored_16 and values.max() <= 255:
                     img = torch.from_numpy(values.astype(np.uint8))
                 else:
                     wide = torch.from_numpy(values.astype(np.uint16))
@@ -156,6 +159,16 @@ def _decode_raw(path: str) -> torch.Tensor | None:
             return TF.pil_to_tensor(im.convert("RGB"))
     except _PIL_UNREADABLE:
         return None
+
+
+def _stored_16_bit(im: Image.Image) -> bool:
+    """Whether the file stores 16-bit samples, by the raw mode PIL will decode it with
+    ("I;16B" for a 16-bit PGM, which opens as mode "I"); read before the pixels are loaded."""
+    for tile in im.tile:
+        args = tile.args if isinstance(tile.args, tuple) else (tile.args,)
+        if args and isinstance(args[0], str) and args[0].startswith("I;16"):
+            return True
+    return False
 
 
 def fit_square(img: torch.Tensor, size: int) -> torch.Tensor:
