@@ -113,6 +113,25 @@ def test_a_manifest_from_before_the_calling_names_is_brought_up_to_date(small_mo
     )
 
 
+def test_torch_files_name_no_temporary_and_the_program_no_source_paths(small_artifacts):
+    """The archives' folder is "archive", not the temporary's name the file was written as; the
+    .pt2 program holds no absolute path of this machine (its nodes' stack traces named
+    alexbench's and torch's source files)."""
+    import os
+    import zipfile
+
+    import torch
+
+    here = [os.path.dirname(os.path.dirname(torch.__file__)), str(Path.cwd())]
+    for name in ("alexnet.pt", "alexnet.pt2"):
+        with zipfile.ZipFile(small_artifacts / name) as z:
+            assert {n.split("/")[0] for n in z.namelist()} == {"archive"}, name
+            if name.endswith(".pt2"):
+                for member in z.namelist():
+                    data = z.read(member)
+                    assert not any(p.encode() in data for p in here), member
+
+
 def test_onnx_is_one_file_with_dynamic_batch_and_named_io(small_artifacts):
     path = small_artifacts / "alexnet.onnx"
     model = onnx.load(str(path))

@@ -66,6 +66,18 @@ ONNX_INTERFACE = Interface(
 WORK_PREFIX = ".alexnet.work."
 
 
+def save_program(program: torch.export.ExportedProgram, path: Path) -> None:
+    """torch.export.save, less what ties the file to this machine and this save: each node's
+    stack trace (absolute paths of alexbench's and torch's sources, which ONNX files do not
+    carry) and the archive's folder name, which a saved path names after the file (here a
+    temporary's, with a process id); through a file object it is "archive", so the same model
+    gives the same bytes."""
+    for node in program.graph.nodes:
+        node.meta.pop("stack_trace", None)
+    with open(path, "wb") as f:
+        torch.export.save(program, f)
+
+
 class OnnxExporter(StrEnum):
     DYNAMO = "dynamo"  # torch.onnx.export(dynamo=True): torch.export + onnxscript
     LEGACY = "legacy"  # the TorchScript-based exporter, for older stacks

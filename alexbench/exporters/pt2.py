@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from alexbench.exporters.base import ExportRequest, Interface
+from alexbench.exporters.base import ExportRequest, Interface, save_program
 
 suffix = ".pt2"
 
@@ -22,5 +22,5 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
         (request.example_input(),),
         dynamic_shapes={"x": {0: request.batch_dim()}},
     )
-    torch.export.save(program, str(path))
+    save_program(program, path)
     return {"exporter": "torch.export.export"}

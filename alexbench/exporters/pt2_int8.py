@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from alexbench.errors import ExportError
-from alexbench.exporters.base import NEEDS_CALIBRATION, ExportRequest, Interface
+from alexbench.exporters.base import NEEDS_CALIBRATION, ExportRequest, Interface, save_program
 from alexbench.pt2e import quantizer_module
 
 suffix = ".int8.pt2"
@@ -52,7 +52,7 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     converted = convert_pt2e(prepared)
     _drop_unused_weights(converted)
     program = torch.export.export(converted, example, dynamic_shapes=dynamic)
-    torch.export.save(program, str(path))
+    save_program(program, path)
     return {
         "exporter": f"torch.export + {QUANTIZER}, MinMax observers",
         "calibration": request.calibration_desc,

@@ -36,7 +36,11 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
         frozen = trace_and_freeze(request.model, request.example_input())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
-        torch.jit.save(frozen, str(path))
+        # Through a file object the archive's folder is "archive", not the temporary's name
+        # (with a process id): the same model gives the same bytes. Its debug_pkl entries still
+        # hold the source paths of the traced code; TorchScript has no switch to leave them out.
+        with open(path, "wb") as f:
+            torch.jit.save(frozen, f)
     args = [a.name for a in frozen.forward.schema.arguments[1:]]
     if args != [interface.input_name]:  # the manifest would name an argument the file lacks
         raise ExportError(f"the traced forward takes {args}, not [{interface.input_name!r}]")
