@@ -425,6 +425,76 @@ def machine_differences(
     return out
 
 
+def unrecorded_hardware(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Which file records no CPU model ("" when both do). Without it nothing says the two runs
+    timed the same hardware: such a pair is refused like one from different machines, not
+    taken as the same machine (a file with its environment stripped must not pass a gate)."""
+    missing = [side for side, r in (("A", a), ("B", b)) if not _get(r, *_CPU_FIELDS[0][1])]
+    if not missing:
+        return ""
+    return f"{' and '.join(missing)} record{'s' * (len(missing) == 1)} no CPU model"
+
+
+# Per-cell settings (`session`: threads, TF32, memory format, dtype, CUDA graphs...) and how the
+# cell was timed: cells matched by backend/device/precision/batch may still have run otherwise.
+MAX_CELLS_NAMED = 3
+
+
+def cell_setting_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """One phrase per cell in both runs whose recorded session settings or timing method
+    differ ("eager/cpu/fp32/b1: memory_format channels_last vs contiguous"); a setting one
+    file does not record (an older file) is not a difference."""
+    cells_b = {_safe_key(c): c for c in b.get("cells") or [] if isinstance(c, dict)}
+    out = []
+    for ca in a.get("cells") or []:
+        if not isinstance(ca, dict):
+            continue
+        key = _safe_key(ca)
+        cb = cells_b.get(key)
+        if key is None or cb is None or ca.get("status") != "ok" or cb.get("status") != "ok":
+            continue
+        diffs = []
+        sa, sb = ca.get("session"), cb.get("session")
+        if isinstance(sa, dict) and isinstance(sb, dict):
+            diffs += [
+                f"{k} {_fmt(sa[k])} vs {_fmt(sb[k])}" for k in sa if k in sb and sa[k] != sb[k]
+            ]
+        ta, tb = ca.get("timing_method"), cb.get("timing_method")
+        if ta and tb and ta != tb:
+            diffs.append(f"timed by {ta} vs {tb}")
+        if diffs:
+            out.append(f"{key_label(key)}: {', '.join(diffs)}")
+    return out
+
+
+def _safe_key(cell: dict[str, Any]) -> CellKey | None:
+    try:
+        return cell_key(cell)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether A and B are one run saved twice (a copy under another name): the same start
+    time and, cell for cell, the same raw latencies (or medians, where the raw ones were
+    stripped). Two real runs never share both."""
+    if a.get("created") is None or a.get("created") != b.get("created"):
+        return False
+    ca, cb = a.get("cells") or [], b.get("cells") or []
+
+    def timings(cells: list[Any]) -> list[Any]:
+        return [
+            (c.get("latencies_ns"), repeat_medians_ms(c)) if isinstance(c, dict) else None
+            for c in cells
+        ]
+
+    return (
+        len(ca) == len(cb)
+        and any(isinstance(c, dict) and (c.get("latencies_ns") or repeat_medians_ms(c)) for c in ca)
+        and timings(ca) == timings(cb)
+    )
+
+
 def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """What makes the two runs not measure the same thing, one line each (empty: comparable)."""
     return [d.text for d in run_differences(a, b)]
@@ -458,6 +528,20 @@ def run_differences(a: dict[str, Any], b: dict[str, Any]) -> list[RunDifference]
             "backends ran different files",
         )
     # Machine.
+    unchecked = unrecorded_hardware(a, b)
+    if unchecked:
+        add(Difference.MACHINE, f"hardware cannot be checked: {unchecked}")
+    partial = [
+        f"{label} recorded in {'A' if _get(a, *path) is not None else 'B'} only"
+        for label, path in _CPU_FIELDS[1:]
+        if (_get(a, *path) is None) != (_get(b, *path) is None)
+    ]
+    if partial and not unchecked:
+        add(
+            Difference.SETUP,
+            f"hardware only partly checked ({', '.join(partial)}): the machines are matched "
+            "by what both files record",
+        )
     machine = machine_differences(a, b, hardware_fields(a, b))
     host_a, host_b = _get(a, "environment", "host"), _get(b, "environment", "host")
     if machine:
@@ -535,6 +619,24 @@ def run_differences(a: dict[str, Any], b: dict[str, Any]) -> list[RunDifference]
     ]
     if rdiff:
         add(Difference.SETUP, "different run length: " + ", ".join(rdiff))
+    code_a, code_b = _get(a, "environment", "git_commit"), _get(b, "environment", "git_commit")
+    if code_a and code_b and code_a != code_b:  # the timing loop, a runtime's setup may differ
+        add(Difference.SETUP, f"different alexbench code: git {code_a} vs {code_b}")
+    cell_diffs = cell_setting_differences(a, b)
+    if cell_diffs:
+        shown = "; ".join(cell_diffs[:MAX_CELLS_NAMED])
+        more = len(cell_diffs) - MAX_CELLS_NAMED
+        add(
+            Difference.SETUP,
+            f"different cell settings in {len(cell_diffs)} matched cell(s): {shown}"
+            + (f"; and {more} more" if more > 0 else ""),
+        )
+    if same_run(a, b):
+        add(
+            Difference.SETUP,
+            f"A and B hold the same run (created {_fmt(a.get('created'))}, the same "
+            "latencies: one file, or a copy of it): every ratio is 1 by construction",
+        )
     # Completeness.
     for side, payload in (("A", a), ("B", b)):
         if not is_complete(payload):
@@ -558,7 +660,10 @@ def refusal(
     if not allow_different_machines and any(d.kind is Difference.MACHINE for d in diffs):
         cpu_a, cpu_b = (_get(r, "environment", "cpu", "model") for r in (a, b))
         gpu_a, gpu_b = (_get(r, "environment", "gpu", "name") for r in (a, b))
-        if cpu_a and cpu_b and cpu_a != cpu_b:
+        unchecked = unrecorded_hardware(a, b)
+        if unchecked:
+            where = f"{unchecked}: the runs cannot be shown to come from one machine"
+        elif cpu_a and cpu_b and cpu_a != cpu_b:
             where = f"A ran on {cpu_a}, B on {cpu_b}"
         elif gpu_a != gpu_b and hardware_fields(a, b) is _HARDWARE_FIELDS:
             where = f"A ran on {gpu_a or 'no GPU'}, B on {gpu_b or 'no GPU'}"

@@ -16,6 +16,7 @@ from alexbench.bench.compare import (
     nothing_compared,
     refusal,
     regressions,
+    same_run,
 )
 from alexbench.cli.common import (
     JSON_OPTION,
@@ -91,7 +92,7 @@ def compare_cmd(
     if refused:  # before any verdict: a gate must not pass or fail on such a pair
         raise InputError(refused)
     comparison = compare_runs(a, b, threshold)
-    if baseline.resolve() == candidate.resolve():
+    if baseline.resolve() == candidate.resolve() and not same_run(a, b):
         comparison.warnings.insert(0, "A and B are the same file: every ratio is 1 by construction")
     emit_json(comparison_dict(comparison, baseline, candidate))
     # Warnings are about the inputs, like errors: stderr, so stdout holds the table (or JSON).

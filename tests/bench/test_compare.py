@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from alexbench.bench.compare import Verdict, compare_runs, regressions
+from alexbench.bench.compare import Verdict, compare_runs, refusal, regressions
 from alexbench.bench.intervals import (
     block_length,
     bootstrap_ratio_interval,
@@ -125,6 +125,14 @@ def make_run(
     if not legacy:
         payload |= {"complete": True, "interrupted": None}
     return payload
+
+
+def rerun(run: dict) -> dict:
+    """Another run of `run`'s settings with the same figures: a copy started at another time
+    (a copy with the same start time and latencies is the same run, which compare tells)."""
+    out = copy.deepcopy(run)
+    out["created"] = "2026-11-25T21:00:00+00:00"
+    return out
 
 
 def write(tmp_path, name: str, payload: dict):
@@ -332,7 +340,7 @@ def test_different_model_machine_versions_and_threads_warn(tmp_path):
     # Warnings are about the inputs: on stderr, before the table (stdout holds only that).
     assert "warning: different model" in r.stderr and "warning:" not in r.stdout
     assert "compare: B=" in r.stdout
-    same_model = copy.deepcopy(a)
+    same_model = rerun(a)
     same_model["model"]["artifacts"]["onnx"] = "ef" * 32
     assert compare_runs(a, same_model).warnings == [
         "different exported artifacts (onnx; sha256 differs): those backends ran different files"
@@ -372,10 +380,14 @@ def test_machines_with_one_cpu_name_are_told_apart_by_id_flags_cores_kernel_and_
     assert any(
         w.startswith("machine load differed") and "0.7 (A) vs 2.9 (B)" in w for w in warnings
     )
-    assert not compare_runs(a, copy.deepcopy(a)).warnings
-    older = copy.deepcopy(a)  # a file from before the id was recorded: nothing to compare
+    assert not compare_runs(a, rerun(a)).warnings
+    older = rerun(a)  # a file from before the id was recorded: matched by what both record
     del older["environment"]["cpu"]["id"]
-    assert not compare_runs(a, older).warnings
+    assert compare_runs(a, older).warnings == [
+        "hardware only partly checked (cpu id recorded in A only): the machines are matched by "
+        "what both files record"
+    ]
+    assert refusal(a, older) is None
 
 
 def test_other_processes_sampled_at_the_start_decide_over_the_lagging_load_average():
@@ -491,7 +503,49 @@ def test_a_file_marked_complete_with_cells_missing_is_incomplete():
 def test_a_file_compared_with_itself_is_said_to_be_one_file(tmp_path):
     path = write(tmp_path, "a.json", make_run(1))
     r = invoke("compare", path, path)
-    assert r.exit_code == 0 and "warning: A and B are the same file" in r.stdout + r.stderr
+    assert r.exit_code == 0 and "warning: A and B hold the same run" in r.stderr
+    assert "one file, or a copy of it" in r.stderr
+
+
+def test_a_byte_copy_under_another_name_is_told_to_be_the_same_run(tmp_path):
+    # A copy of the baseline given as the candidate passed silently: every cell within noise.
+    run = make_run(1)
+    pa, pb = write(tmp_path, "a.json", run), write(tmp_path, "copy.json", run)
+    r = invoke("compare", pa, pb, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["warnings"] == [
+        "A and B hold the same run (created 2026-11-25T20:32:55+00:00, the same latencies: one "
+        "file, or a copy of it): every ratio is 1 by construction"
+    ]
+    assert not compare_runs(run, rerun(run)).warnings  # the same figures, another start
+    assert not compare_runs(run, make_run(2)).warnings  # the same start, other figures
+
+
+def test_cell_settings_code_and_timing_method_that_differ_are_warned():
+    # Matched cells that ran with another memory format, dtype or timing, or other code, were
+    # compared with no word: the ratio then measures that change, not the one compared for.
+    a, b = make_run(1), make_run(2)
+    session = {"torch_threads": 2, "memory_format": "channels_last", "dtype": "float32"}
+    for run in (a, b):
+        run["environment"]["git_commit"] = "b8ef6dd"
+        for cell in run["cells"]:
+            cell["session"] = dict(session)
+    assert not compare_runs(a, b).warnings
+    b["environment"]["git_commit"] = "0c1d2e3-dirty"
+    b["cells"][0]["session"]["memory_format"] = "contiguous"
+    b["cells"][2]["timing_method"] = "cuda events"
+    del b["cells"][3]["session"]["dtype"]  # not recorded on one side: no difference
+    assert compare_runs(a, b).warnings == [
+        "different alexbench code: git b8ef6dd vs 0c1d2e3-dirty",
+        "different cell settings in 2 matched cell(s): eager/cpu/fp32/b1: memory_format "
+        "channels_last vs contiguous; onnxruntime/cpu/fp32/b1: timed by perf_counter_ns vs "
+        "cuda events",
+    ]
+    for cell in b["cells"]:
+        cell["session"]["torch_threads"] = 1
+    warning = compare_runs(a, b).warnings[1]
+    assert warning.startswith("different cell settings in 4 matched cell(s)")
+    assert warning.endswith("; and 1 more") and warning.count("torch_threads 2 vs 1") == 3
 
 
 # ------------------------------------------------------------------ machines and models
@@ -512,6 +566,12 @@ REFUSALS = {
                   "figures from different machines"),
     "gpu": (lambda r: r["environment"].update(gpu={"name": "NVIDIA H100"}),
             "error: A ran on no GPU, B on NVIDIA H100: figures from different machines"),
+    "no-cpu": (lambda r: r["environment"]["cpu"].update(model=None),
+               "error: B records no CPU model: the runs cannot be shown to come from one "
+               "machine: figures from different machines are not comparable "
+               "(--allow-different-machines to compare anyway)"),
+    "empty-cpu-name": (lambda r: r["environment"]["cpu"].update(model=""),
+                       "error: B records no CPU model: the runs cannot be shown"),
     "model": (lambda r: r["model"]["meta"].update(num_classes=10),
               "error: A and B timed different models (classes 1000 vs 10): their figures are "
               "not comparable (--allow-different-models to compare anyway)"),
@@ -540,7 +600,9 @@ def test_runs_of_other_machines_or_models_are_refused_unless_allowed(tmp_path, c
     allow = "--allow-different-models" if case == "model" else "--allow-different-machines"
     r = invoke("compare", pa, pb, "--fail-on-regression", allow)  # today's behaviour
     assert r.exit_code == 1 and "slower" in r.stdout, r.output
-    assert "warning: different m" in r.stderr and "warning" not in r.stdout
+    unchecked = case in ("no-cpu", "empty-cpu-name")
+    told = "warning: hardware cannot be checked" if unchecked else "warning: different m"
+    assert told in r.stderr and "warning" not in r.stdout
 
 
 def test_a_gpu_seen_by_one_of_two_cpu_only_runs_does_not_refuse_them(tmp_path):
