@@ -96,6 +96,17 @@ def _json_key(key: Any) -> str:
     return key if isinstance(key, str) else json.dumps(jsonable(key))
 
 
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """The JSON document in `path`. A document nested deeper than Python's recursion limit
+    (`[[[[...]]]]`, 100 KB is enough) raises ValueError like any other malformed JSON, not
+    RecursionError, so every reader reports it as a bad file in one line."""
+    text = Path(path).read_text()
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Strict JSON (every reader parses it): NaN and infinity are written as null."""
     with atomic_path(path) as tmp:

@@ -14,7 +14,6 @@ import ctypes
 import errno
 import fcntl
 import html
-import json
 import os
 import re
 import shutil
@@ -36,7 +35,7 @@ from alexbench.bench.compare import (
     refusal,
 )
 from alexbench.errors import InputError
-from alexbench.fileio import missing_folders, remove_empty_folders, write_text
+from alexbench.fileio import missing_folders, read_json, remove_empty_folders, write_text
 from alexbench.report import (
     accuracy_table,
     bench_legend,
@@ -105,7 +104,7 @@ class ReportFiles:
 def _evaluation(path: Path) -> Evaluation | None:
     """The evaluate report saved at `path`, or None when it is something else."""
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except (OSError, ValueError):
         return None
     if isinstance(data, dict) and data.get("schema") == EVALUATE_SCHEMA:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import os
 import re
 import socket
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alexbench.errors import InputError
-from alexbench.fileio import write_json, write_text
+from alexbench.fileio import read_json, write_json, write_text
 from alexbench.results_shape import BACKENDS, DEVICES, PRECISIONS, parse_created, results_problem
 
 # /2 added `complete`, `interrupted`, per-cell `repeats` and baseline-relative memory; /1 files
@@ -167,7 +166,7 @@ def load_results(path: Path) -> dict[str, Any]:
     if Path(path).exists() and not Path(path).is_file():  # a FIFO would block the read forever
         raise InputError(f"{path}: not a regular file")
     try:
-        data = json.loads(Path(path).read_text())
+        data = read_json(path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (OSError, ValueError) as e:

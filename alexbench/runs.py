@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from alexbench.bench.compare import is_complete
+from alexbench.fileio import read_json
 from alexbench.results import READABLE_SCHEMAS, created_utc, json_files
 from alexbench.results_shape import results_problem
 
@@ -130,11 +131,11 @@ def summarize(path: Path, data: dict[str, Any], file: str | None = None) -> RunS
 def _read(path: Path) -> dict[str, Any] | str:
     """The results document in `path`, or why it is not one."""
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except (OSError, UnicodeDecodeError) as e:
         return f"unreadable ({getattr(e, 'strerror', None) or e})"
-    except ValueError:
-        return "not valid JSON"
+    except ValueError as e:  # JSONDecodeError, or read_json's "nested too deeply"
+        return "not valid JSON" if isinstance(e, json.JSONDecodeError) else str(e)
     schema = data.get("schema") if isinstance(data, dict) else None
     if schema not in READABLE_SCHEMAS:
         return f"schema {schema}" if isinstance(schema, str) else "no alexbench schema"

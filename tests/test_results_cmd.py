@@ -126,8 +126,24 @@ def test_no_results_is_a_one_line_error(
     (tmp_path / "other" / "h.json").write_text("[]")
     r = invoke("results", *NO_RESULTS[case], "--json")
     assert r.exit_code == 2 and r.stdout == ""
-    err = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
-    assert len(err) == 1 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: ")
+    if case == "only other JSON":  # what was skipped is in the error, not a note before it
+        assert "skipped 1 JSON file(s) that are not benchmark results: other/h.json" in r.stderr
+
+
+def test_a_broken_file_given_alone_is_one_error_saying_why(tmp_path: Path) -> None:
+    # A note "skipped 1 JSON file(s)" came first, then "no alexbench results files".
+    broken = tmp_path / "BROKEN.json"
+    broken.write_text('{"schema": "alexbench-results/2",')
+    r = invoke("results", broken)
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr == f"error: {broken}: not a benchmark results file (not valid JSON)\n"
+    deep = tmp_path / "deep.json"  # RecursionError: exit 3 with "internal error"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    for args in (["results", deep], ["report", deep], ["compare", deep, deep]):
+        r = invoke(*args)
+        assert r.exit_code == 2 and r.stdout == "", (args, r.output)
+        assert len(r.stderr.strip().splitlines()) == 1 and "nested too deeply" in r.stderr
 
 
 def test_short_cpu_names() -> None:

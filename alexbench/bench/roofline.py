@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import math
 import os
 import time
@@ -41,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from alexbench.devices import Device, synchronize, torch_device
 from alexbench.environment import available_memory_bytes, cpu_info, gpu_info, load_average
 from alexbench.errors import AlexbenchError
-from alexbench.fileio import is_number, write_json
+from alexbench.fileio import is_number, read_json, write_json
 from alexbench.model import AlexNet
 from alexbench.precision import Precision
 
@@ -607,7 +606,7 @@ def _load_cached(path: Path, quick: bool) -> Ceilings | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
         if not isinstance(data, dict) or data.get("cache_format") != CACHE_FORMAT:
             return None
         ceilings = Ceilings(**data)

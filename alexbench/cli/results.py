@@ -44,10 +44,17 @@ def results_cmd(
     if not paths and not DEFAULT_DIR.is_dir():
         raise InputError(f"{DEFAULT_DIR}: no such directory (run `alexbench bench` first)")
     listing = list_runs(roots)
-    _note_skipped(listing)
-    if not listing.runs:
+    if not listing.runs:  # one error line, which names what was skipped, and no note
+        skipped = listing.skipped
+        if len(roots) == 1 and len(skipped) == 1 and skipped[0].path == roots[0]:
+            raise InputError(f"{roots[0]}: not a benchmark results file ({skipped[0].why})")
         where = ", ".join(str(p) for p in roots)
-        raise InputError(f"{where}: no alexbench results files (run `alexbench bench` first)")
+        found = f"; {_skipped_text(listing)}" if skipped else ""
+        raise InputError(
+            f"{where}: no alexbench results files (run `alexbench bench` first){found}"
+        )
+    if listing.skipped:
+        err_console.print(f"note: {_skipped_text(listing)}", style="dim", markup=False)
     emit_json([run_dict(r) for r in listing.runs])
     if not as_json:
         render_runs(console, listing.runs, wide=wide)
@@ -58,17 +65,13 @@ def run_dict(run: RunSummary) -> dict:
     return jsonable(run) | {"model": run.model, "machine": run.machine}
 
 
-def _note_skipped(listing: RunListing) -> None:
-    if not listing.skipped:
-        return
+def _skipped_text(listing: RunListing) -> str:
     named = ", ".join(f"{s.path} ({s.why})" for s in listing.skipped[:MAX_SKIPPED_NAMED])
     more = len(listing.skipped) - MAX_SKIPPED_NAMED
-    err_console.print(
-        f"note: skipped {len(listing.skipped)} JSON file(s) that are not benchmark results: "
+    return (
+        f"skipped {len(listing.skipped)} JSON file(s) that are not benchmark results: "
         + named
-        + (f" and {more} more" if more > 0 else ""),
-        style="dim",
-        markup=False,
+        + (f" and {more} more" if more > 0 else "")
     )
 
 

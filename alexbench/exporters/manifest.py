@@ -14,7 +14,7 @@ from typing import Any
 
 from alexbench.checkpoint import MAX_NUM_CLASSES, SourceKind
 from alexbench.errors import InputError
-from alexbench.fileio import is_int, is_number, write_json
+from alexbench.fileio import is_int, is_number, read_json, write_json
 from alexbench.model import MAX_IMAGE_SIZE, MAX_SEED, MIN_IMAGE_SIZE
 
 MANIFEST_NAME = "manifest.json"
@@ -103,7 +103,7 @@ class Manifest:
         if not path.is_file():
             return None
         try:
-            d = json.loads(path.read_text())
+            d = read_json(path)
             _check_shape(d)
             arts = {k: ArtifactRecord(**v) for k, v in d.get("artifacts", {}).items()}
             return cls(d["source"], d["model"], d.get("versions") or {}, arts)

@@ -19,6 +19,7 @@ from typing import Any
 from alexbench.artifacts import ORT_CACHE_DIR
 from alexbench.environment import cpuinfo
 from alexbench.exporters.manifest import config_key
+from alexbench.fileio import read_json
 
 CPU_EP = "CPUExecutionProvider"
 # # A CPU session's creation is mostly spent outside the graph optimiser: reading the initializers
@@ -200,7 +201,7 @@ class OptimizedModelCache:
         if not path.is_file():
             return None, "no cached model yet"
         try:
-            record = json.loads(path.read_text())
+            record = read_json(path)
             fields = dict(record["fields"])
             fields.pop("source_sha256")
             if not {"key", "source", "files", "recorded_ns"} <= record.keys():
