@@ -546,9 +546,39 @@ def to_html(page: Page, out_dir: Path) -> str:
     return "\n".join(parts) + "\n"
 
 
+# Characters that start Markdown markup anywhere in a line (emphasis, code, links, HTML, tables,
+# strikethrough, entities, headings' closing #), escaped with a backslash as CommonMark allows for
+# any ASCII punctuation. A run name, host or note is text: "a_b*c" must not turn italic, and `<`
+# must not open HTML. ~ too: an unstable median's ~ beside ~~strikethrough~~ would read as markup.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&#])")
+# At the start of a block (a paragraph, a list item's text): a bullet or a thematic break
+# (- + =; * is escaped anywhere), or an ordered list's "1." / "1)" before a space.
+_MD_BLOCK_START = re.compile(r"^(?:[-+=]|\d{1,9}[.)](?=\s|$))")
+
+
+def _md_text(text: str, block: bool = False) -> str:
+    """`text` as one line of literal Markdown: markup escaped, line breaks (which would end a
+    table row or a paragraph) made spaces. `block`: the text starts a block (a paragraph, a
+    list item), where a leading "- " or "1. " would start a list and four spaces a code block."""
+    text = _MD_SPECIAL.sub(r"\\\1", " ".join(text.splitlines()))
+    if not block:
+        return text
+    text = text.lstrip()
+    start = _MD_BLOCK_START.match(text)
+    if start:  # the backslash goes before the marker's punctuation: "\\-", "1\\."
+        end = start.end()
+        text = text[: end - 1] + "\\" + text[end - 1 :]
+    return text
+
+
+def _md_fence(code: list[str]) -> str:
+    """A code fence longer than any run of backticks in `code`, so none of it closes it."""
+    longest = max((len(r) for line in code for r in re.findall(r"`+", line)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def _md_cell(entry: Entry) -> str:
-    # ~ (an unstable median) escaped: beside ~~strikethrough~~ it would read as markup.
-    text = entry.text.replace("|", "\\|").replace("~", "\\~") or " "
+    text = _md_text(entry.text) or " "
     if entry.tone is Tone.VOID:
         return f"~~{text}~~"
     if entry.tone in (Tone.BEST, Tone.BAD):
@@ -557,22 +587,24 @@ def _md_cell(entry: Entry) -> str:
 
 
 def _md_table(t: TableData) -> str:
-    names = [c.name or " " for c in t.columns]
-    out = [f"**{t.title}**", "", "| " + " | ".join(names) + " |"]
+    names = [_md_text(c.name) or " " for c in t.columns]
+    out = [f"**{_md_text(t.title)}**", "", "| " + " | ".join(names) + " |"]
     out.append("|" + "|".join("---:" if c.right else ":---" for c in t.columns) + "|")
     out += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in t.rows]
     if t.notes:
-        out += [""] + [f"- {n}" for n in t.notes]
+        out += [""] + [f"- {_md_text(n, block=True)}" for n in t.notes]
     return "\n".join(out) + "\n"
 
 
 def to_markdown(page: Page) -> str:
-    out = [f"# {page.title}", "", page.subtitle, ""]
+    out = [f"# {_md_text(page.title)}", "", _md_text(page.subtitle, block=True), ""]
     for s in page.sections:
-        out += ["#" * s.level + " " + s.title, ""]
-        out += [t + "\n" for t in s.text]
-        out += ["```", *s.code, "```", ""] if s.code else []
-        out += [f"![{f.caption}]({f.file})\n" for f in s.figures]
+        out += ["#" * s.level + " " + _md_text(s.title), ""]
+        out += [_md_text(t, block=True) + "\n" for t in s.text]
+        fence = _md_fence(s.code)
+        out += [fence, *s.code, fence, ""] if s.code else []
+        # The file is ours (throughput.png, latency-1.png): a link target needs no escaping.
+        out += [f"![{_md_text(f.caption)}]({f.file})\n" for f in s.figures]
         out += [_md_table(t) for t in s.tables]
     return "\n".join(out)
 

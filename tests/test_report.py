@@ -537,3 +537,24 @@ def test_a_very_wide_interval_does_not_set_the_throughput_scale():
     assert scale_top([75.0, 800.0], [41_000.0, 40.0]) == 840.0
     assert scale_top([100.0], [30.0]) == 130.0  # an ordinary bar is shown whole
     assert scale_top([], []) == 0.0
+
+
+def test_markdown_report_shows_names_as_text_not_markup(tmp_path):
+    # A run file named `a_b*c[x](y)<i>&amp;|~#` and a host holding a line break: report.md
+    # escaped only | and ~ in table cells, so a CommonMark reader drew italics, a link, raw
+    # HTML and an extra heading, and the line break split a table row in two.
+    from markdown_it import MarkdownIt
+
+    data = load_results(sorted(COMMITTED.glob("xeon-2c/2026*.json"))[0])
+    data["environment"]["host"] = "vm\n# not a heading"
+    name = "a_b*c[x](y)<i>&amp;|~#"
+    (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    r = invoke("report", tmp_path / f"{name}.json", "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    html = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(md)
+    for markup in ("<em>", "<a ", "<i>", "<h1>not a heading"):
+        assert markup not in html, markup
+    assert html.count("<h1>") == 1
+    assert f"Run {name}".replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in html
+    assert ">vm # not a heading (Linux" in html  # the host's row stays one table row
