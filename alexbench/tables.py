@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from rich.cells import cell_len
+
 
 class Tone(StrEnum):
     PLAIN = "plain"
@@ -55,11 +57,13 @@ class TableData:
         self.row_ids.append(row_id)
 
     def column_widths(self) -> list[int]:
-        """Natural width of each column: its longest entry or its name."""
-        widths = [len(c.name) for c in self.columns]
+        """Natural width of each column: its widest entry or its name, in terminal cells (a
+        CJK character or an emoji takes two: counting characters let such a run name overflow
+        the width the columns were chosen for)."""
+        widths = [cell_len(c.name) for c in self.columns]
         for row in self.rows:
             for i, e in enumerate(row):
-                widths[i] = max(widths[i], len(e.text))
+                widths[i] = max(widths[i], cell_len(e.text))
         return widths
 
     def fitting_columns(self, width: int | None) -> list[int]:

@@ -558,3 +558,19 @@ def test_markdown_report_shows_names_as_text_not_markup(tmp_path):
     assert html.count("<h1>") == 1
     assert f"Run {name}".replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in html
     assert ">vm # not a heading (Linux" in html  # the host's row stays one table row
+
+
+def test_wide_characters_are_measured_in_terminal_cells(tmp_path):
+    # A run named in CJK took half the width it draws: the columns chosen to fit 80 cells
+    # then overflowed the line (or rich cut the essentials short).
+    from rich.cells import cell_len
+
+    t = TableData("t", [Column("运行"), Column("n", priority=1)])
+    t.add(["基准测试", "12"])
+    assert t.column_widths() == [8, 2]
+    assert t.fitting_columns(16) == [0]  # 1 + (8 + 3) + (2 + 3) = 17 cells
+    run = sorted(COMMITTED.glob("xeon-2c/2026*.json"))[0]
+    shutil.copy(run, tmp_path / "基准测试运行_中文名称_一个相当长的结果文件名字.json")
+    for args in (["results", str(tmp_path)], ["report", str(next(tmp_path.glob("*.json")))]):
+        out = _at_80_columns(*args)
+        assert all(cell_len(line) <= 80 for line in out.splitlines()), out
