@@ -247,6 +247,8 @@ def _check_cell(c: dict[str, Any], where: str) -> None:
     repeats = _field(c, "repeats?", where, "a list or null") or []
     for name, rep in _objects(repeats, f"{where}.repeats"):
         _field(rep, "p50_ms", name, "a positive number or null")
+    if stats:
+        _check_stats_agree(stats, repeats, int(c["batch"]), f"{where}.stats")
     cold = _field(c, "cold_start", where, "an object or null") or {}
     keys = "session_create_s? first_inference_ms?"
     _fields(cold, keys, f"{where}.cold_start", "a non-negative number or null")
@@ -269,6 +271,41 @@ def _check_cell(c: dict[str, Any], where: str) -> None:
         keys = "gflops? weight_gbs? peak_gflops? read_bandwidth_gbs? roofline_ms?"
         _fields(roofline, keys, f"{where}.roofline", "a positive number or null")
         _field(roofline, "ceiling_dtype?", f"{where}.roofline", "a string or null")
+
+
+AGREE = 1e-6  # relative slack for figures `bench` derives from one another (float rounding)
+
+
+def _check_stats_agree(stats: dict[str, Any], repeats: list[Any], batch: int, where: str) -> None:
+    """A cell's figures are derived from one another when `bench` writes them: throughput is
+    batch / p50, p50 lies between the fastest and slowest call and between the repeats'
+    medians (their geometric mean; in older files the pooled median, which lies there too).
+    report shows p50 and throughput while compare judges by the repeats, so a file where one
+    was edited would show one figure and be judged by another: refused instead."""
+    p50 = float(stats["p50_ms"])
+    implied = batch * 1e3 / p50
+    if abs(float(stats["throughput"]) / implied - 1) > AGREE:
+        raise _Invalid(
+            f"{where}.throughput {stats['throughput']:g} disagrees with its p50_ms {p50:g} "
+            f"(batch {batch} / p50 = {implied:g} images/s): the file was edited?"
+        )
+    bounds = [("min_ms", "max_ms", "its fastest and slowest call")]
+    medians = [
+        float(r["p50_ms"]) for r in repeats if isinstance(r, dict) and is_finite(r.get("p50_ms"))
+    ]
+    ranges = [(stats.get(lo), stats.get(hi), what) for lo, hi, what in bounds]
+    if medians:
+        ranges.append((min(medians), max(medians), "its repeats' medians"))
+    for low, high, what in ranges:
+        if (
+            is_finite(low)
+            and is_finite(high)
+            and not (low * (1 - AGREE) <= p50 <= high * (1 + AGREE))
+        ):
+            raise _Invalid(
+                f"{where}.p50_ms {p50:g} is outside {what} ({low:g} to {high:g} ms): the file "
+                "was edited?"
+            )
 
 
 def evaluation_problem(data: dict[str, Any]) -> str | None:

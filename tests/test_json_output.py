@@ -158,8 +158,10 @@ def _slowed(src: Path, dst: Path, factor: float) -> Path:
             rep["p50_ms"] *= factor
             rep["throughput"] /= factor
         if cell.get("stats"):
-            cell["stats"]["p50_ms"] *= factor
-            cell["stats"]["throughput"] /= factor
+            stats = cell["stats"]
+            for k in [k for k in stats if k.endswith("_ms") and stats[k] is not None]:
+                stats[k] *= factor
+            stats["throughput"] /= factor
         cell["latencies_ns"] = [int(v * factor) for v in cell["latencies_ns"]]
     dst.write_text(json.dumps(data))
     return dst

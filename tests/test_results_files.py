@@ -128,6 +128,13 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     # A skipped cell's stats were read (recentred on repeats) though never checked: a crash.
     ("skipped-junk-stats", lambda d: _skipped(d).update(stats=_ok(d)["stats"] | {"p50_ms": "x"}),
      "].stats.p50_ms is a string, expected a positive number"),
+    # One figure edited: report showed p50 1e308 ms while compare judged by the repeats.
+    ("p50-edited", _set("ok.stats.p50_ms", 1e308), "].stats.throughput "),
+    ("p50-and-throughput-edited",
+     lambda d: _ok(d)["stats"].update(p50_ms=1e6, throughput=_ok(d)["batch"] / 1e3),
+     "].stats.p50_ms 1e+06 is outside its fastest and slowest call"),
+    ("repeats-edited", lambda d: [r.update(p50_ms=r["p50_ms"] * 9) for r in _ok(d)["repeats"]],
+     "].stats.p50_ms"),
     # What RESULTS_JSON_SCHEMA refuses, the loaders refuse too.
     ("unknown-backend", _set("ok.backend", "tensorrt"), "].backend is 'tensorrt', expected one"),
     ("unknown-device", _set("ok.device", "tpu"), "].device is 'tpu', expected one of cpu, cuda"),
@@ -323,6 +330,8 @@ def _run_with(tmp_path: Path, name: str, batch: int | None = None, status: str |
     for c in data["cells"]:
         if batch is not None:
             c["batch"] = batch
+            if c["stats"]:  # images/s follow the batch (a file load_results accepts)
+                c["stats"]["throughput"] = batch / (c["stats"]["p50_ms"] / 1e3)
         if status is not None and c["status"] == "ok":
             c |= {"status": status, "stats": None, "reason": "crashed"}
     path = tmp_path / f"{name}.json"
