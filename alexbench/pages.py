@@ -578,7 +578,10 @@ def _md_fence(code: list[str]) -> str:
 
 
 def _md_cell(entry: Entry) -> str:
-    text = _md_text(entry.text) or " "
+    # Stripped: "**x **" and "~~x ~~" are not emphasis, and a table cell ignores edge spaces.
+    text = _md_text(entry.text).strip()
+    if not text:
+        return " "
     if entry.tone is Tone.VOID:
         return f"~~{text}~~"
     if entry.tone in (Tone.BEST, Tone.BAD):
@@ -588,7 +591,8 @@ def _md_cell(entry: Entry) -> str:
 
 def _md_table(t: TableData) -> str:
     names = [_md_text(c.name) or " " for c in t.columns]
-    out = [f"**{_md_text(t.title)}**", "", "| " + " | ".join(names) + " |"]
+    title = _md_text(t.title).strip()
+    out = [f"**{title}**" if title else "", "", "| " + " | ".join(names) + " |"]
     out.append("|" + "|".join("---:" if c.right else ":---" for c in t.columns) + "|")
     out += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in t.rows]
     if t.notes:

@@ -128,6 +128,9 @@ def summarize(path: Path, data: dict[str, Any], file: str | None = None) -> RunS
     )
 
 
+INVALID = "not a valid results file"  # why a file with a results schema is not listed
+
+
 def _read(path: Path) -> dict[str, Any] | str:
     """The results document in `path`, or why it is not one."""
     try:
@@ -141,7 +144,7 @@ def _read(path: Path) -> dict[str, Any] | str:
         return f"schema {schema}" if isinstance(schema, str) else "no alexbench schema"
     problem = results_problem(data)
     if problem:  # what `report` and `compare` would refuse is not listed as a run either
-        return f"not a valid results file ({problem})"
+        return f"{INVALID} ({problem})"
     return data
 
 

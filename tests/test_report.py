@@ -589,3 +589,17 @@ def test_wide_characters_are_measured_in_terminal_cells(tmp_path):
     for args in (["results", str(tmp_path)], ["report", str(next(tmp_path.glob("*.json")))]):
         out = _at_80_columns(*args)
         assert all(cell_len(line) <= 80 for line in out.splitlines()), out
+
+
+def test_markdown_emphasis_survives_edge_spaces():
+    # "**x **" and "~~x ~~" are literal asterisks and tildes to a CommonMark reader.
+    from markdown_it import MarkdownIt
+
+    from alexbench.pages import _md_table
+    from alexbench.tables import Entry, Tone
+
+    t = TableData("Cells of run ", [Column("a"), Column("b")])
+    t.add([Entry(" 12.5 ", Tone.BEST), Entry("\t7\n", Tone.VOID)])
+    html = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(_md_table(t))
+    assert "<strong>Cells of run</strong>" in html
+    assert "<strong>12.5</strong>" in html and "<s>7</s>" in html

@@ -128,7 +128,8 @@ def test_no_results_is_a_one_line_error(
     assert r.exit_code == 2 and r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: ")
     if case == "only other JSON":  # what was skipped is in the error, not a note before it
-        assert "skipped 1 JSON file(s) that are not benchmark results: other/h.json" in r.stderr
+        told = "no readable results files; skipped 1 JSON file(s) that are not runs to list: "
+        assert told + "other/h.json" in r.stderr
 
 
 def test_a_broken_file_given_alone_is_one_error_saying_why(tmp_path: Path) -> None:
@@ -138,6 +139,16 @@ def test_a_broken_file_given_alone_is_one_error_saying_why(tmp_path: Path) -> No
     r = invoke("results", broken)
     assert r.exit_code == 2 and r.stdout == ""
     assert r.stderr == f"error: {broken}: not a benchmark results file (not valid JSON)\n"
+    edited = json.loads((XEON / RUNS[0]).read_text())  # a results file, but not a valid one
+    edited["cells"][0]["stats"]["p50_ms"] *= 1.5
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    r = invoke("results", tmp_path / "edited.json")
+    assert r.exit_code == 2 and r.stderr.startswith(
+        f"error: {tmp_path / 'edited.json'}: not a valid results file (cells[0].stats.throughput"
+    ), r.stderr
+    r = invoke("results", tmp_path)  # a folder of such files: no "run bench first"
+    assert r.exit_code == 2 and "no readable results files; skipped 2 JSON file(s)" in r.stderr
+    assert "run `alexbench bench` first" not in r.stderr
     deep = tmp_path / "deep.json"  # RecursionError: exit 3 with "internal error"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     for args in (["results", deep], ["report", deep], ["compare", deep, deep]):

@@ -435,9 +435,29 @@ def unrecorded_hardware(a: dict[str, Any], b: dict[str, Any]) -> str:
     return f"{' and '.join(missing)} record{'s' * (len(missing) == 1)} no CPU model"
 
 
-# Per-cell settings (`session`: threads, TF32, memory format, dtype, CUDA graphs...) and how the
-# cell was timed: cells matched by backend/device/precision/batch may still have run otherwise.
+# Per-cell settings (`session`: TF32, memory format, dtype, CUDA graphs, a runtime's options) and
+# how the cell was timed: cells matched by backend/device/precision/batch may still have run
+# otherwise.
 MAX_CELLS_NAMED = 3
+MAX_VALUE_CHARS = 40
+# What `session` records that is not a setting: measurements and cache state that change from run
+# to run (compile times, call counts, a cache hit), what is warned for the whole run already
+# (versions, the device's name, the model's metadata, the artifacts), and the sweep's batches.
+_NOT_SETTINGS = frozenset({
+    "compile_s", "timing_evidence", "optimized_model_cache", "compiled_variants",
+    "compiled_batches", "batch", "device_time", "run_returns_when_enqueued", "onnx_metadata",
+    "openvino", "full_device_name",
+})  # fmt: skip
+
+
+def _is_setting(key: str) -> bool:
+    # Thread counts are warned once for the run (--threads, torch threads, OMP/MKL variables).
+    return key not in _NOT_SETTINGS and "threads" not in key
+
+
+def _fmt_short(v: Any) -> str:
+    text = _fmt(v)
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."
 
 
 def cell_setting_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -457,7 +477,9 @@ def cell_setting_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         sa, sb = ca.get("session"), cb.get("session")
         if isinstance(sa, dict) and isinstance(sb, dict):
             diffs += [
-                f"{k} {_fmt(sa[k])} vs {_fmt(sb[k])}" for k in sa if k in sb and sa[k] != sb[k]
+                f"{k} {_fmt_short(sa[k])} vs {_fmt_short(sb[k])}"
+                for k in sa
+                if k in sb and sa[k] != sb[k] and _is_setting(k)
             ]
         ta, tb = ca.get("timing_method"), cb.get("timing_method")
         if ta and tb and ta != tb:

@@ -19,7 +19,7 @@ from alexbench.cli.common import (
 )
 from alexbench.errors import InputError
 from alexbench.report import render_runs
-from alexbench.runs import RunListing, RunSummary, list_runs
+from alexbench.runs import INVALID, RunListing, RunSummary, list_runs
 
 DEFAULT_DIR = Path("results")
 MAX_SKIPPED_NAMED = 3
@@ -47,12 +47,14 @@ def results_cmd(
     if not listing.runs:  # one error line, which names what was skipped, and no note
         skipped = listing.skipped
         if len(roots) == 1 and len(skipped) == 1 and skipped[0].path == roots[0]:
-            raise InputError(f"{roots[0]}: not a benchmark results file ({skipped[0].why})")
+            why = skipped[0].why
+            if why.startswith(INVALID):  # a results file, but one that cannot be shown
+                raise InputError(f"{roots[0]}: {why}")
+            raise InputError(f"{roots[0]}: not a benchmark results file ({why})")
         where = ", ".join(str(p) for p in roots)
-        found = f"; {_skipped_text(listing)}" if skipped else ""
-        raise InputError(
-            f"{where}: no alexbench results files (run `alexbench bench` first){found}"
-        )
+        if skipped:
+            raise InputError(f"{where}: no readable results files; {_skipped_text(listing)}")
+        raise InputError(f"{where}: no alexbench results files (run `alexbench bench` first)")
     if listing.skipped:
         err_console.print(f"note: {_skipped_text(listing)}", style="dim", markup=False)
     emit_json([run_dict(r) for r in listing.runs])
@@ -69,7 +71,7 @@ def _skipped_text(listing: RunListing) -> str:
     named = ", ".join(f"{s.path} ({s.why})" for s in listing.skipped[:MAX_SKIPPED_NAMED])
     more = len(listing.skipped) - MAX_SKIPPED_NAMED
     return (
-        f"skipped {len(listing.skipped)} JSON file(s) that are not benchmark results: "
+        f"skipped {len(listing.skipped)} JSON file(s) that are not runs to list: "
         + named
         + (f" and {more} more" if more > 0 else "")
     )

@@ -541,11 +541,28 @@ def test_cell_settings_code_and_timing_method_that_differ_are_warned():
         "channels_last vs contiguous; onnxruntime/cpu/fp32/b1: timed by perf_counter_ns vs "
         "cuda events",
     ]
-    for cell in b["cells"]:
-        cell["session"]["torch_threads"] = 1
+    for run, tf32 in ((a, False), (b, True)):
+        for cell in run["cells"]:
+            cell["session"]["allow_tf32"] = tf32
     warning = compare_runs(a, b).warnings[1]
     assert warning.startswith("different cell settings in 4 matched cell(s)")
-    assert warning.endswith("; and 1 more") and warning.count("torch_threads 2 vs 1") == 3
+    assert warning.endswith("; and 1 more") and warning.count("allow_tf32 False vs True") == 3
+    # What varies from run to run is no setting: compile times, call counts, a cache hit; and
+    # thread counts are warned once for the run ("different thread settings").
+    a, b = make_run(1), make_run(2)
+    for run, seconds, hit in ((a, 2.04, True), (b, 7.58, False)):
+        for cell in run["cells"]:
+            cell["session"] = {"compile_s": seconds, "timing_evidence": {"calls": int(seconds)},
+                               "optimized_model_cache": {"hit": hit, "entry": "/x" * 40},
+                               "intra_op_num_threads": int(seconds)}  # fmt: skip
+    assert not compare_runs(a, b).warnings
+    a["cells"][0]["session"]["providers"] = ["CPUExecutionProvider"]
+    b["cells"][0]["session"]["providers"] = ["CUDAExecutionProvider"] * 5
+    (warning,) = compare_runs(a, b).warnings
+    assert warning == (  # a long value is cut short, not dumped whole
+        "different cell settings in 1 matched cell(s): eager/cpu/fp32/b1: providers "
+        "['CPUExecutionProvider'] vs ['CUDAExecutionProvider', 'CUDAExecut..."
+    )
 
 
 # ------------------------------------------------------------------ machines and models
