@@ -9,6 +9,7 @@ import difflib
 import functools
 import json
 import os
+import re
 import signal
 import sys
 import traceback
@@ -308,10 +309,11 @@ def parse_enum_list(value: str, enum: type[E], option: str) -> list[E]:
 def parse_int_list(value: str, option: str, minimum: int = 1) -> list[int]:
     out: list[int] = []
     for item in split_list(value, option):
-        try:
-            n = int(item)
-        except ValueError:
-            raise InputError(f"{option}: '{shown(item)}' is not an integer") from None
+        # Digits only: int() also reads "1_0" as 10 and other scripts' digits, which a typo
+        # would turn into a batch nobody asked for.
+        if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", item):
+            raise InputError(f"{option}: '{shown(item)}' is not an integer")
+        n = int(item)
         if n < minimum:
             raise InputError(f"{option}: {n} is below the minimum of {minimum}")
         out.append(n)

@@ -131,6 +131,8 @@ def test_parity_failure_is_reported_and_exits_1(small_artifacts, tmp_path):
         (["--batch", "0"], "--batch: 0 is below the minimum of 1"),
         (["--batch", "-4"], "--batch: -4 is below the minimum of 1"),
         (["--batch", "1,x"], "'x' is not an integer"),
+        (["--batch", "1_0"], "'1_0' is not an integer"),  # int() read it as 10
+        (["--batch", "\u0661"], "is not an integer"),  # an Arabic-Indic 1
         (["--backend", "tensorflow"], "unknown backend 'tensorflow'"),
         (["--precision", "fp64"], "unknown value 'fp64'"),
         (["--threads", "0"], "--threads must be 1 to"),
