@@ -253,8 +253,10 @@ def _payload(
             "meta": vars(meta),
             "flops_per_image": flops,
             "parameters": params,
-            "artifacts": _artifact_hashes(bundle.directory),
-            "artifacts_dir": str(bundle.directory.resolve()) if bundle.directory else None,
+            "artifacts": _artifact_hashes(bundle),
+            "artifacts_dir": (
+                str(bundle.directory.resolve()) if bundle.directory and bundle.artifacts else None
+            ),
         },
         "settings": {
             "backends": [b.value for b in spec.backends],
@@ -318,11 +320,14 @@ def _exit_code(cells: list[CellResult]) -> ExitCode:
     return code
 
 
-def _artifact_hashes(directory: Path | None) -> dict[str, str]:
-    from alexbench.exporters.manifest import Manifest
+def _artifact_hashes(bundle: ModelBundle) -> dict[str, str]:
+    """The sha256 of each exported file this run loaded, hashed from disk: not the manifest's
+    record (a file edited since export runs as it is, with a warning, and must not be recorded
+    as the file the manifest describes), and not the folder's other files (an eager-only run
+    loads none, whatever model the folder holds)."""
+    from alexbench.checkpoint import file_sha256
 
-    manifest = Manifest.load(directory) if directory is not None else None
-    return {k: v.sha256 for k, v in manifest.artifacts.items()} if manifest else {}
+    return {fmt.value: file_sha256(path) for fmt, path in sorted(bundle.artifacts.items())}
 
 
 @handle_errors

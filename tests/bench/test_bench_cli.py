@@ -359,3 +359,32 @@ def test_two_runs_in_the_same_second_keep_both_files(tmp_path):
     (tmp_path / f"{stem}-4.csv" / "x").write_text("x")
     assert write_results(tmp_path, run)[0].name == f"{stem}-5.json"
     assert not (tmp_path / f"{stem}-4.json").exists()
+
+
+def test_results_record_the_hashes_of_the_files_that_ran(small_artifacts, tmp_path):
+    # The results file copied the manifest's sha256 for every format in the folder: an ONNX file
+    # edited since export (run as it is, with a warning) was recorded as the exported one, and
+    # an eager-only run recorded a folder's hashes though it loaded nothing from it.
+    from alexbench.checkpoint import file_sha256
+
+    art = tmp_path / "art"
+    shutil.copytree(small_artifacts, art)
+    model = onnx.load(str(art / "alexnet.onnx"))
+    model.doc_string = "edited after export"  # other bytes, the same computation
+    onnx.save(model, str(art / "alexnet.onnx"))
+    short = ["--min-time", "0.05", "--min-iters", "3", "--warmup", "1", "--batch", "1",
+             "--precision", "fp32", "--device", "cpu", "--artifacts", art]  # fmt: skip
+    r = invoke("bench", *short, "--backend", "eager,onnxruntime", "--results-dir", tmp_path / "a")
+    assert r.exit_code == 0, r.output
+    assert "differs from the sha256 in its manifest" in r.stderr
+    (path,) = (tmp_path / "a").glob("*.json")
+    doc = json.loads(path.read_text())["model"]
+    manifest = json.loads((art / "manifest.json").read_text())["artifacts"]
+    assert doc["artifacts"] == {"onnx": file_sha256(art / "alexnet.onnx")}
+    assert doc["artifacts"]["onnx"] != manifest["onnx"]["sha256"]
+    assert doc["artifacts_dir"] == str(art.resolve())
+    r = invoke("bench", *short, "--backend", "eager", "--results-dir", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    (path,) = (tmp_path / "b").glob("*.json")
+    doc = json.loads(path.read_text())["model"]
+    assert doc["artifacts"] == {} and doc["artifacts_dir"] is None
