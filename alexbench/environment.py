@@ -91,8 +91,19 @@ def git_commit() -> str | None:
             timeout=5,
             check=True,
         )
+        # --no-optional-locks: a status refreshes the index under .git/index.lock, which makes a
+        # `git commit` in that checkout fail while a bench starts, and is left behind when the
+        # write is cut short (a full disk, a file-size limit).
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "--no-optional-locks",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+            ],
             capture_output=True,
             text=True,
             timeout=5,

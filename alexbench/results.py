@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from alexbench.errors import InputError
-from alexbench.fileio import read_json, write_json, write_text
+from alexbench.fileio import (
+    missing_folders,
+    read_json,
+    remove_empty_folders,
+    write_json,
+    write_text,
+)
 from alexbench.results_shape import BACKENDS, DEVICES, PRECISIONS, parse_created, results_problem
 
 # /2 added `complete`, `interrupted`, per-cell `repeats` and baseline-relative memory; /1 files
@@ -132,6 +138,15 @@ def csv_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_results(results_dir: Path, payload: dict[str, Any]) -> tuple[Path, Path]:
     created = datetime.fromisoformat(payload["created"])
     stem = results_stem(created, payload["settings"]["devices"])
+    made = missing_folders(results_dir)
+    try:
+        return _write_results(results_dir, stem, payload)
+    except BaseException:
+        remove_empty_folders(made)  # a failed first write leaves no empty folder
+        raise
+
+
+def _write_results(results_dir: Path, stem: str, payload: dict[str, Any]) -> tuple[Path, Path]:
     results_dir.mkdir(parents=True, exist_ok=True)
     # Two runs finishing in the same second (two processes, one folder) must not overwrite each
     # other: the name is claimed with an exclusive create, then filled atomically. A name whose

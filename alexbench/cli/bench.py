@@ -191,6 +191,7 @@ def bench_cmd(
             why, code = stopped
             err_console.print(f"error: {why} before any cell finished: nothing saved", markup=False)
             raise typer.Exit(code)
+        unsaved: OSError | None = None
         # Signals stay caught from the end of the sweep until the results are on disk: a
         # second Ctrl-C, or the SIGTERM of a `timeout`, must not lose the finished cells.
         try:
@@ -202,11 +203,21 @@ def bench_cmd(
                     payload["interrupted"] = (
                         interrupted.signal_name if interrupted else f"aborted: {aborted}"
                     )
-                json_path, csv_path = write_results(out, payload)
+                try:
+                    json_path, csv_path = write_results(out, payload)
+                except OSError as e:  # a full disk, a folder made read-only mid-run
+                    unsaved = e
         except Interrupted as e:  # arrived while saving: saved anyway, then honoured
             interrupted = interrupted or e
     emit_json(payload)
     report.render_bench(console, payload["cells"], "alexbench bench", wide=wide)
+    if unsaved is not None:  # the figures are shown above (and in --json), but nowhere on disk
+        err_console.print(
+            f"error: cannot save the results in {out}: {unsaved.strerror or unsaved}: the "
+            f"{len(cells)} cell(s) above are not saved",
+            markup=False,
+        )
+        raise typer.Exit(ExitCode.BAD_INPUT)
     console.print(f"Results: {json_path} and {csv_path}")
     stopped = _stopped(interrupted, aborted)  # again: a signal may have come while saving
     if stopped:

@@ -388,3 +388,31 @@ def test_results_record_the_hashes_of_the_files_that_ran(small_artifacts, tmp_pa
     (path,) = (tmp_path / "b").glob("*.json")
     doc = json.loads(path.read_text())["model"]
     assert doc["artifacts"] == {} and doc["artifacts_dir"] is None
+
+
+def test_results_that_cannot_be_written_are_one_error_and_leave_no_folder(tmp_path):
+    # A full disk (here: a 4 KiB file-size limit, RLIMIT_FSIZE) was "unexpected OSError", exit 3,
+    # and left the results folder it had made, empty.
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    out = tmp_path / "res" / "deeper"
+    args = ["bench", "--backend", "eager", "--batch", "1", "--precision", "fp32", "--device",
+            "cpu", "--min-time", "0.05", "--min-iters", "3", "--warmup", "1", "--image-size",
+            "64", "--num-classes", "10", "--results-dir", str(out)]  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "alexbench", *args], capture_output=True,
+                       text=True, preexec_fn=limit, cwd=tmp_path, timeout=600)  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error")]
+    assert errors == [
+        f"error: cannot save the results in {out}: File too large: the 1 cell(s) above are not "
+        "saved"
+    ], r.stderr
+    assert "Traceback" not in r.stderr and "p50" in r.stdout  # the figures are still shown
+    assert not (tmp_path / "res").exists()
+    # The run's `git status` wrote no index lock into the checkout (a cut-short write left one).
+    assert not (Path(__file__).resolve().parents[2] / ".git" / "index.lock").exists()
