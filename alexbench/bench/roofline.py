@@ -38,7 +38,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from alexbench.devices import Device, synchronize, torch_device
-from alexbench.environment import available_memory_bytes, cpu_info, gpu_info, load_average
+from alexbench.environment import (
+    available_memory_bytes,
+    busy_warning,
+    cpu_info,
+    gpu_info,
+    load_average,
+    others_cpu_now,
+)
 from alexbench.errors import AlexbenchError
 from alexbench.fileio import is_number, read_json, write_json
 from alexbench.model import AlexNet
@@ -651,14 +658,19 @@ def load_or_measure(
     device: Device, threads: int | None = None, force: bool = False, quick: bool = False
 ) -> Ceilings:
     """The ceilings for `device` at `threads` threads (None: torch's current count), from the
-    per-machine, per-thread-count cache or measured now (and cached)."""
+    per-machine, per-thread-count cache or measured now (and cached, unless other processes were
+    using the CPU: CPU ceilings measured then are too low, and every later run on a quiet machine
+    would be scored against them, above 100% of its "ceiling"; they serve this run only)."""
     n_threads = threads or torch.get_num_threads()
     path = _cache_path(device, n_threads)
     if not force:
         cached = _load_cached(path, quick)
         if cached is not None:
             return cached
+    busy = device is Device.CPU and busy_warning(others_cpu_now()) is not None
     ceilings = measure_ceilings(device, n_threads, quick=quick)
+    if busy:
+        return ceilings
     with contextlib.suppress(AlexbenchError, OSError):  # a read-only home must not stop a run
         write_json(path, asdict(ceilings))
     return ceilings

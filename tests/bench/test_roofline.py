@@ -207,6 +207,7 @@ def test_cache_per_thread_count_and_format(monkeypatch, tmp_path):
         return ceilings(threads=threads, quick=quick)
 
     monkeypatch.setattr(roofline, "measure_ceilings", fake_measure)
+    monkeypatch.setattr(roofline, "others_cpu_now", lambda: 0.0)  # a quiet machine
     one = load_or_measure(Device.CPU, 1, quick=True)
     two = load_or_measure(Device.CPU, 2, quick=True)
     assert (one.threads, two.threads) == (1, 2) and measured == [(1, True), (2, True)]
@@ -245,6 +246,31 @@ def test_cache_per_thread_count_and_format(monkeypatch, tmp_path):
     assert len(measured) == before + 2
     load_or_measure(Device.CPU, 1, quick=True, force=True)
     assert len(measured) == before + 3
+
+
+def test_ceilings_measured_on_a_busy_machine_are_not_cached(monkeypatch, tmp_path):
+    # Measured while another process held a core, they were cached: every later run on the
+    # quiet machine scored above 100% of its "ceiling" ("!173%").
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    measured = []
+
+    def fake_measure(device, threads=None, quick=False, **kw):
+        measured.append(threads)
+        return ceilings(threads=threads, quick=quick)
+
+    monkeypatch.setattr(roofline, "measure_ceilings", fake_measure)
+    others = {"cores": 1000.0}  # other processes' CPU use, in cores: busy on any machine
+    monkeypatch.setattr(roofline, "others_cpu_now", lambda: others["cores"])
+    path = roofline._cache_path(Device.CPU, 1)
+    assert load_or_measure(Device.CPU, 1, quick=True).threads == 1  # used for this run
+    assert not path.exists()
+    load_or_measure(Device.CPU, 1, quick=True)
+    assert len(measured) == 2  # measured again, not served from a cache
+    others["cores"] = 0.0
+    load_or_measure(Device.CPU, 1, quick=True)
+    assert path.is_file()
+    load_or_measure(Device.CPU, 1, quick=True)
+    assert len(measured) == 3
 
 
 def test_openblas_thread_control():
