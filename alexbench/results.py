@@ -169,10 +169,10 @@ def _write_results(results_dir: Path, stem: str, payload: dict[str, Any]) -> tup
         write_json(json_path, payload)
         write_text(csv_path, buf.getvalue())
     except BaseException:
-        # The claimed name, never filled: no empty results file. A written JSON stays even when
-        # its CSV could not be written: it holds every measured cell, and the CSV derives from it.
-        if json_path.exists() and json_path.stat().st_size == 0:
-            json_path.unlink()
+        # All or nothing: the claimed name is freed, and a JSON whose CSV could not be written
+        # goes too, so the folder never holds half a run (`bench` says the cells are not saved
+        # and still shows them). The CSV is written atomically: it is absent when it failed.
+        json_path.unlink(missing_ok=True)
         raise
     return json_path, csv_path
 

@@ -361,6 +361,21 @@ def test_two_runs_in_the_same_second_keep_both_files(tmp_path):
     assert not (tmp_path / f"{stem}-4.json").exists()
 
 
+def test_a_csv_that_cannot_be_written_takes_its_json_with_it(tmp_path, monkeypatch):
+    # The JSON stayed without its CSV: half a run in the folder, while bench said not saved.
+    from alexbench import results
+
+    run = results.load_results(sorted(ROOT_RESULTS.glob("2026*.json"))[0])
+
+    def full_disk(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results, "write_text", full_disk)  # the CSV's write, after the JSON's
+    with pytest.raises(OSError, match="No space left"):
+        results.write_results(tmp_path / "out", run)
+    assert not (tmp_path / "out").exists()
+
+
 def test_results_record_the_hashes_of_the_files_that_ran(small_artifacts, tmp_path):
     # The results file copied the manifest's sha256 for every format in the folder: an ONNX file
     # edited since export (run as it is, with a warning) was recorded as the exported one, and
