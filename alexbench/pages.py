@@ -33,6 +33,7 @@ from alexbench.bench.compare import (
     key_label,
     machine_differences,
     refusal,
+    unrecorded_hardware,
 )
 from alexbench.errors import InputError
 from alexbench.fileio import missing_folders, read_json, remove_empty_folders, write_text
@@ -421,6 +422,8 @@ def build_page(
                         runs[0].data, other.data, hardware_fields(runs[0].data, other.data)
                     )
                     against = f"; against {runs[0].name}: {', '.join(differs)}" if differs else ""
+                    if unrecorded_hardware(other.data, other.data):
+                        against += "; it records no CPU model, so no machine can be matched to it"
                     compare.text.append(
                         f"{other.name}: the first run of its model ({model_label(other.data)}) "
                         f"on its machine ({run_machine_label(other.data)}{against}): not "

@@ -603,3 +603,16 @@ def test_markdown_emphasis_survives_edge_spaces():
     html = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(_md_table(t))
     assert "<strong>Cells of run</strong>" in html
     assert "<strong>12.5</strong>" in html and "<s>7</s>" in html
+
+
+def test_a_run_without_a_cpu_model_is_said_to_be_why_it_is_not_compared(tmp_path):
+    # It was "the first run of its model on its machine", with no word of the missing CPU model.
+    data = load_results(sorted(COMMITTED.glob("xeon-2c/2026*.json"))[0])
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    data["created"] = "2026-11-28T10:00:00+00:00"
+    data["environment"]["cpu"]["model"] = None
+    (tmp_path / "b.json").write_text(json.dumps(data))
+    r = invoke("report", tmp_path / "a.json", tmp_path / "b.json", "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "it records no CPU model, so no machine can be matched to it" in md
