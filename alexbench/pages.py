@@ -32,8 +32,8 @@ from alexbench.bench.compare import (
     is_complete,
     key_label,
     machine_differences,
+    records_cpu_model,
     refusal,
-    unrecorded_hardware,
 )
 from alexbench.errors import InputError
 from alexbench.fileio import missing_folders, read_json, remove_empty_folders, write_text
@@ -422,7 +422,7 @@ def build_page(
                         runs[0].data, other.data, hardware_fields(runs[0].data, other.data)
                     )
                     against = f"; against {runs[0].name}: {', '.join(differs)}" if differs else ""
-                    if unrecorded_hardware(other.data, other.data):
+                    if not records_cpu_model(other.data):
                         against += "; it records no CPU model, so no machine can be matched to it"
                     compare.text.append(
                         f"{other.name}: the first run of its model ({model_label(other.data)}) "

@@ -289,11 +289,10 @@ def _check_stats_agree(stats: dict[str, Any], repeats: list[Any], batch: int, wh
             f"{where}.throughput {stats['throughput']:g} disagrees with its p50_ms {p50:g} "
             f"(batch {batch} / p50 = {implied:g} images/s): the file was edited?"
         )
-    bounds = [("min_ms", "max_ms", "its fastest and slowest call")]
     medians = [
         float(r["p50_ms"]) for r in repeats if isinstance(r, dict) and is_finite(r.get("p50_ms"))
     ]
-    ranges = [(stats.get(lo), stats.get(hi), what) for lo, hi, what in bounds]
+    ranges = [(stats.get("min_ms"), stats.get("max_ms"), "its fastest and slowest call")]
     if medians:
         ranges.append((min(medians), max(medians), "its repeats' medians"))
     for low, high, what in ranges:

@@ -425,11 +425,15 @@ def machine_differences(
     return out
 
 
+def records_cpu_model(run: dict[str, Any]) -> bool:
+    return bool(_get(run, *_CPU_FIELDS[0][1]))
+
+
 def unrecorded_hardware(a: dict[str, Any], b: dict[str, Any]) -> str:
     """Which file records no CPU model ("" when both do). Without it nothing says the two runs
     timed the same hardware: such a pair is refused like one from different machines, not
     taken as the same machine (a file with its environment stripped must not pass a gate)."""
-    missing = [side for side, r in (("A", a), ("B", b)) if not _get(r, *_CPU_FIELDS[0][1])]
+    missing = [side for side, r in (("A", a), ("B", b)) if not records_cpu_model(r)]
     if not missing:
         return ""
     return f"{' and '.join(missing)} record{'s' * (len(missing) == 1)} no CPU model"
@@ -464,14 +468,12 @@ def cell_setting_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """One phrase per cell in both runs whose recorded session settings or timing method
     differ ("eager/cpu/fp32/b1: memory_format channels_last vs contiguous"); a setting one
     file does not record (an older file) is not a difference."""
-    cells_b = {_safe_key(c): c for c in b.get("cells") or [] if isinstance(c, dict)}
+    cells_b = {cell_key(c): c for c in b.get("cells") or []}
     out = []
     for ca in a.get("cells") or []:
-        if not isinstance(ca, dict):
-            continue
-        key = _safe_key(ca)
+        key = cell_key(ca)
         cb = cells_b.get(key)
-        if key is None or cb is None or ca.get("status") != "ok" or cb.get("status") != "ok":
+        if cb is None or ca.get("status") != "ok" or cb.get("status") != "ok":
             continue
         diffs = []
         sa, sb = ca.get("session"), cb.get("session")
@@ -489,32 +491,15 @@ def cell_setting_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return out
 
 
-def _safe_key(cell: dict[str, Any]) -> CellKey | None:
-    try:
-        return cell_key(cell)
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 def same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether A and B are one run saved twice (a copy under another name): the same start
     time and, cell for cell, the same raw latencies (or medians, where the raw ones were
     stripped). Two real runs never share both."""
     if a.get("created") is None or a.get("created") != b.get("created"):
         return False
-    ca, cb = a.get("cells") or [], b.get("cells") or []
-
-    def timings(cells: list[Any]) -> list[Any]:
-        return [
-            (c.get("latencies_ns"), repeat_medians_ms(c)) if isinstance(c, dict) else None
-            for c in cells
-        ]
-
-    return (
-        len(ca) == len(cb)
-        and any(isinstance(c, dict) and (c.get("latencies_ns") or repeat_medians_ms(c)) for c in ca)
-        and timings(ca) == timings(cb)
-    )
+    ta, tb = ([(c.get("latencies_ns"), repeat_medians_ms(c)) for c in r.get("cells") or []]
+              for r in (a, b))  # fmt: skip
+    return ta == tb and any(lat or medians for lat, medians in ta)
 
 
 def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
