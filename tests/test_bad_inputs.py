@@ -299,6 +299,13 @@ CASES: list[tuple[str, list[str], str]] = [
     ("verify-old-report", ["verify", "--report", "{dir}"], "is a directory"),
     ("evaluate-unreadable", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset",
                              "imagefolder", "--data-dir", "{oneclass}"], "could not be read"),
+    # -- an empty path: Typer reads '' as '.', so these would write into or read the working folder
+    ("train-out-empty", ["train", "--out", "", "--data-dir", "{tmp}/nope"], "--out: an empty path"),
+    ("export-out-empty-equals", ["export", "--out=", "--weights", "{tmp}/nope.pt"],
+     "--out: an empty path"),
+    ("bench-calib-empty-path", ["bench", "--calib-data", "", "--batch", "0"], "--calib-data"),
+    ("compare-baseline-empty", ["compare", "", "{run.json}"], "BASELINE: an empty path"),
+    ("results-empty-after-dashes", ["results", "--", "{run.json}", ""], "PATHS: an empty path"),
     ("evaluate-class-count", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset",
                               "imagefolder", "--data-dir", "{twoclass}"], "classes"),
 ]  # fmt: skip

@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 import traceback
+import typing
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 import typer
 from rich.console import Console
-from typer.core import TyperCommand, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from alexbench.errors import AlexbenchError, InputError, Interrupted, shown
 from alexbench.exit_codes import ExitCode
@@ -75,18 +76,63 @@ def _one_line_usage_errors(make_context: Callable[[], Any]) -> Any:
         raise typer.Exit(ExitCode.BAD_INPUT) from None
 
 
+def _is_path(param: Any) -> bool:
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    return annotation is Path or Path in typing.get_args(annotation)
+
+
+def _empty_path(params: list[Any], args: list[str]) -> str | None:
+    """The name of the first path option or argument given as '' (None when there is none).
+    Typer reads '' as Path('.'), so `--out ''` (an unset shell variable) would write into the
+    current folder and `--data-dir ''` would read it: refuse it before Click converts it."""
+    options = {
+        o: p
+        for p in params
+        if isinstance(p, TyperOption) and not p.is_flag
+        for o in (*p.opts, *p.secondary_opts)
+    }
+    arguments = [p for p in params if isinstance(p, TyperArgument)]
+    position, i, only_positionals = 0, 0, False
+    while i < len(args):
+        token = args[i]
+        name, _, attached = token.partition("=")
+        if not only_positionals and token == "--":
+            only_positionals = True
+        elif not only_positionals and name in options and "=" in token:
+            if attached == "" and _is_path(options[name]):
+                return name
+        elif not only_positionals and token in options:
+            i += 1  # the next token is this option's value, whatever it looks like
+            if i < len(args) and args[i] == "" and _is_path(options[token]):
+                return token
+        elif only_positionals or not token.startswith("-"):
+            slot = arguments[min(position, len(arguments) - 1)] if arguments else None
+            if token == "" and slot is not None and _is_path(slot):
+                return slot.name.upper()
+            position += 1
+        i += 1
+    return None
+
+
 class Command(TyperCommand):
-    """Every alexbench command: switches shown as plain flags in --help, and Click's usage
-    errors in one line."""
+    """Every alexbench command: switches shown as plain flags in --help, Click's usage errors
+    in one line, and an empty path refused."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         return _plain_flags(super().get_params(ctx))
 
     def make_context(self, info_name: str | None, args: list[str], **extra: Any) -> Any:
         args = _take_debug(args)
-        return _one_line_usage_errors(
-            lambda: super(Command, self).make_context(info_name, args, **extra)
-        )
+
+        def make() -> Any:
+            name = _empty_path(self.params, args)
+            if name is not None:
+                raise click.exceptions.UsageError(
+                    f"{name}: an empty path (use '.' for the current folder)"
+                )
+            return super(Command, self).make_context(info_name, args, **extra)
+
+        return _one_line_usage_errors(make)
 
 
 def _take_debug(args: list[str]) -> list[str]:
