@@ -80,6 +80,13 @@ GEMM_REPS = {True: 3, False: 5}
 # torch.mm on a CPU without AVX-512 FP16: 1-2.5 GFLOP/s, one core; the full sizes took over 10
 # minutes on an AMD EPYC VM, 35 s in all with this stop); the fp32 floor applies to it anyway.
 GEMM_SIZE_BUDGET_S = 10.0
+# On a CPU, such a GEMM is first timed once at this size: one running at under a PROBE_MARGIN-th
+# of fp32's rate is a fallback whose value cannot matter (fp32's floor applies), and measuring it
+# at the first size cost 25 of the quick measurement's 35 s on an AMD EPYC without AVX-512
+# (fp16 and bf16 torch.mm at 0.9 GFLOP/s, torch._int_mm at 2). Not on CUDA, where a small GEMM
+# is launch-bound and would read as slow.
+PROBE_N = 512
+PROBE_MARGIN = 4.0
 # Read-bandwidth working sets: from READ_MIN_MIB up, multiplied by this step (4 quick, 2 full),
 # then one buffer of at least 4x the last-level cache (main memory).
 READ_MIN_MIB = 4
@@ -519,10 +526,22 @@ def measure_ceilings(
     best: dict[str, tuple[float, str]] = {}
     failed: list[str] = []
     stopped: list[str] = []
+    probed: list[str] = []
     with _thread_count(n_threads) as numpy_ok:
         for dtype, sources in _gemm_sources(device, n_threads, numpy_ok).items():
             by_source[dtype] = {}
             for source, fn in sources.items():
+                fp32_rate = best.get("fp32", (0.0, ""))[0]
+                if dtype != "fp32" and not cuda and fp32_rate and sizes[0] > PROBE_N:
+                    try:
+                        probe = fn(PROBE_N, 1)
+                    except Exception as e:
+                        failed.append(f"{dtype} {source}: {type(e).__name__}")
+                        continue
+                    if probe * PROBE_MARGIN < fp32_rate:
+                        by_source[dtype][source] = round(probe, 1)
+                        probed.append(f"{dtype} {source} ({probe:.1f} GFLOP/s)")
+                        continue
                 for i, n in enumerate(sizes):
                     try:
                         value = fn(n, reps)
@@ -583,6 +602,11 @@ def measure_ceilings(
         method += (
             f" Below fp32 and stopped before a size that would take over"
             f" {GEMM_SIZE_BUDGET_S:.0f} s: " + ", ".join(stopped) + "."
+        )
+    if probed:
+        method += (
+            f" Under 1/{PROBE_MARGIN:.0f} of fp32's rate at n={PROBE_N}, so not measured"
+            " further: " + ", ".join(probed) + "."
         )
     return Ceilings(
         device=device.value,

@@ -323,7 +323,8 @@ def test_a_slow_fallback_gemm_stops_before_a_size_that_would_take_minutes(monkey
     sources = {"fp32": {"torch.mm": rate("fp32", 5.0)}, "fp16": {"torch.mm": rate("fp16", 2.5)}}
     _fake_measurement(monkeypatch, sources)
     c = measure_ceilings(Device.CPU, 1, gemm_sizes=(1024, 2048, 3072), read_sizes_mib=(4,))
-    assert seen == [("fp32", 1024), ("fp32", 2048), ("fp32", 3072), ("fp16", 1024)]
+    # Half of fp32's rate at the probe (n=512) is not far enough below it to stop there.
+    assert seen == [("fp32", 1024), ("fp32", 2048), ("fp32", 3072), ("fp16", 512), ("fp16", 1024)]
     assert c.gemm_by_source["fp16"] == {"torch.mm": 2.5}
     assert c.gemm_gflops["fp16"] == 5.0  # fp32's floor still applies
     assert "fp16 torch.mm at n=1024 (2.5 GFLOP/s)" in c.method
@@ -339,3 +340,29 @@ def test_the_1x1_conv_source_does_the_n_cubed_gemm_it_counts():
         with FlopCounterMode(display=False) as counter:
             assert conv(64, 1) > 0
         assert counter.get_total_flops() == 2 * (2 * 64**3)  # a warm-up and one timed call
+
+
+def test_a_gemm_far_below_fp32_at_the_probe_is_not_measured_further(monkeypatch):
+    # fp16/bf16 torch.mm at 0.9 GFLOP/s beside fp32 at 134 (an AMD EPYC without AVX-512): one
+    # n=1024 measurement took about 10 s each, for a value that fp32's floor replaces anyway.
+    seen: list[tuple[str, str, int]] = []
+
+    def rate(name, gflops):
+        return lambda n, reps: seen.append((name, n, reps)) or gflops
+
+    sources = {
+        "fp32": {"torch.mm": rate("fp32", 134.0)},
+        "fp16": {"torch.mm": rate("fp16", 0.9)},
+        "bf16": {"torch.mm": rate("bf16", 0.9), "conv": rate("bf16 conv", 120.0)},
+    }
+    _fake_measurement(monkeypatch, sources)
+    c = measure_ceilings(Device.CPU, 1, gemm_sizes=(1024, 2048), read_sizes_mib=(4,))
+    assert [(name, n) for name, n, _ in seen] == [
+        ("fp32", 1024), ("fp32", 2048), ("fp16", 512), ("bf16", 512),
+        ("bf16 conv", 512), ("bf16 conv", 1024), ("bf16 conv", 2048),
+    ]  # fmt: skip
+    assert all(reps == 1 for name, n, reps in seen if n == 512)  # one timed call
+    assert c.gemm_by_source["fp16"] == {"torch.mm": 0.9}
+    assert c.gemm_by_source["bf16"] == {"torch.mm": 0.9, "conv": 120.0}
+    assert c.gemm_gflops["fp16"] == 134.0 and c.gemm_gflops["bf16"] == 134.0  # fp32's floor
+    assert "not measured further: fp16 torch.mm (0.9 GFLOP/s), bf16 torch.mm" in c.method
