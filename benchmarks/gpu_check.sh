@@ -120,7 +120,7 @@ if [ "$DRY" = 1 ]; then
     CB=(--precision fp32 --batch 1)
     CG=(--precision fp32 --batch 1)
     CT=(--precision fp32 --batch 1)
-    CEIL=(--quick) # the full CPU measurement took 34 s of the suite's dry run; quick: 12
+    CEIL=(--quick) # the full CPU measurement took 34 s of the suite's dry run; quick: 8 to 12
     PROF=(--precision bf16 --batch 1,2 --image-size 64 --num-classes 10 --iters 5)
 else
     MODE="cuda"

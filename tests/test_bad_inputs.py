@@ -306,6 +306,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("bench-calib-empty-path", ["bench", "--calib-data", "", "--batch", "0"], "--calib-data"),
     ("compare-baseline-empty", ["compare", "", "{run.json}"], "BASELINE: an empty path"),
     ("results-empty-after-dashes", ["results", "--", "{run.json}", ""], "PATHS: an empty path"),
+    ("compare-candidate-empty", ["compare", "-", ""], "CANDIDATE: an empty path"),
+    ("compare-extra-empty", ["compare", "{run.json}", "{run.json}", ""], "unexpected extra"),
     ("evaluate-class-count", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset",
                               "imagefolder", "--data-dir", "{twoclass}"], "classes"),
 ]  # fmt: skip
@@ -409,3 +411,22 @@ def test_any_bytes_as_weights_are_refused_cleanly(tmp_path, data):
         with pytest.raises(AlexbenchError) as e:
             load_model(**{kind: path})
         assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_an_empty_path_still_lets_help_through():
+    r = CliRunner().invoke(app, ["bench", "--out", "", "--help"])
+    assert r.exit_code == 0 and "--out" in r.stdout
+
+
+def test_an_older_typers_click_path_counts_as_a_path():
+    # The GPU machine's Typer runs on Click itself: its params hold a click.Path, and no
+    # type_descriptor.
+    from types import SimpleNamespace
+
+    from alexbench.cli.common import _is_path
+
+    class Path:  # named as click.Path is
+        pass
+
+    assert _is_path(SimpleNamespace(type=Path()))
+    assert not _is_path(SimpleNamespace(type=int))

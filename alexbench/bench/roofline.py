@@ -80,12 +80,15 @@ GEMM_REPS = {True: 3, False: 5}
 # torch.mm on a CPU without AVX-512 FP16: 1-2.5 GFLOP/s, one core; the full sizes took over 10
 # minutes on an AMD EPYC VM, 35 s in all with this stop); the fp32 floor applies to it anyway.
 GEMM_SIZE_BUDGET_S = 10.0
-# On a CPU, such a GEMM is first timed once at this size: one running at under a PROBE_MARGIN-th
-# of fp32's rate is a fallback whose value cannot matter (fp32's floor applies), and measuring it
-# at the first size cost 25 of the quick measurement's 35 s on an AMD EPYC without AVX-512
-# (fp16 and bf16 torch.mm at 0.9 GFLOP/s, torch._int_mm at 2). Not on CUDA, where a small GEMM
-# is launch-bound and would read as slow.
+# On a CPU, every GEMM of a type other than fp32 is first timed at this size (a warm-up and the
+# best of PROBE_REPS calls) beside fp32's best library timed the same way: one that runs under a
+# PROBE_MARGIN-th of fp32's rate there is a fallback whose value cannot matter (fp32's floor
+# applies), and measuring it at the first size cost 25 of the quick measurement's 35 s on an AMD
+# EPYC without AVX-512 (fp16 and bf16 torch.mm at 0.9 GFLOP/s, torch._int_mm at 2). Compared at
+# the same size because a small GEMM fills fewer cores: fp32 itself reads 3-5x below its own best
+# there. Not on CUDA, where a small GEMM is launch-bound.
 PROBE_N = 512
+PROBE_REPS = 2
 PROBE_MARGIN = 4.0
 # Read-bandwidth working sets: from READ_MIN_MIB up, multiplied by this step (4 quick, 2 full),
 # then one buffer of at least 4x the last-level cache (main memory).
@@ -529,20 +532,23 @@ def measure_ceilings(
     failed: list[str] = []
     stopped: list[str] = []
     probed: list[str] = []
+    best_fn: dict[str, GemmFn] = {}  # dtype -> the library that reached best[dtype]
+    fp32_probe: float | None = None  # that fp32 library's GFLOP/s at PROBE_N, once asked for
     with _thread_count(n_threads) as numpy_ok:
         for dtype, sources in _gemm_sources(device, n_threads, numpy_ok).items():
             by_source[dtype] = {}
             for source, fn in sources.items():
-                fp32_rate = best.get("fp32", (0.0, ""))[0]
-                if dtype != "fp32" and not cuda and fp32_rate and sizes[0] > PROBE_N:
+                if dtype != "fp32" and not cuda and "fp32" in best_fn and sizes[0] > PROBE_N:
                     try:
-                        probe = fn(PROBE_N, 1)
+                        probe = fn(PROBE_N, PROBE_REPS)
                     except Exception as e:
                         failed.append(f"{dtype} {source}: {type(e).__name__}")
                         continue
-                    if probe * PROBE_MARGIN < fp32_rate:
+                    if fp32_probe is None:
+                        fp32_probe = best_fn["fp32"](PROBE_N, PROBE_REPS)
+                    if probe * PROBE_MARGIN < fp32_probe:
                         by_source[dtype][source] = round(probe, 1)
-                        probed.append(f"{dtype} {source} ({probe:.1f} GFLOP/s)")
+                        probed.append(f"{dtype} {source} {probe:.1f}")
                         continue
                 for i, n in enumerate(sizes):
                     try:
@@ -554,6 +560,7 @@ def measure_ceilings(
                         by_source[dtype][source] = round(value, 1)
                     if value > best.get(dtype, (0.0, ""))[0]:
                         best[dtype] = (value, f"{source} n={n}")
+                        best_fn[dtype] = fn
                     # Only a type below fp32's rate stops: fp32's floor applies to it anyway,
                     # while a slow machine's own fp32 GEMM must reach its larger sizes.
                     below_fp32 = dtype != "fp32" and value < best.get("fp32", (0.0, ""))[0]
@@ -607,8 +614,8 @@ def measure_ceilings(
         )
     if probed:
         method += (
-            f" Under 1/{PROBE_MARGIN:.0f} of fp32's rate at n={PROBE_N}, so not measured"
-            " further: " + ", ".join(probed) + "."
+            f" Under 1/{PROBE_MARGIN:.0f} of fp32's {fp32_probe:.1f} GFLOP/s at n={PROBE_N}"
+            f" (best of {PROBE_REPS}), so not measured further: " + ", ".join(probed) + "."
         )
     return Ceilings(
         device=device.value,

@@ -78,13 +78,28 @@ def _one_line_usage_errors(make_context: Callable[[], Any]) -> Any:
 
 def _is_path(param: Any) -> bool:
     annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-    return annotation is Path or Path in typing.get_args(annotation)
+    if annotation is not None:
+        return annotation is Path or Path in typing.get_args(annotation)
+    # An older Typer on Click itself (the GPU machine's image): the param holds a click.Path.
+    return type(getattr(param, "type", None)).__name__ == "Path"
+
+
+def _argument_at(arguments: list[Any], position: int) -> Any:
+    """The positional parameter that the `position`-th positional token fills (None: an extra
+    token, which Click refuses itself). A variadic one (nargs -1) takes every token after it."""
+    for a in arguments:
+        if a.nargs == -1 or position < a.nargs:
+            return a
+        position -= a.nargs
+    return None
 
 
 def _empty_path(params: list[Any], args: list[str]) -> str | None:
     """The name of the first path option or argument given as '' (None when there is none).
     Typer reads '' as Path('.'), so `--out ''` (an unset shell variable) would write into the
-    current folder and `--data-dir ''` would read it: refuse it before Click converts it."""
+    current folder and `--data-dir ''` would read it: refuse it before Click converts it. Tokens
+    are read as Click reads them: an option's value is the next token whatever it looks like,
+    `--name=value` only for long names, '-' is a positional, everything after '--' is too."""
     options = {
         o: p
         for p in params
@@ -96,20 +111,20 @@ def _empty_path(params: list[Any], args: list[str]) -> str | None:
     while i < len(args):
         token = args[i]
         name, _, attached = token.partition("=")
-        if not only_positionals and token == "--":
-            only_positionals = True
-        elif not only_positionals and name in options and "=" in token:
-            if attached == "" and _is_path(options[name]):
-                return name
-        elif not only_positionals and token in options:
-            i += 1  # the next token is this option's value, whatever it looks like
-            if i < len(args) and args[i] == "" and _is_path(options[token]):
-                return token
-        elif only_positionals or not token.startswith("-"):
-            slot = arguments[min(position, len(arguments) - 1)] if arguments else None
+        if only_positionals or token == "-" or not token.startswith("-"):
+            slot = _argument_at(arguments, position)
             if token == "" and slot is not None and _is_path(slot):
                 return slot.name.upper()
             position += 1
+        elif token == "--":
+            only_positionals = True
+        elif token.startswith("--") and name in options and "=" in token:
+            if attached == "" and _is_path(options[name]):
+                return name
+        elif token in options:
+            i += 1  # the next token is this option's value, whatever it looks like
+            if i < len(args) and args[i] == "" and _is_path(options[token]):
+                return token
         i += 1
     return None
 
@@ -126,7 +141,8 @@ class Command(TyperCommand):
 
         def make() -> Any:
             name = _empty_path(self.params, args)
-            if name is not None:
+            end = args.index("--") if "--" in args else len(args)
+            if name is not None and not {"-h", "--help"} & set(args[:end]):  # help comes first
                 raise click.exceptions.UsageError(
                     f"{name}: an empty path (use '.' for the current folder)"
                 )

@@ -324,7 +324,10 @@ def test_a_slow_fallback_gemm_stops_before_a_size_that_would_take_minutes(monkey
     _fake_measurement(monkeypatch, sources)
     c = measure_ceilings(Device.CPU, 1, gemm_sizes=(1024, 2048, 3072), read_sizes_mib=(4,))
     # Half of fp32's rate at the probe (n=512) is not far enough below it to stop there.
-    assert seen == [("fp32", 1024), ("fp32", 2048), ("fp32", 3072), ("fp16", 512), ("fp16", 1024)]
+    assert seen == [
+        ("fp32", 1024), ("fp32", 2048), ("fp32", 3072),
+        ("fp16", 512), ("fp32", 512), ("fp16", 1024),
+    ]  # fmt: skip
     assert c.gemm_by_source["fp16"] == {"torch.mm": 2.5}
     assert c.gemm_gflops["fp16"] == 5.0  # fp32's floor still applies
     assert "fp16 torch.mm at n=1024 (2.5 GFLOP/s)" in c.method
@@ -345,24 +348,30 @@ def test_the_1x1_conv_source_does_the_n_cubed_gemm_it_counts():
 def test_a_gemm_far_below_fp32_at_the_probe_is_not_measured_further(monkeypatch):
     # fp16/bf16 torch.mm at 0.9 GFLOP/s beside fp32 at 134 (an AMD EPYC without AVX-512): one
     # n=1024 measurement took about 10 s each, for a value that fp32's floor replaces anyway.
-    seen: list[tuple[str, str, int]] = []
+    seen: list[tuple[str, int, int]] = []
 
-    def rate(name, gflops):
-        return lambda n, reps: seen.append((name, n, reps)) or gflops
+    def rate(name, at_512, above):  # a small GEMM fills fewer cores: slower per FLOP
+        return lambda n, reps: seen.append((name, n, reps)) or (at_512 if n <= 512 else above)
 
     sources = {
-        "fp32": {"torch.mm": rate("fp32", 134.0)},
-        "fp16": {"torch.mm": rate("fp16", 0.9)},
-        "bf16": {"torch.mm": rate("bf16", 0.9), "conv": rate("bf16 conv", 120.0)},
+        "fp32": {"torch.mm": rate("fp32", 100.0, 120.0), "numpy": rate("numpy", 40.0, 134.0)},
+        "fp16": {"torch.mm": rate("fp16", 0.9, 0.9)},
+        # Under a quarter of fp32's best (134) at n=512, but not of fp32's own n=512 rate (40):
+        # compared like for like, it is measured in full.
+        "bf16": {"torch.mm": rate("bf16", 0.9, 0.9), "conv": rate("bf16 conv", 30.0, 150.0)},
     }
     _fake_measurement(monkeypatch, sources)
     c = measure_ceilings(Device.CPU, 1, gemm_sizes=(1024, 2048), read_sizes_mib=(4,))
     assert [(name, n) for name, n, _ in seen] == [
-        ("fp32", 1024), ("fp32", 2048), ("fp16", 512), ("bf16", 512),
-        ("bf16 conv", 512), ("bf16 conv", 1024), ("bf16 conv", 2048),
+        ("fp32", 1024), ("fp32", 2048), ("numpy", 1024), ("numpy", 2048),
+        ("fp16", 512), ("numpy", 512),  # fp32's best library, at the probe's size, once
+        ("bf16", 512), ("bf16 conv", 512), ("bf16 conv", 1024), ("bf16 conv", 2048),
     ]  # fmt: skip
-    assert all(reps == 1 for name, n, reps in seen if n == 512)  # one timed call
+    assert all(reps == roofline.PROBE_REPS for name, n, reps in seen if n == 512)
     assert c.gemm_by_source["fp16"] == {"torch.mm": 0.9}
-    assert c.gemm_by_source["bf16"] == {"torch.mm": 0.9, "conv": 120.0}
-    assert c.gemm_gflops["fp16"] == 134.0 and c.gemm_gflops["bf16"] == 134.0  # fp32's floor
-    assert "not measured further: fp16 torch.mm (0.9 GFLOP/s), bf16 torch.mm" in c.method
+    assert c.gemm_by_source["bf16"] == {"torch.mm": 0.9, "conv": 150.0}
+    assert c.gemm_gflops == {"fp32": 134.0, "fp16": 134.0, "bf16": 150.0}  # fp32's floor
+    assert (
+        "Under 1/4 of fp32's 40.0 GFLOP/s at n=512 (best of 2), so not measured further: "
+        "fp16 torch.mm 0.9, bf16 torch.mm 0.9." in c.method
+    )
