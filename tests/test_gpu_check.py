@@ -81,7 +81,10 @@ def test_cpu_dry_run_runs_every_step_and_packs_logs_and_results(tmp_path):
         "results/profile.json",
     ]:  # fmt: skip
         assert f"gpu-check/{name}" in names, name
-    assert any(n.startswith("gpu-check/results/ceilings/") for n in names)
+    with tarfile.open(out / "gpu-check.tar.gz") as tar:
+        ceilings = json.loads(tar.extractfile("gpu-check/results/ceilings.json").read())
+    (cpu,) = ceilings["ceilings"]
+    assert cpu["device"] == "cpu" and cpu["quick"] and cpu["gemm_gflops"]["fp32"] > 0
     assert not [n for n in names if n.endswith((".onnx", ".pt", ".pt2", ".pth"))]
     assert all(m.size <= MAX_FILE_BYTES for m in members.values())
 

@@ -688,21 +688,28 @@ def _well_formed(c: Ceilings) -> bool:
 
 
 def load_or_measure(
-    device: Device, threads: int | None = None, force: bool = False, quick: bool = False
+    device: Device,
+    threads: int | None = None,
+    force: bool = False,
+    quick: bool = False,
+    on_not_cached: Callable[[str], None] | None = None,
 ) -> Ceilings:
     """The ceilings for `device` at `threads` threads (None: torch's current count), from the
     per-machine, per-thread-count cache or measured now (and cached, unless other processes were
     using the CPU: CPU ceilings measured then are too low, and every later run on a quiet machine
-    would be scored against them, above 100% of its "ceiling"; they serve this run only)."""
+    would be scored against them, above 100% of its "ceiling"; they serve this run only, and
+    `on_not_cached` is told why)."""
     n_threads = threads or torch.get_num_threads()
     path = _cache_path(device, n_threads)
     if not force:
         cached = _load_cached(path, quick)
         if cached is not None:
             return cached
-    busy = device is Device.CPU and busy_warning(others_cpu_now()) is not None
+    busy = busy_warning(others_cpu_now()) if device is Device.CPU else None
     ceilings = measure_ceilings(device, n_threads, quick=quick)
-    if busy:
+    if busy is not None:
+        if on_not_cached is not None:
+            on_not_cached(busy.split(": timings")[0])
         return ceilings
     with contextlib.suppress(AlexbenchError, OSError):  # a read-only home must not stop a run
         write_json(path, asdict(ceilings))

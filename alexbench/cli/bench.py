@@ -342,6 +342,7 @@ def _artifact_hashes(bundle: ModelBundle) -> dict[str, str]:
 
 
 @handle_errors
+@json_output
 def ceilings_cmd(
     device: str | None = opt.device_list(),
     threads: int | None = opt.THREADS,
@@ -352,6 +353,7 @@ def ceilings_cmd(
         help="Fewer GEMM sizes and repeats, as bench measures on its first run (about a third "
         "of the time).",
     ),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Measure (and cache) this machine's GEMM throughput per dtype and read bandwidth.
 
@@ -359,11 +361,23 @@ def ceilings_cmd(
     """
     devices = parse_enum_list(device, Device, "--device") if device else available_devices()
     opt.check_threads(threads)
+    measured: list[dict[str, Any]] = []
     for d in devices:
         require(d)
+        why: list[str] = []
         with console.status(f"measuring {d.value} ceilings..."):
-            c = load_or_measure(d, threads=threads, force=force, quick=quick)
+            c = load_or_measure(
+                d, threads=threads, force=force, quick=quick, on_not_cached=why.append
+            )
         report.render_ceilings(console, asdict(c))
+        if why:
+            err_console.print(
+                f"note: {d.value} ceilings not cached, {why[0]}: they would score later runs on a "
+                "quiet machine above 100%; measure again when it is quiet",
+                markup=False,
+            )
+        measured.append(asdict(c) | {"cached": not why})
+    emit_json({"ceilings": measured})
 
 
 def register(app: typer.Typer) -> None:

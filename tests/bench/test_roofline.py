@@ -272,6 +272,23 @@ def test_ceilings_measured_on_a_busy_machine_are_not_cached(monkeypatch, tmp_pat
     load_or_measure(Device.CPU, 1, quick=True)
     assert len(measured) == 3
 
+    # `alexbench ceilings` says so, and its --json records whether they were cached.
+    from typer.testing import CliRunner
+
+    from alexbench.cli import app
+
+    others["cores"] = 1000.0
+    r = CliRunner().invoke(
+        app, ["ceilings", "--device", "cpu", "--threads", "1", "--force", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "note: cpu ceilings not cached, the machine is busy (1000.0 of" in r.stderr
+    (doc,) = json.loads(r.stdout)["ceilings"]
+    assert doc["cached"] is False and doc["threads"] == 1
+    others["cores"] = 0.0
+    r = CliRunner().invoke(app, ["ceilings", "--device", "cpu", "--threads", "1", "--json"])
+    assert "not cached" not in r.stderr and json.loads(r.stdout)["ceilings"][0]["cached"] is True
+
 
 def test_openblas_thread_control():
     blas = roofline._openblas_controls()
