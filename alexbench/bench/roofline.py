@@ -532,20 +532,20 @@ def measure_ceilings(
     failed: list[str] = []
     stopped: list[str] = []
     probed: list[str] = []
-    best_fn: dict[str, GemmFn] = {}  # dtype -> the library that reached best[dtype]
-    fp32_probe: float | None = None  # that fp32 library's GFLOP/s at PROBE_N, once asked for
+    fp32_fn: GemmFn | None = None  # the library that reached best["fp32"]
+    fp32_probe: float | None = None  # its GFLOP/s at PROBE_N, once asked for
     with _thread_count(n_threads) as numpy_ok:
         for dtype, sources in _gemm_sources(device, n_threads, numpy_ok).items():
             by_source[dtype] = {}
             for source, fn in sources.items():
-                if dtype != "fp32" and not cuda and "fp32" in best_fn and sizes[0] > PROBE_N:
+                if dtype != "fp32" and not cuda and fp32_fn is not None and sizes[0] > PROBE_N:
                     try:
                         probe = fn(PROBE_N, PROBE_REPS)
                     except Exception as e:
                         failed.append(f"{dtype} {source}: {type(e).__name__}")
                         continue
                     if fp32_probe is None:
-                        fp32_probe = best_fn["fp32"](PROBE_N, PROBE_REPS)
+                        fp32_probe = fp32_fn(PROBE_N, PROBE_REPS)
                     if probe * PROBE_MARGIN < fp32_probe:
                         by_source[dtype][source] = round(probe, 1)
                         probed.append(f"{dtype} {source} {probe:.1f}")
@@ -560,7 +560,7 @@ def measure_ceilings(
                         by_source[dtype][source] = round(value, 1)
                     if value > best.get(dtype, (0.0, ""))[0]:
                         best[dtype] = (value, f"{source} n={n}")
-                        best_fn[dtype] = fn
+                        fp32_fn = fn if dtype == "fp32" else fp32_fn
                     # Only a type below fp32's rate stops: fp32's floor applies to it anyway,
                     # while a slow machine's own fp32 GEMM must reach its larger sizes.
                     below_fp32 = dtype != "fp32" and value < best.get("fp32", (0.0, ""))[0]
