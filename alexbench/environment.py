@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from alexbench.exporters.manifest import package_version, stack_versions
+from alexbench.results_shape import ALLOCATOR_ENV, THREAD_ENV
 
 # The flags that decide which kernels run: AVX-512 / VNNI / BF16 / AMX paths in oneDNN and MLAS.
 CPU_FLAGS_OF_INTEREST = (
@@ -250,9 +251,5 @@ def capture() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "onnxruntime_providers": ort_providers(),
-        "env": {
-            k: os.environ[k]
-            for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
-            if k in os.environ
-        },
+        "env": {k: os.environ[k] for k in (*THREAD_ENV, *ALLOCATOR_ENV) if k in os.environ},
     }

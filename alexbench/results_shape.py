@@ -29,6 +29,22 @@ EVALUATE_SCHEMA = "alexbench-evaluate/1"  # the JSON `evaluate --out` writes
 BACKENDS = ("eager", "torchscript", "pt2", "onnxruntime", "compile", "openvino")
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
+# The variables `environment.env` records: ones that change what is timed without changing any
+# code, so that `compare` can name them. The thread pools' sizes, and the memory allocator: glibc
+# hands every freed block above its mmap threshold (at most 32 MiB) back to the kernel, so a
+# forward pass with large activations faults them in again on each call; glibc's tunables and
+# jemalloc or tcmalloc (LD_PRELOAD) keep freed memory, which changes eager CPU latency.
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+ALLOCATOR_ENV = (
+    "LD_PRELOAD",
+    "GLIBC_TUNABLES",
+    "MALLOC_ARENA_MAX",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_CONF",  # jemalloc
+    "TCMALLOC_RELEASE_RATE",
+)
 _STATS_POSITIVE = "p50_ms p90_ms p99_ms throughput"
 # Integers past int64 reach numpy (latencies, batches) as objects or OverflowError; no count or
 # nanosecond figure of a benchmark comes near it (2**63 ns is 292 years).

@@ -1,4 +1,5 @@
-"""The busy-machine warning: other processes' CPU use now, not the lagging load average."""
+"""The environment record: the busy-machine warning (other processes' CPU use now, not the lagging
+load average) and the variables that change timings."""
 
 from __future__ import annotations
 
@@ -53,3 +54,12 @@ def test_proc_stat_is_read_where_it_exists():
         pytest.skip("no /proc/stat here")
     busy, own = sample
     assert busy > 0 and own > 0
+
+
+def test_thread_and_allocator_variables_are_recorded(monkeypatch):
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libtcmalloc.so.4")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("ALEXBENCH_UNRELATED", "x")
+    env = environment.capture()["env"]
+    assert env["LD_PRELOAD"] == "/usr/lib/libtcmalloc.so.4" and env["OMP_NUM_THREADS"] == "1"
+    assert "ALEXBENCH_UNRELATED" not in env

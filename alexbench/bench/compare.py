@@ -45,6 +45,7 @@ from alexbench.bench.intervals import (
     welch_ratio_interval,
 )
 from alexbench.bench.stats import geometric_mean
+from alexbench.results_shape import ALLOCATOR_ENV
 
 DEFAULT_THRESHOLD = 0.05
 
@@ -607,6 +608,15 @@ def run_differences(a: dict[str, Any], b: dict[str, Any]) -> list[RunDifference]
             threads.append(f"{label} {_fmt(va)} vs {_fmt(vb)}")
     if threads:
         add(Difference.SETUP, "different thread settings: " + ", ".join(threads))
+    env_a = _get(a, "environment", "env") or {}
+    env_b = _get(b, "environment", "env") or {}
+    alloc = [
+        f"{k} {_fmt(env_a.get(k))} vs {_fmt(env_b.get(k))}"
+        for k in ALLOCATOR_ENV
+        if env_a.get(k) != env_b.get(k)
+    ]
+    if alloc:  # the allocator decides how often large activations are faulted in again
+        add(Difference.SETUP, "different memory allocator settings: " + ", ".join(alloc))
     # Other settings that change what is timed.
     opts_a = _get(a, "settings", "options") or {}
     opts_b = _get(b, "settings", "options") or {}

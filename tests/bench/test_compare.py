@@ -347,6 +347,19 @@ def test_different_model_machine_versions_and_threads_warn(tmp_path):
     ]
 
 
+def test_different_allocator_settings_warn():
+    """jemalloc or glibc's tunables change how often large activations are faulted in again,
+    so two runs that differ only there are not like for like."""
+    a, b = make_run(1), make_run(2)
+    b["environment"]["env"] = {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2", "OMP_NUM_THREADS": "2"}
+    warnings = compare_runs(a, b).warnings
+    assert "different memory allocator settings: LD_PRELOAD unset vs /usr/lib/libjemalloc.so.2" in (
+        warnings
+    )
+    assert "different thread settings: OMP_NUM_THREADS unset vs 2" in warnings
+    assert not any("allocator" in w for w in compare_runs(a, rerun(a)).warnings)
+
+
 def test_options_are_compared_only_where_a_cell_applies_them():
     a, b = make_run(1), make_run(2)  # CPU cells of eager and onnxruntime only
     b["settings"]["options"] |= {"cudnn_benchmark": True, "compile_mode": "max-autotune"}
