@@ -219,16 +219,23 @@ def others_cpu_now(seconds: float = 0.5) -> float | None:
     return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / elapsed
 
 
-def busy_warning(others: float | None) -> str | None:
-    """A warning when other processes are using the CPU now (`others`: `others_cpu_now()`).
-    The 1-minute load average alone lags by minutes: right after a sweep or an export it reads
-    busy on an idle machine, so it decides only where the CPU time could not be sampled."""
+def machine_busy(others: float | None) -> str | None:
+    """ "the machine is busy (...)" when other processes are using the CPU now (`others`:
+    `others_cpu_now()`), else None. The 1-minute load average alone lags by minutes: right after
+    a sweep or an export it reads busy on an idle machine, so it decides only where the CPU time
+    could not be sampled."""
     load, cores = load_average(), usable_cores()
     parts = [] if others is None else [f"{others:.1f} of {cores} cores in use by others"]
     if load is not None:
         parts.append(f"load average {load:.2f}")
     busy = load is not None and load > 0.5 * cores if others is None else others > 0.25 * cores
-    return f"the machine is busy ({', '.join(parts)}): timings will be noisy" if busy else None
+    return f"the machine is busy ({', '.join(parts)})" if busy else None
+
+
+def busy_warning(others: float | None) -> str | None:
+    """The warning a measurement prints when `machine_busy(others)`."""
+    busy = machine_busy(others)
+    return None if busy is None else f"{busy}: timings will be noisy"
 
 
 def capture_before_measuring() -> tuple[dict[str, Any], str | None]:

@@ -40,10 +40,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from alexbench.devices import Device, synchronize, torch_device
 from alexbench.environment import (
     available_memory_bytes,
-    busy_warning,
     cpu_info,
     gpu_info,
     load_average,
+    machine_busy,
     others_cpu_now,
 )
 from alexbench.errors import AlexbenchError
@@ -705,11 +705,11 @@ def load_or_measure(
         cached = _load_cached(path, quick)
         if cached is not None:
             return cached
-    busy = busy_warning(others_cpu_now()) if device is Device.CPU else None
+    busy = machine_busy(others_cpu_now()) if device is Device.CPU else None
     ceilings = measure_ceilings(device, n_threads, quick=quick)
     if busy is not None:
         if on_not_cached is not None:
-            on_not_cached(busy.split(": timings")[0])
+            on_not_cached(busy)
         return ceilings
     with contextlib.suppress(AlexbenchError, OSError):  # a read-only home must not stop a run
         write_json(path, asdict(ceilings))
