@@ -258,5 +258,6 @@ def capture() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "onnxruntime_providers": ort_providers(),
-        "env": {k: os.environ[k] for k in (*THREAD_ENV, *ALLOCATOR_ENV) if k in os.environ},
+        # Set to "" is unset for each of them (LD_PRELOAD= preloads nothing).
+        "env": {k: os.environ[k] for k in (*THREAD_ENV, *ALLOCATOR_ENV) if os.environ.get(k)},
     }

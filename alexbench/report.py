@@ -93,6 +93,8 @@ def render_info(console: Console, env: dict[str, Any]) -> None:
     table.add_row("cpu", f"{cpu['model']} ({cpu['logical_cores']} logical cores)")
     table.add_row("cpu flags", ", ".join(cpu["flags"]) or "-")
     table.add_row("torch threads", str(env["torch_threads"]))
+    # Thread and allocator variables: they change the timings without changing any code.
+    table.add_row("variables", " ".join(f"{k}={v}" for k, v in env["env"].items()) or "-")
     gpu = env["gpu"]
     if gpu:
         gpu_desc = f"{gpu['name']} ({gpu['memory_gib']} GiB, sm {gpu['capability']})"

@@ -6,8 +6,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from typer.testing import CliRunner
 
 from alexbench import environment
+from alexbench.cli import app
 
 
 def _machine(monkeypatch, load, busy_s, own_s, cores=2):
@@ -59,7 +61,11 @@ def test_proc_stat_is_read_where_it_exists():
 def test_thread_and_allocator_variables_are_recorded(monkeypatch):
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libtcmalloc.so.4")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MALLOC_CONF", "")  # set empty: unset, not a difference for compare
     monkeypatch.setenv("ALEXBENCH_UNRELATED", "x")
     env = environment.capture()["env"]
     assert env["LD_PRELOAD"] == "/usr/lib/libtcmalloc.so.4" and env["OMP_NUM_THREADS"] == "1"
-    assert "ALEXBENCH_UNRELATED" not in env
+    assert "ALEXBENCH_UNRELATED" not in env and "MALLOC_CONF" not in env
+    r = CliRunner().invoke(app, ["info"], terminal_width=200)
+    assert r.exit_code == 0
+    assert "LD_PRELOAD=/usr/lib/libtcmalloc.so.4" in r.stdout and "OMP_NUM_THREADS=1" in r.stdout
