@@ -172,3 +172,56 @@ class CellMemory:
 def _minus(value: int | None, base: int | None) -> int | None:
     # Clamped at 0: freeing an earlier cell's memory can take RSS below the baseline.
     return None if value is None or base is None else max(value - base, 0)
+
+
+# A per-image cost is read only between two batches far enough apart that the allocator's
+# granularity cannot pass for it (batches 1 and 2 differ by one image's activations).
+MIN_FORECAST_SPAN = 8
+
+
+@dataclass(frozen=True)
+class PeakForecast:
+    """A CPU cell's peak memory above its session's baseline at `batch`, extrapolated linearly
+    from the peaks measured at two smaller batches of the same session."""
+
+    batch: int
+    peak_bytes: int
+    per_image_bytes: float
+    basis: tuple[int, int]
+
+
+def forecast_peak(measured: dict[int, int], batch: int) -> PeakForecast | None:
+    """From `measured` (batch: peak bytes) at the two largest batches below `batch`, when they are
+    at least MIN_FORECAST_SPAN apart and the larger is at least twice the smaller; else None.
+    A per-image cost read as negative (noise) forecasts the larger batch's own peak."""
+    smaller = sorted((b, p) for b, p in measured.items() if b < batch)
+    if len(smaller) < 2:
+        return None
+    (b1, p1), (b2, p2) = smaller[-2:]
+    if b2 - b1 < MIN_FORECAST_SPAN or b2 < 2 * b1:
+        return None
+    per_image = max((p2 - p1) / (b2 - b1), 0.0)
+    return PeakForecast(batch, round(p2 + per_image * (batch - b2)), per_image, (b1, b2))
+
+
+def cpu_shortfall(forecast: PeakForecast, baseline_bytes: int | None) -> str | None:
+    """Why the forecast cell would not fit in memory, or None: what it needs beyond what the
+    process holds now (above the session's baseline) against the memory available. Linux does
+    not fail an allocation that does not fit; it kills the process, and every finished cell of
+    the run with it, so such a cell is not run."""
+    from alexbench.environment import available_memory_bytes
+
+    _release_freed_memory()
+    rss, available = _status_bytes("VmRSS"), available_memory_bytes()
+    if rss is None or available is None or baseline_bytes is None:
+        return None
+    need = forecast.peak_bytes - max(rss - baseline_bytes, 0)
+    if need <= available:
+        return None
+    b1, b2 = forecast.basis
+    return (
+        f"not run: batch {forecast.batch} would need about {need / 2**30:,.1f} GiB more memory "
+        f"({forecast.per_image_bytes / 2**20:,.1f} MiB per image, from the peaks at batches {b1} "
+        f"and {b2}), more than the {available / 2**30:,.1f} GiB available; out of memory, the "
+        "kernel would kill the whole run"
+    )

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from alexbench.artifact_checks import file_problems
-from alexbench.bench.memory import CellMemory
+from alexbench.bench.memory import CellMemory, cpu_shortfall, forecast_peak
 from alexbench.bench.roofline import Ceilings, RooflinePoint, model_layers, roofline_point
 from alexbench.bench.stats import LatencyStats, compute_stats
 from alexbench.bench.timer import RunLength, time_session
@@ -245,12 +245,19 @@ def _session_cells(
         for b in spec.batches:
             yield CellResult(*cell_key, b, CellStatus.ERROR, error_reason(e), repeat=repeat)
         return
+    peaks: dict[int, int] = {}  # CPU: batch -> measured peak, to forecast larger batches
     try:
         for i, batch in enumerate(spec.batches):
             label(batch)
             cell = CellResult(*cell_key, batch, CellStatus.ERROR, repeat=repeat)
             if i == 0:  # the session's creation is paid once, by its first batch
                 cell.session_create_s = round(create_s, 4)
+            forecast = forecast_peak(peaks, batch) if device is Device.CPU else None
+            short = cpu_shortfall(forecast, memory.baseline_bytes) if forecast else None
+            if short is not None:  # CUDA raises a catchable out-of-memory error instead
+                cell.reason = short
+                yield cell
+                continue
             try:
                 _measure(
                     cell, session, pool, reference, spec.run_length, dataclasses.replace(memory),
@@ -259,6 +266,8 @@ def _session_cells(
             except Exception as e:  # OOM or a runtime failure: record, go on
                 cell.status, cell.reason = CellStatus.ERROR, error_reason(e)
                 _release_device(device)
+            if cell.memory.get("peak_bytes") is not None:
+                peaks[batch] = cell.memory["peak_bytes"]
             yield cell
     finally:
         # A sticky CUDA error can make cleanup raise too: it must not take the finished cells

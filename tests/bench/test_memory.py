@@ -1,10 +1,16 @@
-"""A cell's CUDA memory, read through stand-ins for torch.cuda's allocator counters (no GPU)."""
+"""A cell's CUDA memory, read through stand-ins for torch.cuda's allocator counters (no GPU), and
+the forecast that keeps a CPU cell too large for memory from getting the whole run killed."""
 
 import pytest
 import torch
 
-from alexbench.bench.memory import CellMemory, MemoryScope
+from alexbench import environment
+from alexbench.bench.memory import CellMemory, MemoryScope, forecast_peak
+from alexbench.bench.sweep import BenchSpec, CellStatus, iter_sweep
+from alexbench.bench.timer import RunLength
 from alexbench.devices import Device
+from alexbench.precision import Precision
+from alexbench.runtimes import Backend, ModelBundle
 
 
 class _Allocator:
@@ -70,3 +76,51 @@ def test_a_later_batch_size_does_not_count_an_earlier_one_s_cache(allocator):
     allocator.hold(allocated=260 * mib, reserved=max(allocator.reserved, 270 * mib))
     cell.loaded()
     assert cell.resident_bytes == 270 * mib  # not the 2 GiB batch 256 left in the cache
+
+
+MIB = 2**20
+
+
+def test_forecast_extrapolates_from_the_two_largest_smaller_batches():
+    f = forecast_peak({1: 240 * MIB, 16: 250 * MIB, 64: 270 * MIB}, 1024)
+    assert f is not None and f.basis == (16, 64)
+    assert f.per_image_bytes == pytest.approx(20 * MIB / 48)
+    assert f.peak_bytes == pytest.approx(270 * MIB + 20 * MIB / 48 * 960, abs=1)
+    # The peaks of larger batches play no part in a smaller one's forecast.
+    assert forecast_peak({16: 250 * MIB, 64: 270 * MIB, 4096: 9000 * MIB}, 256).basis == (16, 64)
+
+
+@pytest.mark.parametrize(
+    "measured",
+    [
+        {},
+        {64: 270 * MIB},  # one batch: no per-image cost
+        {1: 240 * MIB, 2: 260 * MIB},  # one image apart: the allocator's granularity
+        {60: 240 * MIB, 64: 260 * MIB},  # 4 images apart
+        {40: 240 * MIB, 64: 260 * MIB},  # under twice the smaller batch
+    ],
+)
+def test_no_forecast_without_two_batches_far_enough_apart(measured):
+    assert forecast_peak(measured, 4096) is None
+
+
+def test_a_per_image_cost_read_as_negative_forecasts_the_larger_peak():
+    f = forecast_peak({16: 300 * MIB, 64: 280 * MIB}, 4096)
+    assert f is not None and f.per_image_bytes == 0 and f.peak_bytes == 280 * MIB
+
+
+def test_a_cpu_cell_forecast_beyond_available_memory_is_not_run(small_model, monkeypatch):
+    """Linux kills a process that runs out of memory, finished cells and all: a batch whose
+    forecast (from the measured peaks of the smaller ones) exceeds the memory available is an
+    error cell with the reason, and the sweep goes on."""
+    monkeypatch.setattr(environment, "available_memory_bytes", lambda: 100 * MIB)
+    spec = BenchSpec(
+        [Backend.EAGER], [Device.CPU], [Precision.FP32], [1, 16, 64, 2048],
+        run_length=RunLength(warmup=1, min_seconds=0.0, min_iters=3, max_iters=5),
+    )  # fmt: skip
+    cells = {c.batch: c for c in iter_sweep(ModelBundle(small_model, {}), spec)}
+    assert [cells[b].status for b in (1, 16, 64)] == [CellStatus.OK] * 3
+    big = cells[2048]
+    assert big.status is CellStatus.ERROR and big.stats is None and big.memory == {}
+    assert big.reason.startswith("not run: batch 2048 would need about ")
+    assert "from the peaks at batches 16 and 64), more than the 0.1 GiB available" in big.reason
