@@ -220,10 +220,10 @@ def others_cpu_now(seconds: float = 0.5) -> float | None:
 
 
 def machine_busy(others: float | None) -> str | None:
-    """ "the machine is busy (...)" when other processes are using the CPU now (`others`:
-    `others_cpu_now()`), else None. The 1-minute load average alone lags by minutes: right after
-    a sweep or an export it reads busy on an idle machine, so it decides only where the CPU time
-    could not be sampled."""
+    """Why the machine is busy (`the machine is busy (...)`) when other processes are using the
+    CPU now (`others`: `others_cpu_now()`), else None. The 1-minute load average alone lags by
+    minutes: right after a sweep or an export it reads busy on an idle machine, so it decides
+    only where the CPU time could not be sampled."""
     load, cores = load_average(), usable_cores()
     parts = [] if others is None else [f"{others:.1f} of {cores} cores in use by others"]
     if load is not None:
