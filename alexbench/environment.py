@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from alexbench.exporters.manifest import package_version, stack_versions
-from alexbench.results_shape import ALLOCATOR_ENV, THREAD_ENV
+from alexbench.results_shape import ALLOCATOR_ENV, THREAD_DEVICE_ENV
 
 # The flags that decide which kernels run: AVX-512 / VNNI / BF16 / AMX paths in oneDNN and MLAS.
 CPU_FLAGS_OF_INTEREST = (
@@ -259,5 +259,7 @@ def capture() -> dict[str, Any]:
         "torch_interop_threads": torch.get_num_interop_threads(),
         "onnxruntime_providers": ort_providers(),
         # Set to "" is unset for each of them (LD_PRELOAD= preloads nothing).
-        "env": {k: os.environ[k] for k in (*THREAD_ENV, *ALLOCATOR_ENV) if os.environ.get(k)},
+        "env": {
+            k: os.environ[k] for k in (*THREAD_DEVICE_ENV, *ALLOCATOR_ENV) if os.environ.get(k)
+        },
     }

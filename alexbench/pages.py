@@ -46,6 +46,7 @@ from alexbench.report import (
     fastest_cells,
     fmt_ms,
     speedup_base,
+    variables_text,
 )
 from alexbench.results import (
     Run,
@@ -220,8 +221,7 @@ def environment_table(run: Run) -> TableData:
             f"{env.get('torch_threads', '-')} (interop {env.get('torch_interop_threads', '-')})",
         ),
         ("onnxruntime providers", ", ".join(env.get("onnxruntime_providers") or []) or "-"),
-        # Thread and allocator variables: they change the timings without changing any code.
-        ("variables", " ".join(f"{k}={v}" for k, v in (env.get("env") or {}).items()) or "-"),
+        ("variables", variables_text(env.get("env"))),
         (
             "load average (1 min)",
             f"{env.get('load_average_1m', '-')} before, "

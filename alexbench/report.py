@@ -83,6 +83,12 @@ def fmt_bytes(n: float | None) -> str:
     return f"{n:.1f} GiB"
 
 
+def variables_text(variables: dict[str, str] | None) -> str:
+    """The recorded thread, device and allocator variables (`environment.env`): they change the
+    timings without changing any code."""
+    return " ".join(f"{k}={v}" for k, v in (variables or {}).items()) or "-"
+
+
 def render_info(console: Console, env: dict[str, Any]) -> None:
     table = Table(title="alexbench environment", show_header=False, title_justify="left")
     table.add_column("key", style="bold")
@@ -93,8 +99,7 @@ def render_info(console: Console, env: dict[str, Any]) -> None:
     table.add_row("cpu", f"{cpu['model']} ({cpu['logical_cores']} logical cores)")
     table.add_row("cpu flags", ", ".join(cpu["flags"]) or "-")
     table.add_row("torch threads", str(env["torch_threads"]))
-    # Thread and allocator variables: they change the timings without changing any code.
-    table.add_row("variables", " ".join(f"{k}={v}" for k, v in env["env"].items()) or "-")
+    table.add_row("variables", variables_text(env["env"]))
     gpu = env["gpu"]
     if gpu:
         gpu_desc = f"{gpu['name']} ({gpu['memory_gib']} GiB, sm {gpu['capability']})"

@@ -30,11 +30,12 @@ BACKENDS = ("eager", "torchscript", "pt2", "onnxruntime", "compile", "openvino")
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
 # The variables `environment.env` records: ones that change what is timed without changing any
-# code, so that `compare` can name them. The thread pools' sizes, and the memory allocator: glibc
-# hands every freed block above its mmap threshold (at most 32 MiB) back to the kernel, so a
-# forward pass with large activations faults them in again on each call; glibc's tunables and
-# jemalloc or tcmalloc (LD_PRELOAD) keep freed memory, which changes eager CPU latency.
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+# code, so that `compare` can name them. The thread pools' sizes and the GPUs in view, and the
+# memory allocator: glibc hands every freed block above its mmap threshold (at most 32 MiB) back
+# to the kernel, so a forward pass with large activations faults them in again on each call;
+# glibc's tunables and jemalloc or tcmalloc (LD_PRELOAD) keep freed memory, which changes eager
+# CPU latency.
+THREAD_DEVICE_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
 ALLOCATOR_ENV = (
     "LD_PRELOAD",
     "GLIBC_TUNABLES",

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import os
 import shutil
 import tempfile
@@ -15,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from alexbench.bench.memory import glibc
 from alexbench.checkpoint import LoadedModel, load_model
 from alexbench.exporters import ensure_artifacts
 from alexbench.runtimes import ArtifactFormat, ModelBundle
@@ -48,19 +46,12 @@ _KEEP_BYTES = 2**31 - 1  # the largest value mallopt's int accepts
 _MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
-@functools.cache
-def _glibc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
-
-
 def _keep_freed_memory() -> dict[str, str | None]:
     """Keep freed memory in the heap, in this process (mallopt) and in every command a test
     starts (the environment, which glibc reads at start-up). Returns the variables' old values."""
     before = {k: os.environ.get(k) for k in _MALLOC_ENV}
     os.environ.update(dict.fromkeys(_MALLOC_ENV, str(_KEEP_BYTES)))
-    libc = _glibc()
+    libc = glibc()
     if libc is not None:  # elsewhere (macOS, musl) the environment is inert
         m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
         libc.mallopt(m_mmap_threshold, _KEEP_BYTES)
@@ -74,7 +65,7 @@ def _return_freed_memory():
     blocks do not add up over the session: with it, the pytest process peaked at 10.4 GB, as it
     did with glibc's defaults (10.5 GB); within one file, freed memory is reused."""
     yield
-    libc = _glibc()
+    libc = glibc()
     if libc is not None:
         libc.malloc_trim(0)
 

@@ -17,7 +17,6 @@ import ctypes
 import ctypes.util
 import functools
 import gc
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -46,11 +45,13 @@ def _status_bytes(field: str) -> int | None:
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, looked up once (find_library runs external tools), or None."""
+def glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (it has malloc_trim and mallopt), looked up once
+    (find_library runs external tools); None elsewhere (macOS, musl)."""
     name = ctypes.util.find_library("c")
-    with contextlib.suppress(OSError, AttributeError):
-        return ctypes.CDLL(name).malloc_trim if name else None
+    with contextlib.suppress(OSError):
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and hasattr(libc, "malloc_trim") else None
     return None
 
 
@@ -58,9 +59,9 @@ def _release_freed_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS, so that the baseline is not
     inflated by an earlier cell's leftovers (which the next session would silently reuse)."""
     gc.collect()
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _reset_hwm() -> bool:
