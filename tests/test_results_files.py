@@ -345,9 +345,11 @@ def test_compare_with_no_cell_in_common_exits_4(tmp_path: Path, gate: list[str])
     r = invoke("compare", a, b, *gate)
     assert r.exit_code == ExitCode.CELLS_FAILED == 4, r.output
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "unexpected" not in r.stderr
-    assert errors[0].startswith("error: nothing was compared: no cell is measured")
-    assert "cell(s) only in A" in errors[0] and "cell(s) only in B" in errors[0]
+    assert len(errors) == 1 + bool(gate) and "unexpected" not in r.stderr
+    if gate:  # the gate also names the cells B lost
+        assert errors[0].startswith("error: 6 cell(s) measured in A are missing from B: ")
+    assert errors[-1].startswith("error: nothing was compared: no cell is measured")
+    assert "cell(s) only in A" in errors[-1] and "cell(s) only in B" in errors[-1]
     if "--json" in gate:
         doc = json.loads(r.stdout)
         assert doc["cells"] == [] and doc["only_in_a"] and doc["only_in_b"]
@@ -381,3 +383,45 @@ def test_report_out_refuses_a_named_broken_evaluate_report_and_skips_one_in_a_fo
     r = invoke("report", folder, "--out", tmp_path / "b")
     assert r.exit_code == 0, r.output
     assert "not a valid evaluate report" in r.output and (tmp_path / "b" / "report.html").exists()
+
+
+def _with_b_cell(tmp_path: Path, name: str, change: dict[str, Any] | None) -> Path:
+    """The committed run's batch-1 cells with its first ok cell changed (None: removed)."""
+    data = json.loads(_run_with(tmp_path, name).read_text())
+    i = next(i for i, c in enumerate(data["cells"]) if c["status"] == "ok")
+    if change is None:
+        del data["cells"][i]
+    else:
+        parity = data["cells"][i]["parity"] | change.get("parity", {})
+        data["cells"][i] |= change | {"parity": parity}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "words"),
+    [
+        (
+            {"status": "parity_failed", "parity": {"passed": False, "max_abs_err": 0.5}},
+            ExitCode.PARITY_FAILED,
+            "fail parity in B",
+        ),
+        ({"status": "error", "stats": None, "reason": "crashed"}, 4, "crashed in B"),
+        ({"status": "skipped", "stats": None, "reason": "no such runtime"}, 4, "not run in B"),
+        (None, 4, "missing from B"),
+    ],
+)
+def test_fail_on_regression_fails_when_b_loses_a_cell_a_measured(
+    tmp_path: Path, change: dict[str, Any] | None, code: int, words: str
+) -> None:
+    """A gate must not pass a candidate that computes wrong answers, crashes, or lost cells,
+    even though its remaining cells are as fast as A's (without the gate: exit 0, as before)."""
+    a, b = _run_with(tmp_path, "a"), _with_b_cell(tmp_path, "b", change)
+    assert invoke("compare", a, b).exit_code == 0
+    r = invoke("compare", a, b, "--fail-on-regression")
+    assert r.exit_code == code, r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and words in errors[0] and "/b1" in errors[0], r.stderr
+    doc = json.loads(invoke("compare", a, b, "--fail-on-regression", "--json").stdout)
+    assert len(doc["lost_in_b"]) == 1 and doc["lost_in_b"][0]["batch"] == 1

@@ -32,7 +32,7 @@ its point estimate is slower beyond the threshold, so a CI gate does not pass on
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -45,6 +45,7 @@ from alexbench.bench.intervals import (
     welch_ratio_interval,
 )
 from alexbench.bench.stats import geometric_mean
+from alexbench.exit_codes import ExitCode
 from alexbench.results_shape import ALLOCATOR_ENV
 
 DEFAULT_THRESHOLD = 0.05
@@ -113,6 +114,15 @@ class NotComparable:
     why: str
 
 
+@dataclass(frozen=True)
+class LostCell:
+    """A cell that B did not measure although A did (status ok), or that fails parity in B
+    (whatever A says): what a CI gate must not pass. `b_status` is None when B has no such cell."""
+
+    key: CellKey
+    b_status: str | None
+
+
 @dataclass
 class Comparison:
     cells: list[CellComparison]
@@ -124,6 +134,7 @@ class Comparison:
     b_complete: bool
     threshold: float = DEFAULT_THRESHOLD
     confidence: float = CONFIDENCE
+    lost_in_b: list[LostCell] = field(default_factory=list)
 
 
 def slower_beyond(ratio: float, threshold: float) -> bool:
@@ -139,6 +150,53 @@ def regressions(comparison: Comparison) -> list[CellComparison]:
         if c.verdict is Verdict.SLOWER
         or (c.verdict is Verdict.NO_INTERVAL and slower_beyond(c.ratio, comparison.threshold))
     ]
+
+
+@dataclass(frozen=True)
+class GateFailure:
+    """One reason `compare --fail-on-regression` fails, with the exit code it asks for."""
+
+    exit_code: int
+    text: str
+
+
+REGRESSED = 1  # the exit code --fail-on-regression has always used for "B is slower"
+
+
+# How each status of a lost cell reads in the gate's error, and the exit code it asks for (a
+# wrong answer outranks lost coverage, as in `exit_codes.outcome`).
+_LOSSES: dict[str | None, tuple[str, int]] = {
+    "parity_failed": ("fail parity in B (wrong answers)", ExitCode.PARITY_FAILED),
+    "error": ("measured in A crashed in B", ExitCode.CELLS_FAILED),
+    None: ("measured in A are missing from B", ExitCode.CELLS_FAILED),
+}
+_NOT_RUN = ("measured in A were not run in B", ExitCode.CELLS_FAILED)
+
+
+def gate_failures(comparison: Comparison) -> list[GateFailure]:
+    """Why a CI gate on this comparison fails, worst first: B slower beyond the threshold, or B
+    without a result A had. Empty: the gate passes."""
+    out = []
+    slower = regressions(comparison)
+    if slower:
+        blind = sum(c.verdict is Verdict.NO_INTERVAL for c in slower)
+        weak = sum(c.weak for c in slower) - blind
+        notes = [f"{weak} on single-repeat evidence"] * bool(weak)
+        notes += [f"{blind} on the ratio alone, with no interval"] * bool(blind)
+        out.append(
+            GateFailure(
+                REGRESSED,
+                f"{len(slower)} cell(s) regressed: B slower than A by more than "
+                f"{comparison.threshold * 100:g}%" + (f" ({'; '.join(notes)})" if notes else ""),
+            )
+        )
+    groups: dict[tuple[str, int], list[CellKey]] = {}
+    for lost in comparison.lost_in_b:
+        groups.setdefault(_LOSSES.get(lost.b_status, _NOT_RUN), []).append(lost.key)
+    for (words, code), keys in groups.items():
+        shown = ", ".join(key_label(k) for k in keys[:4]) + (", ..." if len(keys) > 4 else "")
+        out.append(GateFailure(code, f"{len(keys)} cell(s) {words}: {shown}"))
+    return sorted(out, key=lambda f: f.exit_code)
 
 
 def nothing_compared(comparison: Comparison) -> str:
@@ -230,6 +288,7 @@ def compare_runs(
         a_complete=is_complete(a),
         b_complete=is_complete(b),
         threshold=threshold,
+        lost_in_b=_lost_in_b(cells_a, cells_b),
     )
     for key, ca in cells_a.items():
         cb = cells_b.get(key)
@@ -243,6 +302,18 @@ def compare_runs(
             continue
         out.cells.append(compare_cells(key, ca, cb, threshold))
     return out
+
+
+def _lost_in_b(
+    cells_a: dict[CellKey, dict[str, Any]], cells_b: dict[CellKey, dict[str, Any]]
+) -> list[LostCell]:
+    lost = []
+    for key in sorted(cells_a.keys() | cells_b.keys()):
+        status_a = (cells_a.get(key) or {}).get("status")
+        status_b = (cells_b.get(key) or {}).get("status")
+        if status_b == "parity_failed" or (status_a == "ok" and status_b != "ok"):
+            lost.append(LostCell(key, status_b))
+    return lost
 
 
 def _why_not_comparable(ca: dict[str, Any], cb: dict[str, Any]) -> str | None:

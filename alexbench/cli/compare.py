@@ -11,8 +11,8 @@ from alexbench import report
 from alexbench.bench.compare import (
     CellKey,
     Comparison,
-    Verdict,
     compare_runs,
+    gate_failures,
     nothing_compared,
     refusal,
     regressions,
@@ -49,7 +49,8 @@ def compare_cmd(
     fail_on_regression: bool = typer.Option(
         False,
         "--fail-on-regression",
-        help="Exit 1 when any cell of B is slower than A beyond --threshold (for CI). "
+        help="For CI: exit 1 when any cell of B is slower than A beyond --threshold or fails "
+        "parity; exit 4 when a cell measured in A crashed in B, was not run or is missing. "
         "With or without it, compare exits 4 when no cell could be compared.",
     ),
     allow_different_machines: bool = typer.Option(
@@ -99,26 +100,21 @@ def compare_cmd(
     for w in comparison.warnings:
         err_console.print(f"warning: {w}", style="yellow", markup=False)
     report.render_compare(console, comparison, (baseline.name, candidate.name), wide=wide)
+    # The gate's reasons first: a candidate that lost cells has nothing to compare in them, and
+    # its wrong answers (exit 1) must not be hidden behind "nothing was compared" (exit 4).
+    failures = gate_failures(comparison) if fail_on_regression else []
+    for failure in failures:
+        err_console.print(f"error: {failure.text}", markup=False)
     if not comparison.cells:
         # With or without --fail-on-regression: a comparison of nothing has no result, and
         # exit 0 would let a gate (or a script reading the verdicts) pass on two unrelated runs.
         err_console.print(
             f"error: nothing was compared: {nothing_compared(comparison)}", markup=False
         )
+    if failures:
+        raise typer.Exit(failures[0].exit_code)
+    if not comparison.cells:
         raise typer.Exit(ExitCode.CELLS_FAILED)
-    if fail_on_regression:
-        slower = regressions(comparison)
-        if slower:
-            blind = sum(c.verdict is Verdict.NO_INTERVAL for c in slower)
-            weak = sum(c.weak for c in slower) - blind
-            notes = [f"{weak} on single-repeat evidence"] * bool(weak)
-            notes += [f"{blind} on the ratio alone, with no interval"] * bool(blind)
-            err_console.print(
-                f"error: {len(slower)} cell(s) regressed: B slower than A by more than "
-                f"{threshold * 100:g}%" + (f" ({'; '.join(notes)})" if notes else ""),
-                markup=False,
-            )
-            raise typer.Exit(1)
 
 
 def _key_dict(key: CellKey) -> dict[str, Any]:
@@ -160,6 +156,8 @@ def comparison_dict(comparison: Comparison, baseline: Path, candidate: Path) -> 
         "only_in_a": [_key_dict(k) for k in comparison.only_in_a],
         "only_in_b": [_key_dict(k) for k in comparison.only_in_b],
         "not_comparable": [_key_dict(n.key) | {"why": n.why} for n in comparison.not_comparable],
+        # What --fail-on-regression fails on besides regressions: B's status, null when absent
+        "lost_in_b": [_key_dict(c.key) | {"b_status": c.b_status} for c in comparison.lost_in_b],
     }
 
 
