@@ -92,6 +92,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("bench-backend-empty-item", ["bench", "--backend", "eager,"], "--backend"),
     ("bench-device-unknown", ["bench", "--device", "tpu"], "tpu"),
     ("bench-device-cuda-absent", ["bench", "--device", "cuda"], "cuda"),
+    # An empty $DEVICE must not mean "every device" (leaving -d out does)
+    ("bench-device-empty", ["bench", "--device", ""], "--device"),
+    ("ceilings-device-empty", ["ceilings", "--device", ""], "--device"),
     ("bench-threads-zero", ["bench", "--threads", "0"], "--threads"),
     ("bench-threads-negative", ["bench", "--threads", "-2"], "--threads"),
     ("bench-threads-huge", ["bench", "--threads", "100000"], "--threads"),
@@ -134,6 +137,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("verify-precision-unknown", ["verify", "--precision", "int4"], "int4"),
     ("verify-backend-unknown", ["verify", "--backend", "jax"], "jax"),
     ("verify-device-unknown", ["verify", "--device", "npu"], "npu"),
+    ("verify-device-empty", ["verify", "--device", ""], "--device"),
     ("verify-data-missing", ["verify", "--data-dir", "{tmp}/nope"], "nope"),
     ("verify-data-file", ["verify", "--data-dir", "{txt.file}"], "a file, not a directory"),
     ("verify-data-no-images", ["verify", "--data-dir", "{emptydir}"], "no image files found"),

@@ -134,7 +134,9 @@ def bench_cmd(
       alexbench bench --out results/mine --json > run.json  (stdout: the results document)
     """
     backends = parse_backend_list(backend)
-    devices = parse_enum_list(device, Device, "--device") if device else available_devices()
+    devices = (
+        parse_enum_list(device, Device, "--device") if device is not None else available_devices()
+    )
     for d in devices:
         require(d)
     batches = parse_int_list(batch, "--batch", minimum=1)
@@ -359,7 +361,9 @@ def ceilings_cmd(
 
     bench uses them for the roofline columns, per thread count. Example: alexbench ceilings --force
     """
-    devices = parse_enum_list(device, Device, "--device") if device else available_devices()
+    devices = (
+        parse_enum_list(device, Device, "--device") if device is not None else available_devices()
+    )
     opt.check_threads(threads)
     measured: list[dict[str, Any]] = []
     for d in devices:

@@ -85,7 +85,9 @@ def verify_cmd(
       alexbench verify --json  (stdout: the report document, as written to --out)
     """
     backends = parse_backend_list(backend)
-    devices = parse_enum_list(device, Device, "--device") if device else available_devices()
+    devices = (
+        parse_enum_list(device, Device, "--device") if device is not None else available_devices()
+    )
     for d in devices:
         require(d)
     precisions = parse_enum_list(precision, Precision, "--precision")
