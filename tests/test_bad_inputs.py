@@ -94,6 +94,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("bench-device-cuda-absent", ["bench", "--device", "cuda"], "cuda"),
     # An empty $DEVICE must not mean "every device" (leaving -d out does)
     ("bench-device-empty", ["bench", "--device", ""], "--device"),
+    # Root passes access() on /proc: the folder is tried by writing, before any cell runs
+    ("bench-out-proc", ["bench", "--out", "/proc/alexbench-results"], "/proc"),
+    ("export-out-proc", ["export", "--out", "/proc/alexbench-exports"], "/proc"),
     ("ceilings-device-empty", ["ceilings", "--device", ""], "--device"),
     ("bench-threads-zero", ["bench", "--threads", "0"], "--threads"),
     ("bench-threads-negative", ["bench", "--threads", "-2"], "--threads"),

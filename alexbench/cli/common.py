@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import traceback
 import typing
 from collections.abc import Callable, Iterator
@@ -297,6 +298,13 @@ def _check_parent_writable(path: Path, option: str) -> None:
         raise InputError(f"{option} {path}: {existing} is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"{option} {path}: {existing} is not writable")
+    try:  # access() says yes to root everywhere (/proc, some mounts): a real write decides
+        with tempfile.TemporaryFile(dir=existing):
+            pass  # unnamed (O_TMPFILE) or unlinked at once: leaves nothing behind
+    except OSError as e:
+        raise InputError(
+            f"{option} {path}: cannot write in {existing}: {e.strerror or e}"
+        ) from None
 
 
 def check_output_dir(path: Path, option: str) -> None:
