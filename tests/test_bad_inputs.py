@@ -20,12 +20,14 @@ from typer.testing import CliRunner
 from alexbench.checkpoint import ModelMeta, load_model, save_checkpoint
 from alexbench.cli import app
 from alexbench.cli.common import (
+    check_output_dir,
+    check_output_file,
     parse_backend_list,
     parse_enum_list,
     parse_int_list,
     split_list,
 )
-from alexbench.errors import AlexbenchError
+from alexbench.errors import AlexbenchError, InputError
 from alexbench.precision import Precision
 from alexbench.runtimes import Backend
 
@@ -441,3 +443,15 @@ def test_an_older_typers_click_path_counts_as_a_path():
 
     assert _is_path(SimpleNamespace(type=Path()))
     assert not _is_path(SimpleNamespace(type=int))
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path: Path) -> None:
+    """/proc takes no new files, though access() says it is writable to root: the check writes."""
+    with pytest.raises(InputError, match="/proc"):
+        check_output_dir(Path("/proc/alexbench-results"), "--out")
+    with pytest.raises(InputError, match="/proc"):
+        check_output_file(Path("/proc/alexbench-report.html"), "--out")
+    check_output_dir(tmp_path / "new" / "folder", "--out")  # creates nothing...
+    check_output_file(tmp_path / "report.html", "--out")
+    assert list(tmp_path.iterdir()) == []  # ...and leaves nothing
