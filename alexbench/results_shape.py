@@ -219,6 +219,7 @@ def _check_results(d: dict[str, Any]) -> None:
     seen: dict[tuple[Any, ...], str] = {}
     for where, cell in _objects(_field(d, "cells", "", "a list"), "cells"):
         _check_cell(cell, where)
+        _check_in_settings(cell, settings, where)
         # compare matches cells by this key and the report lists each: a second cell of one
         # key would be shown twice by one and silently replace the first in the other.
         key = (cell["backend"], cell["device"], cell["precision"], cell["batch"])
@@ -266,6 +267,7 @@ def _check_cell(c: dict[str, Any], where: str) -> None:
         _field(rep, "p50_ms", name, "a positive number or null")
     if stats:
         _check_stats_agree(stats, repeats, int(c["batch"]), f"{where}.stats")
+        _check_latencies_agree(stats, repeats, c["latencies_ns"], f"{where}.stats")
     cold = _field(c, "cold_start", where, "an object or null") or {}
     keys = "session_create_s? first_inference_ms?"
     _fields(cold, keys, f"{where}.cold_start", "a non-negative number or null")
@@ -275,7 +277,13 @@ def _check_cell(c: dict[str, Any], where: str) -> None:
     _fields(memory, keys, f"{where}.memory", "a finite number or null")
     parity = _field(c, "parity", where, "an object or null")
     if parity:
-        _field(parity, "passed", f"{where}.parity", "a boolean")
+        passed = _field(parity, "passed", f"{where}.parity", "a boolean")
+        # the tables show PASS/FAIL from the status, the pages from parity: they must agree
+        if (status == "ok" and not passed) or (status == "parity_failed" and passed):
+            raise _Invalid(
+                f"{where}.status is {status} but its parity.passed is {str(passed).lower()}: "
+                "the file was edited?"
+            )
         _fields(parity, "min_cosine top1_agreement", f"{where}.parity", "a finite number")
         keys = "max_abs_err max_rel_err threshold"
         _fields(parity, keys, f"{where}.parity", "a finite number or null")
@@ -288,6 +296,8 @@ def _check_cell(c: dict[str, Any], where: str) -> None:
         keys = "gflops? weight_gbs? peak_gflops? read_bandwidth_gbs? roofline_ms?"
         _fields(roofline, keys, f"{where}.roofline", "a positive number or null")
         _field(roofline, "ceiling_dtype?", f"{where}.roofline", "a string or null")
+        if stats:
+            _check_roofline_agrees(roofline, float(stats["p50_ms"]), f"{where}.roofline")
 
 
 AGREE = 1e-6  # relative slack for figures `bench` derives from one another (float rounding)
@@ -322,6 +332,96 @@ def _check_stats_agree(stats: dict[str, Any], repeats: list[Any], batch: int, wh
                 f"{where}.p50_ms {p50:g} is outside {what} ({low:g} to {high:g} ms): the file "
                 "was edited?"
             )
+
+
+def _check_in_settings(cell: dict[str, Any], settings: dict[str, Any], where: str) -> None:
+    """A cell's backend, device, precision and batch are among those its run asked for (report
+    and compare describe the run by its settings: a CUDA cell in a CPU-only run is an edit)."""
+    for axis, key in (("backends", "backend"), ("devices", "device"),
+                      ("precisions", "precision"), ("batches", "batch")):  # fmt: skip
+        asked = settings.get(axis)
+        if isinstance(asked, list) and cell[key] not in asked:
+            listed = ", ".join(str(v) for v in asked) or "nothing"
+            raise _Invalid(
+                f"{where}.{key} is {cell[key]!r}, which settings.{axis} ({listed}) does not "
+                "list: the file was edited?"
+            )
+
+
+# Figures recomputed from the raw latencies: `bench` writes them exactly (1e-6 would do), but a
+# copy rescaled by a script rounds its latencies to whole nanoseconds. 0.1% is far below any
+# difference a table shows or compare calls.
+LATENCY_AGREE = 1e-3
+
+
+def _agree(value: Any, truth: float) -> bool:
+    return not is_finite(value) or abs(float(value) - truth) <= LATENCY_AGREE * abs(truth)
+
+
+def _check_latencies_agree(
+    stats: dict[str, Any], repeats: list[Any], latencies_ns: list[int], where: str
+) -> None:
+    """Every figure `bench` computes from the raw latencies matches them (`compute_stats`): the
+    tables show the figures, compare's bootstrap and the plots read the latencies. The median
+    of a repeated cell is its repeats' geometric mean (older files: the pooled median)."""
+    if not latencies_ns:  # stripped from the file: compare says "no interval", nothing to check
+        return
+    import numpy as np
+
+    if int(stats["iterations"]) != len(latencies_ns):
+        raise _Invalid(
+            f"{where}.iterations {stats['iterations']} disagrees with its {len(latencies_ns)} "
+            "latencies_ns: the file was edited?"
+        )
+    lat = np.sort(np.asarray(latencies_ns, dtype=np.float64)) / 1e6
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(lat, [50, 90, 95, 99]))
+    medians = [
+        float(r["p50_ms"]) for r in repeats if isinstance(r, dict) and is_finite(r.get("p50_ms"))
+    ]
+    centres = [p50]
+    if len(medians) >= 2:
+        centres.append(math.exp(sum(math.log(m) for m in medians) / len(medians)))
+    figures = [
+        ("p50_ms", centres, "median"),
+        ("min_ms", [float(lat[0])], "fastest"),
+        ("max_ms", [float(lat[-1])], "slowest"),
+        ("p90_ms", [p90], "90th percentile"),
+        ("p95_ms", [p95], "95th percentile"),
+        ("p99_ms", [p99], "99th percentile"),
+    ]
+    for key, truths, what in figures:
+        if not any(_agree(stats.get(key), t) for t in truths):
+            raise _Invalid(
+                f"{where}.{key} {stats[key]:g} disagrees with its latencies_ns (their {what}: "
+                f"{truths[0]:g} ms): the file was edited?"
+            )
+    low, high = stats.get("p50_ci_low_ms"), stats.get("p50_ci_high_ms")
+    centre = float(stats["p50_ms"])
+    if is_finite(low) and is_finite(high) and not low * (1 - AGREE) <= centre <= high * (1 + AGREE):
+        raise _Invalid(
+            f"{where}.p50_ms {centre:g} is outside its 95% interval ({low:g} to {high:g} ms): "
+            "the file was edited?"
+        )
+
+
+def _check_roofline_agrees(roofline: dict[str, Any], p50_ms: float, where: str) -> None:
+    """pct_of_ceiling is 100 * roofline_ms / p50 (rounded to 0.1; roofline_ms to 4 decimals),
+    and exceeds_ceiling says whether it is above 100: the table's `!` is read from it."""
+    pct = float(roofline["pct_of_ceiling"])
+    bound_ms = roofline.get("roofline_ms")
+    if is_finite(bound_ms):
+        implied = 100 * float(bound_ms) / p50_ms
+        if abs(pct - implied) > 0.06 + 0.005 * implied:
+            raise _Invalid(
+                f"{where}.pct_of_ceiling {pct:g} disagrees with roofline_ms / p50_ms "
+                f"({implied:.1f}%): the file was edited?"
+            )
+    exceeds = roofline.get("exceeds_ceiling")
+    if isinstance(exceeds, bool) and (pct >= 100.1 if not exceeds else pct < 99.95):
+        raise _Invalid(
+            f"{where}.exceeds_ceiling is {str(exceeds).lower()} but pct_of_ceiling is {pct:g}: "
+            "the file was edited?"
+        )
 
 
 def evaluation_problem(data: dict[str, Any]) -> str | None:

@@ -163,6 +163,8 @@ def _slowed(src: Path, dst: Path, factor: float) -> Path:
                 stats[k] *= factor
             stats["throughput"] /= factor
         cell["latencies_ns"] = [int(v * factor) for v in cell["latencies_ns"]]
+        if roof := cell.get("roofline"):  # the share of the bound follows the p50
+            roof["pct_of_ceiling"] = round(roof["pct_of_ceiling"] / factor, 1)
     dst.write_text(json.dumps(data))
     return dst
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from alexbench.bench.stats import compute_stats
 from alexbench.cli import app
 from alexbench.devices import Device
 from alexbench.evaluate import evaluate_model
@@ -119,6 +120,7 @@ def test_report_of_one_run_and_its_failures(tmp_path):
     run = sorted(COMMITTED.glob("xeon-2c/2026*.json"))[0]
     data = load_results(run)
     data["cells"][0]["status"] = "parity_failed"  # a failed cell's speed must not be quoted
+    data["cells"][0]["parity"]["passed"] = False
     broken = tmp_path / "failed.json"
     broken.write_text(json.dumps(data))
     r = invoke("report", broken, "--out", tmp_path / "rep")
@@ -464,12 +466,10 @@ def test_a_cell_too_short_for_a_ci_renders_and_plots_without_one(tmp_path):
     data = load_results(sorted(COMMITTED.glob("xeon-2c/2026*.json"))[0])
     cell = next(c for c in data["cells"] if c["status"] == "ok")
     cell["latencies_ns"] = cell["latencies_ns"][:3]
-    cell["stats"] |= {
-        "iterations": 3,
-        "p50_ci_low_ms": None,
-        "p50_ci_high_ms": None,
-        "unstable": True,
-    }
+    wall_ns = sum(cell["latencies_ns"])
+    cell["stats"] = compute_stats(cell["latencies_ns"], cell["batch"], wall_ns).to_dict()
+    cell["repeats"], cell["runs"], cell["roofline"] = [], 1, None
+    assert cell["stats"]["p50_ci_low_ms"] is None and cell["stats"]["unstable"]
     short = tmp_path / "short.json"
     short.write_text(json.dumps(data))
     r = invoke("report", short, "--wide")
@@ -513,6 +513,10 @@ def _rescale(cell: dict, p50_ms: float) -> None:
     for rep in cell.get("repeats") or []:
         rep["p50_ms"] *= f
     cell["latencies_ns"] = [max(1, round(v * f)) for v in cell["latencies_ns"]]
+    if cell.get("roofline"):  # the share of the bound follows the p50
+        roof = cell["roofline"]
+        roof["pct_of_ceiling"] = round(100 * roof["roofline_ms"] / stats["p50_ms"], 1)
+        roof["exceeds_ceiling"] = roof["pct_of_ceiling"] > 100
 
 
 def test_pages_mark_unstable_and_failed_figures_and_compare_only_like_models(tmp_path):
@@ -525,6 +529,7 @@ def test_pages_mark_unstable_and_failed_figures_and_compare_only_like_models(tmp
     _rescale(ok[0], 0.2963)
     ok[0]["stats"]["unstable"] = True
     ok[1]["status"] = "parity_failed"
+    ok[1]["parity"]["passed"] = False
     (tmp_path / "a.json").write_text(json.dumps(data))
     other_model = load_results(first[1])
     other_model["model"]["meta"]["num_classes"] = 10

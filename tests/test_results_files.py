@@ -135,6 +135,26 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
      "].stats.p50_ms 1e+06 is outside its fastest and slowest call"),
     ("repeats-edited", lambda d: [r.update(p50_ms=r["p50_ms"] * 9) for r in _ok(d)["repeats"]],
      "].stats.p50_ms"),
+    # Figures that disagree with the raw latencies or with each other (the audit: report showed
+    # the stats, compare judged by the latencies; a failed parity showed as PASS; 500% of the
+    # roofline without its "!"; a CUDA cell in a CPU-only run).
+    ("latencies-doubled", lambda d: _ok(d).update(latencies_ns=[2 * v for v in
+                                                                _ok(d)["latencies_ns"]]),
+     "].stats.p50_ms 14.8106 disagrees with its latencies_ns (their median: 29.6"),
+    ("iterations-edited", _set("ok.stats.iterations", 5),
+     "].stats.iterations 5 disagrees with its 203 latencies_ns"),
+    ("p99-edited", _set("ok.stats.p99_ms", 14.9),
+     "].stats.p99_ms 14.9 disagrees with its latencies_ns (their 99th percentile: 17.0"),
+    ("ci-reversed", lambda d: _ok(d)["stats"].update(p50_ci_low_ms=100.0, p50_ci_high_ms=1.0),
+     "].stats.p50_ms 14.8106 is outside its 95% interval (100 to 1 ms)"),
+    ("parity-passed-false-but-ok", _set("ok.parity.passed", False),
+     "].status is ok but its parity.passed is false"),
+    ("roofline-pct-edited", _set("ok.roofline.pct_of_ceiling", 500.0),
+     "].roofline.pct_of_ceiling 500 disagrees with roofline_ms / p50_ms (56.8%)"),
+    ("roofline-exceeds-edited", _set("ok.roofline.exceeds_ceiling", True),
+     "].roofline.exceeds_ceiling is true but pct_of_ceiling is 56.8"),
+    ("device-not-in-settings", lambda d: _ok(d).update(device="cuda") or _ok(d)["stats"].update(
+        wall_throughput=1.0), "].device is 'cuda', which settings.devices (cpu) does not list"),
     # What RESULTS_JSON_SCHEMA refuses, the loaders refuse too.
     ("unknown-backend", _set("ok.backend", "tensorrt"), "].backend is 'tensorrt', expected one"),
     ("unknown-device", _set("ok.device", "tpu"), "].device is 'tpu', expected one of cpu, cuda"),
@@ -327,6 +347,7 @@ def _run_with(tmp_path: Path, name: str, batch: int | None = None, status: str |
     """The committed run cut to its batch-1 cells, their batch or status changed."""
     data = valid()
     data["cells"] = [c for c in data["cells"] if c["batch"] == 1]
+    data["settings"]["batches"] = [batch or 1]
     for c in data["cells"]:
         if batch is not None:
             c["batch"] = batch

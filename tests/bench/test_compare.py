@@ -113,8 +113,8 @@ def make_run(
             "artifacts": {"onnx": "ab" * 32},
         },
         "settings": {
-            "backends": sorted({k[0] for k in keys}), "devices": ["cpu"],
-            "precisions": ["fp32"], "batches": sorted({k[3] for k in keys}),
+            "backends": sorted({k[0] for k in keys}), "devices": sorted({k[1] for k in keys}),
+            "precisions": sorted({k[2] for k in keys}), "batches": sorted({k[3] for k in keys}),
             "run_length": {"warmup": 3, "min_seconds": 1.0, "min_iters": 10, "max_iters": 10000},
             "options": {"threads": None, "cudnn_benchmark": False, "cuda_graphs": False,
                         "include_transfers": False, "compile_mode": "default"},
@@ -306,6 +306,8 @@ def test_unmatched_and_failed_cells_are_listed(tmp_path):
     skipped = ("torchscript", "cpu", "bf16", 1)
     for run in (a, b):
         run["cells"].append(make_cell(skipped, None, status="skipped", reason="no bf16"))
+        run["settings"]["backends"].append("torchscript")  # as bench records it
+        run["settings"]["precisions"].append("bf16")
     comp = compare_runs(a, b)
     assert [c.key for c in comp.cells] == [KEYS[0]]
     assert comp.only_in_a == [KEYS[2]] and comp.only_in_b == [KEYS[3]]
