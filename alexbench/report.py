@@ -342,13 +342,17 @@ def render_bench(
 def bench_legend(cells: Sequence[CellDict]) -> str:
     """BENCH_LEGEND, saying how these cells' medians and CIs were computed (older files' pooled
     statistics are recentred on their repeats when read: `results.load_results`)."""
-    ways = []
     timed = [c for c in cells if c.get("stats")]
-    if any((c["stats"].get("repeats") or 1) >= 2 for c in timed):
-        ways.append("over the repeats' medians (geometric mean, t interval)")
-    if any((c["stats"].get("repeats") or 1) < 2 for c in timed) or not ways:
-        ways.append("over the samples, from order statistics (- below 6 samples)")
-    return BENCH_LEGEND.format(centre="; ".join(ways))
+    single = [c for c in timed if (c["stats"].get("repeats") or 1) < 2]
+    samples = "over the samples, from order statistics (- below 6 samples)"
+    if len(single) == len(timed):
+        return BENCH_LEGEND.format(centre=samples)
+    centre = "over the repeats' medians (geometric mean, t interval)"
+    if single:  # a run stopped during a later repeat: say which rows are single-repeat
+        names = [f"{c['backend']}/{c['device']}/{c['precision']}/b{c['batch']}" for c in single]
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        centre += f"; {samples} for the cells timed in one repeat only ({shown})"
+    return BENCH_LEGEND.format(centre=centre)
 
 
 def _percentile(s: dict[str, Any], q: int, tone: Tone) -> Entry:

@@ -621,3 +621,21 @@ def test_a_run_without_a_cpu_model_is_said_to_be_why_it_is_not_compared(tmp_path
     assert r.exit_code == 0, r.output
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "it records no CPU model, so no machine can be matched to it" in md
+
+
+def test_the_legend_names_the_cells_of_an_interrupted_repeat_that_ran_once():
+    """`--repeat 2` stopped during the second repeat: some cells hold two repeats, others one,
+    and the legend said every CI was over the repeats' medians."""
+    from alexbench.report import bench_legend
+
+    def cell(backend: str, batch: int, repeats: int) -> dict:
+        return {"backend": backend, "device": "cpu", "precision": "fp32", "batch": batch,
+                "stats": {"repeats": repeats}}  # fmt: skip
+
+    mixed = bench_legend([cell("eager", 1, 2), cell("onnxruntime", 1, 1), cell("eager", 2, 2)])
+    assert "over the repeats' medians (geometric mean, t interval); over the samples" in mixed
+    assert "for the cells timed in one repeat only (onnxruntime/cpu/fp32/b1)" in mixed
+    repeated = bench_legend([cell("eager", 1, 2), {"backend": "pt2", "stats": None}])
+    assert "order statistics" not in repeated and "repeats' medians" in repeated
+    once = bench_legend([cell("eager", 1, 1)])
+    assert "order statistics" in once and "repeats' medians" not in once
