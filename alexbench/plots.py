@@ -256,7 +256,8 @@ def plot_latency(run: Run, path: Path) -> Path:
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(ticker.FuncFormatter(_minor_label))
             if marked:  # no cell has the samples for a p90: nothing to label
-                ax.legend(fontsize=7, loc="lower right")
+                # outside, right of the axes: inside, it covered the slowest cell's box
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         else:
             ax.text(0.5, 0.5, "no cell passed parity", ha="center", transform=ax.transAxes)
         ax.set(xlabel="latency per call (ms, log scale)", ylabel="backend precision batch")

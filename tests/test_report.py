@@ -639,3 +639,20 @@ def test_the_legend_names_the_cells_of_an_interrupted_repeat_that_ran_once():
     assert "order statistics" not in repeated and "repeats' medians" in repeated
     once = bench_legend([cell("eager", 1, 1)])
     assert "order statistics" in once and "repeats' medians" not in once
+
+
+def test_the_latency_legend_covers_no_box(tmp_path, monkeypatch):
+    """The p90/p99 legend sat in the lower right, on the slowest cell's box (the audit)."""
+    from alexbench import plots
+    from alexbench.results import Run
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    plots.plot_latency(Run(RUN.stem, RUN, load_results(RUN)), tmp_path / "l.png")
+    (fig,) = figures
+    fig.canvas.draw()
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        assert legend is not None
+        inside = legend.get_window_extent().overlaps(ax.get_window_extent())
+        assert not inside, "the legend is drawn over the plotting area"
