@@ -35,6 +35,7 @@ from alexbench.bench.stats import MIN_ITERS_FOR_PERCENTILE, LatencyStats
 from alexbench.bench.sweep import BenchSpec, CellResult, CellStatus, iter_sweep
 from alexbench.bench.timer import RunLength
 from alexbench.devices import Device
+from alexbench.errors import Interrupted
 from alexbench.evaluate import REFERENCE, EvalReport
 from alexbench.evaluate import CellStatus as EvalStatus
 from alexbench.precision import Precision
@@ -72,6 +73,7 @@ class NotTriedReason(StrEnum):
     ACCURACY = "accuracy"  # the precision loses more top-1 than --max-accuracy-drop allows
     BUDGET = "budget"  # it would not have finished within --time-budget
     PRUNED = "pruned"  # its first-pass configuration failed or was far from the fastest
+    INTERRUPTED = "interrupted"  # SIGINT or SIGTERM stopped the search during or before it
 
 
 @dataclass(frozen=True)
@@ -357,6 +359,7 @@ class TuneResult:
     latency_pick: Pick | None = None  # largest batch whose p99 fits, and its fastest config
     accuracy: dict[tuple[Backend, Precision], PairAccuracy] = field(default_factory=dict)
     max_accuracy_drop_pp: float | None = None
+    interrupted: Interrupted | None = None  # the signal that stopped the search early
 
     def ranking(self, batch: int) -> list[tuple[Trial, CellResult]]:
         """Every trial's cell at `batch`: passing ones by throughput (fastest first), then the
@@ -377,6 +380,9 @@ class TuneResult:
             "batches": self.batches,
             "time_budget_s": self.budget_s,
             "elapsed_s": round(self.elapsed_s, 3),
+            # an interrupted search ranks only the trials that finished
+            "complete": self.interrupted is None,
+            "interrupted": self.interrupted.signal_name if self.interrupted else None,
             "trials": [t.to_dict() for t in self.trials],
             "not_tried": [n.to_dict() for n in self.not_tried],
             "winners": [self.winners[b].to_dict(model_args) for b in sorted(self.winners)],
@@ -450,8 +456,14 @@ def tune(
     excluded = _accuracy_exclusions(space.pairs, accuracy, max_accuracy_drop_pp)
     planned = len([c for c in first if c.pair not in excluded])
 
+    stopped: list[Interrupted] = []  # the signal that ended the search, once one came
+
     def attempt(candidate: Candidate, stage: Stage) -> None:
         nonlocal planned
+        if stopped:
+            detail = f"not started: the search was stopped by {stopped[0].signal_name}"
+            not_tried.append(NotTried(candidate, NotTriedReason.INTERRUPTED, detail))
+            return
         left = budget_s - (clock() - start)
         estimate = estimate_cost(candidate, trials, len(batches))
         if left <= 0 or (estimate is not None and estimate > left):
@@ -463,7 +475,13 @@ def tune(
         if on_start is not None:
             on_start(candidate, len(trials), planned)
         t0 = clock()
-        cells = measure(candidate, list(batches))
+        try:
+            cells = measure(candidate, list(batches))
+        except Interrupted as e:  # the finished trials are kept, ranked and saved
+            stopped.append(e)
+            detail = f"stopped by {e.signal_name} during its trial"
+            not_tried.append(NotTried(candidate, NotTriedReason.INTERRUPTED, detail))
+            return
         trial = Trial(candidate, stage, cells, clock() - t0, estimate)
         trials.append(trial)
         if on_trial is not None:
@@ -495,7 +513,7 @@ def tune(
         pick = _latency_pick(trials, batches, latency_budget_ms)
     return TuneResult(
         space.device, list(batches), budget_s, clock() - start, trials, not_tried, winners,
-        latency_budget_ms, pick, accuracy, max_accuracy_drop_pp,
+        latency_budget_ms, pick, accuracy, max_accuracy_drop_pp, stopped[0] if stopped else None,
     )  # fmt: skip
 
 

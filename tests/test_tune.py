@@ -22,6 +22,7 @@ from alexbench.bench.stats import compute_stats
 from alexbench.bench.sweep import CellResult, CellStatus
 from alexbench.cli import app
 from alexbench.devices import Device
+from alexbench.errors import Interrupted
 from alexbench.evaluate import CellStatus as EvalStatus
 from alexbench.evaluate import EvalCell, EvalReport
 from alexbench.precision import Precision
@@ -202,6 +203,30 @@ def test_the_budget_stops_the_search_and_reports_what_was_not_tried():
         ((T, FP32), 1), ((ORT, FP32), 1),
     }  # fmt: skip
     assert result.elapsed_s <= 25.0 and result.winners[1].trial.candidate.pair == (E, FP32)
+
+
+def test_an_interrupt_keeps_the_finished_trials_and_their_winner():
+    """Ctrl-C (SIGINT) or SIGTERM during a trial: the trials that finished are kept and ranked,
+    the one it stopped and those not started are listed as interrupted (nothing was saved)."""
+    clock = FakeClock()
+    pairs = [(E, FP32), (ORT, FP32), (T, FP32)]
+    inner = StandIn({p: {1: 10.0 - i} for i, p in enumerate(pairs)}, clock)
+
+    def measure(c: Candidate, batches: Sequence[int]) -> list[CellResult]:
+        if len(inner.calls) == 2:  # during the third trial
+            raise Interrupted("SIGTERM", 143)
+        return inner(c, batches)
+
+    result = tune(space(pairs), [1], measure, 100.0, clock=clock)
+    assert result.interrupted is not None and result.interrupted.exit_code == 143
+    assert [t.candidate.pair for t in result.trials] == [(E, FP32), (ORT, FP32)]
+    assert result.winners[1].trial.candidate.pair == (ORT, FP32)
+    stopped = [n for n in result.not_tried if n.reason is NotTriedReason.INTERRUPTED]
+    assert [n.candidate.pair for n in stopped] == [(T, FP32)]
+    assert stopped[0].detail == "stopped by SIGTERM during its trial"
+    doc = result.to_dict()
+    assert doc["complete"] is False and doc["interrupted"] == "SIGTERM"
+    assert tune(space(pairs), [1], inner, 100.0, clock=clock).to_dict()["complete"] is True
 
 
 def test_an_underestimated_trial_overruns_once_and_nothing_starts_after():
@@ -434,6 +459,44 @@ def test_tune_end_to_end_prints_a_winner_and_a_command_that_reproduces_it(
         cand["backend"], cand["precision"], winner["batch"],
     )  # fmt: skip
     assert cell["status"] == "ok" and bench["settings"]["options"]["threads"] == cand["threads"]
+
+
+def test_an_interrupted_tune_saves_its_finished_trials(small_artifacts, tmp_path, monkeypatch):
+    """SIGINT during the second trial: the first trial's document is saved marked incomplete,
+    its winner shown, exit 130 (before: nothing was saved)."""
+    from alexbench.cli import tune as tune_cli
+
+    real = tune_cli.sweep_measure
+
+    def interrupting(*args, **kwargs):
+        measure = real(*args, **kwargs)
+        calls = []
+
+        def wrapped(candidate, batches):
+            calls.append(candidate)
+            if len(calls) == 2:
+                raise Interrupted("SIGINT", 130)
+            return measure(candidate, batches)
+
+        return wrapped
+
+    monkeypatch.setattr(tune_cli, "sweep_measure", interrupting)
+    doc_path = tmp_path / "tune.json"
+    r = invoke(
+        "tune", "--artifacts", small_artifacts, "--batch", "1", "--backend", "eager,onnxruntime",
+        "--precision", "fp32", "--threads", "1", "--out", doc_path, *SHORT,
+    )  # fmt: skip
+    assert r.exit_code == 130, r.output
+    doc = json.loads(doc_path.read_text())
+    assert doc["complete"] is False and doc["interrupted"] == "SIGINT"
+    assert [t["candidate"]["backend"] for t in doc["trials"]] == ["eager"]
+    assert doc["winners"][0]["candidate"]["backend"] == "eager"
+    assert [n["reason"] for n in doc["not_tried"]] == ["interrupted"]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: interrupted by SIGINT: the search is incomplete, 1 finished trial(s) ranked: "
+        f"saved to {doc_path}"
+    ]
 
 
 def test_tune_json_is_one_document_on_stdout(small_artifacts):

@@ -38,6 +38,8 @@ from alexbench.cli.common import (
     parse_backend_list,
     parse_enum_list,
     parse_int_list,
+    signals_as_interrupts,
+    signals_deferred,
 )
 from alexbench.cli.model_args import bundle_for, model_for
 from alexbench.devices import Device, require
@@ -204,7 +206,7 @@ def tune_cmd(
         accuracy, scored = _accuracy(bundle, data, space, device, quiet=as_json)
         _warn_coarse(scored, max_accuracy_drop)
     display = _Display(quiet=as_json, budget_s=time_budget)
-    with display:
+    with display, signals_as_interrupts():  # a signal ends the search; finished trials are kept
         result = tune(
             space, batches,
             sweep_measure(bundle, run_length, seed or 0, display.on_label),
@@ -234,12 +236,25 @@ def tune_cmd(
             "accuracy_data": None if data is None else data.description,
         },
     } | result.to_dict(model_args)
-    if out is not None:
-        write_json(out, doc)
+    stop = result.interrupted
+    if stop is not None and not result.trials:  # an empty document would read as "nothing fits"
+        err_console.print(f"error: {stop} before any trial finished: nothing saved", markup=False)
+        raise typer.Exit(stop.exit_code)
+    with signals_deferred():  # a second signal must not cut the document short
+        if out is not None:
+            write_json(out, doc)
     emit_json(doc)
     _render(result, model_args, wide)
     if out is not None:
         console.print(f"Tune document: {out}", markup=False)
+    if stop is not None:
+        saved = f": saved to {out}" if out is not None else ""
+        err_console.print(
+            f"error: {stop}: the search is incomplete, {len(result.trials)} finished trial(s) "
+            f"ranked{saved}",
+            markup=False,
+        )
+        raise typer.Exit(stop.exit_code)
     if not result.found:
         err_console.print(f"error: {_nothing_found(result)}", markup=False)
         raise typer.Exit(ExitCode.CELLS_FAILED)
