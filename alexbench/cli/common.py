@@ -15,7 +15,7 @@ import sys
 import tempfile
 import traceback
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
@@ -313,6 +313,33 @@ def check_output_dir(path: Path, option: str) -> None:
     if path.exists() and not path.is_dir():
         raise InputError(f"{option} {path}: is a file, expected a folder")
     _check_parent_writable(path, option)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:  # hard links and symlinks to one file too
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return a.resolve() == b.resolve()
+
+
+def check_not_an_input(out: Path, option: str, inputs: Iterable[tuple[str, Path | None]]) -> None:
+    """Refuse an output file that is a file this command reads (`inputs`: its option and path):
+    `evaluate --out best.pt` replaced the checkpoint with the JSON report and exited 0."""
+    for input_option, path in inputs:
+        if path is not None and _same_file(out, path):
+            raise InputError(
+                f"{option} {out}: is the {input_option} file this command reads; writing there "
+                "would destroy it (give another path)"
+            )
+
+
+def check_not_inside(out: Path, option: str, folder: Path | None, folder_option: str) -> None:
+    """Refuse an output inside (or at) a folder this command reads as a whole."""
+    if folder is not None and out.resolve().is_relative_to(folder.resolve()):
+        raise InputError(
+            f"{option} {out}: is inside {folder_option} {folder}, which this command reads: "
+            "its files would be read as input next time (give a folder elsewhere)"
+        )
 
 
 def check_output_file(path: Path, option: str) -> None:

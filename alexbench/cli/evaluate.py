@@ -136,7 +136,11 @@ def evaluate_cmd(
       alexbench evaluate --checkpoint best.pt --backend eager,onnxruntime,compile \\
           --precision fp32,bf16,int8 --calib-data data/cifar/train   (int8 calibrated there)
     """
-    from alexbench.cli.model_args import bundle_for, model_for  # imports the exporters
+    from alexbench.cli.model_args import (  # imports the exporters
+        bundle_for,
+        check_outputs_spare_inputs,
+        model_for,
+    )
 
     if checkpoint is None and weights is None:
         raise InputError("evaluate needs a model: --checkpoint PATH or --weights PATH")
@@ -145,6 +149,11 @@ def evaluate_cmd(
     for path, option in ((out, "--out"), (plot, "--plot")):
         if path is not None:
             check_output_file(path, option)
+    if out is not None and plot is not None and out.resolve() == plot.resolve():
+        raise InputError(f"--out and --plot name one file ({out}): give each its own")
+    outputs = [("--out", out), ("--plot", plot)]
+    sources = {"checkpoint": checkpoint, "weights": weights, "artifacts": artifacts}
+    check_outputs_spare_inputs(outputs, **sources)
     if plot is not None:
         from alexbench.plots import check_plot_path
 
@@ -159,6 +168,7 @@ def evaluate_cmd(
         artifacts, checkpoint=checkpoint, weights=weights, seed=None,
         num_classes=num_classes, image_size=image_size, normalize=normalize,
     )  # fmt: skip
+    check_outputs_spare_inputs(outputs, **sources, loaded=loaded)
     meta = loaded.meta
     trained = recorded_data(loaded)
     dataset, data_dir = _dataset_for(dataset, data_dir, trained)

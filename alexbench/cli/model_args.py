@@ -9,13 +9,14 @@ from typing import Any
 
 from rich.console import Console
 
-from alexbench.artifacts import CALIBRATED, ArtifactFormat, ModelBundle
+from alexbench.artifacts import CALIBRATED, ORT_CACHE_DIR, ArtifactFormat, ModelBundle
 from alexbench.checkpoint import NORMALIZATION_STATS, LoadedModel, Normalization, SourceKind
-from alexbench.cli.common import err_console
+from alexbench.cli.common import check_not_an_input, err_console
 from alexbench.cli.options import DEFAULT_CALIB_SAMPLES
 from alexbench.devices import Device
 from alexbench.errors import InputError
 from alexbench.exporters import (
+    ARTIFACT_NAMES,
     folder_for,
     model_for_artifacts,
     prepare_bundle,
@@ -84,6 +85,39 @@ def model_options(loaded: LoadedModel) -> str:
     if norm is not None and norm is not Normalization.IMAGENET:
         parts.append(f"--normalize {norm.value}")
     return " ".join(parts)
+
+
+def check_spares_artifacts(out: Path, option: str, folder: Path) -> None:
+    """Refuse an output written over a file of the artifacts folder that export manages (a model,
+    manifest.json, ONNX Runtime's cache): `verify --out art/alexnet.onnx` replaced the model
+    with its report. The verify report itself (verify-report.json) belongs there."""
+    target, root = out.resolve(), folder.resolve()
+    managed = target.parent == root and target.name in ARTIFACT_NAMES | {"manifest.json"}
+    if managed or target.is_relative_to(root / ORT_CACHE_DIR):
+        raise InputError(
+            f"{option} {out}: would overwrite {target.relative_to(root)} in the artifacts folder "
+            f"{folder}, which export manages (give another path)"
+        )
+
+
+def check_outputs_spare_inputs(
+    outputs: Iterable[tuple[str, Path | None]],
+    *,
+    checkpoint: Path | None,
+    weights: Path | None,
+    artifacts: Path | None,
+    loaded: LoadedModel | None = None,
+) -> None:
+    """Each output file (option, path) is neither the model file read nor a managed file of the
+    artifacts folder. Called before the model loads, and again after it (`loaded`) when no
+    folder was given: the model's own folder under exports/ is known then."""
+    folder = artifacts if artifacts is not None or loaded is None else folder_for(loaded)
+    for option, path in outputs:
+        if path is None:
+            continue
+        check_not_an_input(path, option, [("--checkpoint", checkpoint), ("--weights", weights)])
+        if folder is not None:
+            check_spares_artifacts(path, option, folder)
 
 
 def _calib_hint(fmt: ArtifactFormat, calib_data: Path | None) -> str:

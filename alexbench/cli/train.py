@@ -17,7 +17,14 @@ from rich.progress import (
 )
 
 from alexbench.cli import options as opt
-from alexbench.cli.common import Command, click, console, err_console, handle_errors
+from alexbench.cli.common import (
+    Command,
+    check_not_inside,
+    click,
+    console,
+    err_console,
+    handle_errors,
+)
 from alexbench.devices import Device
 from alexbench.errors import InputError
 from alexbench.model import MAX_SEED
@@ -253,6 +260,8 @@ def train_cmd(
         out = resume.parent if resume else Path("runs") / f"{dataset.value}-{image_size}px"
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file, expected a folder")
+    if dataset is DatasetKind.IMAGEFOLDER:  # the run's folder would become a class, curves.png
+        check_not_inside(out, "--out", spec.data_dir, "--data-dir")  # in one an image of it
     in_place = resume is not None and resumes_in_place(resume, out)
     if not in_place and (out / "last.pt").exists() and not force:
         raise InputError(

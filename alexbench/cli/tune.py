@@ -41,7 +41,7 @@ from alexbench.cli.common import (
     signals_as_interrupts,
     signals_deferred,
 )
-from alexbench.cli.model_args import bundle_for, model_for
+from alexbench.cli.model_args import bundle_for, check_outputs_spare_inputs, model_for
 from alexbench.devices import Device, require
 from alexbench.environment import capture_before_measuring, usable_cores
 from alexbench.errors import InputError
@@ -185,10 +185,14 @@ def tune_cmd(
         raise InputError(f"--data-dir {data_dir}: no such folder")
     if out is not None:
         check_output_file(out, "--out")  # creates nothing: a refused run leaves no file
+    outputs = [("--out", out)]
+    sources = {"checkpoint": checkpoint, "weights": weights, "artifacts": artifacts}
+    check_outputs_spare_inputs(outputs, **sources)
     loaded = model_for(
         artifacts, checkpoint=checkpoint, weights=weights, seed=seed,
         num_classes=num_classes, image_size=image_size, normalize=normalize,
     )  # fmt: skip
+    check_outputs_spare_inputs(outputs, **sources, loaded=loaded)
     check_input_pool(batches, loaded.meta.image_size)
     # The images are read and checked against the model before anything is exported.
     data = _held_out(data_dir, loaded) if data_dir is not None else None

@@ -23,7 +23,12 @@ from alexbench.cli.common import (
     parse_enum_list,
     signals_as_interrupts,
 )
-from alexbench.cli.model_args import bundle_for, model_for, read_images
+from alexbench.cli.model_args import (
+    bundle_for,
+    check_outputs_spare_inputs,
+    model_for,
+    read_images,
+)
 from alexbench.devices import Device, available_devices, require
 from alexbench.environment import capture
 from alexbench.errors import DataError
@@ -94,12 +99,16 @@ def verify_cmd(
     opt.check_threads(threads)
     if data is not None and not data.is_dir():  # fail before any export work
         raise DataError(f"--data-dir {data}: {not_a_folder(data)}")
+    outputs = [("--out", report_path)]
+    sources = {"checkpoint": checkpoint, "weights": weights, "artifacts": artifacts}
     if report_path is not None:
         check_output_file(report_path, "--out")
+    check_outputs_spare_inputs(outputs, **sources)
     loaded = model_for(
         artifacts, checkpoint=checkpoint, weights=weights, seed=seed,
         num_classes=num_classes, image_size=image_size, normalize=normalize,
     )  # fmt: skip
+    check_outputs_spare_inputs(outputs, **sources, loaded=loaded)
     meta = loaded.meta
     inputs = (  # read before any export: a folder without images fails first
         read_images(  # from the far end: not the --calib-data images when both name one folder
