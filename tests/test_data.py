@@ -302,6 +302,10 @@ def test_a_class_held_out_whole_says_how_to_keep_some(cifar20: Path, tmp_path: P
     only = r"its only image is the one image held out \(a val/ folder or more images help\)$"
     with pytest.raises(DataError, match=rf"^class (cat|dog): no training image, {only}"):
         load_data(dataclasses.replace(spec, val_fraction=0.01))
+    # Streamed (--cache-limit-gb 0) too: it trained, and the checkpoint claimed a class it
+    # had never seen an image of.
+    with pytest.raises(DataError, match=rf"^class (cat|dog): no training image, {only}"):
+        load_data(dataclasses.replace(spec, val_fraction=0.01, cache_limit_bytes=0))
 
 
 def test_a_class_folder_linked_to_another_class_is_refused(tmp_path: Path) -> None:

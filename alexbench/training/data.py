@@ -479,7 +479,8 @@ def _imagefolder(spec: DataSpec, splits: tuple[Split, ...], by_name: bool = Fals
 def _require_every_class(names: list[str], listed: list, decoded: torch.Tensor, held: list) -> None:
     """A class with no readable training image (all unreadable, or all held out for
     validation) would be an output the model never sees a sample of: refused, as an empty class
-    folder is. Decoded splits only: a streamed one meets its unreadable files as it reads."""
+    folder is. `decoded`: the labels of the readable images, or of every listed one when the
+    split is streamed (which meets its unreadable files only as it reads them)."""
     lost = sorted(set(range(len(names))) - set(decoded.unique().tolist()))
     if lost:
         count = sum(y == lost[0] for _, y in listed)
@@ -588,8 +589,16 @@ def _finish_imagefolder(
             break
         except NotNative:  # an image of another size among the probed ones: all at output size
             resolution = spec.resize_size
-    if _training(splits) and isinstance(out[Split.TRAIN], MemorySplit):
-        _require_every_class(names, train_samples, out[Split.TRAIN].labels, val_samples)
+    if _training(splits):
+        # Decoded: the readable images' labels. Streamed: the listed files' (an unreadable one
+        # is met as it is read), so a class held out whole is refused either way.
+        train = out[Split.TRAIN]
+        labels = (
+            train.labels
+            if isinstance(train, MemorySplit)
+            else torch.tensor([y for _, y in train_samples], dtype=torch.long)
+        )
+        _require_every_class(names, train_samples, labels, val_samples)
     mode = "decoded in memory" if in_memory else "streamed"
     if skipped:  # history.json and checkpoints carry the description: the count goes with them
         mode += f", {len(skipped)} unreadable left out"
