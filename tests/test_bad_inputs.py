@@ -160,6 +160,8 @@ CASES: list[tuple[str, list[str], str]] = [
                                 "--out", "{tmp}/art/manifest.json"], "manifest.json"),
     ("tune-out-is-checkpoint", ["tune", "--checkpoint", "{ckpt.pt}", "--out", "{ckpt.pt}"],
      "--checkpoint"),
+    ("train-label-smoothing-one", ["train", "--dataset", "synthetic", "--label-smoothing", "1",
+                                   "--out", "{tmp}/ls"], "--label-smoothing"),
     ("train-out-is-data", ["train", "--dataset", "imagefolder", "--data-dir", "{twoclass}",
                            "--out", "{twoclass}"], "--data-dir"),
     ("train-out-in-class", ["train", "--dataset", "imagefolder", "--data-dir", "{twoclass}",
