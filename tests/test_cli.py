@@ -258,6 +258,12 @@ def test_debug_shows_traceback(tmp_path):
     r = runner.invoke(app, ["export", "--checkpoint", str(tmp_path / "nope.pt")])
     assert r.exit_code == 2  # and the next run without it is one line again
     assert "no such file" in r.stderr and "Traceback" not in r.output
+    # Click's own usage errors too: it drew its multi-line box, with no `error:` line.
+    for args in (["--debug", "export", "--seed", "-1"], ["info", "--bogus", "--debug"]):
+        r = runner.invoke(app, args)
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code == 2 and "Traceback" in r.stderr and "╭" not in r.output, r.output
+        assert lines[-1].startswith("error: ") and "--help" in lines[-1]
 
 
 @pytest.mark.parametrize("module", ["rich", "torch"])

@@ -61,20 +61,18 @@ def _plain_flags(params: list[Any]) -> list[Any]:
 def _one_line_usage_errors(make_context: Callable[[], Any]) -> Any:
     """Click's own answer to a bad option (an unknown name, a value outside its choices or
     range, a missing value) is a usage box over several lines; alexbench answers every bad input
-    in one line on stderr, like an InputError, and exits 2 (--debug keeps Click's box)."""
+    in one line on stderr, like an InputError, and exits 2 (--debug: the traceback first, as
+    for every other error)."""
     try:
         return make_context()
     except click.ClickException as e:
-        if state.debug:
-            raise
         if isinstance(e, _NO_ARGS_IS_HELP):  # `alexbench` alone: the help (rich drew it already)
             if e.format_message().strip():
                 typer.echo(e.format_message())
             raise typer.Exit(ExitCode.BAD_INPUT) from None
         message = " ".join(e.format_message().replace("Value error, ", "").split())
         hint = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
-        err_console.print(f"error: {message}{hint}", markup=False)
-        raise typer.Exit(ExitCode.BAD_INPUT) from None
+        _fail(f"error: {message}{hint}", ExitCode.BAD_INPUT)
 
 
 def _is_path(param: Any) -> bool:
