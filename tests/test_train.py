@@ -251,6 +251,10 @@ def test_evaluate_knows_training_images_by_their_bytes_in_a_renamed_copy(
     for f in (root / "train").rglob("*.jpg"):
         (copy / f.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(f, copy / f.parent.name / f"x_{f.name}")
+    # Unreadable files are left out of the scoring, so out of the share too (they were counted:
+    # "6 of 8 checked", 75%, where all 6 scored images were trained on).
+    (copy / "cat" / "garbage.jpg").write_bytes(b"\x00not a jpeg" * 40)
+    (copy / "dog" / "garbage.jpg").write_bytes(b"\xff\xd8truncated")
     args = ["evaluate", "--checkpoint", best, "--dataset", "imagefolder", "--backend", "eager",
             "--precision", "fp32", "--out", tmp_path / "e.json"]  # fmt: skip
     r = CliRunner().invoke(app, [str(a) for a in [*args, "--data-dir", copy]])

@@ -365,7 +365,9 @@ def note_held_out(data: Any, spec: DataSpec, provenance: dict[str, Any]) -> None
 
     mismatch = held_out_mismatch(spec, provenance.get("data") or {})
     if mismatch is None:
-        overlap = trained_overlap(data.files.get(Split.VAL, []), provenance.get("trained_images"))
+        unreadable = set(data.skipped)  # not scored: they must not count in the share
+        scored = [p for p in data.files.get(Split.VAL, []) if p not in unreadable]
+        overlap = trained_overlap(scored, provenance.get("trained_images"))
         if overlap is not None and not overlap.trained_on:  # a duplicate or two: said, no more
             err_console.print(f"note: {overlap.describe()}", markup=False)
         elif overlap is not None:
