@@ -118,6 +118,9 @@ class ModelMeta:
             meta.num_classes = integer("num_classes", 1, MAX_NUM_CLASSES)
         if "image_size" in raw:
             meta.image_size = integer("image_size", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+        if ("mean" in raw) != ("std" in raw):  # one alone mixed with the other's default
+            given, missing = ("mean", "std") if "mean" in raw else ("std", "mean")
+            raise bad(missing, f"is missing while '{given}' is given: the normalisation needs both")
         if "mean" in raw:
             meta.mean = triple("mean", positive=False)
         if "std" in raw:
@@ -131,6 +134,9 @@ class ModelMeta:
                     "class_names",
                     f"has {len(names)} names for {meta.num_classes} classes",
                 )
+            if len(set(names)) != len(names):  # evaluate's rows and folders are matched by name
+                twice = next(n for n in names if names.count(n) > 1)
+                raise bad("class_names", f"names {_show(twice)} more than once")
             meta.class_names = list(names)
         provenance = raw.get("provenance")
         if provenance is not None:

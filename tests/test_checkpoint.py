@@ -175,6 +175,10 @@ def _one_line_error(err: type[Exception], fragment: str, **kw: Any) -> str:
         ({"meta__class_names": ["a"]}, "'class_names' has 1 names for 2 classes"),
         ({"meta__class_names": ["a", 2]}, "'class_names' .* expected a list of strings"),
         ({"meta__class_names": "ab"}, "'class_names' .* expected a list of strings"),
+        # One of mean/std alone was mixed with the other's ImageNet default, silently
+        ({"meta__mean": ...}, "'mean' is missing while 'std' is given"),
+        ({"meta__std": ...}, "'std' is missing while 'mean' is given"),
+        ({"meta__class_names": ["a", "a"]}, "'class_names' names 'a' more than once"),
         ({"meta__provenance": [1]}, "'provenance' is \\[1\\], expected a mapping"),
         ({"meta__provenance": {"data": "cifar"}}, "'provenance.data' .* expected a mapping"),
         ({"meta": [1, 2]}, "'meta' is a list, expected a mapping"),
