@@ -38,12 +38,16 @@ def image_inputs(
     option: str = "--data-dir",
     crop_fraction: float = 1.0,
     from_end: bool = False,
+    repeat: bool = True,
+    count_option: str = "--batch",
 ) -> InputSet:
     """`count` images drawn (seeded) from an ImageFolder tree or a flat folder of images,
     decoded, resized and centre-cropped like evaluation data (`crop_fraction`: the model's
     `eval_crop_fraction`), then normalised with the model's statistics. `from_end`: taken
     from the far end of the seeded order, so that verify's images are not the calibration
-    images (drawn from the near end) when both options name one folder."""
+    images (drawn from the near end) when both options name one folder. `repeat`: a folder with
+    fewer images than `count` fills the batch by repeating them (a batch has a shape); without
+    it (calibration: a repeated image adds no activation range) it gives the images it has."""
     # Imported here: it pulls in torchvision's decoders, which `export`/`bench` rarely need.
     import torchvision.transforms.v2.functional as TF
 
@@ -55,6 +59,7 @@ def image_inputs(
     files = image_files(directory)
     if not files:
         raise DataError(f"{option} {directory}: no image files found")
+    _require_memory(count if repeat else min(count, len(files)), meta.image_size, count_option)
     order = np.random.default_rng(seed).permutation(len(files))
     if from_end:
         order = order[::-1]
@@ -76,16 +81,40 @@ def image_inputs(
     std = torch.tensor(meta.std).view(1, 3, 1, 1)
     batch = (torch.stack(images).float() / 255 - mean) / std
     found = len(images)
-    if found < count:  # fewer images than asked: repeat them to fill the batch
+    if found < count and repeat:  # fewer images than asked: repeat them to fill the batch
         batch = batch.repeat(-(-count // found), 1, 1, 1)[:count]
     note = f", {skipped} unreadable skipped" if skipped else ""
     crop = f", centre crop {crop_fraction:g}" if crop_fraction < 1.0 else ""
     short = [f"{skipped} unreadable file(s) skipped"] if skipped else []
     if found < count:
-        short.append(f"{found} image(s) repeated to make the {count} asked for")
+        short.append(
+            f"{found} image(s) repeated to make the {count} asked for"
+            if repeat
+            else f"only {found} image(s) for the {count} asked for by {count_option}: all used"
+        )
     return InputSet(
         batch.numpy().astype(np.float32),
         "images",
         f"{found} images from {directory}{crop}{note}",
         "; ".join(short),
     )
+
+
+# Bytes per pixel while the images are made: the decoded uint8 copy, the float32 batch and its
+# normalised float32 copy, and the numpy float32 result.
+_BYTES_PER_INPUT_PIXEL = 1 + 3 * 4
+
+
+def _require_memory(images: int, image_size: int, count_option: str) -> None:
+    """Refuse, in one line naming the option, a number of images whose tensors cannot fit in the
+    memory available (`--calib-samples 1000000000` ended in a bare out-of-memory error naming
+    --batch and --image-size, after the kernel had made room)."""
+    from alexbench.environment import available_memory_bytes
+
+    need = images * 3 * image_size**2 * _BYTES_PER_INPUT_PIXEL
+    available = available_memory_bytes()
+    if available is not None and need > available:
+        raise DataError(
+            f"{count_option} {images:,}: {images:,} images of {image_size} px need about "
+            f"{need / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB available"
+        )

@@ -680,3 +680,31 @@ def test_image_files_follow_linked_folders_once_and_take_torchvisions_extensions
     os.symlink(tmp_path, cls / "up")  # above the class: its siblings are not this class's
     names = [os.path.relpath(p, cls) for p in image_files(cls)]
     assert names == ["x.jpg", os.path.join("linked", "z.png"), os.path.join("sub", "y.pgm")]
+
+
+def test_calibration_uses_the_images_it_has_and_a_count_that_cannot_fit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`export --calib-samples 1000000000` on a 12-image folder repeated the images up to that
+    count and ended in an out-of-memory error naming --batch and --image-size."""
+    from PIL import Image
+
+    from alexbench import environment
+    from alexbench.checkpoint import ModelMeta
+    from alexbench.inputs import image_inputs
+
+    (tmp_path / "img").mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 40), (80 * i, 20, 20)).save(tmp_path / "img" / f"{i}.png")
+    meta = ModelMeta(num_classes=10, image_size=64)
+    option = "--calib-samples"
+    calib = image_inputs(tmp_path / "img", 10**9, meta, repeat=False, count_option=option)
+    assert calib.batch.shape[0] == 3
+    assert calib.shortfall == f"only 3 image(s) for the 1000000000 asked for by {option}: all used"
+    assert image_inputs(tmp_path / "img", 8, meta).batch.shape[0] == 8  # a batch is filled
+    too_many = r"^--batch 1,000,000,000: 1,000,000,000 images of 64 px need about [\d,.]+ GiB, "
+    with pytest.raises(DataError, match=too_many + r"more than the [\d,.]+ GiB available$"):
+        image_inputs(tmp_path / "img", 10**9, meta)
+    monkeypatch.setattr(environment, "available_memory_bytes", lambda: 10**5)
+    with pytest.raises(DataError, match="^--calib-samples 3: 3 images of 64 px need about"):
+        image_inputs(tmp_path / "img", 100, meta, repeat=False, count_option=option)

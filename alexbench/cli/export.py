@@ -11,7 +11,7 @@ from alexbench.artifacts import CALIBRATED, ArtifactFormat
 from alexbench.checkpoint import Normalization, load_model
 from alexbench.cli import options as opt
 from alexbench.cli.common import Command, console, err_console, handle_errors, parse_enum_list
-from alexbench.cli.model_args import check_model_options, note_resized, read_images
+from alexbench.cli.model_args import check_model_options, note_resized, read_calibration
 from alexbench.errors import InputError
 from alexbench.exporters import (
     DEFAULT_OPSET,
@@ -96,7 +96,7 @@ def export_cmd(
     note_resized(loaded)
     calibration = None
     if calib_data is not None:
-        calibration = read_images(calib_data, calib_samples, loaded, "--calib-data")
+        calibration = read_calibration(calib_data, calib_samples, loaded)
     folder = out if out is not None else folder_for(loaded)
     console.print(
         f"Model: AlexNet, {loaded.meta.num_classes} classes, "

@@ -138,6 +138,13 @@ def read_images(
     return inputs
 
 
+def read_calibration(directory: Path, count: int, loaded: LoadedModel) -> InputSet:
+    """The --calib-data images for int8 calibration: up to `count`, never repeated."""
+    return read_images(
+        directory, count, loaded, "--calib-data", repeat=False, count_option="--calib-samples"
+    )
+
+
 def note_resized(loaded: LoadedModel) -> None:
     """Allowed (AlexNet's adaptive pool takes any size), but not silently: accuracy and speed
     are then those of another input size than the checkpoint was trained for."""
@@ -176,7 +183,7 @@ def bundle_for(
                 needed.append(fmt)
     calibration = None
     if calib_data is not None and any(f in CALIBRATED for f in needed):
-        calibration = read_images(calib_data, calib_samples, loaded, "--calib-data")
+        calibration = read_calibration(calib_data, calib_samples, loaded)
     folder = artifacts if artifacts is not None else folder_for(loaded)
     opset, exporter = recorded_onnx_settings(folder)
     out_options = f"--out {shlex.quote(str(folder))}"  # and the model's, for hints to run

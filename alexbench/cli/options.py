@@ -113,7 +113,10 @@ CALIB_DATA = typer.Option(
 # export at 224 px (Intel Xeon VM). Calibration only reads activation ranges, never labels.
 DEFAULT_CALIB_SAMPLES = 256
 CALIB_SAMPLES = typer.Option(
-    DEFAULT_CALIB_SAMPLES, "--calib-samples", help="Images used for int8 calibration.", min=1
+    DEFAULT_CALIB_SAMPLES,
+    "--calib-samples",
+    help="Images used for int8 calibration (a smaller folder gives all its own, none repeated).",
+    min=1,
 )
 
 # ------------------------------------------------------------------ runtimes, devices, precisions
