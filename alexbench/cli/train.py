@@ -178,10 +178,9 @@ def train_cmd(
     label_smoothing: float = typer.Option(
         0.1,
         "--label-smoothing",
-        # [0, 1): 1 would leave the true class no more than the others; the config refuses it
-        # (Click's range cannot be open at one end here, and its help showed <=1.0)
+        # [0, 1), checked by the config: 1 leaves the true class no more than the others, and
+        # Click's range cannot be open at one end here (its help showed <=1.0)
         help="Share of each target's probability spread over the other classes, in [0, 1).",
-        min=0.0,
     ),
     dropout: float = typer.Option(
         0.5, "--dropout", min=0.0, max=0.95, help="Dropout before each hidden FC layer."
