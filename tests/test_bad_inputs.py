@@ -193,6 +193,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("export-opset-int8-12", ["export", "--opset", "12", "--onnx-exporter", "legacy",
                               "--calib-data", "{twoclass}"], "opset 13"),
     ("export-out-file", ["export", "--out", "{txt.file}"], "txt.file"),
+    ("export-out-under-file", ["export", "--out", "{txt.file}/sub"], "txt.file"),
     ("export-weights-text", ["export", "--weights", "{txt.file}"], "txt.file"),
     ("export-weights-empty", ["export", "--weights", "{empty.file}"], "empty.file"),
     ("export-weights-json", ["export", "--weights", "{json.file}"], "json.file"),
@@ -474,3 +475,11 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path: Path) 
     check_output_dir(tmp_path / "new" / "folder", "--out")  # creates nothing...
     check_output_file(tmp_path / "report.html", "--out")
     assert list(tmp_path.iterdir()) == []  # ...and leaves nothing
+
+
+def test_export_checks_its_output_folder_before_the_model_loads(tmp_path: Path) -> None:
+    """`export --out FILE/sub` printed the model's line, then failed on the folder."""
+    (tmp_path / "afile").write_text("x")
+    r = CliRunner().invoke(app, ["export", "--out", str(tmp_path / "afile" / "sub")])
+    assert r.exit_code == 2 and r.stdout == "", r.output
+    assert r.stderr.startswith(f"error: --out {tmp_path / 'afile' / 'sub'}: ")

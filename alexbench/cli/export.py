@@ -10,7 +10,14 @@ from alexbench import pt2e, report
 from alexbench.artifacts import CALIBRATED, ArtifactFormat
 from alexbench.checkpoint import Normalization, load_model
 from alexbench.cli import options as opt
-from alexbench.cli.common import Command, console, err_console, handle_errors, parse_enum_list
+from alexbench.cli.common import (
+    Command,
+    check_output_dir,
+    console,
+    err_console,
+    handle_errors,
+    parse_enum_list,
+)
 from alexbench.cli.model_args import check_model_options, note_resized, read_calibration
 from alexbench.errors import InputError
 from alexbench.exporters import (
@@ -71,8 +78,8 @@ def export_cmd(
     """
     fmts = parse_enum_list(formats, ArtifactFormat, "--format")
     check_model_options(checkpoint, normalize)
-    if out is not None and out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: is a file, expected a folder")
+    if out is not None:  # a file, a file on the way, a folder that takes no files: before loading
+        check_output_dir(out, "--out")
     if calib_data is not None:
         # Both int8 models, the PT2E one where torchao is installed (asked for by name, its
         # absence is the export's one-line error).
