@@ -483,3 +483,12 @@ def test_export_checks_its_output_folder_before_the_model_loads(tmp_path: Path) 
     r = CliRunner().invoke(app, ["export", "--out", str(tmp_path / "afile" / "sub")])
     assert r.exit_code == 2 and r.stdout == "", r.output
     assert r.stderr.startswith(f"error: --out {tmp_path / 'afile' / 'sub'}: ")
+
+
+def test_an_error_quoting_a_name_with_a_line_break_is_still_one_line(tmp_path: Path) -> None:
+    """A folder named "bi\\nrd" split the error over two lines."""
+    folder = tmp_path / "bi\nrd"
+    folder.mkdir()
+    r = CliRunner().invoke(app, ["verify", "--data-dir", str(folder / "missing")])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.count("\n") == 1 and "bi\\nrd" in r.stderr, r.stderr

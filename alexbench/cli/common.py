@@ -211,8 +211,14 @@ def _fail(line: str, code: int) -> NoReturn:
     and the same code (a script or CI gate reads the same status with or without --debug)."""
     if state.debug:
         traceback.print_exc()
-    err_console.print(line, markup=False)
+    err_console.print(one_line(line), markup=False)
     raise typer.Exit(code) from None
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks written out: a message quoting a name that holds one (a
+    folder called "bi\\nrd") is still one line, as a script reading stderr expects."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def handle_errors(fn: F) -> F:
