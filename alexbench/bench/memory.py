@@ -205,6 +205,26 @@ def forecast_peak(measured: dict[int, int], batch: int) -> PeakForecast | None:
     return PeakForecast(batch, round(p2 + per_image * (batch - b2)), per_image, (b1, b2))
 
 
+# A session's first large batch has no two smaller batches to forecast from (`--batch 1,2048`),
+# so two small untimed calls are made first, at PROBE_BATCHES, when the batch might not fit: when
+# PROBE_FACTOR times its input's bytes (eager fp32 peaks measured about 5.3x: 3.2 MiB per
+# 224-px image) exceeds the memory available. torch.compile is not probed: each new shape
+# would compile again.
+PROBE_BATCHES = (8, 32)
+PROBE_FACTOR = 16
+
+
+def worth_probing(batch: int, input_bytes_per_image: int) -> bool:
+    from alexbench.environment import available_memory_bytes
+
+    available = available_memory_bytes()
+    return (
+        batch > 2 * PROBE_BATCHES[-1]
+        and available is not None
+        and batch * input_bytes_per_image * PROBE_FACTOR > available
+    )
+
+
 def cpu_shortfall(forecast: PeakForecast, baseline_bytes: int | None) -> str | None:
     """Why the forecast cell would not fit in memory, or None: what it needs beyond what the
     process holds now (above the session's baseline) against the memory available. Linux does

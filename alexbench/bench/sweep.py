@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 
 from alexbench.artifact_checks import file_problems
-from alexbench.bench.memory import CellMemory, cpu_shortfall, forecast_peak
+from alexbench.bench.memory import (
+    PROBE_BATCHES,
+    CellMemory,
+    cpu_shortfall,
+    forecast_peak,
+    worth_probing,
+)
 from alexbench.bench.roofline import Ceilings, RooflinePoint, model_layers, roofline_point
 from alexbench.bench.stats import LatencyStats, compute_stats
 from alexbench.bench.timer import RunLength, time_session
@@ -253,6 +259,15 @@ def _session_cells(
             if i == 0:  # the session's creation is paid once, by its first batch
                 cell.session_create_s = round(create_s, 4)
             forecast = forecast_peak(peaks, batch) if device is Device.CPU else None
+            probed: dict[int, int] = {}
+            if (
+                forecast is None
+                and device is Device.CPU
+                and backend is not Backend.COMPILE
+                and worth_probing(batch, pool[0][:1].nbytes)
+            ):
+                probed = _probe_peaks(session, pool, memory, batch)
+                forecast = forecast_peak(probed, batch)
             short = cpu_shortfall(forecast, memory.baseline_bytes) if forecast else None
             if short is not None:  # CUDA raises a catchable out-of-memory error instead
                 cell.reason = short
@@ -268,6 +283,8 @@ def _session_cells(
                 _release_device(device)
             if cell.memory.get("peak_bytes") is not None:
                 peaks[batch] = cell.memory["peak_bytes"]
+            if probed and cell.memory:  # its first call then followed the probes' calls
+                cell.memory["probe_peaks"] = {str(b): p for b, p in sorted(probed.items())}
             yield cell
     finally:
         # A sticky CUDA error can make cleanup raise too: it must not take the finished cells
@@ -276,6 +293,28 @@ def _session_cells(
             session.close()
         del session
         gc.collect()
+
+
+def _probe_peaks(
+    session: Any, pool: list[np.ndarray], memory: CellMemory, batch: int
+) -> dict[int, int]:
+    """Peak memory above the session's baseline at each of PROBE_BATCHES below `batch`: one
+    untimed call each, its inputs prepared as a cell's are (the whole pool), to forecast
+    `batch` from. Empty when a probe fails (the batch is then run unforecast, as before)."""
+    peaks: dict[int, int] = {}
+    for b in (b for b in PROBE_BATCHES if b < batch):
+        probe = dataclasses.replace(memory)
+        try:
+            prepared = [session.prepare(x[:b]) for x in pool]
+            probe.timing_started()
+            session.to_numpy(session.run(prepared[0]))
+            probe.timing_done()
+        except Exception:
+            return {}
+        del prepared
+        if probe.peak_bytes is not None:
+            peaks[b] = probe.peak_bytes
+    return peaks
 
 
 def _release_device(device: Device) -> None:

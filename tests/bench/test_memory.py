@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from alexbench import environment
-from alexbench.bench.memory import CellMemory, MemoryScope, forecast_peak
+from alexbench.bench.memory import CellMemory, MemoryScope, forecast_peak, worth_probing
 from alexbench.bench.sweep import BenchSpec, CellStatus, iter_sweep
 from alexbench.bench.timer import RunLength
 from alexbench.devices import Device
@@ -124,3 +124,24 @@ def test_a_cpu_cell_forecast_beyond_available_memory_is_not_run(small_model, mon
     assert big.status is CellStatus.ERROR and big.stats is None and big.memory == {}
     assert big.reason.startswith("not run: batch 2048 would need about ")
     assert "from the peaks at batches 16 and 64), more than the 0.1 GiB available" in big.reason
+
+
+def test_a_first_large_batch_is_forecast_from_two_untimed_probes(small_model, monkeypatch):
+    """`--batch 1,2048`: no two smaller batches to forecast 2048 from, so it ran and the kernel
+    killed the run. Two untimed calls at batches 8 and 32 give the forecast instead."""
+    monkeypatch.setattr(environment, "available_memory_bytes", lambda: 100 * MIB)
+    spec = BenchSpec(
+        [Backend.EAGER], [Device.CPU], [Precision.FP32], [1, 2048],
+        run_length=RunLength(warmup=1, min_seconds=0.0, min_iters=3, max_iters=5),
+    )  # fmt: skip
+    cells = {c.batch: c for c in iter_sweep(ModelBundle(small_model, {}), spec)}
+    assert cells[1].status is CellStatus.OK and "probe_peaks" not in cells[1].memory
+    big = cells[2048]
+    assert big.status is CellStatus.ERROR and big.reason.startswith("not run: batch 2048 ")
+    assert "from the peaks at batches 8 and 32), more than the 0.1 GiB available" in big.reason
+    # With the memory to spare, nothing is probed (worth_probing) and the cell runs as before.
+    monkeypatch.setattr(environment, "available_memory_bytes", lambda: 64 * 2**30)
+    assert not worth_probing(2048, 3 * 64 * 64 * 4)
+    assert worth_probing(4096, 3 * 224 * 224 * 4) is False  # 4096 x 9.2 MiB < 64 GiB
+    monkeypatch.setattr(environment, "available_memory_bytes", lambda: 8 * 2**30)
+    assert worth_probing(4096, 3 * 224 * 224 * 4) and not worth_probing(64, 3 * 224 * 224 * 4)
