@@ -458,11 +458,13 @@ def tune(
 
     stopped: list[Interrupted] = []  # the signal that ended the search, once one came
 
+    def not_started() -> str:
+        return f"not started: the search was stopped by {stopped[0].signal_name}"
+
     def attempt(candidate: Candidate, stage: Stage) -> None:
         nonlocal planned
         if stopped:
-            detail = f"not started: the search was stopped by {stopped[0].signal_name}"
-            not_tried.append(NotTried(candidate, NotTriedReason.INTERRUPTED, detail))
+            not_tried.append(NotTried(candidate, NotTriedReason.INTERRUPTED, not_started()))
             return
         left = budget_s - (clock() - start)
         estimate = estimate_cost(candidate, trials, len(batches))
@@ -502,7 +504,10 @@ def tune(
     rest.sort(key=lambda c: (c.backend is COMPILING, -_runtime_promise(c.backend, trials, batches)))
     first_pass(rest)
 
-    queue = _variants_in_order(space, first, trials, batches, not_tried, excluded)
+    args = (space, first, trials, batches, not_tried, excluded)
+    # Stopped: the variants of a parent the signal kept from running are not tried for it too.
+    unrun = [(NotTriedReason.INTERRUPTED, not_started())] if stopped else []
+    queue = _variants_in_order(*args, *unrun)
     planned += len(queue)
     for candidate in queue:
         attempt(candidate, Stage.VARIANT)
@@ -591,9 +596,14 @@ def _variants_in_order(
     batches: Sequence[int],
     not_tried: list[NotTried],
     excluded: Mapping[tuple[Backend, Precision], str],
+    unrun: tuple[NotTriedReason, str] = (
+        NotTriedReason.BUDGET,
+        "its first-pass configuration was not tried",
+    ),
 ) -> list[Candidate]:
     """Variants of the first pass's passing configurations, most promising parent first; the
-    variants of the others are recorded as not tried, with why."""
+    variants of the others are recorded as not tried, with why (`unrun`: why for those whose
+    parent did not run: the budget, or an interrupt)."""
     measured = {t.candidate: t for t in trials}
     scored: list[tuple[float, Candidate]] = []
     for parent in first:
@@ -605,7 +615,7 @@ def _variants_in_order(
                 excluded[parent.pair],
             )
         elif trial is None:
-            why = (NotTriedReason.BUDGET, "its first-pass configuration was not tried")
+            why = unrun
         else:
             score = promise(trial, trials, batches)
             if score == 0.0:

@@ -227,6 +227,13 @@ def test_an_interrupt_keeps_the_finished_trials_and_their_winner():
     doc = result.to_dict()
     assert doc["complete"] is False and doc["interrupted"] == "SIGTERM"
     assert tune(space(pairs), [1], inner, 100.0, clock=clock).to_dict()["complete"] is True
+    # With thread variants: those of the stopped and unstarted candidates are "interrupted"
+    # too, not "budget" (the review found them so), and no budget reason is given at all.
+    inner.calls.clear()
+    result = tune(space(pairs, threads=(2, 1)), [1], measure, 100.0, clock=clock)
+    reasons = {(n.candidate.pair, n.candidate.threads): n.reason for n in result.not_tried}
+    assert reasons[((T, FP32), 1)] is NotTriedReason.INTERRUPTED
+    assert NotTriedReason.BUDGET not in reasons.values()
 
 
 def test_an_underestimated_trial_overruns_once_and_nothing_starts_after():
