@@ -162,6 +162,9 @@ CASES: list[tuple[str, list[str], str]] = [
      "--checkpoint"),
     ("train-label-smoothing-one", ["train", "--dataset", "synthetic", "--label-smoothing", "1",
                                    "--out", "{tmp}/ls"], "--label-smoothing"),
+    ("evaluate-plot-in-data", ["evaluate", "--checkpoint", "{ckpt.pt}", "--dataset",
+                               "imagefolder", "--data-dir", "{twoclass}", "--plot",
+                               "{twoclass}/cat/cm.png"], "--data-dir"),
     ("train-out-is-data", ["train", "--dataset", "imagefolder", "--data-dir", "{twoclass}",
                            "--out", "{twoclass}"], "--data-dir"),
     ("train-out-in-class", ["train", "--dataset", "imagefolder", "--data-dir", "{twoclass}",
@@ -492,3 +495,21 @@ def test_an_error_quoting_a_name_with_a_line_break_is_still_one_line(tmp_path: P
     r = CliRunner().invoke(app, ["verify", "--data-dir", str(folder / "missing")])
     assert r.exit_code == 2, r.output
     assert r.stderr.count("\n") == 1 and "bi\\nrd" in r.stderr, r.stderr
+
+
+def test_an_artifact_reached_through_a_link_is_not_overwritten(tmp_path: Path) -> None:
+    """Files are written beside their path and renamed onto it: `--out art/alexnet.onnx` where
+    that entry is a link replaces the link (the model), and `--out shared/alexnet.onnx`
+    replaces the file the folder's link points to. Both were allowed (the review)."""
+    from alexbench.cli.model_args import check_spares_artifacts
+
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "alexnet.onnx").write_bytes(b"model")
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "alexnet.onnx").symlink_to(tmp_path / "shared" / "alexnet.onnx")
+    for out in (art / "alexnet.onnx", tmp_path / "shared" / "alexnet.onnx"):
+        with pytest.raises(InputError, match="would overwrite alexnet.onnx in the artifacts"):
+            check_spares_artifacts(out, "--out", art)
+    check_spares_artifacts(art / "verify-report.json", "--out", art)  # its own place
+    check_spares_artifacts(tmp_path / "shared" / "other.json", "--out", art)

@@ -319,7 +319,7 @@ def check_output_dir(path: Path, option: str) -> None:
     _check_parent_writable(path, option)
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     try:  # hard links and symlinks to one file too
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist (yet)
@@ -330,7 +330,7 @@ def check_not_an_input(out: Path, option: str, inputs: Iterable[tuple[str, Path 
     """Refuse an output file that is a file this command reads (`inputs`: its option and path):
     `evaluate --out best.pt` replaced the checkpoint with the JSON report and exited 0."""
     for input_option, path in inputs:
-        if path is not None and _same_file(out, path):
+        if path is not None and same_file(out, path):
             raise InputError(
                 f"{option} {out}: is the {input_option} file this command reads; writing there "
                 "would destroy it (give another path)"

@@ -16,6 +16,7 @@ from alexbench.cli.common import (
     JSON_OPTION,
     WIDE_OPTION,
     Command,
+    check_not_inside,
     check_output_file,
     console,
     emit_json,
@@ -24,6 +25,7 @@ from alexbench.cli.common import (
     json_output,
     parse_backend_list,
     parse_enum_list,
+    same_file,
     signals_as_interrupts,
 )
 from alexbench.devices import Device, require
@@ -149,7 +151,7 @@ def evaluate_cmd(
     for path, option in ((out, "--out"), (plot, "--plot")):
         if path is not None:
             check_output_file(path, option)
-    if out is not None and plot is not None and out.resolve() == plot.resolve():
+    if out is not None and plot is not None and same_file(out, plot):
         raise InputError(f"--out and --plot name one file ({out}): give each its own")
     outputs = [("--out", out), ("--plot", plot)]
     sources = {"checkpoint": checkpoint, "weights": weights, "artifacts": artifacts}
@@ -172,6 +174,8 @@ def evaluate_cmd(
     meta = loaded.meta
     trained = recorded_data(loaded)
     dataset, data_dir = _dataset_for(dataset, data_dir, trained)
+    if dataset is DatasetKind.IMAGEFOLDER and plot is not None:  # a PNG there is an image next time
+        check_not_inside(plot, "--plot", data_dir, "--data-dir")
     spec = scoring_spec(
         dataset, data_dir, loaded, split,
         val_fraction=val_fraction, split_seed=split_seed, synthetic_size=synthetic_size,

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from alexbench.artifacts import CALIBRATED, ORT_CACHE_DIR, ArtifactFormat, ModelBundle
 from alexbench.checkpoint import NORMALIZATION_STATS, LoadedModel, Normalization, SourceKind
-from alexbench.cli.common import check_not_an_input, err_console
+from alexbench.cli.common import check_not_an_input, err_console, same_file
 from alexbench.cli.options import DEFAULT_CALIB_SAMPLES
 from alexbench.devices import Device
 from alexbench.errors import InputError
@@ -91,12 +91,20 @@ def check_spares_artifacts(out: Path, option: str, folder: Path) -> None:
     """Refuse an output written over a file of the artifacts folder that export manages (a model,
     manifest.json, ONNX Runtime's cache): `verify --out art/alexnet.onnx` replaced the model
     with its report. The verify report itself (verify-report.json) belongs there."""
-    target, root = out.resolve(), folder.resolve()
-    managed = target.parent == root and target.name in ARTIFACT_NAMES | {"manifest.json"}
-    if managed or target.is_relative_to(root / ORT_CACHE_DIR):
+    # The entry a write replaces: files are written beside their path and renamed onto it
+    # (fileio.atomic_path), so a link named alexnet.onnx is replaced, not followed.
+    entry, root = out.absolute().parent.resolve() / out.name, folder.resolve()
+    names = ARTIFACT_NAMES | {"manifest.json"}
+    hit = next((n for n in names if entry == root / n), None)
+    hit = hit or next(  # the file a managed link of the folder points to, reached another way
+        (n for n in names if (root / n).exists() and same_file(out, root / n)), None
+    )
+    if hit is None and entry.is_relative_to(root / ORT_CACHE_DIR):
+        hit = str(entry.relative_to(root))
+    if hit is not None:
         raise InputError(
-            f"{option} {out}: would overwrite {target.relative_to(root)} in the artifacts folder "
-            f"{folder}, which export manages (give another path)"
+            f"{option} {out}: would overwrite {hit} in the artifacts folder {folder}, which "
+            "export manages (give another path)"
         )
 
 
