@@ -259,11 +259,14 @@ def test_debug_shows_traceback(tmp_path):
     assert r.exit_code == 2  # and the next run without it is one line again
     assert "no such file" in r.stderr and "Traceback" not in r.output
     # Click's own usage errors too: it drew its multi-line box, with no `error:` line.
-    for args in (["--debug", "export", "--seed", "-1"], ["info", "--bogus", "--debug"]):
+    for args in (["--debug", "export", "--seed", "-1"], ["info", "--bogus", "--debug"],
+                 ["--debug", "nosuchcmd"], ["--debug", "--bogus"]):  # fmt: skip
         r = runner.invoke(app, args)
         lines = r.stderr.strip().splitlines()
         assert r.exit_code == 2 and "Traceback" in r.stderr and "╭" not in r.output, r.output
         assert lines[-1].startswith("error: ") and "--help" in lines[-1]
+    r = runner.invoke(app, ["nosuchcmd"])  # and it does not outlive its run
+    assert r.exit_code == 2 and "Traceback" not in r.output
 
 
 @pytest.mark.parametrize("module", ["rich", "torch"])

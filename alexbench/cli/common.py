@@ -167,6 +167,10 @@ class Group(TyperGroup):
         return _plain_flags(super().get_params(ctx))
 
     def make_context(self, info_name: str | None, args: list[str], **extra: Any) -> Any:
+        # Set (or cleared) first, for each invocation: an error parsing these very arguments
+        # (an unknown command) is traced too, and one run's --debug does not outlive it.
+        end = args.index("--") if "--" in args else len(args)
+        state.debug = "--debug" in args[:end]
         return _one_line_usage_errors(
             lambda: super(Group, self).make_context(info_name, args, **extra)
         )
