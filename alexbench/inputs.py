@@ -59,7 +59,8 @@ def image_inputs(
     files = image_files(directory)
     if not files:
         raise DataError(f"{option} {directory}: no image files found")
-    _require_memory(count if repeat else min(count, len(files)), meta.image_size, count_option)
+    used = count if repeat else min(count, len(files))
+    _require_memory(count, used, meta.image_size, count_option)
     order = np.random.default_rng(seed).permutation(len(files))
     if from_end:
         order = order[::-1]
@@ -105,7 +106,7 @@ def image_inputs(
 _BYTES_PER_INPUT_PIXEL = 1 + 3 * 4
 
 
-def _require_memory(images: int, image_size: int, count_option: str) -> None:
+def _require_memory(count: int, images: int, image_size: int, count_option: str) -> None:
     """Refuse, in one line naming the option, a number of images whose tensors cannot fit in the
     memory available (`--calib-samples 1000000000` ended in a bare out-of-memory error naming
     --batch and --image-size, after the kernel had made room)."""
@@ -115,6 +116,6 @@ def _require_memory(images: int, image_size: int, count_option: str) -> None:
     available = available_memory_bytes()
     if available is not None and need > available:
         raise DataError(
-            f"{count_option} {images:,}: {images:,} images of {image_size} px need about "
+            f"{count_option} {count:,}: {images:,} images of {image_size} px need about "
             f"{need / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB available"
         )

@@ -706,5 +706,5 @@ def test_calibration_uses_the_images_it_has_and_a_count_that_cannot_fit_is_refus
     with pytest.raises(DataError, match=too_many + r"more than the [\d,.]+ GiB available$"):
         image_inputs(tmp_path / "img", 10**9, meta)
     monkeypatch.setattr(environment, "available_memory_bytes", lambda: 10**5)
-    with pytest.raises(DataError, match="^--calib-samples 3: 3 images of 64 px need about"):
+    with pytest.raises(DataError, match="^--calib-samples 100: 3 images of 64 px need about"):
         image_inputs(tmp_path / "img", 100, meta, repeat=False, count_option=option)
