@@ -49,7 +49,10 @@ def _cache(session) -> dict:
 
 
 def _entries(folder: Path) -> list[Path]:
-    return sorted(p for p in (folder / CACHE_DIR).iterdir() if not p.name.startswith("."))
+    cache = folder / CACHE_DIR  # a folder left empty by a failed build is removed
+    if not cache.is_dir():
+        return []
+    return sorted(p for p in cache.iterdir() if not p.name.startswith("."))
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -462,3 +465,21 @@ def test_an_existing_int8_file_is_used_without_calibration_images(small_model, i
     prepare_bundle(small_model, copy, [ArtifactFormat.ONNX_INT8],
                    on_modified=lambda fmt, path: seen.append(path))  # fmt: skip
     assert seen == [copy / "alexnet.int8.onnx"]
+
+
+def test_an_interrupted_first_build_leaves_no_empty_cache_folder(
+    small_bundle, tmp_path, monkeypatch
+):
+    """Ctrl-C while ORT optimises the first model: the temporary entry went, the folder stayed."""
+    bundle = _bundle(small_bundle, tmp_path)
+    real = onnxruntime.InferenceSession
+
+    def interrupted(*args, **kwargs):
+        if "sess_options" in kwargs and kwargs["sess_options"].optimized_model_filepath:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _load(bundle)
+    assert not (tmp_path / CACHE_DIR).exists()

@@ -283,6 +283,8 @@ class OptimizedModelCache:
             out.written, out.entry = True, str(entry)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):  # only when empty: a failed or interrupted first
+                self.directory.rmdir()  # build leaves no empty cache folder beside the models
         del sess  # this session ran the optimiser; the entry is what later sessions run
         try:
             sess, out.runs_entry = self._load(entry), True
