@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from alexbench.bench.compare import Comparison, Verdict, key_label
+from alexbench.bench.compare import Comparison, Verdict, cell_key, key_label
 from alexbench.bench.stats import MIN_ITERS_FOR_PERCENTILE
 from alexbench.runs import RunSummary
 from alexbench.tables import Column, Entry, TableData, Tone
@@ -349,7 +349,7 @@ def bench_legend(cells: Sequence[CellDict]) -> str:
         return BENCH_LEGEND.format(centre=samples)
     centre = "over the repeats' medians (geometric mean, t interval)"
     if single:  # a run stopped during a later repeat: say which rows are single-repeat
-        names = [f"{c['backend']}/{c['device']}/{c['precision']}/b{c['batch']}" for c in single]
+        names = [key_label(cell_key(c)) for c in single]
         shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
         centre += f"; {samples} for the cells timed in one repeat only ({shown})"
     return BENCH_LEGEND.format(centre=centre)

@@ -504,10 +504,9 @@ def tune(
     rest.sort(key=lambda c: (c.backend is COMPILING, -_runtime_promise(c.backend, trials, batches)))
     first_pass(rest)
 
-    args = (space, first, trials, batches, not_tried, excluded)
     # Stopped: the variants of a parent the signal kept from running are not tried for it too.
-    unrun = [(NotTriedReason.INTERRUPTED, not_started())] if stopped else []
-    queue = _variants_in_order(*args, *unrun)
+    unrun = (NotTriedReason.INTERRUPTED, not_started()) if stopped else _PARENT_NOT_TRIED
+    queue = _variants_in_order(space, first, trials, batches, not_tried, excluded, unrun)
     planned += len(queue)
     for candidate in queue:
         attempt(candidate, Stage.VARIANT)
@@ -589,6 +588,9 @@ def _runtime_promise(backend: Backend, trials: Sequence[Trial], batches: Sequenc
     return max(mine) if mine else 1.0
 
 
+_PARENT_NOT_TRIED = (NotTriedReason.BUDGET, "its first-pass configuration was not tried")
+
+
 def _variants_in_order(
     space: SearchSpace,
     first: Sequence[Candidate],
@@ -596,10 +598,7 @@ def _variants_in_order(
     batches: Sequence[int],
     not_tried: list[NotTried],
     excluded: Mapping[tuple[Backend, Precision], str],
-    unrun: tuple[NotTriedReason, str] = (
-        NotTriedReason.BUDGET,
-        "its first-pass configuration was not tried",
-    ),
+    unrun: tuple[NotTriedReason, str],
 ) -> list[Candidate]:
     """Variants of the first pass's passing configurations, most promising parent first; the
     variants of the others are recorded as not tried, with why (`unrun`: why for those whose

@@ -47,7 +47,7 @@ from alexbench.cli.common import (
     state,
 )
 from alexbench.cli.model_args import bundle_for, model_for
-from alexbench.devices import Device, available_devices, require
+from alexbench.devices import require
 from alexbench.environment import capture_before_measuring, load_average
 from alexbench.errors import InputError, Interrupted
 from alexbench.exit_codes import ExitCode, outcome
@@ -134,9 +134,7 @@ def bench_cmd(
       alexbench bench --out results/mine --json > run.json  (stdout: the results document)
     """
     backends = parse_backend_list(backend)
-    devices = (
-        parse_enum_list(device, Device, "--device") if device is not None else available_devices()
-    )
+    devices = opt.devices_asked(device)
     for d in devices:
         require(d)
     batches = parse_int_list(batch, "--batch", minimum=1)
@@ -361,9 +359,7 @@ def ceilings_cmd(
 
     bench uses them for the roofline columns, per thread count. Example: alexbench ceilings --force
     """
-    devices = (
-        parse_enum_list(device, Device, "--device") if device is not None else available_devices()
-    )
+    devices = opt.devices_asked(device)
     opt.check_threads(threads)
     measured: list[dict[str, Any]] = []
     for d in devices:

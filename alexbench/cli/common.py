@@ -140,8 +140,8 @@ class Command(TyperCommand):
 
         def make() -> Any:
             name = _empty_path(self.params, args)
-            end = args.index("--") if "--" in args else len(args)
-            if name is not None and not {"-h", "--help"} & set(args[:end]):  # help comes first
+            options = set(args[: _options_end(args)])
+            if name is not None and not {"-h", "--help"} & options:  # help comes first
                 raise click.exceptions.UsageError(
                     f"{name}: an empty path (use '.' for the current folder)"
                 )
@@ -153,11 +153,16 @@ class Command(TyperCommand):
 def _take_debug(args: list[str]) -> list[str]:
     """`--debug` belongs to `alexbench` itself, but error lines say "rerun with --debug" and
     users add it at the end: after a command it means the same (before any `--`)."""
-    end = args.index("--") if "--" in args else len(args)
+    end = _options_end(args)
     if "--debug" not in args[:end]:
         return args
     state.debug = True
     return [a for a in args[:end] if a != "--debug"] + args[end:]
+
+
+def _options_end(args: list[str]) -> int:
+    """Where the options end: at `--` (what follows is values), else the end."""
+    return args.index("--") if "--" in args else len(args)
 
 
 class Group(TyperGroup):
@@ -169,8 +174,7 @@ class Group(TyperGroup):
     def make_context(self, info_name: str | None, args: list[str], **extra: Any) -> Any:
         # Set (or cleared) first, for each invocation: an error parsing these very arguments
         # (an unknown command) is traced too, and one run's --debug does not outlive it.
-        end = args.index("--") if "--" in args else len(args)
-        state.debug = "--debug" in args[:end]
+        state.debug = "--debug" in args[: _options_end(args)]
         return _one_line_usage_errors(
             lambda: super(Group, self).make_context(info_name, args, **extra)
         )

@@ -221,6 +221,15 @@ def force(help: str, *old_names: str) -> Any:
     return typer.Option(False, "--force", *old_names, help=help)
 
 
+def devices_asked(device: str | None) -> list[Device]:
+    """`--device` of bench, verify and ceilings: the list given, or every available device when
+    the option is left out (an empty value is an error, not "every device": an unset $DEVICE)."""
+    from alexbench.cli.common import parse_enum_list
+    from alexbench.devices import available_devices
+
+    return available_devices() if device is None else parse_enum_list(device, Device, "--device")
+
+
 def device_default(device: Device | None) -> Device:
     from alexbench.devices import is_available
 

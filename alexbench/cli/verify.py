@@ -29,7 +29,7 @@ from alexbench.cli.model_args import (
     model_for,
     read_images,
 )
-from alexbench.devices import Device, available_devices, require
+from alexbench.devices import require
 from alexbench.environment import capture
 from alexbench.errors import DataError
 from alexbench.exit_codes import ExitCode, outcome_of
@@ -90,9 +90,7 @@ def verify_cmd(
       alexbench verify --json  (stdout: the report document, as written to --out)
     """
     backends = parse_backend_list(backend)
-    devices = (
-        parse_enum_list(device, Device, "--device") if device is not None else available_devices()
-    )
+    devices = opt.devices_asked(device)
     for d in devices:
         require(d)
     precisions = parse_enum_list(precision, Precision, "--precision")
