@@ -23,8 +23,11 @@ class InputSet:
     shortfall: str = ""
 
 
-def random_inputs(count: int, image_size: int, seed: int = 0) -> InputSet:
+def random_inputs(
+    count: int, image_size: int, seed: int = 0, count_option: str = "--batch"
+) -> InputSet:
     # Standard normal in normalised space: the statistics of a normalised natural image.
+    _require_memory(count, count, image_size, count_option, bytes_per_pixel=4)
     rng = np.random.default_rng(seed)
     batch = rng.standard_normal((count, 3, image_size, image_size), dtype=np.float32)
     return InputSet(batch, "random", f"{count} seeded N(0,1) tensors (seed {seed})")
@@ -106,13 +109,19 @@ def image_inputs(
 _BYTES_PER_INPUT_PIXEL = 1 + 3 * 4
 
 
-def _require_memory(count: int, images: int, image_size: int, count_option: str) -> None:
+def _require_memory(
+    count: int,
+    images: int,
+    image_size: int,
+    count_option: str,
+    bytes_per_pixel: int = _BYTES_PER_INPUT_PIXEL,
+) -> None:
     """Refuse, in one line naming the option, a number of images whose tensors cannot fit in the
     memory available (`--calib-samples 1000000000` ended in a bare out-of-memory error naming
     --batch and --image-size, after the kernel had made room)."""
     from alexbench.environment import available_memory_bytes
 
-    need = images * 3 * image_size**2 * _BYTES_PER_INPUT_PIXEL
+    need = images * 3 * image_size**2 * bytes_per_pixel
     available = available_memory_bytes()
     if available is not None and need > available:
         raise DataError(

@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 
 from alexbench.artifact_checks import file_problems
+from alexbench.bench.memory import (
+    CellMemory,
+    cpu_shortfall,
+    forecast_peak,
+    probe_peaks,
+    worth_probing,
+)
 from alexbench.devices import Device
+from alexbench.errors import InputError
 from alexbench.inputs import InputSet
 from alexbench.parity import ParityResult, compare
 from alexbench.precision import PRECISIONS, Precision
@@ -76,8 +84,34 @@ def dynamic_batch_sizes(largest: int) -> list[int]:
     return sorted(b for b in {1, 2, largest} | ({odd} if odd else set()) if b <= largest)
 
 
+def memory_shortfall(
+    session: Any, backend: Backend, device: Device, batch: np.ndarray, memory: CellMemory
+) -> str | None:
+    """Why a CPU session's call on the whole `batch` would not fit in memory, forecast from two
+    small untimed calls when it might not (`worth_probing`), or None. Linux does not fail such an
+    allocation: it kills the process, every finished cell with it (--batch 40000 at 64 px
+    reached 8.6 GB). torch.compile is not probed: each new shape would compile again."""
+    if (
+        device is not Device.CPU
+        or backend is Backend.COMPILE
+        or not worth_probing(len(batch), batch[:1].nbytes)
+    ):
+        return None
+    probed = probe_peaks(lambda b: session(batch[:b]), memory, len(batch))
+    forecast = forecast_peak(probed, len(batch))
+    return cpu_shortfall(forecast, memory.baseline_bytes) if forecast else None
+
+
 def reference_logits(bundle: ModelBundle, inputs: InputSet) -> np.ndarray:
+    memory = CellMemory(Device.CPU, device_wide=False)
+    memory.baseline()
     session = get_runtime(Backend.EAGER).load(bundle, Device.CPU, Precision.FP32)
+    short = memory_shortfall(session, Backend.EAGER, Device.CPU, inputs.batch, memory)
+    if short:
+        raise InputError(
+            f"--batch {len(inputs.batch)}: the fp32 reference cannot run here: "
+            + short.removeprefix("not run: ")
+        )
     return session(inputs.batch)
 
 
@@ -104,11 +138,19 @@ def run_cell(
         )
     note = "; ".join(n for n in notes if n)
     session = None
+    memory = CellMemory(device, device_wide=False)
+    if device is Device.CPU:
+        memory.baseline()
     try:
         start = time.perf_counter()
         session = runtime.load(bundle, device, precision, options)
         cell.load_seconds = round(time.perf_counter() - start, 3)
         cell.session_info = session.info()
+        short = memory_shortfall(session, backend, device, inputs.batch, memory)
+        if short:
+            session.close()
+            cell.message = short
+            return cell
         out = session(inputs.batch)
         cell.parity = compare(reference, out, precision)
         for b in dynamic_batch_sizes(len(inputs.batch)):

@@ -235,3 +235,38 @@ def test_a_cell_that_fails_after_loading_still_closes_its_session(small_bundle, 
     cell = verify.run_cell(small_bundle, Backend.EAGER, Device.CPU, Precision.FP32, inputs, ref)
     assert cell.status is verify.Status.ERROR and "ZeroDivisionError" in cell.message
     assert len(closed) == 1
+
+
+def test_verify_refuses_a_batch_whose_forecast_exceeds_memory(small_bundle, monkeypatch):
+    """Linux kills a process out of memory, every finished cell with it (`verify --batch 40000`
+    at 64 px reached 8.6 GB): as bench does, two untimed calls at batches 8 and 32 forecast the
+    whole batch's peak, and one that cannot fit is refused (the reference) or not run (a cell)."""
+    import numpy as np
+
+    from alexbench import environment, verify
+    from alexbench.inputs import random_inputs
+
+    inputs = random_inputs(2048, small_bundle.loaded.meta.image_size, 0)
+    # Little: a later probe can reuse the heap an earlier one freed (glibc keeps it here) and
+    # read a smaller per-image cost (0.2 MiB after 0.4 measured).
+    monkeypatch.setattr(environment, "available_memory_bytes", lambda: 16 * 2**20)
+    with pytest.raises(InputError) as e:
+        verify.reference_logits(small_bundle, inputs)
+    assert str(e.value).startswith(
+        "--batch 2048: the fp32 reference cannot run here: batch 2048 would need about "
+    )
+    assert "from the peaks at batches 8 and 32), more than the 0.0 GiB available" in str(e.value)
+    ref = np.zeros((2048, SMALL_CLASSES), np.float32)
+    for backend in (Backend.EAGER, Backend.ONNXRUNTIME):
+        cell = verify.run_cell(small_bundle, backend, Device.CPU, Precision.FP32, inputs, ref)
+        assert cell.status is verify.Status.ERROR and cell.parity is None
+        assert cell.message.startswith("not run: batch 2048 would need about "), cell.message
+
+
+def test_verify_refuses_random_inputs_that_cannot_fit(monkeypatch):
+    from alexbench import environment
+    from alexbench.inputs import random_inputs
+
+    monkeypatch.setattr(environment, "available_memory_bytes", lambda: 100 * 2**20)
+    with pytest.raises(InputError, match=r"^--batch 10,000: 10,000 images of 64 px need about "):
+        random_inputs(10_000, 64)

@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
 import gc
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -223,6 +225,24 @@ def worth_probing(batch: int, input_bytes_per_image: int) -> bool:
         and available is not None
         and batch * input_bytes_per_image * PROBE_FACTOR > available
     )
+
+
+def probe_peaks(run_at: Callable[[int], object], memory: CellMemory, batch: int) -> dict[int, int]:
+    """Peak memory above `memory`'s baseline at each of PROBE_BATCHES below `batch`: one untimed
+    `run_at(b)` each (a session's call at batch b, its inputs prepared inside), to forecast
+    `batch` from. Empty when a probe fails (the batch is then run unforecast)."""
+    peaks: dict[int, int] = {}
+    for b in (b for b in PROBE_BATCHES if b < batch):
+        probe = dataclasses.replace(memory)
+        try:
+            probe.timing_started()
+            run_at(b)
+            probe.timing_done()
+        except Exception:
+            return {}
+        if probe.peak_bytes is not None:
+            peaks[b] = probe.peak_bytes
+    return peaks
 
 
 def cpu_shortfall(forecast: PeakForecast, baseline_bytes: int | None) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import math
 import time
@@ -25,10 +26,10 @@ import numpy as np
 
 from alexbench.artifact_checks import file_problems
 from alexbench.bench.memory import (
-    PROBE_BATCHES,
     CellMemory,
     cpu_shortfall,
     forecast_peak,
+    probe_peaks,
     worth_probing,
 )
 from alexbench.bench.roofline import Ceilings, RooflinePoint, model_layers, roofline_point
@@ -266,7 +267,7 @@ def _session_cells(
                 and backend is not Backend.COMPILE
                 and worth_probing(batch, pool[0][:1].nbytes)
             ):
-                probed = _probe_peaks(session, pool, memory, batch)
+                probed = probe_peaks(functools.partial(_probe_call, session, pool), memory, batch)
                 forecast = forecast_peak(probed, batch)
             short = cpu_shortfall(forecast, memory.baseline_bytes) if forecast else None
             if short is not None:  # CUDA raises a catchable out-of-memory error instead
@@ -295,26 +296,11 @@ def _session_cells(
         gc.collect()
 
 
-def _probe_peaks(
-    session: Any, pool: list[np.ndarray], memory: CellMemory, batch: int
-) -> dict[int, int]:
-    """Peak memory above the session's baseline at each of PROBE_BATCHES below `batch`: one
-    untimed call each, its inputs prepared as a cell's are (the whole pool), to forecast
-    `batch` from. Empty when a probe fails (the batch is then run unforecast, as before)."""
-    peaks: dict[int, int] = {}
-    for b in (b for b in PROBE_BATCHES if b < batch):
-        probe = dataclasses.replace(memory)
-        try:
-            prepared = [session.prepare(x[:b]) for x in pool]
-            probe.timing_started()
-            session.to_numpy(session.run(prepared[0]))
-            probe.timing_done()
-        except Exception:
-            return {}
-        del prepared
-        if probe.peak_bytes is not None:
-            peaks[b] = probe.peak_bytes
-    return peaks
+def _probe_call(session: Any, pool: list[np.ndarray], batch: int) -> None:
+    """One untimed call at `batch`, its inputs prepared as a cell's are (the whole pool), for
+    `probe_peaks`."""
+    prepared = [session.prepare(x[:batch]) for x in pool]
+    session.to_numpy(session.run(prepared[0]))
 
 
 def _release_device(device: Device) -> None:
