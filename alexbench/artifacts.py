@@ -36,3 +36,12 @@ class ModelBundle:
     # Artifacts that could not be made here, with the reason (e.g. int8 without calibration data)
     missing: dict[ArtifactFormat, str] = field(default_factory=dict)
     directory: Path | None = None  # the model's artifact folder (None: nothing exported)
+
+    def file_hashes(self) -> dict[str, str]:
+        """The sha256 of each exported file this run loads, hashed from disk: not the manifest's
+        record (a file edited since export runs as it is, with a warning, and must not be
+        recorded as the file the manifest describes), and not the folder's other files (an
+        eager-only run loads none, whatever model the folder holds)."""
+        from alexbench.checkpoint import file_sha256
+
+        return {fmt.value: file_sha256(path) for fmt, path in sorted(self.artifacts.items())}

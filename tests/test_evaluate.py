@@ -3,6 +3,7 @@ confusion matrix, and one-line errors for bad inputs."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -274,6 +275,10 @@ def test_cli_evaluate_scores_both_int8_models_calibrated_on_calib_data(
     doc = json.loads(result.stdout)
     cells = {(c["backend"], c["precision"]): c for c in doc["cells"]}
     assert str(cifar_subset) in doc["int8_calibration"]["onnx-int8"]  # what int8 saw
+    # Which bytes were scored: the file's own hash, whatever its manifest says.
+    scored = Path(doc["artifacts"]["onnx-int8"])
+    assert scored.is_file() and scored.is_relative_to(tmp_path / "exports")
+    assert doc["artifact_sha256"]["onnx-int8"] == hashlib.sha256(scored.read_bytes()).hexdigest()
     pt2e = importlib.util.find_spec("torchao") is not None  # the GPU image has none
     for backend in ("onnxruntime", "compile") if pt2e else ("onnxruntime",):
         int8 = cells[backend, "int8"]

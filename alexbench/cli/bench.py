@@ -264,7 +264,7 @@ def _payload(
             "meta": vars(meta),
             "flops_per_image": flops,
             "parameters": params,
-            "artifacts": _artifact_hashes(bundle),
+            "artifacts": bundle.file_hashes(),
             "artifacts_dir": (
                 str(bundle.directory.resolve()) if bundle.directory and bundle.artifacts else None
             ),
@@ -329,16 +329,6 @@ def _exit_code(cells: list[CellResult]) -> ExitCode:
     if measured == 0 and not errors:
         err_console.print("error: nothing was measured: every requested cell is unsupported here")
     return code
-
-
-def _artifact_hashes(bundle: ModelBundle) -> dict[str, str]:
-    """The sha256 of each exported file this run loaded, hashed from disk: not the manifest's
-    record (a file edited since export runs as it is, with a warning, and must not be recorded
-    as the file the manifest describes), and not the folder's other files (an eager-only run
-    loads none, whatever model the folder holds)."""
-    from alexbench.checkpoint import file_sha256
-
-    return {fmt.value: file_sha256(path) for fmt, path in sorted(bundle.artifacts.items())}
 
 
 @handle_errors

@@ -245,6 +245,10 @@ def evaluate_cmd(
         "schema": EVALUATE_SCHEMA,
         "model": {"source": bundle.loaded.source.to_dict(), "meta": vars(meta)},
         "data": data.description,
+        # Which files were scored, by path and by the bytes read (the manifest may say otherwise:
+        # a file edited since export is scored as it is, with a warning).
+        "artifacts": {f.value: str(p) for f, p in sorted(bundle.artifacts.items())},
+        "artifact_sha256": bundle.file_hashes(),
         # What the int8 artifacts scored here were calibrated on (the manifest's record).
         "int8_calibration": _int8_calibration(bundle),
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from alexbench import report
-from alexbench.checkpoint import Normalization, file_sha256
+from alexbench.checkpoint import Normalization
 from alexbench.cli import options as opt
 from alexbench.cli.common import (
     JSON_OPTION,
@@ -133,7 +133,7 @@ def verify_cmd(
         "model": {"source": bundle.loaded.source.to_dict(), "meta": vars(meta)},
         "artifacts": {f.value: str(p) for f, p in bundle.artifacts.items()},
         # which bytes were checked: the manifest may say otherwise (a modified or stale file)
-        "artifact_sha256": {f.value: file_sha256(p) for f, p in bundle.artifacts.items()},
+        "artifact_sha256": bundle.file_hashes(),
         "environment": capture(),
     }
     write_json(out, payload)
