@@ -8,6 +8,7 @@ The reference also gives the per-class accuracy and the confusion matrix.
 from __future__ import annotations
 
 import time
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -96,16 +97,20 @@ def label_map(bundle: ModelBundle, data: LoadedData) -> np.ndarray | None:
     """The model's class index of each of the dataset's labels, where they differ (a dataset
     with some of the model's classes, matched by name); None when the labels are the model's."""
     meta = bundle.loaded.meta
-    names = list(meta.class_names or [])
-    if names and names != list(data.class_names):
-        unknown = [n for n in data.class_names if n not in names]
+    # Compared in Unicode's composed form: a folder unpacked on macOS (or by some zip tools)
+    # spells "äutö" decomposed, and was refused as a class the model does not predict, beside
+    # a name that printed the same.
+    names = [unicodedata.normalize("NFC", n) for n in meta.class_names or []]
+    given = [unicodedata.normalize("NFC", n) for n in data.class_names]
+    if names and names != given:
+        unknown = [n for n in given if n not in names]
         if unknown:
             raise DataError(
                 f"{data.spec.data_dir} has classes the model does not predict: "
                 f"{', '.join(unknown[:4])}{', ...' if len(unknown) > 4 else ''} (its classes: "
                 f"{', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
             )
-        return np.array([names.index(n) for n in data.class_names], dtype=np.int64)
+        return np.array([names.index(n) for n in given], dtype=np.int64)
     if meta.num_classes != data.num_classes:
         raise DataError(
             f"the model predicts {meta.num_classes} classes but {data.spec.data_dir} has "

@@ -21,6 +21,7 @@ class InputSet:
     # What fell short of the request (unreadable files skipped, too few images repeated), for a
     # warning: calibrating on 30 images repeated to 256 must not pass without a word.
     shortfall: str = ""
+    directory: str = ""  # images: the folder they were drawn from, absolute
 
 
 def random_inputs(
@@ -96,11 +97,14 @@ def image_inputs(
             if repeat
             else f"only {found} image(s) for the {count} asked for by {count_option}: all used"
         )
+    # Absolute: the description goes into manifests and reports read from other folders.
+    where = directory.absolute()
     return InputSet(
         batch.numpy().astype(np.float32),
         "images",
-        f"{found} images from {directory}{crop}{note}",
+        f"{found} images from {where}{crop}{note}",
         "; ".join(short),
+        str(where),
     )
 
 

@@ -487,3 +487,104 @@ def test_a_checkpoint_with_an_odd_data_record_is_refused_in_one_line(
     result = CliRunner().invoke(_local_app(), args)
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: ") and message in result.stderr
+
+
+def test_an_int8_file_calibrated_on_the_scored_images_is_warned_about_from_its_manifest(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The warning came only with --calib-data given again: an int8 file made earlier on the
+    scored images was scored on them without a word. Its manifest records the folder, absolute
+    (a relative one named another folder from another working directory)."""
+    import shutil
+
+    from alexbench.checkpoint import ModelMeta, save_checkpoint
+    from alexbench.exporters.manifest import Manifest
+
+    cifar = extract_cifar_subset(tmp_path_factory) / "train"
+    for name in ("cat", "dog"):
+        shutil.copytree(cifar / name, tmp_path / "ds" / name)
+    ckpt = tmp_path / "two.pt"
+    model = load_model(seed=1, num_classes=2, image_size=64).model
+    meta = ModelMeta(num_classes=2, image_size=64, class_names=["cat", "dog"])
+    save_checkpoint(ckpt, model, meta)
+    args = ["evaluate", "--checkpoint", str(ckpt), "--dataset", "imagefolder"]
+    args += ["--data-dir", str(tmp_path / "ds"), "--backend", "onnxruntime", "--precision", "int8"]
+    args += ["--artifacts", str(tmp_path / "exports")]
+    result = CliRunner().invoke(_local_app(), [*args, "--calib-data", str(tmp_path / "ds")])
+    assert result.exit_code == 0, result.output
+    assert "are inside --calib-data" in result.stderr
+    record = Manifest.load(tmp_path / "exports").artifacts["onnx-int8"]
+    assert record.calibration_dir == str(tmp_path / "ds")
+    assert f"images from {tmp_path / 'ds'}" in record.calibration
+    result = CliRunner().invoke(_local_app(), args)  # the same file, scored as it is
+    assert result.exit_code == 0, result.output
+    stderr = " ".join(result.stderr.split())
+    assert f"inside {tmp_path / 'ds'}, which onnx-int8 was calibrated on" in stderr
+
+
+def test_image_inputs_name_their_folder_absolute(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Their description goes into manifests and reports: "32 images from sub" named another
+    folder (or none) when read from another working directory."""
+    from alexbench.checkpoint import ModelMeta
+    from alexbench.inputs import image_inputs
+
+    root = extract_cifar_subset(tmp_path_factory)
+    monkeypatch.chdir(root)
+    inputs = image_inputs(Path("train"), 4, ModelMeta(num_classes=10, image_size=32))
+    assert inputs.description.startswith(f"4 images from {root / 'train'}")
+    assert inputs.directory == str(root / "train")
+
+
+def test_class_names_match_whatever_their_unicode_form(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A folder unpacked on macOS spells "äutö" decomposed (NFD): it was refused as a class the
+    model does not predict, beside a composed name that printed the same."""
+    import shutil
+    import unicodedata
+
+    from alexbench.checkpoint import ModelMeta, save_checkpoint
+
+    composed = ["bird", unicodedata.normalize("NFC", "äutö")]
+    ckpt = tmp_path / "two.pt"
+    model = load_model(seed=1, num_classes=2, image_size=64).model
+    save_checkpoint(ckpt, model, ModelMeta(num_classes=2, image_size=64, class_names=composed))
+    cifar = extract_cifar_subset(tmp_path_factory) / "train"
+    shutil.copytree(cifar / "bird", tmp_path / "test" / "bird")
+    shutil.copytree(cifar / "cat", tmp_path / "test" / unicodedata.normalize("NFD", "äutö"))
+    spec = DataSpec(
+        kind=DatasetKind.IMAGEFOLDER, data_dir=tmp_path / "test", image_size=64, val_fraction=0.0
+    )
+    bundle = prepare_bundle(load_model(checkpoint=ckpt), tmp_path / "exports", [])
+    data = load_data(spec, (Split.VAL,))
+    report = evaluate_model(bundle, data, [Backend.EAGER], [Precision.FP32], Device.CPU)
+    assert report.confusion.sum(axis=1).tolist() == [20, 20]
+
+
+def test_a_class_name_the_plot_font_lacks_is_one_warning_line(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """matplotlib's "Glyph 40165 missing from font" came out as Python's two-line UserWarning
+    with a source line of plots.py."""
+    import shutil
+
+    from alexbench.checkpoint import ModelMeta, save_checkpoint
+
+    ckpt = tmp_path / "two.pt"
+    model = load_model(seed=1, num_classes=2, image_size=64).model
+    save_checkpoint(
+        ckpt, model, ModelMeta(num_classes=2, image_size=64, class_names=["bird", "鳥"])
+    )
+    cifar = extract_cifar_subset(tmp_path_factory) / "train"
+    shutil.copytree(cifar / "bird", tmp_path / "test" / "bird")
+    shutil.copytree(cifar / "cat", tmp_path / "test" / "鳥")
+    args = ["evaluate", "--checkpoint", str(ckpt), "--dataset", "imagefolder", "--backend", "eager"]
+    args += ["--data-dir", str(tmp_path / "test"), "--artifacts", str(tmp_path / "exports")]
+    result = CliRunner().invoke(_local_app(), [*args, "--plot", str(tmp_path / "cm.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cm.png").is_file()
+    lines = [line for line in result.stderr.splitlines() if "font" in line]
+    assert lines == ["warning: a character of a plot's labels is not in the font: drawn as a box"]
+    assert "UserWarning" not in result.stderr

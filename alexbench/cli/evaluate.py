@@ -35,7 +35,7 @@ from alexbench.exit_codes import ExitCode, outcome
 from alexbench.fileio import write_json
 from alexbench.model import MAX_SEED
 from alexbench.precision import Precision
-from alexbench.report import render_evaluation
+from alexbench.report import render_evaluation, warnings_as_lines
 from alexbench.results_shape import EVALUATE_SCHEMA
 from alexbench.training.data import (
     Augment,
@@ -57,6 +57,7 @@ from alexbench.training.data import (
 
 @handle_errors
 @json_output
+@warnings_as_lines(err_console)  # the plot's class names: a missing glyph in one line
 def evaluate_cmd(
     checkpoint: Path | None = opt.CHECKPOINT,
     weights: Path | None = opt.WEIGHTS,
@@ -226,6 +227,15 @@ def evaluate_cmd(
         console, artifacts, backends, loaded, precisions=precisions, devices=(device,),
         calib_data=calib_data, calib_samples=calib_samples,
     )  # fmt: skip
+    if not calib_data:  # an int8 file already made: its manifest says what it was calibrated on
+        for fmt, folder in _int8_calibration_dirs(bundle).items():
+            if inside := _scored_inside(Path(folder), scored):
+                err_console.print(
+                    f"warning: {inside} of the {len(scored)} scored images are inside {folder}, "
+                    f"which {fmt} was calibrated on (its manifest's record): its top-1 may read "
+                    "high",
+                    markup=False,
+                )
     with signals_as_interrupts(), console.status("evaluating..."):
         report = evaluate_model(
             bundle, data, backends, precisions, device, split=split, batch_size=batch_size
@@ -336,18 +346,26 @@ def _scored_inside(calib_data: Path, scored: list[str]) -> int:
     return sum(os.path.realpath(f) in drawn for f in scored)
 
 
-def _int8_calibration(bundle: ModelBundle) -> dict[str, str]:
-    """Per int8 artifact in the bundle, the images its manifest says it was calibrated on."""
+def _int8_records(bundle: ModelBundle) -> dict[str, Any]:
+    """Per int8 artifact in the bundle, its manifest record (those that record a calibration)."""
     from alexbench.exporters.manifest import Manifest
 
     manifest = Manifest.load(bundle.directory) if bundle.directory else None
     if manifest is None:
         return {}
-    return {
-        fmt.value: manifest.artifacts[fmt.value].calibration
-        for fmt in bundle.artifacts
-        if fmt.value in manifest.artifacts and manifest.artifacts[fmt.value].calibration
-    }
+    records = {fmt.value: manifest.artifacts.get(fmt.value) for fmt in bundle.artifacts}
+    return {fmt: r for fmt, r in records.items() if r is not None and r.calibration}
+
+
+def _int8_calibration(bundle: ModelBundle) -> dict[str, str]:
+    """Per int8 artifact in the bundle, the images its manifest says it was calibrated on."""
+    return {fmt: r.calibration for fmt, r in _int8_records(bundle).items()}
+
+
+def _int8_calibration_dirs(bundle: ModelBundle) -> dict[str, str]:
+    """Per int8 artifact in the bundle, the folder its manifest says it was calibrated on
+    (manifests before the record: none)."""
+    return {fmt: r.calibration_dir for fmt, r in _int8_records(bundle).items() if r.calibration_dir}
 
 
 def _val_fraction(

@@ -479,6 +479,7 @@ def _export_locked(
         onnx_exporter,
         calibration=calibration.batch if calibration is not None else None,
         calibration_desc=calibration.description if calibration is not None else "",
+        calibration_dir=calibration.directory if calibration is not None else "",
         onnx_path=out_dir / f"alexnet{onnx_exporter_module.suffix}",
         metadata=metadata,
     )
@@ -540,6 +541,7 @@ def _export_locked(
             export_seconds=round(seconds, 3),
             config_key=key,
             calibration=fields.get("calibration", ""),
+            calibration_dir=request.calibration_dir if fields.get("calibration") else "",
             versions=versions,
         )
         manifest.artifacts[fmt.value] = record

@@ -93,6 +93,7 @@ class ExportRequest:
     # Real, normalised images (N, 3, H, W) for int8 calibration, and where they came from.
     calibration: np.ndarray | None = None
     calibration_desc: str = ""
+    calibration_dir: str = ""  # the folder they were drawn from, absolute
     onnx_path: Path | None = None  # the fp32 ONNX file the fp16/int8 variants derive from
     # Written into ONNX files' metadata_props: what a consumer needs to feed the model.
     metadata: dict[str, str] = field(default_factory=dict)

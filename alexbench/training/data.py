@@ -602,10 +602,10 @@ def _finish_imagefolder(
     mode = "decoded in memory" if in_memory else "streamed"
     if skipped:  # history.json and checkpoints carry the description: the count goes with them
         mode += f", {len(skipped)} unreadable left out"
-    desc = (
-        f"ImageFolder {root} ({len(names)} classes, {how}, {n_images} images, "
-        f"{resolution} px, {mode})"
-    )
+    # Native: kept at the size they are stored at, resized to the model's per batch; "32 px"
+    # alone read as the size the model sees.
+    size = f"{resolution} px as stored" if native else f"{resolution} px"
+    desc = f"ImageFolder {root} ({len(names)} classes, {how}, {n_images} images, {size}, {mode})"
     return LoadedData(spec, names, out, (), (), desc, skipped)
 
 
