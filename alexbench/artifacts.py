@@ -22,6 +22,8 @@ class ArtifactFormat(StrEnum):
 # Where ONNX Runtime keeps its optimised copies of a folder's models (runtimes/ort_cache.py);
 # here because exporters remove it with the model it was made from.
 ORT_CACHE_DIR = "ort-cache"
+# verify's default report, in the artifacts' folder; exporters retire it with the files it checked.
+VERIFY_REPORT = "verify-report.json"
 
 # Formats quantised with real images: made only when calibration images are given.
 CALIBRATED = (ArtifactFormat.ONNX_INT8, ArtifactFormat.PT2_INT8)

@@ -349,3 +349,24 @@ def test_the_model_options_in_hints_name_the_same_model(kind, tmp_path):
     assert model_identity(again.meta, again.weights_sha256) == model_identity(
         loaded.meta, loaded.weights_sha256
     ), model_options(loaded)
+
+
+def test_a_verify_report_goes_with_the_file_it_checked(tmp_path, small_model):
+    """A re-exported file left the folder's verify-report.json saying PASS for bytes no longer
+    there; a report that checked other files, or these very bytes, stays."""
+    out = tmp_path / "art"
+    manifest, _ = ensure_artifacts(small_model, out, [ArtifactFormat.ONNX])
+    sha = manifest.artifacts["onnx"].sha256
+    report = out / "verify-report.json"
+
+    def reexport(checked: dict[str, str]) -> bool:
+        report.write_text(json.dumps({"passed": True, "artifact_sha256": checked}))
+        with (out / "alexnet.onnx").open("ab") as f:
+            f.write(b"\0")  # modified: export makes it again
+        ensure_artifacts(small_model, out, [ArtifactFormat.ONNX])
+        return report.exists()
+
+    assert not reexport({"onnx": "0" * 64})  # it checked other bytes
+    assert reexport({"torchscript": "0" * 64})  # it did not check this file
+    assert reexport({"onnx": sha})  # the export made the very bytes it checked again
+    assert Manifest.load(out).artifacts["onnx"].sha256 == sha

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from alexbench import report
+from alexbench.artifacts import VERIFY_REPORT
 from alexbench.checkpoint import Normalization
 from alexbench.cli import options as opt
 from alexbench.cli.common import (
@@ -120,7 +121,7 @@ def verify_cmd(
         calib_data=calib_data, calib_samples=calib_samples, checking=True,
     )  # fmt: skip
     options = SessionOptions(threads=threads, compile_mode=compile_mode)
-    out = report_path or (bundle.directory or Path(".")) / "verify-report.json"
+    out = report_path or (bundle.directory or Path(".")) / VERIFY_REPORT
     check_output_file(out, "--out")  # before the work, not after it
     with signals_as_interrupts(), console.status("verifying...") as status:
         result = run_verify(

@@ -23,7 +23,13 @@ from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
 
-from alexbench.artifacts import CALIBRATED, ORT_CACHE_DIR, ArtifactFormat, ModelBundle
+from alexbench.artifacts import (
+    CALIBRATED,
+    ORT_CACHE_DIR,
+    VERIFY_REPORT,
+    ArtifactFormat,
+    ModelBundle,
+)
 from alexbench.checkpoint import (
     LoadedModel,
     ModelMeta,
@@ -268,12 +274,25 @@ def _remove_artifacts(directory: Path, manifest: Manifest) -> None:
     its manifest, any other file by an artifact's name (an orphan of an older export) and its
     verify report. Other files (alexnet.pth: perhaps the very weights being exported) stay."""
     names = {record.path for record in manifest.artifacts.values()}
-    names |= ARTIFACT_NAMES | {"verify-report.json", "manifest.json"}
+    names |= ARTIFACT_NAMES | {VERIFY_REPORT, "manifest.json"}
     for name in names:
         (directory / name).unlink(missing_ok=True)
     # ONNX Runtime's optimised copies of the old model (runtimes/ort_cache.py): never served for
     # another file (keyed by its sha256), but hundreds of MiB left behind.
     shutil.rmtree(directory / ORT_CACHE_DIR, ignore_errors=True)
+
+
+def _retire_verify_report(directory: Path, fmt: ArtifactFormat, sha256: str) -> None:
+    """A file replaced by a new export: the folder's verify report, if it checked the old
+    file (other bytes), no longer speaks for the folder (a CI job reading its "passed": true
+    would trust a file nobody verified), so it goes, as with --force."""
+    path = directory / VERIFY_REPORT
+    try:
+        checked = json.loads(path.read_text(encoding="utf-8")).get("artifact_sha256") or {}
+    except (OSError, ValueError, AttributeError):
+        return  # none, or not a report this version reads: left alone
+    if isinstance(checked, dict) and checked.get(fmt.value, sha256) != sha256:
+        path.unlink(missing_ok=True)
 
 
 class ArtifactStatus(StrEnum):
@@ -545,6 +564,7 @@ def _export_locked(
             versions=versions,
         )
         manifest.artifacts[fmt.value] = record
+        _retire_verify_report(out_dir, fmt, record.sha256)
         # Saved after each file: a later format's failure leaves a folder that says what it holds.
         manifest.save(out_dir)
         outcomes.append((fmt, record, ArtifactStatus.EXPORTED))
