@@ -311,7 +311,7 @@ def _run_with_progress(bundle: object, spec: BenchSpec, finished: list[CellResul
 
 def _cell_line(c: CellResult) -> str:
     name = f"{c.backend.value}/{c.device.value}/{c.precision.value}/b{c.batch}"
-    if c.stats is not None:
+    if c.stats is not None and c.status is CellStatus.OK:  # a wrong answer's speed: not quoted
         return f"{name}: {c.status.value}, p50 {c.stats.p50_ms:.2f} ms"
     return f"{name}: {c.status.value}" + (f" ({c.reason})" if c.reason else "")
 

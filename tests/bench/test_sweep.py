@@ -70,3 +70,53 @@ def test_a_fast_repeat_with_more_samples_does_not_pull_the_median_or_narrow_its_
     assert s.p50_ci_low_ms < min(medians) and s.p50_ci_high_ms > max(medians)
     assert s.unstable and s.throughput == pytest.approx(1e3 / s.p50_ms)
     assert s.iterations == 168  # the other figures are still over every sample
+
+
+def _sweep_with(session_run, small_bundle, monkeypatch, batches=(1, 16)):
+    """One TorchScript cell per batch with its session's `run` replaced by `session_run(self,
+    inputs, real_run)`: a runtime that computes something else than the model."""
+    from alexbench.bench.sweep import BenchSpec, iter_sweep
+    from alexbench.bench.timer import RunLength
+    from alexbench.runtimes.torch_common import TorchModuleSession
+    from alexbench.runtimes.torchscript import TorchScriptRuntime
+
+    real = TorchModuleSession.run
+    loaded = TorchScriptRuntime.load
+
+    def load(self, *a, **k):
+        session = loaded(self, *a, **k)
+        session.run = lambda inputs: session_run(session, inputs, real)
+        return session
+
+    monkeypatch.setattr(TorchScriptRuntime, "load", load)
+    spec = BenchSpec(
+        [Backend.TORCHSCRIPT], [Device.CPU], [Precision.FP32], list(batches),
+        run_length=RunLength(warmup=1, min_seconds=0.0, min_iters=3, max_iters=5),
+    )  # fmt: skip
+    return {c.batch: c for c in iter_sweep(small_bundle, spec)}
+
+
+def test_bench_parity_checks_every_row_not_the_first_few(small_bundle, monkeypatch):
+    """A runtime that computed 4 images and copied them into the rest of the batch passed
+    bench's parity (4 rows of the first call checked) at 9x eager's speed."""
+
+    def four_rows(session, inputs, real):
+        out = real(session, inputs[:4])
+        return out.repeat((len(inputs) + 3) // 4, 1)[: len(inputs)]
+
+    cells = _sweep_with(four_rows, small_bundle, monkeypatch)
+    assert cells[1].status is CellStatus.OK  # one image: the shortcut changes nothing
+    assert cells[16].status is CellStatus.PARITY_FAILED, cells[16].reason
+
+
+def test_bench_parity_checks_a_call_after_timing_on_another_input(small_bundle, monkeypatch):
+    """A runtime that answers every call with its first answer (a replay of a stale input):
+    right on the first call, wrong on every other input."""
+
+    def stale(session, inputs, real):
+        if not hasattr(session, "_first"):
+            session._first = real(session, inputs)
+        return session._first
+
+    cells = _sweep_with(stale, small_bundle, monkeypatch, batches=(16,))
+    assert cells[16].status is CellStatus.PARITY_FAILED, cells[16].reason
