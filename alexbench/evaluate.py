@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alexbench.artifact_checks import file_problems
 from alexbench.devices import Device
 from alexbench.errors import AlexbenchError, DataError
 from alexbench.precision import Precision
@@ -144,9 +145,19 @@ def evaluate_model(
             cell.status, cell.reason = CellStatus.UNSUPPORTED, reason
             continue
         try:
-            sessions[i] = runtime.load(bundle, device, p)
-        except AlexbenchError as e:
-            cell.status, cell.reason = CellStatus.ERROR, str(e)
+            session = runtime.load(bundle, device, p)
+        except Exception as e:  # a corrupt file is that cell's error, not the whole run's
+            first = (str(e).strip().splitlines() or [""])[0]
+            cell.status = CellStatus.ERROR
+            cell.reason = first if isinstance(e, AlexbenchError) else f"{type(e).__name__}: {first}"
+            continue
+        # The wrong file scores as well as the right one (fp32 in the int8 slot): verify and
+        # bench fail it, and its accuracy is not the artifact's.
+        if wrong := file_problems(session.info(), bundle, p):
+            cell.status, cell.reason = CellStatus.ERROR, wrong
+            session.close()
+            continue
+        sessions[i] = session
     ref = cells[pairs.index(REFERENCE)]  # not first when the user listed it after others
     if ref.status is not CellStatus.OK:
         raise AlexbenchError(f"the eager fp32 reference cannot run: {ref.reason}")

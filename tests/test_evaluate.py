@@ -588,3 +588,32 @@ def test_a_class_name_the_plot_font_lacks_is_one_warning_line(
     lines = [line for line in result.stderr.splitlines() if "font" in line]
     assert lines == ["warning: a character of a plot's labels is not in the font: drawn as a box"]
     assert "UserWarning" not in result.stderr
+
+
+def test_a_corrupt_or_wrong_artifact_is_its_cell_s_error_not_the_run_s(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """A truncated ONNX file ended evaluate with "unexpected InvalidProtobuf" (exit 3), every
+    cell lost; a file that tells its consumers other preprocessing than the model's was scored
+    as ok (verify and bench fail it)."""
+    import onnx
+
+    loaded = load_model(checkpoint=run_dir / "best.pt")
+    bundle = prepare_bundle(loaded, tmp_path / "exports", [ArtifactFormat.ONNX])
+    path = bundle.artifacts[ArtifactFormat.ONNX]
+    data = load_data(SYNTHETIC, (Split.VAL,))
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == "alexbench.mean":
+            prop.value = "[0.5, 0.5, 0.5]"
+    onnx.save(model, str(path))
+    report = evaluate_model(bundle, data, [Backend.ONNXRUNTIME], [Precision.FP32], Device.CPU)
+    cells = {c.backend: c for c in report.cells}
+    assert cells[Backend.EAGER].status is CellStatus.OK
+    onnx_cell = cells[Backend.ONNXRUNTIME]
+    assert onnx_cell.status is CellStatus.ERROR and "alexbench.mean" in (onnx_cell.reason or "")
+    path.write_bytes(path.read_bytes()[:1000])
+    report = evaluate_model(bundle, data, [Backend.ONNXRUNTIME], [Precision.FP32], Device.CPU)
+    onnx_cell = {c.backend: c for c in report.cells}[Backend.ONNXRUNTIME]
+    assert onnx_cell.status is CellStatus.ERROR and onnx_cell.top1 is None
+    assert onnx_cell.reason and "\n" not in onnx_cell.reason

@@ -271,7 +271,11 @@ def evaluate_cmd(
     measured = sum(c.requested and c.status is CellStatus.OK for c in report.cells)
     code = outcome(measured, 0, errors)
     if code is not ExitCode.OK:
-        why = "a cell failed to run" if errors else "nothing was evaluated: no requested cell ran"
+        why = (
+            "a cell could not be scored (see the table)"
+            if errors
+            else "nothing was evaluated: no requested cell ran"
+        )
         err_console.print(f"error: {why}", markup=False)
     raise typer.Exit(code)
 
