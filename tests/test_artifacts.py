@@ -370,3 +370,20 @@ def test_a_verify_report_goes_with_the_file_it_checked(tmp_path, small_model):
     assert reexport({"torchscript": "0" * 64})  # it did not check this file
     assert reexport({"onnx": sha})  # the export made the very bytes it checked again
     assert Manifest.load(out).artifacts["onnx"].sha256 == sha
+
+
+def test_a_manifest_field_a_later_version_added_is_not_fatal(small_artifacts: Path, tmp_path):
+    """An unknown field in an artifact's record ("unexpected keyword argument 'calibration_dir'")
+    made the folder unreadable, with the advice to delete its manifest."""
+    doc = json.loads((small_artifacts / "manifest.json").read_text())
+    doc["artifacts"]["onnx"]["added_later"] = {"any": "value"}
+    (tmp_path / "manifest.json").write_text(json.dumps(doc))
+    manifest = Manifest.load(tmp_path)
+    assert (
+        manifest is not None
+        and manifest.artifacts["onnx"].sha256 == doc["artifacts"]["onnx"]["sha256"]
+    )
+    del doc["artifacts"]["onnx"]["sha256"]  # a field this version needs is still required
+    (tmp_path / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="unreadable manifest"):
+        Manifest.load(tmp_path)

@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -106,13 +106,20 @@ class Manifest:
         try:
             d = read_json(path)
             _check_shape(d)
-            arts = {k: ArtifactRecord(**v) for k, v in d.get("artifacts", {}).items()}
+            arts = {k: _record(v) for k, v in d.get("artifacts", {}).items()}
             return cls(d["source"], d["model"], d.get("versions") or {}, arts)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise InputError(f"{path}: unreadable manifest ({e}); delete it to re-export") from e
 
 
 _SOURCE_KINDS = tuple(k.value for k in SourceKind)
+_RECORD_FIELDS = frozenset(f.name for f in fields(ArtifactRecord))
+
+
+def _record(values: dict[str, Any]) -> ArtifactRecord:
+    """A record as this version knows it: a field that a later version added (calibration_dir
+    was one) is left out, not fatal; one this version needs and lacks still is (TypeError)."""
+    return ArtifactRecord(**{k: v for k, v in values.items() if k in _RECORD_FIELDS})
 
 
 def _check_shape(d: Any) -> None:
