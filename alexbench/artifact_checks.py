@@ -66,9 +66,10 @@ def precision_mismatch(values: dict[str, int] | None, precision: Precision) -> s
 
 def metadata_mismatch(declared: dict[str, str] | None, bundle: ModelBundle) -> str:
     """What an ONNX file's metadata_props say about its inputs and outputs that the model does
-    not, or lacks (a consumer without the manifest normalises by them), or "". A file written
-    before the props existed declares none: nothing to check."""
-    if not declared:
+    not, or lacks (a consumer without the manifest normalises by them), or "". None: not an
+    ONNX file (nothing to check); {}: an ONNX file without them (stripped, or older than
+    them), all missing."""
+    if declared is None:
         return ""
     from alexbench.exporters import onnx_metadata  # exporters import torch.onnx: only here
 

@@ -385,3 +385,31 @@ def test_commands_that_only_read_results_start_without_torch(tmp_path):
         if code is not None:
             assert f"exit={code}" in proc.stderr or "exit=None" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_an_int8_file_its_manifest_lists_but_that_is_gone_is_an_error(artifacts_copy, tmp_path):
+    """It was "unsupported: int8 needs real images to calibrate" beside a PASS (exit 0)."""
+    folder = tmp_path / "lost"
+    shutil.copytree(artifacts_copy, folder)
+    doc = json.loads((folder / "manifest.json").read_text())
+    lost = dict(doc["artifacts"]["onnx"], format="onnx-int8", path="alexnet.int8.onnx")
+    doc["artifacts"]["onnx-int8"] = lost
+    (folder / "manifest.json").write_text(json.dumps(doc))
+    r = invoke(
+        "verify", "--artifacts", folder, "--batch", 2, "-b", "onnxruntime", "-p", "fp32,int8"
+    )
+    err = one_line_error(r)
+    assert "lists onnx-int8, but its file alexnet.int8.onnx is gone: give --calib-data" in err
+
+
+def test_an_onnx_file_stripped_of_its_metadata_fails_verify(artifacts_copy, tmp_path):
+    """A file with no alexbench props at all was taken for one older than them, and passed."""
+    edited = tmp_path / "bare"
+    shutil.copytree(artifacts_copy, edited)
+    model = onnx.load(str(edited / "alexnet.onnx"))
+    del model.metadata_props[:]
+    onnx.save(model, str(edited / "alexnet.onnx"))
+    r = invoke("verify", "--artifacts", edited, "--batch", 2, "--backend", "onnxruntime")
+    assert r.exit_code == 1, r.output
+    (cell,) = json.loads((edited / "verify-report.json").read_text())["cells"]
+    assert cell["status"] == "FAIL" and "alexbench.mean, alexbench.std" in cell["message"]

@@ -50,7 +50,13 @@ from alexbench.exporters.base import (
     ExportRequest,
     OnnxExporter,
 )
-from alexbench.exporters.manifest import ArtifactRecord, Manifest, config_key, stack_versions
+from alexbench.exporters.manifest import (
+    MANIFEST_NAME,
+    ArtifactRecord,
+    Manifest,
+    config_key,
+    stack_versions,
+)
 from alexbench.fileio import (
     atomic_path,
     folder_lock,
@@ -673,8 +679,11 @@ def _calibrated_on_disk(
     if _manifest_identity(manifest) != model_identity(loaded.meta, loaded.weights_sha256):
         return None  # another model's: the export path refuses it, with the reason
     state = _file_state(record, directory, record.config_key)  # its own key: only the bytes
-    if state is None:
-        return None  # recorded, but the file is gone
+    if state is None:  # recorded, but the file is gone: "unsupported" beside a PASS hid that
+        raise InputError(
+            f"{directory / MANIFEST_NAME} lists {fmt.value}, but its file {record.path} is "
+            f"gone: give --calib-data DIR to export it again, or leave int8 out"
+        )
     path = directory / record.path
     if state is ArtifactStatus.MODIFIED and on_modified:
         on_modified(fmt, path)
