@@ -35,6 +35,12 @@ class Tolerance:
     # past its margin implies an error past the threshold, so the top-1 gate could never fail
     # on its own; int8, whose error threshold is wide, judges ties by its typical error.
     tie_rtol: float | None = None
+    # Fraction of samples whose top-1 may differ at all, near ties included (plus one sample of
+    # grace: a batch of 1 or 2 may hold one near tie). None: no such cap. Near ties are judged
+    # on max|ref|, so where every logit lies close together (a near-chance model) every flip is
+    # a "tie": an int8 file with one class's bias raised passed at 3% top-1 agreement, while
+    # the honest int8 file of that model agrees on 99.5%.
+    max_top1_changed: float | None = None
 
     def threshold(self, ref_scale: float) -> float:
         return self.atol + self.rtol * ref_scale
@@ -61,7 +67,9 @@ PRECISIONS: dict[Precision, PrecisionSpec] = {
     Precision.FP16: PrecisionSpec(Precision.FP16, torch.float16, Tolerance(1e-4, 2e-2, 0.999)),
     Precision.BF16: PrecisionSpec(Precision.BF16, torch.bfloat16, Tolerance(1e-3, 8e-2, 0.99)),
     Precision.INT8: PrecisionSpec(
-        Precision.INT8, torch.int8, Tolerance(1e-3, 0.25, 0.95, 0.1, tie_rtol=0.05)
+        Precision.INT8,
+        torch.int8,
+        Tolerance(1e-3, 0.25, 0.95, 0.1, tie_rtol=0.05, max_top1_changed=0.25),
     ),
 }
 

@@ -134,9 +134,12 @@ def render_tolerances(console: Console, precisions: Sequence) -> None:
     parts = []
     for p in precisions:
         t = PRECISIONS[p].tolerance
-        parts.append(
-            f"{p.value}: |err| <= {t.atol:g} + {t.rtol:g}*max|ref|, cos >= {t.min_cosine:g}"
-        )
+        part = f"{p.value}: |err| <= {t.atol:g} + {t.rtol:g}*max|ref|, cos >= {t.min_cosine:g}"
+        if t.max_top1_mismatch:
+            part += f", top-1 flips beyond ties <= {t.max_top1_mismatch:.0%}"
+        if t.max_top1_changed is not None:
+            part += f", all top-1 flips <= {t.max_top1_changed:.0%} + 1"
+        parts.append(part)
     console.print("Tolerances  " + "  |  ".join(parts), style="dim")
 
 
