@@ -413,3 +413,24 @@ def test_an_onnx_file_stripped_of_its_metadata_fails_verify(artifacts_copy, tmp_
     assert r.exit_code == 1, r.output
     (cell,) = json.loads((edited / "verify-report.json").read_text())["cells"]
     assert cell["status"] == "FAIL" and "alexbench.mean, alexbench.std" in cell["message"]
+
+
+def test_verify_says_when_its_images_include_int8_s_calibration_images(
+    artifacts_copy, tmp_path, cifar_subset
+):
+    """verify draws from the far end of the order calibration drew from: no overlap while both
+    counts fit in the folder. They did not (30 images, 16 + 20 drawn), and --seed changed
+    verify's order (not calibration's): int8 was checked on its own calibration images."""
+    folder = tmp_path / "int8"
+    shutil.copytree(artifacts_copy, folder)
+    args = ["verify", "--artifacts", folder, "-b", "onnxruntime", "-p", "int8"]
+    args += ["--calib-data", cifar_subset, "--calib-samples", 16, "--data-dir", cifar_subset]
+    r = invoke(*args, "--batch", 20)
+    assert r.exit_code in (0, 1), r.output
+    record = json.loads((folder / "manifest.json").read_text())["artifacts"]["onnx-int8"]
+    assert record["calibration_images"] == 16
+    assert record["calibration_dir"] == str(cifar_subset)
+    said = " ".join(r.stderr.split())
+    assert "6 of the 20 images checked are among the 16 onnx-int8 was calibrated on" in said
+    r = invoke(*args, "--batch", 14)  # 16 + 14 = 30: none shared
+    assert "calibrated on (the folder" not in " ".join(r.stderr.split())

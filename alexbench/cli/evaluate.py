@@ -350,26 +350,20 @@ def _scored_inside(calib_data: Path, scored: list[str]) -> int:
     return sum(os.path.realpath(f) in drawn for f in scored)
 
 
-def _int8_records(bundle: ModelBundle) -> dict[str, Any]:
-    """Per int8 artifact in the bundle, its manifest record (those that record a calibration)."""
-    from alexbench.exporters.manifest import Manifest
-
-    manifest = Manifest.load(bundle.directory) if bundle.directory else None
-    if manifest is None:
-        return {}
-    records = {fmt.value: manifest.artifacts.get(fmt.value) for fmt in bundle.artifacts}
-    return {fmt: r for fmt, r in records.items() if r is not None and r.calibration}
-
-
 def _int8_calibration(bundle: ModelBundle) -> dict[str, str]:
     """Per int8 artifact in the bundle, the images its manifest says it was calibrated on."""
-    return {fmt: r.calibration for fmt, r in _int8_records(bundle).items()}
+    from alexbench.cli.model_args import calibration_records
+
+    return {fmt: r.calibration for fmt, r in calibration_records(bundle).items()}
 
 
 def _int8_calibration_dirs(bundle: ModelBundle) -> dict[str, str]:
     """Per int8 artifact in the bundle, the folder its manifest says it was calibrated on
     (manifests before the record: none)."""
-    return {fmt: r.calibration_dir for fmt, r in _int8_records(bundle).items() if r.calibration_dir}
+    from alexbench.cli.model_args import calibration_records
+
+    records = calibration_records(bundle)
+    return {fmt: r.calibration_dir for fmt, r in records.items() if r.calibration_dir}
 
 
 def _val_fraction(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from alexbench.exporters import (
     prepare_bundle,
     recorded_onnx_settings,
 )
+from alexbench.exporters.manifest import ArtifactRecord, Manifest
 from alexbench.inputs import InputSet, image_inputs
 from alexbench.precision import Precision
 from alexbench.runtimes import Backend, get_runtime, unsupported_reason
@@ -126,6 +128,38 @@ def check_outputs_spare_inputs(
         check_not_an_input(path, option, [("--checkpoint", checkpoint), ("--weights", weights)])
         if folder is not None:
             check_spares_artifacts(path, option, folder)
+
+
+def calibration_records(bundle: ModelBundle) -> dict[str, ArtifactRecord]:
+    """Per calibrated (int8) artifact in the bundle, its manifest record, where it records a
+    calibration."""
+    manifest = Manifest.load(bundle.directory) if bundle.directory else None
+    if manifest is None:
+        return {}
+    records = {fmt.value: manifest.artifacts.get(fmt.value) for fmt in bundle.artifacts}
+    return {fmt: r for fmt, r in records.items() if r is not None and r.calibration}
+
+
+def warn_calibration_overlap(data: Path, drawn: int, bundle: ModelBundle) -> None:
+    """`verify --data-dir` draws from the far end of the order calibration drew from the front
+    of: no image is both while the two counts fit in the folder. Where they do not (the default
+    256 calibration images: any folder under 256 + --batch), int8 is checked partly on its
+    own calibration images, which flatters it: said, with how many."""
+    from alexbench.training.data_files import image_files
+
+    here = os.path.realpath(data)
+    for fmt, record in calibration_records(bundle).items():
+        if not record.calibration_dir or os.path.realpath(record.calibration_dir) != here:
+            continue
+        total = len(image_files(data))
+        both = record.calibration_images + min(drawn, total) - total
+        if both > 0:
+            err_console.print(
+                f"warning: --data-dir {data}: {both} of the {min(drawn, total)} images checked "
+                f"are among the {record.calibration_images} {fmt} was calibrated on (the folder "
+                f"holds {total}): a smaller --batch or another folder checks it on unseen images",
+                markup=False,
+            )
 
 
 def _calib_hint(fmt: ArtifactFormat, calib_data: Path | None) -> str:

@@ -29,6 +29,7 @@ from alexbench.cli.model_args import (
     check_outputs_spare_inputs,
     model_for,
     read_images,
+    warn_calibration_overlap,
 )
 from alexbench.devices import require
 from alexbench.environment import capture
@@ -111,7 +112,12 @@ def verify_cmd(
     meta = loaded.meta
     inputs = (  # read before any export: a folder without images fails first
         read_images(  # from the far end: not the --calib-data images when both name one folder
-            data, batch, loaded, "--data-dir", seed=seed or 0, from_end=True
+            # Seed 0 whatever --seed says: calibration drew from the front of that order.
+            data,
+            batch,
+            loaded,
+            "--data-dir",
+            from_end=True,
         )
         if data is not None
         else random_inputs(batch, meta.image_size, seed or 0)
@@ -120,6 +126,8 @@ def verify_cmd(
         console, artifacts, backends, loaded, precisions=precisions, devices=devices,
         calib_data=calib_data, calib_samples=calib_samples, checking=True,
     )  # fmt: skip
+    if data is not None:
+        warn_calibration_overlap(data, batch, bundle)
     options = SessionOptions(threads=threads, compile_mode=compile_mode)
     out = report_path or (bundle.directory or Path(".")) / VERIFY_REPORT
     check_output_file(out, "--out")  # before the work, not after it

@@ -567,6 +567,11 @@ def _export_locked(
             config_key=key,
             calibration=fields.get("calibration", ""),
             calibration_dir=request.calibration_dir if fields.get("calibration") else "",
+            calibration_images=(
+                len(request.calibration)
+                if fields.get("calibration") and request.calibration is not None
+                else 0
+            ),
             versions=versions,
         )
         manifest.artifacts[fmt.value] = record

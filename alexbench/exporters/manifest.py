@@ -69,6 +69,7 @@ class ArtifactRecord:
     config_key: str
     calibration: str = ""  # int8 only: the images the quantisation ranges were measured on
     calibration_dir: str = ""  # int8 only: the folder they were drawn from ("": not recorded)
+    calibration_images: int = 0  # int8 only: how many (drawn seeded from the folder's front)
     usage: str = ""  # how to call the file, in one line (manifests before it lack it)
     # What the input and output tensors hold ("" in manifests before it): NCHW float32 images.
     input_dtype: str = ""
