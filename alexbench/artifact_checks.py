@@ -79,6 +79,8 @@ def metadata_mismatch(declared: dict[str, str] | None, bundle: ModelBundle) -> s
     missing = [k for k in expected if k not in declared]
     wrong = [k for k, v in declared.items() if k in expected and v != expected[k]]
     parts = [f"metadata_props {', '.join(missing)} missing"] if missing else []
+    if not declared:
+        parts = ["metadata_props missing (stripped, or older than them: re-export it)"]
     if wrong:
         first = wrong[0]
         parts.append(

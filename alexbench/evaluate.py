@@ -144,18 +144,19 @@ def evaluate_model(
         if reason:
             cell.status, cell.reason = CellStatus.UNSUPPORTED, reason
             continue
+        session = None
         try:
             session = runtime.load(bundle, device, p)
+            # The wrong file scores as well as the right one (fp32 in the int8 slot): verify
+            # and bench fail it, and its accuracy is not the artifact's.
+            wrong = file_problems(session.info(), bundle, p)
         except Exception as e:  # a corrupt file is that cell's error, not the whole run's
             first = (str(e).strip().splitlines() or [""])[0]
-            cell.status = CellStatus.ERROR
-            cell.reason = first if isinstance(e, AlexbenchError) else f"{type(e).__name__}: {first}"
-            continue
-        # The wrong file scores as well as the right one (fp32 in the int8 slot): verify and
-        # bench fail it, and its accuracy is not the artifact's.
-        if wrong := file_problems(session.info(), bundle, p):
+            wrong = first if isinstance(e, AlexbenchError) else f"{type(e).__name__}: {first}"
+        if wrong:
             cell.status, cell.reason = CellStatus.ERROR, wrong
-            session.close()
+            if session is not None:
+                session.close()
             continue
         sessions[i] = session
     ref = cells[pairs.index(REFERENCE)]  # not first when the user listed it after others

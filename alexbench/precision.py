@@ -28,18 +28,19 @@ class Tolerance:
     atol: float
     rtol: float
     min_cosine: float
-    # Fraction of samples whose top-1 may differ from the reference where the reference's top-2
-    # gap exceeded twice the tie threshold (0 for float formats, a little for int8).
+    # Fraction of samples whose top-1 may differ from the reference where the reference put the
+    # chosen class more than twice the tie threshold below its top (0 for float formats, a
+    # little for int8).
     max_top1_mismatch: float = 0.0
     # The tie threshold's relative part (None: rtol). With the error threshold itself, a flip
     # past its margin implies an error past the threshold, so the top-1 gate could never fail
     # on its own; int8, whose error threshold is wide, judges ties by its typical error.
     tie_rtol: float | None = None
     # Fraction of samples whose top-1 may differ at all, near ties included (plus one sample of
-    # grace: a batch of 1 or 2 may hold one near tie). None: no such cap. Near ties are judged
-    # on max|ref|, so where every logit lies close together (a near-chance model) every flip is
-    # a "tie": an int8 file with one class's bias raised passed at 3% top-1 agreement, while
-    # the honest int8 file of that model agrees on 99.5%.
+    # grace per call: a batch of 1 or 2 may hold one near tie). None: no such cap. Near ties
+    # are judged on max|ref|, so where every logit lies close together (a near-chance model)
+    # every flip is a "tie": an int8 file with one class's bias raised passed at 3% top-1
+    # agreement, while the honest int8 file of that model agrees on 99.5%.
     max_top1_changed: float | None = None
 
     def threshold(self, ref_scale: float) -> float:

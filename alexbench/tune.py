@@ -231,6 +231,8 @@ def sweep_measure(
     """`measure` through the bench sweep: one BenchSpec per candidate (one session, every batch
     size, parity checked against eager fp32 first); `on_label` hears what is running."""
 
+    references: dict = {}  # the eager reference, made once for every candidate's inputs
+
     def measure(candidate: Candidate, batches: Sequence[int]) -> list[CellResult]:
         spec = BenchSpec(
             [candidate.backend], [candidate.device], [candidate.precision], list(batches),
@@ -241,7 +243,7 @@ def sweep_measure(
             if on_label is not None:
                 on_label(label)
 
-        return list(iter_sweep(bundle, spec, on_cell))
+        return list(iter_sweep(bundle, spec, on_cell, references))
 
     return measure
 

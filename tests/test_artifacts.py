@@ -387,3 +387,15 @@ def test_a_manifest_field_a_later_version_added_is_not_fatal(small_artifacts: Pa
     (tmp_path / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(InputError, match="unreadable manifest"):
         Manifest.load(tmp_path)
+
+
+def test_a_run_that_reuses_every_file_leaves_the_manifest_as_it_was(tmp_path, small_model):
+    """verify and bench rewrote manifest.json on every run; and its records carry the int8-only
+    fields only where set, so versions that refuse unknown fields still read the others."""
+    out = tmp_path / "art"
+    ensure_artifacts(small_model, out, [ArtifactFormat.ONNX])
+    path = out / "manifest.json"
+    assert "calibration_dir" not in json.loads(path.read_text())["artifacts"]["onnx"]
+    os.utime(path, (1_000_000, 1_000_000))
+    ensure_artifacts(small_model, out, [ArtifactFormat.ONNX], keep_modified=True)
+    assert path.stat().st_mtime == 1_000_000

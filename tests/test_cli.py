@@ -400,6 +400,14 @@ def test_an_int8_file_its_manifest_lists_but_that_is_gone_is_an_error(artifacts_
     )
     err = one_line_error(r)
     assert "lists onnx-int8, but its file alexnet.int8.onnx is gone: give --calib-data" in err
+    # bench (and tune, evaluate) time the other cells, and say why int8 was not run.
+    r = invoke("bench", "--artifacts", folder, "--batch", 1, "-b", "onnxruntime", "-p", "fp32,int8",
+               "--min-time", 0, "--min-iters", 3, "--warmup", 1, "--json",
+               "--out", tmp_path / "r.json")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    cells = {c["precision"]: c for c in json.loads(r.stdout)["cells"]}
+    assert cells["fp32"]["status"] == "ok" and cells["int8"]["status"] == "skipped"
+    assert "alexnet.int8.onnx is gone" in cells["int8"]["reason"]
 
 
 def test_an_onnx_file_stripped_of_its_metadata_fails_verify(artifacts_copy, tmp_path):
@@ -412,7 +420,7 @@ def test_an_onnx_file_stripped_of_its_metadata_fails_verify(artifacts_copy, tmp_
     r = invoke("verify", "--artifacts", edited, "--batch", 2, "--backend", "onnxruntime")
     assert r.exit_code == 1, r.output
     (cell,) = json.loads((edited / "verify-report.json").read_text())["cells"]
-    assert cell["status"] == "FAIL" and "alexbench.mean, alexbench.std" in cell["message"]
+    assert cell["status"] == "FAIL" and "metadata_props missing (stripped" in cell["message"]
 
 
 def test_verify_says_when_its_images_include_int8_s_calibration_images(

@@ -57,7 +57,7 @@ def glibc() -> ctypes.CDLL | None:
     return None
 
 
-def _release_freed_memory() -> None:
+def release_freed_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS, so that the baseline is not
     inflated by an earlier cell's leftovers (which the next session would silently reuse)."""
     gc.collect()
@@ -115,7 +115,7 @@ class CellMemory:
         return _cuda_used(self.device_wide)
 
     def baseline(self) -> None:
-        _release_freed_memory()
+        release_freed_memory()
         if self.device is Device.CUDA:
             import torch
 
@@ -252,7 +252,7 @@ def cpu_shortfall(forecast: PeakForecast, baseline_bytes: int | None) -> str | N
     the run with it, so such a cell is not run."""
     from alexbench.environment import available_memory_bytes
 
-    _release_freed_memory()
+    release_freed_memory()
     rss, available = _status_bytes("VmRSS"), available_memory_bytes()
     if rss is None or available is None or baseline_bytes is None:
         return None

@@ -31,6 +31,7 @@ from alexbench.bench.memory import (
     cpu_shortfall,
     forecast_peak,
     probe_peaks,
+    release_freed_memory,
     worth_probing,
 )
 from alexbench.bench.roofline import Ceilings, RooflinePoint, model_layers, roofline_point
@@ -194,18 +195,60 @@ def check_input_pool(batches: Sequence[int], image_size: int) -> None:
         )
 
 
+@dataclass
+class Reference:
+    """One input pool and the eager fp32 CPU logits of its PARITY_INPUTS batches, made as cells
+    need their rows (in chunks of REFERENCE_CHUNK: rows are independent) and kept for the next
+    cell: all of a large pool up front cost minutes before the first cell, and for a batch
+    the memory guard then refused."""
+
+    bundle: ModelBundle
+    pool: list[np.ndarray]
+    logits: list[np.ndarray] = field(default_factory=list)
+
+    def rows(self, n: int) -> list[np.ndarray]:
+        have = len(self.logits[0]) if self.logits else 0
+        if n > have:
+            eager = get_runtime(Backend.EAGER).load(self.bundle, Device.CPU, Precision.FP32)
+            try:
+                chunks = range(have, n, REFERENCE_CHUNK)
+                new = [
+                    np.concatenate(
+                        [eager(self.pool[i][j : min(j + REFERENCE_CHUNK, n)]) for j in chunks]
+                    )
+                    for i in PARITY_INPUTS
+                ]
+            finally:
+                eager.close()
+                # Made inside a cell (after timing): what it freed must not sit in the heap,
+                # counted in the next cells' memory figures.
+                release_freed_memory()
+            if self.logits:
+                new = [np.concatenate([a, b]) for a, b in zip(self.logits, new, strict=True)]
+            self.logits = new
+        return [r[:n] for r in self.logits]
+
+
 def iter_sweep(
     bundle: ModelBundle,
     spec: BenchSpec,
     on_cell: Callable[[CellResult | None, str], None] | None = None,
+    references: dict[tuple[int, tuple[int, ...]], Reference] | None = None,
 ) -> Iterator[CellResult]:
     """Yield each cell of each repeat as it finishes, so a caller that is interrupted keeps every
-    finished cell; `on_cell(None, label)` reports what is about to run."""
+    finished cell; `on_cell(None, label)` reports what is about to run. `references`: kept by a
+    caller that sweeps one bundle many times (tune), keyed by seed and pool shape."""
     meta = bundle.loaded.meta
-    rng = np.random.default_rng(spec.seed)
     shape = _pool_shape(spec.batches, meta.image_size)
-    pool = [rng.standard_normal(shape, dtype=np.float32) for _ in range(ROTATING_INPUTS)]
-    reference = _reference(bundle, pool)
+    key = (spec.seed, shape)
+    reference = (references or {}).get(key)
+    if reference is None:
+        rng = np.random.default_rng(spec.seed)
+        pool = [rng.standard_normal(shape, dtype=np.float32) for _ in range(ROTATING_INPUTS)]
+        reference = Reference(bundle, pool)
+        if references is not None:
+            references[key] = reference
+    pool = reference.pool
 
     def label(text: str) -> None:
         if on_cell:
@@ -233,26 +276,12 @@ def iter_sweep(
                     )  # fmt: skip
 
 
-def _reference(bundle: ModelBundle, pool: list[np.ndarray]) -> list[np.ndarray]:
-    """Eager fp32 CPU logits of each PARITY_INPUTS batch of the pool, made in chunks (rows are
-    independent): a batch of 4096 in one call would need the memory the sweep guards."""
-    eager = get_runtime(Backend.EAGER).load(bundle, Device.CPU, Precision.FP32)
-    try:
-        chunks = range(0, len(pool[0]), REFERENCE_CHUNK)
-        return [
-            np.concatenate([eager(pool[i][j : j + REFERENCE_CHUNK]) for j in chunks])
-            for i in PARITY_INPUTS
-        ]
-    finally:
-        eager.close()
-
-
 def _session_cells(
     bundle: ModelBundle,
     spec: BenchSpec,
     cell_key: tuple[Backend, Device, Precision],
     pool: list[np.ndarray],
-    reference: list[np.ndarray],
+    reference: Reference,
     repeat: int,
     label: Callable[[int], None],
 ) -> Iterator[CellResult]:
@@ -332,7 +361,7 @@ def _measure(
     cell: CellResult,
     session: Any,
     pool: list[np.ndarray],
-    reference: list[np.ndarray],
+    reference: Reference,
     run_length: RunLength,
     memory: CellMemory,
     bundle: ModelBundle,
@@ -350,14 +379,13 @@ def _measure(
     # After timing, untimed: another input, through the path the timed calls took (a replay).
     again = session.to_numpy(session.run(prepared[PARITY_INPUTS[1]]))
     outputs = [logits, again]
+    expected = reference.rows(cell.batch)
     if all(o.shape[0] == cell.batch for o in outputs):
         cell.parity = compare(
-            np.concatenate([r[: cell.batch] for r in reference]),
-            np.concatenate(outputs),
-            cell.precision,
+            np.concatenate(expected), np.concatenate(outputs), cell.precision, len(outputs)
         )
     else:
-        cell.parity = compare(reference[0][: cell.batch], logits, cell.precision)
+        cell.parity = compare(expected[0], logits, cell.precision)
     cell.session_info = session.info()
     cell.latencies_ns = timing.latencies_ns.tolist()
     cell.device_ns = [] if timing.device_ns is None else timing.device_ns.tolist()

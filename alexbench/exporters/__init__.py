@@ -462,6 +462,7 @@ def _export_locked(
     identity = model_identity(meta, weights_sha)
     _remove_stale_temporaries(out_dir)
     old = Manifest.load(out_dir)
+    before = _as_json(old.to_dict()) if old is not None else None
     if old is None and not force:  # files named like ours that no manifest says we made
         theirs = sorted(name for name in ARTIFACT_NAMES if (out_dir / name).is_file())
         if theirs:
@@ -579,8 +580,14 @@ def _export_locked(
         # Saved after each file: a later format's failure leaves a folder that says what it holds.
         manifest.save(out_dir)
         outcomes.append((fmt, record, ArtifactStatus.EXPORTED))
-    manifest.save(out_dir)
+    if _as_json(manifest.to_dict()) != before:  # a run that only read it leaves it as it was
+        manifest.save(out_dir)
     return manifest, outcomes
+
+
+def _as_json(d: dict) -> str:
+    """As the file would hold it (tuples as lists), to tell whether anything changed."""
+    return json.dumps(d, sort_keys=True, default=str)
 
 
 def _with_interface(key: str, record: ArtifactRecord) -> ArtifactRecord:
@@ -635,7 +642,11 @@ def prepare_bundle(
             if fmt in formats:
                 formats.remove(fmt)
                 found = _calibrated_on_disk(loaded, Path(out_dir), fmt, on_modified)
-                if found is None:
+                if isinstance(found, str) and kwargs.get("keep_stale"):
+                    raise InputError(found)  # verify: the file it was to check is gone
+                if isinstance(found, str):  # bench, evaluate, tune: the other cells still run
+                    missing[fmt] = found
+                elif found is None:
                     missing[fmt] = NEEDS_CALIBRATION
                 else:
                     kept[fmt] = found
@@ -673,10 +684,11 @@ def _calibrated_on_disk(
     directory: Path,
     fmt: ArtifactFormat,
     on_modified: Callable[[ArtifactFormat, Path], None] | None,
-) -> Path | None:
+) -> Path | str | None:
     """An int8 file this model's export already made in `directory`, when no calibration images
     are given: calibration is needed to make one, not to verify or time the one a user has
-    (it was skipped, and `verify` said PASS beside it). Used as it is, like any artifact."""
+    (it was skipped, and `verify` said PASS beside it). Used as it is, like any artifact. A
+    string: the manifest lists one whose file is gone (said so, not "needs --calib-data")."""
     manifest = Manifest.load(directory) if directory.is_dir() else None
     record = manifest.artifacts.get(fmt.value) if manifest is not None else None
     if manifest is None or record is None:
@@ -685,7 +697,7 @@ def _calibrated_on_disk(
         return None  # another model's: the export path refuses it, with the reason
     state = _file_state(record, directory, record.config_key)  # its own key: only the bytes
     if state is None:  # recorded, but the file is gone: "unsupported" beside a PASS hid that
-        raise InputError(
+        return (
             f"{directory / MANIFEST_NAME} lists {fmt.value}, but its file {record.path} is "
             f"gone: give --calib-data DIR to export it again, or leave int8 out"
         )

@@ -93,7 +93,7 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["artifacts"] = {k: asdict(v) for k, v in self.artifacts.items()}
+        d["artifacts"] = {k: _record_dict(v) for k, v in self.artifacts.items()}
         return d
 
     def save(self, directory: Path) -> Path:
@@ -115,6 +115,16 @@ class Manifest:
 
 _SOURCE_KINDS = tuple(k.value for k in SourceKind)
 _RECORD_FIELDS = frozenset(f.name for f in fields(ArtifactRecord))
+
+
+# Written only where set (int8 records): versions before them refuse a record with a field they
+# do not know, and must still read the folders this one writes for other formats.
+_OMITTED_WHEN_UNSET = ("calibration_dir", "calibration_images")
+
+
+def _record_dict(record: ArtifactRecord) -> dict[str, Any]:
+    d = asdict(record)
+    return {k: v for k, v in d.items() if k not in _OMITTED_WHEN_UNSET or v}
 
 
 def _record(values: dict[str, Any]) -> ArtifactRecord:
