@@ -22,6 +22,7 @@ class InputSet:
     # warning: calibrating on 30 images repeated to 256 must not pass without a word.
     shortfall: str = ""
     directory: str = ""  # images: the folder they were drawn from, absolute
+    files: tuple[str, ...] = ()  # images: the files decoded, in the order drawn
 
 
 def random_inputs(
@@ -65,12 +66,10 @@ def image_inputs(
         raise DataError(f"{option} {directory}: no image files found")
     used = count if repeat else min(count, len(files))
     _require_memory(count, used, meta.image_size, count_option)
-    order = np.random.default_rng(seed).permutation(len(files))
-    if from_end:
-        order = order[::-1]
     images: list[torch.Tensor] = []
+    taken: list[str] = []
     skipped = 0
-    for i in order:
+    for i in draw_order(len(files), seed, from_end):
         if len(images) == count:
             break
         img = decode_image(files[i], resize_size(meta.image_size, crop_fraction))
@@ -80,6 +79,7 @@ def image_inputs(
             skipped += 1  # one unreadable file must not stop a parity run
         else:
             images.append(img)
+            taken.append(files[i])
     if not images:
         raise DataError(f"{option} {directory}: none of the image files could be read")
     mean = torch.tensor(meta.mean).view(1, 3, 1, 1)
@@ -105,7 +105,15 @@ def image_inputs(
         f"{found} images from {where}{crop}{note}",
         "; ".join(short),
         str(where),
+        tuple(taken),
     )
+
+
+def draw_order(count: int, seed: int = 0, from_end: bool = False) -> np.ndarray:
+    """The order `image_inputs` draws a folder's `count` files in (image_files' order indexed):
+    seeded, and reversed from the far end (verify's, against calibration's near end)."""
+    order = np.random.default_rng(seed).permutation(count)
+    return order[::-1] if from_end else order
 
 
 # Bytes per pixel while the images are made: the decoded uint8 copy, the float32 batch and its

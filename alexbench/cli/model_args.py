@@ -140,24 +140,28 @@ def calibration_records(bundle: ModelBundle) -> dict[str, ArtifactRecord]:
     return {fmt: r for fmt, r in records.items() if r is not None and r.calibration}
 
 
-def warn_calibration_overlap(data: Path, drawn: int, bundle: ModelBundle) -> None:
+def warn_calibration_overlap(inputs: InputSet, bundle: ModelBundle) -> None:
     """`verify --data-dir` draws from the far end of the order calibration drew from the front
-    of: no image is both while the two counts fit in the folder. Where they do not (the default
-    256 calibration images: any folder under 256 + --batch), int8 is checked partly on its
-    own calibration images, which flatters it: said, with how many."""
+    of: one folder given to both shares no image while the two counts fit in it. Where they do
+    not (the default 256 calibration images: any folder under 256 + --batch), or the folders
+    nest, int8 is checked partly on its own calibration images, which flatters it: said, with
+    how many (by file, from the manifest's folder and count; unreadable files aside)."""
+    from alexbench.inputs import draw_order
     from alexbench.training.data_files import image_files
 
-    here = os.path.realpath(data)
+    checked = {os.path.realpath(f) for f in inputs.files}
     for fmt, record in calibration_records(bundle).items():
-        if not record.calibration_dir or os.path.realpath(record.calibration_dir) != here:
+        folder = Path(record.calibration_dir)
+        if not record.calibration_images or not folder.is_dir():
             continue
-        total = len(image_files(data))
-        both = record.calibration_images + min(drawn, total) - total
-        if both > 0:
+        files = image_files(folder)
+        drawn = draw_order(len(files))[: record.calibration_images]
+        both = len(checked & {os.path.realpath(files[i]) for i in drawn})
+        if both:
             err_console.print(
-                f"warning: --data-dir {data}: {both} of the {min(drawn, total)} images checked "
-                f"are among the {record.calibration_images} {fmt} was calibrated on (the folder "
-                f"holds {total}): a smaller --batch or another folder checks it on unseen images",
+                f"warning: --data-dir: {both} of the {len(checked)} images checked are among the "
+                f"{record.calibration_images} {fmt} was calibrated on (from {folder}): a smaller "
+                "--batch or another folder checks it on unseen images",
                 markup=False,
             )
 

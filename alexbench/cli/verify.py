@@ -126,8 +126,8 @@ def verify_cmd(
         console, artifacts, backends, loaded, precisions=precisions, devices=devices,
         calib_data=calib_data, calib_samples=calib_samples, checking=True,
     )  # fmt: skip
-    if data is not None:
-        warn_calibration_overlap(data, batch, bundle)
+    if inputs.files:
+        warn_calibration_overlap(inputs, bundle)
     options = SessionOptions(threads=threads, compile_mode=compile_mode)
     out = report_path or (bundle.directory or Path(".")) / VERIFY_REPORT
     check_output_file(out, "--out")  # before the work, not after it
