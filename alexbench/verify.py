@@ -84,18 +84,28 @@ def dynamic_batch_sizes(largest: int) -> list[int]:
     return sorted(b for b in {1, 2, largest} | ({odd} if odd else set()) if b <= largest)
 
 
-def memory_shortfall(
-    session: Any, backend: Backend, device: Device, batch: np.ndarray, memory: CellMemory
-) -> str | None:
-    """Why a CPU session's call on the whole `batch` would not fit in memory, forecast from two
-    small untimed calls when it might not (`worth_probing`), or None. Linux does not fail such an
-    allocation: it kills the process, every finished cell with it (--batch 40000 at 64 px
-    reached 8.6 GB). torch.compile is not probed: each new shape would compile again."""
+def _probing(backend: Backend, device: Device, batch: np.ndarray) -> CellMemory | None:
+    """A CPU cell whose whole batch might not fit in memory (`worth_probing`): its memory, the
+    baseline taken now, before its session loads; None for the others, which skip the baseline's
+    garbage collection and heap trim (about 0.15 s a cell). torch.compile is not probed: each
+    new shape would compile again."""
     if (
         device is not Device.CPU
         or backend is Backend.COMPILE
         or not worth_probing(len(batch), batch[:1].nbytes)
     ):
+        return None
+    memory = CellMemory(device, device_wide=False)
+    memory.baseline()
+    return memory
+
+
+def memory_shortfall(session: Any, batch: np.ndarray, memory: CellMemory | None) -> str | None:
+    """Why the session's call on the whole `batch` would not fit in memory, forecast from two
+    small untimed calls (`memory`: from `_probing`, None: not probed), or None. Linux does not
+    fail such an allocation: it kills the process, every finished cell with it (--batch 40000
+    at 64 px reached 8.6 GB)."""
+    if memory is None:
         return None
     probed = probe_peaks(lambda b: session(batch[:b]), memory, len(batch))
     forecast = forecast_peak(probed, len(batch))
@@ -103,10 +113,9 @@ def memory_shortfall(
 
 
 def reference_logits(bundle: ModelBundle, inputs: InputSet) -> np.ndarray:
-    memory = CellMemory(Device.CPU, device_wide=False)
-    memory.baseline()
+    memory = _probing(Backend.EAGER, Device.CPU, inputs.batch)
     session = get_runtime(Backend.EAGER).load(bundle, Device.CPU, Precision.FP32)
-    short = memory_shortfall(session, Backend.EAGER, Device.CPU, inputs.batch, memory)
+    short = memory_shortfall(session, inputs.batch, memory)
     if short:
         raise InputError(
             f"--batch {len(inputs.batch)}: the fp32 reference cannot run here: "
@@ -138,15 +147,13 @@ def run_cell(
         )
     note = "; ".join(n for n in notes if n)
     session = None
-    memory = CellMemory(device, device_wide=False)
-    if device is Device.CPU:
-        memory.baseline()
+    memory = _probing(backend, device, inputs.batch)
     try:
         start = time.perf_counter()
         session = runtime.load(bundle, device, precision, options)
         cell.load_seconds = round(time.perf_counter() - start, 3)
         cell.session_info = session.info()
-        short = memory_shortfall(session, backend, device, inputs.batch, memory)
+        short = memory_shortfall(session, inputs.batch, memory)
         if short:
             session.close()
             cell.message = short
