@@ -141,6 +141,7 @@ def evaluate_cmd(
     """
     from alexbench.cli.model_args import (  # imports the exporters
         bundle_for,
+        calibration_records,
         check_outputs_spare_inputs,
         model_for,
     )
@@ -227,9 +228,11 @@ def evaluate_cmd(
         console, artifacts, backends, loaded, precisions=precisions, devices=(device,),
         calib_data=calib_data, calib_samples=calib_samples,
     )  # fmt: skip
+    calibrated = calibration_records(bundle)  # the int8 files' manifest records, read once
     if not calib_data:  # an int8 file already made: its manifest says what it was calibrated on
-        for fmt, folder in _int8_calibration_dirs(bundle).items():
-            if inside := _scored_inside(Path(folder), scored):
+        for fmt, record in calibrated.items():
+            folder = record.calibration_dir  # "" in manifests before the record
+            if folder and (inside := _scored_inside(Path(folder), scored)):
                 err_console.print(
                     f"warning: {inside} of the {len(scored)} scored images are inside {folder}, "
                     f"which {fmt} was calibrated on (its manifest's record): its top-1 may read "
@@ -260,7 +263,7 @@ def evaluate_cmd(
         "artifacts": {f.value: str(p) for f, p in sorted(bundle.artifacts.items())},
         "artifact_sha256": bundle.file_hashes(),
         # What the int8 artifacts scored here were calibrated on (the manifest's record).
-        "int8_calibration": _int8_calibration(bundle),
+        "int8_calibration": {fmt: r.calibration for fmt, r in calibrated.items()},
     }
     emit_json(payload)
     if out is not None:
@@ -348,22 +351,6 @@ def _scored_inside(calib_data: Path, scored: list[str]) -> int:
         return 0  # the calibration itself says what is wrong with the folder
     drawn = {os.path.realpath(f) for f in image_files(calib_data)}
     return sum(os.path.realpath(f) in drawn for f in scored)
-
-
-def _int8_calibration(bundle: ModelBundle) -> dict[str, str]:
-    """Per int8 artifact in the bundle, the images its manifest says it was calibrated on."""
-    from alexbench.cli.model_args import calibration_records
-
-    return {fmt: r.calibration for fmt, r in calibration_records(bundle).items()}
-
-
-def _int8_calibration_dirs(bundle: ModelBundle) -> dict[str, str]:
-    """Per int8 artifact in the bundle, the folder its manifest says it was calibrated on
-    (manifests before the record: none)."""
-    from alexbench.cli.model_args import calibration_records
-
-    records = calibration_records(bundle)
-    return {fmt: r.calibration_dir for fmt, r in records.items() if r.calibration_dir}
 
 
 def _val_fraction(
