@@ -219,6 +219,9 @@ def others_cpu_now(seconds: float = 0.5) -> float | None:
     return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / elapsed
 
 
+BUSY_SHARE = 0.25  # others' CPU use, as a share of the usable cores, called busy
+
+
 def machine_busy(others: float | None) -> str | None:
     """Why the machine is busy (`the machine is busy (...)`) when other processes are using the
     CPU now (`others`: `others_cpu_now()`), else None. The 1-minute load average alone lags by
@@ -228,7 +231,10 @@ def machine_busy(others: float | None) -> str | None:
     parts = [] if others is None else [f"{others:.1f} of {cores} cores in use by others"]
     if load is not None:
         parts.append(f"load average {load:.2f}")
-    busy = load is not None and load > 0.5 * cores if others is None else others > 0.25 * cores
+    if others is None:
+        busy = load is not None and load > 0.5 * cores
+    else:
+        busy = others > BUSY_SHARE * cores
     return f"the machine is busy ({', '.join(parts)})" if busy else None
 
 
@@ -238,14 +244,18 @@ def busy_warning(others: float | None) -> str | None:
     return None if busy is None else f"{busy}: timings will be noisy"
 
 
-def capture_before_measuring() -> tuple[dict[str, Any], str | None]:
+def capture_before_measuring(threads: int | None = None) -> tuple[dict[str, Any], str | None]:
     """The environment as a measurement starts, with other processes' CPU use sampled then
-    (`others_cpu_cores`), and the busy-machine warning (None on an idle machine)."""
+    (`others_cpu_cores`), and the busy-machine warning (None on an idle machine). `threads`:
+    the `--threads` every cell will set."""
     others = others_cpu_now()
-    return capture() | {"others_cpu_cores": others}, busy_warning(others)
+    return capture(threads) | {"others_cpu_cores": others}, busy_warning(others)
 
 
-def capture() -> dict[str, Any]:
+def capture(threads: int | None = None) -> dict[str, Any]:
+    """`threads`: the intra-op thread count the measurement sets (`--threads`); torch's own
+    count otherwise. Recording torch's count before the cells set theirs said 2 for a
+    `--threads 1` run, in the file and in the report's Environment table."""
     return {
         "load_average_1m": load_average(),
         "host": socket.gethostname(),
@@ -255,7 +265,7 @@ def capture() -> dict[str, Any]:
         "git_commit": git_commit(),
         "cpu": cpu_info(),
         "gpu": gpu_info(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads if threads is not None else torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "onnxruntime_providers": ort_providers(),
         # Set to "" is unset for each of them (LD_PRELOAD= preloads nothing).

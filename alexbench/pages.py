@@ -377,8 +377,9 @@ DEFINITIONS = [
      "the same inputs: largest absolute and relative error, lowest per-sample cosine "
      "similarity, share of samples with the same top-1 class"),
     ("B/A, verdict", "compare: candidate over baseline throughput; faster/slower only when the "
-     "95% interval excludes 1 and the change exceeds the threshold; (weak) when a side has one "
-     "repeat"),
+     "95% interval excludes 1 and the change exceeds the threshold; slightly: excludes 1, within "
+     "the threshold; inconclusive: beyond the threshold, interval includes 1; (weak) when a side "
+     "has one repeat"),
     ("top-1 drop", "evaluate: reference (eager fp32) top-1 minus the cell's, in points"),
 ]  # fmt: skip
 

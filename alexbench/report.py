@@ -438,9 +438,23 @@ def _bench_row(c: CellDict, base: dict, best: dict, pipelined: bool) -> list[Ent
 VERDICT_TONE = {
     Verdict.FASTER: Tone.GOOD,
     Verdict.SLOWER: Tone.BAD,
+    Verdict.SLIGHTLY_FASTER: Tone.DIM,
+    Verdict.SLIGHTLY_SLOWER: Tone.DIM,
+    Verdict.INCONCLUSIVE: Tone.WARN,
     Verdict.WITHIN_NOISE: Tone.DIM,
     Verdict.NO_INTERVAL: Tone.WARN,
 }
+_JUDGED = (Verdict.FASTER, Verdict.SLOWER, Verdict.SLIGHTLY_FASTER, Verdict.SLIGHTLY_SLOWER)
+
+
+def _bound(v: float) -> str:
+    """An interval bound: 3 decimals, more when those round a bound that excludes 1 onto 1
+    ([1.000, 1.236] beside "faster" reads as touching 1)."""
+    for digits in range(3, 7):
+        text = f"{v:.{digits}f}"
+        if float(text) != 1.0 or v == 1.0:
+            return text
+    return text
 
 
 def compare_table(comparison: Comparison, names: tuple[str, str]) -> TableData:
@@ -463,9 +477,9 @@ def compare_table(comparison: Comparison, names: tuple[str, str]) -> TableData:
         row_class="compare",
     )
     for c in comparison.cells:
-        weak = c.weak and c.verdict in (Verdict.FASTER, Verdict.SLOWER)
+        weak = c.weak and c.verdict in _JUDGED
         word = c.verdict.value + (" (weak)" if weak else "")
-        interval = "-" if c.ci_low is None else f"[{c.ci_low:.3f}, {c.ci_high:.3f}]"
+        interval = "-" if c.ci_low is None else f"[{_bound(c.ci_low)}, {_bound(c.ci_high)}]"
         t.add(
             [*c.key[:3], str(c.key[3]), f"{c.a_repeats}/{c.b_repeats}", fmt_ms(c.a_p50_ms),
              fmt_ms(c.b_p50_ms), f"{c.ratio:.3f}x", interval,
@@ -505,12 +519,23 @@ def _render_compare_legend(console: Console, comparison: Comparison) -> None:
         f"  B/A images/s > 1: B is faster. faster/slower = the {comparison.confidence:.0%} "
         f"interval excludes 1 and the ratio is beyond 1+{pct} or 1/(1+{pct}) (--threshold)."
     )
+    verdicts = {c.verdict for c in comparison.cells}
+    if verdicts & {Verdict.SLIGHTLY_FASTER, Verdict.SLIGHTLY_SLOWER}:
+        text += f" slightly: the interval excludes 1 but the ratio is within {pct}."
+    if Verdict.INCONCLUSIVE in verdicts:
+        text += (
+            f" inconclusive: the ratio is beyond {pct} but the interval includes 1, so the runs"
+            " cannot tell; rerun both with more --repeat (--fail-on-regression counts a slower"
+            " one)."
+        )
+    if Verdict.WITHIN_NOISE in verdicts:
+        text += f" within noise: the interval includes 1 and the ratio is within {pct}."
     if any(not c.weak for c in comparison.cells):
         text += (
             " Repeated runs: A/B p50 are geometric means of the per-repeat medians, the interval"
             " a Welch t-interval over them."
         )
-    if any(c.weak and c.verdict is not Verdict.NO_INTERVAL for c in comparison.cells):
+    if any(c.weak and c.verdict in _JUDGED for c in comparison.cells):
         text += (
             " A side with 1 repeat: block bootstrap over raw latencies, which misses run-to-run"
             " noise, so verdicts are weak; rerun with bench --repeat 3."

@@ -349,4 +349,11 @@ def machine_label(data: dict[str, Any], device: str = "cpu") -> str:
         return str(gpu["name"])
     cpu = env.get("cpu") or {}
     cores = cpu.get("usable_cores") or cpu.get("logical_cores")
-    return f"{cpu.get('model', '?')}" + (f", {cores} cores" if cores else "")
+    # A --threads run is a different setup on the same machine: its label says so, or a
+    # 1-thread run stood beside a 2-thread one under the same name.
+    threads = ((data.get("settings") or {}).get("options") or {}).get("threads")
+    return (
+        f"{cpu.get('model', '?')}"
+        + (f", {cores} cores" if cores else "")
+        + (f", --threads {threads}" if threads else "")
+    )

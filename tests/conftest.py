@@ -115,10 +115,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _rng_guard():
-    """Restore torch's global RNG after each test, so that test order cannot change results."""
-    state = torch.get_rng_state()
+    """Restore torch's global RNG and thread count after each test, so that test order cannot
+    change results (a command run in-process with `--threads 1` left every later test on one
+    thread)."""
+    state, threads = torch.get_rng_state(), torch.get_num_threads()
     yield
     torch.set_rng_state(state)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -69,3 +69,19 @@ def test_thread_and_allocator_variables_are_recorded(monkeypatch):
     r = CliRunner().invoke(app, ["info"], terminal_width=200)
     assert r.exit_code == 0
     assert "LD_PRELOAD=/usr/lib/libtcmalloc.so.4" in r.stdout and "OMP_NUM_THREADS=1" in r.stdout
+
+
+def test_the_environment_records_the_threads_the_measurement_sets():
+    import torch
+
+    assert environment.capture()["torch_threads"] == torch.get_num_threads()
+    assert environment.capture(threads=1)["torch_threads"] == 1
+
+
+def test_a_threads_run_is_labelled_apart_from_a_default_one():
+    from alexbench.results import machine_label
+
+    run = {"environment": {"cpu": {"model": "AMD EPYC", "logical_cores": 2}}}
+    assert machine_label(run) == "AMD EPYC, 2 cores"
+    run["settings"] = {"options": {"threads": 1}}
+    assert machine_label(run) == "AMD EPYC, 2 cores, --threads 1"

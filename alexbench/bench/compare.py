@@ -21,12 +21,20 @@ What is done instead, per matched cell (the ratio is always B/A throughput in im
 
 A cell is FASTER or SLOWER only when the difference is both significant (the 95% interval
 excludes 1) and material (the ratio beyond 1 + threshold or below 1 / (1 + threshold), 5% by
-default: symmetric in log space, so B 5% faster and A 5% faster than B are judged alike);
-otherwise WITHIN_NOISE. The threshold also absorbs what no interval from one invocation can see:
-A and B are separate processes, so their run-to-run difference can exceed the spread between
-repeats of one run. A pair with no interval at all (a single-repeat side whose raw latencies
-were stripped from its file) is NO_INTERVAL, never "within noise"; `regressions` counts it when
-its point estimate is slower beyond the threshold, so a CI gate does not pass on no evidence.
+default: symmetric in log space, so B 5% faster and A 5% faster than B are judged alike). The
+threshold also absorbs what no interval from one invocation can see: A and B are separate
+processes, so their run-to-run difference can exceed the spread between repeats of one run.
+The other verdicts keep apart what "within noise" used to lump together:
+
+* SLIGHTLY_FASTER / SLIGHTLY_SLOWER: significant, but within the threshold (a certain 4% change);
+* INCONCLUSIVE: not significant, yet the ratio is beyond the threshold (0.63x with an interval
+  of [0.40, 1.02]): the runs cannot tell, which is not evidence that nothing changed;
+* WITHIN_NOISE: not significant and the ratio within the threshold;
+* NO_INTERVAL: no interval at all (a single-repeat side whose raw latencies were stripped from
+  its file), never "within noise".
+
+`regressions` counts SLOWER, and INCONCLUSIVE or NO_INTERVAL cells whose ratio is slower beyond
+the threshold, so a CI gate does not pass on no evidence.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from alexbench.bench.intervals import (
     welch_ratio_interval,
 )
 from alexbench.bench.stats import geometric_mean
+from alexbench.environment import BUSY_SHARE
 from alexbench.exit_codes import ExitCode
 from alexbench.results_shape import ALLOCATOR_ENV
 
@@ -56,8 +65,16 @@ CellKey = tuple[str, str, str, int]  # (backend, device, precision, batch)
 class Verdict(StrEnum):
     FASTER = "faster"
     SLOWER = "slower"
-    WITHIN_NOISE = "within noise"
+    SLIGHTLY_FASTER = "slightly faster"  # significant, within the threshold
+    SLIGHTLY_SLOWER = "slightly slower"
+    INCONCLUSIVE = "inconclusive"  # not significant, ratio beyond the threshold
+    WITHIN_NOISE = "within noise"  # not significant, ratio within the threshold
     NO_INTERVAL = "no interval"  # no raw latencies to judge the noise by: the ratio alone
+
+
+# A ratio alone, with no significant interval behind it: counted by the gate when it is slower
+# beyond the threshold.
+UNPROVEN = (Verdict.INCONCLUSIVE, Verdict.NO_INTERVAL)
 
 
 @dataclass(frozen=True)
@@ -143,12 +160,12 @@ def slower_beyond(ratio: float, threshold: float) -> bool:
 
 def regressions(comparison: Comparison) -> list[CellComparison]:
     """Matched cells where B is slower than A beyond the threshold (weak verdicts included, and
-    cells with no interval whose ratio alone is beyond it)."""
+    inconclusive or interval-less cells whose ratio alone is beyond it)."""
     return [
         c
         for c in comparison.cells
         if c.verdict is Verdict.SLOWER
-        or (c.verdict is Verdict.NO_INTERVAL and slower_beyond(c.ratio, comparison.threshold))
+        or (c.verdict in UNPROVEN and slower_beyond(c.ratio, comparison.threshold))
     ]
 
 
@@ -180,8 +197,13 @@ def gate_failures(comparison: Comparison) -> list[GateFailure]:
     slower = regressions(comparison)
     if slower:
         blind = sum(c.verdict is Verdict.NO_INTERVAL for c in slower)
-        weak = sum(c.weak for c in slower) - blind
+        unsure = sum(c.verdict is Verdict.INCONCLUSIVE for c in slower)
+        weak = sum(c.weak and c.verdict is Verdict.SLOWER for c in slower)
         notes = [f"{weak} on single-repeat evidence"] * bool(weak)
+        notes += [
+            f"{unsure} inconclusive: the ratio is beyond it but the interval includes 1; "
+            "rerun both with more --repeat"
+        ] * bool(unsure)
         notes += [f"{blind} on the ratio alone, with no interval"] * bool(blind)
         out.append(
             GateFailure(
@@ -366,6 +388,10 @@ def compare_cells(
         verdict = Verdict.FASTER
     elif significant and slower_beyond(ratio, threshold):
         verdict = Verdict.SLOWER
+    elif significant:
+        verdict = Verdict.SLIGHTLY_FASTER if ratio > 1 else Verdict.SLIGHTLY_SLOWER
+    elif ratio > 1 + threshold or slower_beyond(ratio, threshold):
+        verdict = Verdict.INCONCLUSIVE
     else:
         verdict = Verdict.WITHIN_NOISE
     return CellComparison(
@@ -639,6 +665,18 @@ def run_differences(a: dict[str, Any], b: dict[str, Any]) -> list[RunDifference]
         add(Difference.SETUP, f"different OS: {plat_a} vs {plat_b}")
     others = [_get(p, "environment", "others_cpu_cores") for p in (a, b)]
     load = [_get(p, "environment", "load_average_1m") for p in (a, b)]
+    # Two equally busy runs differ by nothing the next check sees, yet both figures are noisy:
+    # a side busy by bench's own rule (a quarter of the cores) is named whatever the other says.
+    for side, run, used in (("A", a, others[0]), ("B", b, others[1])):
+        cores = _get(run, "environment", "cpu", "usable_cores") or _get(
+            run, "environment", "cpu", "logical_cores"
+        )
+        if isinstance(used, int | float) and isinstance(cores, int) and used > BUSY_SHARE * cores:
+            add(
+                Difference.SETUP,
+                f"{side} ran on a busy machine: other processes used {used:.1f} of {cores} "
+                "cores when it started, so its figures are noisy (bench warned then)",
+            )
     if all(isinstance(v, int | float) for v in others):
         # Sampled when each run started: unlike the load average, no residue of earlier work.
         if abs(others[0] - others[1]) >= BUSIER_OTHERS:

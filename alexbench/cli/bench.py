@@ -165,7 +165,7 @@ def bench_cmd(
         RunLength(warmup, min_time, min_iters, max_iters), options, seed or 0, repeat,
     )  # fmt: skip
     # Before the sweep: the load average must describe the machine, not this benchmark.
-    environment, busy = capture_before_measuring()
+    environment, busy = capture_before_measuring(threads)
     if busy:
         err_console.print(f"warning: {busy}")
     with console.status("measuring the machine's ceilings (cached per machine and threads)..."):

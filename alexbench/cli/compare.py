@@ -44,13 +44,14 @@ def compare_cmd(
         "--threshold",
         help="Smallest throughput change called faster/slower, a fraction in [0, 1) "
         "(0.05: B/A above 1.05 or below 1/1.05); smaller significant differences are "
-        "reported as within noise.",
+        "reported as slightly faster/slower.",
     ),
     fail_on_regression: bool = typer.Option(
         False,
         "--fail-on-regression",
-        help="For CI: exit 1 when any cell of B is slower than A beyond --threshold or fails "
-        "parity; exit 4 when a cell measured in A crashed in B, was not run or is missing. "
+        help="For CI: exit 1 when any cell of B is slower than A beyond --threshold (an "
+        "inconclusive one too) or fails parity; exit 4 when a cell measured in A crashed in "
+        "B, was not run or is missing. "
         "With or without it, compare exits 4 when no cell could be compared.",
     ),
     allow_different_machines: bool = typer.Option(
@@ -126,8 +127,9 @@ def comparison_dict(comparison: Comparison, baseline: Path, candidate: Path) -> 
     """The comparison as `compare --json` prints it: the figures and words of the table, with
     each cell's key spelled out, and None where an interval could not be computed."""
     return {
-        # /2: verdict "no interval" (a side without raw latencies), symmetric threshold
-        "schema": "alexbench-compare/2",
+        # /2: verdict "no interval" (a side without raw latencies), symmetric threshold;
+        # /3: verdicts "slightly faster/slower" and "inconclusive" (were "within noise")
+        "schema": "alexbench-compare/3",
         "a": str(baseline),
         "b": str(candidate),
         "a_complete": comparison.a_complete,

@@ -143,7 +143,7 @@ def verify_cmd(
         "artifacts": {f.value: str(p) for f, p in bundle.artifacts.items()},
         # which bytes were checked: the manifest may say otherwise (a modified or stale file)
         "artifact_sha256": bundle.file_hashes(),
-        "environment": capture(),
+        "environment": capture(threads),
     }
     write_json(out, payload)
     emit_json(payload)

@@ -271,11 +271,15 @@ def test_cuda_flags_on_cpu_are_recorded_as_not_applied(small_artifacts, tmp_path
     r = invoke(
         "bench", "--artifacts", small_artifacts, "--out", tmp_path, "--backend",
         "eager,onnxruntime", "--precision", "fp32", "--batch", "1", "--cuda-graphs",
-        "--include-transfers", "--compile-mode", "max-autotune", *FAST,
+        "--include-transfers", "--compile-mode", "max-autotune", "--threads", "1", *FAST,
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     (path,) = tmp_path.glob("*.json")
     data = json.loads(path.read_text())
+    # The threads the cells ran with, not torch's count before they set it (it said 2).
+    assert data["environment"]["torch_threads"] == 1
+    threads = {"eager": "torch_threads", "onnxruntime": "intra_op_num_threads"}
+    assert all(c["session"][threads[c["backend"]]] == 1 for c in data["cells"])
     assert data["settings"]["options"]["cuda_graphs"] is True  # what was asked ...
     for cell in data["cells"]:  # ... and, per cell, what was done
         session = cell["session"]
