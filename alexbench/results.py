@@ -195,24 +195,29 @@ def load_results(path: Path) -> dict[str, Any]:
     problem = results_problem(data)
     if problem:
         raise InputError(f"{path}: not a valid results file ({problem})")
-    for cell in data["cells"]:
-        _centre_on_repeats(cell)
+    if any([_centre_on_repeats(cell) for cell in data["cells"]]):
+        # The new centre comes from the repeats' medians, which a file without raw latencies
+        # cannot show to be true: it must still lie between the cell's fastest and slowest call.
+        problem = results_problem(data)
+        if problem:
+            raise InputError(f"{path}: not a valid results file ({problem})")
     return data
 
 
-def _centre_on_repeats(cell: dict[str, Any]) -> None:
+def _centre_on_repeats(cell: dict[str, Any]) -> bool:
     """Files written before a cell's median was centred on its repeats' medians (their stats
     carry no `repeats` count) pooled every repeat's samples: a fast repeat, with more samples in
     the same --min-time, pulled the median towards it, and the pool's order-statistic CI took
     the repeats for one run. Recomputed on reading as `bench` computes it now, so that report,
     compare and the plots show one centre for a cell; p90/p99 and the extremes stay pooled (as
-    in new files), and the roofline figures follow the median they are a share of."""
+    in new files), and the roofline figures follow the median they are a share of. Returns
+    whether it changed the cell."""
     s = cell.get("stats")
     medians = [r.get("p50_ms") for r in cell.get("repeats") or []]
     if not s or "repeats" in s or len(medians) < 2:
-        return
+        return False
     if not all(isinstance(m, int | float) and m > 0 for m in medians):
-        return  # a hand-edited repeat list: the stored figures are left as they are
+        return False  # a hand-edited repeat list: the stored figures are left as they are
     from alexbench.bench.stats import is_unstable, repeats_interval
 
     pooled = float(s["p50_ms"])
@@ -236,6 +241,7 @@ def _centre_on_repeats(cell: dict[str, Any]) -> None:
             "pct_of_ceiling": round(share, 1),
             "exceeds_ceiling": share > 100.0,
         }
+    return True
 
 
 def now() -> datetime:

@@ -66,6 +66,11 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+def _repeat_medians(d: dict[str, Any], medians: list[float]) -> None:
+    for rep, median in zip(_ok(d)["repeats"], medians, strict=True):
+        rep["p50_ms"] = median
+
+
 _DELETE = object()
 INF, NAN = float("inf"), float("nan")
 
@@ -153,8 +158,37 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
      "].roofline.pct_of_ceiling 500 disagrees with roofline_ms / p50_ms (56.8%)"),
     ("roofline-exceeds-edited", _set("ok.roofline.exceeds_ceiling", True),
      "].roofline.exceeds_ceiling is true but pct_of_ceiling is 56.8"),
-    ("device-not-in-settings", lambda d: _ok(d).update(device="cuda") or _ok(d)["stats"].update(
-        wall_throughput=1.0), "].device is 'cuda', which settings.devices (cpu) does not list"),
+    ("device-not-in-settings", lambda d: _ok(d).update(device="cuda"),
+     "].device is 'cuda', which settings.devices (cpu) does not list"),
+    # The second audit of hand edits: each was shown, or moved a compare verdict, silently.
+    ("repeat-median-edited",
+     lambda d: _repeat_medians(d, [14.737005 * 0.98, 14.503869, 15.3278 * 1.02]),
+     "].repeats[0].p50_ms 14.4423 disagrees with its 68 latencies_ns (their median: 14.737"),
+    ("repeat-iterations-edited", lambda d: _ok(d)["repeats"][0].update(iterations=999),
+     "].repeats' iterations add up to 1134, but it has 203 latencies_ns"),
+    ("ci-narrowed", lambda d: _ok(d)["stats"].update(p50_ci_low_ms=14.80, p50_ci_high_ms=14.82),
+     "].stats.p50_ci_low_ms 14.8 disagrees with its latencies_ns (their 95% interval: 14.7388"),
+    ("unstable-edited", _set("ok.stats.unstable", True), "].stats.unstable is true, but its"),
+    ("mean-edited", _set("ok.stats.mean_ms", 18.0), "].stats.mean_ms 18 disagrees with its lat"),
+    ("wall-throughput-edited", _set("ok.stats.wall_throughput", 900.0),
+     "].stats.wall_throughput 900 disagrees with its repeats' wall clock (67.0292 images/s)"),
+    ("stripped-min-negative", lambda d: _ok(d).update(latencies_ns=[]) or _ok(d)["stats"].update(
+        min_ms=-5.0), "].stats.min_ms is -5.0, expected a positive number or null"),
+    ("stripped-p99-below-p90", lambda d: _ok(d).update(latencies_ns=[]) or _ok(d)[
+        "stats"].update(p99_ms=15.0), "].stats.p95_ms 15.8032 is above its p99_ms 15"),
+    ("stripped-mean-outside", lambda d: _ok(d).update(latencies_ns=[]) or _ok(d)[
+        "stats"].update(mean_ms=100.0), "].stats.mean_ms 100 is outside its fastest and slowest"),
+    ("parity-pass-above-threshold", _set("ok.parity.max_abs_err", 5.0),
+     "].parity.passed is true, but its max_abs_err 5 is above its threshold 1.29482e-05"),
+    ("parity-cosine-impossible", _set("ok.parity.min_cosine", 1.5),
+     "].parity: min_cosine 1.5 or top1_agreement 1 is impossible"),
+    ("parity-agreement-impossible", _set("ok.parity.top1_agreement", -0.1),
+     "].parity: min_cosine 1 or top1_agreement -0.1 is impossible"),
+    # An older file (no stats.repeats) is recentred on its repeats' medians as it is read; with
+    # its raw latencies stripped nothing checks those medians, so the new centre is checked.
+    ("recentred-below-fastest",
+     lambda d: _ok(d).update(latencies_ns=[]) or _repeat_medians(d, [2.5, 14.8106, 14.82]),
+     "].stats.p50_ms 8.18692 is outside its fastest and slowest call (13.5655 to 18.2072 ms)"),
     # What RESULTS_JSON_SCHEMA refuses, the loaders refuse too.
     ("unknown-backend", _set("ok.backend", "tensorrt"), "].backend is 'tensorrt', expected one"),
     ("unknown-device", _set("ok.device", "tpu"), "].device is 'tpu', expected one of cpu, cuda"),
@@ -353,6 +387,7 @@ def _run_with(tmp_path: Path, name: str, batch: int | None = None, status: str |
             c["batch"] = batch
             if c["stats"]:  # images/s follow the batch (a file load_results accepts)
                 c["stats"]["throughput"] = batch / (c["stats"]["p50_ms"] / 1e3)
+                c["stats"]["wall_throughput"] *= batch
         if status is not None and c["status"] == "ok":
             c |= {"status": status, "stats": None, "reason": "crashed"}
     path = tmp_path / f"{name}.json"
