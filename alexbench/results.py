@@ -96,7 +96,7 @@ RESULTS_JSON_SCHEMA: dict[str, Any] = {
 
 CSV_COLUMNS = [
     "backend", "device", "precision", "batch", "status", "iterations", "p50_ms", "p90_ms",
-    "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "p50_ci_low_ms", "p50_ci_high_ms",
+    "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ci_low_ms", "p50_ci_high_ms",
     "throughput", "wall_throughput", "device_p50_ms", "unstable", "session_create_s",
     "first_inference_ms",
     "repeats", "mem_scope", "mem_resident_bytes", "mem_peak_bytes", "max_abs_err",
@@ -188,6 +188,11 @@ def load_results(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: not a readable results file ({e})") from None
     if not isinstance(data, dict) or data.get("schema") not in READABLE_SCHEMAS:
         found = data.get("schema") if isinstance(data, dict) else None
+        if isinstance(found, str) and found.startswith("alexbench-results/"):
+            raise InputError(
+                f"{path}: results schema {found}, from another alexbench version; this one "
+                f"reads {' and '.join(READABLE_SCHEMAS)} (use the version that wrote it)"
+            )
         raise InputError(
             f"{path}: not an alexbench results file (schema {found or 'none'}, "
             f"expected {RESULTS_SCHEMA})"

@@ -481,3 +481,16 @@ def test_fail_on_regression_fails_when_b_loses_a_cell_a_measured(
     assert len(errors) == 1 and words in errors[0] and "/b1" in errors[0], r.stderr
     doc = json.loads(invoke("compare", a, b, "--fail-on-regression", "--json").stdout)
     assert len(doc["lost_in_b"]) == 1 and doc["lost_in_b"][0]["batch"] == 1
+
+
+def test_a_results_file_of_a_later_schema_is_named_as_such(tmp_path: Path) -> None:
+    # It said "not an alexbench results file", which sends the reader looking for another file.
+    data = valid() | {"schema": "alexbench-results/3"}
+    path = tmp_path / "later.json"
+    path.write_text(json.dumps(data))
+    line = one_error_line(invoke("report", path))
+    assert "results schema alexbench-results/3, from another alexbench version" in line
+    assert "reads alexbench-results/1 and alexbench-results/2" in line
+    path.write_text(json.dumps(data | {"schema": "something-else/1"}))
+    line = one_error_line(invoke("report", path))
+    assert "not an alexbench results file (schema something-else/1" in line
