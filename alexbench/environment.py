@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from alexbench.exporters.manifest import package_version, stack_versions
-from alexbench.results_shape import ALLOCATOR_ENV, THREAD_DEVICE_ENV
+from alexbench.results_shape import ALLOCATOR_ENV, BUSY_SHARE, THREAD_DEVICE_ENV
 
 # The flags that decide which kernels run: AVX-512 / VNNI / BF16 / AMX paths in oneDNN and MLAS.
 CPU_FLAGS_OF_INTEREST = (
@@ -217,9 +217,6 @@ def others_cpu_now(seconds: float = 0.5) -> float | None:
     if after is None or elapsed <= 0:
         return None
     return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / elapsed
-
-
-BUSY_SHARE = 0.25  # others' CPU use, as a share of the usable cores, called busy
 
 
 def machine_busy(others: float | None) -> str | None:

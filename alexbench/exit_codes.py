@@ -16,6 +16,9 @@ class ExitCode(IntEnum):
     UNEXPECTED = 3  # an internal error (rerun with --debug for the traceback)
     CELLS_FAILED = 4  # a cell crashed (ERROR), or nothing at all was measured
     INTERRUPTED = 130  # SIGINT (Ctrl-C); finished cells are saved
+    # stdout closed before the output was written (`| head`): what a shell reports for a
+    # program SIGPIPE ended, not 1, which says "parity failed"
+    OUTPUT_CLOSED = 141
     TERMINATED = 143  # SIGTERM; finished cells are saved
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import math
@@ -18,6 +19,9 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from alexbench.errors import InputError
+
+# A write that failed for want of space: a full disk, a quota, a file-size limit (/dev/full).
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _umask() -> int:
@@ -47,9 +51,16 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise InputError(f"cannot write to {target.parent}: {tmp.name} exists") from e
         except OSError as e:
             raise InputError(f"cannot write to {target.parent}: {e.strerror or e}") from e
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # created 0600; give the file normal permissions
-        os.replace(tmp, target)
+        try:
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())  # created 0600; give the file normal permissions
+            os.replace(tmp, target)
+        except OSError as e:
+            if e.errno not in NO_SPACE:
+                raise
+            # A full disk is the machine's state, not a bug: one line naming the file (it
+            # surfaced as "unexpected OSError" naming nothing, after a whole evaluation).
+            raise InputError(f"cannot write {target}: {e.strerror}") from e
     except BaseException:
         if ours:
             with contextlib.suppress(OSError):  # absent, or its folder never came to be

@@ -47,6 +47,9 @@ ALLOCATOR_ENV = (
     "MALLOC_CONF",  # jemalloc
     "TCMALLOC_RELEASE_RATE",
 )
+# Other processes' CPU use when a measurement starts (`others_cpu_cores`), as a share of the
+# usable cores, that makes the machine busy: bench warns then, compare names such a run.
+BUSY_SHARE = 0.25
 _STATS_POSITIVE = "p50_ms p90_ms p99_ms throughput"
 # Integers past int64 reach numpy (latencies, batches) as objects or OverflowError; no count or
 # nanosecond figure of a benchmark comes near it (2**63 ns is 292 years).

@@ -513,3 +513,61 @@ def test_an_artifact_reached_through_a_link_is_not_overwritten(tmp_path: Path) -
             check_spares_artifacts(out, "--out", art)
     check_spares_artifacts(art / "verify-report.json", "--out", art)  # its own place
     check_spares_artifacts(tmp_path / "shared" / "other.json", "--out", art)
+
+
+# ------------------------------------------------------------- output that cannot be written
+
+RESULTS_RUN = Path(__file__).resolve().parents[1] / "results" / "xeon-2c"
+
+
+def _alexbench(args: list[str], stdout) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "alexbench", *args], stdout=stdout, stderr=subprocess.PIPE,
+        text=True, timeout=120,
+    )  # fmt: skip
+    return proc.returncode, proc.stderr
+
+
+def test_a_reader_gone_from_stdout_ends_quietly_with_141_not_the_parity_code():
+    # `alexbench results | head -1`: rich ended the process with exit 1, which says "parity
+    # failed" to a script, and printed nothing.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        code, err = _alexbench(["report", str(next(RESULTS_RUN.glob("2026*_vm_cpu.json")))], write)
+    finally:
+        os.close(write)
+    assert code == 141 and "Traceback" not in err and "Exception ignored" not in err, err
+
+
+@pytest.mark.parametrize("args", [["--version"], ["results", str(RESULTS_RUN)]])
+def test_a_full_disk_under_stdout_is_one_line_not_a_traceback(args):
+    # `--version > /dev/full` printed a 54-line traceback; a command's output, "unexpected
+    # OSError" (exit 3).
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    with open("/dev/full", "w") as full:
+        code, err = _alexbench(args, full)
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "error: cannot write the output: No space left on device"
+
+
+def test_a_file_write_that_runs_out_of_space_names_the_file_and_leaves_nothing(tmp_path):
+    # A full disk surfaced as "unexpected OSError: [Errno 28]" (exit 3), naming no file, after
+    # a whole evaluation had run.
+    import errno
+
+    from alexbench.fileio import atomic_path
+
+    target = tmp_path / "report.json"
+    full = rf"^cannot write {target}: No space left on device$"
+    with pytest.raises(InputError, match=full), atomic_path(target) as tmp:
+        tmp.write_text("{")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert list(tmp_path.iterdir()) == []
+    # other errors are not dressed up as a full disk
+    with pytest.raises(PermissionError), atomic_path(target):
+        raise PermissionError(errno.EACCES, "denied")

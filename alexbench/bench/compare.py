@@ -53,9 +53,8 @@ from alexbench.bench.intervals import (
     welch_ratio_interval,
 )
 from alexbench.bench.stats import geometric_mean
-from alexbench.environment import BUSY_SHARE
 from alexbench.exit_codes import ExitCode
-from alexbench.results_shape import ALLOCATOR_ENV
+from alexbench.results_shape import ALLOCATOR_ENV, BUSY_SHARE
 
 DEFAULT_THRESHOLD = 0.05
 

@@ -5,6 +5,7 @@ without loading torch (seconds at every start)."""
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from typer.core import TyperCommand
 from alexbench import __version__
 from alexbench.cli.common import Group, err_console, state
 from alexbench.exit_codes import ExitCode
+from alexbench.fileio import NO_SPACE
 
 
 @dataclass(frozen=True)
@@ -137,4 +139,10 @@ def _root(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except OSError as e:  # writing --help or --version (no command's handler around them)
+        if e.errno not in NO_SPACE:
+            raise
+        sys.stderr.write(f"error: cannot write the output: {e.strerror}\n")
+        raise SystemExit(int(ExitCode.BAD_INPUT)) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import errno
 import functools
 import json
 import os
@@ -26,7 +27,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from alexbench.errors import AlexbenchError, InputError, Interrupted, shown
 from alexbench.exit_codes import ExitCode
-from alexbench.fileio import jsonable, nearest_existing
+from alexbench.fileio import NO_SPACE, jsonable, nearest_existing
 
 if TYPE_CHECKING:
     from alexbench.runtimes import Backend
@@ -42,9 +43,21 @@ _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 E = TypeVar("E", bound=Enum)
 F = TypeVar("F", bound=Callable[..., Any])
 
+
 # Piped or captured output gets a fixed, wide layout so tables are not squeezed to 80 columns,
 # unless COLUMNS says how wide the reader is (rich reads it when width is None).
-console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 150)
+class _Console(Console):
+    """stdout's console. Rich ends the process with exit 1 ("parity failed") when stdout's
+    reader has gone (`alexbench results | head -1`); here it is an exception, so a sweep still
+    saves its finished cells and `handle_errors` ends with 141, as SIGPIPE would."""
+
+    def on_broken_pipe(self) -> None:
+        with contextlib.suppress(OSError, ValueError):  # later prints go nowhere, quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise BrokenPipeError(errno.EPIPE, "stdout's reader has gone")
+
+
+console = _Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 150)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -237,13 +250,24 @@ def handle_errors(fn: F) -> F:
         try:
             # SIGTERM (docker stop, CI timeouts) as SIGINT: unwound, so temporaries are removed.
             with signals_as_interrupts():
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                # Output to a pipe waits in a buffer: a reader gone (`| head`) shows here,
+                # inside this handler, not in Click's, which exits 1 ("parity failed").
+                sys.stdout.flush()
+                return result
         except (typer.Exit, typer.Abort):
             raise
         except (AlexbenchError, Interrupted) as e:
             _fail(f"error: {e}", e.exit_code)
         except KeyboardInterrupt:
             _fail("error: interrupted", ExitCode.INTERRUPTED)
+        except BrokenPipeError:
+            output_closed()
+        except OSError as e:  # NO_SPACE: the machine's state, not a bug (exit 2)
+            if e.errno not in NO_SPACE:
+                raise_unexpected(e)
+            where = f" {e.filename}" if e.filename else " the output"
+            _fail(f"error: cannot write{where}: {e.strerror}", ExitCode.BAD_INPUT)
         except Exception as e:
             if _out_of_memory(e):  # sizes the machine cannot hold: the input, not a bug
                 _fail(
@@ -251,14 +275,27 @@ def handle_errors(fn: F) -> F:
                     "(--batch, --image-size, --threads)",
                     ExitCode.BAD_INPUT,
                 )
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            _fail(
-                f"error: unexpected {type(e).__name__}: {first} "
-                "(rerun with --debug for the traceback)",
-                ExitCode.UNEXPECTED,
-            )
+            raise_unexpected(e)
 
     return wrapper  # type: ignore[return-value]
+
+
+def raise_unexpected(e: BaseException) -> NoReturn:
+    """Inside an `except`: the one line of an internal error (exit 3)."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    _fail(
+        f"error: unexpected {type(e).__name__}: {first} (rerun with --debug for the traceback)",
+        ExitCode.UNEXPECTED,
+    )
+
+
+def output_closed() -> NoReturn:
+    """stdout's reader has gone (`alexbench results | head -1`): stop quietly with 141, as a
+    program SIGPIPE ended. stdout is pointed at /dev/null first, or Python's own flush at exit
+    would fail again and print "Exception ignored"."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise typer.Exit(ExitCode.OUTPUT_CLOSED) from None
 
 
 _SIGNAL_EXIT = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TERMINATED}
