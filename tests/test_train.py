@@ -494,3 +494,31 @@ def test_a_disk_too_small_for_the_checkpoints_is_refused_before_training(
     with pytest.raises(InputError, match="not enough free disk space .* the run's checkpoints"):
         fit(tiny_config(tmp_path / "run"))
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc' in the environment is not an integer"),
+        ({"LOCAL_RANK": "x"}, "LOCAL_RANK='x' in the environment is not an integer"),
+        ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0 in the environment must be >= 1"),
+        ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 asks for distributed training, but RANK, "
+         "MASTER_ADDR, MASTER_PORT are not set: launch with torchrun"),
+        ({"WORLD_SIZE": "2", "RANK": "5", "MASTER_ADDR": "localhost", "MASTER_PORT": "1"},
+         "RANK=5 must be below WORLD_SIZE=2"),
+    ],
+)  # fmt: skip
+def test_a_bad_torchrun_environment_is_one_line_naming_the_variable(monkeypatch, env, message):
+    # They ended in "unexpected ValueError" (exit 3), two of them naming no variable.
+    from alexbench.devices import Device
+    from alexbench.training.parts import init_distributed
+
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(InputError, match="^" + message.replace("(", r"\(")):
+        init_distributed(Device.CPU)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert init_distributed(Device.CPU).world_size == 1

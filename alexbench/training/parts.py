@@ -44,11 +44,41 @@ class DistContext:
         return self.rank == 0
 
 
+def _env_int(name: str, default: int, minimum: int) -> int:
+    """An integer torchrun sets in the environment, checked: a bad one is one line naming it."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InputError(
+            f"{name}={raw!r} in the environment is not an integer (torchrun sets it; unset it "
+            "to train in one process)"
+        ) from None
+    if value < minimum:
+        raise InputError(f"{name}={value} in the environment must be >= {minimum}")
+    return value
+
+
 def init_distributed(device: Device) -> DistContext:
     """Join the process group torchrun describes in WORLD_SIZE/RANK/LOCAL_RANK (gloo on CPU,
     nccl on CUDA); a plain process gets a world of one."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    world = _env_int("WORLD_SIZE", 1, minimum=1)
+    local = _env_int("LOCAL_RANK", 0, minimum=0)
+    if world > 1:
+        # What env:// rendezvous reads: without them torch fails deep inside with a ValueError
+        # (exit 3, "unexpected"); a stray WORLD_SIZE in a shell is the usual cause.
+        missing = [n for n in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(n)]
+        if missing:
+            raise InputError(
+                f"WORLD_SIZE={world} asks for distributed training, but {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not set: launch with torchrun, or "
+                "unset WORLD_SIZE"
+            )
+        rank = _env_int("RANK", 0, minimum=0)
+        if rank >= world:
+            raise InputError(f"RANK={rank} must be below WORLD_SIZE={world}")
     tdev = torch.device("cuda", local) if device is Device.CUDA else CPU
     if world <= 1:
         return DistContext(device=tdev)
