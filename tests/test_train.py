@@ -364,7 +364,30 @@ def test_hand_edited_resume_checkpoints_fail_in_one_line(
     with pytest.raises(CheckpointError, match=r"missing classifier\.1\.bias"):
         resume_with("partial-weights.pt", state_dict=fc8)
     with pytest.raises(CheckpointError, match="training state is unusable"):
-        resume_with("empty-state.pt", epoch=0)  # the optimizer state is an empty dict
+        resume_with("empty-state.pt", epoch=0, history=[])  # the optimizer state is empty
+    # Each of these was "unexpected TypeError/ValueError/AttributeError" (exit 3).
+    malformed = "'epoch', 'history' or 'best_top1' is malformed"
+    for name, edit in [
+        ("history-text.pt", {"history": "x"}),
+        ("history-items.pt", {"history": ["x", "y"]}),
+        ("history-short.pt", {"history": real["history"][:1]}),  # 2 epochs finished
+        ("epoch-negative.pt", {"epoch": -1, "history": []}),
+        ("best-text.pt", {"best_top1": "x"}),
+    ]:
+        with pytest.raises(CheckpointError, match=f"{name}: {malformed}"):
+            resume_with(name, **edit)
+    longer = dict(real["train_config"], epochs=3)  # a run with an epoch still to train
+    odd_record = [dict(r, colour="red") for r in real["history"]]
+    with pytest.raises(CheckpointError, match="odd-record.pt: 'history' is malformed"):
+        resume_with("odd-record.pt", history=odd_record, train_config=longer)
+    optimizer_text = dict(real["train_state"], optimizer="x")
+    with pytest.raises(CheckpointError, match="training state is unusable"):
+        resume_with("optimizer-text.pt", train_state=optimizer_text, train_config=longer)
+    # The epochs edited: the one-cycle schedule stored 2 epochs' steps. It trained an epoch,
+    # rewrote last.pt and then failed ("Tried to step 31 times").
+    with pytest.raises(CheckpointError, match=r"schedule has 30 steps, but its recipe asks for 45"):
+        resume_with("epochs-edited.pt", train_state=real["train_state"], train_config=longer)
+    assert not (tmp_path / "out" / "last.pt").exists()
     with pytest.raises(CheckpointError, match="bad-meta.pt: metadata 'std'"):
         resume_with("bad-meta.pt", meta=dict(real["meta"], std=[0.0, 0.0, 0.0]))
     with pytest.raises(CheckpointError, match="newer than this build reads"):

@@ -57,6 +57,22 @@ def load_resume(path: Path) -> dict[str, Any]:
     for key, kind in shapes.items():  # the state dict has its own validator, below
         if not isinstance(ckpt.get(key), kind):
             raise CheckpointError(f"{path}: '{key}' is missing or malformed")
+    history, best = ckpt.get("history", []), ckpt.get("best_top1", 0.0)
+    # One record per finished epoch, and a best accuracy that is a number: each ended in
+    # "unexpected TypeError/ValueError" (exit 3), one of them after training an epoch.
+    if (
+        isinstance(ckpt["epoch"], bool)
+        or ckpt["epoch"] < 0
+        or not isinstance(history, list)
+        or not all(isinstance(r, dict) for r in history)
+        or len(history) != ckpt["epoch"]
+        or isinstance(best, bool)
+        or not isinstance(best, int | float)
+    ):
+        raise CheckpointError(
+            f"{path}: 'epoch', 'history' or 'best_top1' is malformed (one history record per "
+            "finished epoch, a best top-1 that is a number)"
+        )
     missing = {"optimizer", "scheduler", "scaler", "rng"} - ckpt["train_state"].keys()
     if missing or not isinstance(ckpt["train_config"].get("data"), dict):
         what = f"train_state lacks {', '.join(sorted(missing))}" if missing else "no data spec"

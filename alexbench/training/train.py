@@ -390,8 +390,18 @@ def _build(
             s.scheduler.load_state_dict(state["scheduler"])
             s.scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["rng"]["torch"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
             raise CheckpointError(f"the checkpoint's training state is unusable ({e!r})") from e
+        # A one-cycle schedule keeps its length in its state: one that disagrees with the
+        # recipe's epochs (an edited epoch count) failed in the middle of the next epoch, after
+        # rewriting last.pt.
+        stored = getattr(s.scheduler, "total_steps", None)
+        planned = max(1, config.epochs * steps)
+        if stored is not None and stored != planned:
+            raise CheckpointError(
+                f"the checkpoint's schedule has {stored} steps, but its recipe asks for "
+                f"{planned} ({config.epochs} epochs x {steps} steps): the file was edited?"
+            )
     return model, s, train, val, steps
 
 
@@ -452,11 +462,14 @@ def _fit(
     data = _load_data(config.data, ctx)
     if ckpt is not None:
         _check_same_data(ckpt, data)
+    try:
+        records = [EpochRecord(**r) for r in (ckpt or {}).get("history", [])]
+    except TypeError as e:  # a record with fields EpochRecord does not have
+        raise CheckpointError(f"{resume}: 'history' is malformed ({e})") from e
     model, s, train_loader, val_loader, steps = _build(config, data, ctx, ckpt)
     size, cl = config.data.image_size, config.channels_last
     train_tf = BatchTransform(size, data.mean, data.std, augment_config(config.data.augment), cl)
     val_tf = BatchTransform(size, data.mean, data.std, None, cl)
-    records = [EpochRecord(**r) for r in (ckpt or {}).get("history", [])]
     best_top1 = float((ckpt or {}).get("best_top1", -math.inf))
     start_epoch = int((ckpt or {}).get("epoch", 0))
     out, meta = config.out, ModelMeta(data.num_classes, size, data.class_names, data.mean, data.std)
