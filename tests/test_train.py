@@ -376,6 +376,14 @@ def test_hand_edited_resume_checkpoints_fail_in_one_line(
     ]:
         with pytest.raises(CheckpointError, match=f"{name}: {malformed}"):
             resume_with(name, **edit)
+    # A recipe value the checks refuse was blamed on an option ("--lr must be ...").
+    nan_lr = dict(real["train_config"], lr=float("nan"))
+    with pytest.raises(
+        CheckpointError,
+        match=r"nan-lr.pt: its stored training recipe is invalid"
+        r" \(--lr must be a positive number, got nan; options given now",
+    ):
+        resume_with("nan-lr.pt", train_config=nan_lr)  # fmt: skip
     longer = dict(real["train_config"], epochs=3)  # a run with an epoch still to train
     odd_record = [dict(r, colour="red") for r in real["history"]]
     with pytest.raises(CheckpointError, match="odd-record.pt: 'history' is malformed"):

@@ -265,6 +265,11 @@ def fit(
             config = config.resumed_with(ckpt["train_config"], resume_data_dir)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{resume}: unreadable training recipe ({e!r})") from e
+        except InputError as e:  # the checks speak of options the user never passed
+            raise CheckpointError(
+                f"{resume}: its stored training recipe is invalid ({e}; options given now do "
+                "not change a resumed recipe)"
+            ) from e
         if ckpt["epoch"] >= config.epochs:  # nothing would run, and no checkpoint be written
             raise InputError(
                 f"{resume}: the run already finished its {config.epochs} epochs (a resumed run "
