@@ -27,6 +27,7 @@ from alexbench.cli.common import (
     err_console,
     handle_errors,
     json_output,
+    one_line,
 )
 from alexbench.errors import InputError
 from alexbench.exit_codes import ExitCode
@@ -99,7 +100,8 @@ def compare_cmd(
     emit_json(comparison_dict(comparison, baseline, candidate))
     # Warnings are about the inputs, like errors: stderr, so stdout holds the table (or JSON).
     for w in comparison.warnings:
-        err_console.print(f"warning: {w}", style="yellow", markup=False)
+        # one line each: a warning quotes the files' own text (a host name holding a newline)
+        err_console.print(one_line(f"warning: {w}"), style="yellow", markup=False)
     report.render_compare(console, comparison, (baseline.name, candidate.name), wide=wide)
     # The gate's reasons first: a candidate that lost cells has nothing to compare in them, and
     # its wrong answers (exit 1) must not be hidden behind "nothing was compared" (exit 4).

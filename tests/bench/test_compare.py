@@ -732,3 +732,14 @@ def test_an_interval_bound_that_excludes_1_never_prints_as_1():
     comp.cells = [replace(comp.cells[0], ci_low=0.95, ci_high=0.99996)]
     (row,) = compare_table(comp, ("a", "b")).rows
     assert "[0.950, 0.99996]" in [e.text for e in row]
+
+
+def test_a_warning_quoting_a_name_with_a_newline_stays_one_line(tmp_path):
+    a, b = make_run(1), make_run(2)
+    b["environment"]["host"] = "[bold red]host[/]\nsecond line"
+    r = invoke("compare", write(tmp_path, "a.json", a), write(tmp_path, "b.json", b))
+    assert r.exit_code == 0, r.output
+    (line,) = [x for x in r.stderr.splitlines() if "different host" in x]
+    assert "[bold red]host[/]\\nsecond line" in line and "second line" not in r.stderr.replace(
+        line, ""
+    )
