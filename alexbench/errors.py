@@ -37,6 +37,19 @@ class DataError(InputError):
     """A dataset directory or image that cannot be used."""
 
 
+class NoSpaceError(InputError, OSError):
+    """A file could not be written for want of space (a full disk, a quota, a size limit): one
+    line naming the file, as an input error; still an OSError, so a caller that saves what it
+    can on any write failure (bench's results) goes on catching it."""
+
+    def __init__(self, path: object, cause: OSError) -> None:
+        OSError.__init__(self, cause.errno, cause.strerror, str(path))
+        self.message = f"cannot write {path}: {cause.strerror}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived: the command saves what it finished, then exits 130 or 143.
 

@@ -18,7 +18,7 @@ from enum import Enum
 from pathlib import Path, PurePath
 from typing import Any
 
-from alexbench.errors import InputError
+from alexbench.errors import InputError, NoSpaceError
 
 # A write that failed for want of space: a full disk, a quota, a file-size limit (/dev/full).
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -60,7 +60,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
                 raise
             # A full disk is the machine's state, not a bug: one line naming the file (it
             # surfaced as "unexpected OSError" naming nothing, after a whole evaluation).
-            raise InputError(f"cannot write {target}: {e.strerror}") from e
+            raise NoSpaceError(target, e) from e
     except BaseException:
         if ours:
             with contextlib.suppress(OSError):  # absent, or its folder never came to be

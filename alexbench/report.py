@@ -482,7 +482,7 @@ def compare_table(comparison: Comparison, names: tuple[str, str]) -> TableData:
         interval = "-" if c.ci_low is None else f"[{_bound(c.ci_low)}, {_bound(c.ci_high)}]"
         t.add(
             [*c.key[:3], str(c.key[3]), f"{c.a_repeats}/{c.b_repeats}", fmt_ms(c.a_p50_ms),
-             fmt_ms(c.b_p50_ms), f"{c.ratio:.3f}x", interval,
+             fmt_ms(c.b_p50_ms), f"{_bound(c.ratio)}x", interval,
              Entry(word, VERDICT_TONE[c.verdict])],
             key_label(c.key),
         )  # fmt: skip
@@ -526,7 +526,7 @@ def _render_compare_legend(console: Console, comparison: Comparison) -> None:
         text += (
             f" inconclusive: the ratio is beyond {pct} but the interval includes 1, so the runs"
             " cannot tell; rerun both with more --repeat (--fail-on-regression counts a slower"
-            " one)."
+            f" one whose interval stays below 1+{pct})."
         )
     if Verdict.WITHIN_NOISE in verdicts:
         text += f" within noise: the interval includes 1 and the ratio is within {pct}."

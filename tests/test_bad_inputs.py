@@ -571,3 +571,23 @@ def test_a_file_write_that_runs_out_of_space_names_the_file_and_leaves_nothing(t
     # other errors are not dressed up as a full disk
     with pytest.raises(PermissionError), atomic_path(target):
         raise PermissionError(errno.EACCES, "denied")
+
+
+def test_only_the_outputs_broken_pipe_ends_quietly():
+    # A broken pipe of the output's reader is 141; one elsewhere (a worker's) stays an
+    # internal error, not a quiet exit.
+    import typer
+
+    from alexbench.cli.common import OutputClosed, handle_errors
+
+    def raising(error: BaseException):
+        @handle_errors
+        def command() -> None:
+            raise error
+
+        with pytest.raises(typer.Exit) as e:
+            command()
+        return e.value.exit_code
+
+    assert raising(OutputClosed(32, "the output's reader has gone")) == 141
+    assert raising(BrokenPipeError(32, "a worker's pipe")) == 3

@@ -494,3 +494,26 @@ def test_a_results_file_of_a_later_schema_is_named_as_such(tmp_path: Path) -> No
     path.write_text(json.dumps(data | {"schema": "something-else/1"}))
     line = one_error_line(invoke("report", path))
     assert "not an alexbench results file (schema something-else/1" in line
+
+
+def test_what_bench_writes_for_a_wrong_file_or_an_older_tiny_cell_loads(tmp_path: Path) -> None:
+    import numpy as np
+
+    from alexbench.bench.stats import compute_stats
+
+    data = valid()
+    # bench fails a cell whose file is the wrong one (or whose output batch is wrong) beside
+    # outputs that matched: status parity_failed, parity.passed true. It was refused as edited.
+    _ok(data)["status"] = "parity_failed"
+    _ok(data)["reason"] = "the onnx-int8 file holds no quantized operators"
+    # A cell of 3 calls from before stats.repeats: its CI was stored as [fastest, slowest].
+    tiny = next(c for c in data["cells"] if c["status"] == "ok")
+    lat = tiny["latencies_ns"][:3]
+    stats = compute_stats(np.asarray(lat), tiny["batch"], sum(lat)).to_dict()
+    stats |= {"p50_ci_low_ms": min(lat) / 1e6, "p50_ci_high_ms": max(lat) / 1e6}
+    del stats["repeats"], stats["batch"]
+    tiny |= {"latencies_ns": lat, "stats": stats, "repeats": None, "roofline": None}
+    path = tmp_path / "bench-wrote-it.json"
+    path.write_text(json.dumps(data))
+    loaded = load_results(path)
+    assert [c["status"] for c in loaded["cells"]][:2] == ["parity_failed", "ok"]

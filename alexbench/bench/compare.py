@@ -33,8 +33,11 @@ The other verdicts keep apart what "within noise" used to lump together:
 * NO_INTERVAL: no interval at all (a single-repeat side whose raw latencies were stripped from
   its file), never "within noise".
 
-`regressions` counts SLOWER, and INCONCLUSIVE or NO_INTERVAL cells whose ratio is slower beyond
-the threshold, so a CI gate does not pass on no evidence.
+`regressions` counts SLOWER; NO_INTERVAL cells whose ratio is slower beyond the threshold, so a
+CI gate does not pass on no evidence; and INCONCLUSIVE ones whose ratio is slower beyond it and
+whose interval rules out a material speed-up (below 1 + threshold): evidence that leans one way
+only. An interval wide on both sides ([0.20, 4.49]) says nothing, and gating on its point ratio
+would fail unchanged runs (at --threshold 0, every cell below 1.000x).
 """
 
 from __future__ import annotations
@@ -69,11 +72,6 @@ class Verdict(StrEnum):
     INCONCLUSIVE = "inconclusive"  # not significant, ratio beyond the threshold
     WITHIN_NOISE = "within noise"  # not significant, ratio within the threshold
     NO_INTERVAL = "no interval"  # no raw latencies to judge the noise by: the ratio alone
-
-
-# A ratio alone, with no significant interval behind it: counted by the gate when it is slower
-# beyond the threshold.
-UNPROVEN = (Verdict.INCONCLUSIVE, Verdict.NO_INTERVAL)
 
 
 @dataclass(frozen=True)
@@ -158,13 +156,21 @@ def slower_beyond(ratio: float, threshold: float) -> bool:
 
 
 def regressions(comparison: Comparison) -> list[CellComparison]:
-    """Matched cells where B is slower than A beyond the threshold (weak verdicts included, and
-    inconclusive or interval-less cells whose ratio alone is beyond it)."""
+    """Matched cells where B is slower than A beyond the threshold: weak verdicts included,
+    interval-less cells whose ratio alone is beyond it, and inconclusive ones whose interval
+    leans that way (see the module docstring)."""
+    t = comparison.threshold
     return [
         c
         for c in comparison.cells
         if c.verdict is Verdict.SLOWER
-        or (c.verdict in UNPROVEN and slower_beyond(c.ratio, comparison.threshold))
+        or (c.verdict is Verdict.NO_INTERVAL and slower_beyond(c.ratio, t))
+        or (
+            c.verdict is Verdict.INCONCLUSIVE
+            and slower_beyond(c.ratio, t)
+            and c.ci_high is not None
+            and c.ci_high < 1 + t
+        )
     ]
 
 
@@ -200,8 +206,8 @@ def gate_failures(comparison: Comparison) -> list[GateFailure]:
         weak = sum(c.weak and c.verdict is Verdict.SLOWER for c in slower)
         notes = [f"{weak} on single-repeat evidence"] * bool(weak)
         notes += [
-            f"{unsure} inconclusive: the ratio is beyond it but the interval includes 1; "
-            "rerun both with more --repeat"
+            f"{unsure} inconclusive: the ratio is beyond it and the interval excludes a "
+            "speed-up, but includes 1; rerun both with more --repeat"
         ] * bool(unsure)
         notes += [f"{blind} on the ratio alone, with no interval"] * bool(blind)
         out.append(

@@ -46,19 +46,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Piped or captured output gets a fixed, wide layout so tables are not squeezed to 80 columns,
 # unless COLUMNS says how wide the reader is (rich reads it when width is None).
+class OutputClosed(BrokenPipeError):
+    """The reader of stdout or stderr has gone (`alexbench bench 2>&1 | head`). Only this ends
+    a command with 141: a broken pipe elsewhere (a worker's) is an internal error."""
+
+
+def _silence(stream: TextIO) -> None:
+    """Point a stream whose reader has gone at /dev/null: later prints, and Python's own flush
+    at exit, go nowhere instead of failing again ("Exception ignored")."""
+    with contextlib.suppress(OSError, ValueError):  # no descriptor (CliRunner's streams)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
 class _Console(Console):
-    """stdout's console. Rich ends the process with exit 1 ("parity failed") when stdout's
-    reader has gone (`alexbench results | head -1`); here it is an exception, so a sweep still
-    saves its finished cells and `handle_errors` ends with 141, as SIGPIPE would."""
+    """Rich ends the process with exit 1 ("parity failed") when its stream's reader has gone;
+    here that is an exception, so a sweep still saves its finished cells and `handle_errors`
+    ends with 141, as SIGPIPE would."""
 
     def on_broken_pipe(self) -> None:
-        with contextlib.suppress(OSError, ValueError):  # later prints go nowhere, quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise BrokenPipeError(errno.EPIPE, "stdout's reader has gone")
+        _silence(self.file)
+        raise OutputClosed(errno.EPIPE, "the output's reader has gone")
 
 
 console = _Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 150)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+err_console = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _plain_flags(params: list[Any]) -> list[Any]:
@@ -253,7 +264,10 @@ def handle_errors(fn: F) -> F:
                 result = fn(*args, **kwargs)
                 # Output to a pipe waits in a buffer: a reader gone (`| head`) shows here,
                 # inside this handler, not in Click's, which exits 1 ("parity failed").
-                sys.stdout.flush()
+                try:
+                    sys.stdout.flush()
+                except BrokenPipeError:
+                    raise OutputClosed(errno.EPIPE, "stdout's reader has gone") from None
                 return result
         except (typer.Exit, typer.Abort):
             raise
@@ -261,7 +275,7 @@ def handle_errors(fn: F) -> F:
             _fail(f"error: {e}", e.exit_code)
         except KeyboardInterrupt:
             _fail("error: interrupted", ExitCode.INTERRUPTED)
-        except BrokenPipeError:
+        except OutputClosed:
             output_closed()
         except OSError as e:  # NO_SPACE: the machine's state, not a bug (exit 2)
             if e.errno not in NO_SPACE:
@@ -290,11 +304,9 @@ def raise_unexpected(e: BaseException) -> NoReturn:
 
 
 def output_closed() -> NoReturn:
-    """stdout's reader has gone (`alexbench results | head -1`): stop quietly with 141, as a
-    program SIGPIPE ended. stdout is pointed at /dev/null first, or Python's own flush at exit
-    would fail again and print "Exception ignored"."""
-    with contextlib.suppress(OSError, ValueError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    """The output's reader has gone (`alexbench results | head -1`): stop quietly with 141, as
+    a program SIGPIPE ended."""
+    _silence(sys.stdout)
     raise typer.Exit(ExitCode.OUTPUT_CLOSED) from None
 
 

@@ -51,8 +51,8 @@ def compare_cmd(
         False,
         "--fail-on-regression",
         help="For CI: exit 1 when any cell of B is slower than A beyond --threshold (an "
-        "inconclusive one too) or fails parity; exit 4 when a cell measured in A crashed in "
-        "B, was not run or is missing. "
+        "inconclusive one too when its interval excludes a speed-up) or fails parity; exit 4 "
+        "when a cell measured in A crashed in B, was not run or is missing. "
         "With or without it, compare exits 4 when no cell could be compared.",
     ),
     allow_different_machines: bool = typer.Option(
