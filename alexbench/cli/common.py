@@ -44,8 +44,6 @@ E = TypeVar("E", bound=Enum)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-# Piped or captured output gets a fixed, wide layout so tables are not squeezed to 80 columns,
-# unless COLUMNS says how wide the reader is (rich reads it when width is None).
 class OutputClosed(BrokenPipeError):
     """The reader of stdout or stderr has gone (`alexbench bench 2>&1 | head`). Only this ends
     a command with 141: a broken pipe elsewhere (a worker's) is an internal error."""
@@ -68,6 +66,8 @@ class _Console(Console):
         raise OutputClosed(errno.EPIPE, "the output's reader has gone")
 
 
+# Piped or captured output gets a fixed, wide layout so tables are not squeezed to 80 columns,
+# unless COLUMNS says how wide the reader is (rich reads it when width is None).
 console = _Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 150)
 err_console = _Console(stderr=True, highlight=False, soft_wrap=True)
 
