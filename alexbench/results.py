@@ -22,7 +22,14 @@ from alexbench.fileio import (
     write_json,
     write_text,
 )
-from alexbench.results_shape import BACKENDS, DEVICES, PRECISIONS, parse_created, results_problem
+from alexbench.results_shape import (
+    BACKENDS,
+    DEVICES,
+    PRECISIONS,
+    parse_created,
+    recorded_cores,
+    results_problem,
+)
 
 # /2 added `complete`, `interrupted`, per-cell `repeats` and baseline-relative memory; /1 files
 # (no repeats, process-wide memory) are still read.
@@ -360,7 +367,7 @@ def machine_label(data: dict[str, Any], device: str = "cpu") -> str:
     if device == "cuda" and gpu.get("name"):
         return str(gpu["name"])
     cpu = env.get("cpu") or {}
-    cores = cpu.get("usable_cores") or cpu.get("logical_cores")
+    cores = recorded_cores(cpu)
     # A --threads run is a different setup on the same machine: its label says so, or a
     # 1-thread run stood beside a 2-thread one under the same name.
     threads = ((data.get("settings") or {}).get("options") or {}).get("threads")

@@ -50,6 +50,14 @@ ALLOCATOR_ENV = (
 # Other processes' CPU use when a measurement starts (`others_cpu_cores`), as a share of the
 # usable cores, that makes the machine busy: bench warns then, compare names such a run.
 BUSY_SHARE = 0.25
+
+
+def recorded_cores(cpu: dict[str, Any]) -> Any:
+    """The cores a run could use, as its `environment.cpu` records them (older files: the
+    logical cores only)."""
+    return cpu.get("usable_cores") or cpu.get("logical_cores")
+
+
 _STATS_POSITIVE = "p50_ms p90_ms p99_ms throughput"
 # Integers past int64 reach numpy (latencies, batches) as objects or OverflowError; no count or
 # nanosecond figure of a benchmark comes near it (2**63 ns is 292 years).
@@ -439,21 +447,26 @@ def _check_latencies_agree(
             f"{where}.iterations {stats['iterations']} disagrees with its {len(latencies_ns)} "
             "latencies_ns: the file was edited?"
         )
-    lat = np.sort(np.asarray(latencies_ns, dtype=np.float64)) / 1e6
-    p50, p90, p95, p99 = (float(v) for v in np.percentile(lat, [50, 90, 95, 99]))
+    from alexbench.bench.stats import compute_stats
+
     medians = [
         float(r["p50_ms"]) for r in repeats if isinstance(r, dict) and is_finite(r.get("p50_ms"))
     ]
-    centres = [p50]
+    # Every figure as `bench` computed it, in one pass over the samples: the interval and the
+    # `~` flag from the repeats' medians where the file centres on them (`stats.repeats`), else
+    # from the samples (a narrowed interval showed a steady cell whose repeats differed by 40%).
+    centred = _is_count(stats.get("repeats"), 2) and len(medians) >= 2
+    truth = compute_stats(latencies_ns, 1, 1, None, medians if centred else ()).to_dict()
+    centres = [float(np.median(latencies_ns)) / 1e6]
     if len(medians) >= 2:
         centres.append(math.exp(sum(math.log(m) for m in medians) / len(medians)))
     figures = [
         ("p50_ms", centres, "median"),
-        ("min_ms", [float(lat[0])], "fastest"),
-        ("max_ms", [float(lat[-1])], "slowest"),
-        ("p90_ms", [p90], "90th percentile"),
-        ("p95_ms", [p95], "95th percentile"),
-        ("p99_ms", [p99], "99th percentile"),
+        ("min_ms", [truth["min_ms"]], "fastest"),
+        ("max_ms", [truth["max_ms"]], "slowest"),
+        ("p90_ms", [truth["p90_ms"]], "90th percentile"),
+        ("p95_ms", [truth["p95_ms"]], "95th percentile"),
+        ("p99_ms", [truth["p99_ms"]], "99th percentile"),
     ]
     for key, truths, what in figures:
         if not any(_agree(stats.get(key), t) for t in truths):
@@ -468,13 +481,6 @@ def _check_latencies_agree(
             f"{where}.p50_ms {centre:g} is outside its 95% interval ({low:g} to {high:g} ms): "
             "the file was edited?"
         )
-    from alexbench.bench.stats import compute_stats
-
-    # The interval, the `~` flag, the mean and spread, as `bench` computed them: from the
-    # repeats' medians where the file centres on them (`stats.repeats`), else from the samples.
-    # A narrowed interval showed a steady cell whose repeats differed by 40%.
-    centred = _is_count(stats.get("repeats"), 2) and len(medians) >= 2
-    truth = compute_stats(latencies_ns, 1, 1, None, medians if centred else ()).to_dict()
     if "repeats" not in stats and len(latencies_ns) <= 5:
         # Files from before stats.repeats stored [fastest, slowest] where now there is none.
         low_ms, high_ms = min(latencies_ns) / 1e6, max(latencies_ns) / 1e6

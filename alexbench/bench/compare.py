@@ -57,7 +57,7 @@ from alexbench.bench.intervals import (
 )
 from alexbench.bench.stats import geometric_mean
 from alexbench.exit_codes import ExitCode
-from alexbench.results_shape import ALLOCATOR_ENV, BUSY_SHARE
+from alexbench.results_shape import ALLOCATOR_ENV, BUSY_SHARE, recorded_cores
 
 DEFAULT_THRESHOLD = 0.05
 
@@ -673,9 +673,7 @@ def run_differences(a: dict[str, Any], b: dict[str, Any]) -> list[RunDifference]
     # Two equally busy runs differ by nothing the next check sees, yet both figures are noisy:
     # a side busy by bench's own rule (a quarter of the cores) is named whatever the other says.
     for side, run, used in (("A", a, others[0]), ("B", b, others[1])):
-        cores = _get(run, "environment", "cpu", "usable_cores") or _get(
-            run, "environment", "cpu", "logical_cores"
-        )
+        cores = recorded_cores(_get(run, "environment", "cpu") or {})
         if isinstance(used, int | float) and isinstance(cores, int) and used > BUSY_SHARE * cores:
             add(
                 Difference.SETUP,
