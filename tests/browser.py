@@ -202,7 +202,10 @@ class Browser:
         while data:
             _, ready, _ = select.select([], [self._write_fd], [], self._left(deadline, method))
             if ready:
-                data = data[os.write(self._write_fd, data) :]
+                try:
+                    data = data[os.write(self._write_fd, data) :]
+                except BrokenPipeError:  # it exited between the poll in _left and the write
+                    raise BrowserError(self._closed_pipe(method)) from None
         reply = self._read_until(lambda m: m.get("id") == msg["id"], deadline, method)
         if "error" in reply:
             raise BrowserError(f"{method}: {reply['error'].get('message')} ({reply['error']})")
@@ -248,6 +251,15 @@ class Browser:
             left = deadline - time.monotonic()
             if left <= 0 or not self._read_some(left):
                 return
+
+    def _closed_pipe(self, method: str) -> str:
+        status = "unknown"
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                status = str(self._proc.wait(timeout=3.0))
+        return f"Chromium closed its command pipe (status {status}) while sending {method}\n" + (
+            self.stderr_tail()
+        )
 
     def _left(self, deadline: float, what: str) -> float:
         left = deadline - time.monotonic()
