@@ -169,7 +169,7 @@ def test_bf16_without_cpu_support_is_unsupported(monkeypatch):
             assert (device, name) == ("CPU", "OPTIMIZATION_CAPABILITIES")
             return ["FP32", "INT8"]
 
-    monkeypatch.setattr(ov_rt, "_core", NoBf16Core)
+    monkeypatch.setattr(ov_rt, "ov_core", NoBf16Core)
     reason = get_runtime(Backend.OPENVINO).supports(Device.CPU, Precision.BF16)
     assert reason and "no bf16" in reason
 
@@ -179,9 +179,9 @@ def no_openvino(monkeypatch):
     """openvino made unimportable, as on a machine without the extra (and no Core cached by
     an earlier test, which would hide a call that imports it)."""
     monkeypatch.setitem(sys.modules, "openvino", None)
-    ov_rt._core.cache_clear()
+    ov_rt.ov_core.cache_clear()
     yield
-    ov_rt._core.cache_clear()
+    ov_rt.ov_core.cache_clear()
 
 
 def test_missing_openvino_gives_the_install_hint(no_openvino, small_bundle):

@@ -67,9 +67,25 @@ def _ov() -> Any:
 
 
 @lru_cache(maxsize=1)
-def _core() -> Any:
+def ov_core() -> Any:
     """One Core per process: it holds the loaded plugins (creating one loads them again)."""
     return _ov().Core()
+
+
+def ov_config(inference_type: str, threads: int) -> dict[str, Any]:
+    """The compile settings of every openvino cell (and of the roofline's OpenVINO GEMM):
+    `inference_type` is an ov.Type name (f32, bf16)."""
+    ov = _ov()
+    hint = ov.properties.hint
+    return {
+        hint.performance_mode(): hint.PerformanceMode.LATENCY,
+        # PERFORMANCE lets the precision hint decide; ACCURACY would override it.
+        hint.execution_mode(): hint.ExecutionMode.PERFORMANCE,
+        ov.properties.streams.num(): 1,  # the hint implies one; set so it cannot drift
+        hint.inference_precision(): getattr(ov.Type, inference_type),
+        DYNAMIC_QUANT_KEY: 0,
+        ov.properties.inference_num_threads(): threads,
+    }
 
 
 def _one_line(e: BaseException) -> str:
@@ -186,7 +202,7 @@ class OpenVinoSession(Session):
         self.model.reshape({0: ov.PartialShape(static)})
         t0 = time.perf_counter()
         try:
-            compiled = _core().compile_model(self.model, OV_DEVICE, self.config)
+            compiled = ov_core().compile_model(self.model, OV_DEVICE, self.config)
         except RuntimeError as e:
             raise UnsupportedError(
                 f"openvino cannot compile batch {batch}: {_one_line(e)}"
@@ -240,7 +256,7 @@ class OpenVinoSession(Session):
         out: dict[str, Any] = {
             "openvino": _ov().get_version(),
             "device": OV_DEVICE,
-            "full_device_name": _core().get_property(OV_DEVICE, "FULL_DEVICE_NAME"),
+            "full_device_name": ov_core().get_property(OV_DEVICE, "FULL_DEVICE_NAME"),
             "artifact": self.artifact.value,
             "threads_requested": self.options.threads,  # None: torch's count was given
             "infer_requests": 1,
@@ -287,7 +303,7 @@ class OpenVinoRuntime(Runtime):
         if precision not in VARIANTS:
             return f"no {precision.value} mode in OpenVINO's CPU plugin"
         if precision is Precision.BF16:
-            caps = _core().get_property(OV_DEVICE, "OPTIMIZATION_CAPABILITIES")
+            caps = ov_core().get_property(OV_DEVICE, "OPTIMIZATION_CAPABILITIES")
             if "BF16" not in caps:
                 return "this CPU has no bf16 support in OpenVINO's CPU plugin (it would run f32)"
         return None
@@ -308,21 +324,11 @@ class OpenVinoRuntime(Runtime):
         if path is None:
             why = bundle.missing.get(fmt, "run `alexbench export`")
             raise ExportError(f"no {fmt.value} artifact: {why}")
-        ov = _ov()
-        hint = ov.properties.hint
-        config: dict[str, Any] = {
-            hint.performance_mode(): hint.PerformanceMode.LATENCY,
-            # PERFORMANCE lets the precision hint decide; ACCURACY would override it.
-            hint.execution_mode(): hint.ExecutionMode.PERFORMANCE,
-            ov.properties.streams.num(): 1,  # the hint implies one; set so it cannot drift
-            hint.inference_precision(): getattr(ov.Type, HINT_TYPES[precision]),
-            DYNAMIC_QUANT_KEY: 0,
-        }
-        # Set explicitly, like ONNX Runtime's intra-op threads: torch's count (one per physical
-        # core by default) unless --threads says otherwise, so every runtime gets the same.
-        config[ov.properties.inference_num_threads()] = opts.threads or default_threads()
+        # Threads set explicitly, like ONNX Runtime's intra-op threads: torch's count (one per
+        # physical core by default) unless --threads says otherwise, so every runtime gets the same.
+        config = ov_config(HINT_TYPES[precision], opts.threads or default_threads())
         try:
-            model = _core().read_model(str(path))
+            model = ov_core().read_model(str(path))
         except RuntimeError as e:
             raise ExportError(f"openvino cannot read {path.name}: {_one_line(e)}") from None
         session = OpenVinoSession(model, device, precision, opts, fmt, config)

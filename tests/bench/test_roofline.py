@@ -1,3 +1,4 @@
+import importlib.util
 import json
 from dataclasses import asdict, replace
 
@@ -313,6 +314,9 @@ def test_real_measurement_small():
     assert "torch._int_mm" in c.gemm_by_source["int8"]
     assert any(s.startswith("onnxruntime") for s in c.gemm_by_source["int8"])
     assert {"torch.mm", "onnxruntime"} <= set(c.gemm_by_source["fp32"])
+    if importlib.util.find_spec("openvino") is not None:  # its cells are bounded by its GEMM too
+        assert c.gemm_by_source["fp32"]["openvino"] > 0
+        assert "openvino" in c.gemm_by_source["bf16"], c.method  # measured, or probed below fp32
     assert c.gemm_gflops["int8"] >= max(c.gemm_by_source["int8"].values())
     assert c.threads == 1 and c.read_bandwidth_gbs > 0
     assert set(c.read_bandwidth_by_mib) == {"4", "16"}
