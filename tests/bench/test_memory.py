@@ -81,6 +81,26 @@ def test_a_later_batch_size_does_not_count_an_earlier_one_s_cache(allocator):
 MIB = 2**20
 
 
+def test_a_cpu_peak_is_never_below_what_the_cell_held_after_its_first_run(monkeypatch):
+    # The first call's scratch memory handed back before timing: the high-water mark, reset when
+    # timing starts, reads below the resident figure taken after that call (550 / 549 MiB).
+    from alexbench.bench import memory
+
+    now = {"VmRSS": 1000 * MIB, "VmHWM": 1000 * MIB}
+    monkeypatch.setattr(memory, "_status_bytes", now.get)
+    monkeypatch.setattr(memory, "_reset_hwm", lambda: True)
+    monkeypatch.setattr(memory, "release_freed_memory", lambda: None)
+    mem = CellMemory(Device.CPU, device_wide=False)
+    mem.baseline()
+    now["VmRSS"] = 1550 * MIB  # loaded, first call run
+    mem.loaded()
+    now["VmRSS"] = now["VmHWM"] = 1549 * MIB  # scratch handed back; HWM reset to it
+    mem.timing_started()
+    mem.timing_done()
+    assert mem.resident_bytes == 550 * MIB
+    assert mem.peak_bytes == 550 * MIB  # not 549
+
+
 def test_forecast_extrapolates_from_the_two_largest_smaller_batches():
     f = forecast_peak({1: 240 * MIB, 16: 250 * MIB, 64: 270 * MIB}, 1024)
     assert f is not None and f.basis == (16, 64)
