@@ -440,6 +440,17 @@ def test_verify_says_when_its_images_include_int8_s_calibration_images(
     assert record["calibration_dir"] == str(cifar_subset)
     said = " ".join(r.stderr.split())
     assert "6 of the 20 images checked are among the 16 onnx-int8 was calibrated on" in said
+    # The verify report and bench's results say what int8 was calibrated on (two int8 files of
+    # one model calibrated on other images are other models).
+    report = json.loads((folder / "verify-report.json").read_text())
+    assert report["int8_calibration"] == {"onnx-int8": record["calibration"]}
+    assert str(cifar_subset) in record["calibration"]
+    r = invoke("bench", "--artifacts", folder, "--batch", 1, "-b", "onnxruntime", "-p", "int8",
+               "--min-time", 0, "--min-iters", 3, "--warmup", 1, "--json",
+               "--out", tmp_path / "r")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    model = json.loads(r.stdout)["model"]
+    assert model["int8_calibration"] == {"onnx-int8": record["calibration"]}
     r = invoke(*args, "--batch", 14)  # 16 + 14 = 30: none shared
     assert "calibrated on" not in " ".join(r.stderr.split())
     # Folders that nest are drawn in unrelated orders: counted by file.

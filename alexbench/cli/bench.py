@@ -46,7 +46,7 @@ from alexbench.cli.common import (
     signals_deferred,
     state,
 )
-from alexbench.cli.model_args import bundle_for, model_for
+from alexbench.cli.model_args import bundle_for, calibration_records, model_for
 from alexbench.devices import require
 from alexbench.environment import capture_before_measuring, load_average
 from alexbench.errors import InputError, Interrupted
@@ -268,6 +268,9 @@ def _payload(
             "artifacts_dir": (
                 str(bundle.directory.resolve()) if bundle.directory and bundle.artifacts else None
             ),
+            # What each int8 file was calibrated on (its manifest's record): two int8 runs of one
+            # model on different calibrations are different models.
+            "int8_calibration": {f: r.calibration for f, r in calibration_records(bundle).items()},
         },
         "settings": {
             "backends": [b.value for b in spec.backends],

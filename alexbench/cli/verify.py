@@ -26,6 +26,7 @@ from alexbench.cli.common import (
 )
 from alexbench.cli.model_args import (
     bundle_for,
+    calibration_records,
     check_outputs_spare_inputs,
     model_for,
     read_images,
@@ -143,6 +144,8 @@ def verify_cmd(
         "artifacts": {f.value: str(p) for f, p in bundle.artifacts.items()},
         # which bytes were checked: the manifest may say otherwise (a modified or stale file)
         "artifact_sha256": bundle.file_hashes(),
+        # What the int8 files checked here were calibrated on (the manifest's record).
+        "int8_calibration": {f: r.calibration for f, r in calibration_records(bundle).items()},
         "environment": capture(threads),
     }
     write_json(out, payload)
