@@ -71,9 +71,11 @@ def save_program(program: torch.export.ExportedProgram, path: Path) -> None:
     stack trace (absolute paths of alexbench's and torch's sources, which ONNX files do not
     carry) and the archive's folder name, which a saved path names after the file (here a
     temporary's, with a process id); through a file object it is "archive", so the same model
-    gives the same bytes."""
+    gives the same bytes. Also each node's `from_node` provenance (which graph pass made it), whose
+    graph ids are Python object ids: the PT2E int8 program differed on every export."""
     for node in program.graph.nodes:
         node.meta.pop("stack_trace", None)
+        node.meta.pop("from_node", None)
     with open(path, "wb") as f:
         torch.export.save(program, f)
 
