@@ -238,6 +238,18 @@ def test_another_split_of_the_runs_folder_is_not_called_held_out(tmp_path: Path)
     other_seed = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tmp_path, image_size=64,
                           split_seed=1)  # fmt: skip
     assert "include ones the model trained on" in (held_out_mismatch(other_seed, trained) or "")
+    # A smaller share with the run's seed scores a subset of its held-out images: no warning
+    # (it said "include ones the model trained on"); a larger one does include some.
+    for fraction, warned in ((0.05, False), (0.1, False), (0.2, True)):
+        share = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tmp_path, image_size=64,
+                         val_fraction=fraction)  # fmt: skip
+        assert (held_out_mismatch(share, trained) is not None) is warned, fraction
+    from alexbench.training.data import SplitMethod, holdout
+
+    samples = [(f"/d/c{i % 3}/{i}.jpg", i % 3) for i in range(500)]
+    for method in SplitMethod:  # the reason: a subset, split by path hash or by shuffle
+        small = holdout(samples, 0.05, 0, method, "/d")[1]
+        assert len(small) > 0 and set(small) <= set(holdout(samples, 0.1, 0, method, "/d")[1])
     other_dir = DataSpec(kind=DatasetKind.IMAGEFOLDER, data_dir=tmp_path / "x", image_size=64,
                          val_fraction=0.5)  # fmt: skip
     assert held_out_mismatch(other_dir, trained) is None  # another folder: a test set
