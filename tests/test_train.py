@@ -265,6 +265,11 @@ def test_evaluate_knows_training_images_by_their_bytes_in_a_renamed_copy(
     # The run's own folder: its held-out images only, none of them trained on, no warning.
     r = CliRunner().invoke(app, [str(a) for a in [*args, "--data-dir", root]])
     assert r.exit_code == 0 and "byte-identical" not in r.stderr and "warning" not in r.stderr
+    # A copy with a class the model does not predict is refused before any warning about it.
+    (copy / "cat").rename(copy / "lynx")
+    r = CliRunner().invoke(app, [str(a) for a in [*args, "--data-dir", copy]])
+    assert r.exit_code == 2 and "has classes the model does not predict: lynx" in r.stderr
+    assert "byte-identical" not in r.stderr and "warning" not in r.stderr, r.stderr
 
 
 def test_streamed_training_reports_unreadable_images(

@@ -198,6 +198,7 @@ def evaluate_cmd(
             "which is scored whole (its train/ is the training split)",
             markup=False,
         )
+    check_compatible(ModelBundle(loaded), data)  # before any warning about the images
     if split is Split.VAL:
         note_held_out(data, spec, meta.provenance)
     console.print(f"Data: {data.description}", markup=False, highlight=False)
@@ -206,7 +207,6 @@ def evaluate_cmd(
             f"warning: skipped {len(data.skipped)} unreadable image(s) (first: {data.skipped[0]})",
             markup=False,
         )
-    check_compatible(ModelBundle(loaded), data)
     if not meta.class_names and scored_folder:
         err_console.print(
             f"note: the model records no class names: output i is scored as the i-th class "

@@ -369,8 +369,8 @@ def _held_out(data_dir: Path, loaded: LoadedModel) -> Any:
         DatasetKind(kind) if kind else DatasetKind.IMAGEFOLDER, data_dir, loaded, Split.VAL
     )  # fmt: skip
     data = load_data(spec, (Split.VAL,), by_name=bool(loaded.meta.class_names))
+    check_compatible(ModelBundle(loaded), data)  # before any warning about the images
     note_held_out(data, spec, loaded.meta.provenance)  # e.g. its training folder, or a copy
-    check_compatible(ModelBundle(loaded), data)
     console.print(f"Held-out data: {data.description}", markup=False, highlight=False)
     return data
 
