@@ -221,7 +221,13 @@ class OnnxRuntime(Runtime):
             # (ORT 1.31's optimised graph, Intel Xeon VM): a cell would time fp32 as fp16.
             return "the CPU provider computes an fp16 model in fp32 (fp16 runs on CUDA)"
         if precision is Precision.INT8 and device is Device.CUDA:
-            return "int8 QDQ models need the TensorRT provider on GPUs; int8 runs on CPU"
+            # ORT's CUDA provider has no int8 convolution: it would dequantise and time float.
+            # Nor is the file TensorRT's kind (uint8 activations with zero-points; TensorRT's
+            # int8 is symmetric), so int8 is a CPU precision here.
+            return (
+                "ORT's CUDA provider runs an int8 QDQ model's convolutions in float; the int8 "
+                "file (uint8 activations) is for CPU"
+            )
         if device is Device.CUDA and CUDA_EP not in _ort().get_available_providers():
             return "this onnxruntime build has no CUDA provider (install onnxruntime-gpu)"
         return None
