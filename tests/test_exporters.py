@@ -186,12 +186,30 @@ def test_torchscript_loads_in_a_process_that_never_imported_alexbench(small_arti
         "assert {(n.inputsAt(9).toIValue(), n.inputsAt(12).toIValue()) for n in convs} == "
         "{(False, False)}, convs\n"
         "print(tuple(y.shape))\n"
+        # What the ONNX files say in metadata_props, the torch files say in an extra entry.
+        "import json\n"
+        "extra = {'alexbench.json': ''}\n"
+        f"torch.jit.load({str(small_artifacts / 'alexnet.pt')!r}, _extra_files=extra)\n"
+        "print(extra['alexbench.json'].decode())\n"  # TorchScript's entry: bytes
+        "extra = {'alexbench.json': ''}\n"
+        f"torch.export.load({str(small_artifacts / 'alexnet.pt2')!r}, extra_files=extra)\n"
+        "print(extra['alexbench.json'])\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/"
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().endswith(f"(3, {SMALL_CLASSES})")
+    shape, pt_meta, pt2_meta = out.stdout.strip().splitlines()[-3:]
+    assert shape == f"(3, {SMALL_CLASSES})"
+    onnx_meta = (
+        ort.InferenceSession(
+            str(small_artifacts / "alexnet.onnx"), providers=["CPUExecutionProvider"]
+        )
+        .get_modelmeta()
+        .custom_metadata_map
+    )
+    assert json.loads(pt_meta) == json.loads(pt2_meta) == onnx_meta
+    assert json.loads(pt_meta)["alexbench.output"] == f"logits, {SMALL_CLASSES} classes"
 
 
 def test_unchanged_inputs_reuse_and_changed_settings_reexport(small_model, tmp_path):

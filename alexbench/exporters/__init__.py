@@ -142,9 +142,11 @@ def _artifact_config(
         "num_classes": meta.num_classes,
         "torch": versions["torch"],
     }
+    # Every file carries the metadata (ONNX: metadata_props; torch: an extra archive entry),
+    # and class names are not in the model's identity: changed ones make the files again.
+    cfg["metadata"] = metadata
     if fmt is ArtifactFormat.ONNX or fmt in ONNX_VARIANTS:
         cfg |= {"opset": opset, "onnx_exporter": exporter.value, "onnx": versions["onnx"]}
-        cfg["metadata"] = metadata  # class names are not in the model's identity
         if exporter is OnnxExporter.DYNAMO:  # onnxscript writes the dynamo exporter's graph
             cfg["onnxscript"] = versions["onnxscript"]
     if fmt is ArtifactFormat.ONNX_FP16:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -66,7 +67,20 @@ ONNX_INTERFACE = Interface(
 WORK_PREFIX = ".alexnet.work."
 
 
-def save_program(program: torch.export.ExportedProgram, path: Path) -> None:
+# The torch files' copy of the ONNX files' metadata_props, as an archive entry of this name:
+# torch.jit.load(path, _extra_files={TORCH_METADATA: ""}) or torch.export.load(path,
+# extra_files={TORCH_METADATA: ""}) fills the dict with its JSON.
+TORCH_METADATA = "alexbench.json"
+
+
+def torch_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """The extra files a .pt / .pt2 carries: the metadata props as one JSON object."""
+    return {TORCH_METADATA: json.dumps(metadata, sort_keys=True)}
+
+
+def save_program(
+    program: torch.export.ExportedProgram, path: Path, metadata: dict[str, str]
+) -> None:
     """torch.export.save, less what ties the file to this machine and this save: each node's
     stack trace (absolute paths of alexbench's and torch's sources, which ONNX files do not
     carry) and the archive's folder name, which a saved path names after the file (here a
@@ -77,7 +91,7 @@ def save_program(program: torch.export.ExportedProgram, path: Path) -> None:
         node.meta.pop("stack_trace", None)
         node.meta.pop("from_node", None)
     with open(path, "wb") as f:
-        torch.export.save(program, f)
+        torch.export.save(program, f, extra_files=torch_metadata(metadata))
 
 
 class OnnxExporter(StrEnum):
@@ -97,7 +111,8 @@ class ExportRequest:
     calibration_desc: str = ""
     calibration_dir: str = ""  # the folder they were drawn from, absolute
     onnx_path: Path | None = None  # the fp32 ONNX file the fp16/int8 variants derive from
-    # Written into ONNX files' metadata_props: what a consumer needs to feed the model.
+    # Written into every file (ONNX: metadata_props; torch: `TORCH_METADATA`): what a consumer
+    # needs to feed the model.
     metadata: dict[str, str] = field(default_factory=dict)
 
     def example_input(self) -> torch.Tensor:

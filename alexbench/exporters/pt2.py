@@ -22,5 +22,5 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
         (request.example_input(),),
         dynamic_shapes={"x": {0: request.batch_dim()}},
     )
-    save_program(program, path)
+    save_program(program, path, request.metadata)
     return {"exporter": "torch.export.export"}

@@ -52,7 +52,7 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     converted = convert_pt2e(prepared)
     _drop_unused_weights(converted)
     program = torch.export.export(converted, example, dynamic_shapes=dynamic)
-    save_program(program, path)
+    save_program(program, path, request.metadata)
     return {
         "exporter": f"torch.export + {QUANTIZER}, MinMax observers",
         "calibration": request.calibration_desc,

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from alexbench.errors import ExportError
-from alexbench.exporters.base import ExportRequest, Interface
+from alexbench.exporters.base import ExportRequest, Interface, torch_metadata
 
 suffix = ".pt"
 # The traced forward's argument keeps the model's name for it, so it is also taken by keyword.
@@ -40,7 +40,7 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
         # (with a process id): the same model gives the same bytes. Its debug_pkl entries still
         # hold the source paths of the traced code; TorchScript has no switch to leave them out.
         with open(path, "wb") as f:
-            torch.jit.save(frozen, f)
+            torch.jit.save(frozen, f, _extra_files=torch_metadata(request.metadata))
     args = [a.name for a in frozen.forward.schema.arguments[1:]]
     if args != [interface.input_name]:  # the manifest would name an argument the file lacks
         raise ExportError(f"the traced forward takes {args}, not [{interface.input_name!r}]")
