@@ -235,6 +235,37 @@ def machine_busy(others: float | None) -> str | None:
     return f"the machine is busy ({', '.join(parts)})" if busy else None
 
 
+def cpu_mark() -> tuple[float, float, float] | None:
+    """Where the CPU counters stand now (busy seconds, this process's seconds, the clock), for
+    `others_cpu_since`; None where /proc/stat is not there."""
+    counters = _cpu_busy_seconds()
+    return None if counters is None else (*counters, time.monotonic())
+
+
+def others_cpu_since(mark: tuple[float, float, float] | None) -> float | None:
+    """Cores' worth of CPU the other processes used on average since `mark` (`cpu_mark()`): a
+    sample taken when a measurement starts misses work that starts during it."""
+    now = None if mark is None else _cpu_busy_seconds()
+    if mark is None or now is None:
+        return None
+    elapsed = time.monotonic() - mark[2]
+    if elapsed <= 0:
+        return None
+    return max(0.0, (now[0] - mark[0]) - (now[1] - mark[1])) / elapsed
+
+
+def busy_during_warning(others: float | None, what: str) -> str | None:
+    """The warning a measurement prints when it ends, if other processes used more than a
+    quarter of the cores on average while it ran (`others`: `others_cpu_since`)."""
+    cores = usable_cores()
+    if others is None or others <= BUSY_SHARE * cores:
+        return None
+    return (
+        f"other processes used {others:.1f} of {cores} cores on average during {what}: "
+        "its timings are noisy; rerun on a quiet machine"
+    )
+
+
 def busy_warning(others: float | None) -> str | None:
     """The warning a measurement prints when `machine_busy(others)`."""
     busy = machine_busy(others)

@@ -47,8 +47,9 @@ ALLOCATOR_ENV = (
     "MALLOC_CONF",  # jemalloc
     "TCMALLOC_RELEASE_RATE",
 )
-# Other processes' CPU use when a measurement starts (`others_cpu_cores`), as a share of the
-# usable cores, that makes the machine busy: bench warns then, compare names such a run.
+# Other processes' CPU use when a measurement starts (`others_cpu_cores`) or on average while it
+# ran (`others_cpu_cores_during`), as a share of the usable cores, that makes the machine busy:
+# bench warns then, compare names such a run.
 BUSY_SHARE = 0.25
 
 
@@ -193,7 +194,7 @@ def _check_results(d: dict[str, Any]) -> None:
     _fields(env, "host? platform?", "environment", "a string or null")
     # compare subtracts these to warn of a busier machine (a difference of samples: may dip
     # below 0 by a rounding error)
-    keys = "others_cpu_cores? load_average_1m? load_average_1m_after?"
+    keys = "others_cpu_cores? others_cpu_cores_during? load_average_1m? load_average_1m_after?"
     _fields(env, keys, "environment", "a finite number or null")
     gpu = _field(env, "gpu?", "environment", "an object or null")
     if gpu:

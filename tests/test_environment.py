@@ -85,3 +85,22 @@ def test_a_threads_run_is_labelled_apart_from_a_default_one():
     assert machine_label(run) == "AMD EPYC, 2 cores"
     run["settings"] = {"options": {"threads": 1}}
     assert machine_label(run) == "AMD EPYC, 2 cores, --threads 1"
+
+
+def test_others_cpu_over_a_span_counts_work_that_started_during_it(monkeypatch):
+    """A sample at the start missed a job that began a minute into the sweep (a helper's tune
+    pruned configurations measured 10x slow, with no warning)."""
+    from alexbench import environment
+
+    counters = iter([(100.0, 10.0), (190.0, 40.0)])  # (cores busy, this process), in seconds
+    clock = iter([1000.0, 1060.0])
+    monkeypatch.setattr(environment, "_cpu_busy_seconds", lambda: next(counters))
+    monkeypatch.setattr(environment, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    monkeypatch.setattr(environment, "usable_cores", lambda: 2)
+    mark = environment.cpu_mark()
+    others = environment.others_cpu_since(mark)
+    assert others == pytest.approx(1.0)  # (90 - 30) s of others' CPU over 60 s
+    warning = environment.busy_during_warning(others, "the sweep")
+    assert warning and "used 1.0 of 2 cores on average during the sweep" in warning
+    assert environment.busy_during_warning(0.5, "the sweep") is None  # a quarter: not busy
+    assert environment.others_cpu_since(None) is None

@@ -674,12 +674,19 @@ def run_differences(a: dict[str, Any], b: dict[str, Any]) -> list[RunDifference]
     # a side busy by bench's own rule (a quarter of the cores) is named whatever the other says.
     for side, run, used in (("A", a, others[0]), ("B", b, others[1])):
         cores = recorded_cores(_get(run, "environment", "cpu") or {})
-        if isinstance(used, int | float) and isinstance(cores, int) and used > BUSY_SHARE * cores:
-            add(
-                Difference.SETUP,
-                f"{side} ran on a busy machine: other processes used {used:.1f} of {cores} "
-                "cores when it started, so its figures are noisy (bench warned then)",
-            )
+        during = _get(run, "environment", "others_cpu_cores_during")
+        for value, when in ((used, "when it started"), (during, "on average while it ran")):
+            if (
+                isinstance(value, int | float)
+                and isinstance(cores, int)
+                and value > BUSY_SHARE * cores
+            ):
+                add(
+                    Difference.SETUP,
+                    f"{side} ran on a busy machine: other processes used {value:.1f} of "
+                    f"{cores} cores {when}, so its figures are noisy (bench warned)",
+                )
+                break
     if all(isinstance(v, int | float) for v in others):
         # Sampled when each run started: unlike the load average, no residue of earlier work.
         if abs(others[0] - others[1]) >= BUSIER_OTHERS:

@@ -48,7 +48,13 @@ from alexbench.cli.common import (
 )
 from alexbench.cli.model_args import bundle_for, calibration_records, model_for
 from alexbench.devices import require
-from alexbench.environment import capture_before_measuring, load_average
+from alexbench.environment import (
+    busy_during_warning,
+    capture_before_measuring,
+    cpu_mark,
+    load_average,
+    others_cpu_since,
+)
 from alexbench.errors import InputError, Interrupted
 from alexbench.exit_codes import ExitCode, outcome
 from alexbench.precision import Precision
@@ -171,6 +177,7 @@ def bench_cmd(
     with console.status("measuring the machine's ceilings (cached per machine and threads)..."):
         ceilings = {d: load_or_measure(d, threads=threads, quick=True) for d in devices}
     created = now()
+    mark = cpu_mark()  # others' CPU use over the sweep: work that starts during it counts too
     finished: list[CellResult] = []
     cells: list[CellResult] = []
     interrupted: Interrupted | None = None
@@ -196,6 +203,7 @@ def bench_cmd(
         # second Ctrl-C, or the SIGTERM of a `timeout`, must not lose the finished cells.
         try:
             with signals_deferred():
+                environment["others_cpu_cores_during"] = others_cpu_since(mark)
                 cells, payload = _payload(bundle, spec, finished, ceilings, environment, created)
                 payload["settings"]["command"] = invoked_command(ctx)
                 if interrupted is not None or aborted is not None:
@@ -211,6 +219,8 @@ def bench_cmd(
             interrupted = interrupted or e
     emit_json(payload)
     report.render_bench(console, payload["cells"], "alexbench bench", wide=wide)
+    if busy_after := busy_during_warning(environment["others_cpu_cores_during"], "the sweep"):
+        err_console.print(f"warning: {busy_after}", markup=False)
     if unsaved is not None:  # the figures are shown above (and in --json), but nowhere on disk
         err_console.print(
             f"error: cannot save the results in {out}: {unsaved.strerror or unsaved}: the "

@@ -43,7 +43,13 @@ from alexbench.cli.common import (
 )
 from alexbench.cli.model_args import bundle_for, check_outputs_spare_inputs, model_for
 from alexbench.devices import Device, require
-from alexbench.environment import capture_before_measuring, usable_cores
+from alexbench.environment import (
+    busy_during_warning,
+    capture_before_measuring,
+    cpu_mark,
+    others_cpu_since,
+    usable_cores,
+)
 from alexbench.errors import InputError
 from alexbench.exit_codes import ExitCode
 from alexbench.fileio import write_json
@@ -205,6 +211,7 @@ def tune_cmd(
     if busy:
         err_console.print(f"warning: {busy}", markup=False)
     started = time.monotonic()  # the budget covers the accuracy check and the search
+    mark = cpu_mark()  # others' CPU use over the search: one slowed first-pass trial is pruned
     accuracy, scored = None, None
     if data is not None:
         accuracy, scored = _accuracy(bundle, data, space, device, quiet=as_json)
@@ -219,6 +226,7 @@ def tune_cmd(
             on_start=display.on_start, on_trial=display.on_trial,
         )  # fmt: skip
     model_args = _model_args(ctx.params, bundle.directory)
+    environment["others_cpu_cores_during"] = others_cpu_since(mark)
     doc = {
         "schema": TUNE_SCHEMA,
         "created": now().isoformat(timespec="seconds"),
@@ -249,6 +257,9 @@ def tune_cmd(
             write_json(out, doc)
     emit_json(doc)
     _render(result, model_args, wide)
+    busy_after = busy_during_warning(environment["others_cpu_cores_during"], "the search")
+    if busy_after:  # its trials, and the first-pass configurations pruned as slow, may be off
+        err_console.print(f"warning: {busy_after}", markup=False)
     if out is not None:
         console.print(f"Tune document: {out}", markup=False)
     if stop is not None:

@@ -435,3 +435,27 @@ def test_results_that_cannot_be_written_are_one_error_and_leave_no_folder(tmp_pa
     assert not (tmp_path / "res").exists()
     # The run's `git status` wrote no index lock into the checkout (a cut-short write left one).
     assert not (Path(__file__).resolve().parents[2] / ".git" / "index.lock").exists()
+
+
+def test_a_machine_busy_during_the_sweep_is_warned_and_recorded(
+    small_artifacts, tmp_path, monkeypatch
+):
+    """Other processes' CPU use was sampled only as the sweep started: a job that began during
+    it slowed every later cell unsaid. Now their average over the sweep is recorded and warned."""
+    from alexbench.cli import bench as bench_cli
+
+    spans = []
+    monkeypatch.setattr(bench_cli, "others_cpu_since", lambda mark: spans.append(mark) or 1.5)
+    monkeypatch.setattr("alexbench.environment.usable_cores", lambda: 2)
+    args = ["bench", "--artifacts", small_artifacts, "--backend", "eager", "--precision", "fp32",
+            "--batch", "1", *FAST]  # fmt: skip
+    r = invoke(*args, "--out", tmp_path / "busy")
+    assert r.exit_code == 0, r.output
+    assert spans and spans[0] is not None  # measured from a mark taken before the sweep
+    said = " ".join(r.stderr.split())
+    assert "other processes used 1.5 of 2 cores on average during the sweep" in said
+    (path,) = (tmp_path / "busy").glob("*.json")
+    assert json.loads(path.read_text())["environment"]["others_cpu_cores_during"] == 1.5
+    monkeypatch.setattr(bench_cli, "others_cpu_since", lambda mark: 0.2)  # quiet
+    r = invoke(*args, "--out", tmp_path / "quiet")
+    assert r.exit_code == 0 and "on average during" not in r.stderr

@@ -485,13 +485,19 @@ def test_a_run_on_a_busy_machine_is_named_even_when_both_were_busy(tmp_path):
         run["environment"]["others_cpu_cores"] = 2.0
     assert compare_runs(a, b).warnings == [
         f"{side} ran on a busy machine: other processes used 2.0 of 2 cores when it started, "
-        "so its figures are noisy (bench warned then)"
+        "so its figures are noisy (bench warned)"
         for side in "AB"
     ]
     b["environment"]["others_cpu_cores"] = 0.5  # a quarter of the cores: not busy
     assert [w[0] for w in compare_runs(a, b).warnings] == ["A", "o"]
     r = invoke("compare", write(tmp_path, "a.json", a), write(tmp_path, "b.json", b))
     assert r.exit_code == 0 and "A ran on a busy machine" in r.stderr, r.output
+    # Quiet when B started, busy while it ran (another job started during the sweep): named.
+    b["environment"]["others_cpu_cores_during"] = 1.2
+    assert compare_runs(a, b).warnings[1] == (
+        "B ran on a busy machine: other processes used 1.2 of 2 cores on average while it ran, "
+        "so its figures are noisy (bench warned)"
+    )
 
 
 def test_incomplete_run_is_named_by_compare_and_report(tmp_path):
