@@ -164,6 +164,7 @@ def _artifact_config(
         # Traced with cuDNN's TF32 and benchmark switches off (exporters/torchscript.py): a file
         # traced before that, with them as torch left them, is made again.
         cfg["cudnn_switches"] = "off"
+        cfg["debug_records"] = "none"  # made without them: an older file is made again
     return cfg
 
 

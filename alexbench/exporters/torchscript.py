@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,24 @@ def trace_and_freeze(
         return torch.jit.freeze(traced)
 
 
+def _without_debug_records(saved: io.BytesIO, path: Path) -> None:
+    """The archive again, less its `*.debug_pkl` entries: they hold the traced code's source
+    paths (this machine's install folder, torch's site-packages) for error messages only, and
+    TorchScript has no switch to leave them out. Copied with torch's own zip writer, which keeps
+    each entry's alignment and writes a new `.data/serialization_id`; torch.jit.load reads the
+    copy and computes the same outputs (tested in a fresh process)."""
+    saved.seek(0)
+    reader = torch._C.PyTorchFileReader(saved)
+    with open(path, "wb") as f:
+        writer = torch._C.PyTorchFileWriter(f)
+        for name in reader.get_all_records():
+            if name.endswith(".debug_pkl") or name == ".data/serialization_id":
+                continue  # the writer makes its own serialization id
+            data = reader.get_record(name)
+            writer.write_record(name, data, len(data))
+        writer.write_end_of_file()
+
+
 def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     # A trace keeps each convolution's cuDNN switches as constants (runtimes/torchscript.py):
     # the file is made with TF32 off so that it computes fp32 convolutions for any consumer on
@@ -37,10 +56,10 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
         # Through a file object the archive's folder is "archive", not the temporary's name
-        # (with a process id): the same model gives the same bytes. Its debug_pkl entries still
-        # hold the source paths of the traced code; TorchScript has no switch to leave them out.
-        with open(path, "wb") as f:
-            torch.jit.save(frozen, f, _extra_files=torch_metadata(request.metadata))
+        # (with a process id): the same model gives the same bytes.
+        saved = io.BytesIO()
+        torch.jit.save(frozen, saved, _extra_files=torch_metadata(request.metadata))
+    _without_debug_records(saved, path)
     args = [a.name for a in frozen.forward.schema.arguments[1:]]
     if args != [interface.input_name]:  # the manifest would name an argument the file lacks
         raise ExportError(f"the traced forward takes {args}, not [{interface.input_name!r}]")
