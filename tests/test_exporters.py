@@ -139,6 +139,9 @@ def test_onnx_is_one_file_with_dynamic_batch_and_named_io(small_artifacts):
         "weights must be inside the .onnx file"
     )
     assert [o.domain or "ai.onnx" for o in model.opset_import if o.version == 18]
+    # IR version 8, the oldest opset 18 allows: the exporter wrote 10, which ONNX Runtime
+    # before 1.18 (and other older parsers) refuse though the graph needs nothing of it.
+    assert model.ir_version == 8
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["input"]
     assert [o.name for o in sess.get_outputs()] == ["logits"]
@@ -343,6 +346,10 @@ def test_int8_and_fp16_variants(small_model, tmp_path, cifar_subset):
     for fmt in fmts:  # the variants are fed and read by the fp32 file's names
         rec = manifest["artifacts"][fmt.value]
         assert (rec["input_name"], rec["output_name"]) == ("input", "logits"), fmt
+        # The oldest IR version their operator sets allow (8 for opset 18), not onnx's newest.
+        model = onnx.load(str(tmp_path / rec["path"]), load_external_data=False)
+        lowest = onnx.helper.find_min_ir_version_for(list(model.opset_import))
+        assert model.ir_version == lowest == 8, fmt
         # fed and read as float32, as the file itself declares (not float16, not int8)
         got = _onnx_io_dtypes(bundle.artifacts[fmt])
         assert got == (rec["input_dtype"], rec["output_dtype"]) == ("float32", "float32"), fmt

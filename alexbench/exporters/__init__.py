@@ -147,6 +147,7 @@ def _artifact_config(
     cfg["metadata"] = metadata
     if fmt is ArtifactFormat.ONNX or fmt in ONNX_VARIANTS:
         cfg |= {"opset": opset, "onnx_exporter": exporter.value, "onnx": versions["onnx"]}
+        cfg["ir_version"] = "lowest"  # made with the oldest IR version its opset allows
         if exporter is OnnxExporter.DYNAMO:  # onnxscript writes the dynamo exporter's graph
             cfg["onnxscript"] = versions["onnxscript"]
     if fmt is ArtifactFormat.ONNX_FP16:

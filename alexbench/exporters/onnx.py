@@ -91,7 +91,21 @@ def stamp(path: Path, metadata: dict[str, str]) -> None:
         if len(props) != len(node.metadata_props):
             del node.metadata_props[:]
             node.metadata_props.extend(props)
+    model.ir_version = _lowest_ir_version(model)
     onnx.save(model, str(path))
+
+
+def _lowest_ir_version(model: onnx.ModelProto) -> int:
+    """The oldest IR version the model's operator sets allow (8 for opset 18), where the
+    exporter wrote its own onnx release's (10 with onnx 1.16+): ONNX Runtime before 1.18 and
+    other older parsers refuse a newer IR version than they know, though nothing in an AlexNet
+    graph needs it (no 4-bit or 8-bit float types, no function overloads). The full checker
+    runs on the file afterwards."""
+    try:
+        lowest = onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    except (ValueError, KeyError):  # an operator set onnx does not list: leave the version
+        return model.ir_version
+    return min(model.ir_version, lowest)
 
 
 def model_opset(model: onnx.ModelProto) -> int | None:
