@@ -180,10 +180,51 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def _descendants_cpu_seconds() -> float:
+    """CPU seconds of this process's live descendants (torch.compile's compiler and worker pool,
+    image-decoding workers), each with the time of the children it has reaped; 0 without /proc.
+    A child this process has reaped is in os.times()'s children_* instead."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    seconds: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile, or not ours to read
+            continue
+        # "pid (comm) state ppid ... utime stime cutime cstime ...": comm may hold spaces
+        rest = text[text.rfind(")") + 2 :].split()
+        try:
+            parent[int(entry.name)] = int(rest[1])
+            seconds[int(entry.name)] = sum(int(v) for v in rest[11:15]) / ticks
+        except (IndexError, ValueError):
+            continue
+    mine, total, frontier = {os.getpid()}, 0.0, [os.getpid()]
+    while frontier:
+        pid = frontier.pop()
+        for child, ppid in parent.items():
+            if ppid == pid and child not in mine:
+                mine.add(child)
+                frontier.append(child)
+                total += seconds[child]
+    return total
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and every process it started: the measurement's own work,
+    which must not count as other processes' use of the machine (a cold torch.compile's
+    compiler processes read as 0.6 of 2 cores busy)."""
+    own = os.times()
+    reaped = own.children_user + own.children_system
+    return own.user + own.system + reaped + _descendants_cpu_seconds()
+
+
 def _cpu_busy_seconds() -> tuple[float, float] | None:
-    """(CPU seconds the cores this process may run on have been busy, of which this process),
-    or None where /proc/stat is not there. Cores outside the affinity (a container's cpuset)
-    are left out: work there does not slow the cells."""
+    """(CPU seconds the cores this process may run on have been busy, of which this process and
+    the processes it started), or None where /proc/stat is not there. Cores outside the
+    affinity (a container's cpuset) are left out: work there does not slow the cells."""
     mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     busy, cores = 0, 0
     try:
@@ -201,8 +242,7 @@ def _cpu_busy_seconds() -> tuple[float, float] | None:
         return None
     if not cores:
         return None
-    own = os.times()
-    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+    return busy / os.sysconf("SC_CLK_TCK"), _own_cpu_seconds()
 
 
 def others_cpu_now(seconds: float = 0.5) -> float | None:

@@ -104,3 +104,26 @@ def test_others_cpu_over_a_span_counts_work_that_started_during_it(monkeypatch):
     assert warning and "used 1.0 of 2 cores on average during the sweep" in warning
     assert environment.busy_during_warning(0.5, "the sweep") is None  # a quarter: not busy
     assert environment.others_cpu_since(None) is None
+
+
+def test_the_processes_a_measurement_starts_are_its_own_work_not_others():
+    """torch.compile's compiler processes and image-decoding workers counted as other processes:
+    a cold compile read as 0.6 of 2 cores busy (a reviewer's check), and bench warned."""
+    import subprocess
+    import sys
+
+    burn = "import sys, time\nsys.stdin.readline()\nt = time.process_time()\n"
+    burn += "while time.process_time() - t < 0.3: pass\nprint('done', flush=True)\ntime.sleep(30)"
+    child = subprocess.Popen(
+        [sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        before = environment._own_cpu_seconds()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+        assert environment._own_cpu_seconds() - before >= 0.25  # alive: read from /proc
+    finally:
+        child.kill()
+        child.wait()
+    assert environment._own_cpu_seconds() - before >= 0.25  # reaped: os.times()'s children

@@ -211,12 +211,12 @@ def tune_cmd(
     if busy:
         err_console.print(f"warning: {busy}", markup=False)
     started = time.monotonic()  # the budget covers the accuracy check and the search
-    mark = cpu_mark()  # others' CPU use over the search: one slowed first-pass trial is pruned
     accuracy, scored = None, None
     if data is not None:
         accuracy, scored = _accuracy(bundle, data, space, device, quiet=as_json)
         _warn_coarse(scored, max_accuracy_drop)
     display = _Display(quiet=as_json, budget_s=time_budget)
+    mark = cpu_mark()  # others' CPU use over the search: one slowed first-pass trial is pruned
     with display, signals_as_interrupts():  # a signal ends the search; finished trials are kept
         result = tune(
             space, batches,
