@@ -140,8 +140,11 @@ def test_onnx_is_one_file_with_dynamic_batch_and_named_io(small_artifacts):
     )
     assert [o.domain or "ai.onnx" for o in model.opset_import if o.version == 18]
     # IR version 8, the oldest opset 18 allows: the exporter wrote 10, which ONNX Runtime
-    # before 1.18 (and other older parsers) refuse though the graph needs nothing of it.
+    # before 1.18 (and other older parsers) refuse. Without what IR 10 added: the parts'
+    # metadata_props (the exporter's per-node debug records); the model's own props stay.
     assert model.ir_version == 8
+    assert not model.graph.metadata_props and not any(n.metadata_props for n in model.graph.node)
+    assert not any(v.metadata_props for v in [*model.graph.input, *model.graph.value_info])
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["input"]
     assert [o.name for o in sess.get_outputs()] == ["logits"]
@@ -350,6 +353,7 @@ def test_int8_and_fp16_variants(small_model, tmp_path, cifar_subset):
         model = onnx.load(str(tmp_path / rec["path"]), load_external_data=False)
         lowest = onnx.helper.find_min_ir_version_for(list(model.opset_import))
         assert model.ir_version == lowest == 8, fmt
+        assert not any(n.metadata_props for n in [model.graph, *model.graph.node]), fmt
         # fed and read as float32, as the file itself declares (not float16, not int8)
         got = _onnx_io_dtypes(bundle.artifacts[fmt])
         assert got == (rec["input_dtype"], rec["output_dtype"]) == ("float32", "float32"), fmt
@@ -439,3 +443,32 @@ def test_a_disk_too_small_is_refused_before_writing(small_model, tmp_path, monke
     assert not (tmp_path / "art").exists()  # a refused first export leaves no folder above
     monkeypatch.setattr(fileio.shutil, "disk_usage", real)
     ensure_artifacts(small_model, tmp_path / "art", [ArtifactFormat.TORCHSCRIPT])
+
+
+def test_an_ir_version_is_set_to_what_the_operator_sets_need_and_checked(tmp_path):
+    """Lowered to the oldest the opset allows, raised where a file declares less than its
+    opset needs (the int8 quantiser may raise the opset of the file it derives from); the
+    checker itself accepts an opset-21 model declaring IR 3, so check_file refuses it."""
+    from onnx import TensorProto, helper
+
+    from alexbench.exporters.onnx import check_file, set_ir_version
+
+    def model(opset: int, ir: int) -> onnx.ModelProto:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+        node = helper.make_node("Relu", ["x"], ["y"])
+        node.metadata_props.add(key="debug", value="a record of IR 10")
+        graph = helper.make_graph([node], "g", [x], [y])
+        opsets = [helper.make_opsetid("", opset)]
+        return helper.make_model(graph, opset_imports=opsets, ir_version=ir)
+
+    lowered = model(18, 10)
+    set_ir_version(lowered)
+    assert lowered.ir_version == 8 and not lowered.graph.node[0].metadata_props
+    raised = model(21, 8)
+    set_ir_version(raised)
+    assert raised.ir_version == 10 and raised.graph.node[0].metadata_props  # IR 10 keeps them
+    path = tmp_path / "low.onnx"
+    onnx.save(model(21, 3), str(path))
+    with pytest.raises(ExportError, match="IR version 3 is below the 10 its operator sets need"):
+        check_file(path)

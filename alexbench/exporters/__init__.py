@@ -147,7 +147,8 @@ def _artifact_config(
     cfg["metadata"] = metadata
     if fmt is ArtifactFormat.ONNX or fmt in ONNX_VARIANTS:
         cfg |= {"opset": opset, "onnx_exporter": exporter.value, "onnx": versions["onnx"]}
-        cfg["ir_version"] = "lowest"  # made with the oldest IR version its opset allows
+        # Made with the oldest IR version its opset allows, without what IR 10 added below it.
+        cfg["ir_version"] = "lowest, parts' metadata below 10"
         if exporter is OnnxExporter.DYNAMO:  # onnxscript writes the dynamo exporter's graph
             cfg["onnxscript"] = versions["onnxscript"]
     if fmt is ArtifactFormat.ONNX_FP16:

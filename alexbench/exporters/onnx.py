@@ -91,21 +91,42 @@ def stamp(path: Path, metadata: dict[str, str]) -> None:
         if len(props) != len(node.metadata_props):
             del node.metadata_props[:]
             node.metadata_props.extend(props)
-    model.ir_version = _lowest_ir_version(model)
+    set_ir_version(model)
     onnx.save(model, str(path))
 
 
-def _lowest_ir_version(model: onnx.ModelProto) -> int:
-    """The oldest IR version the model's operator sets allow (8 for opset 18), where the
-    exporter wrote its own onnx release's (10 with onnx 1.16+): ONNX Runtime before 1.18 and
-    other older parsers refuse a newer IR version than they know, though nothing in an AlexNet
-    graph needs it (no 4-bit or 8-bit float types, no function overloads). The full checker
-    runs on the file afterwards."""
+# IR version 10 added metadata_props to nodes, graphs, functions, values and tensors.
+_IR_WITH_PART_METADATA = 10
+
+
+def _lowest_ir_version(model: onnx.ModelProto) -> int | None:
+    """The oldest IR version the model's operator sets allow (8 for opset 18); None for an
+    operator set onnx does not list."""
     try:
-        lowest = onnx.helper.find_min_ir_version_for(list(model.opset_import))
-    except (ValueError, KeyError):  # an operator set onnx does not list: leave the version
-        return model.ir_version
-    return min(model.ir_version, lowest)
+        return onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    except (ValueError, KeyError):
+        return None
+
+
+def set_ir_version(model: onnx.ModelProto) -> None:
+    """Declare the oldest IR version the operator sets allow, in place, where the exporter
+    wrote its own onnx release's (10 with onnx 1.16+): ONNX Runtime before 1.18 and other older
+    parsers refuse an IR version newer than they know. (Raised instead where a file declares
+    less than its operator sets need: the int8 quantiser may raise the opset of the file it
+    derives from.) Below 10, the parts' metadata_props go
+    (IR 10 added them; the exporter's per-node debug records: fx node, class hierarchy, name
+    scopes); the model's own metadata_props are older and stay. An AlexNet graph uses nothing
+    else of IR 9 or 10 (no 8-bit float or 4-bit types, no function overloads)."""
+    lowest = _lowest_ir_version(model)
+    if lowest is None or lowest == model.ir_version:
+        return
+    if lowest < _IR_WITH_PART_METADATA:
+        graph = model.graph
+        values = [*graph.input, *graph.output, *graph.value_info, *graph.initializer]
+        nodes = [*graph.node, *(n for f in model.functions for n in f.node)]
+        for part in [graph, *model.functions, *values, *nodes]:
+            del part.metadata_props[:]
+    model.ir_version = lowest
 
 
 def model_opset(model: onnx.ModelProto) -> int | None:
@@ -119,7 +140,14 @@ def check_file(path: Path) -> int | None:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"{path.name}: ONNX checker failed: {str(e).splitlines()[0]}") from e
-    return model_opset(onnx.load(str(path), load_external_data=False))
+    model = onnx.load(str(path), load_external_data=False)
+    lowest = _lowest_ir_version(model)  # the checker accepts an IR version its opset forbids
+    if lowest is not None and model.ir_version < lowest:
+        raise ExportError(
+            f"{path.name}: IR version {model.ir_version} is below the {lowest} its operator sets "
+            "need"
+        )
+    return model_opset(model)
 
 
 def validate(path: Path, request: ExportRequest) -> None:

@@ -11,7 +11,7 @@ import onnx
 from alexbench.artifact_checks import weight_values
 from alexbench.errors import ExportError
 from alexbench.exporters.base import ONNX_INTERFACE, ExportRequest
-from alexbench.exporters.onnx import check_file
+from alexbench.exporters.onnx import check_file, set_ir_version
 
 suffix = ".fp16.onnx"
 interface = ONNX_INTERFACE  # the fp32 file's names, kept
@@ -32,6 +32,7 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     converted = convert_float_to_float16(model, keep_io_types=io)
     _require_fp16_weights(converted)
     _topological_sort(converted.graph)
+    set_ir_version(converted)
     onnx.save(converted, str(path))
     return {
         "exporter": "onnxruntime.transformers.float16 (model inputs/outputs kept fp32)",

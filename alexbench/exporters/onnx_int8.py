@@ -25,7 +25,7 @@ from alexbench.exporters.base import (
     WORK_PREFIX,
     ExportRequest,
 )
-from alexbench.exporters.onnx import check_file
+from alexbench.exporters.onnx import check_file, set_ir_version
 
 suffix = ".int8.onnx"
 interface = ONNX_INTERFACE  # the fp32 file's names, kept
@@ -80,20 +80,21 @@ def _output_layer(path: Path) -> list[str]:
     return [n.name for n in graph.node if OUTPUT_NAME in n.output]
 
 
-def _drop_unused_domains(path: Path) -> None:
+def _tidy(path: Path) -> None:
     """quant_pre_process declares operator sets no node uses (com.microsoft, ai.onnx.training,
     ...): a strict converter may refuse a file that needs domains it lacks. Only the default
-    domain and those the nodes use stay."""
+    domain and those the nodes use stay; then the oldest IR version they allow, as for the
+    fp32 file (the quantiser may have raised the opset)."""
     import onnx
 
     model = onnx.load(str(path))
     nodes = [*model.graph.node, *(n for f in model.functions for n in f.node)]
     used = {"", "ai.onnx"} | {n.domain for n in nodes} | {f.domain for f in model.functions}
     kept = [o for o in model.opset_import if o.domain in used]
-    if len(kept) < len(model.opset_import):
-        del model.opset_import[:]
-        model.opset_import.extend(kept)
-        onnx.save(model, str(path))
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    set_ir_version(model)
+    onnx.save(model, str(path))
 
 
 def export(request: ExportRequest, path: Path, recipe: Recipe | None = None) -> dict[str, Any]:
@@ -141,7 +142,7 @@ def export(request: ExportRequest, path: Path, recipe: Recipe | None = None) -> 
             calibrate_method=CalibrationMethod[recipe.calibration.value],
             nodes_to_exclude=exclude,
         )
-    _drop_unused_domains(path)
+    _tidy(path)
     return {
         "exporter": recipe.describe(),
         "opset": check_file(path),  # the quantiser may raise the opset: record the file's
