@@ -398,15 +398,17 @@ def _ort_gemm(kind: str, threads: int) -> GemmFn:
 
 def _openvino_gemm(dtype: str, threads: int) -> GemmFn:
     """OpenVINO's CPU plugin on a MatMul with constant weights (which it runs as the
-    FullyConnected primitive a model's linear layers use), compiled with the settings the
-    openvino runtime's cells use. Its AVX-512 brgemm kernels can beat every other library's: on
-    an AMD EPYC family 26 VM an openvino fp32 cell ran at 104% of a ceiling measured without it
-    (ONNX Runtime's 470 GFLOP/s; with OpenVINO's MatMul, 502, the cell read 96%)."""
+    FullyConnected primitive a model's linear layers use), compiled and run as the openvino
+    runtime's cells are (their settings; outputs shared, not copied out). A runtime's cells
+    are bounded by its own GEMM too: on an AMD EPYC family 26 VM an openvino fp32 cell read
+    104% of a ceiling measured without it (470 GFLOP/s from ONNX Runtime). The next
+    measurement, with it, gave ONNX Runtime 497 and OpenVINO 502: most of that gap was the
+    quick measurement's own spread between runs, a few percent."""
 
     def run(n: int, reps: int) -> float:
         import openvino as ov
 
-        from alexbench.runtimes.openvino import ov_config, ov_core
+        from alexbench.runtimes.openvino import HINT_TYPES, ov_config, ov_core
 
         rng = np.random.default_rng(0)
         a = rng.standard_normal((n, n), dtype=np.float32)
@@ -414,11 +416,12 @@ def _openvino_gemm(dtype: str, threads: int) -> GemmFn:
         ops = ov.opset13
         param = ops.parameter([n, n], ov.Type.f32, name="A")
         model = ov.Model([ops.matmul(param, ops.constant(b), False, False)], [param], "gemm")
-        inference_type = {"fp32": "f32", "bf16": "bf16"}[dtype]
-        compiled = ov_core().compile_model(model, "CPU", ov_config(inference_type, threads))
+        hint = HINT_TYPES[Precision(dtype)]
+        compiled = ov_core().compile_model(model, "CPU", ov_config(hint, threads))
         request = compiled.create_infer_request()
         request.set_input_tensor(ov.Tensor(a, shared_memory=True))
-        return _gflops(n, _best_seconds(request.infer, Device.CPU, reps))
+        call = lambda: request.infer(share_outputs=True)  # noqa: E731 (as the cells call it)
+        return _gflops(n, _best_seconds(call, Device.CPU, reps))
 
     return run
 
