@@ -46,7 +46,7 @@ from alexbench.cli.common import (
     signals_deferred,
     state,
 )
-from alexbench.cli.model_args import bundle_for, calibration_records, model_for
+from alexbench.cli.model_args import bundle_for, calibration_records, int8_calibration, model_for
 from alexbench.devices import require
 from alexbench.environment import (
     busy_during_warning,
@@ -159,6 +159,9 @@ def bench_cmd(
         console, artifacts, backends, loaded, precisions=precisions, devices=devices,
         calib_data=calib_data, calib_samples=calib_samples,
     )  # fmt: skip
+    # Read now, from the manifest that describes the files the sweep will run: read after it,
+    # a manifest rewritten meanwhile would be recorded, or an unreadable one lose the cells.
+    calibrated = int8_calibration(calibration_records(bundle))
     options = SessionOptions(
         threads=threads,
         cudnn_benchmark=cudnn_benchmark,
@@ -204,7 +207,9 @@ def bench_cmd(
         try:
             with signals_deferred():
                 environment["others_cpu_cores_during"] = others_cpu_since(mark)
-                cells, payload = _payload(bundle, spec, finished, ceilings, environment, created)
+                cells, payload = _payload(
+                    bundle, spec, finished, ceilings, environment, created, calibrated
+                )
                 payload["settings"]["command"] = invoked_command(ctx)
                 if interrupted is not None or aborted is not None:
                     payload["complete"] = False
@@ -257,6 +262,7 @@ def _payload(
     ceilings: dict,
     environment: dict[str, Any],
     created: datetime,
+    calibrated: dict[str, str],
 ) -> tuple[list[CellResult], dict[str, Any]]:
     """The merged cells and the results document: every finished cell, with what produced it."""
     meta = bundle.loaded.meta
@@ -280,7 +286,7 @@ def _payload(
             ),
             # What each int8 file was calibrated on (its manifest's record): two int8 runs of one
             # model on different calibrations are different models.
-            "int8_calibration": {f: r.calibration for f, r in calibration_records(bundle).items()},
+            "int8_calibration": calibrated,
         },
         "settings": {
             "backends": [b.value for b in spec.backends],

@@ -143,6 +143,7 @@ def evaluate_cmd(
         bundle_for,
         calibration_records,
         check_outputs_spare_inputs,
+        int8_calibration,
         model_for,
     )
 
@@ -263,7 +264,7 @@ def evaluate_cmd(
         "artifacts": {f.value: str(p) for f, p in sorted(bundle.artifacts.items())},
         "artifact_sha256": bundle.file_hashes(),
         # What the int8 artifacts scored here were calibrated on (the manifest's record).
-        "int8_calibration": {fmt: r.calibration for fmt, r in calibrated.items()},
+        "int8_calibration": int8_calibration(calibrated),
     }
     emit_json(payload)
     if out is not None:

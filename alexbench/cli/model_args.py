@@ -140,6 +140,12 @@ def calibration_records(bundle: ModelBundle) -> dict[str, ArtifactRecord]:
     return {fmt: r for fmt, r in records.items() if r is not None and r.calibration}
 
 
+def int8_calibration(records: dict[str, ArtifactRecord]) -> dict[str, str]:
+    """What each int8 file was calibrated on, as results and reports record it (format ->
+    "256 images from DIR"), from `calibration_records`."""
+    return {fmt: record.calibration for fmt, record in records.items()}
+
+
 def warn_calibration_overlap(inputs: InputSet, bundle: ModelBundle) -> None:
     """`verify --data-dir` draws from the far end of the order calibration drew from the front
     of: one folder given to both shares no image while the two counts fit in it. Where they do

@@ -28,6 +28,7 @@ from alexbench.cli.model_args import (
     bundle_for,
     calibration_records,
     check_outputs_spare_inputs,
+    int8_calibration,
     model_for,
     read_images,
     warn_calibration_overlap,
@@ -145,7 +146,7 @@ def verify_cmd(
         # which bytes were checked: the manifest may say otherwise (a modified or stale file)
         "artifact_sha256": bundle.file_hashes(),
         # What the int8 files checked here were calibrated on (the manifest's record).
-        "int8_calibration": {f: r.calibration for f, r in calibration_records(bundle).items()},
+        "int8_calibration": int8_calibration(calibration_records(bundle)),
         "environment": capture(threads),
     }
     write_json(out, payload)
