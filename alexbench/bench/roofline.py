@@ -692,7 +692,26 @@ def _load_cached(path: Path, quick: bool) -> Ceilings | None:
         return None
     if not _well_formed(ceilings) or (ceilings.quick and not quick):
         return None  # a cache edited by hand or by other code is measured again, not trusted
+    if ceilings.device == Device.CPU.value and _libraries_missing_from(ceilings):
+        return None  # measured before a runtime was installed: its GEMM may be the fastest
     return ceilings
+
+
+# The optional CPU runtimes whose GEMM is a ceiling source: one installed after the cache was
+# measured (pip install 'alexbench[openvino]') has cells that may beat the cached ceiling.
+_OPTIONAL_CPU_SOURCES = ("onnxruntime", "openvino")
+
+
+def _libraries_missing_from(ceilings: Ceilings) -> list[str]:
+    """The optional runtimes installed now that the cached fp32 ceiling did not measure."""
+    import importlib.util
+
+    measured = ceilings.gemm_by_source.get("fp32", {})
+    return [
+        name
+        for name in _OPTIONAL_CPU_SOURCES
+        if name not in measured and importlib.util.find_spec(name) is not None
+    ]
 
 
 def _well_formed(c: Ceilings) -> bool:

@@ -23,6 +23,13 @@ FP32_WEIGHTS = 61_100_840 * 4  # 233 MiB
 INT8_WEIGHTS = 61_100_840  # 58 MiB
 
 
+@pytest.fixture(autouse=True)
+def _no_optional_sources(monkeypatch):
+    """The fake ceilings below measured no optional runtime's GEMM: a cache of them is not
+    re-measured for lacking ONNX Runtime's or OpenVINO's (tested on its own at the end)."""
+    monkeypatch.setattr(roofline, "_OPTIONAL_CPU_SOURCES", ())
+
+
 def ceilings(
     gemm: dict[str, float] | None = None,
     by_mib: dict[str, float] | None = None,
@@ -396,3 +403,25 @@ def test_a_gemm_far_below_fp32_at_the_probe_is_not_measured_further(monkeypatch)
         "Under 1/4 of fp32's 40.0 GFLOP/s at n=512 (best of 2), so not measured further: "
         "fp16 torch.mm 0.9, bf16 torch.mm 0.9." in c.method
     )
+
+
+def test_a_cache_measured_before_a_runtime_was_installed_is_measured_again(monkeypatch, tmp_path):
+    """A cache from before `pip install 'alexbench[openvino]'` was trusted: the openvino cells,
+    faster than any GEMM it measured, read above 100% of it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    measured = []
+
+    def fake_measure(device, threads=None, quick=False, **kw):
+        measured.append(threads)
+        return ceilings(threads=threads, quick=quick)  # its fp32 sources: "fake" only
+
+    monkeypatch.setattr(roofline, "measure_ceilings", fake_measure)
+    monkeypatch.setattr(roofline, "others_cpu_now", lambda: 0.0)
+    monkeypatch.setattr(roofline, "_OPTIONAL_CPU_SOURCES", ("json",))  # installed everywhere
+    load_or_measure(Device.CPU, 1, quick=True)
+    load_or_measure(Device.CPU, 1, quick=True)
+    assert len(measured) == 2  # the cache lacks the installed library's GEMM: measured again
+    monkeypatch.setattr(roofline, "_OPTIONAL_CPU_SOURCES", ("no_such_library_here",))
+    load_or_measure(Device.CPU, 1, quick=True)
+    load_or_measure(Device.CPU, 1, quick=True)
+    assert len(measured) == 2  # not installed: the cache serves
