@@ -403,7 +403,7 @@ def _openvino_gemm(dtype: str, threads: int) -> GemmFn:
     are bounded by its own GEMM too: on an AMD EPYC family 26 VM an openvino fp32 cell read
     104% of a ceiling measured without it (470 GFLOP/s from ONNX Runtime). The next
     measurement, with it, gave ONNX Runtime 497 and OpenVINO 502: most of that gap was the
-    quick measurement's own spread between runs, a few percent."""
+    measurement's own spread between runs, a few percent."""
 
     def run(n: int, reps: int) -> float:
         import openvino as ov
