@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from alexbench.errors import ExportError
-from alexbench.exporters.base import ExportRequest, Interface, torch_metadata
+from alexbench.exporters.base import WORK_PREFIX, ExportRequest, Interface, torch_metadata
 
 suffix = ".pt"
 # The traced forward's argument keeps the model's name for it, so it is also taken by keyword.
@@ -29,14 +29,14 @@ def trace_and_freeze(
         return torch.jit.freeze(traced)
 
 
-def _without_debug_records(saved: io.BytesIO, path: Path) -> None:
+def _without_debug_records(saved: Path, path: Path) -> None:
     """The archive again, less its `*.debug_pkl` entries: they hold the traced code's source
     paths (this machine's install folder, torch's site-packages) for error messages only, and
     TorchScript has no switch to leave them out. Copied with torch's own zip writer, which keeps
     each entry's alignment and writes a new `.data/serialization_id`; torch.jit.load reads the
-    copy and computes the same outputs (tested in a fresh process)."""
-    saved.seek(0)
-    reader = torch._C.PyTorchFileReader(saved)
+    copy and computes the same outputs (tested in a fresh process). Read from a file, a record
+    at a time: the whole archive in memory would double the export's peak (228 MB at 224 px)."""
+    reader = torch._C.PyTorchFileReader(str(saved))
     with open(path, "wb") as f:
         writer = torch._C.PyTorchFileWriter(f)
         for name in reader.get_all_records():
@@ -56,10 +56,13 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
         # Through a file object the archive's folder is "archive", not the temporary's name
-        # (with a process id): the same model gives the same bytes.
-        saved = io.BytesIO()
-        torch.jit.save(frozen, saved, _extra_files=torch_metadata(request.metadata))
-    _without_debug_records(saved, path)
+        # (with a process id): the same model gives the same bytes. Named so that a later
+        # export in this folder removes it if this process is killed.
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=WORK_PREFIX) as tmp:
+            saved = Path(tmp) / "with-debug-records.pt"
+            with open(saved, "wb") as f:
+                torch.jit.save(frozen, f, _extra_files=torch_metadata(request.metadata))
+            _without_debug_records(saved, path)
     args = [a.name for a in frozen.forward.schema.arguments[1:]]
     if args != [interface.input_name]:  # the manifest would name an argument the file lacks
         raise ExportError(f"the traced forward takes {args}, not [{interface.input_name!r}]")
