@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from alexbench.exporters.manifest import package_version, stack_versions
-from alexbench.results_shape import ALLOCATOR_ENV, BUSY_SHARE, THREAD_DEVICE_ENV
+from alexbench.results_shape import ALLOCATOR_ENV, THREAD_DEVICE_ENV, is_busy
 
 # The flags that decide which kernels run: AVX-512 / VNNI / BF16 / AMX paths in oneDNN and MLAS.
 CPU_FLAGS_OF_INTEREST = (
@@ -249,14 +249,11 @@ def others_cpu_now(seconds: float = 0.5) -> float | None:
     """Cores' worth of CPU the other processes (and the hypervisor's steal) used over the next
     `seconds`, this process sleeping meanwhile (its own threads, e.g. an OpenMP pool still
     spinning, are left out)."""
-    before, start = _cpu_busy_seconds(), time.monotonic()
-    if before is None:
+    mark = cpu_mark()
+    if mark is None:
         return None
     time.sleep(seconds)
-    after, elapsed = _cpu_busy_seconds(), time.monotonic() - start
-    if after is None or elapsed <= 0:
-        return None
-    return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / elapsed
+    return others_cpu_since(mark)
 
 
 def machine_busy(others: float | None) -> str | None:
@@ -268,10 +265,9 @@ def machine_busy(others: float | None) -> str | None:
     parts = [] if others is None else [f"{others:.1f} of {cores} cores in use by others"]
     if load is not None:
         parts.append(f"load average {load:.2f}")
-    if others is None:
-        busy = load is not None and load > 0.5 * cores
-    else:
-        busy = others > BUSY_SHARE * cores
+    # Without /proc/stat (others None) the load average decides.
+    by_load = load is not None and load > 0.5 * cores
+    busy = is_busy(others, cores) if others is not None else by_load
     return f"the machine is busy ({', '.join(parts)})" if busy else None
 
 
@@ -298,7 +294,7 @@ def busy_during_warning(others: float | None, what: str) -> str | None:
     """The warning a measurement prints when it ends, if other processes used more than a
     quarter of the cores on average while it ran (`others`: `others_cpu_since`)."""
     cores = usable_cores()
-    if others is None or others <= BUSY_SHARE * cores:
+    if others is None or not is_busy(others, cores):
         return None
     return (
         f"other processes used {others:.1f} of {cores} cores on average during {what}: "

@@ -53,6 +53,11 @@ ALLOCATOR_ENV = (
 BUSY_SHARE = 0.25
 
 
+def is_busy(others: float, cores: int) -> bool:
+    """Whether other processes' CPU use (cores' worth) makes a machine of `cores` busy."""
+    return others > BUSY_SHARE * cores
+
+
 def recorded_cores(cpu: dict[str, Any]) -> Any:
     """The cores a run could use, as its `environment.cpu` records them (older files: the
     logical cores only)."""

@@ -57,7 +57,7 @@ from alexbench.bench.intervals import (
 )
 from alexbench.bench.stats import geometric_mean
 from alexbench.exit_codes import ExitCode
-from alexbench.results_shape import ALLOCATOR_ENV, BUSY_SHARE, recorded_cores
+from alexbench.results_shape import ALLOCATOR_ENV, is_busy, recorded_cores
 
 DEFAULT_THRESHOLD = 0.05
 
@@ -676,11 +676,7 @@ def run_differences(a: dict[str, Any], b: dict[str, Any]) -> list[RunDifference]
         cores = recorded_cores(_get(run, "environment", "cpu") or {})
         during = _get(run, "environment", "others_cpu_cores_during")
         for value, when in ((used, "when it started"), (during, "on average while it ran")):
-            if (
-                isinstance(value, int | float)
-                and isinstance(cores, int)
-                and value > BUSY_SHARE * cores
-            ):
+            if isinstance(value, int | float) and isinstance(cores, int) and is_busy(value, cores):
                 add(
                     Difference.SETUP,
                     f"{side} ran on a busy machine: other processes used {value:.1f} of "
