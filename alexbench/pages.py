@@ -227,7 +227,11 @@ def environment_table(run: Run) -> TableData:
             f"{env.get('load_average_1m', '-')} before, "
             f"{env.get('load_average_1m_after', '-')} after",
         ),
-        ("other processes at start", _cores_text(env.get("others_cpu_cores"))),
+        (
+            "other processes' CPU",
+            f"{_cores_text(env.get('others_cpu_cores'))} at start, "
+            f"{_cores_text(env.get('others_cpu_cores_during'), 2)} on average during",
+        ),
         ("git commit", str(env.get("git_commit") or "-")),
         ("model", model_label(d)),
         ("timing", str(settings.get("timing", "-"))),
@@ -307,8 +311,8 @@ def runs_table(runs: list[Run]) -> TableData:
     return t
 
 
-def _cores_text(cores: Any) -> str:
-    return f"{cores:.1f} cores" if isinstance(cores, int | float) else "-"
+def _cores_text(cores: Any, digits: int = 1) -> str:
+    return f"{cores:.{digits}f} cores" if isinstance(cores, int | float) else "-"
 
 
 def run_machine_label(data: dict[str, Any]) -> str:

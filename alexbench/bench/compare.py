@@ -683,7 +683,16 @@ def run_differences(a: dict[str, Any], b: dict[str, Any]) -> list[RunDifference]
                     f"{cores} cores {when}, so its figures are noisy (bench warned)",
                 )
                 break
-    if all(isinstance(v, int | float) for v in others):
+    during = [_get(p, "environment", "others_cpu_cores_during") for p in (a, b)]
+    if all(isinstance(v, int | float) for v in during):
+        # Averaged over each whole run: work that started during one counts too.
+        if abs(during[0] - during[1]) >= BUSIER_OTHERS:
+            add(
+                Difference.SETUP,
+                f"other processes used {during[0]:.1f} (A) vs {during[1]:.1f} (B) cores on "
+                "average while the runs ran: the busier one may have been slowed",
+            )
+    elif all(isinstance(v, int | float) for v in others):
         # Sampled when each run started: unlike the load average, no residue of earlier work.
         if abs(others[0] - others[1]) >= BUSIER_OTHERS:
             add(

@@ -459,3 +459,14 @@ def test_a_machine_busy_during_the_sweep_is_warned_and_recorded(
     monkeypatch.setattr(bench_cli, "others_cpu_since", lambda mark: 0.2)  # quiet
     r = invoke(*args, "--out", tmp_path / "quiet")
     assert r.exit_code == 0 and "on average during" not in r.stderr
+
+
+def test_the_report_s_environment_table_shows_others_cpu_at_start_and_during(tmp_path):
+    from alexbench.pages import environment_table
+    from alexbench.results import Run
+
+    data = {"environment": {"others_cpu_cores": 0.04, "others_cpu_cores_during": 1.234}}
+    rows = {r[0].text: r[1].text for r in environment_table(Run("r", tmp_path, data)).rows}
+    assert rows["other processes' CPU"] == "0.0 cores at start, 1.23 cores on average during"
+    rows = {r[0].text: r[1].text for r in environment_table(Run("r", tmp_path, {})).rows}
+    assert rows["other processes' CPU"] == "- at start, - on average during"  # older files

@@ -474,6 +474,13 @@ def test_other_processes_sampled_at_the_start_decide_over_the_lagging_load_avera
         "other processes used 0.0 (A) vs 1.0 (B) cores when the runs started: the busier one "
         "may have been slowed"
     ]
+    # Where both record their average over the run, it decides: B's neighbour left at once.
+    a["environment"]["others_cpu_cores_during"] = 0.6
+    b["environment"]["others_cpu_cores_during"] = 0.05
+    assert compare_runs(a, b).warnings == [
+        "other processes used 0.6 (A) vs 0.1 (B) cores on average while the runs ran: the busier "
+        "one may have been slowed"
+    ]
 
 
 def test_a_run_on_a_busy_machine_is_named_even_when_both_were_busy(tmp_path):
