@@ -4,6 +4,7 @@ and run by the compile runtime as oneDNN int8 kernels."""
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -48,7 +49,9 @@ def test_program_holds_int8_weights_only_and_records_its_calibration(int8_folder
     # Run as loaded it computes in fp32: the manifest says how to get the int8 kernels.
     assert record.input_name is None and "freezing = True" in record.usage
     quantizer_module()
-    program = torch.export.load(str(out / record.path))
+    extra = {"alexbench.json": ""}  # the ONNX files' metadata, as the fp32 files carry it
+    program = torch.export.load(str(out / record.path), extra_files=extra)
+    assert json.loads(extra["alexbench.json"])["alexbench.output"] == "logits, 10 classes"
     weights = {k: v for k, v in program.state_dict.items() if v.dim() >= 2}
     # Every conv/linear weight is int8; the fp32 parameters they came from were not saved.
     assert len(weights) == 8 and {v.dtype for v in weights.values()} == {torch.int8}
