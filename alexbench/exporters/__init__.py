@@ -259,9 +259,15 @@ _BYTES_PER_PARAM = {
 _SPACE_MARGIN = 1.1, 32 * 2**20  # x1.1 + 32 MiB: headers, graphs, the filesystem's own needs
 
 
+# The TorchScript file exists twice while it is made: as torch saves it, then copied without its
+# debug records (exporters/torchscript.py).
+_COPIES_WHILE_MADE = {ArtifactFormat.TORCHSCRIPT: 2}
+
+
 def _bytes_needed(fmt: ArtifactFormat, params: int) -> int:
     factor, extra = _SPACE_MARGIN
-    return int(params * _BYTES_PER_PARAM.get(fmt, 4) * factor + extra)
+    copies = _COPIES_WHILE_MADE.get(fmt, 1)
+    return int(params * _BYTES_PER_PARAM.get(fmt, 4) * factor * copies + extra)
 
 
 def _remove_stale_temporaries(directory: Path) -> None:

@@ -113,10 +113,10 @@ def set_ir_version(model: onnx.ModelProto) -> None:
     wrote its own onnx release's (10 with onnx 1.16+): ONNX Runtime before 1.18 and other older
     parsers refuse an IR version newer than they know. (Raised instead where a file declares
     less than its operator sets need: the int8 quantiser may raise the opset of the file it
-    derives from.) Below 10, the parts' metadata_props go
-    (IR 10 added them; the exporter's per-node debug records: fx node, class hierarchy, name
-    scopes); the model's own metadata_props are older and stay. An AlexNet graph uses nothing
-    else of IR 9 or 10 (no 8-bit float or 4-bit types, no function overloads)."""
+    derives from.) Below 10, the parts' metadata_props go (IR 10 added them; here the
+    exporter's per-node debug records: fx node, class hierarchy, name scopes); the model's own
+    metadata_props are older and stay. An AlexNet graph uses nothing else of IR 9 or 10 (no
+    8-bit float or 4-bit types, no function overloads)."""
     lowest = _lowest_ir_version(model)
     if lowest is None or lowest == model.ir_version:
         return
