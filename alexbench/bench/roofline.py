@@ -703,14 +703,17 @@ _OPTIONAL_CPU_SOURCES = ("onnxruntime", "openvino")
 
 
 def _libraries_missing_from(ceilings: Ceilings) -> list[str]:
-    """The optional runtimes installed now that the cached fp32 ceiling did not measure."""
+    """The optional runtimes installed now that the cached fp32 ceiling did not try (one that
+    was tried and failed is named in its method's "Unavailable:" list: not tried again)."""
     import importlib.util
 
     measured = ceilings.gemm_by_source.get("fp32", {})
     return [
         name
         for name in _OPTIONAL_CPU_SOURCES
-        if name not in measured and importlib.util.find_spec(name) is not None
+        if name not in measured
+        and f"fp32 {name}: " not in ceilings.method
+        and importlib.util.find_spec(name) is not None
     ]
 
 

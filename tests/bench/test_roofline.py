@@ -425,3 +425,14 @@ def test_a_cache_measured_before_a_runtime_was_installed_is_measured_again(monke
     load_or_measure(Device.CPU, 1, quick=True)
     load_or_measure(Device.CPU, 1, quick=True)
     assert len(measured) == 2  # not installed: the cache serves
+    # Tried and failed here (its kernel refused this CPU): not measured again on every run.
+    monkeypatch.setattr(roofline, "_OPTIONAL_CPU_SOURCES", ("json",))
+    monkeypatch.setattr(
+        roofline, "measure_ceilings",
+        lambda device, threads=None, quick=False, **kw: measured.append(threads) or replace(
+            ceilings(threads=threads, quick=quick), method="Unavailable: fp32 json: RuntimeError."
+        ),
+    )  # fmt: skip
+    load_or_measure(Device.CPU, 1, quick=True, force=True)
+    load_or_measure(Device.CPU, 1, quick=True)
+    assert len(measured) == 3
