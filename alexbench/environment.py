@@ -185,7 +185,7 @@ def _descendants_cpu_seconds() -> float:
     image-decoding workers), each with the time of the children it has reaped; 0 without /proc.
     A child this process has reaped is in os.times()'s children_* instead."""
     ticks = os.sysconf("SC_CLK_TCK")
-    parent: dict[int, int] = {}
+    children: dict[int, list[int]] = {}
     seconds: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -197,18 +197,16 @@ def _descendants_cpu_seconds() -> float:
         # "pid (comm) state ppid ... utime stime cutime cstime ...": comm may hold spaces
         rest = text[text.rfind(")") + 2 :].split()
         try:
-            parent[int(entry.name)] = int(rest[1])
-            seconds[int(entry.name)] = sum(int(v) for v in rest[11:15]) / ticks
+            pid, ppid = int(entry.name), int(rest[1])
+            seconds[pid] = sum(int(v) for v in rest[11:15]) / ticks
         except (IndexError, ValueError):
             continue
-    mine, total, frontier = {os.getpid()}, 0.0, [os.getpid()]
-    while frontier:
+        children.setdefault(ppid, []).append(pid)
+    total, frontier = 0.0, list(children.get(os.getpid(), []))
+    while frontier:  # a process tree: each pid has one parent, so none is reached twice
         pid = frontier.pop()
-        for child, ppid in parent.items():
-            if ppid == pid and child not in mine:
-                mine.add(child)
-                frontier.append(child)
-                total += seconds[child]
+        total += seconds[pid]
+        frontier += children.get(pid, [])
     return total
 
 

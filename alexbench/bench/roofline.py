@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import math
 import os
 import time
@@ -426,6 +427,13 @@ def _openvino_gemm(dtype: str, threads: int) -> GemmFn:
     return run
 
 
+def _installed(*modules: str) -> bool:
+    """Whether these modules are installed, found without importing them. One that is found but
+    fails to import fails its measurement, which the ceilings name as unavailable: a cache
+    then counts it as tried (`_libraries_missing_from`)."""
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
 def _gemm_sources(device: Device, threads: int, numpy_ok: bool) -> dict[str, dict[str, GemmFn]]:
     """dtype -> library -> measurement, for every GEMM installed for `device`."""
     if device is Device.CUDA:
@@ -442,10 +450,7 @@ def _gemm_sources(device: Device, threads: int, numpy_ok: bool) -> dict[str, dic
     if numpy_ok:
         fp32["numpy"] = _numpy_gemm()
     int8: dict[str, GemmFn] = {"torch._int_mm": _torch_int8_gemm(device)}
-    with contextlib.suppress(ImportError):
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-
+    if _installed("onnx", "onnxruntime"):
         fp32["onnxruntime"] = _ort_gemm("fp32", threads)
         int8["onnxruntime MatMulInteger u8s8"] = _ort_gemm("int8-matmulinteger", threads)
         int8["onnxruntime QLinearMatMul u8s8"] = _ort_gemm("int8-qlinearmatmul", threads)
@@ -454,9 +459,7 @@ def _gemm_sources(device: Device, threads: int, numpy_ok: bool) -> dict[str, dic
         "torch 1x1 conv (oneDNN)": _torch_conv_gemm("bf16"),
     }
     # The optional runtime: its int8 runs QDQ models, whose GEMM the u8s8 sources above bound.
-    with contextlib.suppress(ImportError):
-        import openvino  # noqa: F401
-
+    if _installed("openvino"):
         fp32["openvino"] = _openvino_gemm("fp32", threads)
         bf16["openvino"] = _openvino_gemm("bf16", threads)
     return {
@@ -705,15 +708,11 @@ _OPTIONAL_CPU_SOURCES = ("onnxruntime", "openvino")
 def _libraries_missing_from(ceilings: Ceilings) -> list[str]:
     """The optional runtimes installed now that the cached fp32 ceiling did not try (one that
     was tried and failed is named in its method's "Unavailable:" list: not tried again)."""
-    import importlib.util
-
     measured = ceilings.gemm_by_source.get("fp32", {})
     return [
         name
         for name in _OPTIONAL_CPU_SOURCES
-        if name not in measured
-        and f"fp32 {name}: " not in ceilings.method
-        and importlib.util.find_spec(name) is not None
+        if name not in measured and f"fp32 {name}: " not in ceilings.method and _installed(name)
     ]
 
 
