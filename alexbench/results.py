@@ -26,6 +26,7 @@ from alexbench.results_shape import (
     BACKENDS,
     DEVICES,
     PRECISIONS,
+    cpu_name,
     parse_created,
     recorded_cores,
     results_problem,
@@ -372,7 +373,7 @@ def machine_label(data: dict[str, Any], device: str = "cpu") -> str:
     # 1-thread run stood beside a 2-thread one under the same name.
     threads = ((data.get("settings") or {}).get("options") or {}).get("threads")
     return (
-        f"{cpu.get('model', '?')}"
+        (cpu_name(cpu) or "?")
         + (f", {cores} cores" if cores else "")
         + (f", --threads {threads}" if threads else "")
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -62,6 +63,20 @@ def recorded_cores(cpu: dict[str, Any]) -> Any:
     """The cores a run could use, as its `environment.cpu` records them (older files: the
     logical cores only)."""
     return cpu.get("usable_cores") or cpu.get("logical_cores")
+
+
+_FAMILY_MODEL = re.compile(r"family (\d+) model (\d+)")
+
+
+def cpu_name(cpu: dict[str, Any]) -> str:
+    """The CPU's model name as a run records it; with its family and model numbers when the
+    name has no model number: a hypervisor's generic name ('AMD EPYC') is the same for Zen 3, 4
+    and 5, whose figures must never stand side by side as one machine's."""
+    name = str(cpu.get("model") or "")  # "": not recorded
+    found = _FAMILY_MODEL.search(str(cpu.get("id") or ""))
+    if name and found and not any(ch.isdigit() for ch in name):
+        return f"{name} (family {found[1]} model {found[2]})"
+    return name
 
 
 _STATS_POSITIVE = "p50_ms p90_ms p99_ms throughput"

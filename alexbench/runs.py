@@ -15,7 +15,7 @@ from typing import Any
 from alexbench.bench.compare import is_complete
 from alexbench.fileio import read_json
 from alexbench.results import READABLE_SCHEMAS, created_utc, json_files
-from alexbench.results_shape import results_problem
+from alexbench.results_shape import cpu_name, results_problem
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def summarize(path: Path, data: dict[str, Any], file: str | None = None) -> RunS
         created=created_utc(data),  # `_read` refused a `created` that does not parse
         host=env.get("host"),
         devices=[str(d) for d in devices],
-        cpu=short_cpu_name((env.get("cpu") or {}).get("model")),
+        cpu=short_cpu_name(cpu_name(env.get("cpu") or {})),
         gpu=(env.get("gpu") or {}).get("name"),
         torch=versions.get("torch"),
         onnxruntime=versions.get("onnxruntime"),

@@ -87,6 +87,25 @@ def test_a_threads_run_is_labelled_apart_from_a_default_one():
     assert machine_label(run) == "AMD EPYC, 2 cores, --threads 1"
 
 
+def test_cpus_under_one_generic_name_are_labelled_apart():
+    """A hypervisor names Zen 4 and Zen 5 both 'AMD EPYC': a report of runs from both VMs
+    labelled them as one machine."""
+    from alexbench.results import machine_label
+
+    def run(model: str, cpu_id: str) -> dict:
+        return {"environment": {"cpu": {"model": model, "id": cpu_id, "usable_cores": 2}}}
+
+    zen4 = run("AMD EPYC", "AuthenticAMD family 25 model 17 stepping 1")
+    zen5 = run("AMD EPYC", "AuthenticAMD family 26 model 2 stepping 1")
+    assert machine_label(zen4) == "AMD EPYC (family 25 model 17), 2 cores"
+    assert machine_label(zen5) == "AMD EPYC (family 26 model 2), 2 cores"
+    # A name with a model number says it already; a file without an id keeps its name.
+    named = run("AMD EPYC 7763 64-Core Processor", "AuthenticAMD family 25 model 1 stepping 1")
+    assert machine_label(named) == "AMD EPYC 7763 64-Core Processor, 2 cores"
+    assert machine_label(run("AMD EPYC", "")) == "AMD EPYC, 2 cores"
+    assert machine_label({"environment": {"cpu": {}}}) == "?"
+
+
 def test_others_cpu_over_a_span_counts_work_that_started_during_it(monkeypatch):
     """A sample at the start missed a job that began a minute into the sweep (a helper's tune
     pruned configurations measured 10x slow, with no warning)."""

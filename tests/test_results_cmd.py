@@ -165,6 +165,15 @@ def test_short_cpu_names() -> None:
     assert short_cpu_name("") is None
 
 
+def test_runs_on_cpus_under_one_generic_name_are_listed_apart(tmp_path: Path) -> None:
+    for name, cpu_id in (("zen4", "family 25 model 17"), ("zen5", "family 26 model 2")):
+        data = json.loads((XEON / RUNS[0]).read_text())
+        data["environment"]["cpu"] |= {"model": "AMD EPYC", "id": f"AuthenticAMD {cpu_id}"}
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    cpus = sorted(r.cpu for r in list_runs([tmp_path]).runs)
+    assert cpus == ["AMD EPYC (family 25 model 17)", "AMD EPYC (family 26 model 2)"]
+
+
 def test_links_that_lead_nowhere_and_fifos_named_json_are_passed_over(tmp_path: Path) -> None:
     import os
 
