@@ -423,17 +423,26 @@ def build_page(
             base = next((f for f in firsts if refusal(f.data, other.data) is None), None)
             if base is None:
                 firsts.append(other)
+                label = run_machine_label(other.data)
+                # A machine labelled as an earlier one's is told apart by what differs (flags,
+                # cores, GPU); differently labelled machines are told apart by the label.
+                twin = next((f for f in firsts[:-1] if run_machine_label(f.data) == label), None)
                 if other is not runs[0]:
-                    # Machines of one name are told apart by what differs (flags, cores, GPU).
-                    differs = machine_differences(
-                        runs[0].data, other.data, hardware_fields(runs[0].data, other.data)
+                    differs = (
+                        machine_differences(
+                            twin.data, other.data, hardware_fields(twin.data, other.data)
+                        )
+                        if twin is not None
+                        else []
                     )
-                    against = f"; against {runs[0].name}: {', '.join(differs)}" if differs else ""
+                    against = (
+                        f"; against {twin.name}: {', '.join(differs)}" if twin and differs else ""
+                    )
                     if not records_cpu_model(other.data):
                         against += "; it records no CPU model, so no machine can be matched to it"
                     compare.text.append(
                         f"{other.name}: the first run of its model ({model_label(other.data)}) "
-                        f"on its machine ({run_machine_label(other.data)}{against}): not "
+                        f"on its machine ({label}{against}): not "
                         "compared with the runs of other models or machines."
                     )
                 continue

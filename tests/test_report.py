@@ -537,7 +537,10 @@ def test_pages_mark_unstable_and_failed_figures_and_compare_only_like_models(tmp
     other_cpu = json.loads(json.dumps(data))  # a's model, measured on another CPU
     other_cpu["environment"]["cpu"] |= {"model": "AMD EPYC", "flags": ["avx2", "avx512_bf16"]}
     (tmp_path / "c.json").write_text(json.dumps(other_cpu))
-    files = [tmp_path / f"{n}.json" for n in "abc"]
+    same_name = json.loads(json.dumps(data))  # a's model, on a CPU of a's name but other flags
+    same_name["environment"]["cpu"]["flags"] = ["avx2"]
+    (tmp_path / "d.json").write_text(json.dumps(same_name))
+    files = [tmp_path / f"{n}.json" for n in "abcd"]
     r = invoke("report", *files, "--out", tmp_path / "rep")
     assert r.exit_code == 0, r.output
     md = (tmp_path / "rep" / "report.md").read_text()
@@ -545,8 +548,10 @@ def test_pages_mark_unstable_and_failed_figures_and_compare_only_like_models(tmp
     wall = f"{ok[1]['stats']['wall_throughput']:,.1f}"
     assert f"~~{wall}~~" in md
     assert "the first run of its model" in md and "compare: B=" not in md
-    # c is not judged against a's CPU, and the note says what differs
-    assert "on its machine (AMD EPYC, 2 cores; against a: cpu Intel(R) Xeon(R) Processor vs" in md
+    # c is not judged against a's CPU: its label names another CPU, so no note of what differs
+    assert "on its machine (AMD EPYC, 2 cores): not compared" in md
+    # d's CPU has a's name: the note says what tells them apart
+    assert "on its machine (Intel(R) Xeon(R) Processor, 2 cores; against a: cpu flags: only A" in md
     assert "CI: over the repeats' medians (geometric mean, t interval)" in md  # the legend
 
 
