@@ -38,6 +38,7 @@ from alexbench.bench.compare import (
 from alexbench.errors import InputError
 from alexbench.fileio import missing_folders, read_json, remove_empty_folders, write_text
 from alexbench.report import (
+    LOAD_LEGEND,
     accuracy_table,
     bench_legend,
     bench_tables,
@@ -45,6 +46,7 @@ from alexbench.report import (
     compare_table,
     fastest_cells,
     fmt_ms,
+    load_table,
     speedup_base,
     variables_text,
 )
@@ -471,6 +473,9 @@ def build_page(
         if cell_tables:  # how this run's medians and CIs were computed, as the terminal says
             cell_tables[-1].notes.append(bench_legend(run.data["cells"]))
         section.tables += cell_tables
+        if load := load_table(run.data["cells"], f"Cells of {run.name}", run.name):
+            load.notes.append(LOAD_LEGEND)
+            section.tables.append(load)
         section.tables.append(parity_table(run))
         for kind, plot in (("latency", plots.plot_latency), ("roofline", plots.plot_roofline)):
             name = f"{kind}-{i + 1}.png"

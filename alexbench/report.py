@@ -340,6 +340,70 @@ def render_bench(
     for table in bench_tables(cells, title):
         draw(console, table, wide)
     console.print("  " + bench_legend(cells), style="dim")
+    if load := load_table(cells, title):
+        draw(console, load, wide)
+        console.print("  " + LOAD_LEGEND, style="dim")
+
+
+LOAD_LEGEND = (
+    "Under load (bench --load): requests arrive open-loop (Poisson) at the load x the rate the "
+    "cell serves one at a time (1 / its mean latency), served in arrival order; latency runs "
+    "from a request's arrival to its result, its wait in the queue included; busy = the share "
+    "of the time spent serving (the load really applied); p90/p99 need 10/100 requests."
+)
+
+
+def load_table(
+    cells: Sequence[CellDict], title: str = "", run: str | None = None
+) -> TableData | None:
+    """Latency under load of every cell timed at a load (`bench --load`), or None."""
+    rows = [c for c in cells if c.get("load")]
+    if not rows:
+        return None
+    columns = [
+        Column("device", right=False),
+        Column("backend", right=False),
+        Column("prec", right=False),
+        Column("batch"),
+        Column("load"),
+        Column("offered req/s", priority=2),
+        Column("served req/s", priority=3),
+        Column("busy", priority=4),
+        Column("p50 ms"),
+        Column("p90 ms", priority=5),
+        Column("p99 ms"),
+        Column("queue p99 ms", priority=1),
+        Column("vs unloaded p50", priority=6),
+    ]
+    t = TableData(f"{title} — under load".strip(" —"), columns, row_class="load")
+    rows.sort(key=lambda c: (c["device"], c["batch"], c["backend"], c["precision"]))
+    for c in rows:
+        unloaded = (c.get("stats") or {}).get("p50_ms")
+        for level in c["load"]:
+            n = level["requests"]
+
+            def pct(q: int, level: dict[str, Any] = level, n: int = n) -> Entry:
+                if n < MIN_ITERS_FOR_PERCENTILE[q]:
+                    return Entry("-", Tone.DIM)
+                return Entry(fmt_ms(level[f"p{q}_ms"]))
+
+            busy, served = level.get("busy_share"), level.get("served_per_s")
+            t.add(
+                [
+                    c["device"], c["backend"], c["precision"], str(c["batch"]),
+                    f"{level['load']:g}",
+                    f"{level['offered_per_s']:,.1f}",
+                    "-" if served is None else f"{served:,.1f}",
+                    "-" if busy is None else f"{busy:.0%}",
+                    fmt_ms(level["p50_ms"]),
+                    pct(90),
+                    pct(99),
+                    pct(99) if n < MIN_ITERS_FOR_PERCENTILE[99] else fmt_ms(level["queue_p99_ms"]),
+                    f"{level['p50_ms'] / unloaded:.2f}x" if unloaded else "-",
+                ],
+                cell_id(c, run),
+            )  # fmt: skip
+    return t
 
 
 def bench_legend(cells: Sequence[CellDict]) -> str:

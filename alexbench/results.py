@@ -73,6 +73,13 @@ _CELL_SCHEMA: dict[str, Any] = {
         },
         "parity": {"type": ["object", "null"]},
         "roofline": {"type": ["object", "null"]},
+        # bench --load: one object per load (bench/load.py, `LoadLevel.to_dict`)
+        "load": {
+            "type": "array",
+            "items": {"type": "object",
+                      "required": ["load", "requests", "offered_per_s", "p50_ms", "p90_ms",
+                                   "p99_ms", "max_ms", "queue_p50_ms", "queue_p99_ms"]},
+        },
     },
 }  # fmt: skip
 RESULTS_JSON_SCHEMA: dict[str, Any] = {

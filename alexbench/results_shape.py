@@ -342,6 +342,13 @@ def _check_cell(c: dict[str, Any], where: str) -> None:
         _field(roofline, "ceiling_dtype?", f"{where}.roofline", "a string or null")
         if stats:
             _check_roofline_agrees(roofline, float(stats["p50_ms"]), f"{where}.roofline")
+    # bench --load: the load table reads these
+    for name, level in _objects(_field(c, "load?", where, "a list or null") or [], f"{where}.load"):
+        _field(level, "requests", name, "a positive integer")
+        _fields(level, "load offered_per_s p50_ms p90_ms p99_ms max_ms", name, "a positive number")
+        _fields(level, "queue_p50_ms queue_p99_ms", name, "a non-negative number")
+        keys = "served_per_s? images_per_s? busy_share? service_p50_ms?"
+        _fields(level, keys, name, "a non-negative number or null")
 
 
 def _check_percentiles_ordered(stats: dict[str, Any], where: str) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from alexbench.artifact_checks import file_problems
+from alexbench.bench.load import LoadLevel, arrival_gaps, merge_levels, time_open_loop
 from alexbench.bench.memory import (
     CellMemory,
     cpu_shortfall,
@@ -71,6 +72,9 @@ class BenchSpec:
     options: SessionOptions = field(default_factory=SessionOptions)
     seed: int = 0
     repeat: int = 1  # the whole matrix this many times, one repeat after the other
+    # Loads (fractions of a cell's one-at-a-time rate) each passing cell is also timed at, with
+    # open-loop Poisson arrivals (bench/load.py); empty: none.
+    loads: Sequence[float] = ()
 
 
 @dataclass
@@ -94,6 +98,7 @@ class CellResult:
     repeat: int = 0  # which repeat produced this result (0-based); merged cells keep the first
     repeats: list[dict[str, Any]] = field(default_factory=list)  # per repeat: p50, iterations
     runs: int = 1  # how many repeats reached this cell (skipped and crashed ones included)
+    load: list[LoadLevel] = field(default_factory=list)  # latency under load, per load asked
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -122,6 +127,7 @@ class CellResult:
             "parity": self.parity.to_dict() if self.parity else None,
             "roofline": self.roofline.to_dict() if self.roofline else None,
             "session": self.session_info,
+            "load": [level.to_dict(self.batch) for level in self.load],
         }
 
 
@@ -325,6 +331,8 @@ def _session_cells(
                     cell, session, pool, reference, spec.run_length, dataclasses.replace(memory),
                     bundle,
                 )  # fmt: skip
+                if cell.status is CellStatus.OK and spec.loads:
+                    _measure_load(cell, session, pool, spec)
             except Exception as e:  # OOM or a runtime failure: record, go on
                 cell.status, cell.reason = CellStatus.ERROR, error_reason(e)
                 _release_device(device)
@@ -410,6 +418,21 @@ def _measure(
         cell.status = CellStatus.OK
 
 
+def _measure_load(cell: CellResult, session: Any, pool: list[np.ndarray], spec: BenchSpec) -> None:
+    """The cell's latency at each of `spec.loads` (a cell that failed parity gets none: the
+    speed of a wrong answer is not quoted)."""
+    assert cell.stats is not None
+    prepared = [session.prepare(x[: cell.batch]) for x in pool]
+    mean_ns = cell.stats.mean_ms * 1e6
+    for load in spec.loads:
+        run = time_open_loop(
+            session, prepared, load, mean_ns, spec.run_length, arrival_gaps(spec.seed, load)
+        )
+        cell.load.append(LoadLevel.from_run(run))
+    if problem := session.timing_problem():  # e.g. a recompile inside the loaded calls
+        cell.status, cell.reason = CellStatus.ERROR, problem
+
+
 def _repeat_summary(stats: LatencyStats, wall_ns: int, wall_iterations: int) -> dict[str, Any]:
     return {
         "p50_ms": stats.p50_ms,
@@ -448,7 +471,7 @@ def merge_repeats(results: Sequence[CellResult]) -> list[CellResult]:
         if len(group) == 1:
             merged.append(first)
             continue
-        out = dataclasses.replace(first, repeats=[], latencies_ns=[], device_ns=[])
+        out = dataclasses.replace(first, repeats=[], latencies_ns=[], device_ns=[], load=[])
         out.runs = len(group)
         worst = min(group, key=lambda r: _SEVERITY.index(r.status))
         out.status = worst.status
@@ -462,6 +485,7 @@ def merge_repeats(results: Sequence[CellResult]) -> list[CellResult]:
             out.latencies_ns.extend(r.latencies_ns)
             out.device_ns.extend(r.device_ns)
             out.repeats.extend(r.repeats)
+        out.load = merge_levels([r.load for r in timed if r.load])
         if timed:
             wall_ns = sum(int(rep["wall_s"] * 1e9) for rep in out.repeats)
             wall_iters = sum(rep.get("wall_iterations", rep["iterations"]) for rep in out.repeats)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import traceback
 from dataclasses import asdict
 from datetime import datetime
@@ -12,6 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from alexbench import report
+from alexbench.bench.load import LOAD_METHOD, MAX_LOAD
 from alexbench.bench.roofline import load_or_measure, model_work
 from alexbench.bench.sweep import (
     ROTATING_INPUTS,
@@ -44,6 +46,7 @@ from alexbench.cli.common import (
     parse_int_list,
     signals_as_interrupts,
     signals_deferred,
+    split_list,
     state,
 )
 from alexbench.cli.model_args import bundle_for, calibration_records, int8_calibration, model_for
@@ -55,7 +58,7 @@ from alexbench.environment import (
     load_average,
     others_cpu_since,
 )
-from alexbench.errors import InputError, Interrupted
+from alexbench.errors import InputError, Interrupted, shown
 from alexbench.exit_codes import ExitCode, outcome
 from alexbench.precision import Precision
 from alexbench.results import RESULTS_SCHEMA, ceilings_dict, now, write_results
@@ -110,6 +113,14 @@ def bench_cmd(
     cudnn_benchmark: bool = typer.Option(
         True, "--cudnn-benchmark/--no-cudnn-benchmark", help="CUDA: autotune convolutions."
     ),
+    load: str | None = typer.Option(
+        None,
+        "--load",
+        metavar="<list>",
+        help="Also time each passing cell under load (MLPerf's Server scenario): requests "
+        "arrive open-loop (Poisson) at these fractions of the rate it serves one at a time, "
+        "e.g. 0.5,0.8; latency counts each request's wait in the queue.",
+    ),
     out: Path = opt.out_folder(
         Path("results"),
         "Folder the results JSON and CSV are written into (created if missing).",
@@ -147,6 +158,7 @@ def bench_cmd(
     precisions = parse_enum_list(precision, Precision, "--precision")
     opt.check_threads(threads)
     opt.check_min_time(min_time)
+    loads = parse_loads(load) if load is not None else []
     if min_iters < 1 or max_iters < min_iters:
         raise InputError("--min-iters must be >= 1 and <= --max-iters")
     check_output_dir(out, "--out")  # creates nothing: a refused run leaves no folder
@@ -171,7 +183,7 @@ def bench_cmd(
     )
     spec = BenchSpec(
         backends, devices, precisions, batches,
-        RunLength(warmup, min_time, min_iters, max_iters), options, seed or 0, repeat,
+        RunLength(warmup, min_time, min_iters, max_iters), options, seed or 0, repeat, loads,
     )  # fmt: skip
     # Before the sweep: the load average must describe the machine, not this benchmark.
     environment, busy = capture_before_measuring(threads)
@@ -246,6 +258,23 @@ def bench_cmd(
     raise typer.Exit(_exit_code(cells))
 
 
+def parse_loads(value: str) -> list[float]:
+    """--load: fractions above 0 and at most MAX_LOAD (at 1 or more the queue grows without
+    bound), lowest first, each once."""
+    loads: list[float] = []
+    for item in split_list(value, "--load"):
+        if not re.fullmatch(r"[0-9]*\.?[0-9]+", item):
+            raise InputError(f"--load: '{shown(item)}' is not a number like 0.5")
+        fraction = float(item)
+        if not 0 < fraction <= MAX_LOAD:
+            raise InputError(
+                f"--load: {item} is not a fraction above 0 and at most {MAX_LOAD} of the rate a "
+                "cell serves one request at a time (at 1 or more its queue grows without bound)"
+            )
+        loads.append(fraction)
+    return sorted(set(loads))
+
+
 def _stopped(interrupted: Interrupted | None, aborted: str | None) -> tuple[str, int] | None:
     """Why the sweep ended early, and the exit code that says so (None: it ran to the end)."""
     if interrupted is not None:
@@ -298,6 +327,8 @@ def _payload(
             "options": asdict(spec.options),
             "seed": spec.seed,
             "timing": TIMING_METHOD,
+            "loads": list(spec.loads),
+            **({"load_method": LOAD_METHOD} if spec.loads else {}),
         },
         "ceilings": ceilings_dict(ceilings),
         "cells": [c.to_dict() for c in cells],

@@ -1,0 +1,191 @@
+"""Latency under load: MLPerf's Server scenario, for one session at a time.
+
+`bench` times a cell two ways that see no queue: latency one call at a time (MLPerf's
+SingleStream) and throughput back to back (Offline). A service sees requests arrive when its
+clients send them, not when it is ready: a request that arrives while another is being served
+waits. `--load 0.5,0.8` adds that measurement to each passing cell:
+
+- requests arrive as a Poisson process (exponential gaps), **open loop**: each arrival time is
+  drawn before the run and does not depend on when earlier requests finish. A closed loop (the
+  next request sent when the last returns) never builds a queue, so it hides the wait that
+  matters in production ("coordinated omission");
+- the rate is a fraction (the load) of the rate the cell serves one request at a time: 1 / its
+  mean latency (device synchronised, as the latency loop measures it). At load 0.8 the session
+  is busy about 80% of the time;
+- requests are served one at a time in arrival order; a request's **latency runs from its
+  scheduled arrival to its result being ready** (device synchronised), so its wait in the
+  queue counts. Between requests the process sleeps, as an idle server does: a runtime whose
+  threads spin down when idle shows it here;
+- the arrival pattern is the same for every cell of a run at one load (drawn from the run's
+  seed), scaled by each cell's rate: cells are compared on the same traffic;
+- a level stops by the same rule as the latency loop (`RunLength`: at least `min_seconds` and
+  `min_iters` requests, at most `max_iters`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from alexbench.bench.timer import RunLength
+from alexbench.runtimes.base import Session
+
+LOAD_METHOD = (
+    "open-loop Poisson arrivals at the load x the cell's one-at-a-time rate (1 / mean latency), "
+    "served in arrival order; latency from each request's scheduled arrival to its result "
+    "(queueing included)"
+)
+# A load of 1 or more queues without bound (the queue, and so the latency, grows with the run's
+# length, not with anything the cell does): no figure of the cell.
+MAX_LOAD = 0.99
+# Sleep until this close to an arrival, then spin on the clock: a sleep can overshoot by tens
+# of microseconds, which would delay a request's start and read as the runtime's queue.
+SPIN_NS = 200_000
+
+
+def wait_until(deadline_ns: int, clock: Callable[[], int] = time.perf_counter_ns) -> None:
+    """Return at `deadline_ns` on `clock`: asleep for most of the wait, spinning at the end."""
+    left = deadline_ns - clock()
+    if left > SPIN_NS:
+        time.sleep((left - SPIN_NS) / 1e9)
+    while clock() < deadline_ns:
+        pass
+
+
+def arrival_gaps(seed: int, load: float) -> np.random.Generator:
+    """The generator of one load level's arrival gaps (standard exponential draws, scaled by
+    each cell's mean gap): the same for every cell of a run at that load."""
+    return np.random.default_rng([seed, round(load * 1_000_000)])
+
+
+@dataclass
+class LoadRun:
+    """One load level of one cell: the raw samples, nanoseconds."""
+
+    load: float
+    rate_per_s: float  # requests offered per second
+    latencies_ns: np.ndarray  # scheduled arrival -> result ready, per request
+    service_ns: np.ndarray  # service start -> result ready, per request
+    span_ns: int  # first arrival -> last result
+
+    @property
+    def queue_ns(self) -> np.ndarray:
+        return self.latencies_ns - self.service_ns
+
+
+def time_open_loop(
+    session: Session,
+    prepared: Sequence[Any],
+    load: float,
+    mean_latency_ns: float,
+    run_length: RunLength,
+    rng: np.random.Generator,
+    clock: Callable[[], int] = time.perf_counter_ns,
+    wait: Callable[[int], None] | None = None,
+) -> LoadRun:
+    """Serve requests arriving open-loop at `load` / `mean_latency_ns` per nanosecond, one at a
+    time in arrival order (see the module's docstring). `clock`, `wait` (until a clock
+    reading) and `rng` are injectable so that tests drive the loop with known times."""
+    if not 0 < load <= MAX_LOAD:
+        raise ValueError(f"load must be in (0, {MAX_LOAD}], got {load}")
+    if not prepared:
+        raise ValueError("need at least one prepared input")
+    if wait is None:
+        wait = lambda deadline: wait_until(deadline, clock)  # noqa: E731
+    mean_gap_ns = mean_latency_ns / load
+    k = len(prepared)
+    min_ns = int(run_length.min_seconds * 1e9)
+    run, sync = session.run, session.synchronize
+    latencies: list[int] = []
+    service: list[int] = []
+    start = clock()
+    arrival = start
+    done = start
+    i = 0
+    while True:
+        # Drawn without looking at `done`: the traffic does not wait for the server.
+        arrival += max(1, int(rng.standard_exponential() * mean_gap_ns))
+        if arrival > clock():
+            wait(arrival)
+        t0 = clock()
+        run(prepared[i % k])
+        sync()
+        done = clock()
+        latencies.append(done - arrival)
+        service.append(done - t0)
+        i += 1
+        if i >= run_length.max_iters or (i >= run_length.min_iters and done - start >= min_ns):
+            break
+    return LoadRun(
+        load,
+        1e9 / mean_gap_ns,
+        np.asarray(latencies, dtype=np.int64),
+        np.asarray(service, dtype=np.int64),
+        done - start,
+    )
+
+
+@dataclass
+class LoadLevel:
+    """A cell's figures at one load, over one run or the repeats' runs pooled."""
+
+    load: float
+    rates_per_s: list[float] = field(default_factory=list)  # offered, per repeat
+    latencies_ns: list[int] = field(default_factory=list)
+    service_ns: list[int] = field(default_factory=list)
+    span_ns: int = 0  # summed over the repeats
+
+    @classmethod
+    def from_run(cls, run: LoadRun) -> LoadLevel:
+        return cls(
+            run.load,
+            [run.rate_per_s],
+            run.latencies_ns.tolist(),
+            run.service_ns.tolist(),
+            run.span_ns,
+        )
+
+    def to_dict(self, batch: int) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ns, dtype=np.float64) / 1e6
+        svc = np.asarray(self.service_ns, dtype=np.float64) / 1e6
+        queue = lat - svc
+        n = len(lat)
+        span_s = self.span_ns / 1e9
+        p50, p90, p99 = np.percentile(lat, [50, 90, 99])
+        return {
+            "load": self.load,
+            "requests": n,
+            "offered_per_s": float(np.mean(self.rates_per_s)),
+            # Served per second over the span: below offered when the queue grew to the end.
+            "served_per_s": n / span_s if span_s > 0 else None,
+            "images_per_s": batch * n / span_s if span_s > 0 else None,
+            # The share of the span spent serving: the load that was really applied.
+            "busy_share": float(svc.sum() / 1e3 / span_s) if span_s > 0 else None,
+            "p50_ms": float(p50),
+            "p90_ms": float(p90),
+            "p99_ms": float(p99),
+            "max_ms": float(lat.max()),
+            "queue_p50_ms": float(np.percentile(queue, 50)),
+            "queue_p99_ms": float(np.percentile(queue, 99)),
+            "service_p50_ms": float(np.percentile(svc, 50)),
+            "repeats": len(self.rates_per_s),
+            "latencies_ns": self.latencies_ns,
+            "service_ns": self.service_ns,
+        }
+
+
+def merge_levels(per_repeat: Sequence[Sequence[LoadLevel]]) -> list[LoadLevel]:
+    """One level per load, the repeats' samples pooled in repeat order."""
+    merged: dict[float, LoadLevel] = {}
+    for levels in per_repeat:
+        for level in levels:
+            into = merged.setdefault(level.load, LoadLevel(level.load))
+            into.rates_per_s += level.rates_per_s
+            into.latencies_ns += level.latencies_ns
+            into.service_ns += level.service_ns
+            into.span_ns += level.span_ns
+    return list(merged.values())

@@ -1,0 +1,245 @@
+"""Latency under load (bench --load): open-loop arrivals on a simulated clock, where every wait
+in the queue is known in advance; then the command end to end on the small model."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from alexbench.bench.load import (
+    LoadLevel,
+    arrival_gaps,
+    merge_levels,
+    time_open_loop,
+    wait_until,
+)
+from alexbench.bench.timer import RunLength
+from alexbench.cli import app
+from alexbench.devices import Device
+from alexbench.results import RESULTS_JSON_SCHEMA
+from alexbench.results_shape import results_problem
+from alexbench.runtimes.base import Session
+
+runner = CliRunner()
+MS = 1_000_000
+
+
+class Clocked(Session):
+    """A session whose calls take fixed times on a simulated clock (ns), in call order."""
+
+    device = Device.CPU
+
+    def __init__(self, service_ns: list[int]) -> None:
+        self.now = 0
+        self.service = list(service_ns)
+        self.calls = 0
+
+    def clock(self) -> int:
+        return self.now
+
+    def wait(self, deadline: int) -> None:
+        assert deadline > self.now, "waited for an arrival that had already come"
+        self.now = deadline
+
+    def prepare(self, x):
+        return x
+
+    def run(self, x):
+        self.now += self.service[self.calls]
+        self.calls += 1
+        return x
+
+    def to_numpy(self, out):
+        return out
+
+
+class Gaps:
+    """Stands in for numpy's Generator: standard exponential draws, in order."""
+
+    def __init__(self, draws: list[float]) -> None:
+        self.draws = iter(draws)
+
+    def standard_exponential(self) -> float:
+        return next(self.draws)
+
+
+def test_latency_counts_the_wait_behind_earlier_requests():
+    # Mean service 2 ms at load 0.5: a mean gap of 4 ms; draws 0.25 -> arrivals at 1, 2, 3 ms and
+    # then 2.0 -> 11 ms. The first request is served 1-4, the second waits 2 ms (2 -> 4, served
+    # 4-6), the third waits 3 ms (3 -> 6, served 6-8), the fourth arrives to an idle server.
+    session = Clocked([3 * MS, 2 * MS, 2 * MS, 1 * MS])
+    run = time_open_loop(
+        session, [object()], 0.5, 2 * MS, RunLength(min_seconds=0, min_iters=4),
+        Gaps([0.25, 0.25, 0.25, 2.0]), session.clock, session.wait,
+    )  # fmt: skip
+    assert run.latencies_ns.tolist() == [3 * MS, 4 * MS, 5 * MS, 1 * MS]
+    assert run.service_ns.tolist() == [3 * MS, 2 * MS, 2 * MS, 1 * MS]
+    assert run.queue_ns.tolist() == [0, 2 * MS, 3 * MS, 0]
+    assert run.rate_per_s == pytest.approx(250.0)  # one request per 4 ms
+    assert run.span_ns == 12 * MS  # first arrival at 1 ms... the clock starts at 0: 0 -> 12 ms
+
+
+def test_arrivals_do_not_wait_for_the_server():
+    """Open loop: a slow call does not delay the next arrival (a closed loop would send it after
+    the slow call returned, and report its latency as the service time alone)."""
+    session = Clocked([50 * MS] + [1 * MS] * 5)
+    run = time_open_loop(
+        session, [object()], 0.5, 2 * MS, RunLength(min_seconds=0, min_iters=6),
+        Gaps([1.0] * 6), session.clock, session.wait,
+    )  # fmt: skip
+    # arrivals every 4 ms from 4 ms; the first call ends at 54 ms and the queue drains 1 ms each
+    arrivals = [4 * MS * (i + 1) for i in range(6)]
+    ends = [54 * MS + i * MS for i in range(6)]
+    assert run.latencies_ns.tolist() == [e - a for e, a in zip(ends, arrivals, strict=True)]
+
+
+def test_the_level_stops_by_the_latency_loops_rule():
+    session = Clocked([1 * MS] * 1000)
+    run = time_open_loop(
+        session, [object()], 0.5, 1 * MS, RunLength(min_seconds=0.05, min_iters=5, max_iters=1000),
+        Gaps([1.0] * 1000), session.clock, session.wait,
+    )  # fmt: skip
+    # a request every 2 ms, each done 1 ms later: 25 requests reach 50 ms (the 25th ends at 51)
+    assert len(run.latencies_ns) == 25
+    capped = Clocked([1 * MS] * 1000)
+    run = time_open_loop(
+        capped, [object()], 0.5, 1 * MS, RunLength(min_seconds=10, min_iters=5, max_iters=7),
+        Gaps([1.0] * 1000), capped.clock, capped.wait,
+    )  # fmt: skip
+    assert len(run.latencies_ns) == 7
+
+
+@pytest.mark.parametrize("load", [0.0, -0.5, 1.0, 1.5])
+def test_a_load_that_queues_without_bound_is_refused(load):
+    session = Clocked([MS])
+    with pytest.raises(ValueError, match="load must be in"):
+        time_open_loop(session, [object()], load, MS, RunLength(), Gaps([1.0]))
+
+
+def test_every_cell_of_a_run_sees_the_same_traffic_at_one_load():
+    a, b = arrival_gaps(0, 0.5), arrival_gaps(0, 0.5)
+    assert [a.standard_exponential() for _ in range(5)] == [
+        b.standard_exponential() for _ in range(5)
+    ]
+    c = arrival_gaps(0, 0.8)
+    assert arrival_gaps(0, 0.5).standard_exponential() != c.standard_exponential()
+    # drawn from numpy's exponential: mean 1 over many draws
+    rng = arrival_gaps(3, 0.5)
+    assert np.mean([rng.standard_exponential() for _ in range(20_000)]) == pytest.approx(1, 0.05)
+
+
+def test_wait_until_returns_at_the_deadline_not_before():
+    for delay in (0, 50_000, 3 * MS):
+        deadline = time.perf_counter_ns() + delay
+        wait_until(deadline)
+        assert time.perf_counter_ns() >= deadline
+
+
+def test_a_level_summary_and_repeats_pooled():
+    one = LoadLevel(0.5, [100.0], [3 * MS, 4 * MS], [3 * MS, 2 * MS], 10 * MS)
+    two = LoadLevel(0.5, [110.0], [5 * MS], [1 * MS], 10 * MS)
+    other = LoadLevel(0.8, [160.0], [6 * MS], [6 * MS], 8 * MS)
+    (half, high) = merge_levels([[one, other], [two]])
+    d = half.to_dict(batch=4)
+    assert d["requests"] == 3 and d["repeats"] == 2
+    assert d["offered_per_s"] == pytest.approx(105.0)
+    assert d["served_per_s"] == pytest.approx(3 / 0.02)
+    assert d["images_per_s"] == pytest.approx(4 * 3 / 0.02)
+    assert d["busy_share"] == pytest.approx(6 / 20)
+    assert d["p50_ms"] == pytest.approx(4.0) and d["max_ms"] == pytest.approx(5.0)
+    assert d["queue_p50_ms"] == pytest.approx(2.0)
+    assert d["latencies_ns"] == [3 * MS, 4 * MS, 5 * MS]
+    assert high.to_dict(1)["requests"] == 1
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+SHORT = ["--min-time", "0.05", "--min-iters", "3", "--warmup", "1", "--device", "cpu"]
+
+
+def test_bench_load_times_passing_cells_under_load(small_artifacts, tmp_path):
+    r = invoke(
+        "bench", "--artifacts", small_artifacts, "--out", tmp_path, "--backend",
+        "eager,onnxruntime", "--precision", "fp32", "--batch", "1,2", "--load", "0.8,0.5",
+        "--repeat", "2", *SHORT,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "under load" in r.stdout and "queue p99 ms" in r.stdout
+    (json_path,) = tmp_path.glob("*.json")
+    data = json.loads(json_path.read_text())
+    assert data["settings"]["loads"] == [0.5, 0.8]
+    assert "open-loop" in data["settings"]["load_method"]
+    assert results_problem(data) is None
+    for cell in data["cells"]:
+        assert [level["load"] for level in cell["load"]] == [0.5, 0.8]
+        for level in cell["load"]:
+            assert level["repeats"] == 2 and level["requests"] >= 2 * 3
+            assert len(level["latencies_ns"]) == level["requests"]
+            # each request's latency holds its service, and its wait before it
+            lat, svc = np.array(level["latencies_ns"]), np.array(level["service_ns"])
+            assert (lat >= svc).all()
+            assert level["p99_ms"] == pytest.approx(np.percentile(lat, 99) / 1e6)
+            rate = 1e3 / cell["stats"]["mean_ms"]  # the mean over both repeats' samples
+            assert level["offered_per_s"] == pytest.approx(level["load"] * rate, rel=0.5)
+
+
+def test_results_with_load_validate_against_the_schema(small_artifacts, tmp_path):
+    import jsonschema
+
+    r = invoke(
+        "bench", "--artifacts", small_artifacts, "--out", tmp_path, "--backend", "eager",
+        "--precision", "fp32", "--batch", "1", "--load", "0.5", *SHORT,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    (json_path,) = tmp_path.glob("*.json")
+    data = json.loads(json_path.read_text())
+    jsonschema.validate(data, RESULTS_JSON_SCHEMA)
+    data["cells"][0]["load"][0]["p99_ms"] = None
+    assert results_problem(data) == "cells[0].load[0].p99_ms is null, expected a positive number"
+    r = invoke("report", json_path)  # the load table from a saved run
+    assert r.exit_code == 0 and "under load" in r.stdout, r.output
+
+
+def test_a_cell_that_failed_parity_is_not_timed_under_load(small_artifacts, tmp_path):
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    corrupt = tmp_path / "exports"
+    shutil.copytree(small_artifacts, corrupt)
+    model = onnx.load(str(corrupt / "alexnet.onnx"))
+    init = next(t for t in model.graph.initializer if len(t.dims) == 4)
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.1, init.name))
+    onnx.save(model, str(corrupt / "alexnet.onnx"))
+    r = invoke(
+        "bench", "--artifacts", corrupt, "--out", tmp_path / "res", "--backend", "onnxruntime",
+        "--precision", "fp32", "--batch", "1", "--load", "0.5", *SHORT,
+    )  # fmt: skip
+    assert r.exit_code == 1
+    (json_path,) = (tmp_path / "res").glob("*.json")
+    (cell,) = json.loads(json_path.read_text())["cells"]
+    assert cell["status"] == "parity_failed" and cell["load"] == []
+    assert "under load" not in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1", "--load: 1 is not a fraction above 0 and at most 0.99"),
+        ("0", "--load: 0 is not a fraction above 0"),
+        ("0.5,x", "--load: 'x' is not a number like 0.5"),
+        ("-0.5", "--load: '-0.5' is not a number like 0.5"),
+        ("nan", "--load: 'nan' is not a number"),
+        ("0.5,", "--load: expected a comma-separated list"),
+    ],
+)
+def test_bad_loads_are_one_line_errors(value, message, tmp_path):
+    r = invoke("bench", "--out", tmp_path, "--artifacts", tmp_path / "e", "--load", value)
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and "\n" not in r.stderr.strip()
+    assert not (tmp_path / "e").exists()
