@@ -345,11 +345,22 @@ def render_bench(
         console.print("  " + LOAD_LEGEND, style="dim")
 
 
+def _wait_text(level: dict[str, Any]) -> str:
+    """'2.31 (2.05)': the measured mean wait, and the Pollaczek-Khinchine prediction from the
+    level's service times (files before it: the measured one alone)."""
+    mean, expected = level.get("queue_mean_ms"), level.get("queue_mean_expected_ms")
+    if mean is None:
+        return "-"
+    return fmt_ms(mean) + ("" if expected is None else f" ({fmt_ms(expected)})")
+
+
 LOAD_LEGEND = (
     "Under load (bench --load): requests arrive open-loop (Poisson) at the load x the rate the "
     "cell serves one at a time (1 / its mean latency), served in arrival order; latency runs "
     "from a request's arrival to its result, its wait in the queue included; busy = the share "
-    "of the time spent serving (the load really applied); p90/p99 need 10/100 requests."
+    "of the time spent serving (the load really applied); mean wait (P-K) = the mean wait in the "
+    "queue, and in brackets what Poisson arrivals give for the measured service times "
+    "(Pollaczek-Khinchine); p90/p99 need 10/100 requests."
 )
 
 
@@ -373,6 +384,7 @@ def load_table(
         Column("p90 ms", priority=5),
         Column("p99 ms"),
         Column("queue p99 ms", priority=1),
+        Column("mean wait ms (P-K)", priority=7),
         Column("vs unloaded p50", priority=6),
     ]
     t = TableData(f"{title} — under load".strip(" —"), columns, row_class="load")
@@ -399,6 +411,7 @@ def load_table(
                     pct(90),
                     pct(99),
                     pct(99) if n < MIN_ITERS_FOR_PERCENTILE[99] else fmt_ms(level["queue_p99_ms"]),
+                    _wait_text(level),
                     f"{level['p50_ms'] / unloaded:.2f}x" if unloaded else "-",
                 ],
                 cell_id(c, run),

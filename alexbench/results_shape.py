@@ -347,6 +347,8 @@ def _check_cell(c: dict[str, Any], where: str) -> None:
         _field(level, "requests", name, "a positive integer")
         _fields(level, "load offered_per_s p50_ms p90_ms p99_ms max_ms", name, "a positive number")
         _fields(level, "queue_p50_ms queue_p99_ms", name, "a non-negative number")
+        keys = "queue_mean_ms? queue_mean_expected_ms?"
+        _fields(level, keys, name, "a non-negative number or null")
         keys = "served_per_s? images_per_s? busy_share? service_p50_ms?"
         _fields(level, keys, name, "a non-negative number or null")
 

@@ -169,6 +169,8 @@ class LoadLevel:
             "p90_ms": float(p90),
             "p99_ms": float(p99),
             "max_ms": float(lat.max()),
+            "queue_mean_ms": float(queue.mean()),
+            "queue_mean_expected_ms": expected_wait_ms(float(np.mean(self.rates_per_s)), svc),
             "queue_p50_ms": float(np.percentile(queue, 50)),
             "queue_p99_ms": float(np.percentile(queue, 99)),
             "service_p50_ms": float(np.percentile(svc, 50)),
@@ -176,6 +178,20 @@ class LoadLevel:
             "latencies_ns": self.latencies_ns,
             "service_ns": self.service_ns,
         }
+
+
+def expected_wait_ms(rate_per_s: float, service_ms: np.ndarray) -> float | None:
+    """The mean wait in the queue that Poisson arrivals at `rate_per_s` on one server with these
+    service times give (Pollaczek-Khinchine: W = rate x E[S^2] / (2 (1 - rate x E[S]))), or
+    None when the service times keep the server busy all the time (no steady state). A
+    measured mean wait far from it: too few requests to reach a steady state, or calls whose
+    time depends on the queue (slower in a burst), which the formula's independent service
+    times do not model."""
+    rate_per_ms = rate_per_s / 1e3
+    busy = rate_per_ms * float(service_ms.mean())
+    if busy >= 1:
+        return None
+    return rate_per_ms * float(np.mean(service_ms**2)) / (2 * (1 - busy))
 
 
 def merge_levels(per_repeat: Sequence[Sequence[LoadLevel]]) -> list[LoadLevel]:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from alexbench.bench.load import (
     LoadLevel,
     arrival_gaps,
+    expected_wait_ms,
     merge_levels,
     time_open_loop,
     wait_until,
@@ -116,6 +117,29 @@ def test_a_load_that_queues_without_bound_is_refused(load):
     session = Clocked([MS])
     with pytest.raises(ValueError, match="load must be in"):
         time_open_loop(session, [object()], load, MS, RunLength(), Gaps([1.0]))
+
+
+@pytest.mark.parametrize("load", [0.5, 0.8])
+def test_the_queue_matches_queueing_theory(load):
+    """20,000 requests of a constant 1 ms at Poisson arrivals: the mean wait is M/D/1's
+    load / (2 (1 - load)) ms, and the Pollaczek-Khinchine figure the table shows agrees."""
+    n = 20_000
+    session = Clocked([MS] * n)
+    run = time_open_loop(
+        session, [object()], load, MS, RunLength(min_seconds=0, min_iters=n, max_iters=n),
+        arrival_gaps(0, load), session.clock, session.wait,
+    )  # fmt: skip
+    theory = load / (2 * (1 - load))
+    assert run.queue_ns.mean() / MS == pytest.approx(theory, rel=0.1)
+    d = LoadLevel.from_run(run).to_dict(batch=1)
+    assert d["queue_mean_expected_ms"] == pytest.approx(theory, rel=0.02)
+    assert d["busy_share"] == pytest.approx(load, rel=0.05)
+    assert d["served_per_s"] == pytest.approx(d["offered_per_s"], rel=0.05)
+
+
+def test_expected_wait_has_no_steady_state_at_full_load():
+    assert expected_wait_ms(250.0, np.array([2.0, 2.0])) == pytest.approx(1.0)  # S/2 at 0.5
+    assert expected_wait_ms(500.0, np.array([2.0, 2.0])) is None
 
 
 def test_every_cell_of_a_run_sees_the_same_traffic_at_one_load():
