@@ -149,6 +149,9 @@ class Comparison:
     threshold: float = DEFAULT_THRESHOLD
     confidence: float = CONFIDENCE
     lost_in_b: list[LostCell] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)  # `busy_sides`: why a side's figures are noisy
+    # 'B was stopped before its end (interrupted: SIGINT): ...' per run saved by a stopped bench
+    stopped: list[str] = field(default_factory=list)
 
 
 def slower_beyond(ratio: float, threshold: float) -> bool:
@@ -183,6 +186,9 @@ class GateFailure:
 
 
 REGRESSED = 1  # the exit code --fail-on-regression has always used for "B is slower"
+# The gate could not judge: a run on a busy machine, or stopped before its end (like a lost cell:
+# the evidence is missing, not wrong).
+UNJUDGED = ExitCode.CELLS_FAILED
 
 
 # How each status of a lost cell reads in the gate's error, and the exit code it asks for (a
@@ -197,9 +203,21 @@ _NOT_RUN = ("measured in A were not run in B", ExitCode.CELLS_FAILED)
 
 def gate_failures(comparison: Comparison) -> list[GateFailure]:
     """Why a CI gate on this comparison fails, worst first: B slower beyond the threshold, or B
-    without a result A had. Empty: the gate passes."""
+    without a result A had; or figures the gate cannot judge by (a run on a busy machine, whose
+    "slower" and "within noise" alike may be its neighbours' doing; a run stopped before its
+    end, which lacks cells or repeats). Empty: the gate passes."""
     out = []
     slower = regressions(comparison)
+    if comparison.busy:
+        slower = []  # a busy run's slowdown is no evidence of a regression, nor its speed of none
+        out.append(
+            GateFailure(
+                UNJUDGED,
+                f"cannot judge the speed: {'; '.join(comparison.busy)}; rerun on a quiet machine",
+            )
+        )
+    # (Cells missing from a file that says it is complete are lost cells, below.)
+    out += [GateFailure(UNJUDGED, f"{why}: a gate judges whole runs") for why in comparison.stopped]
     if slower:
         blind = sum(c.verdict is Verdict.NO_INTERVAL for c in slower)
         unsure = sum(c.verdict is Verdict.INCONCLUSIVE for c in slower)
@@ -224,6 +242,19 @@ def gate_failures(comparison: Comparison) -> list[GateFailure]:
         shown = ", ".join(key_label(k) for k in keys[:4]) + (", ..." if len(keys) > 4 else "")
         out.append(GateFailure(code, f"{len(keys)} cell(s) {words}: {shown}"))
     return sorted(out, key=lambda f: f.exit_code)
+
+
+def undecided(comparison: Comparison) -> list[CellComparison]:
+    """Inconclusive cells whose ratio is slower beyond the threshold but which `regressions`
+    does not count (their interval reaches a material speed-up too): the gate passes them, and
+    says it could not decide them."""
+    counted = {c.key for c in regressions(comparison)}
+    t = comparison.threshold
+    return [
+        c
+        for c in comparison.cells
+        if c.verdict is Verdict.INCONCLUSIVE and slower_beyond(c.ratio, t) and c.key not in counted
+    ]
 
 
 def nothing_compared(comparison: Comparison) -> str:
@@ -316,6 +347,12 @@ def compare_runs(
         b_complete=is_complete(b),
         threshold=threshold,
         lost_in_b=_lost_in_b(cells_a, cells_b),
+        busy=busy_sides(a, b),
+        stopped=[
+            f"{side} was stopped before its end {incomplete_description(run)}"
+            for side, run in (("A", a), ("B", b))
+            if run.get("complete") is False
+        ],
     )
     for key, ca in cells_a.items():
         cb = cells_b.get(key)
@@ -610,6 +647,24 @@ def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return [d.text for d in run_differences(a, b)]
 
 
+def busy_sides(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """'B ran on a busy machine: ...' for each run that was busy by bench's rule (a quarter of
+    its cores used by other processes when it started, or on average while it ran)."""
+    out = []
+    for side, run in (("A", a), ("B", b)):
+        cores = recorded_cores(_get(run, "environment", "cpu") or {})
+        used = _get(run, "environment", "others_cpu_cores")
+        during = _get(run, "environment", "others_cpu_cores_during")
+        for value, when in ((used, "when it started"), (during, "on average while it ran")):
+            if isinstance(value, int | float) and isinstance(cores, int) and is_busy(value, cores):
+                out.append(
+                    f"{side} ran on a busy machine: other processes used {value:.1f} of "
+                    f"{cores} cores {when}"
+                )
+                break
+    return out
+
+
 def run_differences(a: dict[str, Any], b: dict[str, Any]) -> list[RunDifference]:
     """Each difference between the two runs that bears on their figures, with its kind."""
     out: list[RunDifference] = []
@@ -672,17 +727,8 @@ def run_differences(a: dict[str, Any], b: dict[str, Any]) -> list[RunDifference]
     load = [_get(p, "environment", "load_average_1m") for p in (a, b)]
     # Two equally busy runs differ by nothing the next check sees, yet both figures are noisy:
     # a side busy by bench's own rule (a quarter of the cores) is named whatever the other says.
-    for side, run, used in (("A", a, others[0]), ("B", b, others[1])):
-        cores = recorded_cores(_get(run, "environment", "cpu") or {})
-        during = _get(run, "environment", "others_cpu_cores_during")
-        for value, when in ((used, "when it started"), (during, "on average while it ran")):
-            if isinstance(value, int | float) and isinstance(cores, int) and is_busy(value, cores):
-                add(
-                    Difference.SETUP,
-                    f"{side} ran on a busy machine: other processes used {value:.1f} of "
-                    f"{cores} cores {when}, so its figures are noisy (bench warned)",
-                )
-                break
+    for busy in busy_sides(a, b):
+        add(Difference.SETUP, f"{busy}, so its figures are noisy (bench warned)")
     during = [_get(p, "environment", "others_cpu_cores_during") for p in (a, b)]
     if all(isinstance(v, int | float) for v in during):
         # Averaged over each whole run: work that started during one counts too.

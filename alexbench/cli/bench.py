@@ -117,9 +117,9 @@ def bench_cmd(
         None,
         "--load",
         metavar="<list>",
-        help="Also time each passing cell under load (MLPerf's Server scenario): requests "
-        "arrive open-loop (Poisson) at these fractions of the rate it serves one at a time, "
-        "e.g. 0.5,0.8; latency counts each request's wait in the queue.",
+        help="Comma list of loads, e.g. 0.5,0.8: also time each passing cell under load "
+        "(MLPerf's Server scenario), requests arriving open-loop (Poisson) at these fractions "
+        "of the rate it serves one at a time; latency counts each request's wait in the queue.",
     ),
     out: Path = opt.out_folder(
         Path("results"),

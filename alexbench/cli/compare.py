@@ -13,10 +13,12 @@ from alexbench.bench.compare import (
     Comparison,
     compare_runs,
     gate_failures,
+    key_label,
     nothing_compared,
     refusal,
     regressions,
     same_run,
+    undecided,
 )
 from alexbench.cli.common import (
     JSON_OPTION,
@@ -52,7 +54,8 @@ def compare_cmd(
         "--fail-on-regression",
         help="For CI: exit 1 when any cell of B is slower than A beyond --threshold (an "
         "inconclusive one too when its interval excludes a speed-up) or fails parity; exit 4 "
-        "when a cell measured in A crashed in B, was not run or is missing. "
+        "when a cell measured in A crashed in B, was not run or is missing, when either run "
+        "was stopped before its end, or ran on a busy machine (its speed cannot be judged). "
         "With or without it, compare exits 4 when no cell could be compared.",
     ),
     allow_different_machines: bool = typer.Option(
@@ -108,6 +111,17 @@ def compare_cmd(
     failures = gate_failures(comparison) if fail_on_regression else []
     for failure in failures:
         err_console.print(f"error: {failure.text}", markup=False)
+    if fail_on_regression and not comparison.busy and (unsure := undecided(comparison)):
+        # Passed, not proven unchanged: a gate's reader must not take exit 0 for "no slowdown".
+        shown = ", ".join(f"{key_label(c.key)} {c.ratio:.2f}x" for c in unsure[:3])
+        more = f" and {len(unsure) - 3} more" if len(unsure) > 3 else ""
+        err_console.print(
+            f"warning: {len(unsure)} cell(s) undecided, slower than the threshold at their ratio "
+            f"but with intervals that reach a speed-up ({shown}{more}): not counted as "
+            "regressions; rerun both with more --repeat to decide them",
+            style="yellow",
+            markup=False,
+        )
     if not comparison.cells:
         # With or without --fail-on-regression: a comparison of nothing has no result, and
         # exit 0 would let a gate (or a script reading the verdicts) pass on two unrelated runs.
@@ -157,6 +171,10 @@ def comparison_dict(comparison: Comparison, baseline: Path, candidate: Path) -> 
             for c in comparison.cells
         ],
         "regressions": len(regressions(comparison)),
+        # Inconclusive cells slower beyond the threshold that the gate does not count
+        "undecided": len(undecided(comparison)),
+        # Why a side's figures cannot gate (--fail-on-regression exits 4): a busy machine
+        "busy": comparison.busy,
         "only_in_a": [_key_dict(k) for k in comparison.only_in_a],
         "only_in_b": [_key_dict(k) for k in comparison.only_in_b],
         "not_comparable": [_key_dict(n.key) | {"why": n.why} for n in comparison.not_comparable],

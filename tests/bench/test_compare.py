@@ -329,6 +329,56 @@ def test_an_interval_wide_on_both_sides_does_not_gate(tmp_path):
     assert r.exit_code == 0 and "inconclusive" in r.stdout, r.output
 
 
+def test_an_undecided_slowdown_passes_the_gate_with_a_warning(tmp_path):
+    # 0.7x with an interval reaching a speed-up: not counted, but a passing gate says so (an
+    # auditor's 16% slowdowns passed with nothing on stderr).
+    a, b = make_run(1, repeats=2), _b_with_repeats_at((1.0, 1.8))
+    r = invoke("compare", write(tmp_path, "a.json", a), write(tmp_path, "b.json", b),
+               "--fail-on-regression")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("warning: ") and "undecided" in x]
+    assert line.startswith(f"warning: {len(KEYS)} cell(s) undecided") and "more --repeat" in line
+    r = invoke(
+        "compare", tmp_path / "a.json", tmp_path / "b.json", "--fail-on-regression", "--json"
+    )
+    assert json.loads(r.stdout)["undecided"] == len(KEYS)
+    r = invoke("compare", tmp_path / "a.json", tmp_path / "b.json")  # no gate: no gate warning
+    assert "undecided" not in r.stderr
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.3])
+def test_a_run_on_a_busy_machine_cannot_pass_or_fail_the_gate(tmp_path, scale):
+    """Its slowdown may be its neighbours', and its "within noise" too: exit 4, not 1 or 0."""
+    a, b = make_run(1), rerun(make_run(2, scale=scale))
+    b["environment"]["cpu"]["logical_cores"] = 2
+    b["environment"]["others_cpu_cores_during"] = 1.9
+    pa, pb = write(tmp_path, "a.json", a), write(tmp_path, "b.json", b)
+    assert invoke("compare", pa, pb).exit_code == 0  # shown, with the warning
+    r = invoke("compare", pa, pb, "--fail-on-regression")
+    assert r.exit_code == 4, r.output
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error: ")]
+    assert errors == [
+        "error: cannot judge the speed: B ran on a busy machine: other processes used 1.9 of 2 "
+        "cores on average while it ran; rerun on a quiet machine"
+    ]
+    doc = json.loads(invoke("compare", pa, pb, "--json").stdout)
+    assert doc["busy"] and doc["busy"][0].startswith("B ran on a busy machine")
+
+
+def test_a_run_stopped_before_its_end_cannot_pass_the_gate(tmp_path):
+    a, b = make_run(1), rerun(make_run(1))
+    b |= {"complete": False, "interrupted": "SIGINT"}
+    pa, pb = write(tmp_path, "a.json", a), write(tmp_path, "b.json", b)
+    assert invoke("compare", pa, pb).exit_code == 0
+    r = invoke("compare", pa, pb, "--fail-on-regression")
+    assert r.exit_code == 4, r.output
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: B was stopped before its end (interrupted: SIGINT)"
+    )
+    assert errors[0].endswith(": a gate judges whole runs")
+
+
 def test_comparing_a_run_with_itself(tmp_path):
     path = write(tmp_path, "a.json", make_run(1))
     r = invoke("compare", path, path, "--fail-on-regression")
