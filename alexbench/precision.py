@@ -59,14 +59,30 @@ class PrecisionSpec:
 
 
 # Tolerances were set from measured errors (see README "Parity"): fp32 runtimes differ from
-# eager by ~1e-6 relative; fp16 ~1e-3; bf16 ~1e-2; int8 ~5e-2.
+# eager by ~1e-6 relative; fp16 ~1e-3 (ORT's fp16 file on CPU: 2e-4); bf16 ~1e-2 (the committed
+# runs' worst: 5% of its threshold); int8 ~5e-2.
+# Every precision caps the samples whose top-1 changed at all, near ties included (10% plus one
+# per call; int8 25%): where every logit lies close together (a near-chance model) each flip is a
+# tie, and an fp16 file with one class's bias raised passed at 12.5% top-1 agreement.
+FLOAT_FLIPS = 0.1
 PRECISIONS: dict[Precision, PrecisionSpec] = {
-    Precision.FP32: PrecisionSpec(Precision.FP32, torch.float32, Tolerance(1e-5, 1e-4, 0.99999)),
-    Precision.TF32: PrecisionSpec(
-        Precision.TF32, torch.float32, Tolerance(1e-4, 1e-2, 0.9999), cuda_only=True
+    Precision.FP32: PrecisionSpec(
+        Precision.FP32, torch.float32, Tolerance(1e-5, 1e-4, 0.99999, max_top1_changed=FLOAT_FLIPS)
     ),
-    Precision.FP16: PrecisionSpec(Precision.FP16, torch.float16, Tolerance(1e-4, 2e-2, 0.999)),
-    Precision.BF16: PrecisionSpec(Precision.BF16, torch.bfloat16, Tolerance(1e-3, 8e-2, 0.99)),
+    Precision.TF32: PrecisionSpec(
+        Precision.TF32,
+        torch.float32,
+        Tolerance(1e-4, 1e-2, 0.9999, max_top1_changed=FLOAT_FLIPS),
+        cuda_only=True,
+    ),
+    # 1e-2, not the 2e-2 of before: 10x fp16's typical error, and twice the gap that let that
+    # raised bias (4.5% of the largest logit) through as near ties.
+    Precision.FP16: PrecisionSpec(
+        Precision.FP16, torch.float16, Tolerance(1e-4, 1e-2, 0.999, max_top1_changed=FLOAT_FLIPS)
+    ),
+    Precision.BF16: PrecisionSpec(
+        Precision.BF16, torch.bfloat16, Tolerance(1e-3, 8e-2, 0.99, max_top1_changed=FLOAT_FLIPS)
+    ),
     Precision.INT8: PrecisionSpec(
         Precision.INT8,
         torch.int8,

@@ -95,3 +95,30 @@ def test_int8_caps_every_top1_flip_ties_included_with_one_sample_of_grace():
     assert compare(ref, partly, Precision.INT8).passed
     partly[6, 2] += 0.03
     assert not compare(ref, partly, Precision.INT8).passed
+
+
+def test_float_precisions_cap_every_top1_flip_too():
+    """An outside audit raised one class's fp16 bias by 4.5% of the largest logit on a
+    near-chance model: 7 of 8 top-1 answers changed, every flip a near tie under fp16's old
+    2% threshold, and verify passed at 12.5% agreement. bf16's threshold (8%) is wider still:
+    there only the cap on flips catches such a file."""
+    ref = _rows(8, [1.0, 0.99, 0.975])
+    out = ref.copy()
+    out[:, 2] += 0.03  # class 2 now tops every row, 2.5% of the largest logit above it
+    r = compare(ref, out, Precision.BF16)
+    assert r.max_abs_err <= r.threshold and r.top1_mismatches == 0 and r.near_ties == 8
+    assert not r.passed and "top-1 changed on 8 of 8 samples (8 near ties)" in r.reason
+    one = ref.copy()
+    one[0, 2] += 0.03  # one flip in 8 (<= 10% + 1): a near tie, allowed
+    assert compare(ref, one, Precision.BF16).passed
+    for precision in (Precision.FP32, Precision.TF32, Precision.FP16):
+        assert spec(precision).tolerance.max_top1_changed == 0.1
+
+
+def test_fp16_threshold_is_ten_times_its_typical_error():
+    assert spec(Precision.FP16).tolerance.threshold(2.5) == 1e-4 + 1e-2 * 2.5
+    ref = _rows(4, [2.5, 0.5])
+    out = ref.copy()
+    out[:, 3] += 0.045  # the audit's bias change: within the old 0.0501, not the new 0.0251
+    r = compare(ref, out, Precision.FP16)
+    assert not r.passed and "max abs err 0.045 > 0.0251" in r.reason
