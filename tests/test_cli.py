@@ -410,6 +410,29 @@ def test_an_int8_file_its_manifest_lists_but_that_is_gone_is_an_error(artifacts_
     assert "alexnet.int8.onnx is gone" in cells["int8"]["reason"]
 
 
+@pytest.mark.parametrize(("name", "fmt", "backend"), [
+    ("alexnet.onnx", "onnx", "onnxruntime"), ("alexnet.pt", "torchscript", "torchscript"),
+])  # fmt: skip
+def test_any_file_its_manifest_lists_but_that_is_gone_is_a_verify_error(
+    artifacts_copy, tmp_path, name, fmt, backend
+):
+    """An outside audit: verify exported a listed fp32 file that was gone and passed the new
+    one (after a killed export too), where a missing int8 file is an error."""
+    folder = tmp_path / "lost"
+    shutil.copytree(artifacts_copy, folder)
+    (folder / name).unlink()
+    r = invoke("verify", "--artifacts", folder, "--batch", 2, "-b", backend, "-p", "fp32")
+    err = one_line_error(r)
+    assert f"lists {fmt}, but its file {name} is gone: export it again" in err
+    assert not (folder / name).exists()  # not made again behind the user's back
+    # bench makes what it times: the file is exported again there
+    short = ["--min-time", 0, "--min-iters", 3, "--warmup", 1]
+    r = invoke("bench", "--artifacts", folder, "--batch", 1, "-b", backend, "-p", "fp32", *short,
+               "--out", tmp_path / "r")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert (folder / name).is_file()
+
+
 def test_an_onnx_file_stripped_of_its_metadata_fails_verify(artifacts_copy, tmp_path):
     """A file with no alexbench props at all was taken for one older than them, and passed."""
     edited = tmp_path / "bare"

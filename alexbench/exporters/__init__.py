@@ -502,6 +502,7 @@ def _export_locked(
     if old is not None:  # same model: keep the records of formats not requested this time
         manifest.artifacts.update({k: _with_interface(k, r) for k, r in old.artifacts.items()})
     formats = list(dict.fromkeys(formats))
+    asked = set(formats)  # the parent ONNX file below is made only for its variants
     if any(f in ONNX_VARIANTS for f in formats) and ArtifactFormat.ONNX not in formats:
         formats.insert(0, ArtifactFormat.ONNX)
     formats.sort(key=lambda f: f in ONNX_VARIANTS)  # the fp32 ONNX file before its variants
@@ -530,6 +531,19 @@ def _export_locked(
         key = config_key(cfg)
         record = manifest.artifacts.get(fmt.value)
         state = None if force else _file_state(record, out_dir, key)
+        if (
+            keep_stale
+            and fmt in asked
+            and record is not None
+            and not (out_dir / record.path).exists()
+        ):
+            # verify checks the files a user has: one its manifest lists that is gone is not
+            # quietly made again and passed (int8 says the same, `_calibrated_on_disk`)
+            raise InputError(
+                f"{out_dir / MANIFEST_NAME} lists {fmt.value}, but its file {record.path} is "
+                f"gone: export it again (`alexbench export --format {fmt.value}` with this "
+                "model and folder), or leave it out of --backend/--precision"
+            )
         if state is None and keep_stale and record is not None:
             state = ArtifactStatus.STALE if (out_dir / record.path).is_file() else None
         if state in (ArtifactStatus.REUSED, ArtifactStatus.STALE) or (
