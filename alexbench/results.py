@@ -147,8 +147,21 @@ def csv_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for k in ("gflops", "weight_gbs", "pct_of_ceiling", "exceeds_ceiling", "bound")
         }
         row["reason"] = c.get("reason", "")
+        if c.get("status") != "ok":
+            # A cell that failed parity or whose timed calls were invalid keeps its figures in
+            # the JSON (struck through in the tables), but a spreadsheet averages a column
+            # whatever the status beside it: its speed is left empty here.
+            row |= dict.fromkeys(_SPEED_COLUMNS)
         rows.append(row)
     return rows
+
+
+# The CSV's figures of speed: empty on a row whose status is not ok.
+_SPEED_COLUMNS = [
+    "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms",
+    "p50_ci_low_ms", "p50_ci_high_ms", "throughput", "wall_throughput", "device_p50_ms",
+    "unstable", "gflops", "weight_gbs", "pct_of_ceiling", "exceeds_ceiling", "bound",
+]  # fmt: skip
 
 
 def write_results(results_dir: Path, payload: dict[str, Any]) -> tuple[Path, Path]:

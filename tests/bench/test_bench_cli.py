@@ -123,6 +123,13 @@ def test_parity_failure_is_reported_and_exits_1(small_artifacts, tmp_path):
     (json_path,) = (tmp_path / "res").glob("*.json")
     (cell,) = json.loads(json_path.read_text())["cells"]
     assert cell["status"] == "parity_failed"
+    # The JSON keeps the figures beside the status; the CSV, which a spreadsheet averages
+    # column by column, leaves the speed of a wrong answer empty (an outside audit).
+    assert cell["stats"]["throughput"] > 0
+    (row,) = pd.read_csv(json_path.with_suffix(".csv")).to_dict("records")
+    assert row["status"] == "parity_failed" and row["max_abs_err"] > 0
+    for column in ("throughput", "wall_throughput", "p50_ms", "p99_ms", "gflops", "pct_of_ceiling"):
+        assert pd.isna(row[column]), column
 
 
 @pytest.mark.parametrize(
