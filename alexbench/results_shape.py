@@ -317,6 +317,11 @@ def _check_cell(c: dict[str, Any], where: str) -> None:
     keys = "resident_bytes? peak_bytes? cuda_max_allocated_bytes? rss_peak_bytes?"
     _fields(memory, keys, f"{where}.memory", "a finite number or null")
     parity = _field(c, "parity", where, "an object or null")
+    if status == "ok" and not parity:  # compared and gated as a pass that was never checked
+        raise _Invalid(
+            f"{where}.parity is {'null' if parity is None else 'empty'}, but the cell's status "
+            "is ok (a cell is ok only once its outputs passed parity): the file was edited?"
+        )
     if parity:
         passed = _field(parity, "passed", f"{where}.parity", "a boolean")
         # the tables show PASS/FAIL from the status, the pages from parity: an ok cell must

@@ -154,6 +154,9 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
      "].stats.p50_ms 14.8106 is outside its 95% interval (100 to 1 ms)"),
     ("parity-passed-false-but-ok", _set("ok.parity.passed", False),
      "].status is ok but its parity.passed is false"),
+    # An ok cell whose parity was removed was compared and gated as a pass (an outside audit).
+    ("ok-without-parity", _set("ok.parity", None),
+     "].parity is null, but the cell's status is ok (a cell is ok only once its outputs passed"),
     ("roofline-pct-edited", _set("ok.roofline.pct_of_ceiling", 500.0),
      "].roofline.pct_of_ceiling 500 disagrees with roofline_ms / p50_ms (56.8%)"),
     ("roofline-exceeds-edited", _set("ok.roofline.exceeds_ceiling", True),

@@ -67,6 +67,11 @@ def make_cell(key, repeats: list[np.ndarray] | None, *, status="ok", reason="", 
         "timing_method": "perf_counter_ns", "cold_start": {}, "memory": {}, "parity": None,
         "roofline": None,
     }  # fmt: skip
+    if status in ("ok", "parity_failed"):  # every cell that ran was checked
+        cell["parity"] = {
+            "passed": status == "ok", "min_cosine": 1.0, "top1_agreement": 1.0,
+            "max_abs_err": 0.0, "max_rel_err": 0.0, "threshold": 1e-4,
+        }  # fmt: skip
     if repeats:
         pooled = np.concatenate(repeats)
         cell["latencies_ns"] = pooled.tolist()
