@@ -8,7 +8,10 @@ while its numbers are right. verify and bench both fail such a cell, by these ch
 
 from __future__ import annotations
 
+import functools
+import json
 import math
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +21,7 @@ if TYPE_CHECKING:
     import onnx
 
     from alexbench.runtimes import ModelBundle
+    from alexbench.runtimes.base import Runtime
 
 # The element types a precision's weights are stored in (ONNX's names), for the ONNX variants.
 VARIANT_WEIGHT_TYPES = {
@@ -64,11 +68,13 @@ def precision_mismatch(values: dict[str, int] | None, precision: Precision) -> s
     )
 
 
-def metadata_mismatch(declared: dict[str, str] | None, bundle: ModelBundle) -> str:
-    """What an ONNX file's metadata_props say about its inputs and outputs that the model does
-    not, or lacks (a consumer without the manifest normalises by them), or "". None: not an
-    ONNX file (nothing to check); {}: an ONNX file without them (stripped, or older than
-    them), all missing."""
+def metadata_mismatch(
+    declared: dict[str, str] | None, bundle: ModelBundle, what: str = "metadata_props"
+) -> str:
+    """What a file's metadata (`what`: an ONNX file's metadata_props, a torch file's
+    alexbench.json entry) says about its inputs and outputs that the model does not, or lacks
+    (a consumer without the manifest normalises by them), or "". None: no file (nothing to
+    check); {}: a file without them (stripped, or older than them), all missing."""
     if declared is None:
         return ""
     from alexbench.exporters import onnx_metadata  # exporters import torch.onnx: only here
@@ -78,22 +84,62 @@ def metadata_mismatch(declared: dict[str, str] | None, bundle: ModelBundle) -> s
     # rewrite): a consumer that falls back to defaults (ImageNet's mean/std) computes otherwise.
     missing = [k for k in expected if k not in declared]
     wrong = [k for k, v in declared.items() if k in expected and v != expected[k]]
-    parts = [f"metadata_props {', '.join(missing)} missing"] if missing else []
+    parts = [f"{what} {', '.join(missing)} missing"] if missing else []
     if not declared:
-        parts = ["metadata_props missing (stripped, or older than them: re-export it)"]
+        parts = [f"{what} missing (stripped, or older than them: re-export it)"]
     if wrong:
         first = wrong[0]
         parts.append(
-            f"metadata_props {', '.join(wrong)} differ from the model "
+            f"{what} {', '.join(wrong)} differ from the model "
             f"({first}: file {declared[first]!r}, model {expected[first]!r})"
         )
     return "; ".join(parts)
 
 
-def file_problems(session_info: dict[str, Any], bundle: ModelBundle, precision: Precision) -> str:
-    """Everything wrong with the file a session loaded, from its `info()`, or ""."""
+def file_problems(
+    session_info: dict[str, Any], bundle: ModelBundle, precision: Precision, runtime: Runtime
+) -> str:
+    """Everything wrong with the file `runtime` loaded at `precision`, from the session's
+    `info()` and the file itself, or "". The metadata is read from the file, whichever runtime
+    ran it: read from ONNX Runtime's session alone, OpenVINO passed the ONNX file ONNX Runtime
+    failed, and no torch file's was checked (an outside audit)."""
+    fmt = runtime.artifact_for(precision)
+    path = bundle.artifacts.get(fmt) if fmt is not None else None
+    declared, what = (None, "") if path is None else declared_metadata(path)
     parts = [
         precision_mismatch(session_info.get("onnx_weight_values"), precision),
-        metadata_mismatch(session_info.get("onnx_metadata"), bundle),
+        metadata_mismatch(declared, bundle, what),
     ]
     return "; ".join(p for p in parts if p)
+
+
+def declared_metadata(path: Path) -> tuple[dict[str, str], str]:
+    """The alexbench.* metadata a file carries, and what it is called in that file: an ONNX
+    file's metadata_props, a torch file's `TORCH_METADATA` archive entry ({} when absent or
+    unreadable). Read once per file version: bench checks every cell of a file."""
+    stat = path.stat()
+    return _declared(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _declared(path: str, _mtime_ns: int, _size: int) -> tuple[dict[str, str], str]:
+    from alexbench.exporters.base import TORCH_METADATA
+
+    if path.endswith(".onnx"):
+        import onnx
+
+        model = onnx.load(path, load_external_data=False)
+        props = {p.key: p.value for p in model.metadata_props if p.key.startswith("alexbench.")}
+        return props, "metadata_props"
+    what = f"metadata ({TORCH_METADATA})"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(
+                (n for n in archive.namelist() if n.endswith(f"/extra/{TORCH_METADATA}")), None
+            )
+            doc = json.loads(archive.read(name)) if name is not None else {}
+    except (zipfile.BadZipFile, ValueError, UnicodeDecodeError):
+        return {}, what  # a file torch loaded is a zip: an entry that is not JSON says nothing
+    if not isinstance(doc, dict):
+        return {}, what
+    return {k: v for k, v in doc.items() if isinstance(v, str) and k.startswith("alexbench.")}, what

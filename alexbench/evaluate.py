@@ -149,7 +149,7 @@ def evaluate_model(
             session = runtime.load(bundle, device, p)
             # The wrong file scores as well as the right one (fp32 in the int8 slot): verify
             # and bench fail it, and its accuracy is not the artifact's.
-            wrong = file_problems(session.info(), bundle, p)
+            wrong = file_problems(session.info(), bundle, p, runtime)
         except Exception as e:  # a corrupt file is that cell's error, not the whole run's
             first = (str(e).strip().splitlines() or [""])[0]
             wrong = first if isinstance(e, AlexbenchError) else f"{type(e).__name__}: {first}"

@@ -179,7 +179,7 @@ def run_cell(
                 session.close()
         return cell
     bad = [b.batch for b in cell.batches if not b.passed]
-    wrong_file = file_problems(cell.session_info, bundle, precision)
+    wrong_file = file_problems(cell.session_info, bundle, precision, runtime)
     if cell.parity.passed and not bad and not wrong_file:
         cell.status = Status.PASS
         cell.message = note or ""

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -108,6 +109,48 @@ def test_wrong_onnx_metadata_fails_verify_though_the_numbers_match(artifacts_cop
     assert "metadata_props alexbench.mean differ from the model" in cell["message"]
     assert "metadata_props alexbench.std missing" in cell["message"]
     assert right in cell["message"]
+
+
+def _with_torch_metadata(src: Path, dst: Path, change: dict) -> None:
+    """A copy of a torch zip file whose alexbench.json entry has `change` applied."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename.endswith("/extra/alexbench.json"):
+                data = json.dumps(json.loads(data) | change).encode()
+            zout.writestr(info, data)
+
+
+@pytest.mark.parametrize(("name", "backend"), [
+    ("alexnet.pt", "torchscript"), ("alexnet.pt2", "pt2"), ("alexnet.onnx", "openvino"),
+])  # fmt: skip
+def test_a_files_metadata_is_checked_whichever_runtime_runs_it(
+    artifacts_copy, tmp_path, name, backend
+):
+    """An outside audit: only ONNX Runtime's session read the metadata, so OpenVINO passed the
+    ONNX file ONNX Runtime failed, and no torch file's alexbench.json was checked."""
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    edited = tmp_path / "meta"
+    shutil.copytree(artifacts_copy, edited)
+    wrong = {"alexbench.mean": "[0.1, 0.2, 0.3]"}  # not this model's
+    if name.endswith(".onnx"):
+        model = onnx.load(str(edited / name))
+        next(p for p in model.metadata_props if p.key == "alexbench.mean").value = wrong[
+            "alexbench.mean"
+        ]
+        onnx.save(model, str(edited / name))
+    else:
+        (edited / name).unlink()
+        _with_torch_metadata(artifacts_copy / name, edited / name, wrong)
+    r = invoke("verify", "--artifacts", edited, "--batch", 2, "--backend", backend)
+    assert r.exit_code == 1, r.output
+    (cell,) = json.loads((edited / "verify-report.json").read_text())["cells"]
+    assert cell["status"] == "FAIL" and cell["parity"]["passed"], cell  # the numbers were right
+    what = "metadata_props" if name.endswith(".onnx") else "metadata (alexbench.json)"
+    assert f"{what} alexbench.mean differ from the model" in cell["message"]
 
 
 def test_a_file_that_is_not_its_precision_or_says_the_wrong_preprocessing_fails_everywhere(

@@ -410,7 +410,9 @@ def _measure(
         cell.status, cell.reason = CellStatus.PARITY_FAILED, f"output batch {bad[0]}"
     elif not cell.parity.passed:
         cell.status, cell.reason = CellStatus.PARITY_FAILED, cell.parity.reason
-    elif wrong_file := file_problems(cell.session_info, bundle, cell.precision):
+    elif wrong_file := file_problems(
+        cell.session_info, bundle, cell.precision, get_runtime(cell.backend)
+    ):
         # Right numbers from the wrong file (fp32 in the int8 slot) or a file that tells its
         # consumers the wrong preprocessing: verify fails it, so its speed is not quoted here.
         cell.status, cell.reason = CellStatus.PARITY_FAILED, wrong_file
