@@ -524,3 +524,20 @@ def test_verify_says_when_its_images_include_int8_s_calibration_images(
     r = invoke(*nested, "--batch", 30)  # every image of it
     said = " ".join(r.stderr.split())
     assert "16 of the 30 images checked are among the 16 onnx-int8 was calibrated on" in said
+
+
+def test_export_keeps_the_folders_opset_unless_told(tmp_path):
+    """An outside audit: `export --format onnx-fp16` into a folder exported with --opset 20 (the
+    command verify suggests) made its ONNX file again at opset 18, with no word."""
+    out = tmp_path / "o20"
+    r = invoke("export", "--out", out, "--format", "onnx", "--opset", 20, *SMALL)
+    assert r.exit_code == 0, r.output
+    r = invoke("export", "--out", out, "--format", "onnx-fp16", *SMALL)
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["artifacts"]["onnx"]["opset"] == 20
+    assert manifest["artifacts"]["onnx-fp16"]["opset"] == 20
+    assert onnx.load(str(out / "alexnet.onnx")).opset_import[0].version == 20
+    r = invoke("export", "--out", out, "--format", "onnx", "--opset", 18, *SMALL)  # told: made anew
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "manifest.json").read_text())["artifacts"]["onnx"]["opset"] == 18

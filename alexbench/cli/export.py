@@ -27,6 +27,7 @@ from alexbench.exporters import (
     ensure_artifacts,
     folder_for,
     point_latest,
+    recorded_onnx_settings,
 )
 from alexbench.exporters.base import NEEDS_CALIBRATION
 
@@ -48,11 +49,17 @@ def export_cmd(
     ),
     calib_data: Path | None = opt.CALIB_DATA,
     calib_samples: int = opt.CALIB_SAMPLES,
-    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset version, 7 to 25."),
-    onnx_exporter: OnnxExporter = typer.Option(
-        OnnxExporter.DYNAMO,
+    opset: int | None = typer.Option(
+        None,
+        "--opset",
+        help=f"ONNX opset version, 7 to 25 (default: the one the folder's ONNX file was made "
+        f"with, else {DEFAULT_OPSET}).",
+    ),
+    onnx_exporter: OnnxExporter | None = typer.Option(
+        None,
         "--onnx-exporter",
-        help="dynamo (default) or the legacy TorchScript one.",
+        help="dynamo or the legacy TorchScript one (default: the one the folder's ONNX file "
+        "was made with, else dynamo).",
     ),
     force: bool = opt.force(
         "Export even when fresh artifacts exist; replace another model's artifacts in --out."
@@ -91,7 +98,16 @@ def export_cmd(
         ]
     if calib_data is None and any(f in CALIBRATED for f in fmts):  # before anything is written
         raise InputError(NEEDS_CALIBRATION)
-    check_opset(opset, onnx_exporter, fmts)  # before the model loads
+    # Unless given, the folder's: adding a variant to a deliberate `--opset 20` export must not
+    # quietly make its ONNX file again at the default (an outside audit).
+    recorded = (
+        recorded_onnx_settings(out) if out is not None else (DEFAULT_OPSET, OnnxExporter.DYNAMO)
+    )
+    check_opset(
+        opset if opset is not None else recorded[0],
+        onnx_exporter if onnx_exporter is not None else recorded[1],
+        fmts,
+    )  # before the model loads
     loaded = load_model(
         checkpoint=checkpoint,
         weights=weights,
@@ -105,6 +121,11 @@ def export_cmd(
     if calib_data is not None:
         calibration = read_calibration(calib_data, calib_samples, loaded)
     folder = out if out is not None else folder_for(loaded)
+    if out is None:  # the model's own folder, known now
+        recorded = recorded_onnx_settings(folder)
+    opset = opset if opset is not None else recorded[0]
+    onnx_exporter = onnx_exporter if onnx_exporter is not None else recorded[1]
+    check_opset(opset, onnx_exporter, fmts)
     console.print(
         f"Model: AlexNet, {loaded.meta.num_classes} classes, "
         f"{loaded.meta.image_size}x{loaded.meta.image_size} input, {loaded.source.describe()}",
