@@ -541,3 +541,28 @@ def test_export_keeps_the_folders_opset_unless_told(tmp_path):
     r = invoke("export", "--out", out, "--format", "onnx", "--opset", 18, *SMALL)  # told: made anew
     assert r.exit_code == 0, r.output
     assert json.loads((out / "manifest.json").read_text())["artifacts"]["onnx"]["opset"] == 18
+
+
+def test_verify_checks_int8_on_its_calibration_folder_not_noise(
+    artifacts_copy, tmp_path, cifar_subset
+):
+    """An outside audit: a correct int8 file failed verify (exit 1) on the default N(0,1) inputs,
+    which a static int8 model clips, and passed on real images."""
+    folder = tmp_path / "int8"
+    shutil.copytree(artifacts_copy, folder)
+    args = ["verify", "--artifacts", folder, "-b", "onnxruntime", "-p", "fp32,int8", "--batch", 8]
+    r = invoke(*args, "--calib-data", cifar_subset, "--calib-samples", 16)
+    assert r.exit_code in (0, 1), r.output
+    said = " ".join(r.stderr.split())
+    assert f"every cell is checked on 8 images from {cifar_subset}" in said, said
+    report = json.loads((folder / "verify-report.json").read_text())
+    assert report["inputs"]["kind"] == "images", report["inputs"]
+    r = invoke(*args)  # later, without --calib-data: the folder the manifest records
+    assert "the folder int8 was calibrated in" in " ".join(r.stderr.split()), r.output
+    doc = json.loads((folder / "manifest.json").read_text())
+    doc["artifacts"]["onnx-int8"]["calibration_dir"] = str(tmp_path / "gone")
+    (folder / "manifest.json").write_text(json.dumps(doc))
+    r = invoke(*args)  # that folder is not here: the noise, said
+    assert "warning: int8 checked on random N(0,1) inputs" in " ".join(r.stderr.split())
+    r = invoke(*args[:-4], "-p", "fp32", "--batch", 8)  # no int8 asked: noise, no word
+    assert r.exit_code == 0 and "int8" not in r.stderr, r.output

@@ -8,7 +8,7 @@ import typer
 
 from alexbench import report
 from alexbench.artifacts import VERIFY_REPORT
-from alexbench.checkpoint import Normalization
+from alexbench.checkpoint import LoadedModel, Normalization
 from alexbench.cli import options as opt
 from alexbench.cli.common import (
     JSON_OPTION,
@@ -35,12 +35,12 @@ from alexbench.cli.model_args import (
 )
 from alexbench.devices import require
 from alexbench.environment import capture
-from alexbench.errors import DataError
+from alexbench.errors import AlexbenchError, DataError
 from alexbench.exit_codes import ExitCode, outcome_of
 from alexbench.fileio import not_a_folder, write_json
-from alexbench.inputs import random_inputs
+from alexbench.inputs import InputSet, random_inputs
 from alexbench.precision import Precision
-from alexbench.runtimes import SessionOptions
+from alexbench.runtimes import ModelBundle, SessionOptions
 from alexbench.runtimes.base import CompileMode
 from alexbench.verify import Status, run_verify
 
@@ -128,6 +128,8 @@ def verify_cmd(
         console, artifacts, backends, loaded, precisions=precisions, devices=devices,
         calib_data=calib_data, calib_samples=calib_samples, checking=True,
     )  # fmt: skip
+    if data is None and Precision.INT8 in precisions:
+        inputs = _int8_inputs(inputs, bundle, loaded, batch, calib_data)
     if inputs.files:
         warn_calibration_overlap(inputs, bundle)
     options = SessionOptions(threads=threads, compile_mode=compile_mode)
@@ -163,6 +165,44 @@ def verify_cmd(
         why = "a cell failed to run" if ran else "nothing was verified: every cell is unsupported"
         err_console.print(f"error: {why}", markup=False)
     raise typer.Exit(code)
+
+
+def _int8_inputs(
+    noise: InputSet,
+    bundle: ModelBundle,
+    loaded: LoadedModel,
+    batch: int,
+    calib_data: Path | None,
+) -> InputSet:
+    """Inputs for a verify that asks for int8 without --data-dir. N(0,1) noise lies far outside
+    the activations a static int8 model was calibrated on, which it clips: a correct int8 file
+    failed (exit 1, an outside audit) while it passed on real images. So: real images from the
+    folder int8 was calibrated in (--calib-data, or the folder its manifest records), drawn
+    from the far end as --data-dir's are; where none is here, the noise, with a warning."""
+    folders = [calib_data] if calib_data is not None else []
+    folders += [
+        Path(r.calibration_dir) for r in calibration_records(bundle).values() if r.calibration_dir
+    ]
+    for folder in dict.fromkeys(folders):
+        if not folder.is_dir():
+            continue
+        try:
+            images = read_images(folder, batch, loaded, "--data-dir", from_end=True)
+        except AlexbenchError:  # no readable image there now: the next folder, or the noise
+            continue
+        err_console.print(
+            f"note: int8 asked without --data-dir: every cell is checked on {images.description}, "
+            "the folder int8 was calibrated in (noise lies outside a static int8 model's "
+            "calibrated range); --data-dir chooses others",
+            markup=False,
+        )
+        return images
+    err_console.print(
+        "warning: int8 checked on random N(0,1) inputs, outside the range a static int8 model "
+        "was calibrated on: a correct int8 file may fail; give --data-dir with real images",
+        markup=False,
+    )
+    return noise
 
 
 def register(app: typer.Typer) -> None:
