@@ -159,6 +159,14 @@ def bench_cmd(
     opt.check_threads(threads)
     opt.check_min_time(min_time)
     loads = parse_loads(load) if load is not None else []
+    if repeat == 2:
+        # Legal, and each cell's repeats are kept; but the CI the tables print would mislead.
+        err_console.print(
+            "warning: --repeat 2: each median's 95% CI is a t interval with 1 degree of freedom "
+            "(12.7x the repeats' spread), often wider than the latencies themselves; 3 or more "
+            "repeats give intervals that can decide",
+            markup=False,
+        )
     if min_iters < 1 or max_iters < min_iters:
         raise InputError("--min-iters must be >= 1 and <= --max-iters")
     check_output_dir(out, "--out")  # creates nothing: a refused run leaves no folder

@@ -193,6 +193,8 @@ def test_bench_load_times_passing_cells_under_load(small_artifacts, tmp_path):
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "under load" in r.stdout and "queue p99 ms" in r.stdout
+    # an outside audit: two repeats printed CIs like [0.024, 30725] ms with no word
+    assert "warning: --repeat 2: each median's 95% CI is a t interval with 1 degree" in r.stderr
     (json_path,) = tmp_path.glob("*.json")
     data = json.loads(json_path.read_text())
     assert data["settings"]["loads"] == [0.5, 0.8]
