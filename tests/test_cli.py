@@ -566,3 +566,28 @@ def test_verify_checks_int8_on_its_calibration_folder_not_noise(
     assert "warning: int8 checked on random N(0,1) inputs" in " ".join(r.stderr.split())
     r = invoke(*args[:-4], "-p", "fp32", "--batch", 8)  # no int8 asked: noise, no word
     assert r.exit_code == 0 and "int8" not in r.stderr, r.output
+
+
+def test_a_file_replaced_while_verify_runs_is_not_reported_as_checked(
+    artifacts_copy, tmp_path, monkeypatch
+):
+    """An outside audit swapped alexnet.onnx for another model's mid-run: the report said
+    passed beside the sha256 of the bytes no cell had loaded (hashed after the cells ran)."""
+    import alexbench.cli.verify as verify_cli
+
+    folder = tmp_path / "swap"
+    shutil.copytree(artifacts_copy, folder)
+    real = verify_cli.run_verify
+
+    def run_then_swap(*args, **kwargs):
+        result = real(*args, **kwargs)
+        model = onnx.load(str(folder / "alexnet.onnx"))
+        model.producer_version += "-other"  # other bytes, as a concurrent export writes
+        onnx.save(model, str(folder / "alexnet.onnx"))
+        return result
+
+    monkeypatch.setattr(verify_cli, "run_verify", run_then_swap)
+    r = invoke("verify", "--artifacts", folder, "--batch", 2, "-b", "onnxruntime")
+    assert r.exit_code == 4, r.output
+    assert "error: onnx changed on disk while verify ran" in " ".join(r.stderr.split())
+    assert not (folder / "verify-report.json").exists()

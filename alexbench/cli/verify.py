@@ -135,12 +135,23 @@ def verify_cmd(
     options = SessionOptions(threads=threads, compile_mode=compile_mode)
     out = report_path or (bundle.directory or Path(".")) / VERIFY_REPORT
     check_output_file(out, "--out")  # before the work, not after it
+    # Which bytes the cells check, hashed before they load them and again after: a file
+    # replaced meanwhile (a concurrent export) was recorded as checked though no cell ran it.
+    checked = bundle.file_hashes()
     with signals_as_interrupts(), console.status("verifying...") as status:
         result = run_verify(
             bundle, backends, devices, precisions, inputs, options,
             on_cell=lambda b, d, p: status.update(f"verifying {b.value} on {d.value} at {p.value}"),
         )  # fmt: skip
     report.render_verify(console, result, precisions, wide=wide)
+    if changed := sorted(f for f, sha in bundle.file_hashes().items() if checked.get(f) != sha):
+        err_console.print(
+            f"error: {', '.join(changed)} changed on disk while verify ran (another export "
+            f"into {bundle.directory}?): no report is written for bytes no cell checked; run "
+            "verify again",
+            markup=False,
+        )
+        raise typer.Exit(ExitCode.CELLS_FAILED)
     payload = result.to_dict() | {
         "schema": "alexbench-verify/1",
         "model": {"source": bundle.loaded.source.to_dict(), "meta": vars(meta)},
