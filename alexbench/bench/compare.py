@@ -649,19 +649,20 @@ def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 def busy_sides(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """'B ran on a busy machine: ...' for each run that was busy by bench's rule (a quarter of
-    its cores used by other processes when it started, or on average while it ran)."""
+    its cores used by other processes on average while it ran; in files from before that
+    average, when it started). The average decides where recorded: a job that ended as the
+    run began does not make the whole run busy."""
     out = []
     for side, run in (("A", a), ("B", b)):
         cores = recorded_cores(_get(run, "environment", "cpu") or {})
-        used = _get(run, "environment", "others_cpu_cores")
-        during = _get(run, "environment", "others_cpu_cores_during")
-        for value, when in ((used, "when it started"), (during, "on average while it ran")):
-            if isinstance(value, int | float) and isinstance(cores, int) and is_busy(value, cores):
-                out.append(
-                    f"{side} ran on a busy machine: other processes used {value:.1f} of "
-                    f"{cores} cores {when}"
-                )
-                break
+        value, when = _get(run, "environment", "others_cpu_cores_during"), "on average while it ran"
+        if not isinstance(value, int | float):
+            value, when = _get(run, "environment", "others_cpu_cores"), "when it started"
+        if isinstance(value, int | float) and isinstance(cores, int) and is_busy(value, cores):
+            out.append(
+                f"{side} ran on a busy machine: other processes used {value:.1f} of {cores} "
+                f"cores {when}"
+            )
     return out
 
 
