@@ -368,7 +368,9 @@ def load_table(
     cells: Sequence[CellDict], title: str = "", run: str | None = None
 ) -> TableData | None:
     """Latency under load of every cell timed at a load (`bench --load`), or None."""
-    rows = [c for c in cells if c.get("load")]
+    # ok cells only: bench keeps none for a failed cell, and a file edited to hold some for one
+    # must not quote the speed of a wrong answer either
+    rows = [c for c in cells if c.get("load") and c["status"] == "ok"]
     if not rows:
         return None
     columns = [

@@ -348,7 +348,10 @@ def _check_cell(c: dict[str, Any], where: str) -> None:
         if stats:
             _check_roofline_agrees(roofline, float(stats["p50_ms"]), f"{where}.roofline")
     # bench --load: the load table reads these
-    for name, level in _objects(_field(c, "load?", where, "a list or null") or [], f"{where}.load"):
+    levels = _field(c, "load?", where, "a list or null") or []
+    if levels and status != "ok":  # bench times only passing cells under load
+        raise _Invalid(f"{where}.load holds figures, but the cell's status is {status}")
+    for name, level in _objects(levels, f"{where}.load"):
         _field(level, "requests", name, "a positive integer")
         _fields(level, "load offered_per_s p50_ms p90_ms p99_ms max_ms", name, "a positive number")
         _fields(level, "queue_p50_ms queue_p99_ms", name, "a non-negative number")

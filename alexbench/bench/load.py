@@ -18,8 +18,9 @@ waits. `--load 0.5,0.8` adds that measurement to each passing cell:
   threads spin down when idle shows it here;
 - the arrival pattern is the same for every cell of a run at one load (drawn from the run's
   seed), scaled by each cell's rate: cells are compared on the same traffic;
-- a level stops by the same rule as the latency loop (`RunLength`: at least `min_seconds` and
-  `min_iters` requests, at most `max_iters`).
+- a level stops issuing requests by the same rule as the latency loop (`RunLength`: at least
+  `min_seconds` and `min_iters` requests, at most `max_iters`), then serves those that had
+  already arrived (the queue is drained, as MLPerf does: its tail holds the longest waits).
 """
 
 from __future__ import annotations
@@ -56,10 +57,11 @@ def wait_until(deadline_ns: int, clock: Callable[[], int] = time.perf_counter_ns
         pass
 
 
-def arrival_gaps(seed: int, load: float) -> np.random.Generator:
+def arrival_gaps(seed: int, load: float, repeat: int = 0) -> np.random.Generator:
     """The generator of one load level's arrival gaps (standard exponential draws, scaled by
-    each cell's mean gap): the same for every cell of a run at that load."""
-    return np.random.default_rng([seed, round(load * 1_000_000)])
+    each cell's mean gap): the same for every cell of a run at that load, and new traffic in
+    each repeat (pooled, the repeats sample more of it)."""
+    return np.random.default_rng([seed, round(load * 1_000_000), repeat])
 
 
 @dataclass
@@ -70,7 +72,7 @@ class LoadRun:
     rate_per_s: float  # requests offered per second
     latencies_ns: np.ndarray  # scheduled arrival -> result ready, per request
     service_ns: np.ndarray  # service start -> result ready, per request
-    span_ns: int  # first arrival -> last result
+    span_ns: int  # the loop's start (the first gap before the first arrival) -> last result
 
     @property
     def queue_ns(self) -> np.ndarray:
@@ -105,10 +107,14 @@ def time_open_loop(
     start = clock()
     arrival = start
     done = start
+    stop_at: int | None = None  # when the stop rule was met: later arrivals are not served
     i = 0
     while True:
         # Drawn without looking at `done`: the traffic does not wait for the server.
-        arrival += max(1, int(rng.standard_exponential() * mean_gap_ns))
+        nxt = arrival + max(1, int(rng.standard_exponential() * mean_gap_ns))
+        if stop_at is not None and nxt > stop_at:
+            break  # the queue is drained
+        arrival = nxt
         if arrival > clock():
             wait(arrival)
         t0 = clock()
@@ -118,8 +124,10 @@ def time_open_loop(
         latencies.append(done - arrival)
         service.append(done - t0)
         i += 1
-        if i >= run_length.max_iters or (i >= run_length.min_iters and done - start >= min_ns):
-            break
+        if stop_at is None and (
+            i >= run_length.max_iters or (i >= run_length.min_iters and done - start >= min_ns)
+        ):
+            stop_at = done
     return LoadRun(
         load,
         1e9 / mean_gap_ns,
@@ -160,7 +168,8 @@ class LoadLevel:
             "load": self.load,
             "requests": n,
             "offered_per_s": float(np.mean(self.rates_per_s)),
-            # Served per second over the span: below offered when the queue grew to the end.
+            # Served per second over the span (Poisson noise aside, below offered when the
+            # server could not keep up).
             "served_per_s": n / span_s if span_s > 0 else None,
             "images_per_s": batch * n / span_s if span_s > 0 else None,
             # The share of the span spent serving: the load that was really applied.

@@ -327,14 +327,16 @@ def _session_cells(
                 yield cell
                 continue
             try:
-                _measure(
+                prepared = _measure(
                     cell, session, pool, reference, spec.run_length, dataclasses.replace(memory),
                     bundle,
                 )  # fmt: skip
                 if cell.status is CellStatus.OK and spec.loads:
-                    _measure_load(cell, session, pool, spec)
+                    # The timed loops' inputs: warm already (a CUDA graph per input address).
+                    _measure_load(cell, session, prepared, spec)
             except Exception as e:  # OOM or a runtime failure: record, go on
                 cell.status, cell.reason = CellStatus.ERROR, error_reason(e)
+                cell.load = []  # no figure under load from a cell that failed
                 _release_device(device)
             if cell.memory.get("peak_bytes") is not None:
                 peaks[batch] = cell.memory["peak_bytes"]
@@ -373,7 +375,8 @@ def _measure(
     run_length: RunLength,
     memory: CellMemory,
     bundle: ModelBundle,
-) -> None:
+) -> list[Any]:
+    """Time the cell and check its outputs; returns the prepared inputs it was timed on."""
     memory.cell_started()
     prepared = [session.prepare(x[: cell.batch]) for x in pool]
     t0 = time.perf_counter_ns()
@@ -418,21 +421,20 @@ def _measure(
         cell.status, cell.reason = CellStatus.PARITY_FAILED, wrong_file
     else:
         cell.status = CellStatus.OK
+    return prepared
 
 
-def _measure_load(cell: CellResult, session: Any, pool: list[np.ndarray], spec: BenchSpec) -> None:
-    """The cell's latency at each of `spec.loads` (a cell that failed parity gets none: the
-    speed of a wrong answer is not quoted)."""
+def _measure_load(cell: CellResult, session: Any, prepared: list[Any], spec: BenchSpec) -> None:
+    """The cell's latency at each of `spec.loads`, on the inputs it was timed on (a cell that
+    failed parity gets none: the speed of a wrong answer is not quoted)."""
     assert cell.stats is not None
-    prepared = [session.prepare(x[: cell.batch]) for x in pool]
     mean_ns = cell.stats.mean_ms * 1e6
     for load in spec.loads:
-        run = time_open_loop(
-            session, prepared, load, mean_ns, spec.run_length, arrival_gaps(spec.seed, load)
-        )
+        gaps = arrival_gaps(spec.seed, load, cell.repeat)
+        run = time_open_loop(session, prepared, load, mean_ns, spec.run_length, gaps)
         cell.load.append(LoadLevel.from_run(run))
     if problem := session.timing_problem():  # e.g. a recompile inside the loaded calls
-        cell.status, cell.reason = CellStatus.ERROR, problem
+        cell.status, cell.reason, cell.load = CellStatus.ERROR, problem, []
 
 
 def _repeat_summary(stats: LatencyStats, wall_ns: int, wall_iterations: int) -> dict[str, Any]:
@@ -487,7 +489,9 @@ def merge_repeats(results: Sequence[CellResult]) -> list[CellResult]:
             out.latencies_ns.extend(r.latencies_ns)
             out.device_ns.extend(r.device_ns)
             out.repeats.extend(r.repeats)
-        out.load = merge_levels([r.load for r in timed if r.load])
+        # Only a cell ok in every repeat is quoted under load (the tables show ok cells' only).
+        ok = out.status is CellStatus.OK
+        out.load = merge_levels([r.load for r in timed if r.load]) if ok else []
         if timed:
             wall_ns = sum(int(rep["wall_s"] * 1e9) for rep in out.repeats)
             wall_iters = sum(rep.get("wall_iterations", rep["iterations"]) for rep in out.repeats)

@@ -73,7 +73,7 @@ def test_latency_counts_the_wait_behind_earlier_requests():
     session = Clocked([3 * MS, 2 * MS, 2 * MS, 1 * MS])
     run = time_open_loop(
         session, [object()], 0.5, 2 * MS, RunLength(min_seconds=0, min_iters=4),
-        Gaps([0.25, 0.25, 0.25, 2.0]), session.clock, session.wait,
+        Gaps([0.25, 0.25, 0.25, 2.0, 1.0]), session.clock, session.wait,
     )  # fmt: skip
     assert run.latencies_ns.tolist() == [3 * MS, 4 * MS, 5 * MS, 1 * MS]
     assert run.service_ns.tolist() == [3 * MS, 2 * MS, 2 * MS, 1 * MS]
@@ -82,18 +82,21 @@ def test_latency_counts_the_wait_behind_earlier_requests():
     assert run.span_ns == 12 * MS  # first arrival at 1 ms... the clock starts at 0: 0 -> 12 ms
 
 
-def test_arrivals_do_not_wait_for_the_server():
+def test_arrivals_do_not_wait_for_the_server_and_the_queue_is_drained():
     """Open loop: a slow call does not delay the next arrival (a closed loop would send it after
-    the slow call returned, and report its latency as the service time alone)."""
-    session = Clocked([50 * MS] + [1 * MS] * 5)
+    the slow call returned, and report its latency as the service time alone). The stop rule
+    ends the arrivals, not the queue: the requests already waiting, the longest waits, count."""
+    session = Clocked([50 * MS] + [1 * MS] * 30)
     run = time_open_loop(
         session, [object()], 0.5, 2 * MS, RunLength(min_seconds=0, min_iters=6),
-        Gaps([1.0] * 6), session.clock, session.wait,
+        Gaps([1.0] * 30), session.clock, session.wait,
     )  # fmt: skip
-    # arrivals every 4 ms from 4 ms; the first call ends at 54 ms and the queue drains 1 ms each
-    arrivals = [4 * MS * (i + 1) for i in range(6)]
-    ends = [54 * MS + i * MS for i in range(6)]
+    # Arrivals every 4 ms from 4 ms; the first call ends at 54 ms, then one per ms. The rule is
+    # met when the 6th ends (59 ms): the 8 more that arrived by then (28..56 ms) are served.
+    arrivals = [4 * MS * (i + 1) for i in range(14)]
+    ends = [54 * MS + i * MS for i in range(14)]
     assert run.latencies_ns.tolist() == [e - a for e, a in zip(ends, arrivals, strict=True)]
+    assert run.span_ns == 67 * MS
 
 
 def test_the_level_stops_by_the_latency_loops_rule():
@@ -124,7 +127,7 @@ def test_the_queue_matches_queueing_theory(load):
     """20,000 requests of a constant 1 ms at Poisson arrivals: the mean wait is M/D/1's
     load / (2 (1 - load)) ms, and the Pollaczek-Khinchine figure the table shows agrees."""
     n = 20_000
-    session = Clocked([MS] * n)
+    session = Clocked([MS] * (n + 1000))  # and the queue left when the rule is met
     run = time_open_loop(
         session, [object()], load, MS, RunLength(min_seconds=0, min_iters=n, max_iters=n),
         arrival_gaps(0, load), session.clock, session.wait,
@@ -144,6 +147,9 @@ def test_expected_wait_has_no_steady_state_at_full_load():
 
 def test_every_cell_of_a_run_sees_the_same_traffic_at_one_load():
     a, b = arrival_gaps(0, 0.5), arrival_gaps(0, 0.5)
+    assert arrival_gaps(0, 0.5, repeat=1).standard_exponential() != (
+        arrival_gaps(0, 0.5).standard_exponential()
+    )  # each repeat samples new traffic
     assert [a.standard_exponential() for _ in range(5)] == [
         b.standard_exponential() for _ in range(5)
     ]
@@ -269,3 +275,22 @@ def test_bad_loads_are_one_line_errors(value, message, tmp_path):
     assert r.exit_code == 2, r.output
     assert message in r.stderr and "\n" not in r.stderr.strip()
     assert not (tmp_path / "e").exists()
+
+
+def test_no_figure_under_load_is_quoted_for_a_cell_that_is_not_ok(small_artifacts, tmp_path):
+    """A review: the load table showed every cell holding a load list, whatever its status."""
+    from alexbench.report import load_table
+
+    r = invoke(
+        "bench", "--artifacts", small_artifacts, "--out", tmp_path, "--backend", "eager",
+        "--precision", "fp32", "--batch", "1", "--load", "0.5", *SHORT,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    (json_path,) = tmp_path.glob("*.json")
+    data = json.loads(json_path.read_text())
+    cell = data["cells"][0]
+    assert load_table([cell]) is not None
+    failed = cell | {"status": "error", "reason": "a recompile inside the loaded calls"}
+    assert load_table([failed]) is None
+    data["cells"][0] = failed
+    assert results_problem(data) == ("cells[0].load holds figures, but the cell's status is error")
