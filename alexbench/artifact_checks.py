@@ -105,7 +105,11 @@ def file_problems(
     failed, and no torch file's was checked (an outside audit)."""
     fmt = runtime.artifact_for(precision)
     path = bundle.artifacts.get(fmt) if fmt is not None else None
-    declared, what = (None, "") if path is None else declared_metadata(path)
+    try:
+        declared, what = (None, "") if path is None else declared_metadata(path)
+    except Exception as e:  # gone or unreadable since the session loaded it
+        first = (str(e).strip().splitlines() or [""])[0]
+        return f"cannot read its metadata from {path}: {type(e).__name__}: {first}"
     parts = [
         precision_mismatch(session_info.get("onnx_weight_values"), precision),
         metadata_mismatch(declared, bundle, what),
@@ -117,12 +121,12 @@ def declared_metadata(path: Path) -> tuple[dict[str, str], str]:
     """The alexbench.* metadata a file carries, and what it is called in that file: an ONNX
     file's metadata_props, a torch file's `TORCH_METADATA` archive entry ({} when absent or
     unreadable). Read once per file version: bench checks every cell of a file."""
-    stat = path.stat()
-    return _declared(str(path), stat.st_mtime_ns, stat.st_size)
+    st = path.stat()
+    return _declared(str(path), st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=16)
-def _declared(path: str, _mtime_ns: int, _size: int) -> tuple[dict[str, str], str]:
+def _declared(path: str, *_version: int) -> tuple[dict[str, str], str]:
     from alexbench.exporters.base import TORCH_METADATA
 
     if path.endswith(".onnx"):

@@ -39,11 +39,18 @@ class ModelBundle:
     missing: dict[ArtifactFormat, str] = field(default_factory=dict)
     directory: Path | None = None  # the model's artifact folder (None: nothing exported)
 
-    def file_hashes(self) -> dict[str, str]:
+    def file_hashes(self) -> dict[str, str | None]:
         """The sha256 of each exported file this run loads, hashed from disk: not the manifest's
         record (a file edited since export runs as it is, with a warning, and must not be
         recorded as the file the manifest describes), and not the folder's other files (an
-        eager-only run loads none, whatever model the folder holds)."""
+        eager-only run loads none, whatever model the folder holds). None: the file is gone or
+        unreadable now (removed by a concurrent export: the finished cells are still saved)."""
         from alexbench.checkpoint import file_sha256
 
-        return {fmt.value: file_sha256(path) for fmt, path in sorted(self.artifacts.items())}
+        out: dict[str, str | None] = {}
+        for fmt, path in sorted(self.artifacts.items()):
+            try:
+                out[fmt.value] = file_sha256(path)
+            except OSError:
+                out[fmt.value] = None
+        return out

@@ -74,8 +74,14 @@ def cpu_name(cpu: dict[str, Any]) -> str:
     and 5, whose figures must never stand side by side as one machine's."""
     name = str(cpu.get("model") or "")  # "": not recorded
     found = _FAMILY_MODEL.search(str(cpu.get("id") or ""))
-    if name and found and not any(ch.isdigit() for ch in name):
-        return f"{name} (family {found[1]} model {found[2]})"
+    # A clock speed is no model number: GCP names several Xeon generations "Intel(R) Xeon(R)
+    # CPU @ 2.20GHz".
+    bare, at, clock = name.partition("@")
+    if name and found and not any(ch.isdigit() for ch in bare):
+        # before the clock speed, which short names drop
+        return f"{bare.rstrip()} (family {found[1]} model {found[2]})" + (
+            f" @{clock}" if at else ""
+        )
     return name
 
 

@@ -568,8 +568,9 @@ def test_verify_checks_int8_on_its_calibration_folder_not_noise(
     assert r.exit_code == 0 and "int8" not in r.stderr, r.output
 
 
+@pytest.mark.parametrize("removed", [False, True])
 def test_a_file_replaced_while_verify_runs_is_not_reported_as_checked(
-    artifacts_copy, tmp_path, monkeypatch
+    artifacts_copy, tmp_path, monkeypatch, removed
 ):
     """An outside audit swapped alexnet.onnx for another model's mid-run: the report said
     passed beside the sha256 of the bytes no cell had loaded (hashed after the cells ran)."""
@@ -581,6 +582,9 @@ def test_a_file_replaced_while_verify_runs_is_not_reported_as_checked(
 
     def run_then_swap(*args, **kwargs):
         result = real(*args, **kwargs)
+        if removed:  # a concurrent `export --force` of another model removes it: exit 3 was
+            (folder / "alexnet.onnx").unlink()
+            return result
         model = onnx.load(str(folder / "alexnet.onnx"))
         model.producer_version += "-other"  # other bytes, as a concurrent export writes
         onnx.save(model, str(folder / "alexnet.onnx"))
@@ -591,3 +595,17 @@ def test_a_file_replaced_while_verify_runs_is_not_reported_as_checked(
     assert r.exit_code == 4, r.output
     assert "error: onnx changed on disk while verify ran" in " ".join(r.stderr.split())
     assert not (folder / "verify-report.json").exists()
+
+
+def test_export_takes_each_onnx_setting_from_the_folder_only_where_not_given(monkeypatch):
+    """A review: legacy's recorded opset 17 was taken to a given --onnx-exporter dynamo, which
+    then refused "--opset 17", never typed."""
+    import alexbench.cli.export as export_cli
+    from alexbench.exporters import OnnxExporter
+
+    monkeypatch.setattr(export_cli, "recorded_onnx_settings", lambda _: (17, OnnxExporter.LEGACY))
+    settings = export_cli._onnx_settings
+    assert settings(None, None, Path("x")) == (17, OnnxExporter.LEGACY)
+    assert settings(None, OnnxExporter.DYNAMO, Path("x")) == (18, OnnxExporter.DYNAMO)
+    assert settings(None, OnnxExporter.LEGACY, Path("x")) == (17, OnnxExporter.LEGACY)
+    assert settings(13, None, Path("x")) == (13, OnnxExporter.LEGACY)

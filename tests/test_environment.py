@@ -103,6 +103,12 @@ def test_cpus_under_one_generic_name_are_labelled_apart():
     named = run("AMD EPYC 7763 64-Core Processor", "AuthenticAMD family 25 model 1 stepping 1")
     assert machine_label(named) == "AMD EPYC 7763 64-Core Processor, 2 cores"
     assert machine_label(run("AMD EPYC", "")) == "AMD EPYC, 2 cores"
+    gcp = run("Intel(R) Xeon(R) CPU @ 2.20GHz", "GenuineIntel family 6 model 85 stepping 7")
+    assert machine_label(gcp) == "Intel(R) Xeon(R) CPU (family 6 model 85) @ 2.20GHz, 2 cores"
+    from alexbench.results_shape import cpu_name
+    from alexbench.runs import short_cpu_name
+
+    assert short_cpu_name(cpu_name(gcp["environment"]["cpu"])) == "Intel Xeon (family 6 model 85)"
     assert machine_label({"environment": {"cpu": {}}}) == "?"
 
 

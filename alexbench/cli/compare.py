@@ -175,6 +175,8 @@ def comparison_dict(comparison: Comparison, baseline: Path, candidate: Path) -> 
         "undecided": len(undecided(comparison)),
         # Why a side's figures cannot gate (--fail-on-regression exits 4): a busy machine
         "busy": comparison.busy,
+        # Why a side cannot gate either: saved by a bench that a signal stopped
+        "stopped": comparison.stopped,
         "only_in_a": [_key_dict(k) for k in comparison.only_in_a],
         "only_in_b": [_key_dict(k) for k in comparison.only_in_b],
         "not_comparable": [_key_dict(n.key) | {"why": n.why} for n in comparison.not_comparable],

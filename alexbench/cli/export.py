@@ -98,16 +98,8 @@ def export_cmd(
         ]
     if calib_data is None and any(f in CALIBRATED for f in fmts):  # before anything is written
         raise InputError(NEEDS_CALIBRATION)
-    # Unless given, the folder's: adding a variant to a deliberate `--opset 20` export must not
-    # quietly make its ONNX file again at the default (an outside audit).
-    recorded = (
-        recorded_onnx_settings(out) if out is not None else (DEFAULT_OPSET, OnnxExporter.DYNAMO)
-    )
-    check_opset(
-        opset if opset is not None else recorded[0],
-        onnx_exporter if onnx_exporter is not None else recorded[1],
-        fmts,
-    )  # before the model loads
+    if out is not None:  # before the model loads (without --out its folder is known after)
+        check_opset(*_onnx_settings(opset, onnx_exporter, out), fmts)
     loaded = load_model(
         checkpoint=checkpoint,
         weights=weights,
@@ -121,10 +113,7 @@ def export_cmd(
     if calib_data is not None:
         calibration = read_calibration(calib_data, calib_samples, loaded)
     folder = out if out is not None else folder_for(loaded)
-    if out is None:  # the model's own folder, known now
-        recorded = recorded_onnx_settings(folder)
-    opset = opset if opset is not None else recorded[0]
-    onnx_exporter = onnx_exporter if onnx_exporter is not None else recorded[1]
+    opset, onnx_exporter = _onnx_settings(opset, onnx_exporter, folder)
     check_opset(opset, onnx_exporter, fmts)
     console.print(
         f"Model: AlexNet, {loaded.meta.num_classes} classes, "
@@ -153,3 +142,17 @@ def export_cmd(
 
 def register(app: typer.Typer) -> None:
     app.command("export", cls=Command)(export_cmd)
+
+
+def _onnx_settings(
+    opset: int | None, exporter: OnnxExporter | None, folder: Path
+) -> tuple[int, OnnxExporter]:
+    """--opset and --onnx-exporter, each the folder's where not given: adding a variant to a
+    deliberate `--opset 20` export must not quietly make its ONNX file again at the default (an
+    outside audit). A given exporter other than the folder's takes the default opset, not an
+    opset the user never typed that belongs to the other exporter."""
+    recorded_opset, recorded_exporter = recorded_onnx_settings(folder)
+    exporter = exporter if exporter is not None else recorded_exporter
+    if opset is None:
+        opset = recorded_opset if exporter is recorded_exporter else DEFAULT_OPSET
+    return opset, exporter

@@ -144,7 +144,10 @@ def verify_cmd(
             on_cell=lambda b, d, p: status.update(f"verifying {b.value} on {d.value} at {p.value}"),
         )  # fmt: skip
     report.render_verify(console, result, precisions, wide=wide)
-    if changed := sorted(f for f, sha in bundle.file_hashes().items() if checked.get(f) != sha):
+    hashed = bundle.file_hashes()
+    if changed := sorted(
+        f for f in checked.keys() | hashed.keys() if checked.get(f) != hashed.get(f)
+    ):
         err_console.print(
             f"error: {', '.join(changed)} changed on disk while verify ran (another export "
             f"into {bundle.directory}?): no report is written for bytes no cell checked; run "
@@ -157,7 +160,7 @@ def verify_cmd(
         "model": {"source": bundle.loaded.source.to_dict(), "meta": vars(meta)},
         "artifacts": {f.value: str(p) for f, p in bundle.artifacts.items()},
         # which bytes were checked: the manifest may say otherwise (a modified or stale file)
-        "artifact_sha256": bundle.file_hashes(),
+        "artifact_sha256": hashed,
         # What the int8 files checked here were calibrated on (the manifest's record).
         "int8_calibration": int8_calibration(calibration_records(bundle)),
         "environment": capture(threads),
@@ -190,10 +193,11 @@ def _int8_inputs(
     failed (exit 1, an outside audit) while it passed on real images. So: real images from the
     folder int8 was calibrated in (--calib-data, or the folder its manifest records), drawn
     from the far end as --data-dir's are; where none is here, the noise, with a warning."""
-    folders = [calib_data] if calib_data is not None else []
-    folders += [
+    # The manifest's folder first: --calib-data makes an int8 file only where none is fresh.
+    folders = [
         Path(r.calibration_dir) for r in calibration_records(bundle).values() if r.calibration_dir
     ]
+    folders += [calib_data] if calib_data is not None else []
     for folder in dict.fromkeys(folders):
         if not folder.is_dir():
             continue
