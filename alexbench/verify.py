@@ -134,6 +134,10 @@ def run_cell(
     options: SessionOptions | None = None,
 ) -> Cell:
     runtime = get_runtime(backend)
+    if backend is Backend.ONNXRUNTIME:
+        # The file itself, not ORT's optimised copy of it from an earlier session: a cache
+        # entry damaged on disk (its size intact) failed a correct file (an outside audit).
+        runtime.cache = False  # type: ignore[attr-defined]
     reason = cell_unavailable(runtime, bundle, device, precision, checking=True)
     if reason:
         return Cell(backend, device, precision, Status.UNSUPPORTED, message=reason)

@@ -609,3 +609,24 @@ def test_export_takes_each_onnx_setting_from_the_folder_only_where_not_given(mon
     assert settings(None, OnnxExporter.DYNAMO, Path("x")) == (18, OnnxExporter.DYNAMO)
     assert settings(None, OnnxExporter.LEGACY, Path("x")) == (17, OnnxExporter.LEGACY)
     assert settings(13, None, Path("x")) == (13, OnnxExporter.LEGACY)
+
+
+def test_verify_checks_the_onnx_file_not_onnx_runtimes_cached_copy(artifacts_copy, tmp_path):
+    """An outside audit damaged ORT's optimised-model cache (same size, other bytes): verify
+    failed the correct, unchanged alexnet.onnx, blaming the artifact."""
+    folder = tmp_path / "cached"
+    shutil.copytree(artifacts_copy, folder)
+    short = ["--min-time", 0, "--min-iters", 3, "--warmup", 1, "--out", tmp_path / "r"]
+    r = invoke(
+        "bench", "--artifacts", folder, "--batch", 1, "-b", "onnxruntime", "-p", "fp32", *short
+    )
+    assert r.exit_code == 0, r.output
+    (data,) = (folder / "ort-cache").glob("*/model.onnx.data")
+    raw = bytearray(data.read_bytes())
+    tail = np.frombuffer(bytes(raw[-4096:]), dtype=np.float32) * 1.5
+    raw[-4096:] = tail.astype(np.float32).tobytes()
+    data.write_bytes(bytes(raw))
+    r = invoke("verify", "--artifacts", folder, "--batch", 2, "-b", "onnxruntime")
+    assert r.exit_code == 0, r.output
+    (cell,) = json.loads((folder / "verify-report.json").read_text())["cells"]
+    assert cell["session"]["optimized_model_cache"] is None
