@@ -566,6 +566,8 @@ def test_verify_checks_int8_on_its_calibration_folder_not_noise(
     assert "warning: int8 checked on random N(0,1) inputs" in " ".join(r.stderr.split())
     r = invoke(*args[:-4], "-p", "fp32", "--batch", 8)  # no int8 asked: noise, no word
     assert r.exit_code == 0 and "int8" not in r.stderr, r.output
+    r = invoke("verify", "--artifacts", artifacts_copy, "-b", "onnxruntime", "-p", "fp32,int8")
+    assert "random N(0,1)" not in r.stderr, r.output  # no int8 file here: nothing to warn of
 
 
 @pytest.mark.parametrize("removed", [False, True])

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from alexbench import report
-from alexbench.artifacts import VERIFY_REPORT
+from alexbench.artifacts import CALIBRATED, VERIFY_REPORT
 from alexbench.checkpoint import LoadedModel, Normalization
 from alexbench.cli import options as opt
 from alexbench.cli.common import (
@@ -193,6 +193,8 @@ def _int8_inputs(
     failed (exit 1, an outside audit) while it passed on real images. So: real images from the
     folder int8 was calibrated in (--calib-data, or the folder its manifest records), drawn
     from the far end as --data-dir's are; where none is here, the noise, with a warning."""
+    if not any(f in CALIBRATED for f in bundle.artifacts):
+        return noise  # no int8 file to check here (its cells say why)
     # The manifest's folder first: --calib-data makes an int8 file only where none is fresh.
     folders = [
         Path(r.calibration_dir) for r in calibration_records(bundle).values() if r.calibration_dir
