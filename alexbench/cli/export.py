@@ -98,8 +98,12 @@ def export_cmd(
         ]
     if calib_data is None and any(f in CALIBRATED for f in fmts):  # before anything is written
         raise InputError(NEEDS_CALIBRATION)
-    if out is not None:  # before the model loads (without --out its folder is known after)
+    # Before the model loads where the settings are known: given, or the --out folder's (the
+    # model's own folder is known only once it is loaded).
+    if out is not None:
         check_opset(*_onnx_settings(opset, onnx_exporter, out), fmts)
+    elif opset is not None and onnx_exporter is not None:
+        check_opset(opset, onnx_exporter, fmts)
     loaded = load_model(
         checkpoint=checkpoint,
         weights=weights,
