@@ -137,6 +137,22 @@ def small_artifacts(tmp_path_factory: pytest.TempPathFactory, small_model: Loade
     return out
 
 
+@pytest.fixture
+def corrupt_artifacts(small_artifacts: Path, tmp_path: Path) -> Path:
+    """A copy of the small exports whose ONNX file computes something else (its first conv's
+    weights scaled by 1.1): the ONNX Runtime cells fail parity."""
+    import onnx
+    from onnx import numpy_helper
+
+    corrupt = tmp_path / "corrupt-exports"
+    shutil.copytree(small_artifacts, corrupt)
+    model = onnx.load(str(corrupt / "alexnet.onnx"))
+    init = next(t for t in model.graph.initializer if len(t.dims) == 4)
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.1, init.name))
+    onnx.save(model, str(corrupt / "alexnet.onnx"))
+    return corrupt
+
+
 @pytest.fixture(scope="session")
 def small_bundle(small_model: LoadedModel, small_artifacts: Path) -> ModelBundle:
     names = {ArtifactFormat.TORCHSCRIPT: "alexnet.pt", ArtifactFormat.ONNX: "alexnet.onnx"}

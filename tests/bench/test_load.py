@@ -3,6 +3,7 @@ in the queue is known in advance; then the command end to end on the small model
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,37 +220,34 @@ def test_bench_load_times_passing_cells_under_load(small_artifacts, tmp_path):
             assert level["offered_per_s"] == pytest.approx(level["load"] * rate, rel=0.5)
 
 
-def test_results_with_load_validate_against_the_schema(small_artifacts, tmp_path):
-    import jsonschema
-
+@pytest.fixture(scope="module")
+def eager_load_run(small_artifacts, tmp_path_factory) -> Path:
+    """One eager cell timed at load 0.5, saved: its results file."""
+    out = tmp_path_factory.mktemp("load")
     r = invoke(
-        "bench", "--artifacts", small_artifacts, "--out", tmp_path, "--backend", "eager",
+        "bench", "--artifacts", small_artifacts, "--out", out, "--backend", "eager",
         "--precision", "fp32", "--batch", "1", "--load", "0.5", *SHORT,
     )  # fmt: skip
     assert r.exit_code == 0, r.output
-    (json_path,) = tmp_path.glob("*.json")
-    data = json.loads(json_path.read_text())
+    (json_path,) = out.glob("*.json")
+    return json_path
+
+
+def test_results_with_load_validate_against_the_schema(eager_load_run):
+    import jsonschema
+
+    data = json.loads(eager_load_run.read_text())
     jsonschema.validate(data, RESULTS_JSON_SCHEMA)
     data["cells"][0]["load"][0]["p99_ms"] = None
     assert results_problem(data) == "cells[0].load[0].p99_ms is null, expected a positive number"
-    r = invoke("report", json_path)  # the load table from a saved run
+    r = invoke("report", eager_load_run)  # the load table from a saved run
     assert r.exit_code == 0 and "under load" in r.stdout, r.output
 
 
-def test_a_cell_that_failed_parity_is_not_timed_under_load(small_artifacts, tmp_path):
-    import shutil
-
-    import onnx
-    from onnx import numpy_helper
-
-    corrupt = tmp_path / "exports"
-    shutil.copytree(small_artifacts, corrupt)
-    model = onnx.load(str(corrupt / "alexnet.onnx"))
-    init = next(t for t in model.graph.initializer if len(t.dims) == 4)
-    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.1, init.name))
-    onnx.save(model, str(corrupt / "alexnet.onnx"))
+def test_a_cell_that_failed_parity_is_not_timed_under_load(corrupt_artifacts, tmp_path):
     r = invoke(
-        "bench", "--artifacts", corrupt, "--out", tmp_path / "res", "--backend", "onnxruntime",
+        "bench", "--artifacts", corrupt_artifacts, "--out", tmp_path / "res", "--backend",
+        "onnxruntime",
         "--precision", "fp32", "--batch", "1", "--load", "0.5", *SHORT,
     )  # fmt: skip
     assert r.exit_code == 1
@@ -277,17 +275,11 @@ def test_bad_loads_are_one_line_errors(value, message, tmp_path):
     assert not (tmp_path / "e").exists()
 
 
-def test_no_figure_under_load_is_quoted_for_a_cell_that_is_not_ok(small_artifacts, tmp_path):
+def test_no_figure_under_load_is_quoted_for_a_cell_that_is_not_ok(eager_load_run):
     """A review: the load table showed every cell holding a load list, whatever its status."""
     from alexbench.report import load_table
 
-    r = invoke(
-        "bench", "--artifacts", small_artifacts, "--out", tmp_path, "--backend", "eager",
-        "--precision", "fp32", "--batch", "1", "--load", "0.5", *SHORT,
-    )  # fmt: skip
-    assert r.exit_code == 0, r.output
-    (json_path,) = tmp_path.glob("*.json")
-    data = json.loads(json_path.read_text())
+    data = json.loads(eager_load_run.read_text())
     cell = data["cells"][0]
     assert load_table([cell]) is not None
     failed = cell | {"status": "error", "reason": "a recompile inside the loaded calls"}
