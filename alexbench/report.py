@@ -418,6 +418,13 @@ def load_table(
                 ],
                 cell_id(c, run),
             )  # fmt: skip
+            late = level.get("harness_late_p99_ms")
+            if late is not None and late > 0.1 * level.get("service_p50_ms", float("inf")):
+                t.notes.append(
+                    f"{cell_id(c)} at load {level['load']:g}: the harness started 1% of its "
+                    f"requests {fmt_ms(late)} ms or more late (a sleep's overshoot on a busy "
+                    "machine), counted as queue wait"
+                )
     return t
 
 

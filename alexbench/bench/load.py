@@ -73,6 +73,9 @@ class LoadRun:
     latencies_ns: np.ndarray  # scheduled arrival -> result ready, per request
     service_ns: np.ndarray  # service start -> result ready, per request
     span_ns: int  # the loop's start (the first gap before the first arrival) -> last result
+    # Per request, how late the harness started it: service start - max(arrival, the previous
+    # result). A sleep that overshoots counts as queue wait; this says how much of it was ours.
+    late_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def queue_ns(self) -> np.ndarray:
@@ -104,6 +107,7 @@ def time_open_loop(
     run, sync = session.run, session.synchronize
     latencies: list[int] = []
     service: list[int] = []
+    late: list[int] = []
     start = clock()
     arrival = start
     done = start
@@ -118,6 +122,7 @@ def time_open_loop(
         if arrival > clock():
             wait(arrival)
         t0 = clock()
+        late.append(t0 - max(arrival, done))  # `done`: the previous result (or the start)
         run(prepared[i % k])
         sync()
         done = clock()
@@ -134,6 +139,7 @@ def time_open_loop(
         np.asarray(latencies, dtype=np.int64),
         np.asarray(service, dtype=np.int64),
         done - start,
+        np.asarray(late, dtype=np.int64),
     )
 
 
@@ -146,6 +152,7 @@ class LoadLevel:
     latencies_ns: list[int] = field(default_factory=list)
     service_ns: list[int] = field(default_factory=list)
     span_ns: int = 0  # summed over the repeats
+    late_ns: list[int] = field(default_factory=list)  # `LoadRun.late_ns`
 
     @classmethod
     def from_run(cls, run: LoadRun) -> LoadLevel:
@@ -155,6 +162,7 @@ class LoadLevel:
             run.latencies_ns.tolist(),
             run.service_ns.tolist(),
             run.span_ns,
+            run.late_ns.tolist(),
         )
 
     def to_dict(self, batch: int) -> dict[str, Any]:
@@ -183,6 +191,11 @@ class LoadLevel:
             "queue_p50_ms": float(np.percentile(queue, 50)),
             "queue_p99_ms": float(np.percentile(queue, 99)),
             "service_p50_ms": float(np.percentile(svc, 50)),
+            # How late the harness started requests (a sleep's overshoot), counted in the queue
+            # figures above: worth a look where it nears the service time.
+            "harness_late_p99_ms": (
+                float(np.percentile(self.late_ns, 99)) / 1e6 if self.late_ns else None
+            ),
             "repeats": len(self.rates_per_s),
             "latencies_ns": self.latencies_ns,
             "service_ns": self.service_ns,
@@ -213,4 +226,5 @@ def merge_levels(per_repeat: Sequence[Sequence[LoadLevel]]) -> list[LoadLevel]:
             into.latencies_ns += level.latencies_ns
             into.service_ns += level.service_ns
             into.span_ns += level.span_ns
+            into.late_ns += level.late_ns
     return list(merged.values())

@@ -80,6 +80,7 @@ def test_latency_counts_the_wait_behind_earlier_requests():
     assert run.service_ns.tolist() == [3 * MS, 2 * MS, 2 * MS, 1 * MS]
     assert run.queue_ns.tolist() == [0, 2 * MS, 3 * MS, 0]
     assert run.rate_per_s == pytest.approx(250.0)  # one request per 4 ms
+    assert run.late_ns.tolist() == [0, 0, 0, 0]  # the harness started each on time
     assert run.span_ns == 12 * MS  # first arrival at 1 ms... the clock starts at 0: 0 -> 12 ms
 
 
@@ -114,6 +115,31 @@ def test_the_level_stops_by_the_latency_loops_rule():
         Gaps([1.0] * 1000), capped.clock, capped.wait,
     )  # fmt: skip
     assert len(run.latencies_ns) == 7
+
+
+def test_the_harness_own_lateness_is_measured_apart():
+    """A sleep that overshoots the arrival reads as queue wait; the level says how much of the
+    wait was the harness's (a review)."""
+    session = Clocked([1 * MS] * 10)
+    overshoot = 300_000
+
+    def late_wait(deadline: int) -> None:
+        session.now = deadline + overshoot
+
+    run = time_open_loop(
+        session, [object()], 0.25, 1 * MS, RunLength(min_seconds=0, min_iters=3),
+        Gaps([1.0] * 10), session.clock, late_wait,
+    )  # fmt: skip
+    assert run.late_ns.tolist() == [overshoot] * 3
+    assert run.queue_ns.tolist() == [overshoot] * 3
+    d = LoadLevel.from_run(run).to_dict(batch=1)
+    assert d["harness_late_p99_ms"] == pytest.approx(0.3)
+    from alexbench.report import load_table
+
+    cell = {"device": "cpu", "backend": "eager", "precision": "fp32", "batch": 1, "status": "ok",
+            "stats": {"p50_ms": 1.0}, "load": [d]}  # fmt: skip
+    (note,) = load_table([cell]).notes
+    assert "the harness started 1% of its requests 0.300 ms or more late" in note
 
 
 @pytest.mark.parametrize("load", [0.0, -0.5, 1.0, 1.5])
@@ -216,8 +242,11 @@ def test_bench_load_times_passing_cells_under_load(small_artifacts, tmp_path):
             lat, svc = np.array(level["latencies_ns"]), np.array(level["service_ns"])
             assert (lat >= svc).all()
             assert level["p99_ms"] == pytest.approx(np.percentile(lat, 99) / 1e6)
-            rate = 1e3 / cell["stats"]["mean_ms"]  # the mean over both repeats' samples
-            assert level["offered_per_s"] == pytest.approx(level["load"] * rate, rel=0.5)
+            # each repeat offered load / its own mean latency; the level gives their mean
+            ends = np.cumsum([rep["iterations"] for rep in cell["repeats"]])
+            per_repeat = np.split(np.array(cell["latencies_ns"]), ends[:-1])
+            rates = [level["load"] * 1e9 / part.mean() for part in per_repeat]
+            assert level["offered_per_s"] == pytest.approx(np.mean(rates), rel=1e-6)
 
 
 @pytest.fixture(scope="module")
