@@ -345,6 +345,44 @@ def render_bench(
         console.print("  " + LOAD_LEGEND, style="dim")
 
 
+# Past these, a level's figures describe something else than the cell at the load asked.
+SATURATED_BUSY = 0.95  # the server never idles: the queue grows through the level
+SLOWER_SERVICE = 1.5  # calls this much slower under load than unloaded (another process?)
+OFF_RATE = 0.15  # arrivals this far off the rate asked (a short level's random gaps)
+
+
+def _load_warnings(level: dict[str, Any], unloaded_p50: float | None) -> list[str]:
+    """Why a level's figures do not describe the cell at the load asked, one phrase each."""
+    out = []
+    busy = level.get("busy_share")
+    if (busy is not None and busy >= SATURATED_BUSY) or level.get(
+        "queue_mean_expected_ms", 0
+    ) is None:
+        shown = f" (busy {busy:.0%})" if busy is not None else ""
+        out.append(
+            f"saturated{shown}: the queue grew through the level, so its latencies grow with "
+            "--min-time, not only with the runtime"
+        )
+    service = level.get("service_p50_ms")
+    if service and unloaded_p50 and service > SLOWER_SERVICE * unloaded_p50:
+        out.append(
+            f"its calls took {service / unloaded_p50:.1f}x their unloaded p50 under load (another "
+            "process on the machine?): the load applied was not the load asked"
+        )
+    nominal, offered = level.get("nominal_per_s"), level.get("offered_per_s")
+    if nominal and offered and abs(offered / nominal - 1) > OFF_RATE:
+        out.append(
+            f"requests arrived at {offered / nominal:.2f}x the rate asked (few random gaps; a "
+            "longer --min-time or another --seed averages them out)"
+        )
+    return out
+
+
+def _service_text(level: dict[str, Any]) -> str:
+    service = level.get("service_p50_ms")
+    return "-" if service is None else fmt_ms(service)
+
+
 def _wait_text(level: dict[str, Any]) -> str:
     """'2.31 (2.05)': the measured mean wait, and the Pollaczek-Khinchine prediction from the
     level's service times (files before it: the measured one alone)."""
@@ -360,7 +398,8 @@ LOAD_LEGEND = (
     "from a request's arrival to its result, its wait in the queue included; busy = the share "
     "of the time spent serving (the load really applied); mean wait (P-K) = the mean wait in the "
     "queue, and in brackets what Poisson arrivals give for the measured service times "
-    "(Pollaczek-Khinchine); p90/p99 need 10/100 requests."
+    "(Pollaczek-Khinchine; none where the server was busy all the time); offered = as the "
+    "requests arrived; p90/p99 need 10/100 requests (raise --min-time for more)."
 )
 
 
@@ -388,6 +427,7 @@ def load_table(
         Column("queue p99 ms", priority=1),
         Column("mean wait ms (P-K)", priority=7),
         Column("vs unloaded p50", priority=6),
+        Column("service p50 ms", priority=8),
     ]
     t = TableData(f"{title} — under load".strip(" —"), columns, row_class="load")
     rows.sort(key=lambda c: (c["device"], c["batch"], c["backend"], c["precision"]))
@@ -402,19 +442,23 @@ def load_table(
                 return Entry(fmt_ms(level[f"p{q}_ms"]))
 
             busy, served = level.get("busy_share"), level.get("served_per_s")
+            warnings = _load_warnings(level, unloaded)
+            t.notes += [f"{cell_id(c)} at load {level['load']:g}: {w}" for w in warnings]
+            flag = Tone.WARN if warnings else Tone.PLAIN  # the busy share: the load applied
             t.add(
                 [
                     c["device"], c["backend"], c["precision"], str(c["batch"]),
                     f"{level['load']:g}",
                     f"{level['offered_per_s']:,.1f}",
                     "-" if served is None else f"{served:,.1f}",
-                    "-" if busy is None else f"{busy:.0%}",
+                    Entry("-" if busy is None else f"{busy:.0%}", flag),
                     fmt_ms(level["p50_ms"]),
                     pct(90),
                     pct(99),
                     pct(99) if n < MIN_ITERS_FOR_PERCENTILE[99] else fmt_ms(level["queue_p99_ms"]),
                     _wait_text(level),
                     f"{level['p50_ms'] / unloaded:.2f}x" if unloaded else "-",
+                    _service_text(level),
                 ],
                 cell_id(c, run),
             )  # fmt: skip

@@ -363,7 +363,8 @@ def _check_cell(c: dict[str, Any], where: str) -> None:
         _fields(level, "queue_p50_ms queue_p99_ms", name, "a non-negative number")
         keys = "queue_mean_ms? queue_mean_expected_ms?"
         _fields(level, keys, name, "a non-negative number or null")
-        keys = "served_per_s? images_per_s? busy_share? service_p50_ms? harness_late_p99_ms?"
+        keys = "served_per_s? images_per_s? busy_share? service_p50_ms? harness_late_p99_ms? "
+        keys += "nominal_per_s?"
         _fields(level, keys, name, "a non-negative number or null")
 
 

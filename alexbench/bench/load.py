@@ -43,6 +43,9 @@ LOAD_METHOD = (
 # A load of 1 or more queues without bound (the queue, and so the latency, grows with the run's
 # length, not with anything the cell does): no figure of the cell.
 MAX_LOAD = 0.99
+# Below this load a level's --min-iters requests take long (each arrives 1/load calls apart):
+# bench says so before it starts.
+LOW_LOAD = 0.1
 # Sleep until this close to an arrival, then spin on the clock: a sleep can overshoot by tens
 # of microseconds, which would delay a request's start and read as the runtime's queue.
 SPIN_NS = 200_000
@@ -69,7 +72,12 @@ class LoadRun:
     """One load level of one cell: the raw samples, nanoseconds."""
 
     load: float
-    rate_per_s: float  # requests offered per second
+    # Requests offered per second as they arrived: their count over the time the arrivals
+    # took. Not the nominal rate (load / mean latency): a few dozen exponential gaps average
+    # well off their mean (the first 50 of seed 0 at load 0.8: 0.84 of it), and a short level
+    # would be judged at a load it was not given.
+    rate_per_s: float
+    nominal_rate_per_s: float  # load / the cell's unloaded mean latency
     latencies_ns: np.ndarray  # scheduled arrival -> result ready, per request
     service_ns: np.ndarray  # service start -> result ready, per request
     span_ns: int  # the loop's start (the first gap before the first arrival) -> last result
@@ -111,6 +119,7 @@ def time_open_loop(
     start = clock()
     arrival = start
     done = start
+    last_arrival = start
     stop_at: int | None = None  # when the stop rule was met: later arrivals are not served
     i = 0
     while True:
@@ -118,7 +127,7 @@ def time_open_loop(
         nxt = arrival + max(1, int(rng.standard_exponential() * mean_gap_ns))
         if stop_at is not None and nxt > stop_at:
             break  # the queue is drained
-        arrival = nxt
+        arrival = last_arrival = nxt
         if arrival > clock():
             wait(arrival)
         t0 = clock()
@@ -135,6 +144,7 @@ def time_open_loop(
             stop_at = done
     return LoadRun(
         load,
+        i * 1e9 / (last_arrival - start),  # the gaps summed: from the start to the last arrival
         1e9 / mean_gap_ns,
         np.asarray(latencies, dtype=np.int64),
         np.asarray(service, dtype=np.int64),
@@ -148,7 +158,8 @@ class LoadLevel:
     """A cell's figures at one load, over one run or the repeats' runs pooled."""
 
     load: float
-    rates_per_s: list[float] = field(default_factory=list)  # offered, per repeat
+    rates_per_s: list[float] = field(default_factory=list)  # offered as applied, per repeat
+    nominal_rates_per_s: list[float] = field(default_factory=list)  # load / mean, per repeat
     latencies_ns: list[int] = field(default_factory=list)
     service_ns: list[int] = field(default_factory=list)
     span_ns: int = 0  # summed over the repeats
@@ -159,6 +170,7 @@ class LoadLevel:
         return cls(
             run.load,
             [run.rate_per_s],
+            [run.nominal_rate_per_s],
             run.latencies_ns.tolist(),
             run.service_ns.tolist(),
             run.span_ns,
@@ -175,7 +187,9 @@ class LoadLevel:
         return {
             "load": self.load,
             "requests": n,
+            # As the arrivals came (their count over their time), and as asked (load / mean)
             "offered_per_s": float(np.mean(self.rates_per_s)),
+            "nominal_per_s": float(np.mean(self.nominal_rates_per_s)),
             # Served per second over the span (Poisson noise aside, below offered when the
             # server could not keep up).
             "served_per_s": n / span_s if span_s > 0 else None,
@@ -223,6 +237,7 @@ def merge_levels(per_repeat: Sequence[Sequence[LoadLevel]]) -> list[LoadLevel]:
         for level in levels:
             into = merged.setdefault(level.load, LoadLevel(level.load))
             into.rates_per_s += level.rates_per_s
+            into.nominal_rates_per_s += level.nominal_rates_per_s
             into.latencies_ns += level.latencies_ns
             into.service_ns += level.service_ns
             into.span_ns += level.span_ns

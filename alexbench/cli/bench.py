@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from alexbench import report
-from alexbench.bench.load import LOAD_METHOD, MAX_LOAD
+from alexbench.bench.load import LOAD_METHOD, LOW_LOAD, MAX_LOAD
 from alexbench.bench.roofline import load_or_measure, model_work
 from alexbench.bench.sweep import (
     ROTATING_INPUTS,
@@ -159,6 +159,14 @@ def bench_cmd(
     opt.check_threads(threads)
     opt.check_min_time(min_time)
     loads = parse_loads(load) if load is not None else []
+    if loads and loads[0] < LOW_LOAD:
+        # --min-iters requests each arrive about (mean latency / load) apart
+        err_console.print(
+            f"warning: --load {loads[0]:g}: requests arrive {1 / loads[0]:.0f}x a call's time "
+            f"apart, so each cell spends at least {min_iters / loads[0]:.0f}x its latency at that "
+            "load (--min-iters requests), whatever --min-time says",
+            markup=False,
+        )
     if repeat == 2:
         # Legal, and each cell's repeats are kept; but the CI the tables print would mislead.
         err_console.print(
@@ -277,7 +285,8 @@ def parse_loads(value: str) -> list[float]:
         if not 0 < fraction <= MAX_LOAD:
             raise InputError(
                 f"--load: {item} is not a fraction above 0 and at most {MAX_LOAD} of the rate a "
-                "cell serves one request at a time (at 1 or more its queue grows without bound)"
+                "cell serves one request at a time (0 offers no request; at 1 or more the queue "
+                "grows without bound)"
             )
         loads.append(fraction)
     return sorted(set(loads))
