@@ -350,3 +350,16 @@ def test_a_low_load_says_it_takes_long(small_artifacts, tmp_path):
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "warning: --load 0.05: requests arrive 20x a call's time apart" in r.stderr
+
+
+def test_compare_says_it_does_not_judge_the_figures_under_load(eager_load_run, tmp_path):
+    data = json.loads(eager_load_run.read_text())
+    other = data | {"created": "2030-01-01T00:00:00+00:00"}
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(other))
+    r = invoke("compare", eager_load_run, b)
+    assert r.exit_code == 0, r.output
+    assert (
+        "A and B hold figures under load (bench --load): compare judges the unloaded"
+        in " ".join(r.stderr.split())
+    )
