@@ -647,11 +647,6 @@ def run_warnings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return [d.text for d in run_differences(a, b)]
 
 
-def _cells(run: dict[str, Any]) -> list[dict[str, Any]]:
-    cells = run.get("cells")
-    return [c for c in cells if isinstance(c, dict)] if isinstance(cells, list) else []
-
-
 def busy_sides(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """'B ran on a busy machine: ...' for each run that was busy by bench's rule (a quarter of
     its cores used by other processes on average while it ran; in files from before that
@@ -735,7 +730,9 @@ def run_differences(a: dict[str, Any], b: dict[str, Any]) -> list[RunDifference]
     # a side busy by bench's own rule (a quarter of the cores) is named whatever the other says.
     for busy in busy_sides(a, b):
         add(Difference.SETUP, f"{busy}, so its figures are noisy (bench warned)")
-    loaded = [side for side, run in (("A", a), ("B", b)) if any(c.get("load") for c in _cells(run))]
+    loaded = [
+        side for side, run in (("A", a), ("B", b)) if any(c.get("load") for c in run["cells"])
+    ]
     if loaded:  # not silently: a reader may take the verdicts for the latency under load too
         add(
             Difference.SETUP,

@@ -67,29 +67,6 @@ def arrival_gaps(seed: int, load: float, repeat: int = 0) -> np.random.Generator
     return np.random.default_rng([seed, round(load * 1_000_000), repeat])
 
 
-@dataclass
-class LoadRun:
-    """One load level of one cell: the raw samples, nanoseconds."""
-
-    load: float
-    # Requests offered per second as they arrived: their count over the time the arrivals
-    # took. Not the nominal rate (load / mean latency): a few dozen exponential gaps average
-    # well off their mean (the first 50 of seed 0 at load 0.8: 0.84 of it), and a short level
-    # would be judged at a load it was not given.
-    rate_per_s: float
-    nominal_rate_per_s: float  # load / the cell's unloaded mean latency
-    latencies_ns: np.ndarray  # scheduled arrival -> result ready, per request
-    service_ns: np.ndarray  # service start -> result ready, per request
-    span_ns: int  # the loop's start (the first gap before the first arrival) -> last result
-    # Per request, how late the harness started it: service start - max(arrival, the previous
-    # result). A sleep that overshoots counts as queue wait; this says how much of it was ours.
-    late_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-
-    @property
-    def queue_ns(self) -> np.ndarray:
-        return self.latencies_ns - self.service_ns
-
-
 def time_open_loop(
     session: Session,
     prepared: Sequence[Any],
@@ -99,7 +76,7 @@ def time_open_loop(
     rng: np.random.Generator,
     clock: Callable[[], int] = time.perf_counter_ns,
     wait: Callable[[int], None] | None = None,
-) -> LoadRun:
+) -> LoadLevel:
     """Serve requests arriving open-loop at `load` / `mean_latency_ns` per nanosecond, one at a
     time in arrival order (see the module's docstring). `clock`, `wait` (until a clock
     reading) and `rng` are injectable so that tests drive the loop with known times."""
@@ -119,7 +96,6 @@ def time_open_loop(
     start = clock()
     arrival = start
     done = start
-    last_arrival = start
     stop_at: int | None = None  # when the stop rule was met: later arrivals are not served
     i = 0
     while True:
@@ -127,7 +103,7 @@ def time_open_loop(
         nxt = arrival + max(1, int(rng.standard_exponential() * mean_gap_ns))
         if stop_at is not None and nxt > stop_at:
             break  # the queue is drained
-        arrival = last_arrival = nxt
+        arrival = nxt
         if arrival > clock():
             wait(arrival)
         t0 = clock()
@@ -142,40 +118,41 @@ def time_open_loop(
             i >= run_length.max_iters or (i >= run_length.min_iters and done - start >= min_ns)
         ):
             stop_at = done
-    return LoadRun(
+    return LoadLevel(
         load,
-        i * 1e9 / (last_arrival - start),  # the gaps summed: from the start to the last arrival
-        1e9 / mean_gap_ns,
-        np.asarray(latencies, dtype=np.int64),
-        np.asarray(service, dtype=np.int64),
+        [i * 1e9 / (arrival - start)],  # the gaps summed: from the start to the last arrival
+        [1e9 / mean_gap_ns],
+        latencies,
+        service,
         done - start,
-        np.asarray(late, dtype=np.int64),
+        late,
     )
 
 
 @dataclass
 class LoadLevel:
-    """A cell's figures at one load, over one run or the repeats' runs pooled."""
+    """A cell's samples at one load (nanoseconds), from one run of `time_open_loop` or the
+    repeats' runs pooled (`merge_levels`), and the figures `to_dict` computes from them."""
 
     load: float
-    rates_per_s: list[float] = field(default_factory=list)  # offered as applied, per repeat
+    # Requests offered per second as they arrived, per repeat: their count over the time the
+    # arrivals took. Not the nominal rate (load / mean latency): a few dozen exponential gaps
+    # average well off their mean (the first 50 of seed 0 at load 0.8: 0.84 of it), and a short
+    # level would be judged at a load it was not given.
+    rates_per_s: list[float] = field(default_factory=list)
     nominal_rates_per_s: list[float] = field(default_factory=list)  # load / mean, per repeat
-    latencies_ns: list[int] = field(default_factory=list)
-    service_ns: list[int] = field(default_factory=list)
-    span_ns: int = 0  # summed over the repeats
-    late_ns: list[int] = field(default_factory=list)  # `LoadRun.late_ns`
+    latencies_ns: list[int] = field(default_factory=list)  # scheduled arrival -> result ready
+    service_ns: list[int] = field(default_factory=list)  # service start -> result ready
+    # The loop's start (the first gap before the first arrival) -> last result, summed over
+    # the repeats
+    span_ns: int = 0
+    # Per request, how late the harness started it: service start - max(arrival, the previous
+    # result). A sleep that overshoots counts as queue wait; this says how much of it was ours.
+    late_ns: list[int] = field(default_factory=list)
 
-    @classmethod
-    def from_run(cls, run: LoadRun) -> LoadLevel:
-        return cls(
-            run.load,
-            [run.rate_per_s],
-            [run.nominal_rate_per_s],
-            run.latencies_ns.tolist(),
-            run.service_ns.tolist(),
-            run.span_ns,
-            run.late_ns.tolist(),
-        )
+    @property
+    def queue_ns(self) -> np.ndarray:
+        return np.asarray(self.latencies_ns) - np.asarray(self.service_ns)
 
     def to_dict(self, batch: int) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ns, dtype=np.float64) / 1e6

@@ -431,8 +431,7 @@ def _measure_load(cell: CellResult, session: Any, prepared: list[Any], spec: Ben
     mean_ns = cell.stats.mean_ms * 1e6
     for load in spec.loads:
         gaps = arrival_gaps(spec.seed, load, cell.repeat)
-        run = time_open_loop(session, prepared, load, mean_ns, spec.run_length, gaps)
-        cell.load.append(LoadLevel.from_run(run))
+        cell.load.append(time_open_loop(session, prepared, load, mean_ns, spec.run_length, gaps))
     if problem := session.timing_problem():  # e.g. a recompile inside the loaded calls
         cell.status, cell.reason, cell.load = CellStatus.ERROR, problem, []
 
