@@ -59,8 +59,12 @@ def test_unsupported_cells_are_listed_with_reasons(artifacts_copy, tmp_path):
         "verify", "--artifacts", artifacts_copy, "--batch", 2, "--precision", "fp32,bf16,int8",
         "--backend", "eager,torchscript,onnxruntime", "--out", out,
     )  # fmt: skip
-    assert r.exit_code == 0, r.output
-    cells = {(c["backend"], c["precision"]): c for c in json.loads(out.read_text())["cells"]}
+    # No int8 file and no --calib-data: int8, asked for, is checked nowhere: not a pass.
+    assert r.exit_code == 4, r.output
+    assert "error: nothing was verified at --precision int8, though asked for" in r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["passed"] is False and doc["asked_not_verified"] == ["--precision int8"]
+    cells = {(c["backend"], c["precision"]): c for c in doc["cells"]}
     assert cells[("eager", "bf16")]["status"] == "PASS"
     assert cells[("torchscript", "bf16")]["status"] == "PASS"  # traced from the cast model
     assert cells[("onnxruntime", "bf16")]["status"] == "unsupported"
@@ -205,6 +209,38 @@ def test_verify_exit_codes_for_crashed_and_empty_runs(artifacts_copy, tmp_path):
                "--precision", "bf16", "--out", tmp_path / "r.json")  # fmt: skip
     assert r.exit_code == 4 and "nothing was verified" in r.stderr
     assert "INCOMPLETE: report written" in r.stdout and "FAIL" not in r.stdout
+
+
+def test_only_values_named_on_the_command_line_must_be_measured():
+    """`unmeasured_asked`: a value given with the option that no cell has is a gap; the same
+    value as the option's default is not (it asked for nothing in particular)."""
+    import typer
+
+    from alexbench.cli.common import unmeasured_asked
+    from alexbench.precision import Precision
+    from alexbench.runtimes import Backend
+
+    class Ran:
+        backend, precision = Backend.EAGER, Precision.FP32
+
+    seen: list[list[str]] = []
+    tiny = typer.Typer()
+
+    @tiny.command()
+    def go(ctx: typer.Context, precision: str = "fp32,int8", backend: str = "eager") -> None:
+        asked = {
+            "precision": [Precision(p) for p in precision.split(",")],
+            "backend": [Backend(b) for b in backend.split(",")],
+        }
+        seen.append(unmeasured_asked(ctx, asked, [Ran()]))
+
+    runner = CliRunner()
+    assert runner.invoke(tiny, []).exit_code == 0
+    assert (
+        runner.invoke(tiny, ["--precision", "fp32,int8", "--backend", "eager,pt2"]).exit_code == 0
+    )
+    assert runner.invoke(tiny, ["--precision", "fp32"]).exit_code == 0
+    assert seen == [[], ["--precision int8", "--backend pt2"], []]
 
 
 def test_export_then_reuse(tmp_path):
@@ -447,7 +483,7 @@ def test_an_int8_file_its_manifest_lists_but_that_is_gone_is_an_error(artifacts_
     r = invoke("bench", "--artifacts", folder, "--batch", 1, "-b", "onnxruntime", "-p", "fp32,int8",
                "--min-time", 0, "--min-iters", 3, "--warmup", 1, "--json",
                "--out", tmp_path / "r.json")  # fmt: skip
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 4, r.output  # int8 was asked for and measured nowhere
     cells = {c["precision"]: c for c in json.loads(r.stdout)["cells"]}
     assert cells["fp32"]["status"] == "ok" and cells["int8"]["status"] == "skipped"
     assert "alexnet.int8.onnx is gone" in cells["int8"]["reason"]

@@ -207,6 +207,18 @@ def test_cli_evaluate_exits_4_when_no_requested_cell_ran(run_dir: Path, tmp_path
     assert "nothing was evaluated" in result.stderr
 
 
+def test_cli_evaluate_exits_4_when_a_precision_asked_for_ran_nowhere(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    # fp32 is scored, bf16 (no bf16 ONNX variant) nowhere: not a pass.
+    args = ["evaluate", "--checkpoint", str(run_dir / "best.pt"), "--dataset", "synthetic"]
+    args += ["--backend", "onnxruntime", "--precision", "fp32,bf16"]
+    result = CliRunner().invoke(_local_app(), [*args, "--artifacts", str(tmp_path / "x")])
+    assert result.exit_code == 4, result.output
+    said = " ".join(result.stderr.split())
+    assert "nothing was evaluated at --precision bf16, though asked for" in said, said
+
+
 def test_which_share_of_a_folder_is_scored(tmp_path: Path, monkeypatch) -> None:
     """The folder a checkpoint trained on: its held-out share; any other folder: every image;
     a relative record of an older checkpoint is read from the working directory."""

@@ -198,7 +198,9 @@ def test_bench_without_openvino_skips_its_cells(no_openvino, small_artifacts, tm
         "bench", "--artifacts", small_artifacts, "--out", tmp_path, "--batch", "1,2",
         "--backend", "eager,openvino", "--precision", "fp32", *SHORT,
     )  # fmt: skip
-    assert r.exit_code == 0, r.output
+    # Asked for by name and measured nowhere: not a pass (the eager cells are saved).
+    assert r.exit_code == 4, r.output
+    assert "nothing was measured at --backend openvino, though asked for" in r.stderr
     (path,) = tmp_path.glob("*.json")
     cells = json.loads(path.read_text())["cells"]
     ov_cells = [c for c in cells if c["backend"] == "openvino"]

@@ -44,10 +44,12 @@ from alexbench.cli.common import (
     parse_backend_list,
     parse_enum_list,
     parse_int_list,
+    report_unmeasured,
     signals_as_interrupts,
     signals_deferred,
     split_list,
     state,
+    unmeasured_asked,
 )
 from alexbench.cli.model_args import bundle_for, calibration_records, int8_calibration, model_for
 from alexbench.devices import require
@@ -271,7 +273,7 @@ def bench_cmd(
             markup=False,
         )
         raise typer.Exit(code)
-    raise typer.Exit(_exit_code(cells))
+    raise typer.Exit(_exit_code(ctx, spec, cells))
 
 
 def parse_loads(value: str) -> list[float]:
@@ -383,17 +385,23 @@ def _cell_line(c: CellResult) -> str:
     return f"{name}: {c.status.value}" + (f" ({c.reason})" if c.reason else "")
 
 
-def _exit_code(cells: list[CellResult]) -> ExitCode:
+def _exit_code(ctx: typer.Context, spec: BenchSpec, cells: list[CellResult]) -> ExitCode:
     """The README's exit-code table applied to a finished sweep, with one line saying why."""
     failed = sum(c.status is CellStatus.PARITY_FAILED for c in cells)
     errors = sum(c.status is CellStatus.ERROR for c in cells)
-    measured = sum(c.status in (CellStatus.OK, CellStatus.PARITY_FAILED) for c in cells)
-    code = outcome(measured, failed, errors)
+    ran = [c for c in cells if c.status in (CellStatus.OK, CellStatus.PARITY_FAILED)]
+    code = outcome(len(ran), failed, errors)
+    asked = {"backend": spec.backends, "precision": spec.precisions}
+    # A crashed cell was tried: only values every cell of which was unsupported are gaps.
+    tried = [c for c in cells if c.status is not CellStatus.SKIPPED]
+    if ran and (gaps := unmeasured_asked(ctx, asked, tried)):
+        report_unmeasured(gaps, "measured")
+        code = ExitCode.CELLS_FAILED if code is ExitCode.OK else code
     if failed:
         err_console.print(f"error: {failed} cell(s) failed parity; their speed is not valid")
     if errors:
         err_console.print(f"error: {errors} cell(s) failed to run (see the table)")
-    if measured == 0 and not errors:
+    if not ran and not errors:
         err_console.print("error: nothing was measured: every requested cell is unsupported here")
     return code
 

@@ -440,6 +440,36 @@ def invoked_command(ctx: typer.Context) -> str:
     return " ".join(parts)
 
 
+def unmeasured_asked(
+    ctx: typer.Context, asked: dict[str, Iterable[Enum]], measured: Iterable[object]
+) -> list[str]:
+    """Values of the options in `asked` (parameter name -> values; each cell has an attribute
+    of that name) given on the command line that no measured cell has, as "--precision int8".
+
+    `verify --precision fp32,int8` where no int8 cell could run exited 0: a CI gate passed on
+    an int8 model it never checked. A value left at its default asks for nothing in particular.
+    """
+    cells = list(measured)
+    gaps = []
+    for name, values in asked.items():
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.COMMANDLINE:
+            continue
+        seen = {getattr(c, name) for c in cells}
+        if missing := [v.value for v in values if v not in seen]:
+            gaps.append(f"--{name} {','.join(missing)}")
+    return gaps
+
+
+def report_unmeasured(gaps: list[str], verb: str) -> None:
+    """The one error line for `unmeasured_asked`'s answer (exit 4 follows)."""
+    if gaps:
+        err_console.print(
+            f"error: nothing was {verb} at {' or '.join(gaps)}, though asked for: every such cell "
+            "is unsupported here (see the table)",
+            markup=False,
+        )
+
+
 def split_list(value: str, option: str) -> list[str]:
     items = [v.strip() for v in value.split(",")]
     if not value.strip() or any(not v for v in items):

@@ -25,8 +25,10 @@ from alexbench.cli.common import (
     json_output,
     parse_backend_list,
     parse_enum_list,
+    report_unmeasured,
     same_file,
     signals_as_interrupts,
+    unmeasured_asked,
 )
 from alexbench.devices import Device, require
 from alexbench.errors import InputError
@@ -59,6 +61,7 @@ from alexbench.training.data import (
 @json_output
 @warnings_as_lines(err_console)  # the plot's class names: a missing glyph in one line
 def evaluate_cmd(
+    ctx: typer.Context,
     checkpoint: Path | None = opt.CHECKPOINT,
     weights: Path | None = opt.WEIGHTS,
     num_classes: int | None = opt.NUM_CLASSES,
@@ -281,6 +284,12 @@ def evaluate_cmd(
             else "nothing was evaluated: no requested cell ran"
         )
         err_console.print(f"error: {why}", markup=False)
+    tried = [c for c in report.cells if c.requested and c.status is not CellStatus.UNSUPPORTED]
+    if measured and (
+        gaps := unmeasured_asked(ctx, {"backend": backends, "precision": precisions}, tried)
+    ):
+        report_unmeasured(gaps, "evaluated")
+        code = ExitCode.CELLS_FAILED
     raise typer.Exit(code)
 
 

@@ -22,7 +22,9 @@ from alexbench.cli.common import (
     json_output,
     parse_backend_list,
     parse_enum_list,
+    report_unmeasured,
     signals_as_interrupts,
+    unmeasured_asked,
 )
 from alexbench.cli.model_args import (
     bundle_for,
@@ -50,6 +52,7 @@ DEFAULT_BACKENDS = "eager,torchscript,pt2,onnxruntime"
 @handle_errors
 @json_output
 def verify_cmd(
+    ctx: typer.Context,
     backend: str = opt.backend_list(DEFAULT_BACKENDS),
     device: str | None = opt.device_list(),
     precision: str = opt.precision_list("fp32"),
@@ -155,8 +158,13 @@ def verify_cmd(
             markup=False,
         )
         raise typer.Exit(ExitCode.CELLS_FAILED)
+    ran = [c for c in result.cells if c.status is not Status.UNSUPPORTED]
+    gaps = unmeasured_asked(ctx, {"backend": backends, "precision": precisions}, ran)
     payload = result.to_dict() | {
         "schema": "alexbench-verify/1",
+        # Not a pass for a reader of the file either: a value asked for that no cell checked.
+        "passed": result.passed and not gaps,
+        "asked_not_verified": gaps,
         "model": {"source": bundle.loaded.source.to_dict(), "meta": vars(meta)},
         "artifacts": {f.value: str(p) for f, p in bundle.artifacts.items()},
         # which bytes were checked: the manifest may say otherwise (a modified or stale file)
@@ -168,16 +176,20 @@ def verify_cmd(
     write_json(out, payload)
     emit_json(payload)
     code = outcome_of((c.status for c in result.cells), Status.PASS, Status.FAIL, Status.ERROR)
+    if gaps and code is ExitCode.OK:
+        code = ExitCode.CELLS_FAILED
     # The verdict line says what the exit code says: FAIL only when a cell failed parity.
     verdict = {
         ExitCode.OK: "[bold green]PASS[/]",
         ExitCode.PARITY_FAILED: "[bold red]FAIL[/]",
     }.get(code, "[bold yellow]INCOMPLETE[/]")
     console.print(f"{verdict}: report written to {out}")
-    if code is ExitCode.CELLS_FAILED:
-        ran = any(c.status is not Status.UNSUPPORTED for c in result.cells)
-        why = "a cell failed to run" if ran else "nothing was verified: every cell is unsupported"
-        err_console.print(f"error: {why}", markup=False)
+    if any(c.status is Status.ERROR for c in ran):
+        err_console.print("error: a cell failed to run", markup=False)
+    if not ran:
+        err_console.print("error: nothing was verified: every cell is unsupported", markup=False)
+    else:
+        report_unmeasured(gaps, "verified")
     raise typer.Exit(code)
 
 
