@@ -129,7 +129,7 @@ else
     PRECISIONS=fp32,tf32,fp16,bf16
     BATCHES=1,64,256
     FLAG_GRID=(--precision "$PRECISIONS" --batch "$BATCHES")
-    MODEL=()
+    MODEL=(--seed 0) # the seeded 1000-class 224 px model: named, as a new --artifacts folder needs
     RUN=(--warmup 3 --min-time 0.1 --min-iters 20)
     VERIFY_BATCH=8
     TRAIN_PRECISIONS="fp16 bf16"

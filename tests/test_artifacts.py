@@ -307,10 +307,16 @@ def test_a_variant_is_never_made_from_a_changed_onnx_file(tmp_path):
     assert not list(out.glob(".alexnet.*"))  # the fresh parent it was made from is gone
 
 
-def test_a_folder_without_manifest_holding_files_names_no_model(tmp_path):
+def test_a_folder_without_manifest_names_no_model(tmp_path):
     folder = tmp_path / "mine"
+    # A mistyped path made a new folder, the seeded random model was exported and passed.
+    with pytest.raises(InputError, match=r"--artifacts .*mine: no such folder: name the model"):
+        model_for_artifacts(folder)
+    assert not folder.exists()
     folder.mkdir()
-    assert model_for_artifacts(folder).source.seed == 0  # empty: the seeded default goes there
+    with pytest.raises(InputError, match=r"mine: is empty \(no manifest\.json\)"):
+        model_for_artifacts(folder)
+    assert model_for_artifacts(folder, seed=0).source.seed == 0  # named: it goes there
     (folder / "model.onnx").write_bytes(b"the user's own")
     with pytest.raises(InputError, match=r"has no manifest\.json, so it names no model"):
         model_for_artifacts(folder)  # verify checked a seeded export beside it and said PASS

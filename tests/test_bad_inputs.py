@@ -127,6 +127,14 @@ CASES: list[tuple[str, list[str], str]] = [
     ("bench-results-dir-file", ["bench", "--out", "{txt.file}"], "{txt.file}"),
     ("bench-artifacts-file", ["bench", "--artifacts", "{txt.file}"], "--artifacts"),
     ("bench-artifacts-corrupt-manifest", ["bench", "--artifacts", "{badart}"], "manifest"),
+    # A mistyped folder made a new one, exported the seeded random model there and passed.
+    ("verify-artifacts-mistyped", ["verify", "--artifacts", "{tmp}/exprots"],
+     "--artifacts {tmp}/exprots: no such folder: name the model"),
+    ("bench-artifacts-empty", ["bench", "--artifacts", "{emptydir}"],
+     "is empty (no manifest.json)"),
+    # The next export --force into art removed the cache and these results with it.
+    ("bench-out-in-ort-cache", ["bench", "--artifacts", "{tmp}/art", "--seed", "0", "--out",
+                                "{tmp}/art/ort-cache/runs"], "the ONNX Runtime cache"),
     ("bench-artifacts-old-manifest", ["bench", "--artifacts", "{oldart}"], "manifest"),
     ("bench-calib-missing", ["bench", "--calib-data", "{tmp}/nope", "-p", "int8"], "nope"),
     # A mistyped folder is named at once, not on the first int8 run

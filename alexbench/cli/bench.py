@@ -51,7 +51,13 @@ from alexbench.cli.common import (
     state,
     unmeasured_asked,
 )
-from alexbench.cli.model_args import bundle_for, calibration_records, int8_calibration, model_for
+from alexbench.cli.model_args import (
+    bundle_for,
+    calibration_records,
+    check_results_folder_spares_artifacts,
+    int8_calibration,
+    model_for,
+)
 from alexbench.devices import require
 from alexbench.environment import (
     busy_during_warning,
@@ -185,6 +191,7 @@ def bench_cmd(
         num_classes=num_classes, image_size=image_size, normalize=normalize,
     )  # fmt: skip
     check_input_pool(batches, loaded.meta.image_size)
+    check_results_folder_spares_artifacts(out, artifacts, loaded)
     bundle = bundle_for(
         console, artifacts, backends, loaded, precisions=precisions, devices=devices,
         calib_data=calib_data, calib_samples=calib_samples,

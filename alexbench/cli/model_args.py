@@ -110,6 +110,21 @@ def check_spares_artifacts(out: Path, option: str, folder: Path) -> None:
         )
 
 
+def check_results_folder_spares_artifacts(
+    out: Path, artifacts: Path | None, loaded: LoadedModel
+) -> None:
+    """bench's --out folder is not inside the ONNX Runtime cache of the model's artifact folder:
+    `bench --out art/ort-cache` was accepted, and the next `export --force` into art removed
+    the cache and the results with it (an outside audit)."""
+    folder = artifacts if artifacts is not None else folder_for(loaded)
+    cache = folder.resolve() / ORT_CACHE_DIR
+    if out.absolute().resolve().is_relative_to(cache):
+        raise InputError(
+            f"--out {out}: is inside {cache}, the ONNX Runtime cache of the artifacts folder, "
+            "which export manages and removes (give another folder)"
+        )
+
+
 def check_outputs_spare_inputs(
     outputs: Iterable[tuple[str, Path | None]],
     *,

@@ -732,16 +732,22 @@ def _calibrated_on_disk(
     return path
 
 
-def _require_no_foreign_files(folder: Path) -> None:
-    """A folder named with --artifacts and no model: without a manifest it says no model, and
-    files in it (a model.onnx of the user's) would sit beside a seeded model's export that
-    verify then passed, never having looked at them."""
-    if folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir()):
-        raise InputError(
-            f"{folder} has no manifest.json, so it names no model (alexbench did not export "
-            "into it): name one (--checkpoint, --weights or --seed), or give an empty or new "
-            "folder"
-        )
+def _require_a_model_named(folder: Path) -> None:
+    """A folder named with --artifacts and no model: without a manifest it names no model.
+    Files in it (a model.onnx of the user's) would sit beside a seeded model's export that
+    verify then passed, never having looked at them; and a mistyped path (`--artifacts
+    exprots`) made a new folder, exported the seeded random model into it and passed: a green
+    CI gate on a model nobody trained. So a model must be named to export one there."""
+    if not folder.exists():
+        what = "no such folder"
+    elif any(not p.name.startswith(".") for p in folder.iterdir()):
+        what = "has no manifest.json, so it names no model (alexbench did not export into it)"
+    else:
+        what = "is empty (no manifest.json), so it names no model"
+    raise InputError(
+        f"--artifacts {folder}: {what}: name the model to export there (--checkpoint, "
+        "--weights, or --seed for the seeded random one), or check the path"
+    )
 
 
 def model_for_artifacts(
@@ -761,7 +767,7 @@ def model_for_artifacts(
     folder = artifacts_dir if artifacts_dir is not None else latest_folder()
     manifest = None if explicit or folder is None else Manifest.load(Path(folder))
     if manifest is None and not explicit and artifacts_dir is not None:
-        _require_no_foreign_files(Path(artifacts_dir))
+        _require_a_model_named(Path(artifacts_dir))
     if manifest is None:
         return load_model(
             checkpoint=checkpoint,
