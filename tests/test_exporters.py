@@ -398,6 +398,33 @@ def test_sigterm_during_export_exits_143_and_leaves_no_temporaries(tmp_path):
     assert not [name for name in left if ".tmp" in name or ".work." in name], left
 
 
+def test_an_interrupt_waits_for_torch_s_archive_writer(small_model, tmp_path, monkeypatch):
+    """Ctrl-C raised inside torch.export.save's Python write callback aborted the process
+    (SIGABRT from the C++ writer's destructor, an outside audit): it now waits for the archive
+    to be complete, then goes to the handler in place (here Python's: KeyboardInterrupt)."""
+    import os
+    import signal
+
+    import torch
+
+    from alexbench.exporters.base import save_program
+
+    real_save = torch.export.save
+
+    def interrupted_save(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives as the writer starts
+        for _ in range(1000):  # Python bytecode, where a handler would run
+            pass
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(torch.export, "save", interrupted_save)
+    program = torch.export.export(small_model.model.eval(), (torch.zeros(1, 3, 64, 64),))
+    path = tmp_path / "m.pt2"
+    with pytest.raises(KeyboardInterrupt):
+        save_program(program, path, {})
+    assert torch.export.load(str(path)) is not None  # the archive was finished first
+
+
 def test_temporaries_of_a_killed_export_are_removed_by_the_next(small_model, tmp_path):
     ensure_artifacts(small_model, tmp_path, [ArtifactFormat.TORCHSCRIPT])
     stale = [tmp_path / ".alexnet.k1ll3d.tmp.onnx", tmp_path / ".manifest.abc.tmp.json"]

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from alexbench.fileio import signals_held
 from alexbench.model import AlexNet
 
 DEFAULT_OPSET = 18
@@ -90,7 +91,7 @@ def save_program(
     for node in program.graph.nodes:
         node.meta.pop("stack_trace", None)
         node.meta.pop("from_node", None)
-    with open(path, "wb") as f:
+    with signals_held(), open(path, "wb") as f:
         torch.export.save(program, f, extra_files=torch_metadata(metadata))
 
 

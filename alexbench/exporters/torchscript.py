@@ -11,6 +11,7 @@ import torch
 
 from alexbench.errors import ExportError
 from alexbench.exporters.base import WORK_PREFIX, ExportRequest, Interface, torch_metadata
+from alexbench.fileio import signals_held
 
 suffix = ".pt"
 # The traced forward's argument keeps the model's name for it, so it is also taken by keyword.
@@ -60,7 +61,7 @@ def export(request: ExportRequest, path: Path) -> dict[str, Any]:
         # export in this folder removes it if this process is killed.
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=WORK_PREFIX) as tmp:
             saved = Path(tmp) / "with-debug-records.pt"
-            with open(saved, "wb") as f:
+            with signals_held(), open(saved, "wb") as f:
                 torch.jit.save(frozen, f, _extra_files=torch_metadata(request.metadata))
             _without_debug_records(saved, path)
     args = [a.name for a in frozen.forward.schema.arguments[1:]]
