@@ -243,6 +243,31 @@ def test_only_values_named_on_the_command_line_must_be_measured():
     assert seen == [[], ["--precision int8", "--backend pt2"], []]
 
 
+def test_verify_warns_of_changed_files_no_cell_checks(artifacts_copy, tmp_path):
+    """An fp16 or int8 file replaced by another model's, not asked for, was not mentioned and
+    the folder's report said PASS (an outside audit): a warning, and the report names it."""
+    folder = tmp_path / "changed"
+    shutil.copytree(artifacts_copy, folder)
+    (folder / "alexnet.pt").write_bytes(b"another model's bytes")
+    (folder / "alexnet.pt2").unlink()
+    r = invoke("verify", "--artifacts", folder, "--batch", 2, "--backend", "eager,onnxruntime")
+    assert r.exit_code == 0, r.output  # what was asked for passed
+    said = " ".join(r.stderr.split())
+    assert (
+        f"warning: {folder / 'alexnet.pt'} differs from the sha256 in its manifest; no cell" in said
+    )
+    assert f"warning: {folder / 'alexnet.pt2'} is gone; no cell here checks it" in said
+    report = json.loads((folder / "verify-report.json").read_text())
+    assert report["unchecked_changed"] == {
+        "alexnet.pt": "differs from the sha256 in its manifest", "alexnet.pt2": "is gone",
+    }  # fmt: skip
+    r = invoke("verify", "--artifacts", artifacts_copy, "--batch", 2, "--backend", "onnxruntime")
+    assert r.exit_code == 0 and "warning" not in r.stderr, r.output
+    assert (
+        json.loads((artifacts_copy / "verify-report.json").read_text())["unchecked_changed"] == {}
+    )
+
+
 def test_export_then_reuse(tmp_path):
     out = tmp_path / "e"
     r = invoke("export", "--out", out, "--format", "onnx", *SMALL)

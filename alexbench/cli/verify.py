@@ -39,6 +39,7 @@ from alexbench.devices import require
 from alexbench.environment import capture
 from alexbench.errors import AlexbenchError, DataError
 from alexbench.exit_codes import ExitCode, outcome_of
+from alexbench.exporters import changed_since_export
 from alexbench.fileio import not_a_folder, write_json
 from alexbench.inputs import InputSet, random_inputs
 from alexbench.precision import Precision
@@ -135,6 +136,15 @@ def verify_cmd(
         inputs = _int8_inputs(inputs, bundle, loaded, batch, calib_data)
     if inputs.files:
         warn_calibration_overlap(inputs, bundle)
+    checked_formats = [f.value for f in bundle.artifacts]
+    folder = bundle.directory
+    unchecked = changed_since_export(folder, checked_formats) if folder else {}
+    for name, what in unchecked.items():
+        err_console.print(
+            f"warning: {(folder or Path('.')) / name} {what}; no cell here checks it (its backend "
+            "and precision do)",
+            markup=False,
+        )
     options = SessionOptions(threads=threads, compile_mode=compile_mode)
     out = report_path or (bundle.directory or Path(".")) / VERIFY_REPORT
     check_output_file(out, "--out")  # before the work, not after it
@@ -169,6 +179,8 @@ def verify_cmd(
         "artifacts": {f.value: str(p) for f, p in bundle.artifacts.items()},
         # which bytes were checked: the manifest may say otherwise (a modified or stale file)
         "artifact_sha256": hashed,
+        # Files of the folder no cell checked whose bytes no longer match the manifest.
+        "unchecked_changed": unchecked,
         # What the int8 files checked here were calibrated on (the manifest's record).
         "int8_calibration": int8_calibration(calibration_records(bundle)),
         "environment": capture(threads),

@@ -693,6 +693,25 @@ def prepare_bundle(
     return ModelBundle(loaded, paths | kept, missing, Path(out_dir))
 
 
+def changed_since_export(out_dir: Path, skip: Iterable[str]) -> dict[str, str]:
+    """Files the folder's manifest lists, other than the formats in `skip`, that are gone or
+    whose bytes differ from its sha256, with what is wrong (by path name). verify checks the
+    files its cells run; an int8 or fp16 file not asked for was replaced by another model's,
+    and the folder's report said PASS with no word of it (an outside audit)."""
+    manifest = Manifest.load(out_dir)
+    skipped = set(skip)
+    found: dict[str, str] = {}
+    for fmt, record in (manifest.artifacts if manifest else {}).items():
+        if fmt in skipped:
+            continue
+        path = out_dir / record.path
+        if not path.is_file():
+            found[record.path] = "is gone"
+        elif path.stat().st_size != record.size_bytes or file_sha256(path) != record.sha256:
+            found[record.path] = "differs from the sha256 in its manifest"
+    return found
+
+
 def _staleness(record: ArtifactRecord) -> str:
     """What differs between how a kept file was made and what an export would do now."""
     now = stack_versions()
