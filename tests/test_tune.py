@@ -630,6 +630,17 @@ def test_latency_budget_end_to_end_states_when_nothing_fits(small_artifacts, mon
     assert last.startswith("error: no tried configuration keeps p99 within 0.001 ms at any batch")
 
 
+def test_a_budget_too_small_to_try_anything_says_so(small_artifacts):
+    """An outside audit: "batch 1: none passed parity" was printed when none was tried."""
+    r = invoke(
+        "tune", "--artifacts", small_artifacts, "--batch", "1", "--backend", "eager",
+        "--precision", "fp32", "--time-budget", "0.001", *SHORT,
+    )  # fmt: skip
+    assert r.exit_code == 4, r.output
+    assert "batch 1: no configuration was tried" in r.stdout, r.stdout
+    assert "none passed parity" not in r.stdout
+
+
 # ---------------------------------------------------------------- bad inputs (one clean line)
 
 SMALL = ["--num-classes", "10", "--image-size", "64"]

@@ -288,7 +288,7 @@ def parse_loads(value: str) -> list[float]:
     bound), lowest first, each once."""
     loads: list[float] = []
     for item in split_list(value, "--load"):
-        if not re.fullmatch(r"[0-9]*\.?[0-9]+", item):
+        if not re.fullmatch(r"[+-]?[0-9]*\.?[0-9]+", item):
             raise InputError(f"--load: '{shown(item)}' is not a number like 0.5")
         fraction = float(item)
         if not 0 < fraction <= MAX_LOAD:

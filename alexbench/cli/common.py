@@ -167,7 +167,8 @@ class Command(TyperCommand):
             options = set(args[: _options_end(args)])
             if name is not None and not {"-h", "--help"} & options:  # help comes first
                 raise click.exceptions.UsageError(
-                    f"{name}: an empty path (use '.' for the current folder)"
+                    # not "use '.'": that is no advice for a file (--plot '')
+                    f"{name}: an empty path (an unset shell variable?)"
                 )
             return super(Command, self).make_context(info_name, args, **extra)
 

@@ -528,7 +528,10 @@ def _render(result: TuneResult, model_args: list[str], wide: bool) -> None:
     for b in result.batches:
         pick = result.winners.get(b)
         if pick is None:
-            console.print(f"  batch {b}: none passed parity", markup=False, highlight=False)
+            # "none passed parity" was said when the budget let none be tried at all
+            tried = any(t.cell(b) is not None for t in result.trials)
+            why = "none passed parity" if tried else "no configuration was tried"
+            console.print(f"  batch {b}: {why}", markup=False, highlight=False)
             continue
         s = pick.cell.stats
         assert s is not None

@@ -294,7 +294,7 @@ def test_a_cell_that_failed_parity_is_not_timed_under_load(corrupt_artifacts, tm
         ("1", "--load: 1 is not a fraction above 0 and at most 0.99"),
         ("0", "--load: 0 is not a fraction above 0"),
         ("0.5,x", "--load: 'x' is not a number like 0.5"),
-        ("-0.5", "--load: '-0.5' is not a number like 0.5"),
+        ("-0.5", "--load: -0.5 is not a fraction above 0 and at most 0.99"),  # a number
         ("nan", "--load: 'nan' is not a number"),
         ("0.5,", "--load: expected a comma-separated list"),
     ],
