@@ -173,6 +173,8 @@ def comparison_dict(comparison: Comparison, baseline: Path, candidate: Path) -> 
         "regressions": len(regressions(comparison)),
         # Inconclusive cells slower beyond the threshold that the gate does not count
         "undecided": len(undecided(comparison)),
+        # ... which they are (the count alone named none: an outside audit)
+        "undecided_cells": [_key_dict(c.key) for c in undecided(comparison)],
         # Why a side's figures cannot gate (--fail-on-regression exits 4): a busy machine
         "busy": comparison.busy,
         # Why a side cannot gate either: saved by a bench that a signal stopped
