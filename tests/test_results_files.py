@@ -138,14 +138,15 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("p50-and-throughput-edited",
      lambda d: _ok(d)["stats"].update(p50_ms=1e6, throughput=_ok(d)["batch"] / 1e3),
      "].stats.p50_ms 1e+06 is outside its fastest and slowest call"),
+    # named as edited, not the stats computed from them (an outside audit)
     ("repeats-edited", lambda d: [r.update(p50_ms=r["p50_ms"] * 9) for r in _ok(d)["repeats"]],
-     "].stats.p50_ms"),
+     "].repeats[0].p50_ms"),
     # Figures that disagree with the raw latencies or with each other (the audit: report showed
     # the stats, compare judged by the latencies; a failed parity showed as PASS; 500% of the
     # roofline without its "!"; a CUDA cell in a CPU-only run).
     ("latencies-doubled", lambda d: _ok(d).update(latencies_ns=[2 * v for v in
                                                                 _ok(d)["latencies_ns"]]),
-     "].stats.p50_ms 14.8106 disagrees with its latencies_ns (their median: 29.6"),
+     "].repeats[0].p50_ms 14.737 disagrees with its 68 latencies_ns (their median: 29.4"),
     ("iterations-edited", _set("ok.stats.iterations", 5),
      "].stats.iterations 5 disagrees with its 203 latencies_ns"),
     ("p99-edited", _set("ok.stats.p99_ms", 14.9),
