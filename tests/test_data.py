@@ -708,3 +708,15 @@ def test_calibration_uses_the_images_it_has_and_a_count_that_cannot_fit_is_refus
     monkeypatch.setattr(environment, "available_memory_bytes", lambda: 10**5)
     with pytest.raises(DataError, match="^--calib-samples 100: 3 images of 64 px need about"):
         image_inputs(tmp_path / "img", 100, meta, repeat=False, count_option=option)
+
+
+def test_class_folders_differing_only_in_unicode_form_are_refused(cifar20: Path, tmp_path: Path):
+    """Composed and decomposed "äutö" print the same: two classes that read as one (an outside
+    audit trained a model on both and every table showed one name twice)."""
+    import unicodedata
+
+    root = tmp_path / "forms"
+    for form in ("NFC", "NFD"):
+        shutil.copytree(cifar20 / "train" / "cat", root / unicodedata.normalize(form, "äutö"))
+    with pytest.raises(DataError, match=r"differ only in their Unicode form"):
+        find_samples(root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import unicodedata
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +88,16 @@ def find_samples(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     classes = class_names(root)
     if not classes:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/*.jpg)")
+    # Two folders whose names differ only in Unicode form (composed on one system, decomposed
+    # by a macOS unzip) print the same in every table and file, and evaluate matches names
+    # in composed form: two classes that are one to a reader (an outside audit).
+    composed: dict[str, str] = {}
+    for name in classes:
+        if (other := composed.setdefault(unicodedata.normalize("NFC", name), name)) != name:
+            raise DataError(
+                f"{root}: class folders {other!r} and {name!r} differ only in their Unicode "
+                "form (composed and decomposed accents): they read as one class; merge them"
+            )
     refuse_loose_images(root, "the class folders")
     samples: list[tuple[str, int]] = []
     owner: dict[str, str] = {}  # real folder -> the class that read it
