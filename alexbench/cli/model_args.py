@@ -180,9 +180,11 @@ def warn_calibration_overlap(inputs: InputSet, bundle: ModelBundle) -> None:
         both = len(checked & {os.path.realpath(files[i]) for i in drawn})
         if both:
             err_console.print(
-                f"warning: --data-dir: {both} of the {len(checked)} images checked are among the "
-                f"{record.calibration_images} {fmt} was calibrated on (from {folder}): a smaller "
-                "--batch or another folder checks it on unseen images",
+                # Not "--data-dir:": without it, int8 is checked on its calibration folder.
+                f"warning: {both} of the {len(checked)} images checked are among the "
+                f"{record.calibration_images} {fmt} was calibrated on (from {folder}), which "
+                "flatter it: a smaller --batch or another folder (--data-dir) checks it on "
+                "unseen images",
                 markup=False,
             )
 
