@@ -134,6 +134,12 @@ def test_cli_evaluate_writes_tables_plot_and_json(run_dir: Path, tmp_path: Path)
     assert doc["samples"] == 96  # the checkpoint's synthetic size and split seed were reused
     ort = next(c for c in doc["cells"] if c["backend"] == "onnxruntime")
     assert ort["status"] == "ok" and ort["agreement"] == 1.0
+    assert f"artifacts: {tmp_path / 'exports'}" in " ".join(result.stdout.split())
+    # eager alone reads no exported file: no folder is named (nor made)
+    eager = ["evaluate", "--checkpoint", str(run_dir / "best.pt"), "--backend", "eager"]
+    result = CliRunner().invoke(_local_app(), [*eager, "--artifacts", str(tmp_path / "x")])
+    assert result.exit_code == 0, result.output
+    assert "artifacts:" not in result.stdout and not (tmp_path / "x").exists()
 
 
 def test_cli_evaluate_plain_state_dict(run_dir: Path, tmp_path: Path) -> None:

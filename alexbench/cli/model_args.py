@@ -291,9 +291,11 @@ def bundle_for(
             ),
         )
     meta = loaded.meta
+    # eager alone reads no file: naming a folder it neither read nor made misled (an audit)
+    where = f"; artifacts: {folder}" if needed else ""
     console.print(
         f"Model: AlexNet, {meta.num_classes} classes, {meta.image_size}x{meta.image_size}, "
-        f"{loaded.source.describe()}; artifacts: {folder}",
+        f"{loaded.source.describe()}{where}",
         markup=False,
     )
     return bundle
