@@ -271,5 +271,5 @@ def signals_held() -> Iterator[None]:
     finally:
         for s, old in previous.items():
             signal.signal(s, old)
-    if pending:
-        signal.raise_signal(pending[0])
+        if pending:  # also when the block raised (a full disk): the interrupt comes first
+            signal.raise_signal(pending[0])

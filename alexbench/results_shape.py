@@ -229,6 +229,7 @@ def _check_results(d: dict[str, Any]) -> None:
     model = _field(d, "model", "", "an object")
     _fields(model, "source meta artifacts", "model", "an object or null")
     _field(model.get("source") or {}, "path?", "model.source", "a string or null")
+    _field(d, "asked_not_measured?", "", "a list or null")
     settings = _field(d, "settings", "", "an object")
     _fields(settings, "backends devices batches precisions?", "settings", "a list or null")
     _field(settings, "repeat?", "settings", "a positive integer or null")

@@ -218,11 +218,12 @@ def test_cli_evaluate_exits_4_when_a_precision_asked_for_ran_nowhere(
 ) -> None:
     # fp32 is scored, bf16 (no bf16 ONNX variant) nowhere: not a pass.
     args = ["evaluate", "--checkpoint", str(run_dir / "best.pt"), "--dataset", "synthetic"]
-    args += ["--backend", "onnxruntime", "--precision", "fp32,bf16"]
+    args += ["--backend", "onnxruntime", "--precision", "fp32,bf16", "--out", str(tmp_path / "e")]
     result = CliRunner().invoke(_local_app(), [*args, "--artifacts", str(tmp_path / "x")])
     assert result.exit_code == 4, result.output
     said = " ".join(result.stderr.split())
     assert "nothing was evaluated at --precision bf16, though asked for" in said, said
+    assert json.loads((tmp_path / "e").read_text())["asked_not_evaluated"] == ["--precision bf16"]
 
 
 def test_which_share_of_a_folder_is_scored(tmp_path: Path, monkeypatch) -> None:

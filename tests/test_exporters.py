@@ -425,6 +425,21 @@ def test_an_interrupt_waits_for_torch_s_archive_writer(small_model, tmp_path, mo
     assert torch.export.load(str(path)) is not None  # the archive was finished first
 
 
+def test_a_held_interrupt_comes_first_when_the_block_fails():
+    """The review: a SIGINT held while the write then failed (a full disk) was lost, and the
+    command exited 2 for the disk instead of 130."""
+    import os
+    import signal
+
+    from alexbench.fileio import signals_held
+
+    with pytest.raises(KeyboardInterrupt) as caught, signals_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        raise OSError(28, "No space left on device")
+    assert isinstance(caught.value.__context__, OSError)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
 def test_temporaries_of_a_killed_export_are_removed_by_the_next(small_model, tmp_path):
     ensure_artifacts(small_model, tmp_path, [ArtifactFormat.TORCHSCRIPT])
     stale = [tmp_path / ".alexnet.k1ll3d.tmp.onnx", tmp_path / ".manifest.abc.tmp.json"]

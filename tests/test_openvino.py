@@ -202,7 +202,9 @@ def test_bench_without_openvino_skips_its_cells(no_openvino, small_artifacts, tm
     assert r.exit_code == 4, r.output
     assert "nothing was measured at --backend openvino, though asked for" in r.stderr
     (path,) = tmp_path.glob("*.json")
-    cells = json.loads(path.read_text())["cells"]
+    doc = json.loads(path.read_text())
+    assert doc["asked_not_measured"] == ["--backend openvino"]  # why it failed, in the file
+    cells = doc["cells"]
     ov_cells = [c for c in cells if c["backend"] == "openvino"]
     assert [c["batch"] for c in ov_cells] == [1, 2]
     assert all(c["status"] == "skipped" for c in ov_cells)

@@ -248,7 +248,13 @@ def bench_cmd(
                     bundle, spec, finished, ceilings, environment, created, calibrated
                 )
                 payload["settings"]["command"] = invoked_command(ctx)
-                if interrupted is not None or aborted is not None:
+                # Named with --backend/--precision and measured in no cell (exit 4): kept in
+                # the file too, so that its reader learns why the run failed.
+                stopped_early = interrupted is not None or aborted is not None
+                payload["asked_not_measured"] = (
+                    [] if stopped_early else _unmeasured(ctx, spec, cells)
+                )
+                if stopped_early:
                     payload["complete"] = False
                     payload["interrupted"] = (
                         interrupted.signal_name if interrupted else f"aborted: {aborted}"
@@ -280,7 +286,7 @@ def bench_cmd(
             markup=False,
         )
         raise typer.Exit(code)
-    raise typer.Exit(_exit_code(ctx, spec, cells))
+    raise typer.Exit(_exit_code(cells, payload["asked_not_measured"]))
 
 
 def parse_loads(value: str) -> list[float]:
@@ -392,16 +398,20 @@ def _cell_line(c: CellResult) -> str:
     return f"{name}: {c.status.value}" + (f" ({c.reason})" if c.reason else "")
 
 
-def _exit_code(ctx: typer.Context, spec: BenchSpec, cells: list[CellResult]) -> ExitCode:
+def _unmeasured(ctx: typer.Context, spec: BenchSpec, cells: list[CellResult]) -> list[str]:
+    """The backends and precisions named on the command line that no cell tried. A crashed
+    cell was tried: only values every cell of which was unsupported here are gaps."""
+    tried = [c for c in cells if c.status is not CellStatus.SKIPPED]
+    return unmeasured_asked(ctx, {"backend": spec.backends, "precision": spec.precisions}, tried)
+
+
+def _exit_code(cells: list[CellResult], gaps: list[str]) -> ExitCode:
     """The README's exit-code table applied to a finished sweep, with one line saying why."""
     failed = sum(c.status is CellStatus.PARITY_FAILED for c in cells)
     errors = sum(c.status is CellStatus.ERROR for c in cells)
     ran = [c for c in cells if c.status in (CellStatus.OK, CellStatus.PARITY_FAILED)]
     code = outcome(len(ran), failed, errors)
-    asked = {"backend": spec.backends, "precision": spec.precisions}
-    # A crashed cell was tried: only values every cell of which was unsupported are gaps.
-    tried = [c for c in cells if c.status is not CellStatus.SKIPPED]
-    if ran and (gaps := unmeasured_asked(ctx, asked, tried)):
+    if ran and gaps:
         report_unmeasured(gaps, "measured")
         code = ExitCode.CELLS_FAILED if code is ExitCode.OK else code
     if failed:

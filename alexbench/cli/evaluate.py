@@ -139,8 +139,8 @@ def evaluate_cmd(
 
       alexbench evaluate --checkpoint best.pt --out eval.json  (--json: the same on stdout)
 
-      alexbench evaluate --checkpoint best.pt --backend eager,onnxruntime,compile \\
-          --precision fp32,bf16,int8 --calib-data data/cifar/train   (int8 calibrated there)
+      alexbench evaluate --checkpoint best.pt --backend onnxruntime,compile --device cpu \\
+          --precision fp32,bf16,int8 --calib-data data/cifar/train   (int8 is a CPU precision)
     """
     from alexbench.cli.model_args import (  # imports the exporters
         bundle_for,
@@ -258,8 +258,13 @@ def evaluate_cmd(
 
         plot_confusion_matrix(report.confusion, report.class_names, plot)
         console.print(f"Confusion matrix plot: {plot}")
+    tried = [c for c in report.cells if c.requested and c.status is not CellStatus.UNSUPPORTED]
+    asked = {"backend": backends, "precision": precisions}
+    gaps = unmeasured_asked(ctx, asked, tried) if tried else []
     payload = report.to_dict() | {
         "schema": EVALUATE_SCHEMA,
+        # named with --backend/--precision and scored in no cell (exit 4)
+        "asked_not_evaluated": gaps,
         "model": {"source": bundle.loaded.source.to_dict(), "meta": vars(meta)},
         "data": data.description,
         # Which files were scored, by path and by the bytes read (the manifest may say otherwise:
@@ -284,10 +289,7 @@ def evaluate_cmd(
             else "nothing was evaluated: no requested cell ran"
         )
         err_console.print(f"error: {why}", markup=False)
-    tried = [c for c in report.cells if c.requested and c.status is not CellStatus.UNSUPPORTED]
-    if measured and (
-        gaps := unmeasured_asked(ctx, {"backend": backends, "precision": precisions}, tried)
-    ):
+    if measured and gaps:
         report_unmeasured(gaps, "evaluated")
         code = ExitCode.CELLS_FAILED
     raise typer.Exit(code)

@@ -85,7 +85,8 @@ def verify_cmd(
 ) -> None:
     """Prove the exported artifacts compute what PyTorch computes (exit 1: a cell failed parity).
 
-    Exit status 4 if a cell crashed or nothing could be verified.
+    Exit status 4 if a cell crashed, nothing could be verified, or a backend or precision
+    named with --backend/--precision was verified in no cell.
 
     Exports first when artifacts are missing or stale. Examples:
 
@@ -138,7 +139,8 @@ def verify_cmd(
         warn_calibration_overlap(inputs, bundle)
     checked_formats = [f.value for f in bundle.artifacts]
     folder = bundle.directory
-    unchecked = changed_since_export(folder, checked_formats) if folder else {}
+    # Only where a cell reads the folder: eager alone names none (and hashing it all is ~1 GB).
+    unchecked = changed_since_export(folder, checked_formats) if folder and checked_formats else {}
     for name, what in unchecked.items():
         err_console.print(
             f"warning: {(folder or Path('.')) / name} {what}; no cell here checks it (its backend "
@@ -169,7 +171,8 @@ def verify_cmd(
         )
         raise typer.Exit(ExitCode.CELLS_FAILED)
     ran = [c for c in result.cells if c.status is not Status.UNSUPPORTED]
-    gaps = unmeasured_asked(ctx, {"backend": backends, "precision": precisions}, ran)
+    # Where nothing ran, that is the error (and "passed" false) whatever was named.
+    gaps = unmeasured_asked(ctx, {"backend": backends, "precision": precisions}, ran) if ran else []
     payload = result.to_dict() | {
         "schema": "alexbench-verify/1",
         # Not a pass for a reader of the file either: a value asked for that no cell checked.

@@ -766,6 +766,7 @@ def _require_a_model_named(folder: Path) -> None:
     raise InputError(
         f"--artifacts {folder}: {what}: name the model to export there (--checkpoint, "
         "--weights, or --seed for the seeded random one), or check the path"
+        # --num-classes/--image-size name the seeded model too (they say its shape)
     )
 
 
