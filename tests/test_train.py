@@ -165,6 +165,12 @@ def test_resume_keeps_the_recorded_data_location_unless_moved() -> None:
     assert here.resumed_with(recipe, Path("/mnt/cifar")).data.data_dir == Path("/mnt/cifar")
     # recorded absolute, as a new run records it, so evaluate finds it from anywhere
     assert here.resumed_with(recipe, Path("rel")).data.data_dir == Path("rel").resolve()
+    # A streamed run resumes streamed (in memory it draws from torch's generator otherwise,
+    # and did not continue exactly: an outside audit) unless a limit is given anew.
+    streamed = TrainConfig(data=replace(data, cache_limit_bytes=0), epochs=5).recipe()
+    assert here.data.cache_limit_bytes > 0
+    assert here.resumed_with(streamed).data.cache_limit_bytes == 0
+    assert here.resumed_with(streamed, None, 7).data.cache_limit_bytes == 7
 
 
 def test_a_resume_on_changed_data_is_refused_and_keeps_its_normalisation(
@@ -187,7 +193,7 @@ def test_a_resume_on_changed_data_is_refused_and_keeps_its_normalisation(
     with pytest.raises(DataError, match="training data changed since this run started"):
         fit(config, resume=last)
     (tree / "train" / "cat" / "zz-new.jpg").unlink()
-    result = fit(streamed, resume=last)
+    result = fit(streamed, resume=last, resume_cache_limit=0)
     meta = load_model(checkpoint=result.last).meta
     assert meta.mean == tuple(started["meta"]["mean"]) and meta.std == tuple(started["meta"]["std"])
     assert meta.mean != (0.485, 0.456, 0.406)

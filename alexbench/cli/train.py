@@ -294,7 +294,15 @@ def train_cmd(
         _warn_ignored_recipe(ctx)
     reporter = RichReporter(console)
     try:
-        result = fit(config, resume=resume, resume_data_dir=data_dir, reporter=reporter)
+        # The run's own cache limit unless one is given: it decides in memory or streamed.
+        given = ctx.get_parameter_source("cache_limit_gb") is click.core.ParameterSource.COMMANDLINE
+        result = fit(
+            config,
+            resume=resume,
+            resume_data_dir=data_dir,
+            resume_cache_limit=spec.cache_limit_bytes if given else None,
+            reporter=reporter,
+        )
     finally:
         reporter.close()
     if result.rank != 0 or not result.records:

@@ -104,12 +104,23 @@ class TrainConfig:
                 d[f.name] = v.to_dict() if isinstance(v, DataSpec) else getattr(v, "value", v)
         return d
 
-    def resumed_with(self, recipe: dict[str, Any], data_dir: Path | None = None) -> TrainConfig:
+    def resumed_with(
+        self,
+        recipe: dict[str, Any],
+        data_dir: Path | None = None,
+        cache_limit_bytes: int | None = None,
+    ) -> TrainConfig:
         """The stored recipe, with this config's device, output and workers; the data stays
-        where the recipe says unless `data_dir` moves it."""
+        where the recipe says unless `data_dir` moves it, and is decoded into memory or
+        streamed as the run started unless `cache_limit_bytes` (given anew) says otherwise:
+        the two draw from torch's generator differently, so a run that started streamed and
+        resumed in memory (the default limit) did not continue exactly (an outside audit)."""
         kw = {k: v for k, v in recipe.items() if k in {f.name for f in fields(self)}}
         data = dict(kw.pop("data"), download=self.data.download)
-        data["cache_limit_bytes"] = self.data.cache_limit_bytes
+        if cache_limit_bytes is not None or "cache_limit_bytes" not in data:
+            data["cache_limit_bytes"] = (
+                self.data.cache_limit_bytes if cache_limit_bytes is None else cache_limit_bytes
+            )
         if data_dir is not None:  # absolute, as a new run records it: evaluate finds it again
             data["data_dir"] = str(Path(data_dir).resolve())
         kw.update(

@@ -254,6 +254,7 @@ def fit(
     *,
     resume: Path | None = None,
     resume_data_dir: Path | None = None,
+    resume_cache_limit: int | None = None,
     reporter: TrainReporter | None = None,
 ) -> TrainResult:
     """Train, or continue from the last.pt `resume` (its stored recipe wins; only the device,
@@ -262,7 +263,7 @@ def fit(
     carried_best: Path | None = None
     if resume is not None and ckpt is not None:
         try:
-            config = config.resumed_with(ckpt["train_config"], resume_data_dir)
+            config = config.resumed_with(ckpt["train_config"], resume_data_dir, resume_cache_limit)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{resume}: unreadable training recipe ({e!r})") from e
         except InputError as e:  # the checks speak of options the user never passed
