@@ -763,10 +763,10 @@ def _require_a_model_named(folder: Path) -> None:
         what = "has no manifest.json, so it names no model (alexbench did not export into it)"
     else:
         what = "is empty (no manifest.json), so it names no model"
+    # (--num-classes/--image-size name the seeded model too: they say its shape)
     raise InputError(
         f"--artifacts {folder}: {what}: name the model to export there (--checkpoint, "
         "--weights, or --seed for the seeded random one), or check the path"
-        # --num-classes/--image-size name the seeded model too (they say its shape)
     )
 
 
