@@ -193,6 +193,16 @@ def test_a_resume_on_changed_data_is_refused_and_keeps_its_normalisation(
     with pytest.raises(DataError, match="training data changed since this run started"):
         fit(config, resume=last)
     (tree / "train" / "cat" / "zz-new.jpg").unlink()
+    # The same names holding other images (an outside audit resumed on another subset): the
+    # bytes of the sampled training files are compared too.
+    cats = sorted((tree / "train" / "cat").iterdir())
+    kept = [p.read_bytes() for p in cats]
+    for p, other in zip(cats, kept[1:] + kept[:1], strict=True):  # each holds the next's image
+        p.write_bytes(other)
+    with pytest.raises(DataError, match=r"training images changed .*hold other bytes under the"):
+        fit(config, resume=last)
+    for p, mine in zip(cats, kept, strict=True):
+        p.write_bytes(mine)
     result = fit(streamed, resume=last, resume_cache_limit=0)
     meta = load_model(checkpoint=result.last).meta
     assert meta.mean == tuple(started["meta"]["mean"]) and meta.std == tuple(started["meta"]["std"])

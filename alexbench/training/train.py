@@ -438,12 +438,37 @@ def _check_same_data(ckpt: dict[str, Any], data: LoadedData) -> None:
             + "): a resumed run must see the images it started on; start a new run instead"
         )
     meta = ckpt.get("meta") or {}
+    _check_same_bytes(ckpt, meta, data)
     mean, std = meta.get("mean"), meta.get("std")
     if isinstance(mean, list | tuple) and isinstance(std, list | tuple):
         data.mean, data.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         # The run's statistics, whatever this load would have used (a run that started in
         # memory may resume streamed).
         data.description = data.description.replace(STREAMED_STATS_NOTE, "")
+
+
+def _check_same_bytes(ckpt: dict[str, Any], meta: dict[str, Any], data: LoadedData) -> None:
+    """The paths and labels can match while the files hold other images (another subset under
+    the same names: an outside audit resumed on it, and one history mixed validation scores of
+    two datasets). The run recorded the content hashes of a seeded sample of its training
+    files (`seen.training_sample`, chosen by path); in the same folder this load draws the same
+    sample, whose bytes must be the same. A moved folder (--data-dir) draws another sample by
+    its other paths: not compared."""
+    then = (meta.get("provenance") or {}).get("trained_images")
+    now = data.train_sample
+    recipe = (ckpt.get("train_config") or {}).get("data") or {}
+    if not (isinstance(then, dict) and now and recipe.get("data_dir") == str(data.spec.data_dir)):
+        return
+    before, after = then.get("sample"), now.get("sample")
+    if isinstance(before, list) and before and before != after:
+        after = after if isinstance(after, list) else []
+        changed = sum(a != b for a, b in zip(before, after, strict=False))
+        changed += abs(len(before) - len(after))
+        raise DataError(
+            f"the training images changed since this run started ({changed} of the "
+            f"{len(before)} files it sampled hold other bytes under the same names): a resumed "
+            "run must see the images it started on; start a new run instead"
+        )
 
 
 def _load_data(spec: DataSpec, ctx: DistContext) -> LoadedData:
