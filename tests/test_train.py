@@ -574,3 +574,25 @@ def test_a_bad_torchrun_environment_is_one_line_naming_the_variable(monkeypatch,
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert init_distributed(Device.CPU).world_size == 1
+
+
+def test_an_interrupt_between_best_and_last_says_best_is_ahead(tmp_path: Path) -> None:
+    """best.pt is written before last.pt: interrupted between the two, best.pt held epoch 2
+    while last.pt and the history said 1, and the message named last.pt only (an audit)."""
+    import os
+
+    from alexbench.training.train import _best_ahead
+
+    out = tmp_path / "run"
+    out.mkdir()
+    best, last = out / "best.pt", out / "last.pt"
+    best.write_bytes(b"b")
+    assert "holds epoch 1; nothing to resume" in _best_ahead(out, last, 0)  # no last.pt yet
+    last.write_bytes(b"l")
+    os.utime(best, ns=(1_000, 1_000))
+    os.utime(last, ns=(2_000, 2_000))
+    assert _best_ahead(out, last, 1) == ""  # the usual order: last.pt written after best.pt
+    os.utime(best, ns=(3_000, 3_000))
+    assert "already holds epoch 2, which the history does not show yet" in _best_ahead(out, last, 1)
+    other = tmp_path / "other" / "last.pt"  # resumed from another folder: its best was copied
+    assert _best_ahead(out, other, 1) == ""

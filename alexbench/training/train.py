@@ -447,6 +447,25 @@ def _check_same_data(ckpt: dict[str, Any], data: LoadedData) -> None:
         data.description = data.description.replace(STREAMED_STATS_NOTE, "")
 
 
+def _best_ahead(out: Path, last: Path, saved: int) -> str:
+    """A note when best.pt was written after `last`, in its folder: it holds the epoch after
+    `saved`. (A run resumed into another folder copies the old best.pt in: not compared.)"""
+    best = out / BEST
+    if last.parent.resolve() != out.resolve():
+        return ""
+    try:
+        if best.stat().st_mtime_ns <= (last.stat().st_mtime_ns if last.exists() else -1):
+            return ""
+    except OSError:
+        return ""
+    return (
+        f" ({best} already holds epoch {saved + 1}, which the history does not show yet; "
+        "--resume repeats that epoch)"
+        if saved
+        else f" ({best} holds epoch 1; nothing to resume: start again)"
+    )
+
+
 def _check_same_bytes(ckpt: dict[str, Any], meta: dict[str, Any], data: LoadedData) -> None:
     """The paths and labels can match while the files hold other images (another subset under
     the same names: an outside audit resumed on it, and one history mixed validation scores of
@@ -570,11 +589,16 @@ def _fit(
     except (KeyboardInterrupt, Interrupted) as e:
         why = str(e) if isinstance(e, Interrupted) else "interrupted"
         code = e.exit_code if isinstance(e, Interrupted) else TrainingInterrupted.exit_code
+        # best.pt is written before last.pt: an interrupt between the two leaves a best.pt one
+        # epoch ahead of last.pt and the history, which the message said nothing of (an audit).
+        ahead = _best_ahead(out, last, saved) if ctx.is_main else ""
         if not saved:  # best.pt may be written; last.pt, which --resume reads, is not
-            raise TrainingInterrupted(f"{why} before the first complete checkpoint", code) from None
+            raise TrainingInterrupted(
+                f"{why} before the first complete checkpoint{ahead}", code
+            ) from None
         raise TrainingInterrupted(
             f"{why}; last complete checkpoint: {last} (epoch {saved}); "
-            f"continue with --resume {last}",
+            f"continue with --resume {last}{ahead}",
             code,
         ) from None
     hashes = replica_hashes(model, ctx)
