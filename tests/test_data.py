@@ -497,6 +497,28 @@ def test_missing_cifar10_says_where_it_looked(tmp_path: Path) -> None:
     assert str(tmp_path) in msg and "--download" in msg and "\n" not in msg
 
 
+def test_a_failed_download_leaves_no_empty_folder(tmp_path: Path, monkeypatch) -> None:
+    """Offline, --download made DIR (and its parents) and left them empty (an audit)."""
+    import urllib.error
+
+    import torchvision.datasets
+
+    def offline(root: str, **_kw: object) -> None:
+        Path(root).mkdir(parents=True, exist_ok=True)  # as torchvision does before fetching
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    spec = DataSpec(kind=DatasetKind.CIFAR10, data_dir=tmp_path / "a" / "cifar", image_size=64,
+                    download=True)  # fmt: skip
+    with pytest.raises(DataError, match="could not download CIFAR-10 into"):
+        load_data(spec)
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "mine").mkdir()  # a folder that was there stays
+    with pytest.raises(DataError):
+        load_data(dataclasses.replace(spec, data_dir=tmp_path / "mine"))
+    assert (tmp_path / "mine").is_dir()
+
+
 def test_image_size_below_minimum_is_rejected() -> None:
     with pytest.raises(InputError, match="below the minimum of 64"):
         DataSpec(kind=DatasetKind.SYNTHETIC, image_size=32)

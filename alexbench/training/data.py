@@ -9,6 +9,7 @@ through a DataLoader whose workers only decode and resize.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -342,11 +343,13 @@ def _cifar10(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
     root = spec.data_dir
     out: dict[Split, SplitData] = {}
     names: list[str] = []
+    made = [p for p in (root, *root.parents) if not p.exists()]  # what a download creates
     for split in splits:
         try:
             ds = CIFAR10(str(root), train=split is Split.TRAIN, download=spec.download)
         except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
             if spec.download:
+                _remove_empty(made)
                 raise DataError(f"could not download CIFAR-10 into {root}: {e}") from e
             raise DataError(
                 f"CIFAR-10 not found under {root} (looked for {root}/cifar-10-batches-py): "
@@ -354,11 +357,19 @@ def _cifar10(spec: DataSpec, splits: tuple[Split, ...]) -> LoadedData:
                 "--data-dir DIR for a folder of images"
             ) from e
         except OSError as e:  # offline --download
+            _remove_empty(made)  # an empty folder left by a failed download (an audit)
             raise DataError(f"could not download CIFAR-10 into {root}: {e}") from e
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         out[split] = MemorySplit(images, torch.tensor(ds.targets, dtype=torch.int64))
         names = list(ds.classes)
     return LoadedData(spec, names, out, (), (), f"CIFAR-10 from {root} (val = test batch)")
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """The folders a failed download created, deepest first, where it left them empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only an empty folder goes
 
 
 # -- ImageFolder -------------------------------------------------------------------------------
