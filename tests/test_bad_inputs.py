@@ -551,6 +551,29 @@ def test_a_reader_gone_from_stdout_ends_quietly_with_141_not_the_parity_code():
     assert code == 141 and "Traceback" not in err and "Exception ignored" not in err, err
 
 
+def test_a_reader_gone_from_a_json_document_keeps_the_command_s_own_code(tmp_path: Path):
+    """--json wrote its document with a plain write: a reader gone (`| true`, a cancelled CI
+    job's jq) ended every --json command with 3, "unexpected BrokenPipeError", hiding its 1, 4,
+    130 or 143 (an audit). A command that succeeded ends with 141, as in table mode; one that
+    failed keeps its code."""
+    run = next(RESULTS_RUN.glob("2026*_vm_cpu.json"))
+    lost = json.loads(run.read_text())
+    del lost["cells"][0]  # a cell A measured is missing from B: the gate fails (4)
+    slow_path = tmp_path / "lost.json"
+    slow_path.write_text(json.dumps(lost))
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        ok, err_ok = _alexbench(["results", str(RESULTS_RUN), "--json"], write)
+        failed, err_failed = _alexbench(
+            ["compare", str(run), str(slow_path), "--fail-on-regression", "--json"], write
+        )
+    finally:
+        os.close(write)
+    assert ok == 141 and "unexpected" not in err_ok, err_ok
+    assert failed == 4 and "unexpected" not in err_failed, err_failed  # its own code, not 3
+
+
 @pytest.mark.parametrize("args", [["--version"], ["results", str(RESULTS_RUN)]])
 def test_a_full_disk_under_stdout_is_one_line_not_a_traceback(args):
     # `--version > /dev/full` printed a 54-line traceback; a command's output, "unexpected

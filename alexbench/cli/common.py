@@ -562,15 +562,28 @@ def json_stdout(enabled: bool) -> Iterator[None]:
     width = console._width
     if sys.stderr.isatty() and not os.environ.get("COLUMNS"):
         console._width = None
+    ended: BaseException | None = None
     try:
         with _stdout_fd_to_stderr(stdout), contextlib.redirect_stdout(sys.stderr):
             yield
+    except BaseException as e:
+        ended = e
+        raise
     finally:
         console._width = width
         _documents.remove(document)
         if document.value is not None:
-            stdout.write(dumps_json(document.value) + "\n")
-            stdout.flush()
+            try:
+                stdout.write(dumps_json(document.value) + "\n")
+                stdout.flush()
+            except BrokenPipeError:
+                # A reader gone (`| true`, a cancelled CI job's jq) ended every --json command
+                # with 3, "unexpected BrokenPipeError", over its own 1, 4, 130 or 143 (an
+                # audit): a command that failed or was stopped keeps its code; one that
+                # succeeded ends with 141, as in table mode.
+                _silence(stdout)
+                if ended is None or (isinstance(ended, typer.Exit) and ended.exit_code == 0):
+                    raise OutputClosed(errno.EPIPE, "stdout's reader has gone") from None
 
 
 def json_output(fn: F) -> F:
