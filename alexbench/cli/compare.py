@@ -55,7 +55,8 @@ def compare_cmd(
         help="For CI: exit 1 when any cell of B is slower than A beyond --threshold (an "
         "inconclusive one too when its interval excludes a speed-up) or fails parity; exit 4 "
         "when a cell measured in A crashed in B, was not run or is missing, when either run "
-        "was stopped before its end, or ran on a busy machine (its speed cannot be judged). "
+        "was stopped before its end or ran on a busy machine (its speed cannot be judged), or "
+        "when A and B are one run. "
         "With or without it, compare exits 4 when no cell could be compared.",
     ),
     allow_different_machines: bool = typer.Option(
@@ -177,6 +178,8 @@ def comparison_dict(comparison: Comparison, baseline: Path, candidate: Path) -> 
         "undecided_cells": [_key_dict(c.key) for c in undecided(comparison)],
         # Why a side's figures cannot gate (--fail-on-regression exits 4): a busy machine
         "busy": comparison.busy,
+        # A and B are one run (one file, or a copy): the gate fails (exit 4)
+        "same_run": comparison.same_run,
         # Why a side cannot gate either: saved by a bench that a signal stopped
         "stopped": comparison.stopped,
         "only_in_a": [_key_dict(k) for k in comparison.only_in_a],

@@ -391,8 +391,10 @@ def test_a_run_stopped_before_its_end_cannot_pass_the_gate(tmp_path):
 
 def test_comparing_a_run_with_itself(tmp_path):
     path = write(tmp_path, "a.json", make_run(1))
-    r = invoke("compare", path, path, "--fail-on-regression")
+    r = invoke("compare", path, path)
     assert r.exit_code == 0 and "1.000x" in r.stdout and "within noise" in r.stdout
+    # as a gate: one run twice is no comparison of two (see the test below)
+    assert invoke("compare", path, path, "--fail-on-regression").exit_code == 4
 
 
 def test_single_repeat_runs_get_a_weak_block_bootstrap_verdict(tmp_path):
@@ -677,6 +679,11 @@ def test_a_file_compared_with_itself_is_said_to_be_one_file(tmp_path):
     r = invoke("compare", path, path)
     assert r.exit_code == 0 and "warning: A and B hold the same run" in r.stderr
     assert "one file, or a copy of it" in r.stderr
+    # A gate given one run twice (a script that picked the newest file twice) passed: exit 4.
+    r = invoke("compare", path, path, "--fail-on-regression", "--json")
+    assert r.exit_code == 4, r.output
+    assert "error: A and B hold the same run: a gate compares two runs" in r.stderr
+    assert json.loads(r.stdout)["same_run"] is True
 
 
 def test_a_byte_copy_under_another_name_is_told_to_be_the_same_run(tmp_path):
