@@ -176,6 +176,7 @@ def test_compare_json_keeps_the_regression_exit_code(tmp_path):
     assert plain.exit_code == r.exit_code == 1
     assert "regressed" in r.stderr and "regressed" in plain.stderr
     doc = document(r)
+    assert doc["exit_code"] == 1 and "regressed" in doc["gate_failures"][0]
     assert doc["regressions"] == len(doc["cells"]) == 12
     assert {c["verdict"] for c in doc["cells"]} == {"slower"}
     assert all(not c["weak"] and c["ratio"] == pytest.approx(1 / 1.3) for c in doc["cells"])

@@ -99,9 +99,18 @@ def compare_cmd(
     if refused:  # before any verdict: a gate must not pass or fail on such a pair
         raise InputError(refused)
     comparison = compare_runs(a, b, threshold)
-    if baseline.resolve() == candidate.resolve() and not same_run(a, b):
-        comparison.warnings.insert(0, "A and B are the same file: every ratio is 1 by construction")
-    emit_json(comparison_dict(comparison, baseline, candidate))
+    if baseline.resolve() == candidate.resolve():
+        if not same_run(a, b):
+            comparison.warnings.insert(
+                0, "A and B are the same file: every ratio is 1 by construction"
+            )
+        comparison.same_run = True
+    failures = gate_failures(comparison) if fail_on_regression else []
+    code = failures[0].exit_code if failures else 0 if comparison.cells else ExitCode.CELLS_FAILED
+    # The outcome in one place: a script rebuilt the gate's from regressions, lost_in_b, busy...
+    # (regressions 1 beside exit 4 on a busy machine; 0 beside exit 1 for a parity failure).
+    outcome = {"exit_code": int(code), "gate_failures": [f.text for f in failures]}
+    emit_json(comparison_dict(comparison, baseline, candidate) | outcome)
     # Warnings are about the inputs, like errors: stderr, so stdout holds the table (or JSON).
     for w in comparison.warnings:
         # one line each: a warning quotes the files' own text (a host name holding a newline)
@@ -109,7 +118,6 @@ def compare_cmd(
     report.render_compare(console, comparison, (baseline.name, candidate.name), wide=wide)
     # The gate's reasons first: a candidate that lost cells has nothing to compare in them, and
     # its wrong answers (exit 1) must not be hidden behind "nothing was compared" (exit 4).
-    failures = gate_failures(comparison) if fail_on_regression else []
     for failure in failures:
         err_console.print(f"error: {failure.text}", markup=False)
     if fail_on_regression and not comparison.busy and (unsure := undecided(comparison)):
@@ -129,10 +137,7 @@ def compare_cmd(
         err_console.print(
             f"error: nothing was compared: {nothing_compared(comparison)}", markup=False
         )
-    if failures:
-        raise typer.Exit(failures[0].exit_code)
-    if not comparison.cells:
-        raise typer.Exit(ExitCode.CELLS_FAILED)
+    raise typer.Exit(code)
 
 
 def _key_dict(key: CellKey) -> dict[str, Any]:

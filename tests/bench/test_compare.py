@@ -683,7 +683,11 @@ def test_a_file_compared_with_itself_is_said_to_be_one_file(tmp_path):
     r = invoke("compare", path, path, "--fail-on-regression", "--json")
     assert r.exit_code == 4, r.output
     assert "error: A and B hold the same run: a gate compares two runs" in r.stderr
-    assert json.loads(r.stdout)["same_run"] is True
+    doc = json.loads(r.stdout)
+    assert doc["same_run"] is True and doc["exit_code"] == 4
+    assert doc["gate_failures"] == [
+        "A and B hold the same run: a gate compares two runs of the code"
+    ]
 
 
 def test_a_byte_copy_under_another_name_is_told_to_be_the_same_run(tmp_path):
