@@ -39,7 +39,7 @@ from alexbench.devices import require
 from alexbench.environment import capture
 from alexbench.errors import AlexbenchError, DataError
 from alexbench.exit_codes import ExitCode, outcome_of
-from alexbench.exporters import changed_since_export
+from alexbench.exporters import changed_since_export, folder_for
 from alexbench.fileio import not_a_folder, write_json
 from alexbench.inputs import InputSet, random_inputs
 from alexbench.precision import Precision
@@ -129,6 +129,14 @@ def verify_cmd(
         if data is not None
         else random_inputs(batch, meta.image_size, seed or 0)
     )
+    out = (
+        report_path or (artifacts if artifacts is not None else folder_for(loaded)) / VERIFY_REPORT
+    )
+    check_output_file(out, "--out")  # before the work, not after it
+    # A verify that fails from here on (a listed file gone: exit 2; an interrupt) left the
+    # previous report in place, saying "passed": a script that read it after the failure was
+    # told the folder passed (an outside audit). Retired now; a new one is written at the end.
+    out.unlink(missing_ok=True)
     bundle = bundle_for(
         console, artifacts, backends, loaded, precisions=precisions, devices=devices,
         calib_data=calib_data, calib_samples=calib_samples, checking=True,
@@ -148,8 +156,6 @@ def verify_cmd(
             markup=False,
         )
     options = SessionOptions(threads=threads, compile_mode=compile_mode)
-    out = report_path or (bundle.directory or Path(".")) / VERIFY_REPORT
-    check_output_file(out, "--out")  # before the work, not after it
     # Which bytes the cells check, hashed before they load them and again after: a file
     # replaced meanwhile (a concurrent export) was recorded as checked though no cell ran it.
     checked = bundle.file_hashes()
