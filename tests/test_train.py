@@ -596,3 +596,4 @@ def test_an_interrupt_between_best_and_last_says_best_is_ahead(tmp_path: Path) -
     assert "already holds epoch 2, which the history does not show yet" in _best_ahead(out, last, 1)
     other = tmp_path / "other" / "last.pt"  # resumed from another folder: its best was copied
     assert _best_ahead(out, other, 1) == ""
+    assert _best_ahead(out, last, 1, since_ns=5_000) == ""  # an earlier run's best.pt

@@ -447,14 +447,16 @@ def _check_same_data(ckpt: dict[str, Any], data: LoadedData) -> None:
         data.description = data.description.replace(STREAMED_STATS_NOTE, "")
 
 
-def _best_ahead(out: Path, last: Path, saved: int) -> str:
-    """A note when best.pt was written after `last`, in its folder: it holds the epoch after
-    `saved`. (A run resumed into another folder copies the old best.pt in: not compared.)"""
+def _best_ahead(out: Path, last: Path, saved: int, since_ns: int = 0) -> str:
+    """A note when this run (started at `since_ns`) wrote best.pt after `last`, in its folder:
+    it holds the epoch after `saved`. (A run resumed into another folder copies the old best.pt
+    in: not compared.)"""
     best = out / BEST
     if last.parent.resolve() != out.resolve():
         return ""
     try:
-        if best.stat().st_mtime_ns <= (last.stat().st_mtime_ns if last.exists() else -1):
+        written = best.stat().st_mtime_ns
+        if written < since_ns or written <= (last.stat().st_mtime_ns if last.exists() else -1):
             return ""
     except OSError:
         return ""
@@ -542,6 +544,7 @@ def _fit(
     # The last.pt that continues this run and its epoch, for the interrupt message: the one
     # resumed from (perhaps in another folder) until this run writes its own.
     last, saved = (resume, start_epoch) if resume is not None else (out / LAST, 0)
+    started_ns = time.time_ns()  # a best.pt older than this run is not this run's
     try:
         for epoch in range(start_epoch, config.epochs):
             # Dropout draws from the global generator: reseed it per (seed, epoch, rank).
@@ -591,7 +594,7 @@ def _fit(
         code = e.exit_code if isinstance(e, Interrupted) else TrainingInterrupted.exit_code
         # best.pt is written before last.pt: an interrupt between the two leaves a best.pt one
         # epoch ahead of last.pt and the history, which the message said nothing of (an audit).
-        ahead = _best_ahead(out, last, saved) if ctx.is_main else ""
+        ahead = _best_ahead(out, last, saved, started_ns) if ctx.is_main else ""
         if not saved:  # best.pt may be written; last.pt, which --resume reads, is not
             raise TrainingInterrupted(
                 f"{why} before the first complete checkpoint{ahead}", code
