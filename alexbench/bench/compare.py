@@ -152,9 +152,11 @@ class Comparison:
     busy: list[str] = field(default_factory=list)  # `busy_sides`: why a side's figures are noisy
     # 'B was stopped before its end (interrupted: SIGINT): ...' per run saved by a stopped bench
     stopped: list[str] = field(default_factory=list)
-    # A and B are one run (one file, or a copy): every ratio is 1 by construction, and a gate
-    # passed a script that picked the same file twice (an outside audit)
-    same_run: bool = False
+    # A and B are one document (one file given twice, or a copy): every ratio is 1 by
+    # construction, and a gate passed a script that picked the same file twice (an outside
+    # audit). Stricter than `same_run`'s warning: an edited copy (a cell's status changed)
+    # is a fixture of tests, and a gate judges it.
+    identical: bool = False
 
 
 def slower_beyond(ratio: float, threshold: float) -> bool:
@@ -221,10 +223,8 @@ def gate_failures(comparison: Comparison) -> list[GateFailure]:
         )
     # (Cells missing from a file that says it is complete are lost cells, below.)
     out += [GateFailure(UNJUDGED, f"{why}: a gate judges whole runs") for why in comparison.stopped]
-    if comparison.same_run:
-        out.append(
-            GateFailure(UNJUDGED, "A and B hold the same run: a gate compares two runs of the code")
-        )
+    if comparison.identical:
+        out.append(GateFailure(UNJUDGED, "A and B are one results document: a gate compares two"))
     if slower:
         blind = sum(c.verdict is Verdict.NO_INTERVAL for c in slower)
         unsure = sum(c.verdict is Verdict.INCONCLUSIVE for c in slower)
@@ -360,7 +360,7 @@ def compare_runs(
             for side, run in (("A", a), ("B", b))
             if run.get("complete") is False
         ],
-        same_run=same_run(a, b),
+        identical=a == b,
     )
     for key, ca in cells_a.items():
         cb = cells_b.get(key)

@@ -56,7 +56,7 @@ def compare_cmd(
         "inconclusive one too when its interval excludes a speed-up) or fails parity; exit 4 "
         "when a cell measured in A crashed in B, was not run or is missing, when either run "
         "was stopped before its end or ran on a busy machine (its speed cannot be judged), or "
-        "when A and B are one run. "
+        "when A and B are one results document. "
         "With or without it, compare exits 4 when no cell could be compared.",
     ),
     allow_different_machines: bool = typer.Option(
@@ -104,7 +104,7 @@ def compare_cmd(
             comparison.warnings.insert(
                 0, "A and B are the same file: every ratio is 1 by construction"
             )
-        comparison.same_run = True
+        comparison.identical = True
     failures = gate_failures(comparison) if fail_on_regression else []
     code = failures[0].exit_code if failures else 0 if comparison.cells else ExitCode.CELLS_FAILED
     # The outcome in one place: a script rebuilt the gate's from regressions, lost_in_b, busy...
@@ -183,8 +183,8 @@ def comparison_dict(comparison: Comparison, baseline: Path, candidate: Path) -> 
         "undecided_cells": [_key_dict(c.key) for c in undecided(comparison)],
         # Why a side's figures cannot gate (--fail-on-regression exits 4): a busy machine
         "busy": comparison.busy,
-        # A and B are one run (one file, or a copy): the gate fails (exit 4)
-        "same_run": comparison.same_run,
+        # A and B are one document (one file given twice, or a copy): the gate fails (exit 4)
+        "identical": comparison.identical,
         # Why a side cannot gate either: saved by a bench that a signal stopped
         "stopped": comparison.stopped,
         "only_in_a": [_key_dict(k) for k in comparison.only_in_a],

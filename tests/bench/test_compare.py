@@ -682,12 +682,12 @@ def test_a_file_compared_with_itself_is_said_to_be_one_file(tmp_path):
     # A gate given one run twice (a script that picked the newest file twice) passed: exit 4.
     r = invoke("compare", path, path, "--fail-on-regression", "--json")
     assert r.exit_code == 4, r.output
-    assert "error: A and B hold the same run: a gate compares two runs" in r.stderr
+    assert "error: A and B are one results document: a gate compares two" in r.stderr
     doc = json.loads(r.stdout)
-    assert doc["same_run"] is True and doc["exit_code"] == 4
-    assert doc["gate_failures"] == [
-        "A and B hold the same run: a gate compares two runs of the code"
-    ]
+    assert doc["identical"] is True and doc["exit_code"] == 4
+    assert doc["gate_failures"] == ["A and B are one results document: a gate compares two"]
+    copy = write(tmp_path, "copy.json", json.loads(path.read_text()))  # another name: the same
+    assert invoke("compare", path, copy, "--fail-on-regression").exit_code == 4
 
 
 def test_a_byte_copy_under_another_name_is_told_to_be_the_same_run(tmp_path):
