@@ -46,7 +46,6 @@ from alexbench.cli.common import (
     parse_int_list,
     report_unmeasured,
     signals_as_interrupts,
-    signals_deferred,
     split_list,
     state,
     unmeasured_asked,
@@ -68,6 +67,7 @@ from alexbench.environment import (
 )
 from alexbench.errors import InputError, Interrupted, shown
 from alexbench.exit_codes import ExitCode, outcome
+from alexbench.fileio import signals_held
 from alexbench.precision import Precision
 from alexbench.results import RESULTS_SCHEMA, ceilings_dict, now, write_results
 from alexbench.runtimes import ModelBundle, SessionOptions
@@ -242,7 +242,7 @@ def bench_cmd(
         # Signals stay caught from the end of the sweep until the results are on disk: a
         # second Ctrl-C, or the SIGTERM of a `timeout`, must not lose the finished cells.
         try:
-            with signals_deferred():
+            with signals_held():
                 environment["others_cpu_cores_during"] = others_cpu_since(mark)
                 cells, payload = _payload(
                     bundle, spec, finished, ceilings, environment, created, calibrated

@@ -342,17 +342,6 @@ def signals_as_interrupts() -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Inside: SIGINT and SIGTERM wait until the block ends, so a results file being written
-    after an interrupt is not itself cut short; a signal that arrived is re-raised after."""
-    pending: list[int] = []
-    with _signal_handler(lambda n, _f: pending.append(n)):
-        yield
-    if pending:
-        raise _interrupted(pending[0])
-
-
 def _check_parent_writable(path: Path, option: str) -> None:
     """The nearest existing folder at or above `path` must be a writable directory."""
     existing = nearest_existing(path)

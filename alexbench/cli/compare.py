@@ -99,12 +99,9 @@ def compare_cmd(
     if refused:  # before any verdict: a gate must not pass or fail on such a pair
         raise InputError(refused)
     comparison = compare_runs(a, b, threshold)
-    if baseline.resolve() == candidate.resolve():
-        if not same_run(a, b):
-            comparison.warnings.insert(
-                0, "A and B are the same file: every ratio is 1 by construction"
-            )
-        comparison.identical = True
+    if baseline.resolve() == candidate.resolve() and not same_run(a, b):
+        # (one file read twice: `identical` already, so the gate fails on it)
+        comparison.warnings.insert(0, "A and B are the same file: every ratio is 1 by construction")
     failures = gate_failures(comparison) if fail_on_regression else []
     code = failures[0].exit_code if failures else 0 if comparison.cells else ExitCode.CELLS_FAILED
     # The outcome in one place: a script rebuilt the gate's from regressions, lost_in_b, busy...

@@ -39,7 +39,6 @@ from alexbench.cli.common import (
     parse_enum_list,
     parse_int_list,
     signals_as_interrupts,
-    signals_deferred,
 )
 from alexbench.cli.model_args import bundle_for, check_outputs_spare_inputs, model_for
 from alexbench.devices import Device, require
@@ -52,7 +51,7 @@ from alexbench.environment import (
 )
 from alexbench.errors import InputError
 from alexbench.exit_codes import ExitCode
-from alexbench.fileio import write_json
+from alexbench.fileio import signals_held, write_json
 from alexbench.precision import Precision
 from alexbench.results import now
 from alexbench.runtimes import Backend, ModelBundle, cell_unavailable, get_runtime
@@ -252,7 +251,7 @@ def tune_cmd(
     if stop is not None and not result.trials:  # an empty document would read as "nothing fits"
         err_console.print(f"error: {stop} before any trial finished: nothing saved", markup=False)
         raise typer.Exit(stop.exit_code)
-    with signals_deferred():  # a second signal must not cut the document short
+    with signals_held():  # a second signal must not cut the document short
         if out is not None:
             write_json(out, doc)
     emit_json(doc)
